@@ -1,0 +1,166 @@
+"""`fleetdrill`: the command line. A user's mistake is one line on stderr, never a traceback."""
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from harness.errors import FleetDrillError
+from harness.localfleet import build, supervisor
+
+DEFAULT_FLEET_DIR = Path(
+    os.environ.get("FLEETDRILL_FLEET_DIR")
+    or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "fleetdrill" / "fleet"
+)
+
+
+def _progress() -> build.Progress:
+    """A live bar on a terminal; a line per tenth of the work in logs and CI."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        tasks: dict[str, int] = {}
+
+        def show(stage: str, done: int, total: int) -> None:
+            if not bar.live.is_started:
+                bar.start()
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+            if total and done >= total:
+                bar.stop()
+
+        return show
+    printed: dict[str, int] = {}
+
+    def log(stage: str, done: int, total: int) -> None:
+        tenth = done * 10 // total if total else -1
+        if printed.get(stage) != tenth:
+            printed[stage] = tenth
+            detail = f"{done}/{total} packages" if total else "the first build takes several minutes"
+            print(f"{stage}: {detail}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def cmd_fleet_build(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    binaries = build.ensure_binaries(args.bin_dir, _progress())
+    folder = next(iter(binaries.values())).parent
+    print(f"{len(binaries)} binaries ready in {folder} ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+def cmd_fleet_up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    state = supervisor.up(args.dir, args.clusters, args.bin_dir, _progress())
+    print(f"fleet up in {time.monotonic() - started:.1f} s: {', '.join(c.name for c in state.clusters)}")
+    print(f"kubeconfig: {state.folder / 'kubeconfig'}")
+    print(f"fleet file: {state.folder / 'fleet.yaml'}")
+    return 0
+
+
+def cmd_fleet_down(args: argparse.Namespace) -> int:
+    stopped = supervisor.down(args.dir)
+    print(f"fleet in {args.dir} is down ({len(stopped)} processes stopped)")
+    return 0
+
+
+def cmd_fleet_status(args: argparse.Namespace) -> int:
+    rows = supervisor.status(args.dir)
+    print(f"{'CLUSTER':<12} {'COMPONENT':<24} {'STATE':<5} {'ADDRESS':<15} {'PID':>7} {'RSS':>8}")
+    for row in rows:
+        rss = f"{row.rss_bytes / 2**20:.0f} MB" if row.up else "-"
+        state = "up" if row.up else "down"
+        print(f"{row.cluster:<12} {row.component:<24} {state:<5} {row.address:<15} {row.pid:>7} {rss:>8}")
+    return 0
+
+
+def cmd_fleet_stop(args: argparse.Namespace) -> int:
+    stopped = supervisor.stop_cluster(args.dir, args.cluster)
+    print(f"cluster {args.cluster} lost: {len(stopped)} processes killed (SIGKILL); its data stays on disk")
+    return 0
+
+
+def cmd_fleet_start(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    supervisor.start_cluster(args.dir, args.cluster)
+    print(f"cluster {args.cluster} is back and ready ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of clusters >= 1, got {text!r}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="fleetdrill", description="Chaos and DR drills for Kubernetes fleets.")
+    commands = top.add_subparsers(dest="command", required=True)
+    fleet = commands.add_parser("fleet", help="the embedded local fleet of real Kubernetes control planes")
+    actions = fleet.add_subparsers(dest="action", required=True)
+
+    def action(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        if name != "build":
+            sub.add_argument(
+                "--dir",
+                type=Path,
+                default=DEFAULT_FLEET_DIR,
+                help=f"fleet folder (default {DEFAULT_FLEET_DIR}; env FLEETDRILL_FLEET_DIR)",
+            )
+        if name in ("build", "up"):
+            sub.add_argument(
+                "--bin-dir",
+                type=Path,
+                default=None,
+                help="use official release binaries from this folder (env FLEETDRILL_BIN_DIR)",
+            )
+        return sub
+
+    action("build", cmd_fleet_build, "build the Kubernetes binaries into the cache (minutes the first time)")
+    action("up", cmd_fleet_up, "start a local fleet").add_argument(
+        "--clusters", type=_positive, default=3, help="number of clusters (default 3)"
+    )
+    action("down", cmd_fleet_down, "stop every process of the fleet and remove its namespaces")
+    action("status", cmd_fleet_status, "per cluster and component: up, address, pid, RSS")
+    action("stop", cmd_fleet_stop, "lose a cluster: SIGKILL all its processes, keep its data").add_argument(
+        "cluster"
+    )
+    action("start", cmd_fleet_start, "bring a lost cluster back on its data").add_argument("cluster")
+    return top
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.handler(args)
+    except FleetDrillError as error:
+        print(f"fleetdrill: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fleetdrill: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

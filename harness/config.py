@@ -1,0 +1,426 @@
+"""The fleet file (fleet.yaml): its typed schema, loading with one-line errors, writing, and its JSON schema.
+
+Regenerate the committed schema with: python -m harness.config > harness/schema/fleet.schema.json
+"""
+
+import difflib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
+
+from harness import units
+from harness.errors import ConfigError
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+WORKLOAD = r"^(deployment|statefulset|daemonset)/[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$"
+_PATTERNS = {  # what a regular expression means, for error messages
+    DNS_LABEL: "a DNS label (lowercase letters, digits and '-', at most 63)",
+    WORKLOAD: "kind/name with kind one of deployment, statefulset, daemonset",
+    r"^/": "a path starting with '/'",
+}
+_DURATION = 'a duration such as "30s", "1m30s", "250ms" or a number of seconds'
+_FRACTION = 'a fraction in (0, 1] such as 0.999 or "99.9%"'
+
+
+class _Invalid(ValueError):
+    """A value broke a rule of the fleet file; `loc` says where, below the model that checked it."""
+
+    def __init__(self, expected: str, got: object, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(f"expected {expected}, got {_show(got)}")
+        self.loc = loc
+
+
+def _show(value: object) -> str:
+    """A short repr of a bad value: containers are named, not dumped."""
+    if isinstance(value, dict | list | tuple):
+        return ("a mapping" if isinstance(value, dict) else "a list") if value else repr(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _duration(value: object) -> float:
+    try:
+        return units.parse_duration(value)
+    except ValueError:
+        raise _Invalid(_DURATION, value) from None
+
+
+def _positive_duration(value: object) -> float:
+    if seconds := _duration(value):
+        return seconds
+    raise _Invalid(f"{_DURATION}, above zero", value)
+
+
+def _fraction(value: object) -> float:
+    try:
+        return units.parse_fraction(value)
+    except ValueError:
+        raise _Invalid(_FRACTION, value) from None
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Invalid("an http(s) URL", value)
+    return value
+
+
+def _write_target(value: str) -> str:
+    return value if value.startswith("/") else _url(value)
+
+
+def _some(clusters: tuple["Cluster", ...]) -> tuple["Cluster", ...]:
+    if not clusters:
+        raise _Invalid("at least one cluster", [])
+    return clusters
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    """`path` with "~" expanded, relative to the fleet file's folder (the working directory without one)."""
+    base = (info.context or {}).get("base") or Path.cwd()
+    return base / path.expanduser()
+
+
+_SECONDS = {"type": "number", "minimum": 0}
+_DURATION_SCHEMA = WithJsonSchema(
+    {"anyOf": [_SECONDS, {"type": "string", "pattern": units.DURATION_PATTERN}]}
+)
+_SHARE = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+_FRACTION_SCHEMA = WithJsonSchema({"anyOf": [_SHARE, {"type": "string", "pattern": units.PERCENT_PATTERN}]})
+_AS_TEXT = PlainSerializer(units.format_duration)
+Duration = Annotated[float, BeforeValidator(_duration), _AS_TEXT, _DURATION_SCHEMA]
+PositiveDuration = Annotated[float, BeforeValidator(_positive_duration), _AS_TEXT, _DURATION_SCHEMA]
+Availability = Annotated[float, BeforeValidator(_fraction), _FRACTION_SCHEMA]
+Name = Annotated[str, Field(pattern=DNS_LABEL)]
+Text = Annotated[str, Field(min_length=1)]
+Url = Annotated[str, AfterValidator(_url), WithJsonSchema({"type": "string", "format": "uri"})]
+Kubeconfig = Annotated[Path, AfterValidator(_resolve)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class Cluster(_Model):
+    """One Kubernetes cluster of the fleet."""
+
+    name: Name
+    """Cluster name used by drills, reports and endpoints."""
+    context: Text | None = None
+    """Kubeconfig context of the cluster; defaults to the cluster's name."""
+    kubeconfig: Kubeconfig | None = None
+    """Kubeconfig file for this cluster, if not the fleet's (relative to the fleet file, "~" expanded)."""
+    readonly_context: Text | None = None
+    """Context of a read-only identity, used for checks."""
+    region: Text
+    """Region the cluster runs in."""
+    zones: tuple[Text, ...] = ()
+    """Availability zones of the cluster's nodes."""
+    role: Literal["active", "passive", "standby"] = "standby"
+    """active serves traffic, passive is warm and takes over, standby is restored into from backups."""
+    environment: Literal["dev", "staging", "prod"] = "dev"
+    """prod clusters need safety.allow_prod for destructive drills."""
+
+
+class Objectives(_Model):
+    """What an app must achieve through a drill; each one is optional."""
+
+    rto: Duration | None = None
+    """Recovery time objective: longest time from the fault to stable recovery."""
+    rpo: Duration | None = None
+    """Recovery point objective: most data loss allowed, as time."""
+    availability: Availability | None = None
+    """Fewest successful probes allowed, as a fraction of all probes in the drill."""
+    latency: PositiveDuration | None = None
+    """Latency bound: a probe slower than this counts as failed."""
+
+
+class App(_Model):
+    """An application deployed across the fleet, probed during drills."""
+
+    name: Name
+    """App name used by drills and reports."""
+    namespace: Name
+    """Namespace the app runs in, in every cluster."""
+    workload: Annotated[str, Field(pattern=WORKLOAD)]
+    """The app's workload as kind/name, e.g. deployment/orders."""
+    service: Name | None = None
+    """The app's Service."""
+    global_endpoint: Url | None = None
+    """URL clients use (GSLB or global load balancer)."""
+    endpoints: dict[str, Url] = {}
+    """URL of the app in each cluster, by cluster name."""
+    write_endpoint: Annotated[str, AfterValidator(_write_target)] | None = None
+    """Where RPO sentinels are written: a path on the endpoints or an absolute URL."""
+    health_path: Annotated[str, Field(pattern=r"^/")] = "/"
+    """Path probed for health on the endpoints."""
+    objectives: Objectives = Objectives()
+    """What the app must achieve through a drill."""
+
+
+class Velero(_Model):
+    """How to reach Velero for backups and restores."""
+
+    binary: Text = "velero"
+    """The velero CLI: a path or a name on PATH."""
+    namespace: Name = "velero"
+    """Namespace Velero is installed in."""
+    storage_location: Text = "default"
+    """Backup storage location to back up to and restore from."""
+
+
+class Infrastructure(_Model):
+    """The provider for faults the Kubernetes API cannot express (cluster loss, WAN partition)."""
+
+    provider: Literal["none", "localfleet", "command", "chaostoolkit"] = "none"
+    """Which provider; none disables infrastructure faults."""
+    settings: dict[str, Any] = {}
+    """Provider settings, checked by the provider."""
+
+
+class BlastRadius(_Model):
+    """Limits on how much of the fleet one drill may break."""
+
+    max_clusters: Annotated[StrictInt, Field(ge=1)] | None = None
+    """Most clusters a drill may fault at once."""
+    max_percent: Annotated[StrictInt, Field(ge=1, le=100)] | None = None
+    """Most of the fleet's clusters a drill may fault at once, in percent."""
+
+
+class Abort(_Model):
+    """Stop a drill and revert its faults when global availability stays too low."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    availability_below: Availability
+    """Abort when availability over the window falls below this."""
+    for_: Duration = Field(0.0, alias="for")
+    """How long availability must stay below the threshold."""
+
+
+class Safety(_Model):
+    """Guards for destructive drills."""
+
+    allowlist: tuple[Text, ...] = ()
+    """Contexts destructive drills may touch; each must be a context of a cluster."""
+    allow_prod: StrictBool = False
+    """Allow destructive drills on prod clusters."""
+    blast_radius: BlastRadius = BlastRadius()
+    """Limits on how much one drill may break."""
+    abort: Abort | None = None
+    """When to stop a drill early."""
+    lease_duration: PositiveDuration = 300.0
+    """Expiry of the drill lease (a Lease per cluster) that stops two drills colliding."""
+
+
+class Fleet(_Model):
+    """A fleet of Kubernetes clusters and the apps drills run against (fleet.yaml)."""
+
+    name: Name
+    """Fleet name."""
+    kubeconfig: Kubeconfig = Field(Path("~/.kube/config"), validate_default=True)
+    """Default kubeconfig file (relative to the fleet file, "~" expanded)."""
+    clusters: Annotated[tuple[Cluster, ...], AfterValidator(_some), Field(json_schema_extra={"minItems": 1})]
+    """The clusters of the fleet."""
+    apps: tuple[App, ...] = ()
+    """The apps drills probe."""
+    velero: Velero = Velero()
+    """Velero settings."""
+    infrastructure: Infrastructure = Infrastructure()
+    """Provider for infrastructure faults."""
+    safety: Safety = Safety()
+    """Guards for destructive drills."""
+    local: dict[str, Any] = {}
+    """Written by the embedded local fleet only: its settings and timings."""
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> "Fleet":
+        """Rules that span fields: unique names, known clusters and contexts."""
+        _unique("clusters", [c.name for c in self.clusters], "name")
+        _unique("clusters", [(self.kubeconfig_for(c), self.context_for(c)) for c in self.clusters], "context")
+        _unique("apps", [a.name for a in self.apps], "name")
+        names = [c.name for c in self.clusters]
+        for i, app in enumerate(self.apps):
+            for key in app.endpoints:
+                if key not in names:
+                    raise _Invalid(f"a cluster name ({', '.join(names)})", key, ("apps", i, "endpoints", key))
+            if (app.write_endpoint or "").startswith("/") and not (app.endpoints or app.global_endpoint):
+                what = "an absolute URL (the app has no endpoints for a path)"
+                raise _Invalid(what, app.write_endpoint, ("apps", i, "write_endpoint"))
+        contexts = [self.context_for(c) for c in self.clusters]
+        for i, context in enumerate(self.safety.allowlist):
+            if context not in contexts:
+                raise _Invalid(
+                    f"a context of a cluster ({', '.join(contexts)})", context, ("safety", "allowlist", i)
+                )
+        return self
+
+    def cluster(self, name: str) -> Cluster:
+        """The cluster called `name`."""
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        known = ", ".join(c.name for c in self.clusters)
+        raise ConfigError(f"fleet {self.name!r}: expected a cluster name ({known}), got {name!r}")
+
+    def app(self, name: str) -> App:
+        """The app called `name`."""
+        for app in self.apps:
+            if app.name == name:
+                return app
+        known = ", ".join(a.name for a in self.apps) or "none defined"
+        raise ConfigError(f"fleet {self.name!r}: expected an app name ({known}), got {name!r}")
+
+    def primary(self) -> Cluster:
+        """The active cluster, when exactly one cluster is active."""
+        active = [c for c in self.clusters if c.role == "active"]
+        if len(active) != 1:
+            got = ", ".join(c.name for c in active) or "none"
+            raise ConfigError(f"fleet {self.name!r}: expected exactly one active cluster, got {got}")
+        return active[0]
+
+    def kubeconfig_for(self, cluster: str | Cluster) -> Path:
+        """The kubeconfig file of `cluster` (a name or a Cluster)."""
+        found = self.cluster(cluster) if isinstance(cluster, str) else cluster
+        return found.kubeconfig or self.kubeconfig
+
+    def context_for(self, cluster: str | Cluster) -> str:
+        """The kubeconfig context of `cluster` (a name or a Cluster)."""
+        found = self.cluster(cluster) if isinstance(cluster, str) else cluster
+        return found.context or found.name
+
+
+def _unique(field: str, keys: list[Any], part: str) -> None:
+    """Raise _Invalid at the first of `keys` (one per entry of `field`) that an earlier entry has already."""
+    for i, key in enumerate(keys):
+        if key in keys[:i]:
+            got = key[-1] if isinstance(key, tuple) else key
+            raise _Invalid(f"a {part} not used by {field}[{keys.index(key)}]", got, (field, i, part))
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys (plain YAML lets the last one win silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.append(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read and validate a fleet file; any mistake in it raises ConfigError with one line naming it."""
+    path = Path(path)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"{path}: cannot read fleet file: {reason}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        said = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+        problem = (
+            " ".join(", ".join(filter(None, said)).split()) or "unreadable"
+        )  # one line, whatever YAML says
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fleet settings at the top level, got {_show(data)}")
+    try:
+        return Fleet.model_validate(data, context={"base": path.absolute().parent})
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors(include_url=False)]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ConfigError(f"{path}: {'; '.join(problems[:3])}{more}") from None
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "path_type": "a path",
+    "string_too_short": "a non-empty string",
+    "greater_than_equal": "an integer >= {ge}",
+    "less_than_equal": "an integer <= {le}",
+}
+
+
+def _describe(error: Any) -> str:
+    """One pydantic error as `field.path[0]: expected <what>, got <value>`."""
+    loc, kind, ctx = error["loc"], error["type"], error.get("ctx", {})
+    if isinstance(ctx.get("error"), _Invalid):
+        loc, text = loc + ctx["error"].loc, str(ctx["error"])
+    elif kind == "missing":
+        text = "missing required field"
+    elif kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1)
+        text = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
+    else:
+        if kind == "literal_error":
+            expected = "one of " + ctx["expected"].replace("'", "").replace(" or ", ", ")
+        elif kind == "string_pattern_mismatch":
+            expected = _PATTERNS.get(ctx["pattern"], f"a string matching {ctx['pattern']}")
+        elif kind in _EXPECTED:
+            expected = _EXPECTED[kind].format(**ctx)
+        else:
+            expected = f"a valid value ({error['msg']})"
+        text = f"expected {expected}, got {_show(error['input'])}"
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    return f"{where}: {text}"
+
+
+def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
+    """The field names (aliases) of the model found at `loc` below Fleet."""
+    model: type[BaseModel] = Fleet
+    for part in loc:
+        if isinstance(part, str):
+            model = _model_in(model.model_fields[part].annotation)
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m), None)
+
+
+def dump_fleet(fleet: Fleet) -> str:
+    """The fleet as fleet-file YAML; load_fleet reads it back equal."""
+    data = fleet.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def fleet_json_schema() -> dict[str, Any]:
+    """JSON schema of the fleet file, for editors."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **Fleet.model_json_schema(by_alias=True),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(fleet_json_schema(), indent=2))

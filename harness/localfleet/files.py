@@ -1,0 +1,93 @@
+"""The fleet folder: its layout, the kubeconfig users drive it with, and the fleet file the harness reads."""
+
+import base64
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from harness.localfleet import controlplane, pki
+
+if TYPE_CHECKING:
+    from harness.localfleet.supervisor import FleetState
+
+OWNED = ("clusters", "pki", "logs", "kubeconfig", "fleet.yaml")
+
+
+def reset(folder: Path) -> None:
+    """Remove what an earlier fleet left in folder (only the entries a fleet writes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in OWNED:
+        path = folder / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def cluster_files(folder: Path, cluster: str) -> controlplane.ClusterFiles:
+    return controlplane.ClusterFiles(folder / "clusters" / cluster, folder / "pki" / "ca.crt")
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def write_kubeconfig(state: "FleetState", ca: pki.KeyPair) -> Path:
+    """One admin context per cluster, named after it, and a read-only `<name>-readonly` context each."""
+    config: dict = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}
+    for cluster in state.clusters:
+        files = cluster_files(state.folder, cluster.name)
+        server = f"https://{state.plan.cluster(cluster.index).control_plane}:{controlplane.APISERVER_PORT}"
+        config["clusters"].append(
+            {
+                "name": cluster.name,
+                "cluster": {
+                    "server": server,
+                    "certificate-authority-data": base64.b64encode(ca.cert).decode(),
+                },
+            }
+        )
+        for stem, context in (("admin", cluster.name), ("viewer", f"{cluster.name}-readonly")):
+            user = f"{cluster.name}-{stem}"
+            config["users"].append(
+                {
+                    "name": user,
+                    "user": {
+                        "client-certificate-data": _b64(files.cert(stem)),
+                        "client-key-data": _b64(files.key(stem)),
+                    },
+                }
+            )
+            config["contexts"].append({"name": context, "context": {"cluster": cluster.name, "user": user}})
+    config["current-context"] = state.clusters[0].name
+    path = state.folder / "kubeconfig"
+    pki.write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+    return path
+
+
+def write_fleet_file(state: "FleetState", timings: controlplane.LocalTimings) -> Path:
+    """The fleet file the harness reads for this local fleet."""
+    fleet = {
+        "name": f"local-{state.index}",
+        "kubeconfig": "kubeconfig",
+        "clusters": [
+            {
+                "name": c.name,
+                "context": c.name,
+                "readonly_context": f"{c.name}-readonly",
+                "region": c.region,
+                "role": c.role,
+                "environment": "dev",
+            }
+            for c in state.clusters
+        ],
+        "infrastructure": {"provider": "localfleet", "settings": {"dir": str(state.folder)}},
+        "safety": {"allowlist": [c.name for c in state.clusters]},
+        "local": {"dir": str(state.folder), **timings.as_local_section()},
+    }
+    path = state.folder / "fleet.yaml"
+    header = "# Written by `fleetdrill fleet up`: the fleet file of this local fleet.\n"
+    path.write_text(header + yaml.safe_dump(fleet, sort_keys=False))
+    return path

@@ -1,0 +1,314 @@
+"""The supervisor of a local fleet: bring it up, report on it, lose and return clusters, take it down.
+
+Everything a fleet starts runs inside the fleet's own network namespaces, so `down` finds every
+process through them, even after the fleet folder's state was lost or `up` was killed half-way.
+"""
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.errors import FleetDrillError
+from harness.localfleet import controlplane, files, netns, network, pki, processes, registry
+from harness.localfleet.addresses import FleetPlan, plan
+from harness.localfleet.build import Progress, ensure_binaries
+
+REGIONS = ("us-east", "eu-west", "ap-south")
+STATE = "state.json"
+READY_DEADLINE_S = 120.0
+MAX_START_RESTARTS = 5
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """A cluster of the fleet: its name, region, number in the address plan, and role."""
+
+    name: str
+    region: str
+    index: int
+    role: str
+
+    def netns_prefix(self, fleet: FleetPlan) -> str:
+        return f"{network.prefix(fleet)}c{self.index}-"
+
+    def control_plane_ns(self, fleet: FleetPlan) -> str:
+        return f"{self.netns_prefix(fleet)}cp"
+
+
+@dataclass
+class FleetState:
+    """What the supervisor keeps in the fleet folder: enough to restart or remove anything it started."""
+
+    folder: Path
+    index: int
+    clusters: list[ClusterRecord]
+    processes: dict[str, dict]
+
+    @property
+    def plan(self) -> FleetPlan:
+        return plan(self.index)
+
+    def cluster(self, name: str) -> ClusterRecord:
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        known = ", ".join(c.name for c in self.clusters)
+        raise FleetDrillError(f"no cluster {name!r} in the fleet at {self.folder} (clusters: {known})")
+
+    def save(self) -> None:
+        data = {
+            "index": self.index,
+            "clusters": [asdict(c) for c in self.clusters],
+            "processes": self.processes,
+        }
+        tmp = self.folder / f".{STATE}.tmp"
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.folder / STATE)
+
+    @classmethod
+    def load(cls, folder: Path) -> "FleetState":
+        path = folder / STATE
+        if not path.exists():
+            raise FleetDrillError(
+                f"no local fleet in {folder} (no {STATE}): start one with `fleetdrill fleet up`"
+            )
+        data = json.loads(path.read_text())
+        return cls(folder, data["index"], [ClusterRecord(**c) for c in data["clusters"]], data["processes"])
+
+
+def cluster_names(count: int) -> list[ClusterRecord]:
+    """Clusters spread over three regions; the first is active, the second passive, the rest standby."""
+    records = []
+    for i in range(count):
+        region = REGIONS[i % len(REGIONS)]
+        name = region if i < len(REGIONS) else f"{region}-{i // len(REGIONS) + 1}"
+        role = ("active", "passive")[i] if i < 2 else "standby"
+        records.append(ClusterRecord(name, region, i, role))
+    return records
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise FleetDrillError("the local fleet makes network namespaces: run as root (or with CAP_NET_ADMIN)")
+    for tool in ("ip", "nsenter"):
+        if not shutil.which(tool):
+            raise FleetDrillError(f"`{tool}` is missing: install Debian's iproute2 and util-linux")
+
+
+def up(
+    folder: Path,
+    clusters: int = 3,
+    bin_dir: Path | None = None,
+    progress: Progress | None = None,
+    say: Say = print,
+    timings: controlplane.LocalTimings | None = None,
+) -> FleetState:
+    """Start a fleet in folder and return once every API server is ready and its controllers work."""
+    check_privileges()
+    folder = folder.resolve()
+    if (folder / STATE).exists():
+        raise FleetDrillError(
+            f"a local fleet already runs in {folder}: `fleetdrill fleet down --dir {folder}` first"
+        )
+    binaries = ensure_binaries(bin_dir, progress)
+    down_orphans()
+    timings = timings or controlplane.LocalTimings()
+    files.reset(folder)
+    state = FleetState(folder, registry.claim(folder), cluster_names(clusters), {})
+    try:
+        state.save()
+        say(f"starting {clusters} clusters in {folder} (fleet #{state.index}, {state.plan.infra})")
+        ca = pki.new_ca(f"fleetdrill fleet {state.index}")
+        ca.write(folder / "pki", "ca")
+        network.build_router(state.plan)
+        for cluster in state.clusters:
+            cluster_plan = state.plan.cluster(cluster.index)
+            controlplane.write_credentials(files.cluster_files(folder, cluster.name), ca, cluster_plan)
+            network.add_segment(state.plan, cluster_plan.segment)
+            netns.create(cluster.control_plane_ns(state.plan))
+            network.attach(state.plan, cluster_plan.segment, cluster.control_plane_ns(state.plan), 2)
+            for component in controlplane.components(
+                files.cluster_files(folder, cluster.name), cluster_plan, binaries, timings
+            ):
+                spec = processes.ProcessSpec(
+                    f"{cluster.name}/{component.name}",
+                    cluster.control_plane_ns(state.plan),
+                    component.argv,
+                    component.env,
+                    str(folder / "logs" / cluster.name / f"{component.name}.log"),
+                )
+                _start(state, spec)
+        state.save()
+        wait_ready(state, READY_DEADLINE_S)
+        files.write_kubeconfig(state, ca)
+        files.write_fleet_file(state, timings)
+        return state
+    except BaseException:
+        down(folder)
+        raise
+
+
+def _start(state: FleetState, spec: processes.ProcessSpec) -> None:
+    started = processes.spawn(spec)
+    state.processes[spec.key] = {**asdict(spec), **asdict(started)}
+
+
+def wait_ready(
+    state: FleetState, deadline_s: float, only: str | None = None
+) -> dict[str, tuple[float, float]]:
+    """Poll every (or one) cluster until its API is ready, RBAC bound and its controllers work.
+
+    Returns, per cluster, the seconds until its API was ready and until its controllers worked.
+    """
+    started = time.monotonic()
+    deadline = started + deadline_s
+    pending = {c.name: _probe(state, c) for c in state.clusters if only in (None, c.name)}
+    reached: dict[str, list[float]] = {name: [] for name in pending}
+    restarts: dict[str, int] = {}
+    while pending:
+        for name, probe in list(pending.items()):
+            if not reached[name] and probe.api_ready() and probe.bind_viewer():
+                reached[name].append(time.monotonic() - started)
+            if reached[name] and probe.controllers_working():
+                reached[name].append(time.monotonic() - started)
+                del pending[name]
+        _restart_exited(state, restarts, set(pending))
+        if pending and time.monotonic() > deadline:
+            waiting = ", ".join(f"{n} ({'controllers' if reached[n] else 'api'})" for n in pending)
+            raise FleetDrillError(
+                f"not ready after {deadline_s:.0f} s: {waiting}; logs in {state.folder / 'logs'}"
+            )
+        if pending:
+            time.sleep(0.05)
+    return {name: (times[0], times[1]) for name, times in reached.items()}
+
+
+def _probe(state: FleetState, cluster: ClusterRecord) -> controlplane.ApiProbe:
+    return controlplane.ApiProbe(
+        files.cluster_files(state.folder, cluster.name), state.plan.cluster(cluster.index)
+    )
+
+
+def _restart_exited(state: FleetState, restarts: dict[str, int], clusters: set[str]) -> None:
+    """Restart a component that exited while its cluster starts (a controller manager gives up when
+    RBAC is not bootstrapped in time on a loaded machine), as a kubelet restarts static pods."""
+    for key, record in state.processes.items():
+        if key.split("/")[0] not in clusters or processes.alive(
+            processes.Started(record["pid"], record["start_ticks"])
+        ):
+            continue
+        restarts[key] = restarts.get(key, 0) + 1
+        if restarts[key] > MAX_START_RESTARTS:
+            tail = Path(record["log"]).read_text(errors="replace").strip().splitlines()[-1:] or [
+                "(empty log)"
+            ]
+            raise FleetDrillError(
+                f"{key} keeps exiting during start-up: {tail[0][:300]} (log: {record['log']})"
+            )
+        _start(
+            state,
+            processes.ProcessSpec(
+                record["key"], record["netns"], record["argv"], record["env"], record["log"]
+            ),
+        )
+        state.save()
+
+
+def down(folder: Path) -> list[int]:
+    """Stop every process of the fleet in folder, remove its namespaces and its claim; return pids stopped.
+
+    Works on a fleet whose `up` was killed half-way too: the registry knows which numbers it claimed.
+    """
+    folder = folder.resolve()
+    indexes = {index for index, claim in registry.claims().items() if claim.folder == folder}
+    if (folder / STATE).exists():
+        indexes.add(FleetState.load(folder).index)
+    if not indexes:
+        raise FleetDrillError(f"no local fleet in {folder}: nothing to take down")
+    stopped = [pid for index in sorted(indexes) for pid in _remove(plan(index))]
+    (folder / STATE).unlink(missing_ok=True)
+    return stopped
+
+
+def down_orphans() -> list[int]:
+    """Remove fleets whose `up` died before finishing (no state, claimer gone); return pids stopped."""
+    stopped = []
+    for index, claim in registry.claims().items():
+        if not (claim.folder / STATE).exists() and processes.start_ticks(claim.pid) is None:
+            stopped += _remove(plan(index))
+    return stopped
+
+
+def _remove(fleet: FleetPlan) -> list[int]:
+    stopped = _stop_namespaces(netns.names(network.prefix(fleet)))
+    network.teardown(fleet)
+    registry.release(fleet.index)
+    return stopped
+
+
+def _stop_namespaces(names: list[str]) -> list[int]:
+    pids = netns.kill_all(names, signal.SIGKILL)
+    left = processes.wait_gone(pids)
+    if left:
+        raise FleetDrillError(f"processes {left} did not exit after SIGKILL")
+    return pids
+
+
+def stop_cluster(folder: Path, name: str) -> list[int]:
+    """Hard loss: SIGKILL everything in the cluster's namespaces; etcd's data stays on disk."""
+    state = FleetState.load(folder.resolve())
+    cluster = state.cluster(name)
+    return _stop_namespaces(netns.names(cluster.netns_prefix(state.plan)))
+
+
+def start_cluster(folder: Path, name: str, deadline_s: float = READY_DEADLINE_S) -> None:
+    """Return of a lost cluster: restart its processes on the same data and wait until it is ready."""
+    state = FleetState.load(folder.resolve())
+    cluster = state.cluster(name)
+    for key, record in list(state.processes.items()):
+        if key.startswith(f"{cluster.name}/") and not processes.alive(
+            processes.Started(record["pid"], record["start_ticks"])
+        ):
+            spec = processes.ProcessSpec(
+                record["key"], record["netns"], record["argv"], record["env"], record["log"]
+            )
+            _start(state, spec)
+    state.save()
+    wait_ready(state, deadline_s, only=name)
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    cluster: str
+    component: str
+    up: bool
+    address: str
+    pid: int
+    rss_bytes: int
+
+
+def status(folder: Path) -> list[ComponentStatus]:
+    """One row per process the fleet started."""
+    state = FleetState.load(folder.resolve())
+    rows = []
+    for key, record in state.processes.items():
+        cluster_name, component = key.split("/", 1)
+        cluster = state.cluster(cluster_name)
+        is_up = processes.alive(processes.Started(record["pid"], record["start_ticks"]))
+        rows.append(
+            ComponentStatus(
+                cluster_name,
+                component,
+                is_up,
+                str(state.plan.cluster(cluster.index).control_plane),
+                record["pid"],
+                processes.rss_bytes(record["pid"]) if is_up else 0,
+            )
+        )
+    return rows

@@ -1,0 +1,367 @@
+"""Pure measurements: probe samples, sentinel writes and timeline events -> outage windows, RTO, RPO,
+availability, latency percentiles, RTO phases, and verdicts against objectives (DESIGN.md, "Measurement
+definitions"). No I/O. Times are monotonic seconds; the records returned are in samples.py.
+
+Functions that look at probe order take one target's series (filter by `target` first); they order it by
+send time (ties by receive time). Every result keeps the moments that decided it, so a reader can check it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from itertools import pairwise
+
+from harness.samples import (
+    Coverage,
+    PhaseBreakdown,
+    ProbeSample,
+    RpoResult,
+    RtoOutcome,
+    RtoResult,
+    SentinelWrite,
+    Verdict,
+    Window,
+)
+from harness.timeline import Event, phase_spans
+
+
+def probe_failed(sample: ProbeSample, latency_bound: float | None = None) -> bool:
+    """A probe fails on connection error or timeout (not ok), a 5xx status, or latency above the bound.
+
+    Any other answer (2xx, 3xx, 4xx, or ok without a status) is a success.
+    """
+    if not sample.ok:
+        return True
+    if sample.status is not None and 500 <= sample.status <= 599:
+        return True
+    return latency_bound is not None and sample.latency > latency_bound
+
+
+def _series(samples: Iterable[ProbeSample]) -> list[ProbeSample]:
+    ordered = sorted(samples, key=lambda s: (s.sent, s.received))
+    targets = sorted({s.target for s in ordered})
+    if len(targets) > 1:
+        raise ValueError(f"expected one target's probe series, got {targets}: filter samples by target first")
+    return ordered
+
+
+def _in_window(samples: Iterable[ProbeSample], window: tuple[float, float] | None) -> list[ProbeSample]:
+    """Samples sent in [start, end), or all when window is None."""
+    return [s for s in samples if window is None or window[0] <= s.sent < window[1]]
+
+
+def outage_windows(samples: Iterable[ProbeSample], latency_bound: float | None = None) -> list[Window]:
+    """All outage windows of one target's series, in time order (see Window for start and end)."""
+    windows: list[Window] = []
+    run: list[ProbeSample] = []
+    for sample in _series(samples):
+        if probe_failed(sample, latency_bound):
+            run.append(sample)
+        elif run:
+            windows.append(Window(run[0].sent, sample.sent, len(run), closed=True))
+            run = []
+    if run:
+        windows.append(Window(run[0].sent, max(s.received for s in run), len(run), closed=False))
+    return windows
+
+
+def longest_outage(samples: Iterable[ProbeSample], latency_bound: float | None = None) -> Window | None:
+    """The outage window of largest duration (the earliest among equals), or None without outages."""
+    return max(outage_windows(samples, latency_bound), key=lambda w: w.duration, default=None)
+
+
+def rto(
+    samples: Iterable[ProbeSample],
+    t0: float,
+    stable_count: int,
+    stable_seconds: float,
+    latency_bound: float | None = None,
+) -> RtoResult:
+    """RTO: from t0 to the start of the first stable recovery after the last failure; 0 if no probe failed.
+
+    Only probes sent at or after t0 count. A stable recovery is a run of consecutive successes of at least
+    stable_count probes whose send times span at least stable_seconds; as every probe after the last failure
+    succeeds, it starts at the first probe after the last failure, provided enough of them follow. Otherwise
+    the outcome is "not_recovered" (no number). No probe sent at or after t0 gives "no_data".
+    """
+    if stable_count < 1 or stable_seconds < 0:
+        raise ValueError(
+            f"stable recovery needs stable_count >= 1 and stable_seconds >= 0, "
+            f"got {stable_count} and {stable_seconds}"
+        )
+    after = [s for s in _series(samples) if s.sent >= t0]
+    failed = [i for i, s in enumerate(after) if probe_failed(s, latency_bound)]
+
+    def result(
+        outcome: RtoOutcome,
+        value: float | None,
+        last: float | None = None,
+        stable: Sequence[ProbeSample] = (),
+    ) -> RtoResult:
+        start = stable[0].sent if outcome == "recovered" else None
+        span = stable[-1].sent - stable[0].sent if stable else 0.0
+        counts = (len(stable), span, stable_count, stable_seconds, len(after), len(failed))
+        return RtoResult(outcome, t0, value, last, start, *counts)
+
+    if not after:
+        return result("no_data", None)
+    if not failed:
+        return result("no_failure", 0.0)
+    last = after[failed[-1]].sent
+    tail = after[failed[-1] + 1 :]
+    for j, sample in enumerate(tail):
+        if j + 1 >= stable_count and sample.sent - tail[0].sent >= stable_seconds:
+            return result("recovered", tail[0].sent - t0, last, tail[: j + 1])
+    return result("not_recovered", None, last, stable=tail)
+
+
+def rpo(writes: Iterable[SentinelWrite], present: set[int], t0: float) -> RpoResult:
+    """RPO from the sentinel writes and the seqs read back from the recovered service (see RpoResult).
+
+    Pre-fault writes are those with acked_at < t0; "earlier" means earlier in (acked_at, seq) order.
+    """
+    writes = list(writes)
+    if len({w.seq for w in writes}) != len(writes):
+        raise ValueError("sentinel writes must have distinct seqs")
+    acked = sorted((w.acked_at, w.seq, w) for w in writes if w.acked_at is not None and w.acked_at < t0)
+    pre = [w for _, _, w in acked]
+    lost = tuple(sorted(w.seq for w in pre if w.seq not in present))
+    top = max((w.seq for w in writes if w.seq in present), default=None)
+    holes = tuple(s for s in lost if top is not None and s < top)
+    first = next((i for i, w in enumerate(pre) if w.seq not in present), None)
+    if not acked:
+        value, survivor, first_lost = None, None, None
+    elif first is None:
+        value, survivor, first_lost = 0.0, pre[-1], None
+    elif first == 0:
+        value, survivor, first_lost = t0 - acked[0][0], None, pre[0]
+    else:
+        value, survivor, first_lost = t0 - acked[first - 1][0], pre[first - 1], pre[first]
+    newest = acked[-1][0] if acked else None
+    return RpoResult(t0, value, first == 0, len(pre), newest, survivor, first_lost, len(lost), lost, holes)
+
+
+def availability(
+    samples: Iterable[ProbeSample],
+    window: tuple[float, float] | None = None,
+    latency_bound: float | None = None,
+) -> float | None:
+    """Successful probes / all probes sent in [start, end) (all samples without window); None if none."""
+    chosen = _in_window(samples, window)
+    if not chosen:
+        return None
+    return sum(not probe_failed(s, latency_bound) for s in chosen) / len(chosen)
+
+
+def latency_percentiles(
+    samples: Iterable[ProbeSample],
+    percentiles: Iterable[float] = (50, 95, 99),
+    window: tuple[float, float] | None = None,
+) -> dict[float, float | None]:
+    """Nearest-rank latency percentiles over answered, non-5xx probes sent in the window.
+
+    The p-th percentile (0 < p <= 100) of n latencies is the one at rank ceil(p/100 * n) in ascending order:
+    the smallest latency that at least p% of them do not exceed. None when no probe qualifies. No latency
+    bound applies: slow answers keep their latency (dropping them would hide the tail).
+    """
+    latencies = sorted(s.latency for s in _in_window(samples, window) if not probe_failed(s))
+    result: dict[float, float | None] = {}
+    for p in percentiles:
+        if not 0 < p <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {p}")
+        rank = math.ceil(Fraction(str(p)) * len(latencies) / 100)
+        result[p] = latencies[rank - 1] if latencies else None
+    return result
+
+
+def check_coverage(
+    samples: Iterable[ProbeSample],
+    start: float,
+    end: float,
+    expected_interval: float,
+    max_gap_factor: float = 3.0,
+    min_fraction: float = 0.8,
+) -> Coverage:
+    """Check one target's probes sent in [start, end): no data is never a pass.
+
+    Problems: no probe at all; a stretch longer than max_gap_factor x expected_interval without a probe sent
+    (from start to the first probe and from the last probe to end included); fewer probes than min_fraction
+    of the (end - start) / expected_interval expected. Times in problems are relative to start.
+    """
+    if end <= start or expected_interval <= 0:
+        raise ValueError(
+            f"coverage needs end > start and expected_interval > 0, got [{start}, {end}), {expected_interval}"
+        )
+    sends = [s.sent for s in _in_window(_series(samples), (start, end))]
+    if not sends:
+        return Coverage(
+            start, end, expected_interval, 0, (f"no probe sent in the {_secs(end - start)} s window",)
+        )
+    problems = [
+        f"no probe sent from +{_secs(a - start)} s to +{_secs(b - start)} s ({_secs(b - a)} s, more than "
+        f"{max_gap_factor:g} x the {expected_interval:g} s interval)"
+        for a, b in pairwise([start, *sends, end])
+        if b - a > max_gap_factor * expected_interval
+    ]
+    expected = (end - start) / expected_interval
+    if len(sends) < min_fraction * expected:
+        problems.append(
+            f"{len(sends)} probes sent, fewer than {min_fraction:.0%} of the {expected:.0f} expected "
+            f"(one per {expected_interval:g} s)"
+        )
+    return Coverage(start, end, expected_interval, len(sends), tuple(problems))
+
+
+def rto_phases(events: Iterable[Event], t0: float, end: float) -> PhaseBreakdown:
+    """Split [t0, end) (end = t0 + RTO) among the timeline's phases, counting no instant twice.
+
+    Each instant goes to the phase active then (phase start <= t < phase end) that started latest (ties: the
+    one recorded later); a phase without an end event stays active. Instants no phase covers are
+    unattributed. Phases overlapping [t0, end) appear in order of start; the parts sum to end - t0.
+    """
+    if end < t0:
+        raise ValueError(f"phase breakdown needs end >= t0, got t0={t0}, end={end}")
+    spans = [s for s in phase_spans(events) if s.start < end and (s.end is None or s.end > t0)]
+    edges = {min(max(t, t0), end) for s in spans for t in (s.start, s.end) if t is not None}
+    shares = dict.fromkeys((s.key for s in spans), 0.0)
+    unattributed = 0.0
+    for a, b in pairwise(sorted(edges | {t0, end})):
+        active = [s for s in spans if s.start <= a and (s.end is None or s.end >= b)]
+        if active:
+            shares[active[-1].key] += b - a
+        else:
+            unattributed += b - a
+    return PhaseBreakdown(t0, end, shares, unattributed)
+
+
+def _secs(x: float) -> str:
+    return "0" if x == 0 else f"{x:.1f}" if abs(x) >= 1 else f"{x:.3f}"
+
+
+def _rel(t: float, t0: float) -> str:
+    return f"{'-' if t < t0 else '+'}{_secs(abs(t - t0))} s"
+
+
+def _verdict(ok: bool, objective: str, expected: str, measured: str, message: str, moments: dict) -> Verdict:
+    return Verdict("pass" if ok else "fail", objective, expected, measured, message, moments)
+
+
+def _not_judged(objective: str, expected: str, why: str, moments: dict, measured: str = "no data") -> Verdict:
+    return Verdict("error", objective, expected, measured, f"{objective} not judged: {why}", moments)
+
+
+def _bad_coverage(objective: str, expected: str, coverage: Coverage, moments: dict) -> Verdict | None:
+    if coverage.ok:
+        return None
+    why = f"the probes do not cover the window: {'; '.join(coverage.problems)}"
+    return _not_judged(objective, expected, why, moments, "not measured")
+
+
+def judge_rto(result: RtoResult, objective_s: float, coverage: Coverage) -> Verdict:
+    """Pass when RTO <= objective; fail when exceeded or not recovered; error on bad coverage or no data."""
+    t0, expected = result.t0, f"<= {objective_s:g} s"
+    moments = {"t0": t0, "last_failure": result.last_failure, "recovery_start": result.recovery_start}
+    if error := _bad_coverage("RTO", expected, coverage, moments):
+        return error
+    if result.outcome == "no_data":
+        return _not_judged("RTO", expected, "no probe sent after t0", moments)
+    stable = f"{result.stable_probes} probes over {_secs(result.stable_span)} s"
+    last = "" if result.last_failure is None else f"last failure at {_rel(result.last_failure, t0)}"
+    if result.rto is None:
+        message = (
+            f"RTO objective {objective_s:g} s not met: not recovered; {last}, then {stable} succeeded; "
+            f"stable recovery needs {result.stable_count} probes over {result.stable_seconds:g} s"
+        )
+        return _verdict(False, "RTO", expected, "not recovered", message, moments)
+    if result.recovery_start is None:
+        why = f"no probe failed after t0 ({result.probes} probes)"
+    else:
+        why = f"{last}, stable from {_rel(result.recovery_start, t0)} ({stable})"
+    ok = result.rto <= objective_s
+    message = f"RTO {_secs(result.rto)} s {'within' if ok else 'exceeds'} objective {objective_s:g} s: {why}"
+    return _verdict(ok, "RTO", expected, f"{_secs(result.rto)} s", message, moments)
+
+
+def judge_rpo(result: RpoResult, objective_s: float, *, max_quiet_s: float) -> Verdict:
+    """Pass when RPO <= objective and some write was acknowledged within max_quiet_s before t0.
+
+    Fail when RPO (or its lower bound) exceeds the objective. Error when nothing was acknowledged before t0,
+    when every pre-fault write was lost but the lower bound is within objective (the true loss is unknown),
+    or when the newest pre-fault ack is older than max_quiet_s (the sentinel missed the last moments).
+    """
+    t0, expected = result.t0, f"<= {objective_s:g} s"
+    survivor, first_lost = result.last_survivor, result.first_lost
+    moments = {
+        "t0": t0,
+        "newest_ack": result.newest_ack,
+        "last_survivor_ack": survivor.acked_at if survivor else None,
+        "first_lost_ack": first_lost.acked_at if first_lost else None,
+    }
+    if result.rpo is None or result.newest_ack is None:
+        return _not_judged("RPO", expected, "no sentinel write was acknowledged before t0", moments)
+    measured = f"{'>= ' if result.lower_bound else ''}{_secs(result.rpo)} s"
+    lost = f"{result.lost_count} of {result.pre_fault} writes acknowledged before t0 lost"
+    if first_lost and first_lost.acked_at is not None:
+        lost += f", the first #{first_lost.seq} acked at {_rel(first_lost.acked_at, t0)}"
+    if survivor and survivor.acked_at is not None:
+        lost += f"; intact up to #{survivor.seq} acked at {_rel(survivor.acked_at, t0)}"
+    if result.holes:
+        shown = ", ".join(f"#{s}" for s in result.holes[:10])
+        lost += f"; {len(result.holes)} holes below the newest surviving write: {shown}"
+    if result.rpo > objective_s:
+        message = f"RPO {measured} exceeds objective {objective_s:g} s: {lost}"
+        return _verdict(False, "RPO", expected, measured, message, moments)
+    if result.lower_bound:
+        why = f"{lost}; the loss may reach back before the first sentinel write, so its size is unknown"
+        return _not_judged("RPO", expected, why, moments, measured)
+    if t0 - result.newest_ack > max_quiet_s:
+        why = (
+            f"the newest write acknowledged before t0 was at {_rel(result.newest_ack, t0)}, more than "
+            f"{max_quiet_s:g} s before the fault: the sentinel did not cover it"
+        )
+        return _not_judged("RPO", expected, why, moments, measured)
+    message = f"RPO {measured} within objective {objective_s:g} s: {lost}"
+    return _verdict(True, "RPO", expected, measured, message, moments)
+
+
+def judge_availability(
+    samples: Iterable[ProbeSample], objective: float, coverage: Coverage, latency_bound: float | None = None
+) -> Verdict:
+    """Pass when availability over the coverage window >= objective (a fraction, e.g. 0.999)."""
+    expected = f">= {objective:.2%}"
+    moments: dict[str, float | None] = {"start": coverage.start, "end": coverage.end}
+    if error := _bad_coverage("availability", expected, coverage, moments):
+        return error
+    chosen = _in_window(samples, (coverage.start, coverage.end))
+    value = availability(chosen, latency_bound=latency_bound)
+    if value is None:
+        return _not_judged("availability", expected, "no probe in the window", moments)
+    good = sum(not probe_failed(s, latency_bound) for s in chosen)
+    ok = value >= objective
+    message = (
+        f"availability {value:.2%} {'meets' if ok else 'below'} objective {objective:.2%}: "
+        f"{good} of {len(chosen)} probes succeeded over {_secs(coverage.end - coverage.start)} s"
+    )
+    return _verdict(ok, "availability", expected, f"{value:.2%}", message, moments)
+
+
+def judge_latency(
+    samples: Iterable[ProbeSample], percentile: float, objective_s: float, coverage: Coverage
+) -> Verdict:
+    """Pass when the nearest-rank latency percentile over the coverage window <= objective."""
+    name, expected = f"p{percentile:g} latency", f"<= {_secs(objective_s)} s"
+    moments: dict[str, float | None] = {"start": coverage.start, "end": coverage.end}
+    if error := _bad_coverage(name, expected, coverage, moments):
+        return error
+    answered = [s for s in _in_window(samples, (coverage.start, coverage.end)) if not probe_failed(s)]
+    value = latency_percentiles(answered, (percentile,))[percentile]
+    if value is None:
+        return _not_judged(name, expected, "no successful probe in the window", moments)
+    ok = value <= objective_s
+    message = (
+        f"{name} {_secs(value)} s {'within' if ok else 'exceeds'} objective {_secs(objective_s)} s "
+        f"over {len(answered)} successful probes"
+    )
+    return _verdict(ok, name, expected, f"{_secs(value)} s", message, moments)

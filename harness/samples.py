@@ -1,0 +1,189 @@
+"""Measurement records: the raw samples every figure comes from, and the measured results and verdicts.
+
+All are frozen dataclasses with to_dict() giving JSON-able dicts. Times are monotonic seconds (from
+time.monotonic() of the process that took them). The functions that compute results live in measure.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProbeSample(_Record):
+    """One probe request: sent and received are monotonic seconds, latency = received - sent.
+
+    ok is False when no response came (connection error, timeout); then status is None and error says why.
+    served_by names the cluster that answered, when the response said so.
+    """
+
+    target: str
+    sent: float
+    received: float
+    ok: bool
+    status: int | None
+    error: str | None
+    latency: float
+    served_by: str | None
+
+    def __post_init__(self) -> None:
+        if self.received < self.sent:
+            raise ValueError(
+                f"probe of {self.target}: received at {self.received} before sent at {self.sent}"
+            )
+        if not math.isclose(self.latency, self.received - self.sent, rel_tol=1e-9, abs_tol=1e-9):
+            raise ValueError(
+                f"probe of {self.target}: latency {self.latency} is not received - sent "
+                f"({self.received - self.sent}); build samples with ProbeSample.of(...)"
+            )
+
+    @classmethod
+    def of(
+        cls,
+        target: str,
+        sent: float,
+        received: float,
+        *,
+        ok: bool = True,
+        status: int | None = None,
+        error: str | None = None,
+        served_by: str | None = None,
+    ) -> ProbeSample:
+        """A sample with its latency computed from sent and received."""
+        return cls(target, sent, received, ok, status, error, received - sent, served_by)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProbeSample:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class SentinelWrite(_Record):
+    """One sentinel write for measured RPO: its sequence number and when it was acknowledged.
+
+    acked_at is None when the write was never acknowledged (it promised nothing, so losing it is no loss).
+    """
+
+    seq: int
+    acked_at: float | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SentinelWrite:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Window(_Record):
+    """An outage window: a maximal run of consecutive failed probes.
+
+    start is the first failed probe's send time. end is the send time of the successful probe that ended the
+    run (closed), or, when no probe followed, the last receive time among the run's probes (closed False).
+    """
+
+    start: float
+    end: float
+    failed_count: int
+    closed: bool
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+RtoOutcome = Literal["no_failure", "recovered", "not_recovered", "no_data"]
+
+
+@dataclass(frozen=True)
+class RtoResult(_Record):
+    """Measured RTO and the moments that decide it (see measure.rto).
+
+    rto is None unless outcome is "no_failure" (rto 0) or "recovered". last_failure and recovery_start are
+    send times. stable_probes and stable_span: the successes that confirmed stability and the span of their
+    send times (when not recovered: every success since the last failure). stable_count and stable_seconds
+    are the requirement; probes and failed count the probes sent at or after t0.
+    """
+
+    outcome: RtoOutcome
+    t0: float
+    rto: float | None
+    last_failure: float | None
+    recovery_start: float | None
+    stable_probes: int
+    stable_span: float
+    stable_count: int
+    stable_seconds: float
+    probes: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class RpoResult(_Record):
+    """Measured RPO over the pre-fault writes (acknowledged before t0), in order of (acked_at, seq).
+
+    rpo = t0 - last_survivor.acked_at, where last_survivor is the newest pre-fault write that survived with
+    every earlier pre-fault write; rpo = 0 when every pre-fault write survived (nothing lost). When even the
+    oldest was lost, rpo = t0 - its ack time and lower_bound is True: the loss may reach back further than
+    the sentinel's first write. rpo is None when no write was acknowledged before t0 (nothing to measure).
+    newest_ack: the newest pre-fault ack; first_lost: the oldest lost pre-fault write; lost: missing
+    pre-fault seqs; holes: those below the highest seq that survived (among all writes).
+    """
+
+    t0: float
+    rpo: float | None
+    lower_bound: bool
+    pre_fault: int
+    newest_ack: float | None
+    last_survivor: SentinelWrite | None
+    first_lost: SentinelWrite | None
+    lost_count: int
+    lost: tuple[int, ...]
+    holes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Coverage(_Record):
+    """Whether one target's probes cover [start, end) densely enough to judge anything (ok: no problems)."""
+
+    start: float
+    end: float
+    expected_interval: float
+    probes: int
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class PhaseBreakdown(_Record):
+    """[start, end) split among phases (keyed "name" or "name@cluster"), plus the time no phase covers."""
+
+    start: float
+    end: float
+    phases: dict[str, float]
+    unattributed: float
+
+
+Status = Literal["pass", "fail", "error"]
+
+
+@dataclass(frozen=True)
+class Verdict(_Record):
+    """An objective judged: what was expected, what was measured, a message saying when, and the moments."""
+
+    status: Status
+    objective: str
+    expected: str
+    measured: str
+    message: str
+    moments: dict[str, float | None]

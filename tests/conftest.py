@@ -1,0 +1,108 @@
+"""Shared fixtures of fleetdrill's own tests: one local fleet for every test that does not break it."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from harness.localfleet import build, registry, supervisor
+
+FLEET_UP_TIMEOUT_S = 300
+
+
+def run_cli(
+    *args: object, timeout: float = FLEET_UP_TIMEOUT_S, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run `fleetdrill ARGS` as a user would, in a subprocess."""
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"fleetdrill {' '.join(map(str, args))} failed: {done.stderr.strip()}")
+    return done
+
+
+def wait_for(
+    condition: Callable[[], object], deadline_s: float, what: str, interval_s: float = 0.05
+) -> object:
+    """Poll condition until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def remove_stale_test_fleets() -> None:
+    """Take down fleets an earlier, killed test session left behind (their folders are pytest temp dirs)."""
+    for claim in registry.claims().values():
+        if "/pytest-of-" in str(claim.folder):
+            supervisor.down(claim.folder)
+
+
+@pytest.fixture(scope="session")
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the local-fleet tests make network namespaces: run them as root (see README)")
+
+
+@pytest.fixture(scope="session")
+def fleet_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
+    """A three-cluster local fleet shared by the session; taken down at the end whatever happens."""
+    remove_stale_test_fleets()
+    folder = tmp_path_factory.mktemp("fleet")
+    try:
+        run_cli("fleet", "up", "--dir", folder, "--clusters", 3)
+        yield folder
+    finally:
+        if (folder / supervisor.STATE).exists() or any(
+            c.folder == folder for c in registry.claims().values()
+        ):
+            run_cli("fleet", "down", "--dir", folder)
+
+
+@pytest.fixture(scope="session")
+def kubectl_bin() -> Path:
+    return build.ensure_binaries()["kubectl"]
+
+
+@pytest.fixture(scope="session")
+def kubectl(fleet_dir: Path, kubectl_bin: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run the real kubectl against the shared fleet: kubectl(context, *args, check=True, stdin=None)."""
+
+    def run(
+        context: str, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
+        argv = [str(kubectl_bin), "--kubeconfig", str(fleet_dir / "kubeconfig"), "--context", context, *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, input=stdin)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def api(fleet_dir: Path) -> Callable[[str], client.ApiClient]:
+    """An ApiClient per context of the shared fleet (the official client, one per context)."""
+    clients: dict[str, client.ApiClient] = {}
+
+    def get(context: str) -> client.ApiClient:
+        if context not in clients:
+            clients[context] = config.new_client_from_config(str(fleet_dir / "kubeconfig"), context=context)
+        return clients[context]
+
+    yield get
+    for api_client in clients.values():
+        api_client.close()
