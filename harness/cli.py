@@ -57,14 +57,14 @@ def _progress() -> build.Progress:
 def cmd_fleet_build(args: argparse.Namespace) -> int:
     started = time.monotonic()
     binaries = build.ensure_binaries(args.bin_dir, _progress())
-    folder = next(iter(binaries.values())).parent
-    print(f"{len(binaries)} binaries ready in {folder} ({time.monotonic() - started:.1f} s)")
+    folders = ", ".join(sorted({str(path.parent) for path in binaries.values()}))
+    print(f"{len(binaries)} binaries ready in {folders} ({time.monotonic() - started:.1f} s)")
     return 0
 
 
 def cmd_fleet_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    state = supervisor.up(args.dir, args.clusters, args.bin_dir, _progress())
+    state = supervisor.up(args.dir, args.clusters, args.nodes, args.bin_dir, _progress())
     print(f"fleet up in {time.monotonic() - started:.1f} s: {', '.join(c.name for c in state.clusters)}")
     print(f"kubeconfig: {state.folder / 'kubeconfig'}")
     print(f"fleet file: {state.folder / 'fleet.yaml'}")
@@ -103,7 +103,7 @@ def cmd_fleet_start(args: argparse.Namespace) -> int:
 def _positive(text: str) -> int:
     value = int(text) if text.isdigit() else 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of clusters >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
 
 
@@ -133,9 +133,9 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     action("build", cmd_fleet_build, "build the Kubernetes binaries into the cache (minutes the first time)")
-    action("up", cmd_fleet_up, "start a local fleet").add_argument(
-        "--clusters", type=_positive, default=3, help="number of clusters (default 3)"
-    )
+    up = action("up", cmd_fleet_up, "start a local fleet")
+    up.add_argument("--clusters", type=_positive, default=3, help="number of clusters (default 3)")
+    up.add_argument("--nodes", type=_positive, default=3, help="nodes per cluster (default 3)")
     action("down", cmd_fleet_down, "stop every process of the fleet and remove its namespaces")
     action("status", cmd_fleet_status, "per cluster and component: up, address, pid, RSS")
     action("stop", cmd_fleet_stop, "lose a cluster: SIGKILL all its processes, keep its data").add_argument(

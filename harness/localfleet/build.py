@@ -32,6 +32,8 @@ class GoModule:
 
     name: str
     binaries: dict[str, str]
+    pinned: str
+    """The module whose pinned version names the build (and, for Kubernetes, stamps the binaries)."""
 
     @property
     def folder(self) -> Path:
@@ -39,14 +41,23 @@ class GoModule:
 
     def pin(self, module: str) -> str:
         """The version go.mod requires of a module."""
-        found = re.search(rf"^\s*{re.escape(module)} (v\S+)", (self.folder / "go.mod").read_text(), re.M)
+        found = re.search(
+            rf"^\s*(?:require\s+)?{re.escape(module)} (v\S+)", (self.folder / "go.mod").read_text(), re.M
+        )
         if not found:
             raise BuildError(f"{self.folder / 'go.mod'}: no requirement of {module}")
         return found.group(1)
 
+    def go_version(self) -> tuple[int, ...]:
+        """The Go version go.mod asks for."""
+        found = re.search(r"^go (\d+(?:\.\d+)*)", (self.folder / "go.mod").read_text(), re.M)
+        return tuple(int(part) for part in found.group(1).split(".")) if found else (1,)
+
     def ldflags(self) -> str:
         """Stamp the real release version, as the Kubernetes release build does."""
-        version = self.pin("k8s.io/kubernetes")
+        if self.pinned != "k8s.io/kubernetes":
+            return "-s -w"
+        version = self.pin(self.pinned)
         major, minor = version.lstrip("v").split(".")[:2]
         flags = ["-s", "-w"]
         for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -65,7 +76,7 @@ class GoModule:
             if path.is_file():
                 digest.update(path.relative_to(self.folder).as_posix().encode() + path.read_bytes())
         digest.update(self.ldflags().encode())
-        return f"{self.name}-{self.pin('k8s.io/kubernetes')}-{digest.hexdigest()[:12]}"
+        return f"{self.name}-{self.pin(self.pinned)}-{digest.hexdigest()[:12]}"
 
 
 KUBE = GoModule(
@@ -78,9 +89,19 @@ KUBE = GoModule(
         "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
         "kubectl": "k8s.io/kubernetes/cmd/kubectl",
     },
+    "k8s.io/kubernetes",
 )
-MODULES = (KUBE,)
-MIN_GO = (1, 26)
+CNI = GoModule(
+    "cni",
+    {
+        "bridge": "github.com/containernetworking/plugins/plugins/main/bridge",
+        "host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
+        "loopback": "github.com/containernetworking/plugins/plugins/main/loopback",
+        "portmap": "github.com/containernetworking/plugins/plugins/meta/portmap",
+    },
+    "github.com/containernetworking/plugins",
+)
+MODULES = (KUBE, CNI)
 Progress = Callable[[str, int, int], None]
 
 
@@ -91,16 +112,18 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fleetdrill"
 
 
-def check_go() -> str:
-    """The Go toolchain's path; one clear error when it is missing or older than MIN_GO."""
+def check_go(required: tuple[int, ...]) -> str:
+    """The Go toolchain's path; one clear error when it is missing or older than required."""
     go = shutil.which("go")
-    wanted = ".".join(map(str, MIN_GO))
+    wanted = ".".join(map(str, required))
     if not go:
         raise BuildError(f"Go is not installed: building the local fleet needs Go >= {wanted} (or --bin-dir)")
-    version = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, timeout=30).stdout
-    found = re.match(r"go(\d+)\.(\d+)", version.strip())
-    if not found or (int(found.group(1)), int(found.group(2))) < MIN_GO:
-        raise BuildError(f"Go {version.strip() or '?'} is too old: the local fleet needs Go >= {wanted}")
+    version = subprocess.run(
+        [go, "env", "GOVERSION"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    found = re.match(r"go(\d+(?:\.\d+)*)", version)
+    if not found or tuple(int(part) for part in found.group(1).split(".")) < required:
+        raise BuildError(f"Go {version or '?'} is too old: the local fleet needs Go >= {wanted}")
     return go
 
 
@@ -152,7 +175,7 @@ def _check_disk() -> None:
 
 def build(module: GoModule, target: Path, progress: Progress | None = None) -> None:
     """One `go build` of every binary of the module (shared packages compile once) into target."""
-    check_go()
+    check_go(module.go_version())
     _check_disk()
     env, cwd = _go_env(), module.folder
     report = progress or (lambda _stage, _done, _total: None)

@@ -269,6 +269,29 @@ class ApiProbe:
             and self.status(self.controller_manager) == 200
         )
 
+    def get(self, path: str) -> dict | None:
+        """A JSON document from the API, None when it cannot be had."""
+        request = urllib.request.Request(f"{self.base}{path}")
+        try:
+            with urllib.request.urlopen(request, context=self.context, timeout=2) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def ready_nodes(self) -> list[tuple[str, str]]:
+        """(pod CIDR, InternalIP) of every Ready node that has both."""
+        found = []
+        for node in (self.get("/api/v1/nodes") or {}).get("items", []):
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", [])
+            )
+            addresses = [
+                a["address"] for a in node["status"].get("addresses", []) if a["type"] == "InternalIP"
+            ]
+            if ready and node["spec"].get("podCIDR") and addresses:
+                found.append((node["spec"]["podCIDR"], addresses[0]))
+        return found
+
     def bind_viewer(self) -> bool:
         """Bind the read-only identity to the `view` ClusterRole (idempotent)."""
         binding = {

@@ -19,6 +19,7 @@ class ProcessSpec:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     log: str = ""
+    address: str = ""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Everything a fleet starts runs inside the fleet's own network namespaces, so `do
 process through them, even after the fleet folder's state was lost or `up` was killed half-way.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,12 +12,14 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from harness.errors import FleetDrillError
-from harness.localfleet import controlplane, files, netns, network, pki, processes, registry
-from harness.localfleet.addresses import FleetPlan, plan
+from harness.localfleet import build, controlplane, files, netns, network, nodes, pki, processes, registry
+from harness.localfleet.addresses import FIRST_NODE_HOST, FleetPlan, plan
 from harness.localfleet.build import Progress, ensure_binaries
+from harness.localfleet.nodeagent.volumes import MOUNTPOINTS
 
 REGIONS = ("us-east", "eu-west", "ap-south")
 STATE = "state.json"
@@ -33,6 +36,7 @@ class ClusterRecord:
     region: str
     index: int
     role: str
+    nodes: int = 0
 
     def netns_prefix(self, fleet: FleetPlan) -> str:
         return f"{network.prefix(fleet)}c{self.index}-"
@@ -82,14 +86,14 @@ class FleetState:
         return cls(folder, data["index"], [ClusterRecord(**c) for c in data["clusters"]], data["processes"])
 
 
-def cluster_names(count: int) -> list[ClusterRecord]:
+def cluster_records(count: int, nodes: int) -> list[ClusterRecord]:
     """Clusters spread over three regions; the first is active, the second passive, the rest standby."""
     records = []
     for i in range(count):
         region = REGIONS[i % len(REGIONS)]
         name = region if i < len(REGIONS) else f"{region}-{i // len(REGIONS) + 1}"
         role = ("active", "passive")[i] if i < 2 else "standby"
-        records.append(ClusterRecord(name, region, i, role))
+        records.append(ClusterRecord(name, region, i, role, nodes))
     return records
 
 
@@ -104,6 +108,7 @@ def check_privileges() -> None:
 def up(
     folder: Path,
     clusters: int = 3,
+    nodes: int = 3,
     bin_dir: Path | None = None,
     progress: Progress | None = None,
     say: Say = print,
@@ -120,7 +125,7 @@ def up(
     down_orphans()
     timings = timings or controlplane.LocalTimings()
     files.reset(folder)
-    state = FleetState(folder, registry.claim(folder), cluster_names(clusters), {})
+    state = FleetState(folder, registry.claim(folder), cluster_records(clusters, nodes), {})
     try:
         state.save()
         say(f"starting {clusters} clusters in {folder} (fleet #{state.index}, {state.plan.infra})")
@@ -128,22 +133,7 @@ def up(
         ca.write(folder / "pki", "ca")
         network.build_router(state.plan)
         for cluster in state.clusters:
-            cluster_plan = state.plan.cluster(cluster.index)
-            controlplane.write_credentials(files.cluster_files(folder, cluster.name), ca, cluster_plan)
-            network.add_segment(state.plan, cluster_plan.segment)
-            netns.create(cluster.control_plane_ns(state.plan))
-            network.attach(state.plan, cluster_plan.segment, cluster.control_plane_ns(state.plan), 2)
-            for component in controlplane.components(
-                files.cluster_files(folder, cluster.name), cluster_plan, binaries, timings
-            ):
-                spec = processes.ProcessSpec(
-                    f"{cluster.name}/{component.name}",
-                    cluster.control_plane_ns(state.plan),
-                    component.argv,
-                    component.env,
-                    str(folder / "logs" / cluster.name / f"{component.name}.log"),
-                )
-                _start(state, spec)
+            _start_cluster_processes(state, cluster, ca, binaries, timings)
         state.save()
         wait_ready(state, READY_DEADLINE_S)
         files.write_kubeconfig(state, ca)
@@ -154,6 +144,57 @@ def up(
         raise
 
 
+def _start_cluster_processes(
+    state: FleetState,
+    cluster: ClusterRecord,
+    ca: pki.KeyPair,
+    binaries: dict[str, Path],
+    timings: controlplane.LocalTimings,
+) -> None:
+    """The cluster's control plane in its namespace, then its nodes, each in a namespace of its own."""
+    cluster_plan, cluster_files = (
+        state.plan.cluster(cluster.index),
+        files.cluster_files(state.folder, cluster.name),
+    )
+    logs = state.folder / "logs" / cluster.name
+    controlplane.write_credentials(cluster_files, ca, cluster_plan)
+    network.add_segment(state.plan, cluster_plan.segment)
+    control_ns = cluster.control_plane_ns(state.plan)
+    netns.create(control_ns)
+    address = str(network.attach(state.plan, cluster_plan.segment, control_ns, 2))
+    for component in controlplane.components(cluster_files, cluster_plan, binaries, timings):
+        _start(
+            state,
+            processes.ProcessSpec(
+                f"{cluster.name}/{component.name}",
+                control_ns,
+                component.argv,
+                component.env,
+                str(logs / f"{component.name}.log"),
+                address,
+            ),
+        )
+    version = build.KUBE.pin("k8s.io/kubernetes")
+    for node in nodes.node_specs(
+        cluster.name, cluster.region, cluster.nodes, cluster.netns_prefix(state.plan)
+    ):
+        nodes.write_identity(cluster_files, ca, node, cluster_plan)
+        netns.create(node.netns)
+        address = str(
+            network.attach(state.plan, cluster_plan.segment, node.netns, FIRST_NODE_HOST + node.number)
+        )
+        argv = nodes.agent_argv(
+            cluster_files, node, cluster.region, cluster_plan, binaries["bridge"].parent, version
+        )
+        env = {"PYTHONUNBUFFERED": "1"}
+        _start(
+            state,
+            processes.ProcessSpec(
+                f"{cluster.name}/{node.name}", node.netns, argv, env, str(logs / f"{node.name}.log"), address
+            ),
+        )
+
+
 def _start(state: FleetState, spec: processes.ProcessSpec) -> None:
     started = processes.spawn(spec)
     state.processes[spec.key] = {**asdict(spec), **asdict(started)}
@@ -161,10 +202,11 @@ def _start(state: FleetState, spec: processes.ProcessSpec) -> None:
 
 def wait_ready(
     state: FleetState, deadline_s: float, only: str | None = None
-) -> dict[str, tuple[float, float]]:
-    """Poll every (or one) cluster until its API is ready, RBAC bound and its controllers work.
+) -> dict[str, tuple[float, float, float]]:
+    """Poll every (or one) cluster until its API is ready, RBAC bound, its controllers work and its nodes
+    are Ready with their pod CIDRs routed.
 
-    Returns, per cluster, the seconds until its API was ready and until its controllers worked.
+    Returns, per cluster, seconds until its API was ready, its controllers worked and its nodes were Ready.
     """
     started = time.monotonic()
     deadline = started + deadline_s
@@ -175,18 +217,31 @@ def wait_ready(
         for name, probe in list(pending.items()):
             if not reached[name] and probe.api_ready() and probe.bind_viewer():
                 reached[name].append(time.monotonic() - started)
-            if reached[name] and probe.controllers_working():
+            if len(reached[name]) == 1 and probe.controllers_working():
+                reached[name].append(time.monotonic() - started)
+            if len(reached[name]) == 2 and _nodes_routed(state, state.cluster(name), probe):
                 reached[name].append(time.monotonic() - started)
                 del pending[name]
         _restart_exited(state, restarts, set(pending))
         if pending and time.monotonic() > deadline:
-            waiting = ", ".join(f"{n} ({'controllers' if reached[n] else 'api'})" for n in pending)
+            stages = ("api", "controllers", "nodes")
+            waiting = ", ".join(f"{n} ({stages[len(reached[n])]})" for n in pending)
             raise FleetDrillError(
                 f"not ready after {deadline_s:.0f} s: {waiting}; logs in {state.folder / 'logs'}"
             )
         if pending:
             time.sleep(0.05)
-    return {name: (times[0], times[1]) for name, times in reached.items()}
+    return {name: (times[0], times[1], times[2]) for name, times in reached.items()}
+
+
+def _nodes_routed(state: FleetState, cluster: ClusterRecord, probe: controlplane.ApiProbe) -> bool:
+    """Every node of the cluster is Ready; route each node's pod CIDR to it in the fleet's router."""
+    ready = probe.ready_nodes()
+    if len(ready) < cluster.nodes:
+        return False
+    for pod_cidr, address in ready:
+        network.route(state.plan, IPv4Network(pod_cidr), IPv4Address(address))
+    return True
 
 
 def _probe(state: FleetState, cluster: ClusterRecord) -> controlplane.ApiProbe:
@@ -232,8 +287,22 @@ def down(folder: Path) -> list[int]:
     if not indexes:
         raise FleetDrillError(f"no local fleet in {folder}: nothing to take down")
     stopped = [pid for index in sorted(indexes) for pid in _remove(plan(index))]
+    _remove_mountpoints(folder)
     (folder / STATE).unlink(missing_ok=True)
     return stopped
+
+
+def _remove_mountpoints(folder: Path) -> None:
+    """Remove the empty mount-path folders node agents had to create on this machine (deepest first)."""
+    made = [
+        Path(line)
+        for record in folder.glob(f"clusters/*/nodes/*/{MOUNTPOINTS}")
+        for line in record.read_text().split()
+        if line
+    ]
+    for path in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def down_orphans() -> list[int]:
@@ -299,14 +368,13 @@ def status(folder: Path) -> list[ComponentStatus]:
     rows = []
     for key, record in state.processes.items():
         cluster_name, component = key.split("/", 1)
-        cluster = state.cluster(cluster_name)
         is_up = processes.alive(processes.Started(record["pid"], record["start_ticks"]))
         rows.append(
             ComponentStatus(
                 cluster_name,
                 component,
                 is_up,
-                str(state.plan.cluster(cluster.index).control_plane),
+                record.get("address", ""),
                 record["pid"],
                 processes.rss_bytes(record["pid"]) if is_up else 0,
             )

@@ -1,0 +1,139 @@
+"""The node's container runtime: pod sandboxes wired by the real CNI plugins, containers as processes."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import FleetDrillError
+from harness.localfleet import netns
+
+
+class SandboxError(FleetDrillError):
+    """A sandbox or container could not be created."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A pod's network namespace and the address CNI gave it."""
+
+    netns: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+class Runtime:
+    """Sandboxes and processes of one node, called as a container runtime calls CNI."""
+
+    def __init__(self, node_root: Path, netns_prefix: str, pod_cidr: str, cni_bin: Path) -> None:
+        self.root = node_root
+        self.prefix = netns_prefix
+        self.cni_bin = cni_bin
+        self.network = {
+            "cniVersion": "1.0.0",
+            "name": "podnet",
+            "type": "bridge",
+            "bridge": "cni0",
+            "isGateway": True,
+            "ipMasq": False,
+            "hairpinMode": True,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": pod_cidr}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": str(node_root / "cni"),
+            },
+        }
+
+    def sandbox_name(self, uid: str) -> str:
+        return f"{self.prefix}p{uid[:8]}"
+
+    def _cni(self, command: str, uid: str, name: str) -> dict:
+        env = {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": uid,
+            "CNI_NETNS": str(netns.NETNS_DIR / name),
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(self.cni_bin),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        }
+        done = subprocess.run(
+            [str(self.cni_bin / "bridge")],
+            input=json.dumps(self.network),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if done.returncode != 0:
+            raise SandboxError(f"CNI {command} for pod {uid}: {done.stdout.strip() or done.stderr.strip()}")
+        return json.loads(done.stdout) if done.stdout.strip() else {}
+
+    def create_sandbox(self, uid: str) -> Sandbox:
+        """A network namespace for the pod with its own address from the node's pod CIDR."""
+        name = self.sandbox_name(uid)
+        netns.create(name)
+        result = self._cni("ADD", uid, name)
+        address = result["ips"][0]["address"].split("/")[0]
+        return Sandbox(name, address)
+
+    def remove_sandbox(self, uid: str) -> None:
+        """Release the pod's address and delete its namespace (idempotent)."""
+        name = self.sandbox_name(uid)
+        if netns.exists(name):
+            self._cni("DEL", uid, name)
+            netns.delete(name)
+
+    def start(
+        self,
+        sandbox: Sandbox,
+        argv: list[str],
+        env: dict[str, str],
+        mounts: list[Mount],
+        workdir: str | None,
+        log: Path,
+    ) -> subprocess.Popen:
+        """Start a container process inside the sandbox with its volumes bound at their mount paths."""
+        shim = [
+            sys.executable,
+            "-m",
+            "harness.localfleet.nodeagent.podexec",
+            "--netns",
+            str(netns.NETNS_DIR / sandbox.netns),
+        ]
+        for mount in mounts:
+            shim += ["--bind", f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}"]
+        if workdir:
+            shim += ["--workdir", workdir]
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [*shim, "--", *argv],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+
+def stop(process: subprocess.Popen, grace_s: float) -> int:
+    """SIGTERM, wait out the grace period, then SIGKILL; return the exit code."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            return process.wait(timeout=max(grace_s, 0))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    return process.wait(timeout=30)
