@@ -44,10 +44,16 @@ def wait_for(
         time.sleep(interval_s)
 
 
+OWNER = "owner.pid"
+
+
 def remove_stale_test_fleets() -> None:
-    """Take down fleets an earlier, killed test session left behind (their folders are pytest temp dirs)."""
+    """Take down fleets that killed test sessions left behind: their owner file names a dead pid."""
     for claim in registry.claims().values():
-        if "/pytest-of-" in str(claim.folder):
+        owner = claim.folder / OWNER
+        if "/pytest-of-" in str(claim.folder) and (
+            not owner.exists() or not Path(f"/proc/{owner.read_text().strip()}").exists()
+        ):
             supervisor.down(claim.folder)
 
 
@@ -62,6 +68,7 @@ def fleet_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> I
     """A three-cluster local fleet shared by the session; taken down at the end whatever happens."""
     remove_stale_test_fleets()
     folder = tmp_path_factory.mktemp("fleet")
+    (folder / OWNER).write_text(str(os.getpid()))
     try:
         run_cli("fleet", "up", "--dir", folder, "--clusters", 3)
         yield folder

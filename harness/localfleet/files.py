@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from harness.localfleet import controlplane, pki
+from harness.localfleet import apps, controlplane, pki
 
 if TYPE_CHECKING:
     from harness.localfleet.supervisor import FleetState
@@ -67,6 +67,26 @@ def write_kubeconfig(state: "FleetState", ca: pki.KeyPair) -> Path:
     return path
 
 
+def _sample_app(state: "FleetState") -> dict:
+    """The sample app as the harness sees it: its endpoints and the objectives drills judge it by."""
+    from harness.localfleet.supervisor import global_url
+
+    endpoints = {
+        c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
+    }
+    return {
+        "name": apps.APP,
+        "namespace": apps.APP,
+        "workload": f"deployment/{apps.APP}",
+        "service": apps.APP,
+        "global_endpoint": f"{global_url(state)}/",
+        "endpoints": endpoints,
+        "write_endpoint": "/orders",
+        "health_path": "/readyz",
+        "objectives": {"rto": "20s", "rpo": "5s", "availability": 0.8, "latency": "1s"},
+    }
+
+
 def write_fleet_file(state: "FleetState", timings: controlplane.LocalTimings) -> Path:
     """The fleet file the harness reads for this local fleet."""
     fleet = {
@@ -83,6 +103,7 @@ def write_fleet_file(state: "FleetState", timings: controlplane.LocalTimings) ->
             }
             for c in state.clusters
         ],
+        "apps": [_sample_app(state)],
         "infrastructure": {"provider": "localfleet", "settings": {"dir": str(state.folder)}},
         "safety": {"allowlist": [c.name for c in state.clusters]},
         "local": {"dir": str(state.folder), **timings.as_local_section()},

@@ -16,7 +16,18 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from harness.errors import FleetDrillError
-from harness.localfleet import build, controlplane, files, netns, network, nodes, pki, processes, registry
+from harness.localfleet import (
+    apps,
+    build,
+    controlplane,
+    files,
+    netns,
+    network,
+    nodes,
+    pki,
+    processes,
+    registry,
+)
 from harness.localfleet.addresses import FIRST_NODE_HOST, FleetPlan, plan
 from harness.localfleet.build import Progress, ensure_binaries
 from harness.localfleet.nodeagent.volumes import MOUNTPOINTS
@@ -24,6 +35,8 @@ from harness.localfleet.nodeagent.volumes import MOUNTPOINTS
 REGIONS = ("us-east", "eu-west", "ap-south")
 STATE = "state.json"
 READY_DEADLINE_S = 120.0
+GROUND_TRUTH = "ground-truth.jsonl"
+GLOBAL_KEY = "global/gslb"
 MAX_START_RESTARTS = 5
 Say = Callable[[str], None]
 
@@ -137,6 +150,10 @@ def up(
         state.save()
         wait_ready(state, READY_DEADLINE_S)
         files.write_kubeconfig(state, ca)
+        say("deploying the sample app, the ingresses and the global load balancer")
+        _start_fleet_services(state)
+        state.save()
+        _wait_serving(state, READY_DEADLINE_S)
         files.write_fleet_file(state, timings)
         return state
     except BaseException:
@@ -193,6 +210,68 @@ def _start_cluster_processes(
                 f"{cluster.name}/{node.name}", node.netns, argv, env, str(logs / f"{node.name}.log"), address
             ),
         )
+
+
+def _start_fleet_services(state: FleetState) -> None:
+    """The sample app and its Gslb in every cluster, an ingress per cluster, and the global endpoint."""
+    kubeconfig = state.folder / "kubeconfig"
+    backends = {
+        c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
+    }
+    primary = next(c.name for c in state.clusters if c.role == "active")
+    for cluster in state.clusters:
+        apps.deploy(kubeconfig, cluster.name, cluster.role, backends, primary)
+        cluster_plan, ingress_ns = state.plan.cluster(cluster.index), f"{cluster.netns_prefix(state.plan)}ing"
+        netns.create(ingress_ns)
+        address = str(network.attach(state.plan, cluster_plan.segment, ingress_ns, 3))
+        _start(
+            state,
+            processes.ProcessSpec(
+                f"{cluster.name}/ingress",
+                ingress_ns,
+                apps.ingress_argv(kubeconfig, cluster.name, address),
+                {"PYTHONUNBUFFERED": "1"},
+                str(state.folder / "logs" / cluster.name / "ingress.log"),
+                address,
+            ),
+        )
+    segment, global_ns = state.plan.global_segment, f"{network.prefix(state.plan)}global"
+    network.add_segment(state.plan, segment)
+    netns.create(global_ns)
+    address = str(network.attach(state.plan, segment, global_ns, 2))
+    argv = apps.gslb_argv(kubeconfig, backends, address, state.folder / GROUND_TRUTH)
+    _start(
+        state,
+        processes.ProcessSpec(
+            GLOBAL_KEY,
+            global_ns,
+            argv,
+            {"PYTHONUNBUFFERED": "1"},
+            str(state.folder / "logs" / "global" / "gslb.log"),
+            address,
+        ),
+    )
+
+
+def global_url(state: FleetState) -> str:
+    """The fleet's global endpoint."""
+    return f"http://{state.plan.global_segment.host(2)}:{apps.HTTP_PORT}"
+
+
+def _wait_serving(state: FleetState, deadline_s: float) -> None:
+    """Poll until every cluster's ingress and the global endpoint serve the sample app as ready."""
+    urls = [f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}/readyz" for c in state.clusters]
+    urls.append(f"{global_url(state)}/readyz")
+    deadline = time.monotonic() + deadline_s
+    while urls:
+        urls = [url for url in urls if not apps.serves(url)]
+        if urls and time.monotonic() > deadline:
+            raise FleetDrillError(
+                f"the sample app does not serve at {', '.join(urls)} after {deadline_s:.0f} s; "
+                f"logs in {state.folder / 'logs'}"
+            )
+        if urls:
+            time.sleep(0.05)
 
 
 def _start(state: FleetState, spec: processes.ProcessSpec) -> None:

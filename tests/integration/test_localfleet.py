@@ -77,11 +77,12 @@ def test_deployment_becomes_replicaset_and_pods_the_scheduler_cannot_place(api) 
             "a ReplicaSet",
         )
         assert replica_sets[0].metadata.owner_references[0].name == "web"
-        pods = wait_for(
-            lambda: [p for p in core.list_namespaced_pod("default", label_selector="app=web").items] or None,
-            30,
-            "pods",
-        )
+
+        def both_pods() -> list:
+            found = core.list_namespaced_pod("default", label_selector="app=web").items
+            return found if len(found) == 2 else []
+
+        pods = wait_for(both_pods, 30, "both pods")
         assert len(pods) == 2 and all(p.status.phase == "Pending" for p in pods)
 
         def failed_scheduling() -> list:

@@ -98,7 +98,7 @@ class Agent:
         self.stopping.set()
         self.reporter.stopping.set()
         for worker in self.workers.values():
-            worker.vanish()
+            worker.shut_down()
         deadline = time.monotonic() + 10
         for worker in self.workers.values():
             worker.join(timeout=max(0.0, deadline - time.monotonic()))

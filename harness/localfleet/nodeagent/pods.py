@@ -5,6 +5,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +13,13 @@ from kubernetes import client
 
 from harness.localfleet import netns
 from harness.localfleet.nodeagent import STRATEGIC, images, probes
-from harness.localfleet.nodeagent.runtime import Mount, Runtime, Sandbox, stop
+from harness.localfleet.nodeagent.runtime import Mount, Runtime, Sandbox, SandboxError, stop
 from harness.localfleet.nodeagent.volumes import VolumeError, Volumes
 
 TICK_S = 0.1
 RESYNC_S = 10.0
 BACKOFF_START_S, BACKOFF_MAX_S = 10.0, 300.0
+REPLACE_LIST = {"$patch": "replace"}  # strategic merge: replace the list (a new sandbox has a new address)
 
 
 def stamp(moment: float | None = None) -> str:
@@ -58,7 +60,7 @@ class PodWorker(threading.Thread):
         super().__init__(name=f"pod-{pod.metadata.name}", daemon=True)
         self.pod, self.core, self.runtime, self.volumes = pod, client.CoreV1Api(api), runtime, volumes
         self.node_ip, self.env_for = node_ip, env_for
-        self.wake, self.gone = threading.Event(), threading.Event()
+        self.wake, self.gone, self.stopping = threading.Event(), threading.Event(), threading.Event()
         self.sandbox: Sandbox | None = None
         self.folders: dict[str, Path] = {}
         self.containers = [Container(c) for c in pod.spec.containers]
@@ -77,29 +79,56 @@ class PodWorker(threading.Thread):
         self.gone.set()
         self.wake.set()
 
+    def shut_down(self) -> None:
+        """The node agent stops: stop the pod's processes but keep its data, as a machine going down does."""
+        self.stopping.set()
+        self.wake.set()
+
+    def running(self) -> bool:
+        return not (self.gone.is_set() or self.stopping.is_set() or self.pod.metadata.deletion_timestamp)
+
     def run(self) -> None:
         try:
             self._start()
-            while not self.gone.is_set() and self.pod.metadata.deletion_timestamp is None:
-                self._tick()
+            while self.running():
+                self._attempt(self._tick)
                 self.wake.wait(TICK_S)
                 self.wake.clear()
-            self._terminate()
-        except Exception as error:
-            print(f"pod {self.pod.metadata.namespace}/{self.pod.metadata.name}: {error!r}", flush=True)
+            if not self.stopping.is_set():
+                self._terminate()
         finally:
-            self._release()
+            self._release(keep_data=self.stopping.is_set())
+
+    def _attempt(self, step: Callable[[], None]) -> bool:
+        """Run one step; an API or sandbox failure is reported and retried later, as the kubelet does."""
+        try:
+            step()
+            return True
+        except (client.ApiException, VolumeError, SandboxError, OSError) as error:
+            reason = (
+                f"{error.status} {error.reason}: {str(error.body)[:300]}"
+                if isinstance(error, client.ApiException)
+                else str(error)
+            )
+            print(
+                f"pod {self.pod.metadata.namespace}/{self.pod.metadata.name}: {reason}; retrying", flush=True
+            )
+            self.problem = reason
+            return False
 
     def _start(self) -> None:
-        while not self.sandbox and not self.gone.is_set() and self.pod.metadata.deletion_timestamp is None:
-            try:
-                self.runtime.remove_sandbox(self.pod.metadata.uid)
-                self.folders = self.volumes.prepare(self.pod)
-                self.sandbox = self.runtime.create_sandbox(self.pod.metadata.uid)
-            except VolumeError as error:
-                self.problem = str(error)
-                self._publish(force=False)
+        """Volumes and sandbox, retried until they exist or the pod goes (an API server that has just
+        started may refuse the node's token requests until its node authorizer has seen the pod)."""
+        while not self.sandbox and self.running():
+            if not self._attempt(self._prepare):
+                self._attempt(lambda: self._publish(force=False))
                 self.wake.wait(1.0)
+        self.problem = ""
+
+    def _prepare(self) -> None:
+        self.runtime.remove_sandbox(self.pod.metadata.uid)
+        self.folders = self.volumes.prepare(self.pod)
+        self.sandbox = self.runtime.create_sandbox(self.pod.metadata.uid)
 
     def _mounts(self, spec: client.V1Container) -> list[Mount]:
         mounts = []
@@ -232,12 +261,12 @@ class PodWorker(threading.Thread):
             or ("Running" if self.sandbox and any(c.process for c in self.containers) else "Pending"),
             "conditions": conditions,
             "hostIP": self.node_ip,
-            "hostIPs": [{"ip": self.node_ip}],
+            "hostIPs": [REPLACE_LIST, {"ip": self.node_ip}],
             "startTime": self.start_time,
             "containerStatuses": [self._container_status(c) for c in self.containers],
         }
         if self.sandbox:
-            status |= {"podIP": self.sandbox.ip, "podIPs": [{"ip": self.sandbox.ip}]}
+            status |= {"podIP": self.sandbox.ip, "podIPs": [REPLACE_LIST, {"ip": self.sandbox.ip}]}
         return status
 
     def _publish(self, force: bool, phase: str | None = None) -> None:
@@ -262,12 +291,15 @@ class PodWorker(threading.Thread):
             if container.process is not None:
                 self._exited(container, stop(container.process, grace or 0), time.monotonic())
                 container.backoff_until = float("inf")
-        if self.gone.is_set():
-            return
         codes = [c.last_exit["exitCode"] for c in self.containers if c.last_exit]
         phase = "Succeeded" if codes and not any(codes) else "Failed"
         for container in self.containers:
             container.ready = False
+        while not self.gone.is_set() and not self._attempt(lambda: self._finish(phase)):
+            self.wake.wait(1.0)
+
+    def _finish(self, phase: str) -> None:
+        """Write the terminal phase, then delete the pod object for good."""
         self._publish(force=True, phase=phase)
         try:
             self.core.delete_namespaced_pod(
@@ -281,12 +313,14 @@ class PodWorker(threading.Thread):
             if error.status not in (404, 409):
                 raise
 
-    def _release(self) -> None:
+    def _release(self, keep_data: bool) -> None:
+        """Stop what still runs and free the sandbox; the volumes go with the pod, not with the agent."""
         for container in self.containers:
             if container.process is not None:
                 stop(container.process, 0)
-        self.runtime.remove_sandbox(self.pod.metadata.uid)
-        self.volumes.remove(self.pod.metadata.uid)
+        self._attempt(lambda: self.runtime.remove_sandbox(self.pod.metadata.uid))
+        if not keep_data:
+            self.volumes.remove(self.pod.metadata.uid)
 
 
 class EnvBuilder:

@@ -1,0 +1,43 @@
+"""Faults with a guaranteed revert: the protocol and stack (base), the on-disk ledger and recover (ledger)."""
+
+from harness.faults.base import (
+    KINDS,
+    Fault,
+    FaultContext,
+    FaultStack,
+    Guard,
+    KubeContext,
+    RevertError,
+    interrupt_main_thread,
+    signals_as_interrupts,
+)
+from harness.faults.ledger import (
+    Ledger,
+    LedgerEntry,
+    LedgerError,
+    Recovered,
+    RecoverError,
+    fault_from_record,
+    new_run_id,
+    recover,
+)
+
+__all__ = [
+    "KINDS",
+    "Fault",
+    "FaultContext",
+    "FaultStack",
+    "Guard",
+    "KubeContext",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerError",
+    "RecoverError",
+    "Recovered",
+    "RevertError",
+    "fault_from_record",
+    "interrupt_main_thread",
+    "new_run_id",
+    "recover",
+    "signals_as_interrupts",
+]

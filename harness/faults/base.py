@@ -1,0 +1,298 @@
+"""Faults as data with a guaranteed revert: the Fault protocol, its registry, the FaultStack, signals.
+
+Each fault kind registers by name, so the ledger (harness.faults.ledger) can rebuild a fault after a crash.
+FaultStack is monkeypatch's undo stack for faults: each fault is in the ledger before it acts and is
+reverted on every exit path; signals_as_interrupts makes SIGTERM and SIGHUP such a path.
+"""
+
+from __future__ import annotations
+
+import _thread
+import dataclasses
+import signal
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from harness.errors import FleetDrillError
+from harness.timeline import Event, Timeline
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from harness.faults.ledger import Ledger
+
+KINDS: dict[str, type[Fault]] = {}
+"""Every registered fault class, by kind."""
+
+
+class RevertError(FleetDrillError):
+    """A fault could not be reverted: it stays in the fault ledger for `fleetdrill recover`."""
+
+
+class FaultContext(Protocol):
+    """How faults reach the fleet: a Kubernetes API client per cluster and the infrastructure provider."""
+
+    def api_client(self, cluster: str) -> ApiClient:
+        """The API client of the cluster with this name."""
+
+    @property
+    def infra(self) -> Any:
+        """The infrastructure provider (harness.infra) for faults the API cannot express, or None."""
+
+
+@dataclass(frozen=True)
+class KubeContext:
+    """A FaultContext over ready-made API clients, by cluster name."""
+
+    clients: Mapping[str, ApiClient] = field(default_factory=dict)
+    infra: Any = None
+
+    def api_client(self, cluster: str) -> ApiClient:
+        try:
+            return self.clients[cluster]
+        except KeyError:
+            known = ", ".join(self.clients) or "none"
+            raise FleetDrillError(f"no API client for cluster {cluster!r} (clients for: {known})") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fault(ABC):
+    """A fault as data; a subclass adds its parameters as fields and implements inject and revert.
+
+    Register a kind by naming it: `@dataclass(frozen=True) class ClusterLoss(Fault, kind="cluster-loss")`.
+    Parameters must survive a JSON round trip (str, numbers, bools, None, tuples and dicts of them): the
+    ledger keeps them that way across a crash, and the FaultStack refuses a fault that does not.
+    """
+
+    kind: ClassVar[str] = ""
+    targets: tuple[str, ...]
+    """Names of the clusters the fault touches."""
+
+    def __init_subclass__(cls, kind: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind:
+            taken = KINDS.get(kind)
+            if taken is not None:
+                raise TypeError(f"fault kind {kind!r} of {_name(cls)} is already taken by {_name(taken)}")
+            cls.kind = kind
+            KINDS[kind] = cls
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            raise TypeError(f'{_name(type(self))} has no fault kind: subclass Fault with kind="..."')
+        targets = self.targets
+        if not (isinstance(targets, tuple) and targets and all(t and isinstance(t, str) for t in targets)):
+            raise TypeError(f"{self.kind}: expected targets as a tuple of cluster names, got {targets!r}")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters: every field but targets."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "targets"}
+
+    def describe(self) -> str:
+        """One line: kind, targets and parameters."""
+        return describe_record(self.to_record())
+
+    def to_record(self) -> dict[str, Any]:
+        """The fault as JSON-able data: kind, defining module, targets, params (see fault_from_record)."""
+        return {
+            "kind": self.kind,
+            "module": type(self).__module__,
+            "targets": list(self.targets),
+            "params": self.params,
+        }
+
+    @abstractmethod
+    def inject(self, ctx: FaultContext) -> None:
+        """Make the fault happen; raise if it could not (the stack then reverts whatever was done)."""
+
+    @abstractmethod
+    def revert(self, ctx: FaultContext) -> None:
+        """Undo the fault; harmless when it is already reverted, or was never or only partly injected."""
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def describe_record(record: Mapping[str, Any]) -> str:
+    """One line for a fault record: `kind on a, b (param=value, ...)`."""
+    params = ", ".join(f"{key}={value!r}" for key, value in record.get("params", {}).items())
+    text = f"{record.get('kind')} on {', '.join(record.get('targets', ()))}"
+    return f"{text} ({params})" if params else text
+
+
+class _Interrupts:
+    """Signal state: process-wide, like signal handlers."""
+
+    shield_depth = 0
+    deferred: BaseException | None = None
+    pending: BaseException | None = None
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    exc = _Interrupts.pending or KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+    _Interrupts.pending = None
+    if _Interrupts.shield_depth and _Interrupts.deferred is None:
+        _Interrupts.deferred = exc
+        return
+    raise exc
+
+
+@contextmanager
+def signals_as_interrupts(
+    signums: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+) -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into KeyboardInterrupt in the main thread while the block runs.
+
+    A signal arriving while a fault is being reverted is held until the revert is done; a second one is
+    not (it interrupts a revert that hangs). Previous handlers are restored on exit. Main thread only.
+    """
+    previous = {signum: signal.signal(signum, _on_signal) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _Interrupts.pending = None
+
+
+def interrupt_main_thread(exc: BaseException) -> None:
+    """From any thread: raise `exc` in the main thread now (outside signals_as_interrupts: Ctrl-C)."""
+    if signal.getsignal(signal.SIGINT) is _on_signal:
+        _Interrupts.pending = exc
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+    else:
+        _thread.interrupt_main()
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    """Hold signals (see signals_as_interrupts) while the block runs; raise the first one after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Interrupts.shield_depth += 1
+    try:
+        yield
+    finally:
+        _Interrupts.shield_depth -= 1
+        exc = _Interrupts.deferred
+        if exc is not None and not _Interrupts.shield_depth:
+            _Interrupts.deferred = None
+            raise exc
+
+
+Guard = Callable[[Fault, frozenset[str]], None]
+"""Called with a fault and the clusters already faulted before it is applied; raises to refuse it."""
+
+
+@dataclass(frozen=True, eq=False)
+class _InForce:
+    fault: Fault
+    entry_id: str | None  # None in a dry run
+
+
+class FaultStack:
+    """The faults in force, newest last: each is in the ledger before it acts, reverted on every exit.
+
+    A dry run only guards each fault, records it as "fault.planned" and keeps it in `planned`.
+    """
+
+    def __init__(
+        self,
+        ctx: FaultContext,
+        ledger: Ledger,
+        timeline: Timeline,
+        run_id: str,
+        *,
+        guard: Guard | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self._ctx, self._ledger, self._timeline, self._run_id = ctx, ledger, timeline, run_id
+        self._guard, self.dry_run = guard, dry_run
+        self._in_force: list[_InForce] = []
+        self.planned: list[Fault] = []
+
+    def __enter__(self) -> FaultStack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.undo_all()
+
+    def faulted_clusters(self) -> frozenset[str]:
+        """Clusters some fault in force targets."""
+        return frozenset(target for item in self._in_force for target in item.fault.targets)
+
+    @contextmanager
+    def applied(self, fault: Fault) -> Iterator[Event]:
+        """Apply `fault` for the block, revert it on any exit; yields "fault.injected" (t0) or, in a dry
+        run, "fault.planned"."""
+        item, event = self._apply(fault)
+        try:
+            yield event
+        finally:
+            self._revert(item)
+
+    def push(self, fault: Fault) -> Event:
+        """Apply `fault` until undo_all; returns its "fault.injected" event."""
+        return self._apply(fault)[1]
+
+    def undo_all(self) -> None:
+        """Revert every fault in force, newest first; safe to call twice. RevertError names failures."""
+        failures = []
+        for item in reversed(self._in_force.copy()):
+            try:
+                self._revert(item)
+            except RevertError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise RevertError("; ".join(failures))
+
+    def _apply(self, fault: Fault) -> tuple[_InForce, Event]:
+        if self._guard is not None:
+            self._guard(fault, self.faulted_clusters())
+        if self.dry_run:
+            item = _InForce(fault, None)
+            self._in_force.append(item)
+            self.planned.append(fault)
+            return item, self._record("fault.planned", item)
+        with _shielded():
+            entry_id = self._ledger.add(fault, self._run_id).id
+            item = _InForce(fault, entry_id)
+            self._in_force.append(item)
+        try:
+            fault.inject(self._ctx)
+        except BaseException:
+            self._revert(item)
+            raise
+        event = self._record("fault.injected", item)  # first: its time is t0
+        with _shielded():
+            self._ledger.mark(entry_id, "applied")
+        return item, event
+
+    def _revert(self, item: _InForce) -> None:
+        with _shielded():
+            if item not in self._in_force:
+                return
+            if item.entry_id is not None:
+                try:
+                    item.fault.revert(self._ctx)
+                except Exception as exc:
+                    self._record("fault.revert_failed", item, error=f"{type(exc).__name__}: {exc}")
+                    raise RevertError(
+                        f"{item.fault.describe()}: revert failed ({type(exc).__name__}: {exc}); it stays in "
+                        f"the fault ledger {self._ledger.path}: fix the cause, then run `fleetdrill recover`"
+                    ) from exc
+                self._ledger.remove(item.entry_id)
+                self._record("fault.reverted", item)
+            self._in_force.remove(item)
+
+    def _record(self, name: str, item: _InForce, **extra: str) -> Event:
+        record, targets = item.fault.to_record(), item.fault.targets
+        detail = {"id": item.entry_id, **{key: record[key] for key in ("kind", "targets", "params")}, **extra}
+        return self._timeline.record(name, targets[0] if len(targets) == 1 else None, detail)

@@ -1,0 +1,108 @@
+"""The fleet's services above the clusters: the sample app in every cluster, an ingress per cluster and
+the global load balancer, all deployed or configured through the Kubernetes API."""
+
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config, utils
+
+from harness.localfleet import kwatch
+
+MANIFEST = Path(__file__).resolve().parents[2] / "fixtures" / "apps" / "orders.yaml"
+APP = "orders"
+HTTP_PORT = 80
+REPLICATION_LAG_S = 0.5
+HEALTH_INTERVAL_S = 1.0
+HEALTH_FALL = 2
+
+
+def settings(cluster: str, role: str, peers: dict[str, str]) -> dict:
+    """The per-cluster ConfigMap of the sample app."""
+    return {
+        "metadata": {"name": f"{APP}-settings", "namespace": APP},
+        "data": {
+            "ORDERS_CLUSTER": cluster,
+            "ORDERS_ROLE": "primary" if role == "active" else "replica",
+            "ORDERS_PEERS": ",".join(f"{name}={url}" for name, url in peers.items() if name != cluster),
+            "ORDERS_REPLICATION_LAG": str(REPLICATION_LAG_S),
+        },
+    }
+
+
+def gslb(primary: str) -> dict:
+    """The k8gb-style Gslb object: fail over away from the primary cluster."""
+    rule = {
+        "host": f"{APP}.fleet.local",
+        "http": {
+            "paths": [
+                {
+                    "path": "/",
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": APP, "port": {"name": "http"}}},
+                }
+            ]
+        },
+    }
+    return {
+        "apiVersion": f"{kwatch.GROUP}/{kwatch.VERSION}",
+        "kind": "Gslb",
+        "metadata": {"name": APP, "namespace": APP},
+        "spec": {"ingress": {"rules": [rule]}, "strategy": {"type": "failover", "primaryGeoTag": primary}},
+    }
+
+
+def deploy(kubeconfig: Path, context: str, role: str, peers: dict[str, str], primary: str) -> None:
+    """Apply the sample app's manifest and settings, the Gslb CRD and object, in one cluster."""
+    api = config.new_client_from_config(str(kubeconfig), context=context)
+    try:
+        for document in yaml.safe_load_all(MANIFEST.read_text()):
+            utils.create_from_dict(api, document)
+        client.CoreV1Api(api).create_namespaced_config_map(APP, settings(context, role, peers))
+        kwatch.install_crd(api)
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            kwatch.GROUP, kwatch.VERSION, APP, kwatch.PLURAL, gslb(primary)
+        )
+    finally:
+        api.close()
+
+
+def ingress_argv(kubeconfig: Path, context: str, address: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "harness.localfleet.ingress",
+        f"--kubeconfig={kubeconfig}",
+        f"--context={context}",
+        f"--listen={address}:{HTTP_PORT}",
+        f"--namespace={APP}",
+        f"--service={APP}",
+    ]
+
+
+def gslb_argv(kubeconfig: Path, backends: dict[str, str], address: str, ground_truth: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "harness.localfleet.gslb",
+        f"--kubeconfig={kubeconfig}",
+        f"--contexts={','.join(backends)}",
+        f"--listen={address}:{HTTP_PORT}",
+        f"--namespace={APP}",
+        f"--name={APP}",
+        f"--backends={','.join(f'{c}={u}' for c, u in backends.items())}",
+        f"--interval={HEALTH_INTERVAL_S}",
+        f"--fall={HEALTH_FALL}",
+        f"--ground-truth={ground_truth}",
+    ]
+
+
+def serves(url: str) -> bool:
+    """The URL answers 200 (the app is ready behind it)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

@@ -1,0 +1,519 @@
+"""Continuous HTTP probes on a fixed schedule: one ProbeSample per request (DESIGN.md, flow step 4).
+
+Each target has a slot every 1/rate_hz seconds on a fixed grid (targets staggered across the interval). At
+each slot a GET goes out whatever earlier requests are doing: up to max_in_flight run at once per target. A
+slot is missed, and recorded as a MissedSlot, when max_in_flight requests are outstanding ("busy") or when
+the prober woke after the next slot was already due ("late": starved of CPU); the grid never drifts.
+
+One asyncio loop in one background thread drives every target with a small HTTP/1.1 client written on
+asyncio protocols (callbacks, no task per request): 1000 requests/s cost about 15% of one core
+(bench/probe_overhead.py), where bare aiohttp requests alone cost 22-32%. Connections are kept alive, one
+request at a time each; a connection that failed, timed out, was closed by the server or is older than
+max_conn_age_s is never reused, so a restart or failover shows in the samples instead of hiding behind a
+dead pooled socket (and a DNS or route change shows within max_conn_age_s).
+
+A failed sample's error reads "<kind>: <detail>", kind one of: timeout, refused, reset, closed (the
+connection ended before a complete response), dns, tls, protocol (a malformed response), network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import resource
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from itertools import takewhile
+from typing import Literal, cast
+from urllib.parse import urlsplit
+
+from harness.errors import ConfigError, FleetDrillError
+from harness.measure import availability, probe_failed
+from harness.samples import ProbeSample
+
+_MAX_RESPONSE = 1 << 20
+_CLOSED = "closed: the connection ended before a complete response"
+_KINDS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (ConnectionRefusedError, "refused"),
+    ((ConnectionResetError, ConnectionAbortedError, BrokenPipeError), "reset"),
+    (socket.gaierror, "dns"),
+    (ssl.SSLError, "tls"),
+    (TimeoutError, "timeout"),
+)
+
+
+@dataclass(frozen=True)
+class MissedSlot:
+    """A slot no probe went out for: "busy" (max_in_flight outstanding) or "late" (the prober lagged)."""
+
+    target: str
+    slot: float
+    reason: Literal["busy", "late"]
+
+
+@dataclass(frozen=True)
+class TargetStats:
+    """Live counters of one target; failed counts connection errors, timeouts, 5xx and over-bound latency."""
+
+    target: str
+    sent: int
+    recorded: int
+    failed: int
+    missed: int
+    in_flight: int
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    host: str
+    port: int
+    tls: bool
+    request: bytes
+
+    @classmethod
+    def parse(cls, name: str, url: str) -> _Endpoint:
+        parts = urlsplit(url)
+        try:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("not an http:// or https:// URL with a host")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            host = parts.netloc.rpartition("@")[2]
+            head = (
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetdrill-probe\r\nAccept: */*\r\n\r\n"
+            )
+            return cls(parts.hostname, port, parts.scheme == "https", head.encode("ascii"))
+        except ValueError as exc:
+            raise ConfigError(f"probe target {name!r}: bad URL {url!r}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    headers: dict[str, str]
+    keep_alive: bool
+
+
+def _parse_response(buf: bytearray, eof: bool) -> _Response | None:
+    """The response at the start of buf, None while incomplete; ValueError when malformed."""
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    lines = buf[:head_end].decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    if not version.startswith("HTTP/1.") or not rest[:3].isdigit():
+        raise ValueError(f"bad status line {lines[0][:80]!r}")
+    status, headers = int(rest[:3]), {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError(f"bad header line {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    start = head_end + 4
+    if status < 200:  # interim (100 Continue, 103 Early Hints): the final response follows
+        del buf[:start]
+        return _parse_response(buf, eof)
+    connection = headers.get("connection", "").lower()
+    keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    if status in (204, 304):
+        end: int | None = start
+    elif "chunked" in headers.get("transfer-encoding", "").lower():
+        end = _chunked_end(buf, start)
+    elif "content-length" in headers:
+        if (length := int(headers["content-length"])) < 0:
+            raise ValueError(f"negative content-length {length}")
+        end = start + length
+    elif eof:  # no framing: the body runs to the end of the connection
+        end, keep_alive = len(buf), False
+    else:
+        return None
+    if end is None or len(buf) < end:
+        return None
+    return _Response(status, headers, keep_alive and len(buf) == end)
+
+
+def _chunked_end(buf: bytearray, pos: int) -> int | None:
+    """Where a chunked body starting at pos ends (after its trailers), None while incomplete."""
+    while (eol := buf.find(b"\r\n", pos)) >= 0:
+        size = int(buf[pos:eol].split(b";")[0], 16)
+        pos = eol + 2
+        if size == 0:
+            while (eol := buf.find(b"\r\n", pos)) >= 0:
+                if eol == pos:
+                    return eol + 2
+                pos = eol + 2
+            return None
+        pos += size + 2
+    return None
+
+
+def _error_text(exc: BaseException) -> str:
+    detail = str(exc) or type(exc).__name__
+    kind = next((kind for types, kind in _KINDS if isinstance(exc, types)), "network")
+    return f"{kind}: {detail}"
+
+
+class _Conn(asyncio.Protocol):
+    """One HTTP/1.1 connection carrying one request at a time; `done` gets a _Response or an error text."""
+
+    def __init__(self, opened: float) -> None:
+        self.opened = opened
+        self.closed = False
+        self._transport: asyncio.Transport
+        self._buffer = bytearray()
+        self._done: Callable[[_Response | str], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def send(self, request: bytes, done: Callable[[_Response | str], None]) -> None:
+        self._done = done
+        self._transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        if self._done is None:  # bytes nobody asked for: the framing is lost
+            self.abort()
+            return
+        self._buffer += data
+        self._parse(eof=False)
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        if self._done is not None:
+            self._parse(eof=True)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._finish(_CLOSED if exc is None else _error_text(exc))
+
+    def abort(self) -> None:
+        self.closed, self._done = True, None
+        self._transport.abort()
+
+    def _parse(self, eof: bool) -> None:
+        try:
+            if len(self._buffer) > _MAX_RESPONSE:
+                raise ValueError(f"response over {_MAX_RESPONSE} bytes; probe a smaller health path")
+            response = _parse_response(self._buffer, eof)
+        except ValueError as exc:
+            self._finish(f"protocol: {exc}")
+            self.abort()
+            return
+        if response is not None:
+            self._buffer.clear()
+            self._finish(response)
+        elif eof:
+            self._finish(_CLOSED)
+
+    def _finish(self, result: _Response | str) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(result)
+
+
+class _Exchange:
+    """One probe request, from its slot to its sample."""
+
+    __slots__ = ("conn", "connecting", "done", "sent", "target", "timer")
+
+    def __init__(self, target: _Target, sent: float) -> None:
+        self.target, self.sent, self.done = target, sent, False
+        self.conn: _Conn | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle
+
+
+class _Target:
+    """One target's grid, connections and records; records change under the prober's lock."""
+
+    def __init__(self, name: str, endpoint: _Endpoint) -> None:
+        self.name, self.endpoint = name, endpoint
+        self.origin = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.idle: deque[_Conn] = deque()
+        self.exchanges: set[_Exchange] = set()
+        self.samples: list[ProbeSample] = []
+        self.missed: list[MissedSlot] = []
+        self.sent = self.failed = 0
+
+
+class Prober:
+    """Probes every target (name -> URL) on a fixed schedule from a background thread; a context manager.
+
+    max_in_flight defaults to rate_hz x timeout_s + 1: a slow target then never costs a slot, as each
+    request answers or times out before its place is needed again. Enough file descriptors for that many
+    connections per target are ensured by raising the soft RLIMIT_NOFILE up to the hard one if needed.
+    """
+
+    def __init__(
+        self,
+        targets: Mapping[str, str],
+        *,
+        rate_hz: float = 100.0,
+        timeout_s: float = 1.0,
+        latency_bound_s: float | None = None,
+        identity_header: str = "X-Served-By",
+        max_in_flight: int | None = None,
+        max_conn_age_s: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if not targets:
+            raise ConfigError("Prober needs at least one target")
+        settings = {"rate_hz": rate_hz, "timeout_s": timeout_s, "max_conn_age_s": max_conn_age_s}
+        for name, value in settings.items():
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"Prober {name} must be a positive number, got {value!r}")
+        if latency_bound_s is not None and not 0 < latency_bound_s <= timeout_s:
+            raise ConfigError(
+                f"Prober latency_bound_s must be in (0, timeout_s={timeout_s:g}], got {latency_bound_s!r}: "
+                "a probe is given up at the timeout, so a larger bound could never be judged"
+            )
+        default_in_flight = math.ceil(rate_hz * timeout_s) + 1
+        self._max_in_flight = default_in_flight if max_in_flight is None else max_in_flight
+        if self._max_in_flight < 1:
+            raise ConfigError(f"Prober max_in_flight must be at least 1, got {max_in_flight!r}")
+        self._interval, self._timeout, self._bound = 1.0 / rate_hz, timeout_s, latency_bound_s
+        self._timed_out = f"timeout: no response within {timeout_s:g} s"
+        self._identity, self._max_age = identity_header.lower(), max_conn_age_s
+        self._targets = {name: _Target(name, _Endpoint.parse(name, url)) for name, url in targets.items()}
+        self._ssl = ssl_context
+        if any(t.endpoint.tls for t in self._targets.values()) and ssl_context is None:
+            self._ssl = ssl.create_default_context()
+        _ensure_descriptors(len(targets) * self._max_in_flight + 64)
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._stopped = False
+
+    def __enter__(self) -> Prober:
+        return self.start()
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            self.stop()
+        except FleetDrillError as error:
+            if exc is None:
+                raise
+            exc.add_note(f"while stopping the probes: {error}")
+
+    def start(self) -> Prober:
+        """Start probing; returns once the schedule runs."""
+        if self._thread is not None:
+            raise FleetDrillError("this Prober was already started; make a new one")
+        self._thread = threading.Thread(target=self._main, name="fleetdrill-prober", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise FleetDrillError(f"the prober could not start: {self._error!r}") from self._error
+        return self
+
+    def stop(self, deadline_s: float = 5.0) -> None:
+        """Stop probing, drop requests still in flight (unrecorded), close every connection, join the thread.
+
+        Idempotent. Raises FleetDrillError when the thread outlives the deadline or the loop failed.
+        """
+        with self._lock:
+            if self._thread is None or self._stopped:
+                return
+            self._stopped = True
+        if self._loop is not None and self._stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended on its own
+                self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(deadline_s)
+        if self._thread.is_alive():
+            raise FleetDrillError(
+                f"the prober thread did not stop within {deadline_s:g} s (a DNS lookup may hang); "
+                "it is a daemon thread and will not keep the process alive"
+            )
+        self._raise_failure()
+
+    def samples(self, target: str | None = None) -> list[ProbeSample]:
+        """One target's samples, or every target's, in order of send time."""
+        with self._lock:
+            chosen = [self._target(target)] if target is not None else self._targets.values()
+            merged = [s for t in chosen for s in t.samples]
+        return sorted(merged, key=lambda s: (s.sent, s.received))
+
+    def missed(self, target: str) -> list[MissedSlot]:
+        """The target's missed slots, in time order."""
+        with self._lock:
+            return list(self._target(target).missed)
+
+    def stats(self, target: str) -> TargetStats:
+        """Live counters of one target; raises FleetDrillError once the prober has failed."""
+        self._raise_failure()
+        with self._lock:
+            t = self._target(target)
+            return TargetStats(t.name, t.sent, len(t.samples), t.failed, len(t.missed), len(t.exchanges))
+
+    def availability(self, target: str, last_s: float) -> float | None:
+        """Successful share of the target's probes that completed in the last last_s seconds (None: none).
+
+        The live figure for abort conditions; a hanging target shows once its requests time out. Raises
+        FleetDrillError once the prober has failed, rather than let the figure freeze.
+        """
+        self._raise_failure()
+        since = time.monotonic() - last_s
+        with self._lock:
+            recent = list(takewhile(lambda s: s.received >= since, reversed(self._target(target).samples)))
+        return availability(recent, latency_bound=self._bound)
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise FleetDrillError(f"the prober failed and stopped early: {self._error!r}") from self._error
+
+    def _target(self, name: str) -> _Target:
+        try:
+            return self._targets[name]
+        except KeyError:
+            raise KeyError(f"no probe target {name!r}; targets: {', '.join(self._targets)}") from None
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:
+            self._error = self._error or exc
+        finally:
+            self._ready.set()
+
+    async def _run(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()  # its time() is time.monotonic()
+        loop.set_exception_handler(self._on_loop_error)
+        self._stopping = asyncio.Event()
+        start, n = time.monotonic(), len(self._targets)
+        for i, target in enumerate(self._targets.values()):
+            target.origin = start + i * self._interval / n
+            target.timer = loop.call_at(target.origin, self._tick, target, 0)
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            for target in self._targets.values():
+                self._close(target)
+            await asyncio.sleep(0)  # let the aborted transports close their sockets
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        self._error = self._error or context.get("exception") or FleetDrillError(context["message"])
+        if self._stopping is not None:
+            self._stopping.set()
+
+    def _close(self, target: _Target) -> None:
+        if target.timer is not None:
+            target.timer.cancel()
+        for ex in target.exchanges:
+            ex.done = True
+            ex.timer.cancel()
+            if ex.connecting is not None:
+                ex.connecting.cancel()
+            if ex.conn is not None:
+                ex.conn.abort()
+        for conn in target.idle:
+            conn.abort()
+        with self._lock:
+            target.exchanges.clear()
+            target.idle.clear()
+
+    def _tick(self, target: _Target, k: int) -> None:
+        """Send slot k, or the latest slot due when the loop woke late (the skipped ones are missed)."""
+        behind = int((time.monotonic() - target.origin) / self._interval) - k
+        if behind > 0:
+            slots = (target.origin + j * self._interval for j in range(k, k + behind))
+            late = [MissedSlot(target.name, slot, "late") for slot in slots]
+            with self._lock:
+                target.missed.extend(late)
+            k += behind
+        self._dispatch(target, target.origin + k * self._interval)
+        next_slot = target.origin + (k + 1) * self._interval
+        target.timer = asyncio.get_running_loop().call_at(next_slot, self._tick, target, k + 1)
+
+    def _dispatch(self, target: _Target, slot: float) -> None:
+        if len(target.exchanges) >= self._max_in_flight:
+            with self._lock:
+                target.missed.append(MissedSlot(target.name, slot, "busy"))
+            return
+        loop = asyncio.get_running_loop()
+        ex = _Exchange(target, time.monotonic())
+        ex.timer = loop.call_at(ex.sent + self._timeout, self._finish, ex, self._timed_out)
+        with self._lock:
+            target.exchanges.add(ex)
+            target.sent += 1
+        while target.idle and ex.conn is None:  # first in, first out: every idle one is checked in turn
+            conn = target.idle.popleft()
+            if not conn.closed and ex.sent - conn.opened < self._max_age:
+                ex.conn = conn
+            else:
+                conn.abort()
+        if ex.conn is None:
+            ex.connecting = loop.create_task(self._connect(ex))
+        else:
+            ex.conn.send(target.endpoint.request, partial(self._finish, ex))
+
+    async def _connect(self, ex: _Exchange) -> None:
+        endpoint = ex.target.endpoint
+        tls = self._ssl if endpoint.tls else None
+        try:
+            _, conn = await asyncio.get_running_loop().create_connection(
+                lambda: _Conn(time.monotonic()),
+                endpoint.host,
+                endpoint.port,
+                ssl=tls,
+                server_hostname=endpoint.host if tls else None,
+            )
+        except OSError as exc:
+            ex.connecting = None
+            self._finish(ex, _error_text(exc))
+            return
+        ex.connecting = None
+        if ex.done:
+            conn.abort()
+            return
+        ex.conn = conn
+        conn.send(endpoint.request, partial(self._finish, ex))
+
+    def _finish(self, ex: _Exchange, result: _Response | str) -> None:
+        if ex.done:
+            return
+        ex.done, received, target = True, time.monotonic(), ex.target
+        ex.timer.cancel()
+        if ex.connecting is not None:
+            ex.connecting.cancel()
+        if isinstance(result, str):
+            sample = ProbeSample.of(target.name, ex.sent, received, ok=False, error=result)
+        else:
+            served_by = result.headers.get(self._identity)
+            sample = ProbeSample.of(target.name, ex.sent, received, status=result.status, served_by=served_by)
+        if ex.conn is not None:
+            if isinstance(result, _Response) and result.keep_alive and not ex.conn.closed:
+                target.idle.append(ex.conn)
+            else:
+                ex.conn.abort()
+        failed = probe_failed(sample, self._bound)
+        with self._lock:
+            target.exchanges.discard(ex)
+            target.samples.append(sample)
+            target.failed += failed
+
+
+def _ensure_descriptors(needed: int) -> None:
+    """Raise the soft open-files limit to cover needed descriptors, up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(
+            f"probing may need {needed} open files, over this process's hard limit of {hard}: "
+            "raise it (ulimit -Hn), or lower max_in_flight, timeout_s or the number of targets"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))

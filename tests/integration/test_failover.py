@@ -1,0 +1,90 @@
+"""Losing the primary cluster for real: traffic fails over, acked writes inside the lag are lost, and
+the old primary comes back fenced. It breaks its fleet, so it brings a fleet of its own."""
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_fleet
+from harness.localfleet import supervisor
+from tests.conftest import OWNER, run_cli, wait_for
+
+STREAM = "failover-test"
+
+
+@pytest.fixture(scope="module")
+def own_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("failover-fleet")
+    (folder / OWNER).write_text(str(os.getpid()))
+    try:
+        run_cli("fleet", "up", "--dir", folder, "--clusters", 3)
+        yield folder
+    finally:
+        run_cli("fleet", "down", "--dir", folder, check=False)
+
+
+def _call(url: str, body: dict | None = None) -> tuple[int, dict, str]:
+    """(status, JSON body, X-Served-By) of a GET or, with a body, a POST; status 0 when unreachable."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return response.status, _json(response.read()), response.headers.get("X-Served-By", "")
+    except urllib.error.HTTPError as error:
+        return error.code, _json(error.read()), error.headers.get("X-Served-By", "")
+    except OSError:
+        return 0, {}, ""
+
+
+def _json(body: bytes) -> dict:
+    """The JSON body of the app; a proxy's plain-text error becomes {"text": ...}."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return {"text": body.decode(errors="replace")}
+
+
+def test_losing_the_primary_fails_over_loses_acked_writes_and_fences_the_old_primary(own_fleet: Path) -> None:
+    app = load_fleet(own_fleet / "fleet.yaml").app("orders")
+    writes = app.global_endpoint.rstrip("/") + "/orders"
+    acked = [
+        seq for seq in range(1, 41) if _call(writes, {"seq": seq, "payload": "x", "stream": STREAM})[0] == 201
+    ]
+    assert len(acked) == 40, "the healthy fleet acknowledges every write"
+    supervisor.stop_cluster(own_fleet, "us-east")  # at once: the newest writes are still inside the lag
+
+    def served_by_eu_west() -> bool:
+        return _call(app.global_endpoint.rstrip("/") + "/readyz")[2].startswith("eu-west/")
+
+    wait_for(served_by_eu_west, 10, "the global endpoint to fail over to eu-west")
+
+    def recorded() -> bool:
+        truth = [json.loads(line) for line in (own_fleet / supervisor.GROUND_TRUTH).read_text().splitlines()]
+        return any(e["event"] == "serving" and e["serving"] == ["eu-west"] for e in truth)
+
+    wait_for(recorded, 10, "the ground truth to record eu-west serving (health checks: 2 x 1 s)")
+
+    eu_west = app.endpoints["eu-west"].rstrip("/")
+    assert _call(f"{eu_west}/promote", {})[0] == 200
+    status, listed, _ = _call(f"{eu_west}/orders?since=0&limit=1000&stream={STREAM}")
+    present = {order["seq"] for order in listed["orders"]}
+    lost = sorted(set(acked) - present)
+    assert status == 200 and lost, "writes acknowledged inside the replication lag are gone with the primary"
+    assert lost == acked[-len(lost) :], "what is lost is the newest writes, not a random hole"
+    assert _call(writes, {"seq": 1000, "payload": "after", "stream": STREAM})[0] == 201, (
+        "the new primary writes"
+    )
+
+    run_cli("fleet", "start", "us-east", "--dir", own_fleet)
+    us_east = app.endpoints["us-east"].rstrip("/")
+    wait_for(lambda: _call(f"{us_east}/status")[0] == 200, 60, "the old primary to serve again")
+    status, body, _ = _call(f"{us_east}/orders", {"seq": 2000, "payload": "split brain?", "stream": STREAM})
+    assert status == 503, f"the returning old primary must refuse writes, got {status} {body}"

@@ -1,0 +1,485 @@
+"""harness.safety and harness.lease: allowlist, prod guard, blast radius, dry-run plan, abort monitor, and
+the drill lease against a fake CoordinationV1Api (the lease still needs an integration test on a cluster)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client import V1Lease
+from kubernetes.client.exceptions import ApiException
+
+from harness.config import Abort, Fleet
+from harness.faults import Fault, FaultContext, FaultStack, KubeContext, Ledger
+from harness.lease import DrillLease, FleetLease, LeaseLost
+from harness.safety import (
+    AbortMonitor,
+    DrillAborted,
+    Guard,
+    Plan,
+    SafetyError,
+    check_allowed,
+    check_blast_radius,
+)
+from harness.timeline import Timeline
+
+
+@dataclass(frozen=True)
+class FileFault(Fault, kind="test-safety-file"):
+    """In force on each target while the file `folder/<target>` exists."""
+
+    folder: str
+
+    def inject(self, ctx: FaultContext) -> None:
+        for target in self.targets:
+            (Path(self.folder) / target).touch()
+
+    def revert(self, ctx: FaultContext) -> None:
+        for target in self.targets:
+            (Path(self.folder) / target).unlink(missing_ok=True)
+
+
+def make_fleet(**safety: Any) -> Fleet:
+    clusters = [
+        {"name": "east", "context": "ctx-east", "region": "r1", "environment": "dev"},
+        {"name": "west", "region": "r2", "environment": "staging"},
+        {"name": "prod-eu", "context": "ctx-prod", "region": "r3", "environment": "prod"},
+        {"name": "lab", "context": "ctx-lab", "region": "r4"},
+    ]
+    safety = {"allowlist": ["ctx-east", "west", "ctx-prod"], **safety}
+    return Fleet.model_validate({"name": "demo", "clusters": clusters, "safety": safety})
+
+
+def wait_for(condition: Callable[[], object], deadline_s: float, what: str) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+# --- allowlist and prod ---------------------------------------------------------------------------
+
+
+def test_allowlisted_clusters_are_allowed() -> None:
+    fleet = make_fleet()
+    check_allowed(fleet, "east")
+    check_allowed(fleet, "west")  # its context defaults to its name
+
+
+def test_a_cluster_outside_the_allowlist_is_refused() -> None:
+    with pytest.raises(SafetyError) as raised:
+        check_allowed(make_fleet(), "lab", allow_prod=True)
+    assert str(raised.value) == (
+        "refused: cluster lab (context ctx-lab) is not in safety.allowlist of fleet demo; "
+        "add 'ctx-lab' to safety.allowlist in the fleet file to allow destructive drills on it"
+    )
+
+
+def test_prod_needs_the_flag_or_the_fleet_setting() -> None:
+    with pytest.raises(SafetyError) as raised:
+        check_allowed(make_fleet(), "prod-eu")
+    assert str(raised.value) == (
+        "refused: cluster prod-eu (context ctx-prod) is a prod cluster; pass --allow-prod "
+        "(or set safety.allow_prod: true in the fleet file) to drill it"
+    )
+    check_allowed(make_fleet(), "prod-eu", allow_prod=True)
+    check_allowed(make_fleet(allow_prod=True), "prod-eu")
+
+
+def test_an_unknown_cluster_is_a_config_error() -> None:
+    with pytest.raises(Exception, match="expected a cluster name"):
+        check_allowed(make_fleet(), "mars")
+
+
+# --- blast radius ---------------------------------------------------------------------------------
+
+
+def test_blast_radius_by_count() -> None:
+    fleet = make_fleet(blast_radius={"max_clusters": 2})
+    check_blast_radius(fleet, ["east", "west", "east"])
+    with pytest.raises(SafetyError) as raised:
+        check_blast_radius(fleet, ["west", "east", "lab"])
+    assert str(raised.value) == (
+        "refused: east, lab, west faulted at once would be 3 clusters, above "
+        "safety.blast_radius.max_clusters 2; fault fewer clusters or raise the limit"
+    )
+
+
+def test_blast_radius_by_percent_of_the_fleet() -> None:
+    fleet = make_fleet(blast_radius={"max_percent": 50})
+    check_blast_radius(fleet, ["east", "west"])  # 2 of 4: exactly 50%
+    with pytest.raises(SafetyError, match=r"would be 3 of 4 clusters \(75%\), above .*max_percent 50%"):
+        check_blast_radius(fleet, ["east", "west", "lab"])
+    check_blast_radius(make_fleet(), ["east", "west", "lab", "prod-eu"])  # no limits
+
+
+def test_the_guard_checks_each_fault_against_what_is_in_force(tmp_path: Path) -> None:
+    fleet = make_fleet(blast_radius={"max_clusters": 2})
+    ledger = Ledger(tmp_path / "ledger.json")
+    stack = FaultStack(KubeContext(), ledger, Timeline(), "run-1", guard=Guard(fleet, allow_prod=True))
+    with stack.applied(FileFault(str(tmp_path), targets=("east",))):
+        with stack.applied(FileFault(str(tmp_path), targets=("west", "east"))):
+            with pytest.raises(SafetyError, match=r"refused: east, prod-eu, west .* would be 3 clusters"):
+                stack.push(FileFault(str(tmp_path), targets=("prod-eu",)))
+            stack.push(FileFault(str(tmp_path), targets=("east",)))  # already faulted: no wider
+            assert len(ledger.entries()) == 3
+        with pytest.raises(SafetyError, match=r"not in safety\.allowlist"):
+            stack.push(FileFault(str(tmp_path), targets=("lab",)))
+    stack.undo_all()
+    assert not (tmp_path / "prod-eu").exists() and not (tmp_path / "lab").exists()
+    assert ledger.entries() == []
+    prod = FileFault(str(tmp_path), targets=("prod-eu",))
+    Guard(fleet, allow_prod=True)(prod, frozenset({"east"}))
+    with pytest.raises(SafetyError, match="is a prod cluster"):
+        Guard(fleet)(prod, frozenset())
+
+
+# --- dry run ----------------------------------------------------------------------------------------
+
+
+def test_a_dry_run_gives_the_plan_changes_nothing_and_is_still_guarded(tmp_path: Path) -> None:
+    fleet = make_fleet(blast_radius={"max_clusters": 1})
+    ledger = Ledger(tmp_path / "state" / "ledger.json")
+    stack = FaultStack(KubeContext(), ledger, Timeline(), "run-1", guard=Guard(fleet), dry_run=True)
+    with (
+        stack.applied(FileFault(str(tmp_path), targets=("east",))),
+        pytest.raises(SafetyError, match="max_clusters 1"),
+    ):
+        stack.push(FileFault(str(tmp_path), targets=("west",)))
+    with stack.applied(FileFault(str(tmp_path), targets=("west",))):
+        pass
+    plan = Plan(tuple(stack.planned))
+    folder = repr(str(tmp_path))
+    assert plan.lines() == [
+        f"1. test-safety-file on east (folder={folder})",
+        f"2. test-safety-file on west (folder={folder})",
+    ]
+    assert plan.to_dict() == {"faults": [f.to_record() for f in stack.planned]}
+    assert Plan(()).lines() == ["(no faults)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --- abort monitor ----------------------------------------------------------------------------------
+
+
+def test_abort_check_trips_below_the_threshold_only() -> None:
+    windows: list[float] = []
+    values = iter([None, 0.95, 0.9, 0.899])
+    timeline = Timeline()
+    rule = Abort.model_validate({"availability_below": "90%", "for": "30s"})
+
+    def availability(window_s: float) -> float | None:
+        windows.append(window_s)
+        return next(values)
+
+    monitor = AbortMonitor(rule, availability, timeline)
+    assert [monitor.check() for _ in range(3)] == [None, None, None]
+    reason = monitor.check()
+    assert reason == (
+        "global availability 89.90% over the last 30s fell below safety.abort.availability_below 90.00%"
+    )
+    assert windows == [30.0] * 4 and monitor.reason == reason
+    (aborted,) = timeline.events()
+    assert aborted.name == "drill.aborted"
+    assert aborted.detail == {"reason": reason, "availability": 0.899, "threshold": 0.9, "window_s": 30.0}
+
+
+def test_a_failing_abort_check_aborts_and_for_0_uses_the_interval() -> None:
+    windows: list[float] = []
+
+    def broken(window_s: float) -> float:
+        windows.append(window_s)
+        raise ConnectionError("probe store gone")
+
+    rule = Abort.model_validate({"availability_below": 0.5})
+    monitor = AbortMonitor(rule, broken, Timeline(), interval_s=0.25)
+    assert monitor.check() == (
+        "the abort check failed (ConnectionError: probe store gone), so the drill stops to be safe"
+    )
+    assert windows == [0.25]
+
+
+def test_the_abort_monitor_interrupts_the_drill_and_faults_are_reverted(tmp_path: Path) -> None:
+    calls: list[float] = []
+    timeline = Timeline()
+    before = signal.getsignal(signal.SIGTERM)
+
+    def availability(window_s: float) -> float:
+        calls.append(window_s)
+        return 1.0 if len(calls) < 3 else 0.2
+
+    rule = Abort.model_validate({"availability_below": 0.9, "for": "1m"})
+    ledger = Ledger(tmp_path / "ledger.json")
+    stack = FaultStack(KubeContext(), ledger, timeline, "run-1")
+    with (
+        pytest.raises(DrillAborted, match=r"^drill aborted: global availability 20\.00% over the last 1m"),
+        stack,
+        AbortMonitor(rule, availability, timeline, interval_s=0.02),
+        stack.applied(FileFault(str(tmp_path), targets=("east",))),
+    ):
+        wait_for(lambda: False, 10, "the abort monitor to interrupt the drill")
+    assert not (tmp_path / "east").exists() and ledger.entries() == []
+    assert [e.name for e in timeline.events()] == ["fault.injected", "drill.aborted", "fault.reverted"]
+    assert len(calls) == 3
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+# --- the drill lease --------------------------------------------------------------------------------
+
+MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
+
+
+class FakeLeaseApi:
+    """CoordinationV1Api's lease calls over a dict, with the API server's conflict and MicroTime rules."""
+
+    def __init__(self, namespace_exists: bool = True) -> None:
+        self.leases: dict[tuple[str, str], V1Lease] = {}
+        self.namespace_exists = namespace_exists
+        self.before_write: Callable[[], None] | None = None
+        self.unreachable = False
+        self.refused = 0
+        self.timeouts: set[object] = set()
+        self._version = 0
+        self._lock = threading.RLock()
+
+    def read_namespaced_lease(self, name: str, namespace: str, **kwargs: object) -> V1Lease:
+        self._request(kwargs)
+        with self._lock:
+            if (namespace, name) not in self.leases:
+                raise ApiException(404, "Not Found")
+            return copy.deepcopy(self.leases[namespace, name])
+
+    def create_namespaced_lease(self, namespace: str, body: V1Lease, **kwargs: object) -> V1Lease:
+        self._request(kwargs)
+        with self._lock:
+            self._run_hook()
+            if not self.namespace_exists:
+                raise ApiException(404, "Not Found")
+            if (namespace, body.metadata.name) in self.leases:
+                raise ApiException(409, "Conflict")
+            return self._store(namespace, body)
+
+    def replace_namespaced_lease(self, name: str, namespace: str, body: V1Lease, **kwargs: object) -> V1Lease:
+        self._request(kwargs)
+        with self._lock:
+            self._run_hook()
+            current = self.leases.get((namespace, name))
+            if current is None:
+                raise ApiException(404, "Not Found")
+            if body.metadata.resource_version != current.metadata.resource_version:
+                raise ApiException(409, "Conflict")
+            return self._store(namespace, body)
+
+    def holder(self) -> str | None:
+        with self._lock:
+            return self.leases["fleetdrill", "fleetdrill-drill"].spec.holder_identity
+
+    def spec(self) -> Any:
+        with self._lock:
+            return copy.deepcopy(self.leases["fleetdrill", "fleetdrill-drill"].spec)
+
+    def _request(self, kwargs: dict[str, object]) -> None:
+        self.timeouts.add(kwargs.pop("_request_timeout"))
+        assert not kwargs
+        if self.unreachable:
+            self.refused += 1
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    def _run_hook(self) -> None:
+        hook, self.before_write = self.before_write, None
+        if hook is not None:
+            hook()
+
+    def _store(self, namespace: str, body: V1Lease) -> V1Lease:
+        stored = copy.deepcopy(body)
+        for field in ("acquire_time", "renew_time"):
+            value = getattr(stored.spec, field)
+            if value is not None:
+                if not isinstance(value, str) or not MICRO_TIME.match(value):
+                    raise ApiException(400, f"Bad Request: {field} {value!r} is not a MicroTime")
+                setattr(stored.spec, field, datetime.fromisoformat(value))
+        self._version += 1
+        stored.metadata.resource_version = str(self._version)
+        self.leases[namespace, stored.metadata.name] = stored
+        return copy.deepcopy(stored)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)  # microsecond 0: isoformat() would drop it
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def api() -> FakeLeaseApi:
+    return FakeLeaseApi()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def lease(api: FakeLeaseApi, clock: Clock, run_id: str, cluster: str = "east") -> DrillLease:
+    return DrillLease(cluster, api, run_id, 59.5, now=clock)
+
+
+def test_acquire_creates_the_lease(api: FakeLeaseApi, clock: Clock) -> None:
+    lease(api, clock, "run-1").acquire()
+    spec = api.spec()
+    assert (spec.holder_identity, spec.lease_duration_seconds, spec.lease_transitions) == ("run-1", 60, 0)
+    assert spec.acquire_time == spec.renew_time == clock.now
+    lease(api, clock, "run-1").acquire()  # holding it already: fine
+    assert api.spec().lease_transitions == 0
+
+
+def test_a_lease_held_by_another_live_run_refuses(api: FakeLeaseApi, clock: Clock) -> None:
+    lease(api, clock, "run-other").acquire()
+    clock.now += timedelta(seconds=20)
+    with pytest.raises(SafetyError) as raised:
+        lease(api, clock, "run-1").acquire()
+    assert str(raised.value) == (
+        "refused: cluster east: drill lease fleetdrill/fleetdrill-drill is held by run 'run-other' until "
+        "2030-01-02 03:05:05 UTC (40 s from now): another drill is running there; wait for it to end "
+        "(if it died, the lease expires by itself, or delete it: kubectl -n fleetdrill delete lease "
+        "fleetdrill-drill)"
+    )
+    assert api.holder() == "run-other"
+
+
+def test_an_expired_lease_is_taken_over(api: FakeLeaseApi, clock: Clock) -> None:
+    lease(api, clock, "run-dead").acquire()
+    clock.now += timedelta(seconds=60, microseconds=1)
+    lease(api, clock, "run-1").acquire()
+    spec = api.spec()
+    assert (spec.holder_identity, spec.lease_transitions) == ("run-1", 1)
+    assert spec.acquire_time == spec.renew_time == clock.now
+    with pytest.raises(LeaseLost, match="lost, held by run 'run-1' now"):
+        lease(api, clock, "run-dead").renew()
+
+
+def test_renew_and_release(api: FakeLeaseApi, clock: Clock) -> None:
+    mine = lease(api, clock, "run-1")
+    mine.acquire()
+    clock.now += timedelta(seconds=50)
+    mine.renew()
+    assert api.spec().renew_time == clock.now
+    clock.now += timedelta(seconds=50)  # 100 s after acquiring, 50 after renewing: still held
+    with pytest.raises(SafetyError, match="held by run 'run-1'"):
+        lease(api, clock, "run-2").acquire()
+    lease(api, clock, "run-2").release()  # not its lease: nothing happens
+    mine.release()
+    assert api.holder() is None
+    lease(api, clock, "run-2").acquire()
+    assert api.holder() == "run-2"
+    with pytest.raises(LeaseLost, match="lost, held by run 'run-2' now"):
+        mine.renew()
+
+
+def test_a_racing_writer_wins_by_resource_version(api: FakeLeaseApi, clock: Clock) -> None:
+    lease(api, clock, "run-dead").acquire()
+    clock.now += timedelta(minutes=5)
+    api.before_write = lease(api, clock, "run-fast").acquire  # writes between our read and our write
+    with pytest.raises(SafetyError, match="held by run 'run-fast'"):
+        lease(api, clock, "run-1").acquire()
+    assert api.holder() == "run-fast"
+
+
+def test_a_missing_namespace_says_how_to_create_it(clock: Clock) -> None:
+    with pytest.raises(SafetyError, match=r"cannot create it: 404 Not Found \(create the namespace: kubectl"):
+        lease(FakeLeaseApi(namespace_exists=False), clock, "run-1").acquire()
+
+
+def test_fleet_lease_is_all_or_nothing(api: FakeLeaseApi, clock: Clock) -> None:
+    other = FakeLeaseApi()
+    lease(other, clock, "run-other").acquire()
+    mine = [lease(api, clock, "run-1"), DrillLease("west", other, "run-1", 60, now=clock)]
+    with pytest.raises(SafetyError, match=r"cluster west: .* held by run 'run-other'"), FleetLease(mine):
+        pytest.fail("the block ran")
+    assert api.holder() is None
+
+
+def test_fleet_lease_renews_in_the_background_and_releases(api: FakeLeaseApi) -> None:
+    other = FakeLeaseApi()
+    leases = [DrillLease("east", api, "run-1", 60), DrillLease("west", other, "run-1", 60)]
+    with FleetLease(leases, renew_every_s=0.02):
+        first = api.spec().renew_time
+
+        def renewed() -> bool:
+            renew_time = other.spec().renew_time
+            return api.spec().renew_time > first < renew_time
+
+        wait_for(renewed, 10, "both leases to be renewed")
+        assert api.holder() == other.holder() == "run-1"
+    assert api.holder() is None and other.holder() is None
+
+
+def test_a_lost_fleet_lease_is_reported(api: FakeLeaseApi) -> None:
+    lost: list[Exception] = []
+    with FleetLease([DrillLease("east", api, "run-1", 60)], renew_every_s=0.02, on_lost=lost.append):
+        stored = api.leases["fleetdrill", "fleetdrill-drill"]
+        with api._lock:
+            stored.spec.holder_identity = "run-thief"
+        wait_for(lambda: lost, 10, "the lost lease to be reported")
+    assert [type(e) for e in lost] == [LeaseLost]
+    lease_name = "cluster east: drill lease fleetdrill/fleetdrill-drill"
+    assert str(lost[0]).startswith(f"{lease_name}: lost, held by run 'run-thief' now")
+    assert api.holder() == "run-thief"
+
+
+def test_a_lost_fleet_lease_aborts_the_drill_by_default(api: FakeLeaseApi, tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.json")
+    stack = FaultStack(KubeContext(), ledger, Timeline(), "run-1")
+    with (
+        pytest.raises(DrillAborted, match=r"^drill aborted: .* lost, held by run 'run-thief'"),
+        FleetLease([DrillLease("east", api, "run-1", 60)], renew_every_s=0.02),
+        stack.applied(FileFault(str(tmp_path), targets=("east",))),
+    ):
+        with api._lock:
+            api.leases["fleetdrill", "fleetdrill-drill"].spec.holder_identity = "run-thief"
+        wait_for(lambda: False, 10, "the lost lease to abort the drill")
+    assert not (tmp_path / "east").exists() and ledger.entries() == []
+
+
+def test_an_unreachable_api_server_is_one_line(api: FakeLeaseApi, clock: Clock) -> None:
+    api.unreachable = True
+    with pytest.raises(SafetyError) as raised:
+        DrillLease("east", api, "run-1", 60, now=clock, request_timeout_s=2.5).acquire()
+    assert str(raised.value) == (
+        "cluster east: drill lease fleetdrill/fleetdrill-drill: cannot read it: "
+        "ConnectionRefusedError: [Errno 111] Connection refused"
+    )
+    assert api.timeouts == {2.5}
+
+
+def test_renewals_ride_out_an_outage_but_not_past_the_expiry(api: FakeLeaseApi) -> None:
+    lost: list[Exception] = []
+    with FleetLease([DrillLease("east", api, "run-1", 60)], renew_every_s=0.02, on_lost=lost.append):
+        api.unreachable = True
+        wait_for(lambda: api.refused >= 3, 10, "renewals to fail")
+        api.unreachable = False
+        before = api.spec().renew_time
+        wait_for(lambda: api.spec().renew_time > before, 10, "a renewal after the outage")
+    assert lost == []
+
+    started = time.monotonic()
+    with FleetLease([DrillLease("east", api, "run-2", 1)], renew_every_s=0.02, on_lost=lost.append):
+        api.unreachable = True
+        wait_for(lambda: lost, 10, "the expiring lease to be reported")
+        api.unreachable = False  # to release it
+    assert 0.9 < time.monotonic() - started < 5
+    assert str(lost[0]).startswith(
+        "cluster east: drill lease fleetdrill/fleetdrill-drill: renewals failed until it expires: "
+    )

@@ -1,0 +1,324 @@
+"""harness.traffic against local HTTP servers: schedule, concurrency, failures, reconnects, clean stop."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from harness import traffic
+from harness.errors import ConfigError, FleetDrillError
+from harness.samples import ProbeSample
+from harness.traffic import MissedSlot, Prober
+from tests.conftest import wait_for
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body go out as two writes: no delayed-ACK stall between them
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        app = self.server.app
+        if app.mode in ("hang", "drop"):  # hang: answer nothing until the server stops
+            if app.mode == "hang":
+                app.release.wait()
+            self.close_connection = True
+            return
+        if app.mode == "raw":
+            self.wfile.write(app.raw)
+            self.close_connection = True
+            return
+        if app.mode == "slow":
+            app.release.wait(app.delay)
+        body = app.identity.encode()
+        self.send_response(503 if app.mode == "fail" else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Served-By", app.identity)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() joins the handler threads
+
+    def __init__(self, app: Server, port: int) -> None:
+        self.app = app
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        with self.app.lock:
+            self.app.accepted += 1
+            self.app.open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
+        with self.app.lock:
+            self.app.open.discard(request)
+        super().shutdown_request(request)
+
+
+class Server:
+    """An HTTP server on 127.0.0.1 whose answers switch with `mode`: ok, fail (503), slow (after `delay`),
+    hang, drop (close without answering), raw (write `raw` and close)."""
+
+    def __init__(self, mode: str = "ok", identity: str = "c1/pod-a", port: int = 0) -> None:
+        self.mode, self.identity, self.delay, self.raw = mode, identity, 0.0, b""
+        self.lock, self.release = threading.Lock(), threading.Event()
+        self.accepted, self.open = 0, set[socket.socket]()
+        self._httpd = _HTTPServer(self, port)
+        self.port = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/healthz"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="test-server")
+        self._thread.start()
+        self._stopped = False
+
+    def clients_open(self) -> int:
+        """Connections whose client has not closed its end (even those a hanging handler holds)."""
+        with self.lock:
+            return sum(_peer_open(sock) for sock in self.open)
+
+    def stop(self) -> None:
+        """Stop as a killed process would: the listener and every connection close."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._httpd.shutdown()
+        self.release.set()
+        with self.lock:
+            for sock in self.open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._httpd.server_close()
+        self._thread.join()
+
+
+def _peer_open(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def servers() -> Iterator[Callable[..., Server]]:
+    made: list[Server] = []
+
+    def make(mode: str = "ok", identity: str = "c1/pod-a", port: int = 0) -> Server:
+        made.append(Server(mode, identity, port))
+        return made[-1]
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_on_grid(samples: list[ProbeSample], interval: float, missed: list[MissedSlot]) -> None:
+    """Every slot between the first and last send was sent or recorded missed (so the grid did not drift),
+    the gaps between sends are mostly one interval, and few slots were missed."""
+    sends = sorted(s.sent for s in samples)
+    between = [m for m in missed if sends[0] < m.slot < sends[-1]]
+    span = (sends[-1] - sends[0]) / interval
+    accounted = len(sends) + len(between) - 1
+    assert abs(span - accounted) < 2, f"{span:.1f} intervals hold {accounted} slots: the schedule drifts"
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
+    regular = sum(abs(gap - interval) < interval / 2 for gap in gaps)
+    assert regular >= 0.9 * len(gaps), f"only {regular} of {len(gaps)} gaps are about one interval"
+    assert len(between) <= 0.1 * accounted, f"{len(between)} of {accounted} slots missed"
+
+
+def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Threads started since `before`, other than the test servers' request handlers."""
+    return [t for t in threading.enumerate() if t not in before and "process_request" not in t.name]
+
+
+def test_probes_go_out_on_the_grid_at_the_rate_over_kept_alive_connections(servers: Callable) -> None:
+    server, rate = servers(), 50.0
+    with Prober({"a": server.url, "b": server.url}, rate_hz=rate) as probes:
+        wait_for(lambda: min(probes.stats(t).recorded for t in "ab") >= 60, 10, "60 probes per target")
+    for target in "ab":
+        samples = probes.samples(target)
+        assert all(s.ok and s.status == 200 and s.served_by == "c1/pod-a" for s in samples)
+        assert_on_grid(samples, 1 / rate, probes.missed(target))
+    assert server.accepted <= 20, f"{server.accepted} connections for ~120 probes: keep-alive is not used"
+
+
+def test_slow_answers_do_not_hold_back_the_next_probe(servers: Callable) -> None:
+    server, rate = servers("slow"), 40.0
+    server.delay = 0.2
+    with Prober({"slow": server.url}, rate_hz=rate) as probes:
+        wait_for(lambda: probes.stats("slow").recorded >= 30, 10, "30 slow answers")
+        assert probes.stats("slow").in_flight >= 3
+    samples = probes.samples("slow")
+    assert all(s.ok and s.latency >= 0.2 for s in samples)
+    assert_on_grid(samples, 1 / rate, probes.missed("slow"))
+    assert not [m for m in probes.missed("slow") if m.reason == "busy"]
+
+
+def test_failures_are_recorded_with_their_kind(servers: Callable, free_port: int) -> None:
+    garbage = servers("raw")
+    garbage.raw = b"SSH-2.0-OpenSSH_9.6\r\n\r\n"
+    targets = {
+        "503": servers("fail").url,
+        "drop": servers("drop").url,
+        "hang": servers("hang").url,
+        "refused": f"http://127.0.0.1:{free_port}/",
+        "garbage": garbage.url,
+    }
+    with Prober(targets, rate_hz=20, timeout_s=0.3) as probes:
+        wait_for(lambda: min(probes.stats(t).recorded for t in targets) >= 3, 10, "3 probes per target")
+        assert {t: probes.availability(t, last_s=10) for t in targets} == dict.fromkeys(targets, 0.0)
+    assert all(s.ok and s.status == 503 and s.error is None for s in probes.samples("503"))
+    for target, kind in [
+        ("drop", "closed"),
+        ("hang", "timeout"),
+        ("refused", "refused"),
+        ("garbage", "protocol"),
+    ]:
+        samples = probes.samples(target)
+        assert samples
+        assert all(not s.ok and s.status is None and s.error.startswith(f"{kind}: ") for s in samples), (
+            samples
+        )
+        assert probes.stats(target).failed == len(samples)
+    assert all(0.3 <= s.latency < 0.8 for s in probes.samples("hang"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Served-By: c2/p\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            200,
+        ),
+        (b"HTTP/1.0 200 OK\r\nX-Served-By: c2/p\r\n\r\nbody until the connection closes", 200),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nx-served-by: c2/p\r\n\r\n", 204),
+    ],
+    ids=["chunked", "until-close", "interim"],
+)
+def test_response_framings_are_read(servers: Callable, raw: bytes, status: int) -> None:
+    server = servers("raw")
+    server.raw = raw
+    with Prober({"t": server.url}, rate_hz=20) as probes:
+        wait_for(lambda: probes.stats("t").recorded >= 2, 10, "2 probes")
+    assert {(s.ok, s.status, s.served_by) for s in probes.samples("t")} == {(True, status, "c2/p")}
+
+
+def test_answers_over_the_latency_bound_count_as_failed_in_the_live_figures(servers: Callable) -> None:
+    server = servers()
+    with Prober({"t": server.url}, rate_hz=20, latency_bound_s=0.05) as probes:
+        wait_for(lambda: probes.stats("t").recorded >= 3, 10, "3 probes")
+        assert probes.availability("t", last_s=10) == 1.0
+        server.mode, server.delay = "slow", 0.1
+        wait_for(lambda: probes.availability("t", last_s=0.3) == 0.0, 10, "live availability to reach 0")
+    assert all(s.ok and s.status == 200 for s in probes.samples("t"))
+    assert probes.stats("t").failed == sum(s.latency > 0.05 for s in probes.samples("t")) > 0
+
+
+def test_a_full_in_flight_budget_records_busy_slots(servers: Callable) -> None:
+    server = servers("hang")
+    with Prober({"t": server.url}, rate_hz=50, timeout_s=5, max_in_flight=2) as probes:
+        wait_for(lambda: probes.stats("t").missed >= 5, 10, "5 missed slots")
+        assert probes.stats("t").in_flight == 2
+    busy = [m for m in probes.missed("t") if m.reason == "busy"]
+    assert len(busy) >= 4 and all(a.slot < b.slot for a, b in itertools.pairwise(busy))
+    assert probes.samples("t") == []
+
+
+def test_probes_reconnect_after_the_server_restarts_on_the_same_port(servers: Callable) -> None:
+    first = servers(identity="c1/pod-a")
+    with Prober({"t": first.url}, rate_hz=50, timeout_s=0.5) as probes:
+        wait_for(lambda: probes.stats("t").recorded >= 5, 10, "5 answers")
+        first.stop()
+        wait_for(lambda: probes.stats("t").failed, 10, "a failed probe while the server is down")
+        servers(identity="c2/pod-b", port=first.port)
+        wait_for(
+            lambda: [s for s in probes.samples("t") if s.served_by == "c2/pod-b"][4:], 10, "5 new answers"
+        )
+    samples = probes.samples("t")
+    first_b = next(i for i, s in enumerate(samples) if s.served_by == "c2/pod-b")
+    assert all(s.ok and s.served_by == "c1/pod-a" for s in samples[:5])
+    assert all(s.ok and s.served_by == "c2/pod-b" for s in samples[first_b:])
+    assert {s.error.partition(":")[0] for s in samples if not s.ok} <= {"refused", "closed", "reset"}
+
+
+def test_stop_is_idempotent_and_leaves_no_thread_or_connection(servers: Callable) -> None:
+    hang, ok = servers("hang"), servers()
+    before = set(threading.enumerate())
+    probes = Prober({"hang": hang.url, "ok": ok.url}, rate_hz=50, timeout_s=5)
+    with probes:
+        wait_for(lambda: probes.stats("hang").in_flight >= 3 and probes.stats("ok").recorded >= 3, 10, "load")
+    probes.stop()
+    assert new_threads(before) == []
+    assert probes.stats("hang").in_flight == 0
+    wait_for(
+        lambda: hang.clients_open() + ok.clients_open() == 0, 5, "the servers to see every connection closed"
+    )
+
+
+def test_an_exception_in_the_block_still_stops_the_probes(servers: Callable) -> None:
+    server = servers()
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="drill failed"), Prober({"t": server.url}, rate_hz=50) as probes:
+        wait_for(lambda: probes.stats("t").recorded >= 1, 10, "a probe")
+        raise RuntimeError("drill failed")
+    assert new_threads(before) == []
+    wait_for(lambda: server.clients_open() == 0, 5, "the server to see the connection closed")
+
+
+def test_a_failure_inside_the_prober_surfaces_in_live_figures_and_stop(
+    servers: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(sample: ProbeSample, latency_bound: float | None) -> bool:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(traffic, "probe_failed", broken)
+    server = servers()
+    before = set(threading.enumerate())
+    probes = Prober({"t": server.url}, rate_hz=50).start()
+    with pytest.raises(FleetDrillError, match="failed and stopped early: ValueError"):
+        wait_for(lambda: probes.availability("t", last_s=1) == -1, 10, "the failure to surface")
+    with pytest.raises(FleetDrillError, match="boom"):
+        probes.stop()
+    assert new_threads(before) == []
+
+
+@pytest.mark.parametrize(
+    ("targets", "options", "match"),
+    [
+        ({}, {}, "at least one target"),
+        ({"t": "ftp://host/"}, {}, "probe target 't': bad URL"),
+        ({"t": "http://host:99999/"}, {}, "probe target 't': bad URL"),
+        ({"t": "http://host/"}, {"rate_hz": 0}, "rate_hz must be a positive number"),
+        ({"t": "http://host/"}, {"timeout_s": 1, "latency_bound_s": 2}, "latency_bound_s must be in"),
+        ({"t": "http://host/"}, {"max_in_flight": 0}, "max_in_flight must be at least 1"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_setting_named(targets: dict, options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Prober(targets, **options)
+
+
+def test_unknown_targets_are_named_and_a_prober_runs_once(servers: Callable) -> None:
+    probes = Prober({"t": servers().url}, rate_hz=10)
+    with pytest.raises(KeyError, match="no probe target 'x'; targets: t"):
+        probes.samples("x")
+    with probes, pytest.raises(FleetDrillError, match="already started"):
+        probes.start()
