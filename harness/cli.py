@@ -1,7 +1,6 @@
 """`fleetdrill`: the command line. A user's mistake is one line on stderr, never a traceback."""
 
 import argparse
-import os
 import signal
 import sys
 import time
@@ -9,13 +8,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from harness import paths
+from harness.config import load_fleet
 from harness.errors import FleetDrillError
 from harness.localfleet import build, supervisor
 
-DEFAULT_FLEET_DIR = Path(
-    os.environ.get("FLEETDRILL_FLEET_DIR")
-    or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "fleetdrill" / "fleet"
-)
+DEFAULT_FLEET_DIR = paths.default_fleet_dir()
+DRILLS = Path(__file__).resolve().parents[1] / "drills"
 
 
 def _progress() -> build.Progress:
@@ -100,6 +99,52 @@ def cmd_fleet_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the drill catalogue through pytest and the plugin; non-zero when any objective is missed."""
+    import pytest
+
+    load_fleet(args.fleet)  # a mistake in the fleet file is one line, before anything runs
+    argv = [
+        str(args.drills),
+        "--fleet",
+        str(args.fleet),
+        "--report-dir",
+        str(args.report_dir),
+        "-p",
+        "no:cacheprovider",
+        *args.pytest_args,
+    ]
+    code = int(pytest.main(argv))
+    print(f"drill records in {args.report_dir.resolve()}")
+    return code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the local fleet when none runs, then run the drill catalogue against it."""
+    folder = args.dir
+    if not (folder / supervisor.STATE).exists():
+        cmd_fleet_up(argparse.Namespace(dir=folder, clusters=3, nodes=3, bin_dir=None))
+    args.fleet = folder / "fleet.yaml"
+    return cmd_run(args)
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Revert every fault a crashed run left in the ledger (idempotent)."""
+    from harness.faults import RecoverError, recover
+    from harness.fleet import FleetAccess
+
+    access = FleetAccess(load_fleet(args.fleet))
+    try:
+        reports = recover(args.ledger, access, force=args.force)
+    except RecoverError as error:
+        print("\n".join(report.line() for report in error.reports), file=sys.stderr)
+        raise FleetDrillError(str(error)) from None
+    finally:
+        access.close()
+    print("\n".join(report.line() for report in reports) or f"nothing to recover in {args.ledger}")
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text) if text.isdigit() else 0
     if value < 1:
@@ -142,6 +187,33 @@ def parser() -> argparse.ArgumentParser:
         "cluster"
     )
     action("start", cmd_fleet_start, "bring a lost cluster back on its data").add_argument("cluster")
+
+    def drills(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        sub.add_argument(
+            "--drills", type=Path, default=DRILLS, help="drill files or folder (default: drills/)"
+        )
+        sub.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports")
+        sub.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
+        return sub
+
+    drills(
+        "run", cmd_run, "run drills against a fleet; exit non-zero when an objective is missed"
+    ).add_argument(
+        "--fleet",
+        type=Path,
+        default=paths.default_fleet_file(),
+        help="fleet file (default: the local fleet's)",
+    )
+    drills(
+        "demo", cmd_demo, "start the local fleet if none runs, then run the drills against it"
+    ).add_argument("--dir", type=Path, default=DEFAULT_FLEET_DIR, help="local fleet folder")
+    recover = commands.add_parser("recover", help="revert the faults a crashed run left in the ledger")
+    recover.set_defaults(handler=cmd_recover)
+    recover.add_argument("--fleet", type=Path, default=paths.default_fleet_file(), help="fleet file")
+    recover.add_argument("--ledger", type=Path, default=paths.default_ledger(), help="fault ledger")
+    recover.add_argument("--force", action="store_true", help="also revert faults of runs still alive")
     return top
 
 

@@ -81,6 +81,17 @@ def attach(plan: FleetPlan, segment: Segment, member: str, offset: int) -> IPv4A
     return address
 
 
+def set_segment_links(plan: FleetPlan, segment: Segment, up: bool) -> None:
+    """Take every member's link of the segment down (a site that lost power: its addresses stop answering,
+    packets to them go unanswered) or bring them back up."""
+    router = router_ns(plan)
+    listed = netns.ip("-o", "link", "show", "master", segment.bridge, netns=router).stdout
+    links = [line.split(":")[1].strip().split("@")[0] for line in listed.splitlines() if line.strip()]
+    netns.ip_batch(
+        [f"link set {link} {'up' if up else 'down'}" for link in links] or ["link show lo"], netns=router
+    )
+
+
 def route(plan: FleetPlan, network: IPv4Network, via: IPv4Address) -> None:
     """Route a range (a node's pod CIDR) through a member of a segment."""
     netns.ip("route", "replace", str(network), "via", str(via), netns=router_ns(plan))

@@ -412,13 +412,23 @@ def stop_cluster(folder: Path, name: str) -> list[int]:
     """Hard loss: SIGKILL everything in the cluster's namespaces; etcd's data stays on disk."""
     state = FleetState.load(folder.resolve())
     cluster = state.cluster(name)
-    return _stop_namespaces(netns.names(cluster.netns_prefix(state.plan)))
+    stopped = _stop_namespaces(netns.names(cluster.netns_prefix(state.plan)))
+    network.set_segment_links(state.plan, state.plan.cluster(cluster.index).segment, up=False)
+    return stopped
+
+
+def cluster_running(folder: Path, name: str) -> bool:
+    """Every process of the cluster is alive."""
+    state = FleetState.load(folder.resolve())
+    records = [r for key, r in state.processes.items() if key.startswith(f"{state.cluster(name).name}/")]
+    return all(processes.alive(processes.Started(r["pid"], r["start_ticks"])) for r in records)
 
 
 def start_cluster(folder: Path, name: str, deadline_s: float = READY_DEADLINE_S) -> None:
     """Return of a lost cluster: restart its processes on the same data and wait until it is ready."""
     state = FleetState.load(folder.resolve())
     cluster = state.cluster(name)
+    network.set_segment_links(state.plan, state.plan.cluster(cluster.index).segment, up=True)
     for key, record in list(state.processes.items()):
         if key.startswith(f"{cluster.name}/") and not processes.alive(
             processes.Started(record["pid"], record["start_ticks"])

@@ -478,10 +478,8 @@ def test_gslb_keeps_following_the_surviving_apis_when_one_is_lost(
     fleet_gslb: Global, api, namespace, fleet_dir
 ):
     try:
+        # A lost cluster's API goes silent (its links are down): the GSLB keeps its last view of it.
         run_cli("fleet", "stop", "ap-south", "--dir", fleet_dir)
-        wait_for(
-            lambda: not fleet_gslb.state()["apis"]["ap-south"]["synced"], 10, "the GSLB to lose ap-south"
-        )
         assert fleet_gslb.serving_only("us-east")
         set_strategy(api("eu-west"), namespace, "eu-west", "failover", datetime.now(UTC))
         wait_for(lambda: fleet_gslb.serving_only("eu-west", 2), INTERVAL, "eu-west's change to apply")

@@ -1,0 +1,31 @@
+"""Active-passive: lose the primary cluster for real, fail over to the passive one, judge RTO, RPO and
+availability against the app's objectives, then fail back once the primary returns."""
+
+import pytest
+
+from harness import failover
+from harness.drill import Drill
+from harness.faults.cluster import ClusterLoss
+
+BASELINE_S = 2.0
+
+
+@pytest.mark.destructive
+@pytest.mark.drill(app="orders")
+def test_lose_the_primary_cluster(drill: Drill) -> None:
+    app = drill.app("orders")
+    primary = drill.fleet.primary().name
+    passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
+    deadline = 3 * (app.objectives.rto or 30.0)
+    with drill.observe(app):
+        assert drill.steady(app, primary, BASELINE_S, deadline), (
+            f"steady state: {primary} does not serve {app.name}"
+        )
+        t0 = drill.inject(ClusterLoss(targets=(primary,))).t_mono
+        failover.promote(drill.access, app, passive, drill.timeline)
+        drill.wait_served_by(app, passive, deadline)
+    verdicts = drill.judge(app, t0, survivor=passive)
+    drill.revert_all()
+    failover.fail_back(drill.access, app, primary, drill.timeline, deadline)
+    failed = [v.message for v in verdicts if v.status != "pass"]
+    assert not failed, "; ".join(failed)

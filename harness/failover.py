@@ -1,0 +1,98 @@
+"""Failover strategies, each step on the timeline: observe (the GSLB moves traffic by itself) and
+promote (move the k8gb Gslb's primary, then make the app's data primary on the target cluster)."""
+
+import datetime as dt
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from kubernetes import client
+
+from harness.config import App
+from harness.errors import FleetDrillError
+from harness.fleet import ClusterError, FleetAccess
+from harness.timeline import Timeline
+
+# The k8gb Gslb resource (k8gb's documented v1beta1 API) and the annotation that orders changes.
+GSLB_GROUP, GSLB_VERSION, GSLB_PLURAL = "k8gb.absa.oss", "v1beta1", "gslbs"
+CHANGED_AT = "fleetdrill.io/changed-at"
+POLL_S = 0.05
+
+
+class FailoverError(FleetDrillError):
+    """A failover step could not be taken."""
+
+
+def wait_until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
+    """Poll condition until true; FailoverError naming `what` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise FailoverError(f"{what}: not done after {deadline_s:g} s")
+        time.sleep(POLL_S)
+
+
+def move_gslb_primary(access: FleetAccess, app: App, cluster: str) -> list[str]:
+    """Point the app's Gslb at `cluster` in every reachable cluster; return the clusters updated."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    patch = {
+        "metadata": {"annotations": {CHANGED_AT: stamp}},
+        "spec": {"strategy": {"primaryGeoTag": cluster}},
+    }
+
+    def update(name: str) -> str:
+        client.CustomObjectsApi(access.api_client(name)).patch_namespaced_custom_object(
+            GSLB_GROUP, GSLB_VERSION, app.namespace, GSLB_PLURAL, app.name, patch, _request_timeout=3
+        )
+        return name
+
+    results = access.each(update)
+    updated = [name for name, result in results.items() if not isinstance(result, ClusterError)]
+    if not updated:
+        raise FailoverError(f"no cluster took the Gslb change: {'; '.join(map(str, results.values()))}")
+    return updated
+
+
+def promote_data(app: App, cluster: str) -> int:
+    """POST {endpoint}/promote on the app in `cluster` (the sample app's API); return its new epoch."""
+    url = app.endpoints.get(cluster)
+    if not url:
+        raise FailoverError(f"app {app.name}: no endpoint for cluster {cluster} in the fleet file")
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/promote", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(json.loads(response.read())["epoch"])
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
+        raise FailoverError(f"promoting {app.name} in {cluster}: {error}") from error
+
+
+def app_serves(app: App, cluster: str) -> bool:
+    """The app answers its health path in `cluster`."""
+    try:
+        with urllib.request.urlopen(
+            f"{app.endpoints[cluster].rstrip('/')}{app.health_path}", timeout=1
+        ) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def fail_back(access: FleetAccess, app: App, cluster: str, timeline: Timeline, deadline_s: float) -> None:
+    """Once the original primary serves again, make it primary again (a newer epoch, so never two)."""
+    with timeline.phase("failback", cluster=cluster):
+        wait_until(lambda: app_serves(app, cluster), deadline_s, f"{app.name} serving again in {cluster}")
+        promote(access, app, cluster, timeline)
+
+
+def promote(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> None:
+    """Fail over to `cluster`: traffic switch through the Gslb, then the data primary; each step timed."""
+    with timeline.phase("traffic switch", cluster=cluster):
+        updated = move_gslb_primary(access, app, cluster)
+    timeline.record("gslb.updated", cluster=cluster, detail={"clusters": updated})
+    with timeline.phase("promote", cluster=cluster):
+        epoch = promote_data(app, cluster)
+    timeline.record("data.promoted", cluster=cluster, detail={"epoch": epoch})

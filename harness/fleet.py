@@ -1,0 +1,62 @@
+"""Typed access to every cluster of a fleet: one kubernetes ApiClient per context, and the provider."""
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+
+from harness.config import Fleet
+from harness.errors import FleetDrillError
+from harness.infra import Provider, provider_for
+
+T = TypeVar("T")
+
+
+class ClusterError(FleetDrillError):
+    """A call to one cluster failed; the message names the cluster."""
+
+
+class FleetAccess:
+    """The fleet as drills and faults reach it (a harness.faults.FaultContext)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self._clients: dict[str, client.ApiClient] = {}
+        self._lock = threading.Lock()
+        self._infra: Provider | None = provider_for(fleet)
+
+    @property
+    def infra(self) -> Provider | None:
+        return self._infra
+
+    def api_client(self, cluster: str) -> client.ApiClient:
+        """The cluster's ApiClient (its own configuration: several clusters are driven at once)."""
+        with self._lock:
+            if cluster not in self._clients:
+                found = self.fleet.cluster(cluster)
+                self._clients[cluster] = config.new_client_from_config(
+                    str(self.fleet.kubeconfig_for(found)), context=self.fleet.context_for(found)
+                )
+            return self._clients[cluster]
+
+    def each(
+        self, call: Callable[[str], T], clusters: list[str] | None = None
+    ) -> dict[str, T | ClusterError]:
+        """Run call(cluster) on every (or the named) cluster at once; failures come back as ClusterError."""
+        names = clusters or [c.name for c in self.fleet.clusters]
+
+        def guarded(name: str) -> Any:
+            try:
+                return call(name)
+            except Exception as error:  # reported per cluster to the caller
+                return ClusterError(f"cluster {name}: {error}")
+
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            return dict(zip(names, pool.map(guarded, names), strict=True))
+
+    def close(self) -> None:
+        for api in self._clients.values():
+            api.close()
+        self._clients.clear()

@@ -1,0 +1,27 @@
+"""The local fleet as an infrastructure provider: cluster loss is SIGKILL of everything it runs."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.localfleet import supervisor
+
+
+@dataclass(frozen=True)
+class LocalFleetProvider:
+    """Loses and restores clusters of the local fleet in `folder`."""
+
+    folder: Path
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "LocalFleetProvider":
+        if not isinstance(settings.get("dir"), str):
+            raise ConfigError("infrastructure.settings.dir: expected the local fleet's folder, got nothing")
+        return cls(Path(settings["dir"]))
+
+    def lose_cluster(self, cluster: str) -> None:
+        supervisor.stop_cluster(self.folder, cluster)
+
+    def restore_cluster(self, cluster: str) -> None:
+        if not supervisor.cluster_running(self.folder, cluster):
+            supervisor.start_cluster(self.folder, cluster)

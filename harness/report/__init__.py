@@ -1,0 +1,1 @@
+"""Drill records and the reports built from them."""

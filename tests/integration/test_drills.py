@@ -1,0 +1,86 @@
+"""The drill catalogue run through the plugin, as `pytest drills/...` runs it: on a healthy fleet each
+drill passes with measured figures; on a broken fleet it fails and says why. Drills break their
+fleet for real, so these tests bring a fleet of their own."""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from harness.faults import Ledger
+from tests.conftest import OWNER, run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def drill_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("drill-fleet")
+    (folder / OWNER).write_text(str(os.getpid()))
+    try:
+        run_cli("fleet", "up", "--dir", folder, "--clusters", 3)
+        yield folder
+    finally:
+        run_cli("fleet", "down", "--dir", folder, check=False)
+
+
+def run_drill(fleet: Path, reports: Path, drill: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run one drill file through pytest and the plugin; return the run and its record."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            f"drills/{drill}",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--fleet",
+            str(fleet / "fleet.yaml"),
+            "--ledger",
+            str(fleet / "ledger.json"),
+            "--report-dir",
+            str(reports),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    records = sorted(reports.glob("*/*/record.json"))
+    assert records, f"no drill record written: {done.stdout[-2000:]}"
+    return done, json.loads(records[-1].read_text())
+
+
+def test_losing_the_primary_passes_on_a_healthy_fleet_with_measured_figures(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    done, record = run_drill(drill_fleet, tmp_path, "test_active_passive.py")
+    assert done.returncode == 0, done.stdout[-3000:]
+    figures = record["figures"]["orders"]
+    assert record["verdict"] == "pass" and {v["objective"] for v in record["verdicts"]} == {
+        "RTO",
+        "RPO",
+        "availability",
+    }
+    assert figures["rto_outcome"] in ("recovered", "no_failure") and figures["rto_s"] is not None
+    assert figures["lost_writes"] > 0 and figures["rpo_s"] > 0, "acked writes inside the lag are really lost"
+    probes = (tmp_path / record["run_id"] / "test_lose_the_primary_cluster" / "probes.jsonl").read_text()
+    assert len(probes.splitlines()) > 100, "the raw samples behind the figures are kept"
+    assert not Ledger(drill_fleet / "ledger.json").open_entries(), "no fault left behind in the ledger"
+
+
+def test_losing_the_primary_fails_when_the_passive_cluster_lacks_the_app(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    api = config.new_client_from_config(str(drill_fleet / "kubeconfig"), context="eu-west")
+    client.AppsV1Api(api).delete_namespaced_deployment("orders", "orders")
+    done, record = run_drill(drill_fleet, tmp_path, "test_active_passive.py")
+    assert done.returncode != 0, "a drill that passes on a broken fleet is the worst bug"
+    assert record["verdict"] in ("fail", "error")
+    assert "eu-west" in done.stdout and "orders" in done.stdout, done.stdout[-3000:]
