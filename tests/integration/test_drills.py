@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from harness import failover
+from harness.config import load_fleet
 from harness.faults import Ledger
-from tests.conftest import OWNER, run_cli
+from harness.fleet import FleetAccess
+from harness.localfleet import supervisor
+from harness.timeline import Timeline
+from tests.conftest import OWNER, run_cli, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,6 +78,52 @@ def test_losing_the_primary_passes_on_a_healthy_fleet_with_measured_figures(
     probes = (tmp_path / record["run_id"] / "test_lose_the_primary_cluster" / "probes.jsonl").read_text()
     assert len(probes.splitlines()) > 100, "the raw samples behind the figures are kept"
     assert not Ledger(drill_fleet / "ledger.json").open_entries(), "no fault left behind in the ledger"
+
+
+def test_a_drill_killed_mid_fault_is_reverted_by_recover(drill_fleet: Path, tmp_path: Path) -> None:
+    """kill -9 of the runner while the primary is lost: `fleetdrill recover` brings the cluster back."""
+    ledger = drill_fleet / "ledger.json"
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "drills/test_active_passive.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--fleet",
+            str(drill_fleet / "fleet.yaml"),
+            "--ledger",
+            str(ledger),
+            "--report-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: [e for e in Ledger(ledger).open_entries() if e.state == "applied"],
+            60,
+            "the cluster loss to be applied",
+        )
+    finally:
+        runner.kill()
+        runner.wait(timeout=30)
+    assert not supervisor.cluster_running(drill_fleet, "us-east"), "the killed run left the cluster lost"
+    recovered = run_cli("recover", "--fleet", drill_fleet / "fleet.yaml", "--ledger", ledger)
+    assert "cluster-loss" in recovered.stdout
+    assert supervisor.cluster_running(drill_fleet, "us-east") and not Ledger(ledger).open_entries()
+    again = run_cli("recover", "--fleet", drill_fleet / "fleet.yaml", "--ledger", ledger)
+    assert "nothing to recover" in again.stdout, "recover twice is harmless"
+    fleet = load_fleet(drill_fleet / "fleet.yaml")
+    access = FleetAccess(fleet)
+    try:  # the killed run may have promoted eu-west: make us-east primary again for the next drill
+        failover.fail_back(access, fleet.app("orders"), "us-east", Timeline(), 60)
+    finally:
+        access.close()
 
 
 def test_losing_the_primary_fails_when_the_passive_cluster_lacks_the_app(
