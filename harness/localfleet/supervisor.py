@@ -146,7 +146,11 @@ def up(
         ca.write(folder / "pki", "ca")
         network.build_router(state.plan)
         for cluster in state.clusters:
-            _start_cluster_processes(state, cluster, ca, binaries, timings)
+            _start_control_plane(state, cluster, ca, binaries, timings)
+        state.save()
+        wait_ready(state, READY_DEADLINE_S, with_nodes=False)
+        for cluster in state.clusters:  # a kubelet can do nothing before its API server works
+            _start_nodes(state, cluster, ca, binaries)
         state.save()
         wait_ready(state, READY_DEADLINE_S)
         files.write_kubeconfig(state, ca)
@@ -161,14 +165,14 @@ def up(
         raise
 
 
-def _start_cluster_processes(
+def _start_control_plane(
     state: FleetState,
     cluster: ClusterRecord,
     ca: pki.KeyPair,
     binaries: dict[str, Path],
     timings: controlplane.LocalTimings,
 ) -> None:
-    """The cluster's control plane in its namespace, then its nodes, each in a namespace of its own."""
+    """The cluster's control plane in its namespace."""
     cluster_plan, cluster_files = (
         state.plan.cluster(cluster.index),
         files.cluster_files(state.folder, cluster.name),
@@ -191,6 +195,17 @@ def _start_cluster_processes(
                 address,
             ),
         )
+
+
+def _start_nodes(
+    state: FleetState, cluster: ClusterRecord, ca: pki.KeyPair, binaries: dict[str, Path]
+) -> None:
+    """The cluster's nodes, each a node agent in a namespace of its own."""
+    cluster_plan, cluster_files = (
+        state.plan.cluster(cluster.index),
+        files.cluster_files(state.folder, cluster.name),
+    )
+    logs = state.folder / "logs" / cluster.name
     version = build.KUBE.pin("k8s.io/kubernetes")
     for node in nodes.node_specs(
         cluster.name, cluster.region, cluster.nodes, cluster.netns_prefix(state.plan)
@@ -279,13 +294,16 @@ def _start(state: FleetState, spec: processes.ProcessSpec) -> None:
     state.processes[spec.key] = {**asdict(spec), **asdict(started)}
 
 
-def wait_ready(
-    state: FleetState, deadline_s: float, only: str | None = None
-) -> dict[str, tuple[float, float, float]]:
-    """Poll every (or one) cluster until its API is ready, RBAC bound, its controllers work and its nodes
-    are Ready with their pod CIDRs routed.
+STAGES = ("api", "controllers", "nodes")
 
-    Returns, per cluster, seconds until its API was ready, its controllers worked and its nodes were Ready.
+
+def wait_ready(
+    state: FleetState, deadline_s: float, only: str | None = None, with_nodes: bool = True
+) -> dict[str, list[float]]:
+    """Poll every (or one) cluster until its API is ready, RBAC bound, its controllers work and (with_nodes)
+    its nodes are Ready with their pod CIDRs routed.
+
+    Returns, per cluster, the seconds until each stage was reached (api, controllers[, nodes]).
     """
     started = time.monotonic()
     deadline = started + deadline_s
@@ -298,19 +316,19 @@ def wait_ready(
                 reached[name].append(time.monotonic() - started)
             if len(reached[name]) == 1 and probe.controllers_working():
                 reached[name].append(time.monotonic() - started)
-            if len(reached[name]) == 2 and _nodes_routed(state, state.cluster(name), probe):
+            if len(reached[name]) == 2 and with_nodes and _nodes_routed(state, state.cluster(name), probe):
                 reached[name].append(time.monotonic() - started)
+            if len(reached[name]) == (3 if with_nodes else 2):
                 del pending[name]
         _restart_exited(state, restarts, set(pending))
         if pending and time.monotonic() > deadline:
-            stages = ("api", "controllers", "nodes")
-            waiting = ", ".join(f"{n} ({stages[len(reached[n])]})" for n in pending)
+            waiting = ", ".join(f"{n} ({STAGES[len(reached[n])]})" for n in pending)
             raise FleetDrillError(
                 f"not ready after {deadline_s:.0f} s: {waiting}; logs in {state.folder / 'logs'}"
             )
         if pending:
             time.sleep(0.05)
-    return {name: (times[0], times[1], times[2]) for name, times in reached.items()}
+    return reached
 
 
 def _nodes_routed(state: FleetState, cluster: ClusterRecord, probe: controlplane.ApiProbe) -> bool:
