@@ -11,12 +11,13 @@ BASELINE_S = 2.0
 
 
 @pytest.mark.destructive
+@pytest.mark.quarterly
 @pytest.mark.drill(app="orders")
 def test_lose_the_primary_cluster(drill: Drill) -> None:
     app = drill.app("orders")
     primary = drill.fleet.primary().name
     passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
-    deadline = 3 * (app.objectives.rto or 30.0)
+    deadline = 2 * (app.objectives.rto or 30.0)
     with drill.observe(app):
         assert drill.steady(app, primary, BASELINE_S, deadline), (
             f"steady state: {primary} does not serve {app.name}"
@@ -24,6 +25,7 @@ def test_lose_the_primary_cluster(drill: Drill) -> None:
         t0 = drill.inject(ClusterLoss(targets=(primary,))).t_mono
         failover.promote(drill.access, app, passive, drill.timeline)
         drill.wait_served_by(app, passive, deadline)
+        drill.soak()
     verdicts = drill.judge(app, t0, survivor=passive)
     drill.revert_all()
     failover.fail_back(drill.access, app, primary, drill.timeline, deadline)

@@ -11,7 +11,7 @@ from types import FrameType
 from harness import paths
 from harness.config import load_fleet
 from harness.errors import FleetDrillError
-from harness.localfleet import build, supervisor
+from harness.localfleet import build, freeze, supervisor
 
 DEFAULT_FLEET_DIR = paths.default_fleet_dir()
 DRILLS = Path(__file__).resolve().parents[1] / "drills"
@@ -99,12 +99,26 @@ def cmd_fleet_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet_freeze(args: argparse.Namespace) -> int:
+    stopped = freeze.freeze(supervisor.FleetState.load(args.dir.resolve()), args.node)
+    print(f"node {args.node} frozen ({stopped} processes); `fleetdrill fleet thaw {args.node}` resumes it")
+    return 0
+
+
+def cmd_fleet_thaw(args: argparse.Namespace) -> int:
+    freeze.thaw(supervisor.FleetState.load(args.dir.resolve()), args.node)
+    print(f"node {args.node} thawed")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the drill catalogue through pytest and the plugin; non-zero when any objective is missed."""
     import pytest
 
     load_fleet(args.fleet)  # a mistake in the fleet file is one line, before anything runs
     argv = [
+        *(["--suite", args.suite] if args.suite else []),
+        *(["--dry-run", "-rs"] if args.dry_run else []),
         str(args.drills),
         "--fleet",
         str(args.fleet),
@@ -187,6 +201,10 @@ def parser() -> argparse.ArgumentParser:
         "cluster"
     )
     action("start", cmd_fleet_start, "bring a lost cluster back on its data").add_argument("cluster")
+    action(
+        "freeze", cmd_fleet_freeze, "freeze a node: its agent and pods stop dead (the node goes NotReady)"
+    ).add_argument("node")
+    action("thaw", cmd_fleet_thaw, "let a frozen node run again").add_argument("node")
 
     def drills(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
@@ -195,6 +213,8 @@ def parser() -> argparse.ArgumentParser:
             "--drills", type=Path, default=DRILLS, help="drill files or folder (default: drills/)"
         )
         sub.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports")
+        sub.add_argument("--suite", choices=("gate", "quarterly", "gameday"), help="only this suite's drills")
+        sub.add_argument("--dry-run", action="store_true", help="print each drill's plan; change nothing")
         sub.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
         return sub
 

@@ -32,6 +32,8 @@ class DrillSettings:
     stable_count: int = 20
     stable_seconds: float = 1.0
     max_quiet_s: float = 1.0
+    soak_s: float = 10.0
+    max_probe_gap_s: float = 1.0  # a longer stretch without probes makes the verdicts errors, not passes
 
 
 @dataclass
@@ -98,6 +100,15 @@ class Drill:
         observation.writes = writer.writes()
         self.timeline.record("probes.stopped", detail={"app": app.name})
 
+    @contextmanager
+    def direct_writes(self, app: App, cluster: str) -> Iterator[SentinelWriter]:
+        """Write sentinels straight to the app in one cluster (not through the global endpoint): who
+        accepts writes where, for the split-brain check."""
+        path = app.write_endpoint if (app.write_endpoint or "").startswith("/") else "/orders"
+        writer = SentinelWriter(urljoin(app.endpoints[cluster], path), rate_hz=self.settings.sentinel_rate_hz)
+        with writer:
+            yield writer
+
     def _write_url(self, app: App) -> str:
         path = app.write_endpoint or "/orders"
         return path if "://" in path else urljoin(app.global_endpoint or "", path)
@@ -109,16 +120,27 @@ class Drill:
     def revert_all(self) -> None:
         self.stack.undo_all()
 
-    def served_by(self, app: App, cluster: str) -> bool:
-        """The global endpoint has answered well from `cluster` for the last stable_seconds (live probes)."""
+    def served_by(self, app: App, cluster: str | None = None, besides: str | None = None) -> bool:
+        """The global endpoint has answered well for the last stable_seconds (live probes), from `cluster`
+        when given, and never from `besides` when given."""
         since = time.monotonic() - self.settings.stable_seconds
         recent = [s for s in self._live[app.name].samples(GLOBAL) if s.sent >= since]
-        return len(recent) >= self.settings.stable_count and all(
-            s.ok and (s.status or 0) < 500 and (s.served_by or "").startswith(f"{cluster}/") for s in recent
-        )
 
-    def steady(self, app: App, cluster: str, hold_s: float, deadline_s: float) -> bool:
-        """Steady state: the app served from `cluster`, then held for hold_s so the sentinel has a history."""
+        def good(sample: ProbeSample) -> bool:
+            origin = (sample.served_by or "").split("/")[0]
+            return bool(
+                sample.ok
+                and (sample.status or 0) < 500
+                and origin
+                and (cluster is None or origin == cluster)
+                and origin != besides
+            )
+
+        return len(recent) >= self.settings.stable_count and all(good(s) for s in recent)
+
+    def steady(self, app: App, cluster: str | None, hold_s: float, deadline_s: float) -> bool:
+        """Steady state: the app served (from `cluster` when given), then held for hold_s so the sentinel
+        and the probes have a history before the fault."""
         deadline = time.monotonic() + deadline_s
         while not self.served_by(app, cluster) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -128,24 +150,87 @@ class Drill:
         self.timeline.record("steady.checked", cluster=cluster, detail={"ok": self.served_by(app, cluster)})
         return self.served_by(app, cluster)
 
-    def wait_served_by(self, app: App, cluster: str, deadline_s: float) -> None:
-        """Wait (at most deadline_s: a drill never hangs) until `cluster` serves the app stably."""
+    def soak(self) -> None:
+        """Keep measuring for soak_s after recovery: the drill window availability is judged over, and
+        proof that recovery holds."""
+        with self.timeline.phase("soak"):
+            time.sleep(self.settings.soak_s)
+
+    def wait_served_by(
+        self, app: App, cluster: str | None, deadline_s: float, besides: str | None = None
+    ) -> None:
+        """Wait (at most deadline_s: a drill never hangs) until the app is served stably (from `cluster`
+        when given, not from `besides`)."""
         deadline = time.monotonic() + deadline_s
         with self.timeline.phase("first good request", cluster=cluster):
-            while not self.served_by(app, cluster) and time.monotonic() < deadline:
+            while not self.served_by(app, cluster, besides) and time.monotonic() < deadline:
                 time.sleep(0.05)
 
-    def judge(self, app: App, t0: float, survivor: str) -> list[Verdict]:
-        """RTO, availability and RPO of the app against its objectives, from what was measured."""
+    def judge_drift(self, objective: str, expected: str, drifts: list[str]) -> Verdict:
+        """A verdict from a comparison: pass when nothing drifted, else fail listing every drift."""
+        status = "fail" if drifts else "pass"
+        measured = f"{len(drifts)} difference(s)"
+        message = "; ".join(drifts) if drifts else f"{expected}: no difference"
+        verdict = Verdict(status, objective, expected, measured, message, {})
+        self.verdicts.append(verdict)
+        return verdict
+
+    def judge_split_brain(self, old: str, old_writes: list[SentinelWrite], new: str, t0: float) -> Verdict:
+        """Never two writers: the cut-off old primary's last accepted write must come before the first
+        write the new primary accepted (the sentinel through the global endpoint) after the fault."""
+        observation = next(iter(self.observations.values()))
+        last_old = max((w.acked_at for w in old_writes if w.acked_at and w.acked_at >= t0), default=None)
+        first_new = min(
+            (w.acked_at for w in observation.writes if w.acked_at and w.acked_at >= t0), default=None
+        )
+        moments = {"t0": t0, "last_old_write": last_old, "first_new_write": first_new}
+        expected = f"{old} stops accepting writes before {new} starts"
+        if first_new is None:
+            verdict = Verdict(
+                "error",
+                "split brain",
+                expected,
+                "no data",
+                f"{new} accepted no write after the fault",
+                moments,
+            )
+        elif last_old is not None and last_old >= first_new:
+            message = (
+                f"split brain: {old} accepted writes until +{last_old - t0:.2f} s while {new} accepted them "
+                f"from +{first_new - t0:.2f} s"
+            )
+            verdict = Verdict(
+                "fail",
+                "split brain",
+                expected,
+                f"{last_old - first_new:.2f} s of two writers",
+                message,
+                moments,
+            )
+        else:
+            since = (
+                "accepted none after the fault"
+                if last_old is None
+                else f"last accepted +{last_old - t0:.2f} s"
+            )
+            message = f"never two writers: {old} {since}; {new} accepted writes from +{first_new - t0:.2f} s"
+            verdict = Verdict("pass", "split brain", expected, "0 s of two writers", message, moments)
+        self.verdicts.append(verdict)
+        return verdict
+
+    def judge(
+        self, app: App, t0: float, survivor: str | None = None, max_outage_s: float | None = None
+    ) -> list[Verdict]:
+        """RTO, availability, longest outage (when bounded) and RPO (when the data failed over to
+        `survivor`) of the app against its objectives, from what was measured."""
         observation = self.observations[app.name]
         samples = observation.samples[GLOBAL]
         objectives, interval = app.objectives, 1 / self.settings.probe_rate_hz
-        coverage = measure.check_coverage(samples, observation.start, observation.end, interval)
+        gap_factor = max(3.0, self.settings.max_probe_gap_s / interval)
+        coverage = measure.check_coverage(samples, observation.start, observation.end, interval, gap_factor)
         result = measure.rto(
             samples, t0, self.settings.stable_count, self.settings.stable_seconds, objectives.latency
         )
-        present = read_present(app.endpoints[survivor], observation.seq_base - 1, stream=observation.stream)
-        loss = measure.rpo(observation.writes, present, t0)
         verdicts = []
         if objectives.rto is not None:
             verdicts.append(measure.judge_rto(result, objectives.rto, coverage))
@@ -153,14 +238,12 @@ class Drill:
             verdicts.append(
                 measure.judge_availability(samples, objectives.availability, coverage, objectives.latency)
             )
-        if objectives.rpo is not None:
-            verdicts.append(measure.judge_rpo(loss, objectives.rpo, max_quiet_s=self.settings.max_quiet_s))
+        if max_outage_s is not None:
+            verdicts.append(measure.judge_longest_outage(samples, max_outage_s, coverage, objectives.latency))
         windows = measure.outage_windows(samples, objectives.latency)
-        self.figures[app.name] = {
+        figures: dict[str, object] = {
             "rto_s": result.rto,
             "rto_outcome": result.outcome,
-            "rpo_s": loss.rpo,
-            "lost_writes": loss.lost_count,
             "availability": measure.availability(samples, latency_bound=objectives.latency),
             "longest_outage_s": max((w.duration for w in windows), default=0.0),
             "latency_s": measure.latency_percentiles(samples),
@@ -168,5 +251,16 @@ class Drill:
             "writes": len(observation.writes),
             "rto_phases": measure.rto_phases(self.timeline.events(), t0, t0 + (result.rto or 0)).to_dict(),
         }
+        if survivor is not None:
+            present = read_present(
+                app.endpoints[survivor], observation.seq_base - 1, stream=observation.stream
+            )
+            loss = measure.rpo(observation.writes, present, t0)
+            figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count}
+            if objectives.rpo is not None:
+                verdicts.append(
+                    measure.judge_rpo(loss, objectives.rpo, max_quiet_s=self.settings.max_quiet_s)
+                )
+        self.figures[app.name] = figures
         self.verdicts += verdicts
         return verdicts

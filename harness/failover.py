@@ -25,13 +25,20 @@ class FailoverError(FleetDrillError):
     """A failover step could not be taken."""
 
 
-def wait_until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
-    """Poll condition until true; FailoverError naming `what` at the deadline."""
+def poll(condition: Callable[[], bool], deadline_s: float) -> bool:
+    """Poll condition until true (True) or the deadline passes (False)."""
     deadline = time.monotonic() + deadline_s
     while not condition():
         if time.monotonic() > deadline:
-            raise FailoverError(f"{what}: not done after {deadline_s:g} s")
+            return False
         time.sleep(POLL_S)
+    return True
+
+
+def wait_until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
+    """Poll condition until true; FailoverError naming `what` at the deadline."""
+    if not poll(condition, deadline_s):
+        raise FailoverError(f"{what}: not done after {deadline_s:g} s")
 
 
 def move_gslb_primary(access: FleetAccess, app: App, cluster: str) -> list[str]:

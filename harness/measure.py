@@ -365,3 +365,25 @@ def judge_latency(
         f"over {len(answered)} successful probes"
     )
     return _verdict(ok, name, expected, f"{_secs(value)} s", message, moments)
+
+
+def judge_longest_outage(
+    samples: Iterable[ProbeSample], bound_s: float, coverage: Coverage, latency_bound: float | None = None
+) -> Verdict:
+    """Pass when no outage window within the coverage window lasts longer than bound_s."""
+    expected = f"<= {bound_s:g} s"
+    moments: dict[str, float | None] = {"start": coverage.start, "end": coverage.end}
+    if error := _bad_coverage("longest outage", expected, coverage, moments):
+        return error
+    worst = longest_outage(_in_window(samples, (coverage.start, coverage.end)), latency_bound)
+    if worst is None:
+        span = _secs(coverage.end - coverage.start)
+        message = f"longest outage 0 s within {bound_s:g} s: no probe failed over {span} s"
+        return _verdict(True, "longest outage", expected, "0 s", message, moments)
+    ok = worst.duration <= bound_s
+    moments |= {"outage_start": worst.start, "outage_end": worst.end}
+    message = (
+        f"longest outage {_secs(worst.duration)} s {'within' if ok else 'exceeds'} {bound_s:g} s: "
+        f"{worst.failed_count} failed probes from {_rel(worst.start, coverage.start)} after the drill began"
+    )
+    return _verdict(ok, "longest outage", expected, f"{_secs(worst.duration)} s", message, moments)

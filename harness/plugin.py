@@ -14,7 +14,7 @@ from harness.errors import FleetDrillError
 from harness.faults import FaultStack, Ledger, new_run_id, signals_as_interrupts
 from harness.fleet import FleetAccess
 from harness.report import record
-from harness.safety import Guard
+from harness.safety import Guard, SafetyError, check_allowed
 from harness.timeline import Timeline
 
 fleet_key = pytest.StashKey[Fleet]()
@@ -28,13 +28,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--report-dir", metavar="DIR", help="where drill records go (default: reports)")
     group.addoption("--ledger", metavar="PATH", help=f"fault ledger (default: {paths.default_ledger()})")
     group.addoption("--allow-prod", action="store_true", help="allow destructive drills on prod clusters")
+    group.addoption("--suite", choices=SUITES, help="run only the drills of this suite")
+    group.addoption("--dry-run", action="store_true", help="print each drill's plan and change nothing")
     parser.addini("fleet", "fleet file of the fleet to drill", default="")
     parser.addini("report_dir", "where drill records go", default="reports")
 
 
+SUITES = ("gate", "quarterly", "gameday")
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "drill(app): a DR drill against the named app of the fleet")
+    config.addinivalue_line(
+        "markers", "drill(app, roles): a DR drill against an app; roles: clusters to run it on"
+    )
     config.addinivalue_line("markers", "destructive: the drill injects faults; needs an allowlisted context")
+    config.addinivalue_line("markers", "gate: fast and safe, for every rollout")
+    config.addinivalue_line("markers", "quarterly: part of the full quarterly set")
+    config.addinivalue_line("markers", "gameday: interactive, for operators on a game day")
     config.stash[run_key] = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ-") + new_run_id()[:6]
 
 
@@ -43,14 +53,45 @@ def _option(config: pytest.Config, name: str) -> str:
     return config.getoption(name) or config.getini(name)
 
 
+def _fleet(config: pytest.Config) -> Fleet:
+    """The fleet file of the fleet under drill, loaded once (a mistake in it is one clear line)."""
+    if fleet_key not in config.stash:
+        path = Path(_option(config, "fleet") or paths.default_fleet_file())
+        try:
+            config.stash[fleet_key] = load_fleet(path)
+        except FleetDrillError as error:
+            raise pytest.UsageError(str(error)) from None
+    return config.stash[fleet_key]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A fleet file named on the command line or in the ini file is checked before anything runs."""
+    if _option(session.config, "fleet"):
+        _fleet(session.config)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--suite keeps only the drills marked with it."""
+    suite = config.getoption("--suite")
+    if suite:
+        kept = [item for item in items if item.get_closest_marker(suite)]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A drill asking for `cluster_name` runs once per cluster (of the roles its drill marker names)."""
+    if "cluster_name" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("drill")
+        roles = marker.kwargs.get("roles") if marker else None
+        names = [c.name for c in _fleet(metafunc.config).clusters if roles is None or c.role in roles]
+        metafunc.parametrize("cluster_name", names)
+
+
 @pytest.fixture(scope="session")
 def fleet(request: pytest.FixtureRequest) -> Fleet:
-    """The fleet file of the fleet under drill, validated (a mistake in it is one clear line)."""
-    path = Path(_option(request.config, "fleet") or paths.default_fleet_file())
-    try:
-        return load_fleet(path)
-    except FleetDrillError as error:
-        raise pytest.UsageError(str(error)) from None
+    """The fleet file of the fleet under drill, validated."""
+    return _fleet(request.config)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +105,8 @@ def fleet_access(fleet: Fleet) -> Iterator[FleetAccess]:
 def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAccess) -> Iterator[Drill]:
     """The running drill: faults pushed on it are reverted on every exit path; its record is written after."""
     config = request.config
+    if config.getoption("--dry-run"):
+        pytest.skip(f"dry run: {_plan(request.node, fleet, config.getoption('--allow-prod'))}")
     ledger = Ledger(Path(config.getoption("--ledger") or paths.default_ledger()))
     timeline = Timeline()
     stack = FaultStack(
@@ -85,6 +128,28 @@ def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAcces
             name = re.sub(r"[^\w.-]+", "_", request.node.name)
             folder = Path(_option(config, "report_dir")) / config.stash[run_key] / name
             record.write(current, folder, config.stash[run_key], outcome, message)
+
+
+def _plan(item: pytest.Item, fleet: Fleet, allow_prod: bool) -> str:
+    """What the drill would do and where, with the safety verdict for each cluster it would fault."""
+    marker = item.get_closest_marker("drill")
+    app = marker.kwargs.get("app", "?") if marker else "?"
+    if not item.get_closest_marker("destructive"):
+        return f"{item.name}: reads app {app} in fleet {fleet.name}; injects no fault"
+    callspec = getattr(item, "callspec", None)
+    targets = (
+        [callspec.params["cluster_name"]]
+        if callspec and "cluster_name" in callspec.params
+        else [fleet.primary().name]
+    )
+    verdicts = []
+    for cluster in targets:
+        try:
+            check_allowed(fleet, cluster, allow_prod=allow_prod)
+            verdicts.append(f"{cluster} (allowed)")
+        except SafetyError as refusal:
+            verdicts.append(f"{cluster} ({refusal})")
+    return f"{item.name}: would inject faults in {', '.join(verdicts)} and probe app {app}"
 
 
 @pytest.hookimpl(wrapper=True)

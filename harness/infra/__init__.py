@@ -19,6 +19,12 @@ class Provider(Protocol):
     def restore_cluster(self, cluster: str) -> None:
         """Bring a lost cluster back on its data; idempotent."""
 
+    def partition(self, clusters: list[str], name: str) -> None:
+        """Cut the clusters off from the rest of the fleet (packets dropped, both ways)."""
+
+    def heal(self, name: str) -> None:
+        """End the partition `name`; idempotent."""
+
 
 def provider_for(fleet: Fleet) -> Provider | None:
     """The fleet's provider, or None when the fleet file names none."""

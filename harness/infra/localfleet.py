@@ -22,6 +22,12 @@ class LocalFleetProvider:
     def lose_cluster(self, cluster: str) -> None:
         supervisor.stop_cluster(self.folder, cluster)
 
+    def partition(self, clusters: list[str], name: str) -> None:
+        supervisor.partition(self.folder, clusters, name)
+
+    def heal(self, name: str) -> None:
+        supervisor.heal(self.folder, name)
+
     def restore_cluster(self, cluster: str) -> None:
         if not supervisor.cluster_running(self.folder, cluster):
             supervisor.start_cluster(self.folder, cluster)

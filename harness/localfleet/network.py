@@ -10,10 +10,13 @@ the fleet's own ranges into it. Traffic between clusters, regions, the backup st
 crosses the router, which is where partitions drop packets.
 """
 
+import subprocess
 from ipaddress import IPv4Address, IPv4Network
 
 from harness.localfleet import netns
 from harness.localfleet.addresses import FleetPlan, Segment
+
+PARTITION_PREFIX = "fdpart_"
 
 
 def prefix(plan: FleetPlan) -> str:
@@ -90,6 +93,46 @@ def set_segment_links(plan: FleetPlan, segment: Segment, up: bool) -> None:
     netns.ip_batch(
         [f"link set {link} {'up' if up else 'down'}" for link in links] or ["link show lo"], netns=router
     )
+
+
+def _nft(plan: FleetPlan, script: str) -> subprocess.CompletedProcess[str]:
+    argv = netns.enter_argv(router_ns(plan), ["nft", "-f", "-"])
+    return subprocess.run(argv, input=script, capture_output=True, text=True, timeout=30)
+
+
+def partition(plan: FleetPlan, name: str, side_a: list[IPv4Network], side_b: list[IPv4Network]) -> None:
+    """Drop every packet the router forwards between the two sides, both ways (a real WAN partition:
+    connections across it time out). Traffic within a side, and to and from the host, still flows."""
+    a, b = ", ".join(map(str, side_a)), ", ".join(map(str, side_b))
+    script = (
+        f"table inet {PARTITION_PREFIX}{name} {{\n chain forward {{\n"
+        f"  type filter hook forward priority -10; policy accept;\n"
+        f"  ip saddr {{ {a} }} ip daddr {{ {b} }} drop\n"
+        f"  ip saddr {{ {b} }} ip daddr {{ {a} }} drop\n }}\n}}\n"
+    )
+    done = _nft(plan, script)
+    if done.returncode != 0:
+        raise netns.NetworkError(f"nft in {router_ns(plan)}: {done.stderr.strip()}")
+
+
+def heal(plan: FleetPlan, name: str) -> None:
+    """Remove the partition (idempotent)."""
+    _nft(plan, f"delete table inet {PARTITION_PREFIX}{name}\n")
+
+
+def partitions(plan: FleetPlan) -> list[str]:
+    """Names of the partitions in force."""
+    listed = subprocess.run(
+        netns.enter_argv(router_ns(plan), ["nft", "list", "tables"]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return [
+        line.split()[-1].removeprefix(PARTITION_PREFIX)
+        for line in listed.splitlines()
+        if line.split()[-1:] and line.split()[-1].startswith(PARTITION_PREFIX)
+    ]
 
 
 def route(plan: FleetPlan, network: IPv4Network, via: IPv4Address) -> None:

@@ -21,15 +21,18 @@ from harness.localfleet import (
     build,
     controlplane,
     files,
+    freeze,
     netns,
     network,
     nodes,
     pki,
     processes,
+    provisioner,
     registry,
 )
 from harness.localfleet.addresses import FIRST_NODE_HOST, FleetPlan, plan
 from harness.localfleet.build import Progress, ensure_binaries
+from harness.localfleet.nodeagent import cgroups
 from harness.localfleet.nodeagent.volumes import MOUNTPOINTS
 
 REGIONS = ("us-east", "eu-west", "ap-south")
@@ -200,7 +203,7 @@ def _start_control_plane(
 def _start_nodes(
     state: FleetState, cluster: ClusterRecord, ca: pki.KeyPair, binaries: dict[str, Path]
 ) -> None:
-    """The cluster's nodes, each a node agent in a namespace of its own."""
+    """The cluster's nodes, each a node agent and a kube-proxy in a namespace of its own."""
     cluster_plan, cluster_files = (
         state.plan.cluster(cluster.index),
         files.cluster_files(state.folder, cluster.name),
@@ -211,6 +214,7 @@ def _start_nodes(
         cluster.name, cluster.region, cluster.nodes, cluster.netns_prefix(state.plan)
     ):
         nodes.write_identity(cluster_files, ca, node, cluster_plan)
+        nodes.write_proxy_identity(cluster_files, ca, node, cluster_plan)
         netns.create(node.netns)
         address = str(
             network.attach(state.plan, cluster_plan.segment, node.netns, FIRST_NODE_HOST + node.number)
@@ -225,16 +229,41 @@ def _start_nodes(
                 f"{cluster.name}/{node.name}", node.netns, argv, env, str(logs / f"{node.name}.log"), address
             ),
         )
+        proxy = nodes.proxy_argv(cluster_files, node, cluster_plan, binaries["kube-proxy"])
+        _start(
+            state,
+            processes.ProcessSpec(
+                f"{cluster.name}/{node.name}-proxy",
+                node.netns,
+                proxy,
+                {"GOGC": "50"},
+                str(logs / f"{node.name}-proxy.log"),
+                address,
+            ),
+        )
 
 
 def _start_fleet_services(state: FleetState) -> None:
-    """The sample app and its Gslb in every cluster, an ingress per cluster, and the global endpoint."""
+    """A volume provisioner, the sample app and its Gslb in every cluster, an ingress per cluster, and the
+    global endpoint."""
     kubeconfig = state.folder / "kubeconfig"
     backends = {
         c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
     }
     primary = next(c.name for c in state.clusters if c.role == "active")
     for cluster in state.clusters:
+        nodes_root = files.cluster_files(state.folder, cluster.name).root / "nodes"
+        _start(
+            state,
+            processes.ProcessSpec(
+                f"{cluster.name}/provisioner",
+                cluster.control_plane_ns(state.plan),
+                provisioner.argv(kubeconfig, cluster.name, nodes_root),
+                {"PYTHONUNBUFFERED": "1"},
+                str(state.folder / "logs" / cluster.name / "provisioner.log"),
+            ),
+        )
+        provisioner.install_class(kubeconfig, cluster.name)  # the app's claim finds its default class
         apps.deploy(kubeconfig, cluster.name, cluster.role, backends, primary)
         cluster_plan, ingress_ns = state.plan.cluster(cluster.index), f"{cluster.netns_prefix(state.plan)}ing"
         netns.create(ingress_ns)
@@ -383,6 +412,7 @@ def down(folder: Path) -> list[int]:
         indexes.add(FleetState.load(folder).index)
     if not indexes:
         raise FleetDrillError(f"no local fleet in {folder}: nothing to take down")
+    freeze.thaw_all(folder)  # a frozen process cannot die
     stopped = [pid for index in sorted(indexes) for pid in _remove(plan(index))]
     _remove_mountpoints(folder)
     (folder / STATE).unlink(missing_ok=True)
@@ -412,7 +442,8 @@ def down_orphans() -> list[int]:
 
 
 def _remove(fleet: FleetPlan) -> list[int]:
-    stopped = _stop_namespaces(netns.names(network.prefix(fleet)))
+    stopped = cgroups.remove_fleet(network.prefix(fleet))  # thaws, kills and removes the nodes' cgroups
+    stopped += _stop_namespaces(netns.names(network.prefix(fleet)))
     network.teardown(fleet)
     registry.release(fleet.index)
     return stopped
@@ -433,6 +464,24 @@ def stop_cluster(folder: Path, name: str) -> list[int]:
     stopped = _stop_namespaces(netns.names(cluster.netns_prefix(state.plan)))
     network.set_segment_links(state.plan, state.plan.cluster(cluster.index).segment, up=False)
     return stopped
+
+
+def partition(folder: Path, clusters: list[str], name: str) -> None:
+    """Cut the named clusters off from the rest of the fleet (other clusters, the global endpoint, the
+    backup store); the host, where the harness runs, still reaches both sides."""
+    state = FleetState.load(folder.resolve())
+    inside = [state.cluster(c) for c in clusters]
+
+    def ranges(cluster: ClusterRecord) -> list[IPv4Network]:
+        return [state.plan.cluster(cluster.index).segment.network, state.plan.cluster(cluster.index).pod_cidr]
+
+    outside = [r for c in state.clusters if c not in inside for r in ranges(c)]
+    outside += [state.plan.global_segment.network, state.plan.backup_segment.network]
+    network.partition(state.plan, name, [r for c in inside for r in ranges(c)], outside)
+
+
+def heal(folder: Path, name: str) -> None:
+    network.heal(FleetState.load(folder.resolve()).plan, name)
 
 
 def cluster_running(folder: Path, name: str) -> bool:

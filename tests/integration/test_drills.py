@@ -34,14 +34,17 @@ def drill_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) ->
         run_cli("fleet", "down", "--dir", folder, check=False)
 
 
-def run_drill(fleet: Path, reports: Path, drill: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """Run one drill file through pytest and the plugin; return the run and its record."""
+def run_drill(
+    fleet: Path, reports: Path, drill: str, *extra: str
+) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run one drill file through pytest and the plugin; return the run and its (last) record."""
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
             f"drills/{drill}",
+            *extra,
             "-q",
             "-p",
             "no:cacheprovider",
@@ -126,12 +129,89 @@ def test_a_drill_killed_mid_fault_is_reverted_by_recover(drill_fleet: Path, tmp_
         access.close()
 
 
+def test_configuration_parity_passes_on_a_healthy_fleet(drill_fleet: Path, tmp_path: Path) -> None:
+    done, _ = run_drill(drill_fleet, tmp_path, "test_config_parity.py")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "2 passed" in done.stdout, "parity runs once per passive and standby cluster"
+
+
+def test_losing_any_cluster_keeps_global_traffic_on_a_healthy_fleet(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    done, record = run_drill(drill_fleet, tmp_path, "test_active_active.py", "-k", "us-east")
+    assert done.returncode == 0, done.stdout[-3000:]
+    figures = record["figures"]["orders"]
+    assert 0 < figures["longest_outage_s"] < 20, (
+        "losing the primary is a real, bounded outage (health checks)"
+    )
+    assert {v["objective"] for v in record["verdicts"]} == {"RTO", "availability", "longest outage"}
+
+
+def test_partitioning_the_primary_region_passes_without_two_writers(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    done, record = run_drill(drill_fleet, tmp_path, "test_region_partition.py")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert {v["objective"] for v in record["verdicts"]} == {"RTO", "availability", "RPO", "split brain"}
+
+
+def test_partitioning_fails_when_the_cut_off_primary_keeps_accepting_writes(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    """us-east's app never fences itself (ORDERS_FENCE_TIMEOUT=0): the drill catches the split brain."""
+    core = client.CoreV1Api(config.new_client_from_config(str(drill_fleet / "kubeconfig"), context="us-east"))
+    app = load_fleet(drill_fleet / "fleet.yaml").app("orders")
+
+    def restart_us_east(fence_timeout: str | None) -> None:
+        core.patch_namespaced_config_map(
+            "orders-settings", "orders", {"data": {"ORDERS_FENCE_TIMEOUT": fence_timeout}}
+        )
+        core.delete_collection_namespaced_pod("orders", label_selector="app=orders")
+        wait_for(lambda: failover.app_serves(app, "us-east"), 60, "us-east's app to restart")
+
+    restart_us_east("0")
+    try:
+        done, record = run_drill(drill_fleet, tmp_path, "test_region_partition.py")
+    finally:
+        restart_us_east(None)  # the fleet as it was, for the drills after this one
+    assert done.returncode != 0 and record["verdict"] == "fail"
+    assert "split brain: us-east accepted writes until" in done.stdout, done.stdout[-3000:]
+
+
+def test_configuration_parity_reports_drift_precisely(drill_fleet: Path, tmp_path: Path) -> None:
+    api = config.new_client_from_config(str(drill_fleet / "kubeconfig"), context="eu-west")
+    patch = {
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "orders", "image": "fleetdrill.io/orders:2"}]}}
+        }
+    }
+    client.AppsV1Api(api).patch_namespaced_deployment("orders", "orders", patch)
+    done, record = run_drill(drill_fleet, tmp_path, "test_config_parity.py")
+    assert done.returncode != 0 and record["verdict"] == "fail"
+    path = "eu-west: deployment/orders.containers.orders.image"
+    expected = f"{path}: expected 'fleetdrill.io/orders:1' (as in us-east), got 'fleetdrill.io/orders:2'"
+    assert expected in done.stdout, done.stdout[-3000:]
+    assert "1 failed, 1 passed" in done.stdout, "ap-south has not drifted"
+
+
+def test_losing_a_cluster_fails_when_the_fleet_only_looks_active_active(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    """Only us-east runs the app: losing it leaves nothing to serve, and the drill says so."""
+    for context in ("eu-west", "ap-south"):
+        api = config.new_client_from_config(str(drill_fleet / "kubeconfig"), context=context)
+        client.AppsV1Api(api).delete_namespaced_deployment("orders", "orders")
+    done, record = run_drill(drill_fleet, tmp_path, "test_active_active.py", "-k", "us-east")
+    assert done.returncode != 0 and record["verdict"] == "fail"
+    assert "not recovered" in done.stdout, done.stdout[-3000:]
+
+
 def test_losing_the_primary_fails_when_the_passive_cluster_lacks_the_app(
     drill_fleet: Path, tmp_path: Path
 ) -> None:
-    api = config.new_client_from_config(str(drill_fleet / "kubeconfig"), context="eu-west")
-    client.AppsV1Api(api).delete_namespaced_deployment("orders", "orders")
-    done, record = run_drill(drill_fleet, tmp_path, "test_active_passive.py")
+    done, record = run_drill(
+        drill_fleet, tmp_path, "test_active_passive.py"
+    )  # eu-west lacks it since the last test
     assert done.returncode != 0, "a drill that passes on a broken fleet is the worst bug"
     assert record["verdict"] in ("fail", "error")
     assert "eu-west" in done.stdout and "orders" in done.stdout, done.stdout[-3000:]

@@ -9,26 +9,46 @@ from types import FrameType
 
 from kubernetes import client, config, watch
 
+from harness.localfleet.nodeagent.cgroups import NodeCgroups
+from harness.localfleet.nodeagent.env import EnvBuilder
+from harness.localfleet.nodeagent.eviction import Config, EvictionManager
+from harness.localfleet.nodeagent.kubeletapi import KubeletApi
 from harness.localfleet.nodeagent.node import NodeReporter
-from harness.localfleet.nodeagent.pods import EnvBuilder, PodWorker
+from harness.localfleet.nodeagent.pods import PodWorker
 from harness.localfleet.nodeagent.runtime import Runtime
 from harness.localfleet.nodeagent.volumes import Volumes
 
 WATCH_SECONDS = 240
+MEMORY_DEFAULTS = {  # small enough for a stress pod to exhaust; a short transition period for drills
+    "memory-allocatable": "2Gi",
+    "eviction-hard": "memory.available<100Mi",
+    "eviction-pressure-transition-period": "10s",
+}
 
 
 class Agent:
     """Registers the node, then keeps one PodWorker per pod bound to it (list, then watch; relist on 410)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+    def __init__(self, args: argparse.Namespace, memory: Config) -> None:
+        self.args, self.memory = args, memory
         self.api = config.new_client_from_config(str(args.kubeconfig))
         heartbeat = config.new_client_from_config(str(args.kubeconfig))
         self.reporter = NodeReporter(
-            self.api, heartbeat, args.node, args.address, args.region, args.zone, args.version
+            self.api,
+            heartbeat,
+            args.node,
+            args.address,
+            args.region,
+            args.zone,
+            args.version,
+            memory.allocatable,
         )
         self.core = client.CoreV1Api(self.api)
         self.workers: dict[str, PodWorker] = {}
+        self.cgroups = NodeCgroups(args.netns_prefix.rstrip("-"))
+        self.eviction = EvictionManager(
+            self.api, self.reporter, self.cgroups, lambda: list(self.workers.values()), memory
+        )
         self.stopping = threading.Event()
 
     def pod_cidr(self) -> str:
@@ -41,13 +61,19 @@ class Agent:
         raise SystemExit(0)
 
     def run(self) -> None:
+        self.cgroups.start(self.memory.allocatable)  # first: `fleet freeze` freezes the agent's cgroup
         self.reporter.register()
         threading.Thread(target=self.reporter.heartbeat_forever, name="heartbeat", daemon=True).start()
+        tls = (self.args.tls_cert_file, self.args.tls_private_key_file, self.args.client_ca_file)
+        KubeletApi(self.workers, self.args.address, *map(Path, tls)).start()
         root = Path(self.args.root)
         pod_cidr = self.pod_cidr()
-        self.runtime = Runtime(root, self.args.netns_prefix, pod_cidr, Path(self.args.cni_bin))
+        self.runtime = Runtime(root, self.args.netns_prefix, pod_cidr, Path(self.args.cni_bin), self.cgroups)
+        threading.Thread(
+            target=self.eviction.run_forever, args=(self.stopping,), name="eviction", daemon=True
+        ).start()
         self.volumes = Volumes(self.api, root)
-        self.env = EnvBuilder(self.api, (self.args.api_host, 6443))
+        self.env = EnvBuilder(self.api)
         print(f"node {self.args.node} registered; pod CIDR {pod_cidr}", flush=True)
         while not self.stopping.is_set():
             try:
@@ -85,7 +111,11 @@ class Agent:
             return
         worker = self.workers.get(uid)
         if worker is None or not worker.is_alive():
-            if worker is not None or pod.status.phase in ("Succeeded", "Failed"):
+            if (
+                worker is not None
+                or pod.status.phase in ("Succeeded", "Failed")
+                or not self.eviction.admit(pod)
+            ):
                 return
             worker = PodWorker(pod, self.api, self.runtime, self.volumes, self.args.address, self.env)
             self.workers[uid] = worker
@@ -115,11 +145,22 @@ def main() -> None:
         "root",
         "netns-prefix",
         "cni-bin",
-        "api-host",
         "version",
+        "tls-cert-file",
+        "tls-private-key-file",
+        "client-ca-file",
     ):
         parser.add_argument(f"--{flag}", required=True)
-    agent = Agent(parser.parse_args())
+    for flag, default in MEMORY_DEFAULTS.items():
+        parser.add_argument(f"--{flag}", default=default, help=f"default {default}")
+    args = parser.parse_args()
+    try:
+        memory = Config.parse(
+            args.memory_allocatable, args.eviction_hard, args.eviction_pressure_transition_period
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    agent = Agent(args, memory)
 
     def terminate(_signum: int, _frame: FrameType | None) -> None:
         agent.stop()

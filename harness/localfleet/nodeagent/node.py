@@ -59,18 +59,21 @@ class NodeReporter:
         region: str,
         zone: str,
         version: str,
+        memory_bytes: int,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.leases = client.CoordinationV1Api(heartbeat_api)
         self.name, self.address, self.region, self.zone, self.version = name, address, region, zone, version
+        self.memory_bytes = memory_bytes
+        self.memory_pressure = False  # set by the eviction manager
         self.stopping = threading.Event()
         self.uid = ""
 
     def capacity(self) -> dict[str, str]:
-        memory_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
+        """The node's resources; its memory is what the agent was given (all of it allocatable)."""
         return {
             "cpu": str(os.cpu_count() or 1),
-            "memory": f"{memory_kib}Ki",
+            "memory": f"{self.memory_bytes // 1024}Ki",
             "pods": str(POD_CAPACITY),
             "ephemeral-storage": "20Gi",
         }
@@ -122,9 +125,9 @@ class NodeReporter:
             self.uid = self.core.read_node(self.name).metadata.uid
             self.post_status()
 
-    def post_status(self, memory_pressure: bool = False) -> None:
+    def post_status(self) -> None:
         self.core.patch_node_status(
-            self.name, {"status": {"conditions": conditions(memory_pressure)}}, _content_type=STRATEGIC
+            self.name, {"status": {"conditions": conditions(self.memory_pressure)}}, _content_type=STRATEGIC
         )
 
     def renew_lease(self) -> None:

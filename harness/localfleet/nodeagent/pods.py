@@ -1,7 +1,6 @@
 """One worker per pod bound to the node: sandbox, volumes, containers, probes, status, termination."""
 
 import datetime as dt
-import os
 import subprocess
 import threading
 import time
@@ -13,12 +12,14 @@ from kubernetes import client
 
 from harness.localfleet import netns
 from harness.localfleet.nodeagent import STRATEGIC, images, probes
+from harness.localfleet.nodeagent.env import EnvBuilder, EnvError
 from harness.localfleet.nodeagent.runtime import Mount, Runtime, Sandbox, SandboxError, stop
 from harness.localfleet.nodeagent.volumes import VolumeError, Volumes
 
 TICK_S = 0.1
 RESYNC_S = 10.0
 BACKOFF_START_S, BACKOFF_MAX_S = 10.0, 300.0
+EVICTION_GRACE_S = 1  # the kubelet's immediateEvictionGracePeriodSeconds (hard thresholds)
 REPLACE_LIST = {"$patch": "replace"}  # strategic merge: replace the list (a new sandbox has a new address)
 
 
@@ -55,7 +56,7 @@ class PodWorker(threading.Thread):
         runtime: Runtime,
         volumes: Volumes,
         node_ip: str,
-        env_for: "EnvBuilder",
+        env_for: EnvBuilder,
     ) -> None:
         super().__init__(name=f"pod-{pod.metadata.name}", daemon=True)
         self.pod, self.core, self.runtime, self.volumes = pod, client.CoreV1Api(api), runtime, volumes
@@ -69,6 +70,7 @@ class PodWorker(threading.Thread):
         self.published: dict | None = None
         self.published_at = 0.0
         self.ready_transition = stamp()
+        self.eviction: tuple[str, str, dict] | None = None
 
     def update(self, pod: client.V1Pod) -> None:
         self.pod = pod
@@ -84,8 +86,18 @@ class PodWorker(threading.Thread):
         self.stopping.set()
         self.wake.set()
 
+    def evict(self, reason: str, message: str, condition: dict) -> None:
+        """The node evicts the pod: stop it, then keep it Failed with the reason, message and condition."""
+        self.eviction = (reason, message, condition)
+        self.wake.set()
+
     def running(self) -> bool:
-        return not (self.gone.is_set() or self.stopping.is_set() or self.pod.metadata.deletion_timestamp)
+        return not (
+            self.gone.is_set()
+            or self.stopping.is_set()
+            or self.eviction
+            or self.pod.metadata.deletion_timestamp
+        )
 
     def run(self) -> None:
         try:
@@ -94,7 +106,9 @@ class PodWorker(threading.Thread):
                 self._attempt(self._tick)
                 self.wake.wait(TICK_S)
                 self.wake.clear()
-            if not self.stopping.is_set():
+            if self.eviction:
+                self._evicted()
+            elif not self.stopping.is_set():
                 self._terminate()
         finally:
             self._release(keep_data=self.stopping.is_set())
@@ -104,7 +118,7 @@ class PodWorker(threading.Thread):
         try:
             step()
             return True
-        except (client.ApiException, VolumeError, SandboxError, OSError) as error:
+        except (client.ApiException, EnvError, VolumeError, SandboxError, OSError) as error:
             reason = (
                 f"{error.status} {error.reason}: {str(error.body)[:300]}"
                 if isinstance(error, client.ApiException)
@@ -148,8 +162,17 @@ class PodWorker(threading.Thread):
             / container.spec.name
             / f"{container.restarts}.log"
         )
+        cgroups = self.runtime.cgroups.create(
+            self.pod.metadata.uid, container.spec.name, container.spec.resources
+        )
         container.process = self.runtime.start(
-            self.sandbox, resolved.argv, env, self._mounts(container.spec), container.spec.working_dir, log
+            self.sandbox,
+            resolved.argv,
+            env,
+            self._mounts(container.spec),
+            container.spec.working_dir,
+            log,
+            cgroups,
         )
         container.started_wall, container.note = time.time(), resolved.note
         container.readiness = probes.ProbeState.of(container.spec.readiness_probe)
@@ -172,9 +195,12 @@ class PodWorker(threading.Thread):
 
     def _exited(self, container: Container, code: int, now: float) -> None:
         exit_code = 128 - code if code < 0 else code
+        uid, name = self.pod.metadata.uid, container.spec.name
+        oom_killed = self.runtime.cgroups.oom_killed(uid, name)
+        self._attempt(lambda: self.runtime.cgroups.remove(uid, name))
         container.last_exit = {
             "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
+            "reason": "OOMKilled" if oom_killed else "Completed" if exit_code == 0 else "Error",
             "startedAt": stamp(container.started_wall),
             "finishedAt": stamp(),
             "containerID": self._container_id(container),
@@ -267,6 +293,10 @@ class PodWorker(threading.Thread):
         }
         if self.sandbox:
             status |= {"podIP": self.sandbox.ip, "podIPs": [REPLACE_LIST, {"ip": self.sandbox.ip}]}
+        if self.eviction:
+            reason, message, condition = self.eviction
+            status |= {"reason": reason, "message": message}
+            conditions.append(condition)
         return status
 
     def _publish(self, force: bool, phase: str | None = None) -> None:
@@ -287,16 +317,25 @@ class PodWorker(threading.Thread):
         """Graceful stop, the terminal phase, then the final delete with grace 0 and a UID precondition."""
         grace = self.pod.metadata.deletion_grace_period_seconds
         grace = self.pod.spec.termination_grace_period_seconds if grace is None else grace
-        for container in self.containers:
-            if container.process is not None:
-                self._exited(container, stop(container.process, grace or 0), time.monotonic())
-                container.backoff_until = float("inf")
+        self._stop_containers(grace or 0)
         codes = [c.last_exit["exitCode"] for c in self.containers if c.last_exit]
         phase = "Succeeded" if codes and not any(codes) else "Failed"
-        for container in self.containers:
-            container.ready = False
         while not self.gone.is_set() and not self._attempt(lambda: self._finish(phase)):
             self.wake.wait(1.0)
+
+    def _evicted(self) -> None:
+        """Stop the evicted pod at once and write phase Failed; its object stays, as the kubelet leaves it."""
+        self._stop_containers(EVICTION_GRACE_S)
+        while not self.gone.is_set() and not self._attempt(lambda: self._publish(force=True, phase="Failed")):
+            self.wake.wait(1.0)
+
+    def _stop_containers(self, grace: float) -> None:
+        """SIGTERM, the grace period, SIGKILL; no container starts again."""
+        for container in self.containers:
+            if container.process is not None:
+                self._exited(container, stop(container.process, grace), time.monotonic())
+                container.backoff_until = float("inf")
+            container.ready = False
 
     def _finish(self, phase: str) -> None:
         """Write the terminal phase, then delete the pod object for good."""
@@ -319,49 +358,6 @@ class PodWorker(threading.Thread):
             if container.process is not None:
                 stop(container.process, 0)
         self._attempt(lambda: self.runtime.remove_sandbox(self.pod.metadata.uid))
+        self._attempt(lambda: self.runtime.cgroups.remove(self.pod.metadata.uid))
         if not keep_data:
             self.volumes.remove(self.pod.metadata.uid)
-
-
-class EnvBuilder:
-    """A container's environment: its env (with valueFrom), envFrom, and the service variables."""
-
-    def __init__(self, api: client.ApiClient, kubernetes_service: tuple[str, int]) -> None:
-        self.core = client.CoreV1Api(api)
-        self.kubernetes_service = kubernetes_service
-
-    def __call__(self, pod: client.V1Pod, spec: client.V1Container, pod_ip: str) -> dict[str, str]:
-        host, port = self.kubernetes_service
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOSTNAME": pod.metadata.name,
-            "KUBERNETES_SERVICE_HOST": host,
-            "KUBERNETES_SERVICE_PORT": str(port),
-            "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
-            "KUBERNETES_PORT": f"tcp://{host}:{port}",
-        }
-        namespace = pod.metadata.namespace
-        for source in spec.env_from or []:
-            if source.config_map_ref:
-                data = self.core.read_namespaced_config_map(source.config_map_ref.name, namespace).data or {}
-                env |= {f"{source.prefix or ''}{k}": v for k, v in data.items()}
-        fields = {
-            "metadata.name": pod.metadata.name,
-            "metadata.namespace": namespace,
-            "metadata.uid": pod.metadata.uid,
-            "spec.nodeName": pod.spec.node_name or "",
-            "status.podIP": pod_ip,
-            "status.hostIP": pod.status.host_ip or "",
-            "spec.serviceAccountName": pod.spec.service_account_name or "",
-        }
-        for var in spec.env or []:
-            if var.value_from is None:
-                env[var.name] = var.value or ""
-            elif var.value_from.field_ref:
-                env[var.name] = fields.get(var.value_from.field_ref.field_path, "")
-            elif var.value_from.config_map_key_ref:
-                ref = var.value_from.config_map_key_ref
-                env[var.name] = (self.core.read_namespaced_config_map(ref.name, namespace).data or {}).get(
-                    ref.key, ""
-                )
-        return env

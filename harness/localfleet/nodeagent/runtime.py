@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.errors import FleetDrillError
 from harness.localfleet import netns
+from harness.localfleet.nodeagent.cgroups import NodeCgroups
 
 
 class SandboxError(FleetDrillError):
@@ -35,8 +36,10 @@ class Mount:
 class Runtime:
     """Sandboxes and processes of one node, called as a container runtime calls CNI."""
 
-    def __init__(self, node_root: Path, netns_prefix: str, pod_cidr: str, cni_bin: Path) -> None:
-        self.root = node_root
+    def __init__(
+        self, node_root: Path, netns_prefix: str, pod_cidr: str, cni_bin: Path, cgroups: NodeCgroups
+    ) -> None:
+        self.root, self.cgroups = node_root, cgroups
         self.prefix = netns_prefix
         self.cni_bin = cni_bin
         self.network = {
@@ -102,8 +105,10 @@ class Runtime:
         mounts: list[Mount],
         workdir: str | None,
         log: Path,
+        cgroups: list[Path],
     ) -> subprocess.Popen:
-        """Start a container process inside the sandbox with its volumes bound at their mount paths."""
+        """Start a container process inside the sandbox and its cgroups, with its volumes bound at their
+        mount paths."""
         shim = [
             sys.executable,
             "-m",
@@ -115,6 +120,8 @@ class Runtime:
             shim += ["--bind", f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}"]
         if workdir:
             shim += ["--workdir", workdir]
+        for folder in cgroups:
+            shim += ["--cgroup", str(folder)]
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             return subprocess.Popen(

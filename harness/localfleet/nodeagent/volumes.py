@@ -52,6 +52,8 @@ class Volumes:
             if volume.host_path.type in ("DirectoryOrCreate", None, ""):
                 path.mkdir(parents=True, exist_ok=True)
             return path
+        if volume.persistent_volume_claim:
+            return self._claim(namespace, volume.persistent_volume_claim.claim_name)
         folder.mkdir(parents=True, exist_ok=True)
         if volume.empty_dir is not None:
             return folder
@@ -71,9 +73,31 @@ class Volumes:
         else:
             raise VolumeError(
                 f"volume {volume.name}: this node supports emptyDir, configMap, secret, "
-                "downwardAPI, projected and hostPath"
+                "downwardAPI, projected, hostPath and persistentVolumeClaim"
             )
         return folder
+
+    def _claim(self, namespace: str, name: str) -> Path:
+        """The folder of the local or hostPath volume bound to the claim (made when missing)."""
+        try:
+            claim = self.core.read_namespaced_persistent_volume_claim(name, namespace)
+        except client.ApiException as error:
+            if error.status == 404:
+                raise VolumeError(f"persistentvolumeclaim {name!r} not found") from error
+            raise
+        if claim.status.phase != "Bound" or not claim.spec.volume_name:
+            raise VolumeError(f"persistentvolumeclaim {name!r} is not bound")
+        volume = self.core.read_persistent_volume(claim.spec.volume_name)
+        if volume.spec.claim_ref is None or volume.spec.claim_ref.uid != claim.metadata.uid:
+            raise VolumeError(f"persistentvolume {volume.metadata.name} is not bound to claim {name!r}")
+        source = volume.spec.local or volume.spec.host_path
+        if source is None:
+            raise VolumeError(
+                f"persistentvolume {volume.metadata.name}: this node supports local and hostPath volumes"
+            )
+        path = Path(source.path)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _config_map(
         self, namespace: str, name: str, items: list | None, folder: Path, optional: bool | None

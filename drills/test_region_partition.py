@@ -1,0 +1,46 @@
+"""Region partition: cut the primary's region off from the rest of the fleet (a WAN partition, real
+packet drops). Traffic must move to the passive region, and the cut-off primary must stop accepting
+writes before the passive one is promoted: never two writers."""
+
+import time
+
+import pytest
+
+from harness import failover
+from harness.drill import Drill
+from harness.faults.partition import WanPartition
+
+BASELINE_S = 2.0
+
+
+@pytest.mark.destructive
+@pytest.mark.quarterly
+@pytest.mark.drill(app="orders")
+def test_partition_the_primary_region(drill: Drill) -> None:
+    app = drill.app("orders")
+    primary = drill.fleet.primary().name
+    passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
+    deadline = 2 * (app.objectives.rto or 30.0)
+    with drill.observe(app), drill.direct_writes(app, primary) as cut_off:
+        assert drill.steady(app, primary, BASELINE_S, deadline), (
+            f"steady state: {primary} does not serve {app.name}"
+        )
+        t0 = drill.inject(WanPartition(targets=(primary,))).t_mono
+
+        def fenced() -> bool:  # the cut-off primary refuses writes (the last attempts all failed)
+            recent = [w for w in cut_off.writes() if w.acked_at is None or w.acked_at > time.monotonic() - 1]
+            return len(recent) >= 5 and all(w.acked_at is None for w in recent[-5:])
+
+        with drill.timeline.phase(
+            "fencing", cluster=primary
+        ):  # promote only once it is fenced, or at the RTO
+            failover.poll(fenced, app.objectives.rto or 30.0)
+        failover.promote(drill.access, app, passive, drill.timeline)
+        drill.wait_served_by(app, passive, deadline)
+        drill.soak()
+    verdicts = drill.judge(app, t0, survivor=passive)
+    verdicts.append(drill.judge_split_brain(primary, cut_off.writes(), passive, t0))
+    drill.revert_all()
+    failover.fail_back(drill.access, app, primary, drill.timeline, deadline)
+    failed = [v.message for v in verdicts if v.status != "pass"]
+    assert not failed, "; ".join(failed)

@@ -1,0 +1,224 @@
+"""The node agent's kubelet API through the real API server and kubectl: logs (follow, previous) and
+exec, over each way a client reaches it (kubectl's WebSocket, which the API server turns into SPDY;
+SPDY itself; a v4 WebSocket, which the API server passes through)."""
+
+import json
+import os
+import queue
+import re
+import shlex
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import websocket
+from kubernetes import client
+
+from harness.localfleet.nodeagent import streams
+from tests.conftest import wait_for
+
+CONTEXT = "us-east"
+FIRST_LINE = "hello from the talker"
+TALKER = f"""
+import itertools, os, sys, time
+print({FIRST_LINE!r}, flush=True)
+for n in itertools.count():
+    if os.path.exists("/srv/talker/stop"):
+        os.remove("/srv/talker/stop")
+        print("stopping", flush=True)
+        sys.exit(1)
+    print(f"tick {{n}} {{time.time():.3f}}", flush=True)
+    time.sleep(0.2)
+"""
+TRANSPORTS = {"websocket": {}, "spdy": {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}}
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
+
+Kubectl = Callable[..., list[str]]
+
+
+def _deployment() -> dict:
+    """One pod printing FIRST_LINE, then a tick a 0.2 s; it exits once /srv/talker/stop appears."""
+    container = {
+        "name": "talker",
+        "image": "python:3.11",
+        "command": ["python3", "-c", TALKER],
+        "volumeMounts": [{"name": "scratch", "mountPath": "/srv/talker"}],
+    }
+    spec = {"terminationGracePeriodSeconds": 1, "containers": [container]}
+    spec["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "talker"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "talker"}},
+            "template": {"metadata": {"labels": {"app": "talker"}}, "spec": spec},
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def talker(api) -> Iterator[client.V1Pod]:
+    """The running talker pod, in a namespace of this module's own (deleted at the end)."""
+    core, apps = client.CoreV1Api(api(CONTEXT)), client.AppsV1Api(api(CONTEXT))
+    namespace = f"kubelet-api-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    try:
+        apps.create_namespaced_deployment(namespace, _deployment())
+
+        def running() -> client.V1Pod | None:
+            for pod in core.list_namespaced_pod(namespace, label_selector="app=talker").items:
+                statuses = pod.status.container_statuses or []
+                if statuses and statuses[0].state.running:
+                    return pod
+            return None
+
+        yield wait_for(running, 60, "the talker pod to run")
+    finally:
+        core.delete_namespace(namespace)
+
+
+@pytest.fixture
+def kubectl_argv(fleet_dir: Path, kubectl_bin: Path, talker: client.V1Pod) -> Kubectl:
+    """The argv of a kubectl command in the talker's namespace."""
+    base = [str(kubectl_bin), "--kubeconfig", str(fleet_dir / "kubeconfig"), "--context", CONTEXT]
+    return lambda *args: [*base, "-n", talker.metadata.namespace, *args]
+
+
+def _run(argv: list[str], stdin: str | None = None, env: dict | None = None) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a command run to completion."""
+    done = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=60, env=os.environ | (env or {})
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_spdy_header_dictionary_is_the_spdy3_one() -> None:
+    """Its Adler-32 is what the zlib header names; Go's reader refuses any other dictionary."""
+    assert (zlib.adler32(streams.SPDY_DICTIONARY), len(streams.SPDY_DICTIONARY)) == (0xE3C6A7C2, 1423)
+
+
+def test_logs_show_the_output(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:
+    name = talker.metadata.name
+
+    def three_ticks() -> str:
+        code, out, _ = _run(kubectl_argv("logs", name))
+        return out if code == 0 and "tick 2 " in out else ""
+
+    assert wait_for(three_ticks, 30, "three ticks in kubectl logs").splitlines()[0] == FIRST_LINE
+    code, out, err = _run(kubectl_argv("logs", name, "--tail=1", "--timestamps"))
+    assert code == 0 and len(out.splitlines()) == 1, err
+    assert STAMP.match(out) and " tick " in out, out
+    assert _run(kubectl_argv("logs", name, "--limit-bytes=5"))[1] == FIRST_LINE[:5]
+    code, _, err = _run(kubectl_argv("logs", name, "--previous"))
+    assert code == 1 and f'previous terminated container "talker" in pod "{name}" not found' in err
+
+
+def test_logs_follow_streams_new_lines(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:
+    follow = subprocess.Popen(
+        kubectl_argv("logs", "-f", "--tail=1", talker.metadata.name), stdout=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout], daemon=True).start()
+    try:
+        first, latencies = lines.get(timeout=30), []
+        for _ in range(5):
+            line = lines.get(timeout=10)
+            latencies.append(time.time() - float(line.split()[2]))
+        assert int(line.split()[1]) == int(first.split()[1]) + 5, (first, line)
+        print(f"kubectl logs -f: each new line reached kubectl within {max(latencies):.3f} s")
+        assert max(latencies) < 2.0
+    finally:
+        follow.terminate()
+        follow.wait(timeout=10)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_exec_runs_the_command_in_the_container(
+    kubectl_argv: Kubectl, talker: client.V1Pod, transport: str
+) -> None:
+    env, name = TRANSPORTS[transport], talker.metadata.name
+    started = time.monotonic()
+    code, out, err = _run(kubectl_argv("exec", name, "--", "sh", "-c", "echo $HOSTNAME"), env=env)
+    print(f"kubectl exec over {transport}: {time.monotonic() - started:.3f} s")
+    assert (code, out) == (0, f"{name}\n"), err
+    code, out, err = _run(kubectl_argv("exec", name, "--", "ip", "-4", "-o", "addr", "show", "eth0"), env=env)
+    assert code == 0 and f" {talker.status.pod_ip}/" in out, (out, err)  # the pod's network namespace
+    code, out, err = _run(kubectl_argv("exec", name, "--", "ls", "/srv/talker"), env=env)
+    assert code == 0, err  # its mount namespace, where the emptyDir is mounted
+    code, out, err = _run(kubectl_argv("exec", "-i", name, "--", "cat"), stdin="one\ntwo\n", env=env)
+    assert (code, out) == (0, "one\ntwo\n"), err
+    script = "echo out; echo err >&2; exit 3"
+    code, out, err = _run(kubectl_argv("exec", name, "--", "sh", "-c", script), env=env)
+    assert (code, out, err) == (3, "out\n", "err\ncommand terminated with exit code 3\n")
+
+
+def test_exec_with_a_terminal(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:
+    """`kubectl exec -it`, kubectl given a terminal by `script`: the command runs on a terminal."""
+    command = shlex.join(kubectl_argv("exec", "-it", talker.metadata.name, "--", "tty"))
+    code, out, err = _run(["script", "-qec", command, "/dev/null"], stdin="")
+    assert code == 0 and "/dev/pts/" in out, (out, err)
+
+
+def test_exec_over_a_v4_websocket_passed_through(api, talker: client.V1Pod) -> None:
+    """A client that offers only v4.channel.k8s.io reaches the kubelet API's own WebSocket end."""
+    config = api(CONTEXT).configuration
+    query = urllib.parse.urlencode(
+        [("command", "sh"), ("command", "-c"), ("command", "echo $HOSTNAME; exit 4"), ("stdout", "true")]
+    )
+    path = f"/api/v1/namespaces/{talker.metadata.namespace}/pods/{talker.metadata.name}/exec?{query}"
+    ssl_options = {"ca_certs": config.ssl_ca_cert, "certfile": config.cert_file, "keyfile": config.key_file}
+    socket = websocket.create_connection(
+        config.host.replace("https://", "wss://") + path,
+        subprotocols=["v4.channel.k8s.io"],
+        sslopt=ssl_options,
+        timeout=30,
+    )
+    received: dict[int, bytes] = {}
+    try:
+        while (frame := socket.recv_data(control_frame=True))[0] != websocket.ABNF.OPCODE_CLOSE:
+            if frame[1]:
+                received[frame[1][0]] = received.get(frame[1][0], b"") + frame[1][1:]
+    finally:
+        socket.close()
+    assert received[streams.STDOUT] == f"{talker.metadata.name}\n".encode()
+    status = json.loads(received[streams.ERROR])
+    assert (status["reason"], status["details"]["causes"][0]["message"]) == ("NonZeroExitCode", "4")
+
+
+def test_kubelet_port_refuses_who_is_not_the_api_server(fleet_dir: Path, talker: client.V1Pod) -> None:
+    """No client certificate: 401. A fleet identity outside system:masters (the viewer): 403."""
+    pki = fleet_dir / "clusters" / CONTEXT / "pki"
+    path = f"/containerLogs/{talker.metadata.namespace}/{talker.metadata.name}/talker"
+    url = f"https://{talker.status.host_ip}:10250{path}"
+    anonymous = ssl.create_default_context(cafile=str(fleet_dir / "pki" / "ca.crt"))
+    viewer = ssl.create_default_context(cafile=str(fleet_dir / "pki" / "ca.crt"))
+    viewer.load_cert_chain(str(pki / "viewer.crt"), str(pki / "viewer.key"))
+    for context, code in ((anonymous, 401), (viewer, 403)):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, context=context, timeout=10)
+        assert refused.value.code == code
+
+
+def test_logs_previous_after_a_restart(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:
+    """The container exits once (a flag file in its emptyDir); --previous shows the run that ended."""
+    name = talker.metadata.name
+    code, _, err = _run(kubectl_argv("exec", name, "--", "touch", "/srv/talker/stop"))
+    assert code == 0, err
+
+    def previous() -> str:
+        code, out, _ = _run(kubectl_argv("logs", name, "--previous"))
+        return out if code == 0 else ""
+
+    lines = wait_for(previous, 30, "kubectl logs --previous to show the run that ended").splitlines()
+    assert (lines[0], lines[-1]) == (FIRST_LINE, "stopping")

@@ -1,0 +1,106 @@
+"""The pytest plugin, driven as users drive it (pytester runs pytest on drill files we write)."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+FLEET = """
+name: unit
+kubeconfig: kubeconfig
+clusters:
+  - {name: east, region: us-east, role: active, environment: prod}
+  - {name: west, region: eu-west, role: passive}
+  - {name: south, region: ap-south, role: standby}
+apps:
+  - {name: shop, namespace: shop, workload: deployment/shop}
+safety:
+  allowlist: [west, east]
+"""
+
+DRILLS = """
+import pytest
+
+@pytest.mark.gate
+@pytest.mark.drill(app="shop", roles=("passive", "standby"))
+def test_reads(drill, cluster_name):
+    assert drill.app("shop").name == "shop"
+
+@pytest.mark.destructive
+@pytest.mark.quarterly
+@pytest.mark.drill(app="shop")
+def test_breaks(drill, cluster_name):
+    assert False, "the drill failed for real"
+"""
+
+
+@pytest.fixture
+def fleet_file(pytester: pytest.Pytester) -> Path:
+    pytester.makefile(".yaml", fleet=textwrap.dedent(FLEET))
+    pytester.makepyfile(test_drills=DRILLS)
+    return pytester.path / "fleet.yaml"
+
+
+def run(pytester: pytest.Pytester, fleet: Path, *args: str) -> pytest.RunResult:
+    ledger, reports = pytester.path / "ledger.json", pytester.path / "reports"
+    return pytester.runpytest_subprocess(
+        "--fleet",
+        str(fleet),
+        "--ledger",
+        str(ledger),
+        "--report-dir",
+        str(reports),
+        "-p",
+        "no:cacheprovider",
+        *args,
+    )
+
+
+def test_a_bad_fleet_file_is_one_clear_line(pytester: pytest.Pytester, fleet_file: Path) -> None:
+    fleet_file.write_text(fleet_file.read_text().replace("role: passive", "role: primary"))
+    result = run(pytester, fleet_file)
+    result.stderr.fnmatch_lines(
+        ["ERROR: *fleet.yaml: clusters?1?.role: expected one of active, passive, standby*"]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert result.ret != 0
+
+
+def test_drills_run_once_per_cluster_of_their_roles(pytester: pytest.Pytester, fleet_file: Path) -> None:
+    result = run(pytester, fleet_file, "-k", "reads", "-v")
+    result.stdout.fnmatch_lines(["*test_reads?west? PASSED*", "*test_reads?south? PASSED*"])
+    result.assert_outcomes(passed=2, deselected=3)
+
+
+def test_suite_selects_its_drills(pytester: pytest.Pytester, fleet_file: Path) -> None:
+    run(pytester, fleet_file, "--suite", "gate").assert_outcomes(passed=2, deselected=3)
+
+
+def test_dry_run_prints_the_plan_with_safety_refusals_and_changes_nothing(
+    pytester: pytest.Pytester, fleet_file: Path
+) -> None:
+    result = run(pytester, fleet_file, "--dry-run", "-rs")
+    result.assert_outcomes(skipped=5)
+    result.stdout.fnmatch_lines(
+        [
+            "*dry run: test_reads?west?: reads app shop in fleet unit; injects no fault*",
+            "*dry run: test_breaks?east?: would inject faults in east (refused: *east* is a prod cluster*",
+            "*dry run: test_breaks?west?: would inject faults in west (allowed)*",
+            "*dry run: test_breaks?south?: would inject faults in south (refused: *not in safety.allowlist*",
+        ]
+    )
+    assert not (pytester.path / "reports").exists(), "a dry run writes nothing"
+
+
+def test_every_drill_leaves_a_record_even_when_it_fails(pytester: pytest.Pytester, fleet_file: Path) -> None:
+    result = run(pytester, fleet_file, "-k", "breaks and west")
+    result.assert_outcomes(failed=1, deselected=4)
+    (record_path,) = (pytester.path / "reports").glob("*/*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["verdict"] == "fail" and record["outcome"] == "failed"
+    assert "the drill failed for real" in record["message"]
+    assert [c["name"] for c in record["clusters"]] == ["east", "west", "south"]
+    assert "BEGIN" not in record_path.read_text(), "no credentials in records"
