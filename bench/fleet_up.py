@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.localfleet import build, supervisor
+from harness.localfleet import build, readiness, supervisor
+from harness.localfleet.state import STATE
 
 CONTROL_PLANE = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
 TARGETS = {
@@ -48,7 +49,7 @@ def pss_bytes(pid: int) -> int:
 def measure_fleet(clusters: int, idle_s: float) -> None:
     with tempfile.TemporaryDirectory(prefix="fleetdrill-bench-") as tmp:
         folder = Path(tmp)
-        original = supervisor.wait_ready
+        original = readiness.wait_ready
         stages: list[
             float
         ] = []  # seconds from `fleet up` until every cluster reached api, controllers, nodes
@@ -60,7 +61,7 @@ def measure_fleet(clusters: int, idle_s: float) -> None:
                 stages.append(called - started + max(times[stage] for times in reached.values()))
             return reached
 
-        supervisor.wait_ready = recording_wait
+        readiness.wait_ready = recording_wait
         started = time.monotonic()
         try:
             state = supervisor.up(folder, clusters, say=lambda _line: None)
@@ -95,8 +96,8 @@ def measure_fleet(clusters: int, idle_s: float) -> None:
                 f"PSS {pss_total:.0f} MB ({pss_total / target:.2f}x)"
             )
         finally:
-            supervisor.wait_ready = original
-            if (folder / supervisor.STATE).exists():
+            readiness.wait_ready = original
+            if (folder / STATE).exists():
                 supervisor.down(folder)
 
 

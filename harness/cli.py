@@ -12,6 +12,7 @@ from harness import paths
 from harness.config import load_fleet
 from harness.errors import FleetDrillError
 from harness.localfleet import build, freeze, supervisor
+from harness.localfleet.state import STATE, FleetState
 
 DEFAULT_FLEET_DIR = paths.default_fleet_dir()
 DRILLS = Path(__file__).resolve().parents[1] / "drills"
@@ -100,13 +101,13 @@ def cmd_fleet_start(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet_freeze(args: argparse.Namespace) -> int:
-    stopped = freeze.freeze(supervisor.FleetState.load(args.dir.resolve()), args.node)
+    stopped = freeze.freeze(FleetState.load(args.dir.resolve()), args.node)
     print(f"node {args.node} frozen ({stopped} processes); `fleetdrill fleet thaw {args.node}` resumes it")
     return 0
 
 
 def cmd_fleet_thaw(args: argparse.Namespace) -> int:
-    freeze.thaw(supervisor.FleetState.load(args.dir.resolve()), args.node)
+    freeze.thaw(FleetState.load(args.dir.resolve()), args.node)
     print(f"node {args.node} thawed")
     return 0
 
@@ -136,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the local fleet when none runs, then run the drill catalogue against it."""
     folder = args.dir
-    if not (folder / supervisor.STATE).exists():
+    if not (folder / STATE).exists():
         cmd_fleet_up(argparse.Namespace(dir=folder, clusters=3, nodes=3, bin_dir=None))
     args.fleet = folder / "fleet.yaml"
     return cmd_run(args)

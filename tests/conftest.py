@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client, config
 
 from harness.localfleet import build, registry, supervisor
+from harness.localfleet.state import STATE
 
 FLEET_UP_TIMEOUT_S = 300
 
@@ -73,9 +74,7 @@ def fleet_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> I
         run_cli("fleet", "up", "--dir", folder, "--clusters", 3)
         yield folder
     finally:
-        if (folder / supervisor.STATE).exists() or any(
-            c.folder == folder for c in registry.claims().values()
-        ):
+        if (folder / STATE).exists() or any(c.folder == folder for c in registry.claims().values()):
             run_cli("fleet", "down", "--dir", folder)
 
 

@@ -10,6 +10,7 @@ import yaml
 from kubernetes import client, config, utils
 
 from harness.localfleet import kwatch
+from harness.localfleet.addresses import FleetPlan
 
 MANIFEST = Path(__file__).resolve().parents[2] / "fixtures" / "apps" / "orders.yaml"
 APP = "orders"
@@ -67,6 +68,11 @@ def deploy(kubeconfig: Path, context: str, role: str, peers: dict[str, str], pri
         )
     finally:
         api.close()
+
+
+def global_url(plan: FleetPlan) -> str:
+    """The fleet's global endpoint."""
+    return f"http://{plan.global_segment.host(2)}:{HTTP_PORT}"
 
 
 def ingress_argv(kubeconfig: Path, context: str, address: str) -> list[str]:

@@ -3,14 +3,11 @@
 import base64
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from harness.localfleet import apps, controlplane, pki
-
-if TYPE_CHECKING:
-    from harness.localfleet.supervisor import FleetState
+from harness.localfleet.state import FleetState
 
 OWNED = ("clusters", "pki", "logs", "kubeconfig", "fleet.yaml")
 
@@ -34,7 +31,7 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def write_kubeconfig(state: "FleetState", ca: pki.KeyPair) -> Path:
+def write_kubeconfig(state: FleetState, ca: pki.KeyPair) -> Path:
     """One admin context per cluster, named after it, and a read-only `<name>-readonly` context each."""
     config: dict = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}
     for cluster in state.clusters:
@@ -67,10 +64,8 @@ def write_kubeconfig(state: "FleetState", ca: pki.KeyPair) -> Path:
     return path
 
 
-def _sample_app(state: "FleetState") -> dict:
+def _sample_app(state: FleetState) -> dict:
     """The sample app as the harness sees it: its endpoints and the objectives drills judge it by."""
-    from harness.localfleet.supervisor import global_url
-
     endpoints = {
         c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
     }
@@ -79,7 +74,7 @@ def _sample_app(state: "FleetState") -> dict:
         "namespace": apps.APP,
         "workload": f"deployment/{apps.APP}",
         "service": apps.APP,
-        "global_endpoint": f"{global_url(state)}/",
+        "global_endpoint": f"{apps.global_url(state.plan)}/",
         "endpoints": endpoints,
         "write_endpoint": "/orders",
         "health_path": "/readyz",
@@ -87,7 +82,7 @@ def _sample_app(state: "FleetState") -> dict:
     }
 
 
-def write_fleet_file(state: "FleetState", timings: controlplane.LocalTimings) -> Path:
+def write_fleet_file(state: FleetState, timings: controlplane.LocalTimings) -> Path:
     """The fleet file the harness reads for this local fleet."""
     fleet = {
         "name": f"local-{state.index}",

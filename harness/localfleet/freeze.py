@@ -11,14 +11,11 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.errors import FleetDrillError
 from harness.localfleet import netns, nodes
 from harness.localfleet.nodeagent import cgroups
-
-if TYPE_CHECKING:
-    from harness.localfleet.supervisor import FleetState
+from harness.localfleet.state import FleetState
 
 RECORD = "frozen.json"
 DEADLINE_S = 10.0
@@ -40,7 +37,7 @@ def _record(folder: Path, records: dict[str, str]) -> None:
     tmp.replace(path)
 
 
-def node_cgroup(state: "FleetState", node: str) -> tuple[Path, str]:
+def node_cgroup(state: FleetState, node: str) -> tuple[Path, str]:
     """The node's freezer cgroup and its network namespace."""
     names = []
     for cluster in state.clusters:
@@ -69,7 +66,7 @@ def _set(folder: Path, wanted: str) -> None:
         time.sleep(0.01)
 
 
-def freeze(state: "FleetState", node: str) -> int:
+def freeze(state: FleetState, node: str) -> int:
     """Freeze the node and everything on it; return how many processes stopped."""
     folder, namespace = node_cgroup(state, node)
     _record(state.folder, {**frozen(state.folder), node: str(folder)})
@@ -82,7 +79,7 @@ def freeze(state: "FleetState", node: str) -> int:
     return len(cgroups.processes(folder))
 
 
-def thaw(state: "FleetState", node: str) -> None:
+def thaw(state: FleetState, node: str) -> None:
     """Let the node run again."""
     folder, _namespace = node_cgroup(state, node)
     _set(folder, "THAWED")

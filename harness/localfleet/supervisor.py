@@ -5,19 +5,16 @@ process through them, even after the fleet folder's state was lost or `up` was k
 """
 
 import contextlib
-import json
 import os
 import shutil
 import signal
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from ipaddress import IPv4Address, IPv4Network
+from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from harness.errors import FleetDrillError
 from harness.localfleet import (
-    apps,
     build,
     controlplane,
     files,
@@ -27,90 +24,18 @@ from harness.localfleet import (
     nodes,
     pki,
     processes,
-    provisioner,
+    readiness,
     registry,
+    services,
 )
 from harness.localfleet.addresses import FIRST_NODE_HOST, FleetPlan, plan
 from harness.localfleet.build import Progress, ensure_binaries
 from harness.localfleet.nodeagent import cgroups
 from harness.localfleet.nodeagent.volumes import MOUNTPOINTS
+from harness.localfleet.state import STATE, ClusterRecord, FleetState, cluster_records, start_process
 
-REGIONS = ("us-east", "eu-west", "ap-south")
-STATE = "state.json"
 READY_DEADLINE_S = 120.0
-GROUND_TRUTH = "ground-truth.jsonl"
-GLOBAL_KEY = "global/gslb"
-MAX_START_RESTARTS = 5
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ClusterRecord:
-    """A cluster of the fleet: its name, region, number in the address plan, and role."""
-
-    name: str
-    region: str
-    index: int
-    role: str
-    nodes: int = 0
-
-    def netns_prefix(self, fleet: FleetPlan) -> str:
-        return f"{network.prefix(fleet)}c{self.index}-"
-
-    def control_plane_ns(self, fleet: FleetPlan) -> str:
-        return f"{self.netns_prefix(fleet)}cp"
-
-
-@dataclass
-class FleetState:
-    """What the supervisor keeps in the fleet folder: enough to restart or remove anything it started."""
-
-    folder: Path
-    index: int
-    clusters: list[ClusterRecord]
-    processes: dict[str, dict]
-
-    @property
-    def plan(self) -> FleetPlan:
-        return plan(self.index)
-
-    def cluster(self, name: str) -> ClusterRecord:
-        for cluster in self.clusters:
-            if cluster.name == name:
-                return cluster
-        known = ", ".join(c.name for c in self.clusters)
-        raise FleetDrillError(f"no cluster {name!r} in the fleet at {self.folder} (clusters: {known})")
-
-    def save(self) -> None:
-        data = {
-            "index": self.index,
-            "clusters": [asdict(c) for c in self.clusters],
-            "processes": self.processes,
-        }
-        tmp = self.folder / f".{STATE}.tmp"
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.folder / STATE)
-
-    @classmethod
-    def load(cls, folder: Path) -> "FleetState":
-        path = folder / STATE
-        if not path.exists():
-            raise FleetDrillError(
-                f"no local fleet in {folder} (no {STATE}): start one with `fleetdrill fleet up`"
-            )
-        data = json.loads(path.read_text())
-        return cls(folder, data["index"], [ClusterRecord(**c) for c in data["clusters"]], data["processes"])
-
-
-def cluster_records(count: int, nodes: int) -> list[ClusterRecord]:
-    """Clusters spread over three regions; the first is active, the second passive, the rest standby."""
-    records = []
-    for i in range(count):
-        region = REGIONS[i % len(REGIONS)]
-        name = region if i < len(REGIONS) else f"{region}-{i // len(REGIONS) + 1}"
-        role = ("active", "passive")[i] if i < 2 else "standby"
-        records.append(ClusterRecord(name, region, i, role, nodes))
-    return records
 
 
 def check_privileges() -> None:
@@ -151,16 +76,16 @@ def up(
         for cluster in state.clusters:
             _start_control_plane(state, cluster, ca, binaries, timings)
         state.save()
-        wait_ready(state, READY_DEADLINE_S, with_nodes=False)
+        readiness.wait_ready(state, READY_DEADLINE_S, with_nodes=False)
         for cluster in state.clusters:  # a kubelet can do nothing before its API server works
             _start_nodes(state, cluster, ca, binaries)
         state.save()
-        wait_ready(state, READY_DEADLINE_S)
+        readiness.wait_ready(state, READY_DEADLINE_S)
         files.write_kubeconfig(state, ca)
         say("deploying the sample app, the ingresses and the global load balancer")
-        _start_fleet_services(state)
+        services.start(state)
         state.save()
-        _wait_serving(state, READY_DEADLINE_S)
+        services.wait_serving(state, READY_DEADLINE_S)
         files.write_fleet_file(state, timings)
         return state
     except BaseException:
@@ -187,7 +112,7 @@ def _start_control_plane(
     netns.create(control_ns)
     address = str(network.attach(state.plan, cluster_plan.segment, control_ns, 2))
     for component in controlplane.components(cluster_files, cluster_plan, binaries, timings):
-        _start(
+        start_process(
             state,
             processes.ProcessSpec(
                 f"{cluster.name}/{component.name}",
@@ -223,14 +148,14 @@ def _start_nodes(
             cluster_files, node, cluster.region, cluster_plan, binaries["bridge"].parent, version
         )
         env = {"PYTHONUNBUFFERED": "1"}
-        _start(
+        start_process(
             state,
             processes.ProcessSpec(
                 f"{cluster.name}/{node.name}", node.netns, argv, env, str(logs / f"{node.name}.log"), address
             ),
         )
         proxy = nodes.proxy_argv(cluster_files, node, cluster_plan, binaries["kube-proxy"])
-        _start(
+        start_process(
             state,
             processes.ProcessSpec(
                 f"{cluster.name}/{node.name}-proxy",
@@ -241,164 +166,6 @@ def _start_nodes(
                 address,
             ),
         )
-
-
-def _start_fleet_services(state: FleetState) -> None:
-    """A volume provisioner, the sample app and its Gslb in every cluster, an ingress per cluster, and the
-    global endpoint."""
-    kubeconfig = state.folder / "kubeconfig"
-    backends = {
-        c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
-    }
-    primary = next(c.name for c in state.clusters if c.role == "active")
-    for cluster in state.clusters:
-        nodes_root = files.cluster_files(state.folder, cluster.name).root / "nodes"
-        _start(
-            state,
-            processes.ProcessSpec(
-                f"{cluster.name}/provisioner",
-                cluster.control_plane_ns(state.plan),
-                provisioner.argv(kubeconfig, cluster.name, nodes_root),
-                {"PYTHONUNBUFFERED": "1"},
-                str(state.folder / "logs" / cluster.name / "provisioner.log"),
-            ),
-        )
-        provisioner.install_class(kubeconfig, cluster.name)  # the app's claim finds its default class
-        apps.deploy(kubeconfig, cluster.name, cluster.role, backends, primary)
-        cluster_plan, ingress_ns = state.plan.cluster(cluster.index), f"{cluster.netns_prefix(state.plan)}ing"
-        netns.create(ingress_ns)
-        address = str(network.attach(state.plan, cluster_plan.segment, ingress_ns, 3))
-        _start(
-            state,
-            processes.ProcessSpec(
-                f"{cluster.name}/ingress",
-                ingress_ns,
-                apps.ingress_argv(kubeconfig, cluster.name, address),
-                {"PYTHONUNBUFFERED": "1"},
-                str(state.folder / "logs" / cluster.name / "ingress.log"),
-                address,
-            ),
-        )
-    segment, global_ns = state.plan.global_segment, f"{network.prefix(state.plan)}global"
-    network.add_segment(state.plan, segment)
-    netns.create(global_ns)
-    address = str(network.attach(state.plan, segment, global_ns, 2))
-    argv = apps.gslb_argv(kubeconfig, backends, address, state.folder / GROUND_TRUTH)
-    _start(
-        state,
-        processes.ProcessSpec(
-            GLOBAL_KEY,
-            global_ns,
-            argv,
-            {"PYTHONUNBUFFERED": "1"},
-            str(state.folder / "logs" / "global" / "gslb.log"),
-            address,
-        ),
-    )
-
-
-def global_url(state: FleetState) -> str:
-    """The fleet's global endpoint."""
-    return f"http://{state.plan.global_segment.host(2)}:{apps.HTTP_PORT}"
-
-
-def _wait_serving(state: FleetState, deadline_s: float) -> None:
-    """Poll until every cluster's ingress and the global endpoint serve the sample app as ready."""
-    urls = [f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}/readyz" for c in state.clusters]
-    urls.append(f"{global_url(state)}/readyz")
-    deadline = time.monotonic() + deadline_s
-    while urls:
-        urls = [url for url in urls if not apps.serves(url)]
-        if urls and time.monotonic() > deadline:
-            raise FleetDrillError(
-                f"the sample app does not serve at {', '.join(urls)} after {deadline_s:.0f} s; "
-                f"logs in {state.folder / 'logs'}"
-            )
-        if urls:
-            time.sleep(0.05)
-
-
-def _start(state: FleetState, spec: processes.ProcessSpec) -> None:
-    started = processes.spawn(spec)
-    state.processes[spec.key] = {**asdict(spec), **asdict(started)}
-
-
-STAGES = ("api", "controllers", "nodes")
-
-
-def wait_ready(
-    state: FleetState, deadline_s: float, only: str | None = None, with_nodes: bool = True
-) -> dict[str, list[float]]:
-    """Poll every (or one) cluster until its API is ready, RBAC bound, its controllers work and (with_nodes)
-    its nodes are Ready with their pod CIDRs routed.
-
-    Returns, per cluster, the seconds until each stage was reached (api, controllers[, nodes]).
-    """
-    started = time.monotonic()
-    deadline = started + deadline_s
-    pending = {c.name: _probe(state, c) for c in state.clusters if only in (None, c.name)}
-    reached: dict[str, list[float]] = {name: [] for name in pending}
-    restarts: dict[str, int] = {}
-    while pending:
-        for name, probe in list(pending.items()):
-            if not reached[name] and probe.api_ready() and probe.bind_viewer():
-                reached[name].append(time.monotonic() - started)
-            if len(reached[name]) == 1 and probe.controllers_working():
-                reached[name].append(time.monotonic() - started)
-            if len(reached[name]) == 2 and with_nodes and _nodes_routed(state, state.cluster(name), probe):
-                reached[name].append(time.monotonic() - started)
-            if len(reached[name]) == (3 if with_nodes else 2):
-                del pending[name]
-        _restart_exited(state, restarts, set(pending))
-        if pending and time.monotonic() > deadline:
-            waiting = ", ".join(f"{n} ({STAGES[len(reached[n])]})" for n in pending)
-            raise FleetDrillError(
-                f"not ready after {deadline_s:.0f} s: {waiting}; logs in {state.folder / 'logs'}"
-            )
-        if pending:
-            time.sleep(0.05)
-    return reached
-
-
-def _nodes_routed(state: FleetState, cluster: ClusterRecord, probe: controlplane.ApiProbe) -> bool:
-    """Every node of the cluster is Ready; route each node's pod CIDR to it in the fleet's router."""
-    ready = probe.ready_nodes()
-    if len(ready) < cluster.nodes:
-        return False
-    for pod_cidr, address in ready:
-        network.route(state.plan, IPv4Network(pod_cidr), IPv4Address(address))
-    return True
-
-
-def _probe(state: FleetState, cluster: ClusterRecord) -> controlplane.ApiProbe:
-    return controlplane.ApiProbe(
-        files.cluster_files(state.folder, cluster.name), state.plan.cluster(cluster.index)
-    )
-
-
-def _restart_exited(state: FleetState, restarts: dict[str, int], clusters: set[str]) -> None:
-    """Restart a component that exited while its cluster starts (a controller manager gives up when
-    RBAC is not bootstrapped in time on a loaded machine), as a kubelet restarts static pods."""
-    for key, record in state.processes.items():
-        if key.split("/")[0] not in clusters or processes.alive(
-            processes.Started(record["pid"], record["start_ticks"])
-        ):
-            continue
-        restarts[key] = restarts.get(key, 0) + 1
-        if restarts[key] > MAX_START_RESTARTS:
-            tail = Path(record["log"]).read_text(errors="replace").strip().splitlines()[-1:] or [
-                "(empty log)"
-            ]
-            raise FleetDrillError(
-                f"{key} keeps exiting during start-up: {tail[0][:300]} (log: {record['log']})"
-            )
-        _start(
-            state,
-            processes.ProcessSpec(
-                record["key"], record["netns"], record["argv"], record["env"], record["log"]
-            ),
-        )
-        state.save()
 
 
 def down(folder: Path) -> list[int]:
@@ -503,9 +270,9 @@ def start_cluster(folder: Path, name: str, deadline_s: float = READY_DEADLINE_S)
             spec = processes.ProcessSpec(
                 record["key"], record["netns"], record["argv"], record["env"], record["log"]
             )
-            _start(state, spec)
+            start_process(state, spec)
     state.save()
-    wait_ready(state, deadline_s, only=name)
+    readiness.wait_ready(state, deadline_s, only=name)
 
 
 @dataclass(frozen=True)

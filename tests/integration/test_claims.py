@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from harness.localfleet import provisioner, supervisor
+from harness.localfleet import provisioner
+from harness.localfleet.state import FleetState
 from tests.conftest import wait_for
 
 CONTEXT, CLAIM, MOUNT = "us-east", "notes", "/var/lib/claim-test"
@@ -150,7 +151,7 @@ def test_a_pod_on_an_unbound_claim_waits_with_the_reason(api, namespace) -> None
 
 
 def test_the_sample_app_keeps_its_data_on_a_bound_claim_in_every_cluster(api, fleet_dir: Path):
-    for cluster in supervisor.FleetState.load(fleet_dir).clusters:
+    for cluster in FleetState.load(fleet_dir).clusters:
         core = client.CoreV1Api(api(cluster.name))
         default = client.StorageV1Api(api(cluster.name)).read_storage_class(provisioner.STORAGE_CLASS)
         assert default.metadata.annotations[provisioner.DEFAULT_CLASS] == "true"

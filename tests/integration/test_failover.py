@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_fleet
-from harness.localfleet import supervisor
+from harness.localfleet import services, supervisor
 from tests.conftest import OWNER, run_cli, wait_for
 
 STREAM = "failover-test"
@@ -67,7 +67,7 @@ def test_losing_the_primary_fails_over_loses_acked_writes_and_fences_the_old_pri
     wait_for(served_by_eu_west, 10, "the global endpoint to fail over to eu-west")
 
     def recorded() -> bool:
-        truth = [json.loads(line) for line in (own_fleet / supervisor.GROUND_TRUTH).read_text().splitlines()]
+        truth = [json.loads(line) for line in (own_fleet / services.GROUND_TRUTH).read_text().splitlines()]
         return any(e["event"] == "serving" and e["serving"] == ["eu-west"] for e in truth)
 
     wait_for(recorded, 10, "the ground truth to record eu-west serving (health checks: 2 x 1 s)")

@@ -25,7 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from kubernetes import client
 
-from harness.localfleet import kwatch, supervisor
+from harness.localfleet import kwatch
+from harness.localfleet.state import FleetState
 from tests.conftest import run_cli, wait_for
 
 CONTEXTS = ("us-east", "eu-west", "ap-south")
@@ -80,7 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def upstream(fleet_dir: Path) -> Iterator[Callable[[str], Upstream]]:
     """Start named upstreams on the fleet's host address; all are shut down after the test."""
-    host = str(supervisor.FleetState.load(fleet_dir).plan.host_address)
+    host = str(FleetState.load(fleet_dir).plan.host_address)
     started: list[Upstream] = []
 
     def start(name: str) -> Upstream:
@@ -101,7 +102,7 @@ def upstream(fleet_dir: Path) -> Iterator[Callable[[str], Upstream]]:
 def dead_address(fleet_dir: Path) -> tuple[str, int]:
     """An address on the host where nothing listens (connections are refused)."""
     with socket.socket() as sock:
-        sock.bind((str(supervisor.FleetState.load(fleet_dir).plan.host_address), 0))
+        sock.bind((str(FleetState.load(fleet_dir).plan.host_address), 0))
         return sock.getsockname()[:2]
 
 

@@ -16,6 +16,7 @@ from kubernetes.config import kube_config
 
 from harness.config import load_fleet
 from harness.localfleet import netns, registry, supervisor
+from harness.localfleet.state import FleetState
 from tests.conftest import run_cli, wait_for
 
 DEPLOYMENT = """
@@ -153,7 +154,7 @@ def _fleet_processes(folder: Path) -> list[int]:
 def test_two_fleets_side_by_side_and_down_leaves_nothing(fleet_dir: Path, tmp_path: Path, api) -> None:
     second = tmp_path / "second"
     run_cli("fleet", "up", "--dir", second, "--clusters", 1)
-    first_state, second_state = supervisor.FleetState.load(fleet_dir), supervisor.FleetState.load(second)
+    first_state, second_state = FleetState.load(fleet_dir), FleetState.load(second)
     assert first_state.index != second_state.index
     assert not first_state.plan.infra.overlaps(second_state.plan.infra)
     assert _fleet_processes(second)

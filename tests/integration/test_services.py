@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client, watch
 
 from harness.localfleet import build, netns, nodes, supervisor
+from harness.localfleet.state import FleetState
 from tests.conftest import wait_for
 
 CONTEXT = "us-east"
@@ -154,7 +155,7 @@ class Sample:
 def _prober(fleet_dir: Path, host: str, port: int) -> Iterator[list[Sample]]:
     """Connections to host:port from the network namespace of the cluster's first node, every 5 ms, each a
     timestamped sample (monotonic clock, shared with this process)."""
-    state = supervisor.FleetState.load(fleet_dir)
+    state = FleetState.load(fleet_dir)
     cluster = state.cluster(CONTEXT)
     node = nodes.node_specs(cluster.name, cluster.region, cluster.nodes, cluster.netns_prefix(state.plan))[0]
     argv = netns.enter_argv(node.netns, [sys.executable, "-c", PROBE, host, str(port)])

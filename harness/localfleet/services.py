@@ -1,0 +1,81 @@
+"""The fleet's services above the clusters, started by the supervisor: a volume provisioner, the sample
+app with its Gslb and an ingress in every cluster, and the global load balancer."""
+
+import time
+
+from harness.errors import FleetDrillError
+from harness.localfleet import apps, files, netns, network, processes, provisioner
+from harness.localfleet.state import FleetState, start_process
+
+GROUND_TRUTH = "ground-truth.jsonl"
+GLOBAL_KEY = "global/gslb"
+
+
+def start(state: FleetState) -> None:
+    """A volume provisioner, the sample app and its Gslb in every cluster, an ingress per cluster, and the
+    global endpoint."""
+    kubeconfig = state.folder / "kubeconfig"
+    backends = {
+        c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
+    }
+    primary = next(c.name for c in state.clusters if c.role == "active")
+    for cluster in state.clusters:
+        nodes_root = files.cluster_files(state.folder, cluster.name).root / "nodes"
+        start_process(
+            state,
+            processes.ProcessSpec(
+                f"{cluster.name}/provisioner",
+                cluster.control_plane_ns(state.plan),
+                provisioner.argv(kubeconfig, cluster.name, nodes_root),
+                {"PYTHONUNBUFFERED": "1"},
+                str(state.folder / "logs" / cluster.name / "provisioner.log"),
+            ),
+        )
+        provisioner.install_class(kubeconfig, cluster.name)  # the app's claim finds its default class
+        apps.deploy(kubeconfig, cluster.name, cluster.role, backends, primary)
+        cluster_plan, ingress_ns = state.plan.cluster(cluster.index), f"{cluster.netns_prefix(state.plan)}ing"
+        netns.create(ingress_ns)
+        address = str(network.attach(state.plan, cluster_plan.segment, ingress_ns, 3))
+        start_process(
+            state,
+            processes.ProcessSpec(
+                f"{cluster.name}/ingress",
+                ingress_ns,
+                apps.ingress_argv(kubeconfig, cluster.name, address),
+                {"PYTHONUNBUFFERED": "1"},
+                str(state.folder / "logs" / cluster.name / "ingress.log"),
+                address,
+            ),
+        )
+    segment, global_ns = state.plan.global_segment, f"{network.prefix(state.plan)}global"
+    network.add_segment(state.plan, segment)
+    netns.create(global_ns)
+    address = str(network.attach(state.plan, segment, global_ns, 2))
+    argv = apps.gslb_argv(kubeconfig, backends, address, state.folder / GROUND_TRUTH)
+    start_process(
+        state,
+        processes.ProcessSpec(
+            GLOBAL_KEY,
+            global_ns,
+            argv,
+            {"PYTHONUNBUFFERED": "1"},
+            str(state.folder / "logs" / "global" / "gslb.log"),
+            address,
+        ),
+    )
+
+
+def wait_serving(state: FleetState, deadline_s: float) -> None:
+    """Poll until every cluster's ingress and the global endpoint serve the sample app as ready."""
+    urls = [f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}/readyz" for c in state.clusters]
+    urls.append(f"{apps.global_url(state.plan)}/readyz")
+    deadline = time.monotonic() + deadline_s
+    while urls:
+        urls = [url for url in urls if not apps.serves(url)]
+        if urls and time.monotonic() > deadline:
+            raise FleetDrillError(
+                f"the sample app does not serve at {', '.join(urls)} after {deadline_s:.0f} s; "
+                f"logs in {state.folder / 'logs'}"
+            )
+        if urls:
+            time.sleep(0.05)

@@ -1,0 +1,87 @@
+"""What the supervisor keeps in a fleet folder: the clusters, and every process it started (enough to
+restart or remove any of them), and how a process is started and recorded."""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.errors import FleetDrillError
+from harness.localfleet import network, processes
+from harness.localfleet.addresses import FleetPlan, plan
+
+REGIONS = ("us-east", "eu-west", "ap-south")
+STATE = "state.json"
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """A cluster of the fleet: its name, region, number in the address plan, and role."""
+
+    name: str
+    region: str
+    index: int
+    role: str
+    nodes: int = 0
+
+    def netns_prefix(self, fleet: FleetPlan) -> str:
+        return f"{network.prefix(fleet)}c{self.index}-"
+
+    def control_plane_ns(self, fleet: FleetPlan) -> str:
+        return f"{self.netns_prefix(fleet)}cp"
+
+
+@dataclass
+class FleetState:
+    """What the supervisor keeps in the fleet folder: enough to restart or remove anything it started."""
+
+    folder: Path
+    index: int
+    clusters: list[ClusterRecord]
+    processes: dict[str, dict]
+
+    @property
+    def plan(self) -> FleetPlan:
+        return plan(self.index)
+
+    def cluster(self, name: str) -> ClusterRecord:
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        known = ", ".join(c.name for c in self.clusters)
+        raise FleetDrillError(f"no cluster {name!r} in the fleet at {self.folder} (clusters: {known})")
+
+    def save(self) -> None:
+        data = {
+            "index": self.index,
+            "clusters": [asdict(c) for c in self.clusters],
+            "processes": self.processes,
+        }
+        tmp = self.folder / f".{STATE}.tmp"
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(self.folder / STATE)
+
+    @classmethod
+    def load(cls, folder: Path) -> "FleetState":
+        path = folder / STATE
+        if not path.exists():
+            raise FleetDrillError(
+                f"no local fleet in {folder} (no {STATE}): start one with `fleetdrill fleet up`"
+            )
+        data = json.loads(path.read_text())
+        return cls(folder, data["index"], [ClusterRecord(**c) for c in data["clusters"]], data["processes"])
+
+
+def cluster_records(count: int, nodes: int) -> list[ClusterRecord]:
+    """Clusters spread over three regions; the first is active, the second passive, the rest standby."""
+    records = []
+    for i in range(count):
+        region = REGIONS[i % len(REGIONS)]
+        name = region if i < len(REGIONS) else f"{region}-{i // len(REGIONS) + 1}"
+        role = ("active", "passive")[i] if i < 2 else "standby"
+        records.append(ClusterRecord(name, region, i, role, nodes))
+    return records
+
+
+def start_process(state: FleetState, spec: processes.ProcessSpec) -> None:
+    started = processes.spawn(spec)
+    state.processes[spec.key] = {**asdict(spec), **asdict(started)}
