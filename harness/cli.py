@@ -11,7 +11,7 @@ from types import FrameType
 from harness import paths
 from harness.config import load_fleet
 from harness.errors import FleetDrillError
-from harness.localfleet import build, freeze, supervisor
+from harness.localfleet import apps, build, freeze, supervisor
 from harness.localfleet.state import STATE, FleetState
 
 DEFAULT_FLEET_DIR = paths.default_fleet_dir()
@@ -68,6 +68,7 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
     print(f"fleet up in {time.monotonic() - started:.1f} s: {', '.join(c.name for c in state.clusters)}")
     print(f"kubeconfig: {state.folder / 'kubeconfig'}")
     print(f"fleet file: {state.folder / 'fleet.yaml'}")
+    print(f"global endpoint of the sample app: {apps.global_url(state.plan)}/")
     return 0
 
 

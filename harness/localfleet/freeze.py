@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from harness.errors import FleetDrillError
-from harness.localfleet import netns, nodes
+from harness.localfleet import groundtruth, netns, nodes
 from harness.localfleet.nodeagent import cgroups
 from harness.localfleet.state import FleetState
 
@@ -76,6 +76,7 @@ def freeze(state: FleetState, node: str) -> int:
             with contextlib.suppress(ProcessLookupError, OSError):
                 (folder / cgroups.AGENT / "cgroup.procs").write_text(str(pid))
     _set(folder, "FROZEN")
+    groundtruth.record(state.folder / groundtruth.FILE, "fault", fault="node-frozen", node=node)
     return len(cgroups.processes(folder))
 
 
@@ -84,6 +85,7 @@ def thaw(state: FleetState, node: str) -> None:
     folder, _namespace = node_cgroup(state, node)
     _set(folder, "THAWED")
     _record(state.folder, {name: path for name, path in frozen(state.folder).items() if name != node})
+    groundtruth.record(state.folder / groundtruth.FILE, "fault", fault="node-thawed", node=node)
 
 
 def thaw_all(folder: Path) -> list[str]:

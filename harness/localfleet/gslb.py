@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from kubernetes import client, config
 
+from harness.localfleet import groundtruth
 from harness.localfleet.ingress import Address, Pool, Request, Response, forward, parse_address, serve, text
 from harness.localfleet.kwatch import Reflector, changed_at, choose, gslb_lister, patch_gslb_status
 
@@ -211,9 +212,7 @@ class Gslb:
 
     def _truth(self, event: str, **fields: object) -> None:
         if self.args.ground_truth:
-            line = {"mono": time.monotonic(), "wall": time.time(), "event": event, **fields}
-            with Path(self.args.ground_truth).open("a") as truth:
-                truth.write(json.dumps(line) + "\n")
+            groundtruth.record(Path(self.args.ground_truth), event, **fields)
 
     def write_status(self, apis: dict[str, client.ApiClient]) -> None:
         """Status writer thread: after a change, patch the status of the object in every synced context."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from harness.errors import FleetDrillError
 from harness.localfleet import controlplane, files, network, processes
-from harness.localfleet.state import ClusterRecord, FleetState, start_process
+from harness.localfleet.state import ClusterRecord, FleetState, restart_process
 
 MAX_START_RESTARTS = 5
 
@@ -80,10 +80,5 @@ def _restart_exited(state: FleetState, restarts: dict[str, int], clusters: set[s
             raise FleetDrillError(
                 f"{key} keeps exiting during start-up: {tail[0][:300]} (log: {record['log']})"
             )
-        start_process(
-            state,
-            processes.ProcessSpec(
-                record["key"], record["netns"], record["argv"], record["env"], record["log"]
-            ),
-        )
+        restart_process(state, key)
         state.save()

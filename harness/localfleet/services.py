@@ -4,10 +4,9 @@ app with its Gslb and an ingress in every cluster, and the global load balancer.
 import time
 
 from harness.errors import FleetDrillError
-from harness.localfleet import apps, files, netns, network, processes, provisioner
+from harness.localfleet import apps, files, groundtruth, netns, network, processes, provisioner
 from harness.localfleet.state import FleetState, start_process
 
-GROUND_TRUTH = "ground-truth.jsonl"
 GLOBAL_KEY = "global/gslb"
 
 
@@ -51,7 +50,7 @@ def start(state: FleetState) -> None:
     network.add_segment(state.plan, segment)
     netns.create(global_ns)
     address = str(network.attach(state.plan, segment, global_ns, 2))
-    argv = apps.gslb_argv(kubeconfig, backends, address, state.folder / GROUND_TRUTH)
+    argv = apps.gslb_argv(kubeconfig, backends, address, state.folder / groundtruth.FILE)
     start_process(
         state,
         processes.ProcessSpec(

@@ -2,7 +2,7 @@
 restart or remove any of them), and how a process is started and recorded."""
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from harness.errors import FleetDrillError
@@ -83,5 +83,14 @@ def cluster_records(count: int, nodes: int) -> list[ClusterRecord]:
 
 
 def start_process(state: FleetState, spec: processes.ProcessSpec) -> None:
+    """Start the process and record how to restart it."""
     started = processes.spawn(spec)
     state.processes[spec.key] = {**asdict(spec), **asdict(started)}
+
+
+def restart_process(state: FleetState, key: str) -> None:
+    """Start a recorded process again, exactly as it was started first."""
+    record = state.processes[key]
+    start_process(
+        state, processes.ProcessSpec(**{f.name: record[f.name] for f in fields(processes.ProcessSpec)})
+    )

@@ -19,6 +19,7 @@ from harness.localfleet import (
     controlplane,
     files,
     freeze,
+    groundtruth,
     netns,
     network,
     nodes,
@@ -32,7 +33,14 @@ from harness.localfleet.addresses import FIRST_NODE_HOST, FleetPlan, plan
 from harness.localfleet.build import Progress, ensure_binaries
 from harness.localfleet.nodeagent import cgroups
 from harness.localfleet.nodeagent.volumes import MOUNTPOINTS
-from harness.localfleet.state import STATE, ClusterRecord, FleetState, cluster_records, start_process
+from harness.localfleet.state import (
+    STATE,
+    ClusterRecord,
+    FleetState,
+    cluster_records,
+    restart_process,
+    start_process,
+)
 
 READY_DEADLINE_S = 120.0
 Say = Callable[[str], None]
@@ -230,6 +238,7 @@ def stop_cluster(folder: Path, name: str) -> list[int]:
     cluster = state.cluster(name)
     stopped = _stop_namespaces(netns.names(cluster.netns_prefix(state.plan)))
     network.set_segment_links(state.plan, state.plan.cluster(cluster.index).segment, up=False)
+    groundtruth.record(state.folder / groundtruth.FILE, "fault", fault="cluster-lost", cluster=name)
     return stopped
 
 
@@ -245,10 +254,15 @@ def partition(folder: Path, clusters: list[str], name: str) -> None:
     outside = [r for c in state.clusters if c not in inside for r in ranges(c)]
     outside += [state.plan.global_segment.network, state.plan.backup_segment.network]
     network.partition(state.plan, name, [r for c in inside for r in ranges(c)], outside)
+    groundtruth.record(
+        state.folder / groundtruth.FILE, "fault", fault="partition", name=name, clusters=clusters
+    )
 
 
 def heal(folder: Path, name: str) -> None:
-    network.heal(FleetState.load(folder.resolve()).plan, name)
+    state = FleetState.load(folder.resolve())
+    network.heal(state.plan, name)
+    groundtruth.record(state.folder / groundtruth.FILE, "fault", fault="partition-healed", name=name)
 
 
 def cluster_running(folder: Path, name: str) -> bool:
@@ -267,12 +281,10 @@ def start_cluster(folder: Path, name: str, deadline_s: float = READY_DEADLINE_S)
         if key.startswith(f"{cluster.name}/") and not processes.alive(
             processes.Started(record["pid"], record["start_ticks"])
         ):
-            spec = processes.ProcessSpec(
-                record["key"], record["netns"], record["argv"], record["env"], record["log"]
-            )
-            start_process(state, spec)
+            restart_process(state, key)
     state.save()
     readiness.wait_ready(state, deadline_s, only=name)
+    groundtruth.record(state.folder / groundtruth.FILE, "fault", fault="cluster-returned", cluster=name)
 
 
 @dataclass(frozen=True)

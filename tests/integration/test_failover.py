@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_fleet
-from harness.localfleet import services, supervisor
+from harness.localfleet import groundtruth, supervisor
 from tests.conftest import OWNER, run_cli, wait_for
 
 STREAM = "failover-test"
@@ -67,10 +67,16 @@ def test_losing_the_primary_fails_over_loses_acked_writes_and_fences_the_old_pri
     wait_for(served_by_eu_west, 10, "the global endpoint to fail over to eu-west")
 
     def recorded() -> bool:
-        truth = [json.loads(line) for line in (own_fleet / services.GROUND_TRUTH).read_text().splitlines()]
+        truth = groundtruth.read(own_fleet / groundtruth.FILE)
         return any(e["event"] == "serving" and e["serving"] == ["eu-west"] for e in truth)
 
     wait_for(recorded, 10, "the ground truth to record eu-west serving (health checks: 2 x 1 s)")
+    truth = groundtruth.read(own_fleet / groundtruth.FILE)
+    lost = next(e for e in truth if e["event"] == "fault" and e["fault"] == "cluster-lost")
+    moved = next(e for e in truth if e["event"] == "serving" and e["serving"] == ["eu-west"])
+    assert lost["cluster"] == "us-east" and lost["mono"] < moved["mono"], (
+        "the fault is logged before its effect"
+    )
 
     eu_west = app.endpoints["eu-west"].rstrip("/")
     assert _call(f"{eu_west}/promote", {})[0] == 200
