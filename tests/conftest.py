@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,11 +65,11 @@ def require_root() -> None:
         pytest.fail("the local-fleet tests make network namespaces: run them as root (see README)")
 
 
-@pytest.fixture(scope="session")
-def fleet_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
-    """A three-cluster local fleet shared by the session; taken down at the end whatever happens."""
+@contextmanager
+def started_fleet(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A three-cluster local fleet owned by this test session, taken down at the end whatever happens."""
     remove_stale_test_fleets()
-    folder = tmp_path_factory.mktemp("fleet")
+    folder = tmp_path_factory.mktemp(name)
     (folder / OWNER).write_text(str(os.getpid()))
     try:
         run_cli("fleet", "up", "--dir", folder, "--clusters", 3)
@@ -76,6 +77,13 @@ def fleet_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> I
     finally:
         if (folder / STATE).exists() or any(c.folder == folder for c in registry.claims().values()):
             run_cli("fleet", "down", "--dir", folder)
+
+
+@pytest.fixture(scope="session")
+def fleet_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
+    """The fleet shared by every test that does not break it."""
+    with started_fleet(tmp_path_factory, "fleet") as folder:
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ drill passes with measured figures; on a broken fleet it fails and says why. Dri
 fleet for real, so these tests bring a fleet of their own."""
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,20 +17,16 @@ from harness.faults import Ledger
 from harness.fleet import FleetAccess
 from harness.localfleet import supervisor
 from harness.timeline import Timeline
-from tests.conftest import OWNER, run_cli, wait_for
+from tests.conftest import run_cli, started_fleet, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def drill_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("drill-fleet")
-    (folder / OWNER).write_text(str(os.getpid()))
-    try:
-        run_cli("fleet", "up", "--dir", folder, "--clusters", 3)
+    """A fleet of this module's own: its tests break it."""
+    with started_fleet(tmp_path_factory, "drill-fleet") as folder:
         yield folder
-    finally:
-        run_cli("fleet", "down", "--dir", folder, check=False)
 
 
 def run_drill(

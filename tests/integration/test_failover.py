@@ -2,7 +2,6 @@
 the old primary comes back fenced. It breaks its fleet, so it brings a fleet of its own."""
 
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,20 +11,16 @@ import pytest
 
 from harness.config import load_fleet
 from harness.localfleet import groundtruth, supervisor
-from tests.conftest import OWNER, run_cli, wait_for
+from tests.conftest import run_cli, started_fleet, wait_for
 
 STREAM = "failover-test"
 
 
 @pytest.fixture(scope="module")
 def own_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("failover-fleet")
-    (folder / OWNER).write_text(str(os.getpid()))
-    try:
-        run_cli("fleet", "up", "--dir", folder, "--clusters", 3)
+    """A fleet of this module's own: its tests break it."""
+    with started_fleet(tmp_path_factory, "failover-fleet") as folder:
         yield folder
-    finally:
-        run_cli("fleet", "down", "--dir", folder, check=False)
 
 
 def _call(url: str, body: dict | None = None) -> tuple[int, dict, str]:
