@@ -236,6 +236,9 @@ def stop_cluster(folder: Path, name: str) -> list[int]:
     """Hard loss: SIGKILL everything in the cluster's namespaces; etcd's data stays on disk."""
     state = FleetState.load(folder.resolve())
     cluster = state.cluster(name)
+    names = {n.name for n in nodes.node_specs(cluster.name, cluster.region, cluster.nodes, "")}
+    for node in set(freeze.frozen(state.folder)) & names:  # frozen processes cannot die
+        freeze.thaw(state, node)
     stopped = _stop_namespaces(netns.names(cluster.netns_prefix(state.plan)))
     network.set_segment_links(state.plan, state.plan.cluster(cluster.index).segment, up=False)
     groundtruth.record(state.folder / groundtruth.FILE, "fault", fault="cluster-lost", cluster=name)

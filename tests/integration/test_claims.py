@@ -112,7 +112,9 @@ def test_a_claim_gets_a_folder_on_its_pods_node_that_outlives_the_pod(api, names
     assert (folder / "note").read_text() == "kept\n", "the pod wrote into the claim's folder"
 
     _delete_pod(core, namespace, "writer")
-    core.create_namespaced_pod(namespace, _pod("reader", f'test "$(cat {MOUNT}/note)" = kept'))
+    reader = _pod("reader", f'test "$(cat {MOUNT}/note)" = kept && ! touch {MOUNT}/other')
+    reader["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] = True  # reads it, cannot write
+    core.create_namespaced_pod(namespace, reader)
     reader = _ended(core, namespace, "reader")
     assert reader.spec.node_name == node, "the scheduler honoured the volume's node affinity"
     _delete_pod(core, namespace, "reader")

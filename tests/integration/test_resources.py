@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 from kubernetes.utils import parse_quantity
 
+from harness.localfleet import freeze
 from harness.localfleet.nodeagent import eviction
 from tests.conftest import run_cli, wait_for
 
@@ -220,3 +221,18 @@ def test_a_frozen_node_goes_not_ready_and_thaws(core, namespace: str, fleet_dir:
 )
 def test_quantities_print_as_the_kubelet_prints_them(value: int, printed: str) -> None:
     assert eviction.binary(value) == printed
+
+
+def test_losing_a_cluster_with_a_frozen_node_thaws_it_first(core, fleet_dir: Path) -> None:
+    """Frozen processes cannot die: `fleet stop` thaws the cluster's frozen nodes, then kills everything."""
+    node = _quiet_node(core).metadata.name
+    cluster = core.read_node(node).metadata.labels["topology.kubernetes.io/region"]
+    run_cli("fleet", "freeze", "--dir", fleet_dir, node)
+    try:
+        run_cli("fleet", "stop", cluster, "--dir", fleet_dir)
+        assert node not in freeze.frozen(fleet_dir), "the stop thawed the node it killed"
+    finally:
+        run_cli("fleet", "start", cluster, "--dir", fleet_dir)
+    wait_for(
+        lambda: _condition(core.read_node(node), "Ready") == "True", 60, "the node back after the return"
+    )

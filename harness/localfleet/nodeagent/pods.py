@@ -145,10 +145,13 @@ class PodWorker(threading.Thread):
         self.sandbox = self.runtime.create_sandbox(self.pod.metadata.uid)
 
     def _mounts(self, spec: client.V1Container) -> list[Mount]:
+        claims = {v.name: v.persistent_volume_claim for v in self.pod.spec.volumes or []}
         mounts = []
         for mount in spec.volume_mounts or []:
             self.volumes.ensure_mountpoint(Path(mount.mount_path))
-            mounts.append(Mount(self.folders[mount.name], mount.mount_path, bool(mount.read_only)))
+            claim = claims.get(mount.name)  # a claim volume marked readOnly is read-only in every mount
+            read_only = bool(mount.read_only) or bool(claim and claim.read_only)
+            mounts.append(Mount(self.folders[mount.name], mount.mount_path, read_only))
         return mounts
 
     def _launch(self, container: Container) -> None:
