@@ -64,7 +64,9 @@ def cmd_fleet_build(args: argparse.Namespace) -> int:
 
 def cmd_fleet_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    state = supervisor.up(args.dir, args.clusters, args.nodes, args.bin_dir, _progress())
+    state = supervisor.up(
+        args.dir, args.clusters, args.nodes, args.bin_dir, _progress(), backups=not args.no_backups
+    )
     print(f"fleet up in {time.monotonic() - started:.1f} s: {', '.join(c.name for c in state.clusters)}")
     print(f"kubeconfig: {state.folder / 'kubeconfig'}")
     print(f"fleet file: {state.folder / 'fleet.yaml'}")
@@ -117,7 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the drill catalogue through pytest and the plugin; non-zero when any objective is missed."""
     import pytest
 
+    from harness.report import publish, runs, summary
+
     load_fleet(args.fleet)  # a mistake in the fleet file is one line, before anything runs
+    run_id = runs.new_run_id()
     argv = [
         *(["--suite", args.suite] if args.suite else []),
         *(["--dry-run", "-rs"] if args.dry_run else []),
@@ -126,28 +131,85 @@ def cmd_run(args: argparse.Namespace) -> int:
         str(args.fleet),
         "--report-dir",
         str(args.report_dir),
+        "--run-id",
+        run_id,
         "-p",
         "no:cacheprovider",
         *args.pytest_args,
     ]
     code = int(pytest.main(argv))
-    print(f"drill records in {args.report_dir.resolve()}")
+    if (args.report_dir / run_id / "report.html").exists():
+        publish.point_latest(args.report_dir)
+        summary.show(publish.located(args.report_dir, run_id))
+    else:
+        print(f"no drill records for run {run_id} in {args.report_dir.resolve()}")
     return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild a run's HTML report, history lines and evidence pack from its drill records; or check the
+    evidence pack against its manifest (--verify)."""
+    from harness.report import evidence, publish, runs, summary
+
+    run_id = runs.check_run_id(args.run_id, "RUN_ID") if args.run_id else None
+    if args.verify:
+        run = runs.load_run(args.report_dir, run_id)
+        problems = evidence.verify(run.folder / evidence.EVIDENCE)
+        if problems:
+            raise FleetDrillError(f"evidence of run {run.run_id} fails its manifest: {'; '.join(problems)}")
+        print(f"evidence pack of run {run.run_id} matches its manifest ({run.folder / evidence.EVIDENCE})")
+        return 0
+    published = publish.publish(args.report_dir, run_id, with_evidence=args.evidence)
+    publish.point_latest(args.report_dir)
+    summary.show(published)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the local fleet when none runs, then run the drill catalogue against it."""
     folder = args.dir
     if not (folder / STATE).exists():
-        cmd_fleet_up(argparse.Namespace(dir=folder, clusters=3, nodes=3, bin_dir=None))
+        cmd_fleet_up(argparse.Namespace(dir=folder, clusters=3, nodes=3, bin_dir=None, no_backups=False))
     args.fleet = folder / "fleet.yaml"
     return cmd_run(args)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """The pre-flight DR readiness check of each app (or the named one): one line per check; non-zero
+    when anything the DR path needs is missing."""
+    from datetime import timedelta
+
+    from harness import units
+    from harness.fleet import FleetAccess
+    from harness.preflight import preflight
+
+    fleet = load_fleet(args.fleet)
+    try:
+        margin = timedelta(seconds=units.parse_duration(args.margin))
+    except ValueError:
+        raise FleetDrillError(f"--margin: expected a duration such as 168h, got {args.margin!r}") from None
+    names = [args.app] if args.app else [app.name for app in fleet.apps]
+    if not names:
+        raise FleetDrillError(f"{args.fleet}: apps: expected at least one app to check, got none")
+    access, failed = FleetAccess(fleet), 0
+    try:
+        for name in names:
+            readiness = preflight(fleet, access, name, margin)
+            print(f"app {name}:")
+            print("\n".join(f"  {line}" for line in readiness.lines()))
+            failed += len(readiness.problems)
+    finally:
+        access.close()
+    print(f"{failed} problem(s) on the DR path" if failed else "ready: every check passed")
+    return 1 if failed else 0
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
-    """Revert every fault a crashed run left in the ledger (idempotent)."""
+    """Revert every fault a crashed run left in the ledger, then free the drill leases of the runs whose
+    faults were reverted (idempotent)."""
     from harness.faults import RecoverError, recover
     from harness.fleet import FleetAccess
+    from harness.lease import release_runs
 
     access = FleetAccess(load_fleet(args.fleet))
     try:
@@ -155,6 +217,13 @@ def cmd_recover(args: argparse.Namespace) -> int:
     except RecoverError as error:
         print("\n".join(report.line() for report in error.reports), file=sys.stderr)
         raise FleetDrillError(str(error)) from None
+    else:
+        holders: dict[str, set[str]] = {}
+        for report in reports:
+            for cluster in report.entry.fault["targets"]:
+                holders.setdefault(cluster, set()).add(report.entry.run_id)
+        for problem in release_runs(holders, access.api_client):
+            print(f"fleetdrill: warning: {problem}", file=sys.stderr)
     finally:
         access.close()
     print("\n".join(report.line() for report in reports) or f"nothing to recover in {args.ledger}")
@@ -197,6 +266,9 @@ def parser() -> argparse.ArgumentParser:
     up = action("up", cmd_fleet_up, "start a local fleet")
     up.add_argument("--clusters", type=_positive, default=3, help="number of clusters (default 3)")
     up.add_argument("--nodes", type=_positive, default=3, help="nodes per cluster (default 3)")
+    up.add_argument(
+        "--no-backups", action="store_true", help="without the backup store and Velero (starts faster)"
+    )
     action("down", cmd_fleet_down, "stop every process of the fleet and remove its namespaces")
     action("status", cmd_fleet_status, "per cluster and component: up, address, pid, RSS")
     action("stop", cmd_fleet_stop, "lose a cluster: SIGKILL all its processes, keep its data").add_argument(
@@ -231,6 +303,31 @@ def parser() -> argparse.ArgumentParser:
     drills(
         "demo", cmd_demo, "start the local fleet if none runs, then run the drills against it"
     ).add_argument("--dir", type=Path, default=DEFAULT_FLEET_DIR, help="local fleet folder")
+    report = commands.add_parser(
+        "report",
+        help="rebuild a run's HTML report and evidence pack from its drill records",
+        description="Rebuild a run's HTML report, history lines and evidence pack from its drill records.",
+    )
+    report.set_defaults(handler=cmd_report)
+    report.add_argument("run_id", nargs="?", metavar="RUN_ID", help="the run (default: the newest)")
+    report.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports")
+    report.add_argument(
+        "--evidence",
+        action=argparse.BooleanOptionalAction,
+        help="build the evidence pack (default: for quarterly and full runs only)",
+    )
+    report.add_argument("--verify", action="store_true", help="check the evidence pack against its manifest")
+    doctor = commands.add_parser(
+        "doctor",
+        help="pre-flight DR readiness: backups, storage location, standby, credentials",
+        description="Check what a failover or restore needs, now: one line per check; exit 1 on a problem.",
+    )
+    doctor.set_defaults(handler=cmd_doctor)
+    doctor.add_argument("--fleet", type=Path, default=paths.default_fleet_file(), help="fleet file")
+    doctor.add_argument("--app", help="check this app only (default: every app)")
+    doctor.add_argument(
+        "--margin", default="168h", help="credentials must stay valid longer than this (default 168h)"
+    )
     recover = commands.add_parser("recover", help="revert the faults a crashed run left in the ledger")
     recover.set_defaults(handler=cmd_recover)
     recover.add_argument("--fleet", type=Path, default=paths.default_fleet_file(), help="fleet file")

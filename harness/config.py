@@ -5,6 +5,7 @@ Regenerate the committed schema with: python -m harness.config > harness/schema/
 
 import difflib
 import json
+import string
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -175,6 +176,17 @@ class App(_Model):
     """What the app must achieve through a drill."""
 
 
+class BackupStore(_Model):
+    """An S3-compatible object store Velero's storage location points at."""
+
+    url: Url
+    """The store's S3 endpoint."""
+    bucket: Text
+    """The bucket backups are written to."""
+    region: Text
+    """The region the store signs requests for."""
+
+
 class Velero(_Model):
     """How to reach Velero for backups and restores."""
 
@@ -184,15 +196,147 @@ class Velero(_Model):
     """Namespace Velero is installed in."""
     storage_location: Text = "default"
     """Backup storage location to back up to and restore from."""
+    sync_period: Duration | None = None
+    """Velero's backup sync period here: a cluster sees a backup made by another only after a sync (its
+    controller wakes once a minute, so a shorter period still means up to a minute)."""
+    store: BackupStore | None = None
+    """The object store the storage location points at, for reference (Velero reaches it, not the harness)."""
+
+
+PLACEHOLDERS = {  # what each provider method fills in its templates
+    "lose_cluster": ("cluster", "context"),
+    "restore_cluster": ("cluster", "context"),
+    "partition": ("clusters", "contexts", "name"),
+    "heal": ("name",),
+    "lose_node": ("cluster", "context", "node"),
+    "restore_node": ("cluster", "context", "node"),
+}
+Argv = Annotated[tuple[Text, ...], Field(min_length=1)]
+
+
+def placeholders(template: str) -> list[str]:
+    """The {placeholders} of a template; ValueError when its braces do not parse."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+def _check_templates(method: str, templates: list[str], loc: tuple[str | int, ...]) -> None:
+    allowed = PLACEHOLDERS[method]
+    for i, template in enumerate(templates):
+        try:
+            bad = [name for name in placeholders(template) if name not in allowed]
+        except ValueError:
+            bad = [template]
+        if bad:
+            wanted = ", ".join("{" + name + "}" for name in allowed)
+            raise _Invalid(f"text whose only placeholders are {wanted}", template, (*loc, i))
+
+
+class CommandSettings(_Model):
+    """infrastructure.settings of the command provider: your scripts, one command per fault step.
+
+    Each is an argv list (no shell); {cluster} and its kubeconfig {context}, {clusters} and {contexts}
+    (comma-separated), {name} (a partition's) and {node} are filled in where the step has them. A step
+    left out refuses the faults that need it.
+    """
+
+    lose_cluster: Argv | None = None
+    """Take a whole cluster away; gets {cluster} and {context}."""
+    restore_cluster: Argv | None = None
+    """Bring a lost cluster back (idempotent); gets {cluster} and {context}."""
+    partition: Argv | None = None
+    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}."""
+    heal: Argv | None = None
+    """End the partition {name} (idempotent)."""
+    lose_node: Argv | None = None
+    """Stop a node dead; gets {cluster}, {context} and {node}."""
+    restore_node: Argv | None = None
+    """Bring a lost node back (idempotent); gets {cluster}, {context} and {node}."""
+    timeout: PositiveDuration = 600.0
+    """Longest a command may run."""
+
+    @model_validator(mode="after")
+    def _known_placeholders(self) -> "CommandSettings":
+        for method in PLACEHOLDERS:
+            _check_templates(method, list(getattr(self, method) or ()), (method,))
+        return self
+
+
+class ChaosToolkitSettings(_Model):
+    """infrastructure.settings of the chaostoolkit provider: a Chaos Toolkit activity provider per step.
+
+    Each step is an activity's `provider` mapping (type python with module, func and arguments; or process,
+    or http), run by chaoslib; string arguments get the same placeholders as the command provider's. The
+    restore steps are the rollbacks of the lose steps.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+    lose_cluster: dict[str, Any] | None = None
+    """Take a whole cluster away; gets {cluster} and {context}."""
+    restore_cluster: dict[str, Any] | None = None
+    """Rollback of lose_cluster; gets {cluster} and {context}."""
+    partition: dict[str, Any] | None = None
+    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}."""
+    heal: dict[str, Any] | None = None
+    """Rollback of partition; gets {name}."""
+    lose_node: dict[str, Any] | None = None
+    """Stop a node dead; gets {cluster}, {context} and {node}."""
+    restore_node: dict[str, Any] | None = None
+    """Rollback of lose_node; gets {cluster}, {context} and {node}."""
+    configuration: dict[str, Any] = {}
+    """Chaos Toolkit configuration passed to every activity."""
+    secrets: dict[str, Any] = {}
+    """Chaos Toolkit secrets passed to every activity (never logged)."""
+
+
+PROVIDER_SETTINGS: dict[str, type[BaseModel]] = {
+    "command": CommandSettings,
+    "chaostoolkit": ChaosToolkitSettings,
+}
+
+
+def _settings_schema(schema: dict[str, Any]) -> None:
+    """The settings of each provider in the JSON schema, chosen by `provider`."""
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"provider": {"const": name}}, "required": ["provider"]},
+            "then": {"properties": {"settings": model.model_json_schema(by_alias=True)}},
+        }
+        for name, model in PROVIDER_SETTINGS.items()
+    ]
+
+
+class _Nested(_Invalid):
+    """An error found in a model validated inside a validator, already worded."""
+
+    def __init__(self, text: str, loc: tuple[str | int, ...]) -> None:
+        ValueError.__init__(self, text)
+        self.loc = loc
 
 
 class Infrastructure(_Model):
     """The provider for faults the Kubernetes API cannot express (cluster loss, WAN partition)."""
 
+    model_config = ConfigDict(json_schema_extra=_settings_schema)
     provider: Literal["none", "localfleet", "command", "chaostoolkit"] = "none"
     """Which provider; none disables infrastructure faults."""
     settings: dict[str, Any] = {}
-    """Provider settings, checked by the provider."""
+    """Provider settings: see CommandSettings, ChaosToolkitSettings; localfleet's are its folder (dir)."""
+
+    @model_validator(mode="after")
+    def _settings_fit(self) -> "Infrastructure":
+        model = PROVIDER_SETTINGS.get(self.provider)
+        if model is not None:
+            try:
+                model.model_validate(self.settings)
+            except ValidationError as exc:
+                loc, text = _located(exc.errors(include_url=False)[0], model)
+                raise _Nested(text, ("settings", *loc)) from None
+        return self
+
+    def typed_settings(self) -> BaseModel | None:
+        """The settings as the provider's model (None when the provider checks its own)."""
+        model = PROVIDER_SETTINGS.get(self.provider)
+        return None if model is None else model.model_validate(self.settings)
 
 
 class BlastRadius(_Model):
@@ -371,13 +515,20 @@ _EXPECTED = {
 
 def _describe(error: Any) -> str:
     """One pydantic error as `field.path[0]: expected <what>, got <value>`."""
+    loc, text = _located(error, Fleet)
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    return f"{where}: {text}"
+
+
+def _located(error: Any, root: type[BaseModel]) -> tuple[tuple[str | int, ...], str]:
+    """Where one pydantic error is (below `root`) and what it says: `expected <what>, got <value>`."""
     loc, kind, ctx = error["loc"], error["type"], error.get("ctx", {})
     if isinstance(ctx.get("error"), _Invalid):
         loc, text = loc + ctx["error"].loc, str(ctx["error"])
     elif kind == "missing":
         text = "missing required field"
     elif kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1]), n=1)
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1], root), n=1)
         text = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     else:
         if kind == "literal_error":
@@ -389,13 +540,12 @@ def _describe(error: Any) -> str:
         else:
             expected = f"a valid value ({error['msg']})"
         text = f"expected {expected}, got {_show(error['input'])}"
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
-    return f"{where}: {text}"
+    return loc, text
 
 
-def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
-    """The field names (aliases) of the model found at `loc` below Fleet."""
-    model: type[BaseModel] = Fleet
+def _fields_at(loc: tuple[str | int, ...], root: type[BaseModel]) -> list[str]:
+    """The field names (aliases) of the model found at `loc` below `root`."""
+    model: type[BaseModel] = root
     for part in loc:
         if isinstance(part, str):
             model = _model_in(model.model_fields[part].annotation)

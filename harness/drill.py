@@ -5,8 +5,8 @@ and `judge`, and the plugin writes the record whatever happened.
 """
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -15,11 +15,13 @@ from harness.config import App, Fleet
 from harness.data import SentinelWriter, read_present
 from harness.faults import Fault, FaultStack
 from harness.fleet import FleetAccess
+from harness.safety import AbortMonitor
 from harness.samples import ProbeSample, SentinelWrite, Verdict
 from harness.timeline import Event, Timeline
 from harness.traffic import Prober
 
 GLOBAL = "global"
+STEADY_WRITES = 5  # sentinel writes in a row acknowledged: the data path is part of the steady state
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class DrillSettings:
     max_quiet_s: float = 1.0
     soak_s: float = 10.0
     max_probe_gap_s: float = 1.0  # a longer stretch without probes makes the verdicts errors, not passes
+    abort_check_s: float = 0.5  # how often the fleet file's safety.abort rule is checked while observing
 
 
 @dataclass
@@ -67,13 +70,19 @@ class Drill:
         self.verdicts: list[Verdict] = []
         self.figures: dict[str, object] = {}
         self._live: dict[str, Prober] = {}
+        self._writers: dict[str, SentinelWriter] = {}
 
     def app(self, name: str) -> App:
         return self.fleet.app(name)
 
     @contextmanager
     def observe(self, app: App) -> Iterator[Observation]:
-        """Probe the app's global and per-cluster endpoints and write sentinels for the block."""
+        """Probe the app's global and per-cluster endpoints and write sentinels for the block.
+
+        With safety.abort in the fleet file, global availability is watched meanwhile: below the threshold
+        over the rule's window, "drill.aborted" is recorded and DrillAborted stops the drill (its faults are
+        then reverted as on any exit).
+        """
         targets = {GLOBAL: urljoin(app.global_endpoint or "", app.health_path)}
         targets |= {cluster: urljoin(url, app.health_path) for cluster, url in app.endpoints.items()}
         bound = app.objectives.latency
@@ -89,16 +98,35 @@ class Drill:
         observation.stream, observation.seq_base = writer.stream, writer.seq_base
         self.timeline.record("probes.started", detail={"app": app.name, "targets": sorted(targets)})
         observation.start = time.monotonic()
-        with prober, writer:
-            self._live[app.name] = prober
-            try:
-                yield observation
-            finally:
-                observation.end = time.monotonic()
-                self._live.pop(app.name, None)
-        observation.samples = {target: prober.samples(target) for target in targets}
-        observation.writes = writer.writes()
-        self.timeline.record("probes.stopped", detail={"app": app.name})
+        try:
+            with prober, writer, ExitStack() as abort:
+                self._live[app.name], self._writers[app.name] = prober, writer
+                rule = self.fleet.safety.abort
+                if rule is not None:
+                    interval = self.settings.abort_check_s
+                    abort.enter_context(
+                        AbortMonitor(rule, self._availability(app), self.timeline, interval_s=interval)
+                    )
+                try:
+                    yield observation
+                finally:
+                    observation.end = time.monotonic()
+                    self._live.pop(app.name, None)
+                    self._writers.pop(app.name, None)
+        finally:  # a drill that fails inside the block keeps its raw data too
+            observation.samples = {target: prober.samples(target) for target in targets}
+            observation.writes = writer.writes()
+            self.timeline.record("probes.stopped", detail={"app": app.name})
+
+    def _availability(self, app: App) -> Callable[[float], float | None]:
+        """Global availability of the app over the last window_s seconds (live probes); None without any."""
+
+        def over(window_s: float) -> float | None:
+            now = time.monotonic()
+            samples = self._live[app.name].samples(GLOBAL)
+            return measure.availability(samples, (now - window_s, now), app.objectives.latency)
+
+        return over
 
     @contextmanager
     def direct_writes(self, app: App, cluster: str) -> Iterator[SentinelWriter]:
@@ -138,17 +166,28 @@ class Drill:
 
         return len(recent) >= self.settings.stable_count and all(good(s) for s in recent)
 
+    def writes_acked(self, app: App) -> bool:
+        """The app's last STEADY_WRITES sentinel writes were all acknowledged (live)."""
+        writer = self._writers.get(app.name)
+        recent = writer.writes()[-STEADY_WRITES:] if writer else []
+        return len(recent) == STEADY_WRITES and all(w.acked_at is not None for w in recent)
+
     def steady(self, app: App, cluster: str | None, hold_s: float, deadline_s: float) -> bool:
-        """Steady state: the app served (from `cluster` when given), then held for hold_s so the sentinel
-        and the probes have a history before the fault."""
+        """Steady state: the app served (from `cluster` when given) and acknowledged its sentinel writes,
+        then held for hold_s so the sentinel and the probes have a history before the fault."""
+
+        def healthy() -> bool:
+            return self.served_by(app, cluster) and self.writes_acked(app)
+
         deadline = time.monotonic() + deadline_s
-        while not self.served_by(app, cluster) and time.monotonic() < deadline:
+        while not healthy() and time.monotonic() < deadline:
             time.sleep(0.05)
         held = time.monotonic() + hold_s
         while time.monotonic() < held:
             time.sleep(0.05)
-        self.timeline.record("steady.checked", cluster=cluster, detail={"ok": self.served_by(app, cluster)})
-        return self.served_by(app, cluster)
+        detail = {"served": self.served_by(app, cluster), "writes acked": self.writes_acked(app)}
+        self.timeline.record("steady.checked", cluster=cluster, detail=detail | {"ok": all(detail.values())})
+        return all(detail.values())
 
     def soak(self) -> None:
         """Keep measuring for soak_s after recovery: the drill window availability is judged over, and
@@ -176,53 +215,26 @@ class Drill:
         return verdict
 
     def judge_split_brain(self, old: str, old_writes: list[SentinelWrite], new: str, t0: float) -> Verdict:
-        """Never two writers: the cut-off old primary's last accepted write must come before the first
-        write the new primary accepted (the sentinel through the global endpoint) after the fault."""
+        """Never two writers, from what was measured: the old primary's direct writes and the sentinel's
+        writes through the global endpoint after the fault (the new primary's: before it, the old one took
+        them) must never have been accepted at the same time (measure.judge_split_brain)."""
         observation = next(iter(self.observations.values()))
-        last_old = max((w.acked_at for w in old_writes if w.acked_at and w.acked_at >= t0), default=None)
-        first_new = min(
-            (w.acked_at for w in observation.writes if w.acked_at and w.acked_at >= t0), default=None
-        )
-        moments = {"t0": t0, "last_old_write": last_old, "first_new_write": first_new}
-        expected = f"{old} stops accepting writes before {new} starts"
-        if first_new is None:
-            verdict = Verdict(
-                "error",
-                "split brain",
-                expected,
-                "no data",
-                f"{new} accepted no write after the fault",
-                moments,
-            )
-        elif last_old is not None and last_old >= first_new:
-            message = (
-                f"split brain: {old} accepted writes until +{last_old - t0:.2f} s while {new} accepted them "
-                f"from +{first_new - t0:.2f} s"
-            )
-            verdict = Verdict(
-                "fail",
-                "split brain",
-                expected,
-                f"{last_old - first_new:.2f} s of two writers",
-                message,
-                moments,
-            )
-        else:
-            since = (
-                "accepted none after the fault"
-                if last_old is None
-                else f"last accepted +{last_old - t0:.2f} s"
-            )
-            message = f"never two writers: {old} {since}; {new} accepted writes from +{first_new - t0:.2f} s"
-            verdict = Verdict("pass", "split brain", expected, "0 s of two writers", message, moments)
+        after_fault = [w for w in observation.writes if w.acked_at is None or w.acked_at >= t0]
+        verdict = measure.judge_split_brain({old: old_writes, new: after_fault}, t0)
         self.verdicts.append(verdict)
         return verdict
 
     def judge(
-        self, app: App, t0: float, survivor: str | None = None, max_outage_s: float | None = None
+        self,
+        app: App,
+        t0: float,
+        survivor: str | None = None,
+        max_outage_s: float | None = None,
+        latency_percentile: float | None = None,
     ) -> list[Verdict]:
-        """RTO, availability, longest outage (when bounded) and RPO (when the data failed over to
-        `survivor`) of the app against its objectives, from what was measured."""
+        """RTO, availability, longest outage (when bounded), a latency percentile (when asked) and RPO
+        (when the data failed over to `survivor`) of the app against its objectives, from what was
+        measured."""
         observation = self.observations[app.name]
         samples = observation.samples[GLOBAL]
         objectives, interval = app.objectives, 1 / self.settings.probe_rate_hz
@@ -240,6 +252,8 @@ class Drill:
             )
         if max_outage_s is not None:
             verdicts.append(measure.judge_longest_outage(samples, max_outage_s, coverage, objectives.latency))
+        if latency_percentile is not None and objectives.latency is not None:
+            verdicts.append(measure.judge_latency(samples, latency_percentile, objectives.latency, coverage))
         windows = measure.outage_windows(samples, objectives.latency)
         figures: dict[str, object] = {
             "rto_s": result.rto,

@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from kubernetes import client
 
@@ -51,7 +52,7 @@ def move_gslb_primary(access: FleetAccess, app: App, cluster: str) -> list[str]:
 
     def update(name: str) -> str:
         client.CustomObjectsApi(access.api_client(name)).patch_namespaced_custom_object(
-            GSLB_GROUP, GSLB_VERSION, app.namespace, GSLB_PLURAL, app.name, patch, _request_timeout=3
+            GSLB_GROUP, GSLB_VERSION, app.namespace, GSLB_PLURAL, app.name, patch, _request_timeout=(1, 3)
         )
         return name
 
@@ -62,13 +63,29 @@ def move_gslb_primary(access: FleetAccess, app: App, cluster: str) -> list[str]:
     return updated
 
 
+def newest_epoch(app: App) -> int:
+    """The highest epoch any reachable cluster's app reports on GET {endpoint}/status (0 when none)."""
+
+    def epoch(url: str) -> int:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=1) as response:
+                return int(json.loads(response.read())["epoch"])
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+            return 0  # a lost or cut-off cluster: the newer epoch fences it when it returns
+
+    with ThreadPoolExecutor(max_workers=max(1, len(app.endpoints))) as pool:
+        return max([0, *pool.map(epoch, app.endpoints.values())])
+
+
 def promote_data(app: App, cluster: str) -> int:
-    """POST {endpoint}/promote on the app in `cluster` (the sample app's API); return its new epoch."""
+    """POST {endpoint}/promote on the app in `cluster` (the sample app's API) at an epoch above every
+    reachable cluster's, so a primary that never stepped down is outranked too; return its new epoch."""
     url = app.endpoints.get(cluster)
     if not url:
         raise FailoverError(f"app {app.name}: no endpoint for cluster {cluster} in the fleet file")
+    body = json.dumps({"epoch": newest_epoch(app) + 1}).encode()
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/promote", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+        f"{url.rstrip('/')}/promote", data=body, method="POST", headers={"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:

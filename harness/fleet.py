@@ -12,6 +12,7 @@ from harness.errors import FleetDrillError
 from harness.infra import Provider, provider_for
 
 T = TypeVar("T")
+RETRIES = 1  # urllib3's default is 3: against a lost cluster, each call would hide four timeouts
 
 
 class ClusterError(FleetDrillError):
@@ -36,9 +37,14 @@ class FleetAccess:
         with self._lock:
             if cluster not in self._clients:
                 found = self.fleet.cluster(cluster)
-                self._clients[cluster] = config.new_client_from_config(
-                    str(self.fleet.kubeconfig_for(found)), context=self.fleet.context_for(found)
+                settings = client.Configuration()
+                config.load_kube_config(
+                    str(self.fleet.kubeconfig_for(found)),
+                    context=self.fleet.context_for(found),
+                    client_configuration=settings,
                 )
+                settings.retries = RETRIES
+                self._clients[cluster] = client.ApiClient(settings)
             return self._clients[cluster]
 
     def each(

@@ -17,10 +17,18 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubernetes.client import ApiClient, CoordinationV1Api, V1Lease, V1LeaseSpec, V1ObjectMeta
+from kubernetes.client import (
+    ApiClient,
+    CoordinationV1Api,
+    CoreV1Api,
+    V1Lease,
+    V1LeaseSpec,
+    V1Namespace,
+    V1ObjectMeta,
+)
 from kubernetes.client.exceptions import ApiException
 
-from harness.faults.base import interrupt_main_thread, signals_as_interrupts
+from harness.faults.base import Fault, Guard, interrupt_main_thread, signals_as_interrupts
 from harness.safety import DrillAborted, SafetyError
 
 NAMESPACE = "fleetdrill"
@@ -67,17 +75,21 @@ class DrillLease:
         name: str = NAME,
         now: Callable[[], datetime] = _utcnow,
         request_timeout_s: float = 10.0,
+        namespaces: Any = None,
     ) -> None:
+        """`namespaces` (a CoreV1Api), when given, creates the lease's namespace when it is missing."""
         self.cluster, self.run_id, self.namespace, self.name = cluster, run_id, namespace, name
         self.duration_s = max(1, math.ceil(duration_s))
         self._api, self._now, self._timeout = api, now, request_timeout_s
+        self._namespaces = namespaces
 
     @classmethod
     def for_client(
         cls, cluster: str, api_client: ApiClient, run_id: str, duration_s: float, **kwargs: Any
     ) -> DrillLease:
-        """The lease of the cluster `api_client` talks to."""
-        return cls(cluster, CoordinationV1Api(api_client), run_id, duration_s, **kwargs)
+        """The lease of the cluster `api_client` talks to (its namespace is created when missing)."""
+        api, namespaces = CoordinationV1Api(api_client), CoreV1Api(api_client)
+        return cls(cluster, api, run_id, duration_s, namespaces=namespaces, **kwargs)
 
     @property
     def where(self) -> str:
@@ -157,9 +169,22 @@ class DrillLease:
             if exc.status == 409:
                 return False
             missing = exc.status == 404 and verb == "create"
+            if missing and self._namespaces is not None:
+                self._create_namespace()
+                return False
             hint = f" (create the namespace: kubectl create namespace {self.namespace})" if missing else ""
             raise SafetyError(f"{self.where}: cannot {verb} it: {exc.status} {exc.reason}{hint}") from None
         return True
+
+    def _create_namespace(self) -> None:
+        body = V1Namespace(metadata=V1ObjectMeta(name=self.namespace))
+        try:
+            self._call("create the namespace of", self._namespaces.create_namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise SafetyError(
+                    f"{self.where}: cannot create namespace {self.namespace}: {exc.status} {exc.reason}"
+                ) from None
 
     def _call(self, verb: str, method: Callable[..., Any], *args: Any) -> Any:
         """Call the API with a timeout; an API error passes, any other (network) becomes a SafetyError."""
@@ -178,30 +203,57 @@ def _abort_drill(exc: SafetyError) -> None:
 class FleetLease:
     """Drill leases in several clusters: all acquired or none, renewed in the background, released on exit.
 
-    When a lease is lost (another run holds it, or renewals failed until it expired), `on_lost` is called
-    from the renewing thread; by default it raises DrillAborted in the main thread so faults are reverted.
-    Enter it in the main thread.
+    More leases can be taken while it is entered (`hold`, or the guard from `guard`), as a drill reaches
+    more clusters. When a lease is lost (another run holds it, or renewals failed until it expired),
+    `on_lost` is called from the renewing thread; by default it raises DrillAborted in the main thread so
+    faults are reverted. Enter it in the main thread.
     """
 
     def __init__(
         self,
-        leases: Sequence[DrillLease],
+        leases: Sequence[DrillLease] = (),
         *,
         renew_every_s: float | None = None,
         on_lost: Callable[[SafetyError], None] | None = None,
     ) -> None:
-        self._leases = list(leases)
-        self._every = renew_every_s or min(lease.duration_s for lease in self._leases) / 3
+        self._initial = list(leases)
+        self._held: list[DrillLease] = []
+        self._renewed: dict[int, float] = {}  # id(lease) -> when it was last acquired or renewed
+        self._every = renew_every_s
         self._on_lost = on_lost or _abort_drill
         self._stop = threading.Event()
         self._exits = ExitStack()
 
+    def held(self) -> frozenset[str]:
+        """The clusters whose lease this run holds."""
+        return frozenset(lease.cluster for lease in self._held)
+
+    def hold(self, lease: DrillLease) -> None:
+        """Acquire one more lease (SafetyError when another run holds it); renewed and released with the
+        rest."""
+        lease.acquire()
+        self._renewed[id(lease)] = time.monotonic()
+        self._held.append(lease)
+
+    def guard(self, lease_for: Callable[[str], DrillLease], then: Guard | None = None) -> Guard:
+        """A FaultStack guard: `then` (the safety rules) first, then the lease of every target cluster not
+        held yet, before the fault is in the ledger."""
+
+        def guard(fault: Fault, faulted: frozenset[str]) -> None:
+            if then is not None:
+                then(fault, faulted)
+            for cluster in fault.targets:
+                if cluster not in self.held():
+                    self.hold(lease_for(cluster))
+
+        return guard
+
     def __enter__(self) -> FleetLease:
         with ExitStack() as undo:
             undo.enter_context(signals_as_interrupts())
-            for lease in self._leases:
-                lease.acquire()
-                undo.callback(lease.release)
+            undo.callback(self._release_all)
+            for lease in self._initial:
+                self.hold(lease)
             thread = threading.Thread(target=self._renew, name="fleetdrill-lease-renewal", daemon=True)
             thread.start()
             undo.callback(thread.join)
@@ -212,17 +264,39 @@ class FleetLease:
     def __exit__(self, *exc_info: object) -> None:
         self._exits.close()
 
+    def _release_all(self) -> None:
+        while self._held:
+            self._held.pop().release()
+
+    def _interval(self) -> float:
+        if self._every is not None:
+            return self._every
+        return min((lease.duration_s for lease in self._held), default=3.0) / 3
+
     def _renew(self) -> None:
-        renewed = {id(lease): time.monotonic() for lease in self._leases}
-        while not self._stop.wait(self._every):
-            for lease in self._leases:
+        while not self._stop.wait(self._interval()):
+            for lease in list(self._held):
+                since = self._renewed[id(lease)]
                 try:
                     lease.renew()
-                    renewed[id(lease)] = time.monotonic()
+                    self._renewed[id(lease)] = time.monotonic()
                 except LeaseLost as exc:
                     self._on_lost(exc)
                     return
                 except Exception as exc:
-                    if time.monotonic() + self._every >= renewed[id(lease)] + lease.duration_s:
+                    if time.monotonic() + self._interval() >= since + lease.duration_s:
                         self._on_lost(SafetyError(f"{lease.where}: renewals failed until it expires: {exc}"))
                         return
+
+
+def release_runs(holders: dict[str, set[str]], api_client_for: Callable[[str], ApiClient]) -> list[str]:
+    """Release the lease of each cluster that one of its runs in `holders` (cluster -> run ids) still holds,
+    as `fleetdrill recover` does for the runs whose faults it reverted; one line per cluster that failed."""
+    problems = []
+    for cluster, runs in sorted(holders.items()):
+        for run_id in sorted(runs):
+            try:
+                DrillLease.for_client(cluster, api_client_for(cluster), run_id, 1).release()
+            except Exception as exc:  # reported: the lease expires by itself
+                problems.append(f"cluster {cluster}: drill lease of run {run_id} not released: {exc}")
+    return problems

@@ -387,3 +387,71 @@ def judge_longest_outage(
         f"{worst.failed_count} failed probes from {_rel(worst.start, coverage.start)} after the drill began"
     )
     return _verdict(ok, "longest outage", expected, f"{_secs(worst.duration)} s", message, moments)
+
+
+def accepting_periods(writes: Iterable[SentinelWrite]) -> list[tuple[float, float]]:
+    """When one writer's target accepted writes: each maximal run of consecutive acknowledged writes (in
+    seq order) as (first ack, last ack); an unacknowledged write ends a run."""
+    periods: list[tuple[float, float]] = []
+    run: list[float] = []
+    for write in sorted(writes, key=lambda w: w.seq):
+        if write.acked_at is not None:
+            run.append(write.acked_at)
+        elif run:
+            periods.append((min(run), max(run)))
+            run = []
+    if run:
+        periods.append((min(run), max(run)))
+    return periods
+
+
+def two_writers(writes_by_cluster: dict[str, Sequence[SentinelWrite]]) -> list[tuple[str, str, float, float]]:
+    """Every stretch during which two clusters accepted writes, as (cluster, other, start, end), by start:
+    the overlaps of their accepting periods (a single write counts as an instant)."""
+    periods = {name: accepting_periods(writes) for name, writes in writes_by_cluster.items()}
+    names = sorted(periods)
+    found = [
+        (a, b, max(pa[0], pb[0]), min(pa[1], pb[1]))
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+        for pa in periods[a]
+        for pb in periods[b]
+        if max(pa[0], pb[0]) <= min(pa[1], pb[1])
+    ]
+    return sorted(found, key=lambda overlap: overlap[2])
+
+
+def judge_split_brain(writes_by_cluster: dict[str, Sequence[SentinelWrite]], t0: float) -> Verdict:
+    """Pass when at no time did two clusters accept writes, from each cluster's measured acknowledgements;
+    error when fewer than two clusters accepted any (no handover was measured)."""
+    clusters = sorted(writes_by_cluster)
+    expected = f"at no time two of {', '.join(clusters)} accept writes"
+    accepted = {
+        name: [w for w in writes if w.acked_at is not None] for name, writes in writes_by_cluster.items()
+    }
+    moments: dict[str, float | None] = {"t0": t0}
+    for name in clusters:
+        acks = [w.acked_at for w in accepted[name] if w.acked_at is not None]
+        moments |= {
+            f"{name}_first_write": min(acks, default=None),
+            f"{name}_last_write": max(acks, default=None),
+        }
+    writers = [name for name in clusters if accepted[name]]
+    if len(writers) < 2:
+        why = f"only {writers[0]} accepted writes" if writers else "no cluster accepted a write"
+        return _not_judged("split brain", expected, f"{why}: no handover to check", moments)
+    overlaps = two_writers(writes_by_cluster)
+    if overlaps:
+        total = sum(end - start for _, _, start, end in overlaps)
+        first = overlaps[0]
+        moments |= {"two_writers_start": first[2], "two_writers_end": first[3]}
+        shown = "; ".join(f"{a} and {b} from {_rel(s, t0)} to {_rel(e, t0)}" for a, b, s, e in overlaps[:5])
+        message = f"split brain: {len(overlaps)} stretch(es) of two writers ({_secs(total)} s): {shown}"
+        return _verdict(False, "split brain", expected, f"{_secs(total)} s of two writers", message, moments)
+    spans = [
+        f"{name} {_rel(min(a), t0)} to {_rel(max(a), t0)}"
+        for name in clusters
+        if (a := [w.acked_at for w in accepted[name] if w.acked_at is not None])
+    ]
+    message = f"never two writers: accepted writes {'; '.join(spans)}, never at once"
+    return _verdict(True, "split brain", expected, "0 s of two writers", message, moments)

@@ -7,19 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from harness import paths
+from harness import chaos, paths
 from harness.config import Fleet, load_fleet
 from harness.drill import Drill
 from harness.errors import FleetDrillError
 from harness.faults import FaultStack, Ledger, new_run_id, signals_as_interrupts
 from harness.fleet import FleetAccess
-from harness.report import record
+from harness.lease import DrillLease, FleetLease
+from harness.report import allure as allure_results
+from harness.report import publish, record, runs
 from harness.safety import Guard, SafetyError, check_allowed
 from harness.timeline import Timeline
 
 fleet_key = pytest.StashKey[Fleet]()
 run_key = pytest.StashKey[str]()
 outcome_key = pytest.StashKey[tuple[str, str]]()
+published_key = pytest.StashKey[publish.Published]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,6 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--allow-prod", action="store_true", help="allow destructive drills on prod clusters")
     group.addoption("--suite", choices=SUITES, help="run only the drills of this suite")
     group.addoption("--dry-run", action="store_true", help="print each drill's plan and change nothing")
+    group.addoption("--run-id", metavar="ID", help="name of the run's report folder (default: time + random)")
     parser.addini("fleet", "fleet file of the fleet to drill", default="")
     parser.addini("report_dir", "where drill records go", default="reports")
 
@@ -37,6 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 SUITES = ("gate", "quarterly", "gameday")
 
 
+@pytest.hookimpl(tryfirst=True)  # before allure-pytest and junitxml read where their output goes
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "drill(app, roles): a DR drill against an app; roles: clusters to run it on"
@@ -46,6 +51,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "quarterly: part of the full quarterly set")
     config.addinivalue_line("markers", "gameday: interactive, for operators on a game day")
     config.stash[run_key] = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ-") + new_run_id()[:6]
+    if config.getoption("--run-id"):
+        try:
+            config.stash[run_key] = runs.check_run_id(config.getoption("--run-id"), "--run-id")
+        except FleetDrillError as error:
+            raise pytest.UsageError(str(error)) from None
+    _run_outputs(config)
+
+
+def _run_outputs(config: pytest.Config) -> None:
+    """With --report-dir, allure results and JUnit XML go into the run's folder unless named otherwise (a dry
+    run writes nothing)."""
+    if not config.getoption("--report-dir") or config.getoption("--dry-run"):
+        return
+    folder = Path(config.getoption("--report-dir")) / config.stash[run_key]
+    if getattr(config.option, "allure_report_dir", "") is None:
+        config.option.allure_report_dir = str(folder / "allure-results")
+    if not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(folder / "junit.xml")
 
 
 def _option(config: pytest.Config, name: str) -> str:
@@ -68,6 +91,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """A fleet file named on the command line or in the ini file is checked before anything runs."""
     if _option(session.config, "fleet"):
         _fleet(session.config)
+
+
+def _report_folder(config: pytest.Config, name: str) -> Path:
+    """Where the record of the drill (or experiment) called `name` goes in this run."""
+    return Path(_option(config, "report_dir")) / config.stash[run_key] / re.sub(r"[^\w.-]+", "_", name)
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
+    """Chaos Toolkit experiments (experiments/*.yaml|json) are drills too: see harness.chaos."""
+    config = parent.config
+    return chaos.collect(parent, file_path, lambda: _fleet(config), lambda name: _report_folder(config, name))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -108,26 +142,27 @@ def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAcces
     if config.getoption("--dry-run"):
         pytest.skip(f"dry run: {_plan(request.node, fleet, config.getoption('--allow-prod'))}")
     ledger = Ledger(Path(config.getoption("--ledger") or paths.default_ledger()))
-    timeline = Timeline()
-    stack = FaultStack(
-        fleet_access,
-        ledger,
-        timeline,
-        config.stash[run_key],
-        guard=Guard(fleet, allow_prod=config.getoption("--allow-prod")),
-    )
+    timeline, run_id = Timeline(), config.stash[run_key]
+    leases = FleetLease()
+
+    def lease_for(cluster: str) -> DrillLease:
+        duration = fleet.safety.lease_duration
+        return DrillLease.for_client(cluster, fleet_access.api_client(cluster), run_id, duration)
+
+    guard = leases.guard(lease_for, then=Guard(fleet, allow_prod=config.getoption("--allow-prod")))
+    stack = FaultStack(fleet_access, ledger, timeline, run_id, guard=guard)
     current = Drill(request.node.name, fleet, fleet_access, stack, timeline)
     try:
-        with signals_as_interrupts():
-            yield current
+        with leases, signals_as_interrupts():  # each faulted cluster's lease is held until its faults revert
+            try:
+                yield current
+            finally:
+                stack.undo_all()
     finally:
-        try:
-            stack.undo_all()
-        finally:
-            outcome, message = request.node.stash.get(outcome_key, ("error", "the drill did not finish"))
-            name = re.sub(r"[^\w.-]+", "_", request.node.name)
-            folder = Path(_option(config, "report_dir")) / config.stash[run_key] / name
-            record.write(current, folder, config.stash[run_key], outcome, message)
+        outcome, message = request.node.stash.get(outcome_key, ("error", "the drill did not finish"))
+        folder = _report_folder(config, request.node.name)
+        record.write(current, folder, run_id, outcome, message)
+        allure_results.attach(config, request.node, folder)
 
 
 def _plan(item: pytest.Item, fleet: Fleet, allow_prod: bool) -> str:
@@ -153,9 +188,36 @@ def _plan(item: pytest.Item, fleet: Fleet, allow_prod: bool) -> str:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A safety refusal (allowlist, prod, blast radius, a held lease) or abort is one line, no traceback."""
+    try:
+        return (yield)
+    except SafetyError as refusal:
+        raise pytest.fail.Exception(str(refusal), pytrace=False) from None
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     """Keep the call's outcome for the drill's record."""
     report = yield
     if report.when == "call":
         item.stash[outcome_key] = (report.outcome, report.longreprtext[-2000:] if report.failed else "")
     return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """At the end of a run with drill records: run.json, the history, report.html, the evidence pack
+    (quarterly and full runs) and reports/latest, from the records (`fleetdrill report` rebuilds them)."""
+    config = session.config
+    report_dir = Path(_option(config, "report_dir"))
+    if any((report_dir / config.stash[run_key]).glob(f"*/{runs.RECORD}")):
+        publish.write_meta(report_dir, config.stash[run_key], config.getoption("--suite"), int(exitstatus))
+        try:
+            config.stash[published_key] = publish.publish(report_dir, config.stash[run_key])
+        except FleetDrillError as error:  # e.g. a damaged history file: one line, the records stay
+            config.get_terminal_writer().line(f"fleetdrill: report not built: {error}", red=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if published_key in config.stash:
+        terminalreporter.write_line(f"fleetdrill: HTML report {config.stash[published_key].report}")

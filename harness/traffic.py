@@ -295,6 +295,7 @@ class Prober:
         self._stopping: asyncio.Event | None = None
         self._error: BaseException | None = None
         self._stopped = False
+        self._scheduled = False  # the schedule ran: a later failure is the run's, not the start's
 
     def __enter__(self) -> Prober:
         return self.start()
@@ -314,7 +315,7 @@ class Prober:
         self._thread = threading.Thread(target=self._main, name="fleetdrill-prober", daemon=True)
         self._thread.start()
         self._ready.wait()
-        if self._error is not None:
+        if self._error is not None and not self._scheduled:
             self._thread.join()
             raise FleetDrillError(f"the prober could not start: {self._error!r}") from self._error
         return self
@@ -396,6 +397,7 @@ class Prober:
         for i, target in enumerate(self._targets.values()):
             target.origin = start + i * self._interval / n
             target.timer = loop.call_at(target.origin, self._tick, target, 0)
+        self._scheduled = True
         self._ready.set()
         try:
             await self._stopping.wait()

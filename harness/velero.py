@@ -18,6 +18,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
 
+from kubernetes import client
+
+from harness.config import Fleet
 from harness.errors import FleetDrillError
 
 TERMINAL_PHASES = frozenset({"Completed", "PartiallyFailed", "Failed", "FailedValidation"})
@@ -179,6 +182,7 @@ class BackupSpec:
 
 T = TypeVar("T")
 Op = TypeVar("Op", bound=Operation)
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 class Velero:
@@ -199,6 +203,18 @@ class Velero:
         self.namespace, self.timeout = namespace, timeout
         self._clock, self._sleep = clock, sleep
         self.where = f"context {context!r} (kubeconfig {self.kubeconfig}, namespace {namespace})"
+
+    @classmethod
+    def for_cluster(cls, fleet: Fleet, cluster: str, timeout: float = 60) -> Velero:
+        """The velero CLI the fleet file names (`velero.binary`), against one of its clusters."""
+        found = fleet.cluster(cluster)
+        return cls(
+            fleet.velero.binary,
+            fleet.kubeconfig_for(found),
+            fleet.context_for(found),
+            fleet.velero.namespace,
+            timeout,
+        )
 
     def run(self, *args: str, timeout: float | None = None) -> str:
         """Run `velero ARGS` plus the global flags; return stdout, or raise VeleroError/VeleroTimeout."""
@@ -354,3 +370,15 @@ class Velero:
             f"{kind} {name} on {self.where}: still {phase} after {self._clock() - start:.1f}s "
             f"(deadline {deadline_s:g}s)" + (_SYNC_HINT if visible_only else "")
         )
+
+
+def restart_server(api: client.ApiClient, namespace: str = "velero") -> None:
+    """Restart the Velero Deployment's pods as `kubectl rollout restart` does (a pod template annotation).
+
+    Velero's backup sync wakes once a minute whatever its period; its first pass runs as the server
+    starts. A DR cluster whose storage location is already Available so sees backups made elsewhere as
+    soon as its new server is up, instead of at the next minute's pass.
+    """
+    now = datetime.now().astimezone().isoformat(timespec="seconds")
+    patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
+    client.AppsV1Api(api).patch_namespaced_deployment("velero", namespace, patch)

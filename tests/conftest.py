@@ -17,6 +17,20 @@ from harness.localfleet.state import STATE
 FLEET_UP_TIMEOUT_S = 300
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "full_matrix: a kill -9 matrix case run with FLEETDRILL_FULL_MATRIX=1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without FLEETDRILL_FULL_MATRIX=1, leave out the kill -9 matrix cases beyond one point per kind."""
+    if os.environ.get("FLEETDRILL_FULL_MATRIX") == "1":
+        return
+    left_out = [item for item in items if item.get_closest_marker("full_matrix")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("full_matrix")]
+
+
 def run_cli(
     *args: object, timeout: float = FLEET_UP_TIMEOUT_S, check: bool = True
 ) -> subprocess.CompletedProcess:
@@ -66,13 +80,17 @@ def require_root() -> None:
 
 
 @contextmanager
-def started_fleet(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
-    """A three-cluster local fleet owned by this test session, taken down at the end whatever happens."""
+def started_fleet(
+    tmp_path_factory: pytest.TempPathFactory, name: str, clusters: int = 3, backups: bool = False
+) -> Iterator[Path]:
+    """A local fleet (three clusters unless told; with the backup store and Velero when asked) owned by
+    this test session, taken down at the end whatever happens."""
     remove_stale_test_fleets()
     folder = tmp_path_factory.mktemp(name)
     (folder / OWNER).write_text(str(os.getpid()))
     try:
-        run_cli("fleet", "up", "--dir", folder, "--clusters", 3)
+        without = [] if backups else ["--no-backups"]
+        run_cli("fleet", "up", "--dir", folder, "--clusters", clusters, *without)
         yield folder
     finally:
         if (folder / STATE).exists() or any(c.folder == folder for c in registry.claims().values()):

@@ -1,4 +1,9 @@
-"""Faults with a guaranteed revert: the protocol and stack (base), the on-disk ledger and recover (ledger)."""
+"""Faults with a guaranteed revert: the protocol and stack (base), the on-disk ledger and recover (ledger).
+
+One module per family: pods (pod-kill), nodes (node-drain, node-loss), workload (soft-cluster-loss),
+resources (node-stress, quota-squeeze), network (deny-all-policy), cluster (cluster-loss), partition
+(wan-partition); kube holds what the API faults share, actions makes any kind a Chaos Toolkit action.
+"""
 
 from harness.faults.base import (
     KINDS,

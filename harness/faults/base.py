@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import _thread
 import dataclasses
+import hashlib
+import json
 import signal
 import threading
 from abc import ABC, abstractmethod
@@ -92,6 +94,14 @@ class Fault(ABC):
     def params(self) -> dict[str, Any]:
         """The parameters: every field but targets."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "targets"}
+
+    @property
+    def key(self) -> str:
+        """A short name derived from kind, targets and parameters: the same fault has the same key after a
+        crash, so a revert finds the objects and marks its inject left (names, labels, annotations)."""
+        record = {key: value for key, value in self.to_record().items() if key != "module"}
+        text = json.dumps(record, sort_keys=True)
+        return f"{self.kind}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
     def describe(self) -> str:
         """One line: kind, targets and parameters."""

@@ -1,17 +1,17 @@
-"""The seam for faults the Kubernetes API cannot express (a whole cluster lost, and its return).
+"""The seam for faults the Kubernetes API cannot express (a whole cluster or node lost, a WAN partition).
 
 A provider is chosen by the fleet file's `infrastructure.provider`: `localfleet` drives the embedded
-local fleet; `none` refuses such faults with a clear message.
+local fleet; `command` runs the user's scripts; `chaostoolkit` runs Chaos Toolkit activities; `none`
+refuses such faults with a clear message.
 """
 
 from typing import Protocol
 
-from harness.config import Fleet
-from harness.errors import ConfigError
+from harness.config import ChaosToolkitSettings, CommandSettings, Fleet
 
 
 class Provider(Protocol):
-    """What infrastructure faults need from the world the fleet runs in."""
+    """What infrastructure faults need from the world the fleet runs in; every restore is idempotent."""
 
     def lose_cluster(self, cluster: str) -> None:
         """Take the whole cluster away at once (control plane, nodes, pods, ingress)."""
@@ -25,14 +25,27 @@ class Provider(Protocol):
     def heal(self, name: str) -> None:
         """End the partition `name`; idempotent."""
 
+    def lose_node(self, cluster: str, node: str) -> None:
+        """Stop the node dead (its kubelet and pods stop answering; the machine is not shut down cleanly)."""
+
+    def restore_node(self, cluster: str, node: str) -> None:
+        """Bring a lost node back; idempotent."""
+
 
 def provider_for(fleet: Fleet) -> Provider | None:
     """The fleet's provider, or None when the fleet file names none."""
-    name = fleet.infrastructure.provider
-    if name == "none":
-        return None
-    if name == "localfleet":
+    infrastructure = fleet.infrastructure
+    if infrastructure.provider == "localfleet":
         from harness.infra.localfleet import LocalFleetProvider
 
-        return LocalFleetProvider.from_settings(fleet.infrastructure.settings)
-    raise ConfigError(f"infrastructure.provider: {name!r} is not available yet (available: localfleet, none)")
+        return LocalFleetProvider.from_settings(infrastructure.settings)
+    settings = infrastructure.typed_settings()
+    if isinstance(settings, CommandSettings):
+        from harness.infra.command import CommandProvider
+
+        return CommandProvider(settings, {c.name: fleet.context_for(c) for c in fleet.clusters})
+    if isinstance(settings, ChaosToolkitSettings):
+        from harness.infra.chaostoolkit import ChaosToolkitProvider
+
+        return ChaosToolkitProvider.from_settings(settings, fleet)
+    return None

@@ -1,15 +1,17 @@
-"""The local fleet as an infrastructure provider: cluster loss is SIGKILL of everything it runs."""
+"""The local fleet as an infrastructure provider: cluster loss is SIGKILL of everything it runs, node loss
+freezes the node (its agent, pods and kube-proxy stop dead), a partition drops packets in its router."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.localfleet import supervisor
+from harness.localfleet import freeze, supervisor
+from harness.localfleet.state import FleetState
 
 
 @dataclass(frozen=True)
 class LocalFleetProvider:
-    """Loses and restores clusters of the local fleet in `folder`."""
+    """Loses and restores clusters and nodes of the local fleet in `folder`."""
 
     folder: Path
 
@@ -22,12 +24,19 @@ class LocalFleetProvider:
     def lose_cluster(self, cluster: str) -> None:
         supervisor.stop_cluster(self.folder, cluster)
 
+    def restore_cluster(self, cluster: str) -> None:
+        if not supervisor.cluster_running(self.folder, cluster):
+            supervisor.start_cluster(self.folder, cluster)
+
     def partition(self, clusters: list[str], name: str) -> None:
         supervisor.partition(self.folder, clusters, name)
 
     def heal(self, name: str) -> None:
         supervisor.heal(self.folder, name)
 
-    def restore_cluster(self, cluster: str) -> None:
-        if not supervisor.cluster_running(self.folder, cluster):
-            supervisor.start_cluster(self.folder, cluster)
+    def lose_node(self, cluster: str, node: str) -> None:
+        freeze.freeze(FleetState.load(self.folder.resolve()), node)
+
+    def restore_node(self, cluster: str, node: str) -> None:
+        if node in freeze.frozen(self.folder.resolve()):  # recorded before it freezes: never missed
+            freeze.thaw(FleetState.load(self.folder.resolve()), node)

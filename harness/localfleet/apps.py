@@ -18,6 +18,7 @@ HTTP_PORT = 80
 REPLICATION_LAG_S = 0.5
 HEALTH_INTERVAL_S = 1.0
 HEALTH_FALL = 2
+HEALTH_TIMEOUT_S = 0.5
 
 
 def settings(cluster: str, role: str, peers: dict[str, str]) -> dict:
@@ -101,6 +102,7 @@ def gslb_argv(kubeconfig: Path, backends: dict[str, str], address: str, ground_t
         f"--backends={','.join(f'{c}={u}' for c, u in backends.items())}",
         f"--interval={HEALTH_INTERVAL_S}",
         f"--fall={HEALTH_FALL}",
+        f"--timeout={HEALTH_TIMEOUT_S}",
         f"--ground-truth={ground_truth}",
     ]
 

@@ -34,6 +34,8 @@ class GoModule:
     binaries: dict[str, str]
     pinned: str
     """The module whose pinned version names the build (and, for Kubernetes, stamps the binaries)."""
+    version_stamps: tuple[str, ...] = ()
+    """Package variables set to the pinned version at link time, as the project's own release build does."""
 
     @property
     def folder(self) -> Path:
@@ -54,10 +56,10 @@ class GoModule:
         return tuple(int(part) for part in found.group(1).split(".")) if found else (1,)
 
     def ldflags(self) -> str:
-        """Stamp the real release version, as the Kubernetes release build does."""
-        if self.pinned != "k8s.io/kubernetes":
-            return "-s -w"
+        """Stamp the real release version, as the project's release build does."""
         version = self.pin(self.pinned)
+        if self.pinned != "k8s.io/kubernetes":
+            return " ".join(["-s", "-w", *(f"-X {variable}={version}" for variable in self.version_stamps)])
         major, minor = version.lstrip("v").split(".")[:2]
         flags = ["-s", "-w"]
         for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -70,7 +72,7 @@ class GoModule:
         return " ".join(flags)
 
     def key(self) -> str:
-        """Cache key: the pinned Kubernetes release and a hash of the manifests and build flags."""
+        """Cache key: the pinned release and a hash of the manifests and build flags."""
         digest = hashlib.sha256()
         for path in sorted(self.folder.rglob("*")):
             if path.is_file():
@@ -101,7 +103,19 @@ CNI = GoModule(
     },
     "github.com/containernetworking/plugins",
 )
-MODULES = (KUBE, CNI)
+VELERO = GoModule(
+    "velero",
+    {
+        "velero": "github.com/vmware-tanzu/velero/cmd/velero",
+        "velero-helper": "github.com/vmware-tanzu/velero/cmd/velero-helper",
+        "velero-restore-helper": "github.com/vmware-tanzu/velero/cmd/velero-restore-helper",
+        "velero-plugin-for-aws": "github.com/vmware-tanzu/velero-plugin-for-aws/velero-plugin-for-aws",
+    },
+    "github.com/vmware-tanzu/velero",
+    ("github.com/vmware-tanzu/velero/pkg/buildinfo.Version",),
+)
+MINIO = GoModule("minio", {"minio": "github.com/minio/minio"}, "github.com/minio/minio")
+MODULES = (KUBE, CNI, VELERO, MINIO)
 Progress = Callable[[str, int, int], None]
 
 

@@ -9,7 +9,7 @@ import yaml
 from harness.localfleet import apps, controlplane, pki
 from harness.localfleet.state import FleetState
 
-OWNED = ("clusters", "pki", "logs", "kubeconfig", "fleet.yaml")
+OWNED = ("clusters", "pki", "logs", "kubeconfig", "fleet.yaml", "backup-store")
 
 
 def reset(folder: Path) -> None:
@@ -82,8 +82,10 @@ def _sample_app(state: FleetState) -> dict:
     }
 
 
-def write_fleet_file(state: FleetState, timings: controlplane.LocalTimings) -> Path:
-    """The fleet file the harness reads for this local fleet."""
+def write_fleet_file(
+    state: FleetState, timings: controlplane.LocalTimings, velero: dict | None = None
+) -> Path:
+    """The fleet file the harness reads for this local fleet (with its `velero` section when Velero runs)."""
     fleet = {
         "name": f"local-{state.index}",
         "kubeconfig": "kubeconfig",
@@ -103,6 +105,8 @@ def write_fleet_file(state: FleetState, timings: controlplane.LocalTimings) -> P
         "safety": {"allowlist": [c.name for c in state.clusters]},
         "local": {"dir": str(state.folder), **timings.as_local_section()},
     }
+    if velero:
+        fleet["velero"] = velero
     path = state.folder / "fleet.yaml"
     header = "# Written by `fleetdrill fleet up`: the fleet file of this local fleet.\n"
     path.write_text(header + yaml.safe_dump(fleet, sort_keys=False))

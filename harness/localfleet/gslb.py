@@ -15,6 +15,7 @@ healthy backend in turn. GET /-/gslb reports the state as JSON.
     python -m harness.localfleet.gslb --kubeconfig K --contexts A,B,C --listen ADDR:PORT --namespace NS
         --name GSLB --backends A=http://ADDR:PORT,... [--geo-tags A=TAG,...] [--interval 1.0]
         [--timeout 0.5] [--fall 2] [--rise 2] [--health-path /readyz] [--ground-truth PATH]
+        [--positions-interval 0.25]
 """
 
 import argparse
@@ -33,10 +34,22 @@ from urllib.parse import urlsplit
 from kubernetes import client, config
 
 from harness.localfleet import groundtruth
-from harness.localfleet.ingress import Address, Pool, Request, Response, forward, parse_address, serve, text
+from harness.localfleet.ingress import (
+    Address,
+    Pool,
+    Request,
+    Response,
+    forward,
+    header,
+    parse_address,
+    serve,
+    text,
+)
 from harness.localfleet.kwatch import Reflector, changed_at, choose, gslb_lister, patch_gslb_status
+from harness.localfleet.replication_truth import watch_positions
 
 log = logging.getLogger("gslb")
+FLUSH_INTERVAL_S = 0.2
 
 
 def _hostport(address: Address) -> str:
@@ -95,6 +108,7 @@ class Gslb:
         self.pool, self.health_pool = Pool(), Pool()
         self._turn = itertools.count()
         self._status_due = threading.Event()
+        self.batch = groundtruth.Batch(Path(args.ground_truth)) if args.ground_truth else None
 
     def on_gslb(self, ctx: str, reflector: Reflector) -> None:
         """Reflector callback (its thread): hand the context's view to the event loop."""
@@ -177,6 +191,22 @@ class Gslb:
         if request.target == "/-/gslb":
             body = json.dumps(self.report(), indent=1).encode()
             return Response(200, "OK", [("Content-Type", "application/json")], body)
+        started = time.monotonic()
+        response = await self._route(request)
+        if self.batch is not None:
+            served_by = header(response.headers, "x-served-by") or ""
+            self.batch.add(
+                "request",
+                method=request.method,
+                target=request.target[:200],
+                status=response.status,
+                cluster=served_by.split("/", 1)[0],
+                served_by=served_by,
+                started=started,
+            )
+        return response
+
+    async def _route(self, request: Request) -> Response:
         preference = self.preference
         if not preference:
             return text(503, "Service Unavailable", f"no cluster to serve: {self._why()}")
@@ -185,6 +215,15 @@ class Gslb:
             preference[(start + i) % len(preference)].address for i in range(min(2, len(preference)))
         ]
         return await forward(self.pool, request, candidates)
+
+    async def flush_forever(self) -> None:
+        """Append the batched ground truth each FLUSH_INTERVAL_S."""
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await asyncio.to_thread(self.batch.flush)
+
+    def on_positions(self, positions: dict) -> None:
+        self.batch.add("replication", clusters=positions)
 
     def report(self) -> dict:
         """The state GET /-/gslb returns."""
@@ -249,7 +288,12 @@ async def run(args: argparse.Namespace, backends: list[Backend]) -> None:
     server = await serve(gslb.handle, parse_address(args.listen))
     host, port = server.sockets[0].getsockname()[:2]
     log.info("listening on %s:%d for Gslb %s/%s", host, port, args.namespace, args.name)
-    await asyncio.gather(server.serve_forever(), gslb.check_forever())
+    tasks = [server.serve_forever(), gslb.check_forever()]
+    if gslb.batch is not None:
+        clusters = {b.name: b.address for b in backends}
+        positions = watch_positions(clusters, args.positions_interval, args.timeout, gslb.on_positions)
+        tasks += [gslb.flush_forever(), positions]
+    await asyncio.gather(*tasks)
 
 
 def _pairs(value: str) -> dict[str, str]:
@@ -279,7 +323,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fall", type=int, default=2, help="failures in a row that make a backend unhealthy")
     parser.add_argument("--rise", type=int, default=2, help="successes in a row that make it healthy again")
     parser.add_argument("--health-path", default="/readyz")
-    parser.add_argument("--ground-truth", help="append JSON lines of health and serving changes to this file")
+    parser.add_argument("--ground-truth", help="append the ground truth to this file as JSON lines")
+    parser.add_argument(
+        "--positions-interval", type=float, default=0.25, help="seconds between replication-position reads"
+    )
     args = parser.parse_args(argv)
     backends = []
     for name, url in args.backends.items():

@@ -2,7 +2,7 @@
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +12,9 @@ from harness.localfleet import netns
 from harness.localfleet.addresses import MAX_FLEETS
 
 REGISTRY = Path(os.environ.get("FLEETDRILL_RUN_DIR", "/run/fleetdrill"))
+MOUNTPOINTS = REGISTRY / "mountpoints"
+"""Mount paths node agents of any fleet had to create on this machine: fleets share them (/plugins,
+/dev/termination-log), so the last one down removes them, whichever fleet made them."""
 
 
 @contextmanager
@@ -20,6 +23,22 @@ def _locked() -> Iterator[None]:
     with (REGISTRY / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def record_mountpoint(path: Path) -> None:
+    """Note a mount path a node agent created on this machine."""
+    with _locked(), MOUNTPOINTS.open("a") as record:
+        record.write(f"{path}\n")
+
+
+def sweep_mountpoints(remove: Callable[[Path], bool]) -> None:
+    """Offer every recorded mount path (deepest first) to remove(path); forget those it removed."""
+    with _locked():
+        if not MOUNTPOINTS.exists():
+            return
+        paths = {Path(line) for line in MOUNTPOINTS.read_text().splitlines() if line}
+        kept = [path for path in sorted(paths, key=lambda p: len(p.parts), reverse=True) if not remove(path)]
+        MOUNTPOINTS.write_text("".join(f"{path}\n" for path in kept))
 
 
 def _claim_file(index: int) -> Path:

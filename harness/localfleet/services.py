@@ -1,10 +1,12 @@
 """The fleet's services above the clusters, started by the supervisor: a volume provisioner, the sample
-app with its Gslb and an ingress in every cluster, and the global load balancer."""
+app with its Gslb, Chaos Mesh's CRDs and controller, and an ingress in every cluster, and the global
+load balancer."""
 
 import time
 
 from harness.errors import FleetDrillError
 from harness.localfleet import apps, files, groundtruth, netns, network, processes, provisioner
+from harness.localfleet.chaos import install as chaos_mesh
 from harness.localfleet.state import FleetState, start_process
 
 GLOBAL_KEY = "global/gslb"
@@ -32,6 +34,7 @@ def start(state: FleetState) -> None:
         )
         provisioner.install_class(kubeconfig, cluster.name)  # the app's claim finds its default class
         apps.deploy(kubeconfig, cluster.name, cluster.role, backends, primary)
+        chaos_mesh.install(kubeconfig, cluster.name)  # Chaos Mesh's CRDs and our controller for them
         cluster_plan, ingress_ns = state.plan.cluster(cluster.index), f"{cluster.netns_prefix(state.plan)}ing"
         netns.create(ingress_ns)
         address = str(network.attach(state.plan, cluster_plan.segment, ingress_ns, 3))

@@ -4,7 +4,6 @@ Everything a fleet starts runs inside the fleet's own network namespaces, so `do
 process through them, even after the fleet folder's state was lost or `up` was killed half-way.
 """
 
-import contextlib
 import os
 import shutil
 import signal
@@ -28,11 +27,11 @@ from harness.localfleet import (
     readiness,
     registry,
     services,
+    velero_install,
 )
 from harness.localfleet.addresses import FIRST_NODE_HOST, FleetPlan, plan
 from harness.localfleet.build import Progress, ensure_binaries
-from harness.localfleet.nodeagent import cgroups
-from harness.localfleet.nodeagent.volumes import MOUNTPOINTS
+from harness.localfleet.nodeagent import cgroups, images
 from harness.localfleet.state import (
     STATE,
     ClusterRecord,
@@ -62,8 +61,10 @@ def up(
     progress: Progress | None = None,
     say: Say = print,
     timings: controlplane.LocalTimings | None = None,
+    backups: bool = False,
 ) -> FleetState:
-    """Start a fleet in folder and return once every API server is ready and its controllers work."""
+    """Start a fleet in folder and return once every API server is ready and its controllers work (and,
+    with backups, once Velero in every cluster reaches the fleet's backup store)."""
     check_privileges()
     folder = folder.resolve()
     if (folder / STATE).exists():
@@ -94,7 +95,12 @@ def up(
         services.start(state)
         state.save()
         services.wait_serving(state, READY_DEADLINE_S)
-        files.write_fleet_file(state, timings)
+        velero = None
+        if backups:
+            say("starting the backup store and installing Velero in every cluster")
+            velero = velero_install.start(state, binaries, READY_DEADLINE_S)
+            state.save()
+        files.write_fleet_file(state, timings, velero)
         return state
     except BaseException:
         down(folder)
@@ -156,6 +162,8 @@ def _start_nodes(
             cluster_files, node, cluster.region, cluster_plan, binaries["bridge"].parent, version
         )
         env = {"PYTHONUNBUFFERED": "1"}
+        if "velero" in binaries:  # the image catalogue runs Velero's images from these programs
+            env[images.VELERO_BIN_ENV] = str(binaries["velero"].parent)
         start_process(
             state,
             processes.ProcessSpec(
@@ -189,22 +197,44 @@ def down(folder: Path) -> list[int]:
         raise FleetDrillError(f"no local fleet in {folder}: nothing to take down")
     freeze.thaw_all(folder)  # a frozen process cannot die
     stopped = [pid for index in sorted(indexes) for pid in _remove(plan(index))]
-    _remove_mountpoints(folder)
+    _remove_mountpoints()
     (folder / STATE).unlink(missing_ok=True)
     return stopped
 
 
-def _remove_mountpoints(folder: Path) -> None:
-    """Remove the empty mount-path folders node agents had to create on this machine (deepest first)."""
-    made = [
-        Path(line)
-        for record in folder.glob(f"clusters/*/nodes/*/{MOUNTPOINTS}")
-        for line in record.read_text().split()
-        if line
-    ]
-    for path in sorted(set(made), key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            path.rmdir()
+def _remove_mountpoints() -> None:
+    """Remove the empty mount-path folders and files node agents had to create on this machine, unless a
+    pod of another fleet still mounts there (removing it would unmount it): the last fleet down does."""
+    in_use = _mount_points_anywhere()
+
+    def remove(path: Path) -> bool:
+        if any(point == str(path) or point.startswith(f"{path}/") for point in in_use):
+            return False
+        try:
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        except FileNotFoundError:
+            return True
+        except OSError:  # not empty: something wrote there, and it is not ours to delete
+            return False
+        return True
+
+    registry.sweep_mountpoints(remove)
+
+
+def _mount_points_anywhere() -> set[str]:
+    """Mount points of every mount namespace on this machine (read once per namespace)."""
+    points: set[str] = set()
+    seen: set[str] = set()
+    for process in Path("/proc").glob("[0-9]*"):
+        try:
+            namespace = str((process / "ns" / "mnt").readlink())
+            if namespace in seen:
+                continue
+            seen.add(namespace)
+            points.update(line.split()[4] for line in (process / "mountinfo").read_text().splitlines())
+        except OSError:  # the process ended meanwhile
+            continue
+    return points
 
 
 def down_orphans() -> list[int]:
@@ -259,6 +289,18 @@ def partition(folder: Path, clusters: list[str], name: str) -> None:
     network.partition(state.plan, name, [r for c in inside for r in ranges(c)], outside)
     groundtruth.record(
         state.folder / groundtruth.FILE, "fault", fault="partition", name=name, clusters=clusters
+    )
+
+
+def cut_off_store(folder: Path, clusters: list[str], name: str) -> None:
+    """Cut the named clusters off from the backup store only: their backups and restores cannot reach it,
+    everything else still flows. `heal(folder, name)` ends it."""
+    state = FleetState.load(folder.resolve())
+    inside = [state.plan.cluster(state.cluster(c).index) for c in clusters]
+    side = [r for c in inside for r in (c.segment.network, c.pod_cidr)]
+    network.partition(state.plan, name, side, [state.plan.backup_segment.network])
+    groundtruth.record(
+        state.folder / groundtruth.FILE, "fault", fault="store-partition", name=name, clusters=clusters
     )
 
 

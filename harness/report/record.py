@@ -1,7 +1,8 @@
 """The JSON record of one drill run, with the raw probe and sentinel data behind every figure.
 
 reports/RUN_ID/DRILL/record.json, probes.jsonl, sentinel.jsonl. No secrets: the record names
-clusters, contexts and endpoints, never credentials.
+clusters, contexts and endpoints, never credentials, and anything token-looking that slips into it
+(a failure message quoting a header or a kubeconfig) is masked.
 """
 
 import json
@@ -11,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from harness.drill import Drill
+from harness.report.redact import redact_data
 
 VERDICT_ORDER = ("error", "fail", "pass")
 
@@ -71,5 +73,5 @@ def write(drill: Drill, folder: Path, run_id: str, outcome: str, message: str) -
         "raw": {"probes": "probes.jsonl", "sentinel": "sentinel.jsonl"},
     }
     path = folder / "record.json"
-    path.write_text(json.dumps(record, indent=1, default=str))
+    path.write_text(json.dumps(redact_data(json.loads(json.dumps(record, default=str))), indent=1))
     return path

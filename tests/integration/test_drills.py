@@ -6,9 +6,11 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from harness import failover
@@ -30,7 +32,7 @@ def drill_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) ->
 
 
 def run_drill(
-    fleet: Path, reports: Path, drill: str, *extra: str
+    fleet: Path, reports: Path, drill: str, *extra: str, fleet_file: str = "fleet.yaml"
 ) -> tuple[subprocess.CompletedProcess, dict]:
     """Run one drill file through pytest and the plugin; return the run and its (last) record."""
     done = subprocess.run(
@@ -44,7 +46,7 @@ def run_drill(
             "-p",
             "no:cacheprovider",
             "--fleet",
-            str(fleet / "fleet.yaml"),
+            str(fleet / fleet_file),
             "--ledger",
             str(fleet / "ledger.json"),
             "--report-dir",
@@ -58,6 +60,32 @@ def run_drill(
     records = sorted(reports.glob("*/*/record.json"))
     assert records, f"no drill record written: {done.stdout[-2000:]}"
     return done, json.loads(records[-1].read_text())
+
+
+@contextmanager
+def app_settings(folder: Path, context: str, settings: dict[str, str]) -> Iterator[None]:
+    """The sample app in one cluster restarted with these settings, then as it was, whatever happens."""
+    core = client.CoreV1Api(config.new_client_from_config(str(folder / "kubeconfig"), context=context))
+    data = core.read_namespaced_config_map("orders-settings", "orders").data or {}
+    restart_app(folder, core, context, settings)
+    try:
+        yield
+    finally:  # a key that was absent is deleted (null in a merge patch)
+        restart_app(folder, core, context, {key: data.get(key) for key in settings})
+
+
+def restart_app(folder: Path, core: client.CoreV1Api, context: str, settings: dict[str, str | None]) -> None:
+    """Change the sample app's settings in one cluster and wait until a new pod serves."""
+    app = load_fleet(folder / "fleet.yaml").app("orders")
+    core.patch_namespaced_config_map("orders-settings", "orders", {"data": settings})
+    old = {p.metadata.uid for p in core.list_namespaced_pod("orders", label_selector="app=orders").items}
+    core.delete_collection_namespaced_pod("orders", label_selector="app=orders")
+
+    def restarted() -> bool:
+        pods = core.list_namespaced_pod("orders", label_selector="app=orders").items
+        return not {p.metadata.uid for p in pods} & old and failover.app_serves(app, context)
+
+    wait_for(restarted, 60, f"{context}'s app to restart")
 
 
 def test_losing_the_primary_passes_on_a_healthy_fleet_with_measured_figures(
@@ -154,23 +182,67 @@ def test_partitioning_fails_when_the_cut_off_primary_keeps_accepting_writes(
     drill_fleet: Path, tmp_path: Path
 ) -> None:
     """us-east's app never fences itself (ORDERS_FENCE_TIMEOUT=0): the drill catches the split brain."""
-    core = client.CoreV1Api(config.new_client_from_config(str(drill_fleet / "kubeconfig"), context="us-east"))
-    app = load_fleet(drill_fleet / "fleet.yaml").app("orders")
-
-    def restart_us_east(fence_timeout: str | None) -> None:
-        core.patch_namespaced_config_map(
-            "orders-settings", "orders", {"data": {"ORDERS_FENCE_TIMEOUT": fence_timeout}}
-        )
-        core.delete_collection_namespaced_pod("orders", label_selector="app=orders")
-        wait_for(lambda: failover.app_serves(app, "us-east"), 60, "us-east's app to restart")
-
-    restart_us_east("0")
-    try:
+    with app_settings(drill_fleet, "us-east", {"ORDERS_FENCE_TIMEOUT": "0"}):
         done, record = run_drill(drill_fleet, tmp_path, "test_region_partition.py")
-    finally:
-        restart_us_east(None)  # the fleet as it was, for the drills after this one
-    assert done.returncode != 0 and record["verdict"] == "fail"
-    assert "split brain: us-east accepted writes until" in done.stdout, done.stdout[-3000:]
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    assert "split brain: 1 stretch(es) of two writers" in done.stdout, done.stdout[-3000:]
+    assert "eu-west and us-east from" in done.stdout, "the message names both writers and when"
+
+
+def test_losing_the_primary_while_the_standby_region_is_cut_off_passes(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    done, record = run_drill(drill_fleet, tmp_path, "test_simultaneous_failures.py")
+    assert done.returncode == 0, done.stdout[-3000:]
+    events = record["timeline"]["events"]
+    kinds = [e["detail"].get("kind") for e in events if e["name"] == "fault.injected"]
+    assert kinds == ["wan-partition", "cluster-loss"], f"both faults at once, got {kinds}"
+    assert not Ledger(drill_fleet / "ledger.json").open_entries(), "both faults reverted"
+
+
+def test_simultaneous_failures_fail_when_replication_lags_beyond_the_rpo(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    """us-east ships its writes 8 s late: every write acked in the seconds before the loss is gone. The
+    drill fails on RPO (an error when not one earlier write survived to date the loss by: RPO is then
+    only known to exceed the window, never a pass)."""
+    with app_settings(drill_fleet, "us-east", {"ORDERS_REPLICATION_LAG": "8"}):
+        done, record = run_drill(drill_fleet, tmp_path, "test_simultaneous_failures.py")
+    assert done.returncode != 0 and record["verdict"] in ("fail", "error"), done.stdout[-3000:]
+    rpo = next(v for v in record["verdicts"] if v["objective"] == "RPO")
+    lost = record["figures"]["orders"]["lost_writes"]
+    assert rpo["status"] != "pass" and lost > 0, rpo
+    assert f"{lost} of" in rpo["message"] and "acknowledged before t0 lost" in rpo["message"], rpo
+    assert rpo["message"] in done.stdout, done.stdout[-3000:]
+
+
+def test_exhausting_the_primarys_nodes_keeps_latency_and_availability(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    done, record = run_drill(drill_fleet, tmp_path, "test_resource_exhaustion.py")
+    assert done.returncode == 0, done.stdout[-3000:]
+    objectives = {v["objective"] for v in record["verdicts"]}
+    assert objectives == {"RTO", "availability", "longest outage", "p99 latency"}, objectives
+    kinds = [e["detail"].get("kind") for e in record["timeline"]["events"] if e["name"] == "fault.injected"]
+    assert kinds == ["quota-squeeze", "node-stress"]
+    assert not Ledger(drill_fleet / "ledger.json").open_entries(), "the stress pods and the quota are gone"
+
+
+def test_resource_exhaustion_fails_when_latency_exceeds_its_bound(drill_fleet: Path, tmp_path: Path) -> None:
+    """A latency bound of 1 ms, which no request through the fleet meets: every probe counts as failed, and
+    the drill fails on availability and latency."""
+    fleet = yaml.safe_load((drill_fleet / "fleet.yaml").read_text())
+    fleet["apps"][0]["objectives"]["latency"] = "1ms"
+    (drill_fleet / "fleet-1ms.yaml").write_text(yaml.safe_dump(fleet))
+    done, record = run_drill(
+        drill_fleet, tmp_path, "test_resource_exhaustion.py", fleet_file="fleet-1ms.yaml"
+    )
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    verdicts = {v["objective"]: v for v in record["verdicts"]}
+    assert verdicts["availability"]["status"] == "fail", verdicts["availability"]
+    assert "below objective 80.00%" in verdicts["availability"]["message"]
+    assert verdicts["p99 latency"]["status"] != "pass", verdicts["p99 latency"]
+    assert verdicts["availability"]["message"] in done.stdout, done.stdout[-3000:]
 
 
 def test_configuration_parity_reports_drift_precisely(drill_fleet: Path, tmp_path: Path) -> None:
@@ -182,7 +254,7 @@ def test_configuration_parity_reports_drift_precisely(drill_fleet: Path, tmp_pat
     }
     client.AppsV1Api(api).patch_namespaced_deployment("orders", "orders", patch)
     done, record = run_drill(drill_fleet, tmp_path, "test_config_parity.py")
-    assert done.returncode != 0 and record["verdict"] == "fail"
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     path = "eu-west: deployment/orders.containers.orders.image"
     expected = f"{path}: expected 'fleetdrill.io/orders:1' (as in us-east), got 'fleetdrill.io/orders:2'"
     assert expected in done.stdout, done.stdout[-3000:]
@@ -197,16 +269,20 @@ def test_losing_a_cluster_fails_when_the_fleet_only_looks_active_active(
         api = config.new_client_from_config(str(drill_fleet / "kubeconfig"), context=context)
         client.AppsV1Api(api).delete_namespaced_deployment("orders", "orders")
     done, record = run_drill(drill_fleet, tmp_path, "test_active_active.py", "-k", "us-east")
-    assert done.returncode != 0 and record["verdict"] == "fail"
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     assert "not recovered" in done.stdout, done.stdout[-3000:]
 
 
 def test_losing_the_primary_fails_when_the_passive_cluster_lacks_the_app(
     drill_fleet: Path, tmp_path: Path
 ) -> None:
-    done, record = run_drill(
-        drill_fleet, tmp_path, "test_active_passive.py"
-    )  # eu-west lacks it since the last test
+    """eu-west (and ap-south) lack the app since the last test. With no replica to ship to, us-east's app
+    fences itself and refuses writes, so the drill stops at its steady state, before any fault; were
+    writes accepted, promoting eu-west would fail instead. Either way it fails and names the cluster."""
+    done, record = run_drill(drill_fleet, tmp_path, "test_active_passive.py")
     assert done.returncode != 0, "a drill that passes on a broken fleet is the worst bug"
     assert record["verdict"] in ("fail", "error")
-    assert "eu-west" in done.stdout and "orders" in done.stdout, done.stdout[-3000:]
+    named = "steady state: us-east does not serve orders" in done.stdout or (
+        "eu-west" in done.stdout and "orders" in done.stdout
+    )
+    assert named, done.stdout[-3000:]

@@ -39,6 +39,37 @@ def _call(url: str, body: dict | None = None) -> tuple[int, dict, str]:
         return 0, {}, ""
 
 
+def _ground_truth_says_so(folder: Path, lost_at: dict, acked: int, lost: int) -> None:
+    """The ground truth logged every acked write as served by us-east, and eu-west short of exactly the
+    lost ones once the primary was gone."""
+
+    def replication_after_loss() -> list[dict]:
+        truth = groundtruth.read(folder / groundtruth.FILE)
+        return [
+            e["clusters"]
+            for e in truth
+            if e["event"] == "replication" and e["mono"] > lost_at["mono"] and "us-east" not in e["clusters"]
+        ]
+
+    after = wait_for(replication_after_loss, 10, "the ground truth to log positions without us-east")
+    truth = groundtruth.read(folder / groundtruth.FILE)
+    writes = [
+        e for e in truth if e["event"] == "request" and e["method"] == "POST" and e["mono"] < lost_at["mono"]
+    ]
+    assert len(writes) == acked and all(e["status"] == 201 and e["cluster"] == "us-east" for e in writes), (
+        "the ground truth logs each acked global write with the cluster that served it"
+    )
+    before = [
+        e["clusters"]["us-east"]
+        for e in truth
+        if e["event"] == "replication" and e["mono"] < lost_at["mono"] and "us-east" in e["clusters"]
+    ]
+    assert before[-1]["role"] == "primary", "before the loss us-east was the primary"
+    assert after[0]["eu-west"]["position"] == acked - lost, (
+        f"eu-west holds exactly the {acked - lost} writes that survived, got {after[0]['eu-west']}"
+    )
+
+
 def _json(body: bytes) -> dict:
     """The JSON body of the app; a proxy's plain-text error becomes {"text": ...}."""
     try:
@@ -67,9 +98,9 @@ def test_losing_the_primary_fails_over_loses_acked_writes_and_fences_the_old_pri
 
     wait_for(recorded, 10, "the ground truth to record eu-west serving (health checks: 2 x 1 s)")
     truth = groundtruth.read(own_fleet / groundtruth.FILE)
-    lost = next(e for e in truth if e["event"] == "fault" and e["fault"] == "cluster-lost")
+    lost_at = next(e for e in truth if e["event"] == "fault" and e["fault"] == "cluster-lost")
     moved = next(e for e in truth if e["event"] == "serving" and e["serving"] == ["eu-west"])
-    assert lost["cluster"] == "us-east" and lost["mono"] < moved["mono"], (
+    assert lost_at["cluster"] == "us-east" and lost_at["mono"] < moved["mono"], (
         "the fault is logged before its effect"
     )
 
@@ -80,6 +111,7 @@ def test_losing_the_primary_fails_over_loses_acked_writes_and_fences_the_old_pri
     lost = sorted(set(acked) - present)
     assert status == 200 and lost, "writes acknowledged inside the replication lag are gone with the primary"
     assert lost == acked[-len(lost) :], "what is lost is the newest writes, not a random hole"
+    _ground_truth_says_so(own_fleet, lost_at, len(acked), len(lost))
     assert _call(writes, {"seq": 1000, "payload": "after", "stream": STREAM})[0] == 201, (
         "the new primary writes"
     )

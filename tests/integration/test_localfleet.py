@@ -137,14 +137,18 @@ def test_state_survives_losing_a_cluster(fleet_dir: Path, api) -> None:
     core.delete_namespaced_config_map("survivor", "default")
 
 
-def _fleet_processes(folder: Path) -> list[int]:
-    """Processes whose command line names the fleet folder (every component's flags do)."""
+def _fleet_processes(folder: Path, program: str = "") -> list[int]:
+    """Processes whose command line names the fleet folder (every component's flags do).
+
+    With `program`, only those whose executable's name is `program`.
+    """
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and str(folder) in (proc / "cmdline").read_bytes().decode(
-                errors="replace"
-            ):
+            if not proc.name.isdigit():
+                continue
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if str(folder) in "\0".join(argv) and (not program or Path(argv[0]).name == program):
                 found.append(int(proc.name))
         except OSError:
             continue
@@ -153,7 +157,7 @@ def _fleet_processes(folder: Path) -> list[int]:
 
 def test_two_fleets_side_by_side_and_down_leaves_nothing(fleet_dir: Path, tmp_path: Path, api) -> None:
     second = tmp_path / "second"
-    run_cli("fleet", "up", "--dir", second, "--clusters", 1)
+    run_cli("fleet", "up", "--dir", second, "--clusters", 1, "--no-backups")
     first_state, second_state = FleetState.load(fleet_dir), FleetState.load(second)
     assert first_state.index != second_state.index
     assert not first_state.plan.infra.overlaps(second_state.plan.infra)
@@ -177,7 +181,8 @@ def test_interrupted_up_leaves_nothing_running(tmp_path: Path, sig: signal.Signa
         text=True,
     )
     try:
-        wait_for(lambda: set(_fleet_processes(folder)) - {proc.pid}, 60, "the fleet's first processes")
+        # etcd is the first long-lived component: short-lived helpers may exit before the signal lands.
+        wait_for(lambda: _fleet_processes(folder, "etcd"), 60, "the fleet's first etcd")
         proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:

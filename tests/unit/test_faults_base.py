@@ -347,6 +347,22 @@ def test_stacked_faults_revert_newest_first(stack: FaultStack, tmp_path: Path) -
     assert in_force(tmp_path) == []
 
 
+def test_three_at_once_a_failing_third_reverts_all_three(
+    stack: FaultStack, ledger: Ledger, timeline: Timeline, tmp_path: Path
+) -> None:
+    """Simultaneous failures: two faults in force, the third fails half-way; the drill's exit reverts it
+    and then the first two, newest first, and the ledger ends empty."""
+    with pytest.raises(RuntimeError, match="cannot inject c: part 2 failed"), stack:
+        stack.push(marker(tmp_path, "a"))
+        stack.push(marker(tmp_path, "b"))
+        assert states(ledger) == {"a": "applied", "b": "applied"}
+        stack.push(marker(tmp_path, "c", fail_inject=True))
+    assert logged(tmp_path) == ["inject a", "inject b", "inject c", "revert c", "revert b", "revert a"]
+    assert in_force(tmp_path) == [] and ledger.entries() == []
+    reverted = [e.detail["targets"] for e in timeline.events() if e.name == "fault.reverted"]
+    assert reverted == [["c"], ["b"], ["a"]]
+
+
 @pytest.mark.parametrize("error", [RuntimeError("drill failed"), KeyboardInterrupt()])
 def test_an_exception_in_the_block_reverts(
     stack: FaultStack, ledger: Ledger, tmp_path: Path, error: BaseException

@@ -104,3 +104,25 @@ def test_every_drill_leaves_a_record_even_when_it_fails(pytester: pytest.Pyteste
     assert "the drill failed for real" in record["message"]
     assert [c["name"] for c in record["clusters"]] == ["east", "west", "south"]
     assert "BEGIN" not in record_path.read_text(), "no credentials in records"
+
+
+REFUSED = """
+from harness.faults.network import DenyAllPolicy
+
+
+def test_faults_a_cluster_not_allowlisted(drill):
+    drill.inject(DenyAllPolicy(targets=("south",), namespace="shop"))
+"""
+
+
+def test_a_safety_refusal_is_one_line_and_nothing_is_in_the_ledger(
+    pytester: pytest.Pytester, fleet_file: Path
+) -> None:
+    pytester.makepyfile(test_refused=REFUSED)
+    result = run(pytester, fleet_file, "test_refused.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*refused: cluster south (context south) is not in safety.allowlist of fleet unit*"]
+    )
+    assert "Traceback" not in result.stdout.str() and "raise SafetyError" not in result.stdout.str()
+    assert not (pytester.path / "ledger.json").exists(), "refused before the fault reached the ledger"

@@ -8,9 +8,10 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ import pytest
 from kubernetes.client import V1Lease
 from kubernetes.client.exceptions import ApiException
 
-from harness.config import Abort, Fleet
+from harness.config import Abort, App, Fleet
+from harness.drill import Drill, DrillSettings
 from harness.faults import Fault, FaultContext, FaultStack, KubeContext, Ledger
+from harness.fleet import FleetAccess
 from harness.lease import DrillLease, FleetLease, LeaseLost
 from harness.safety import (
     AbortMonitor,
@@ -483,3 +486,88 @@ def test_renewals_ride_out_an_outage_but_not_past_the_expiry(api: FakeLeaseApi) 
     assert str(lost[0]).startswith(
         "cluster east: drill lease fleetdrill/fleetdrill-drill: renewals failed until it expires: "
     )
+
+
+def test_the_lease_guard_takes_each_faulted_clusters_lease_before_the_ledger(
+    api: FakeLeaseApi, tmp_path: Path
+) -> None:
+    other = FakeLeaseApi()
+    apis = {"east": api, "west": other}
+    fleet = make_fleet()
+    ledger = Ledger(tmp_path / "ledger.json")
+    with FleetLease(renew_every_s=0.02) as leases:
+        guard = leases.guard(
+            lambda cluster: DrillLease(cluster, apis[cluster], "run-1", 60), then=Guard(fleet)
+        )
+        stack = FaultStack(KubeContext(), ledger, Timeline(), "run-1", guard=guard)
+        with stack:
+            stack.push(FileFault(str(tmp_path), targets=("east",)))
+            assert leases.held() == {"east"} and api.holder() == "run-1" and not other.leases
+            with pytest.raises(SafetyError, match=r"not in safety\.allowlist"):
+                stack.push(FileFault(str(tmp_path), targets=("lab",)))  # refused by the rules: no lease taken
+            DrillLease("west", other, "run-other", 60).acquire()
+            with pytest.raises(SafetyError, match=r"refused: cluster west: .* held by run 'run-other'"):
+                stack.push(FileFault(str(tmp_path), targets=("west",)))
+            assert [entry.fault["targets"] for entry in ledger.entries()] == [["east"]], (
+                "refused before the ledger"
+            )
+        assert api.holder() == "run-1", "held until the faults are reverted"
+    assert api.holder() is None and other.holder() == "run-other"
+
+
+# --- the abort rule wired into a drill's observation ------------------------------------------------
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """Answers 200 until the server's `failing` is set, then 503."""
+
+    def _answer(self) -> None:
+        self.send_response(503 if getattr(self.server, "failing", False) else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_a_drill_stops_and_reverts_when_availability_stays_below_the_abort_rule(
+    flaky: ThreadingHTTPServer, tmp_path: Path
+) -> None:
+    port = flaky.server_address[1]
+    app = {"name": "shop", "namespace": "shop", "workload": "deployment/shop"}
+    app["global_endpoint"] = f"http://127.0.0.1:{port}/"
+    fleet = make_fleet(abort={"availability_below": "90%", "for": "1s"}).model_copy(
+        update={"apps": (App.model_validate(app),)}
+    )
+    ledger, timeline = Ledger(tmp_path / "ledger.json"), Timeline()
+    stack = FaultStack(KubeContext(), ledger, timeline, "run-1", guard=Guard(fleet))
+    drill = Drill("abort", fleet, FleetAccess(fleet), stack, timeline, DrillSettings(abort_check_s=0.1))
+    with pytest.raises(DrillAborted) as aborted, stack, drill.observe(fleet.app("shop")) as observation:
+        drill.inject(FileFault(str(tmp_path), targets=("east",)))
+        wait_for(lambda: sum(s.ok for s in drill._live["shop"].samples("global")) >= 50, 20, "healthy probes")
+        time.sleep(1.5)  # healthy for longer than the rule's window: the rule must not trip on it
+        flipped = time.monotonic()
+        flaky.failing = True  # type: ignore[attr-defined]
+        wait_for(lambda: False, 20, "the abort rule to stop the drill")
+    assert re.fullmatch(
+        r"drill aborted: global availability \d+\.\d\d% over the last 1s fell below "
+        r"safety\.abort\.availability_below 90\.00%; its faults are reverted",
+        str(aborted.value),
+    )
+    (event,) = [e for e in timeline.events() if e.name == "drill.aborted"]
+    assert event.t_mono > flipped and event.detail["availability"] < 0.9
+    assert not (tmp_path / "east").exists() and ledger.entries() == [], "the fault was reverted"
+    assert observation.end > 0 and "fault.reverted" in [e.name for e in timeline.events()]

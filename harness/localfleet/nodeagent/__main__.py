@@ -15,6 +15,7 @@ from harness.localfleet.nodeagent.eviction import Config, EvictionManager
 from harness.localfleet.nodeagent.kubeletapi import KubeletApi
 from harness.localfleet.nodeagent.node import NodeReporter
 from harness.localfleet.nodeagent.pods import PodWorker
+from harness.localfleet.nodeagent.probes import Prober
 from harness.localfleet.nodeagent.runtime import Runtime
 from harness.localfleet.nodeagent.volumes import Volumes
 
@@ -74,6 +75,7 @@ class Agent:
         ).start()
         self.volumes = Volumes(self.api, root)
         self.env = EnvBuilder(self.api)
+        self.prober = Prober(self.args.version)
         print(f"node {self.args.node} registered; pod CIDR {pod_cidr}", flush=True)
         while not self.stopping.is_set():
             try:
@@ -87,7 +89,7 @@ class Agent:
         listed = self.core.list_pod_for_all_namespaces(field_selector=selector)
         present = {pod.metadata.uid: pod for pod in listed.items}
         for uid in set(self.workers) - set(present):
-            self.workers.pop(uid).vanish()
+            self.forget(self.workers.pop(uid))
         for pod in present.values():
             self.apply("MODIFIED", pod)
         stream = watch.Watch().stream(
@@ -107,7 +109,7 @@ class Agent:
         uid = pod.metadata.uid
         if kind == "DELETED":
             if uid in self.workers:
-                self.workers.pop(uid).vanish()
+                self.forget(self.workers.pop(uid))
             return
         worker = self.workers.get(uid)
         if worker is None or not worker.is_alive():
@@ -117,11 +119,21 @@ class Agent:
                 or not self.eviction.admit(pod)
             ):
                 return
-            worker = PodWorker(pod, self.api, self.runtime, self.volumes, self.args.address, self.env)
+            worker = PodWorker(
+                pod, self.api, self.runtime, self.volumes, self.args.address, self.env, self.prober
+            )
             self.workers[uid] = worker
             worker.start()
         else:
             worker.update(pod)
+
+    def forget(self, worker: PodWorker) -> None:
+        """The pod object is gone: its worker stops, or, if it had already finished (the pod completed
+        or was evicted), the data it kept for `kubectl logs` goes now."""
+        if worker.is_alive():
+            worker.vanish()
+        else:
+            self.volumes.remove(worker.pod.metadata.uid)
 
     def stop(self) -> None:
         """Stop every pod (their processes die with the node, as with a lost machine)."""

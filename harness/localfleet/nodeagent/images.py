@@ -1,12 +1,16 @@
 """The image catalogue: no registry is reachable, so an image name maps to what runs for it.
 
 The sample app's image runs our sample app, a stress image (polinux/stress, progrium/stress,
-alexeiled/stress-ng, fleetdrill.io/stress) our stress process with the pod's stress options; any
+alexeiled/stress-ng, fleetdrill.io/stress) our stress process with the pod's stress options; Velero's
+image runs the built velero programs (server, node agent, restore helper) and its AWS plugin's image
+copies the built plugin into the pod's plugin volume, as the image's entrypoint does; Chaos Mesh's
+controller-manager image (ghcr.io/chaos-mesh/chaos-mesh) runs our chaos controller; any
 other image runs an idle process that is Running and Ready, so `kubectl create deployment
 --image=nginx` works. The pod's own command wins when the catalogue can run it (a real program on
 this machine); otherwise the idle process runs and the container's status message says so.
 """
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -15,6 +19,14 @@ from pathlib import Path
 SAMPLE_APP_IMAGE = "fleetdrill.io/orders"
 STRESS_IMAGES = ("polinux/stress", "progrium/stress", "alexeiled/stress-ng", "fleetdrill.io/stress")
 STRESS_PROGRAMS = ("stress", "stress-ng")
+VELERO_IMAGE = "velero/velero"
+VELERO_PROGRAMS = ("velero", "velero-restore-helper", "velero-helper")
+VELERO_AWS_PLUGIN_IMAGE = "velero/velero-plugin-for-aws"
+VELERO_AWS_PLUGIN = "velero-plugin-for-aws"
+VELERO_BIN_ENV = "FLEETDRILL_VELERO_BIN_DIR"
+"""Where the node agent finds the built velero programs (the supervisor sets it)."""
+CHAOS_IMAGES = ("ghcr.io/chaos-mesh/chaos-mesh", "fleetdrill.io/chaos")
+"""Chaos Mesh's controller-manager image runs our chaos controller (harness.localfleet.chaos)."""
 IDLE = [sys.executable, "-c", "import signal; signal.pause()"]
 
 
@@ -39,6 +51,12 @@ def resolve(image: str, command: list[str], args: list[str]) -> Resolved:
         return Resolved([sys.executable, "-m", "harness.localfleet.sampleapp", *args])
     if any(_repository(image) in (name, f"docker.io/{name}") for name in STRESS_IMAGES):
         return _stress(image, command, args)
+    if _repository(image) in CHAOS_IMAGES:
+        return Resolved([sys.executable, "-m", "harness.localfleet.chaos", *args])
+    if _repository(image) in (VELERO_IMAGE, f"docker.io/{VELERO_IMAGE}"):
+        return _velero(image, command, args)
+    if _repository(image) in (VELERO_AWS_PLUGIN_IMAGE, f"docker.io/{VELERO_AWS_PLUGIN_IMAGE}"):
+        return _velero_plugin(image)
     if command and shutil.which(command[0]):
         return Resolved([*command, *args])
     if command:
@@ -51,3 +69,26 @@ def _stress(image: str, command: list[str], args: list[str]) -> Resolved:
     if command and Path(command[0]).name not in STRESS_PROGRAMS:
         return Resolved(IDLE, f"image {image}: only stress and stress-ng run here, not {command[0]!r}")
     return Resolved([sys.executable, "-m", "harness.localfleet.stress", *command[1:], *args])
+
+
+def _velero_bin() -> Path | None:
+    folder = os.environ.get(VELERO_BIN_ENV)
+    return Path(folder) if folder else None
+
+
+def _velero(image: str, command: list[str], args: list[str]) -> Resolved:
+    """Velero's image holds /velero (entrypoint), /velero-restore-helper and /velero-helper."""
+    program = Path(command[0]).name if command else "velero"
+    folder = _velero_bin()
+    if folder is None or program not in VELERO_PROGRAMS:
+        return Resolved(IDLE, f"image {image}: {program!r} is not one of the built velero programs here")
+    return Resolved([str(folder / program), *command[1:], *args])
+
+
+def _velero_plugin(image: str) -> Resolved:
+    """The plugin image's entrypoint copies its plugin binary into /target (the Velero pod's plugins
+    volume, which `velero install` mounts there)."""
+    folder = _velero_bin()
+    if folder is None:
+        return Resolved(IDLE, f"image {image}: the velero plugin was not built here")
+    return Resolved(["cp", str(folder / VELERO_AWS_PLUGIN), f"/target/{VELERO_AWS_PLUGIN}"])

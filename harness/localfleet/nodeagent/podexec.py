@@ -1,6 +1,6 @@
 """Enter a pod's sandbox and exec its container: network namespace, private mounts, cgroup, workdir.
 
-Run by the node agent as `python -m harness.localfleet.nodeagent.podexec [options] -- argv...`;
+Run by the node agent as `python -S -I .../podexec.py [options] -- argv...` (standard library only);
 it replaces itself with the container's program, so the pid the agent tracks is the container's.
 """
 
@@ -57,12 +57,15 @@ def main() -> None:
     parser.add_argument("--bind", type=_bind, action="append", default=[], help="SOURCE:TARGET[:ro]")
     parser.add_argument("--cgroup", action="append", default=[])
     parser.add_argument("--workdir")
+    parser.add_argument("--ready-fd", type=int, help="closed at exec: the container runs in its namespaces")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     enter(args.netns, args.bind, args.cgroup)
     if args.workdir:
         os.chdir(args.workdir)
+    if args.ready_fd is not None:
+        os.set_inheritable(args.ready_fd, False)  # closed by exec, which the runtime waits for
     try:
         os.execvp(argv[0], argv)
     except OSError as error:

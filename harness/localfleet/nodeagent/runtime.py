@@ -3,15 +3,20 @@
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import FleetDrillError
 from harness.localfleet import netns
+from harness.localfleet.nodeagent import podexec
 from harness.localfleet.nodeagent.cgroups import NodeCgroups
+
+EXEC_DEADLINE_S = 30.0
 
 
 class SandboxError(FleetDrillError):
@@ -111,8 +116,9 @@ class Runtime:
         mount paths."""
         shim = [
             sys.executable,
-            "-m",
-            "harness.localfleet.nodeagent.podexec",
+            "-S",  # the shim needs only the standard library: skip site, start faster
+            "-I",
+            str(Path(podexec.__file__)),
             "--netns",
             str(netns.NETNS_DIR / sandbox.netns),
         ]
@@ -123,24 +129,61 @@ class Runtime:
         for folder in cgroups:
             shim += ["--cgroup", str(folder)]
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                [*shim, "--", *argv],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        ready, ready_writer = os.pipe()
+        try:
+            with log.open("ab") as out:
+                process = subprocess.Popen(
+                    [*shim, "--ready-fd", str(ready_writer), "--", *argv],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(ready_writer,),
+                )
+            os.close(ready_writer)
+            _wait_for_exec(ready, process)
+        finally:
+            os.close(ready)
+        return process
 
 
-def stop(process: subprocess.Popen, grace_s: float) -> int:
-    """SIGTERM, wait out the grace period, then SIGKILL; return the exit code."""
+def _wait_for_exec(ready: int, process: subprocess.Popen) -> None:
+    """Wait until the shim has entered the pod's namespaces and exec'd the container (the pipe's last
+    writer closes at exec, or when the shim fails), so a running container is really in its sandbox."""
+    readable, _, _ = select.select([ready], [], [], EXEC_DEADLINE_S)
+    if not readable:
+        kill(process)
+        process.wait(timeout=30)
+        raise SandboxError(f"the container did not start within {EXEC_DEADLINE_S:.0f} s")
+    os.read(ready, 1)
+
+
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    """Signal the container's process group (the container and everything it started)."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, signum)
+
+
+def terminate(process: subprocess.Popen) -> None:
+    _signal(process, signal.SIGTERM)
+
+
+def kill(process: subprocess.Popen) -> None:
+    _signal(process, signal.SIGKILL)
+
+
+def stop_all(processes: list[subprocess.Popen], deadline: float) -> list[int]:
+    """SIGTERM to every process, SIGKILL to those still running at the (monotonic) deadline; return
+    their exit codes."""
+    for process in processes:
+        terminate(process)
+    codes = []
+    for process in processes:
         try:
-            return process.wait(timeout=max(grace_s, 0))
+            codes.append(process.wait(timeout=max(deadline - time.monotonic(), 0)))
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-    return process.wait(timeout=30)
+            kill(process)
+            codes.append(process.wait(timeout=30))
+    return codes

@@ -1,4 +1,12 @@
-"""Pod volumes laid out under the node's root, as the kubelet lays them out, read through the API."""
+"""Pod volumes laid out under the node's root, as the kubelet lays them out, read through the API.
+
+The node's root plays the kubelet's root directory (/var/lib/kubelet): a pod's volumes live in
+ROOT/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>, a claim's local volume appears there as
+kubernetes.io~local-volume/<pv-name> (a link to the volume's folder, where the kubelet bind-mounts
+it), and a hostPath under /var/lib/kubelet names the same place under the node's root, so a
+DaemonSet that reads the kubelet's pod folders (Velero's node agent) finds them as it would on a
+real node.
+"""
 
 import base64
 import shutil
@@ -6,8 +14,18 @@ from pathlib import Path
 
 from kubernetes import client
 
+from harness.localfleet import registry
+
 TOKEN_SECONDS = 3607
-MOUNTPOINTS = "mountpoints"
+KUBELET_ROOT = Path("/var/lib/kubelet")
+PLUGIN_FOLDERS = {  # the kubelet's volume plugin names, as they appear in the pod's volumes folder
+    "empty_dir": "kubernetes.io~empty-dir",
+    "config_map": "kubernetes.io~configmap",
+    "secret": "kubernetes.io~secret",
+    "downward_api": "kubernetes.io~downward-api",
+    "projected": "kubernetes.io~projected",
+}
+LOCAL_VOLUME = "kubernetes.io~local-volume"
 
 
 class VolumeError(Exception):
@@ -41,19 +59,26 @@ class Volumes:
         """Folder per volume name; raises VolumeError when a source is missing."""
         folders = {}
         for volume in pod.spec.volumes or []:
-            folder = self.pod_dir(pod.metadata.uid) / "volumes" / volume.name
+            plugin = next((f for attr, f in PLUGIN_FOLDERS.items() if getattr(volume, attr) is not None), "")
+            folder = self.pod_dir(pod.metadata.uid) / "volumes" / plugin / volume.name
             folders[volume.name] = self._prepare(pod, volume, folder)
         return folders
+
+    def host_path(self, path: str) -> Path:
+        """Where a hostPath points on this node: the kubelet's own folders are under the node's root."""
+        if Path(path).is_relative_to(KUBELET_ROOT):
+            return self.root / Path(path).relative_to(KUBELET_ROOT)
+        return Path(path)
 
     def _prepare(self, pod: client.V1Pod, volume: client.V1Volume, folder: Path) -> Path:
         namespace = pod.metadata.namespace
         if volume.host_path:
-            path = Path(volume.host_path.path)
+            path = self.host_path(volume.host_path.path)
             if volume.host_path.type in ("DirectoryOrCreate", None, ""):
                 path.mkdir(parents=True, exist_ok=True)
             return path
         if volume.persistent_volume_claim:
-            return self._claim(namespace, volume.persistent_volume_claim.claim_name)
+            return self._claim(pod, volume.persistent_volume_claim.claim_name)
         folder.mkdir(parents=True, exist_ok=True)
         if volume.empty_dir is not None:
             return folder
@@ -77,8 +102,10 @@ class Volumes:
             )
         return folder
 
-    def _claim(self, namespace: str, name: str) -> Path:
-        """The folder of the local or hostPath volume bound to the claim (made when missing)."""
+    def _claim(self, pod: client.V1Pod, name: str) -> Path:
+        """The folder of the local or hostPath volume bound to the claim (made when missing), linked into
+        the pod's volumes folder under the volume's name as the kubelet mounts it there."""
+        namespace = pod.metadata.namespace
         try:
             claim = self.core.read_namespaced_persistent_volume_claim(name, namespace)
         except client.ApiException as error:
@@ -97,6 +124,11 @@ class Volumes:
             )
         path = Path(source.path)
         path.mkdir(parents=True, exist_ok=True)
+        if volume.spec.local:
+            link = self.pod_dir(pod.metadata.uid) / "volumes" / LOCAL_VOLUME / volume.metadata.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(path, target_is_directory=True)
         return path
 
     def _config_map(
@@ -182,11 +214,17 @@ class Volumes:
     def ensure_mountpoint(self, path: Path) -> None:
         """Create a mount path missing on this machine, recording each folder made (deepest last) in
         root/mountpoints, so that `fleet down` removes them when no pod can be using them any more."""
-        missing = [p for p in (path, *path.parents) if not p.exists()]
-        with (self.root / MOUNTPOINTS).open("a") as record:
-            for folder in reversed(missing):
-                folder.mkdir(exist_ok=True)
-                record.write(f"{folder}\n")
+        for folder in reversed([p for p in (path, *path.parents) if not p.exists()]):
+            folder.mkdir(exist_ok=True)
+            registry.record_mountpoint(folder)
+
+    def ensure_mount_file(self, path: Path) -> None:
+        """Create a file mount target missing on this machine (and its folders), recorded as
+        ensure_mountpoint records folders, for a file bound over it (a container's termination log)."""
+        self.ensure_mountpoint(path.parent)
+        if not path.exists():
+            path.touch()
+            registry.record_mountpoint(path)
 
     def remove(self, uid: str) -> None:
         shutil.rmtree(self.pod_dir(uid), ignore_errors=True)

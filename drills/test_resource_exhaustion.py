@@ -1,0 +1,41 @@
+"""Resource exhaustion: stress pods take most of the CPU and memory the primary cluster's nodes have
+left, and a ResourceQuota stops the app's namespace from starting new pods. The app must keep its
+latency and availability bounds through the stress, and serve as before once the stress ends."""
+
+import time
+
+import pytest
+
+from harness.drill import Drill
+from harness.faults.resources import NodeStress, QuotaSqueeze
+
+BASELINE_S = 2.0
+STRESS_S = 10.0
+# Shares of what each node's allocatable leaves free. The local fleet's nodes share one small machine,
+# so the drill takes a part of it; on a real fleet raise them to the whole node (1.0).
+CPU_FRACTION, MEMORY_FRACTION = 0.3, 0.6
+LATENCY_PERCENTILE = 99.0
+
+
+@pytest.mark.destructive
+@pytest.mark.quarterly
+@pytest.mark.drill(app="orders")
+def test_exhaust_the_primary_clusters_nodes(drill: Drill) -> None:
+    app = drill.app("orders")
+    primary = drill.fleet.primary().name
+    deadline = 2 * (app.objectives.rto or 30.0)
+    with drill.observe(app):
+        assert drill.steady(app, primary, BASELINE_S, deadline), (
+            f"steady state: {primary} does not serve {app.name}"
+        )
+        t0 = drill.inject(QuotaSqueeze(targets=(primary,), namespace=app.namespace)).t_mono
+        stress = NodeStress(targets=(primary,), cpu_fraction=CPU_FRACTION, memory_fraction=MEMORY_FRACTION)
+        drill.inject(stress)
+        with drill.timeline.phase("stress", cluster=primary):
+            time.sleep(STRESS_S)  # the fault holds; the probes measure meanwhile
+        drill.revert_all()
+        drill.wait_served_by(app, primary, deadline)
+        drill.soak()
+    verdicts = drill.judge(app, t0, max_outage_s=app.objectives.rto, latency_percentile=LATENCY_PERCENTILE)
+    failed = [v.message for v in verdicts if v.status != "pass"]
+    assert not failed, "; ".join(failed)

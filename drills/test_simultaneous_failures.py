@@ -1,0 +1,38 @@
+"""Simultaneous failures: the standby's region is already cut off (a WAN partition) when the primary
+cluster is lost. The passive cluster must take over alone; RTO, RPO and availability are judged as in
+the active-passive drill, with one fewer place to fail over to."""
+
+import pytest
+
+from harness import failover
+from harness.drill import Drill
+from harness.faults.cluster import ClusterLoss
+from harness.faults.partition import WanPartition
+
+BASELINE_S = 2.0
+
+
+@pytest.mark.destructive
+@pytest.mark.quarterly
+@pytest.mark.drill(app="orders")
+def test_lose_the_primary_while_the_standby_region_is_cut_off(drill: Drill) -> None:
+    app = drill.app("orders")
+    primary = drill.fleet.primary().name
+    passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
+    standby = [c.name for c in drill.fleet.clusters if c.role == "standby"]
+    deadline = 2 * (app.objectives.rto or 30.0)
+    with drill.observe(app):
+        assert drill.steady(app, primary, BASELINE_S, deadline), (
+            f"steady state: {primary} does not serve {app.name}"
+        )
+        if standby:
+            drill.inject(WanPartition(targets=tuple(standby)))
+        t0 = drill.inject(ClusterLoss(targets=(primary,))).t_mono
+        failover.promote(drill.access, app, passive, drill.timeline)
+        drill.wait_served_by(app, passive, deadline)
+        drill.soak()
+    verdicts = drill.judge(app, t0, survivor=passive)
+    drill.revert_all()
+    failover.fail_back(drill.access, app, primary, drill.timeline, deadline)
+    failed = [v.message for v in verdicts if v.status != "pass"]
+    assert not failed, "; ".join(failed)

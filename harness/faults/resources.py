@@ -1,0 +1,186 @@
+"""Resource exhaustion: stress pods that take what a node has left, and a ResourceQuota squeeze."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
+
+from harness.errors import FleetDrillError
+from harness.faults import kube
+from harness.faults.base import Fault, FaultContext
+
+STRESS_IMAGE = "fleetdrill.io/stress"
+MIB = 2**20
+VM_SHARE = Decimal("0.9")  # of the memory limit the stress worker fills: near it, never past (OOM kill)
+
+
+def requested(pods: list[Any]) -> dict[str, Decimal]:
+    """CPU (cores) and memory (bytes) the containers of `pods` request."""
+    total = {"cpu": Decimal(0), "memory": Decimal(0)}
+    for pod in pods:
+        for container in pod.spec.containers:
+            for resource, amount in ((container.resources and container.resources.requests) or {}).items():
+                if resource in total:
+                    total[resource] += parse_quantity(amount)
+    return total
+
+
+def stress_pod(name: str, node: str, owner: str, cpu_m: int, memory: int, image: str) -> dict[str, Any]:
+    """A Guaranteed pod bound to `node` that spins `cpu_m` millicores and holds most of `memory` bytes."""
+    workers = max(1, math.ceil(cpu_m / 1000))
+    args = ["--cpu", str(workers), "--cpu-load", str(min(100, max(1, cpu_m // (workers * 10))))]
+    if memory >= MIB:
+        args += ["--vm", "1", "--vm-bytes", f"{int(memory * VM_SHARE) // MIB}M"]
+    amounts = {"cpu": f"{max(cpu_m, 1)}m", "memory": f"{max(memory, MIB) // MIB}Mi"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {kube.FAULT_LABEL: owner}},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [
+                {
+                    "name": "stress",
+                    "image": image,
+                    "command": ["stress"],
+                    "args": args,
+                    "resources": {"requests": amounts, "limits": amounts},
+                }
+            ],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class NodeStress(Fault, kind="node-stress"):
+    """On each chosen node (named, matching `selector`, or all) of the target clusters, a stress pod that
+    requests and burns `cpu_fraction` of the CPU and `memory_fraction` of the memory the node's allocatable
+    still leaves free: nothing else fits there, and what runs there competes for what is left. Revert
+    deletes the stress pods."""
+
+    namespace: str = "default"
+    nodes: tuple[str, ...] = ()
+    selector: str = ""
+    cpu_fraction: float = 1.0
+    memory_fraction: float = 1.0
+    image: str = STRESS_IMAGE
+    start_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("cpu_fraction", "memory_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value <= 1):
+                raise ValueError(f"node-stress: expected {name} in [0, 1], got {value!r}")
+        kube.parse_selector(self.selector)
+
+    def inject(self, ctx: FaultContext) -> None:
+        for cluster in self.targets:
+            api = kube.core(ctx.api_client(cluster))
+            names = kube.node_names(api, self.nodes, self.selector)
+            for node in names:
+                self._start(api, node)
+            count = len(names)
+            kube.wait_until(
+                lambda api=api, count=count: self._running(api) >= count,
+                self.start_timeout_s,
+                f"{count} stress pod(s) to run in cluster {cluster}",
+            )
+
+    def revert(self, ctx: FaultContext) -> None:
+        for cluster in self.targets:
+            api = kube.core(ctx.api_client(cluster))
+            with kube.absent_is_fine():
+                api.delete_collection_namespaced_pod(
+                    self.namespace,
+                    label_selector=f"{kube.FAULT_LABEL}={self.key}",
+                    grace_period_seconds=1,  # not 0: the node stops the pod before the API forgets it
+                    _request_timeout=kube.REQUEST_TIMEOUT_S,
+                )
+            kube.wait_until(
+                lambda api=api: not self._pods(api), self.start_timeout_s, f"stress pods in {cluster} to end"
+            )
+
+    def _start(self, api: Any, node: str) -> None:
+        found = api.read_node(node, _request_timeout=kube.REQUEST_TIMEOUT_S)
+        allocatable = {key: parse_quantity(value) for key, value in (found.status.allocatable or {}).items()}
+        on_node = [
+            pod
+            for pod in api.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", _request_timeout=kube.REQUEST_TIMEOUT_S
+            ).items
+            if pod.status.phase not in ("Succeeded", "Failed")
+            and (pod.metadata.labels or {}).get(kube.FAULT_LABEL) != self.key
+        ]
+        used = requested(on_node)
+        free_cpu = max(Decimal(0), allocatable.get("cpu", Decimal(0)) - used["cpu"])
+        free_memory = max(Decimal(0), allocatable.get("memory", Decimal(0)) - used["memory"])
+        cpu_m = int(free_cpu * 1000 * Decimal(str(self.cpu_fraction)))
+        memory = int(free_memory * Decimal(str(self.memory_fraction)))
+        body = stress_pod(f"{self.key}-{node}"[:63].rstrip("-"), node, self.key, cpu_m, memory, self.image)
+        try:
+            api.create_namespaced_pod(self.namespace, body, _request_timeout=kube.REQUEST_TIMEOUT_S)
+        except ApiException as exc:
+            if exc.status != 409:  # already there: injected before a crash
+                raise
+
+    def _pods(self, api: Any) -> list[Any]:
+        return api.list_namespaced_pod(
+            self.namespace,
+            label_selector=f"{kube.FAULT_LABEL}={self.key}",
+            _request_timeout=kube.REQUEST_TIMEOUT_S,
+        ).items
+
+    def _running(self, api: Any) -> int:
+        pods = self._pods(api)
+        failed = [pod.metadata.name for pod in pods if pod.status.phase in ("Failed", "Succeeded")]
+        if failed:
+            raise FleetDrillError(f"node-stress: stress pod(s) {', '.join(failed)} ended instead of running")
+        return sum(1 for pod in pods if pod.status.phase == "Running")
+
+
+@dataclass(frozen=True)
+class QuotaSqueeze(Fault, kind="quota-squeeze"):
+    """A ResourceQuota in `namespace` of each target cluster with the `hard` limits given, or (none given)
+    pods capped at the number running now: no new pod starts there, so a pod that dies is not replaced.
+    Revert deletes the quota."""
+
+    namespace: str
+    hard: dict[str, str] = field(default_factory=dict)
+
+    def inject(self, ctx: FaultContext) -> None:
+        for cluster in self.targets:
+            api = kube.core(ctx.api_client(cluster))
+            hard = dict(self.hard) or {"pods": str(self._pods_now(api))}
+            body = {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": {"name": self.key, "labels": {kube.FAULT_LABEL: self.key}},
+                "spec": {"hard": hard},
+            }
+            try:
+                api.create_namespaced_resource_quota(
+                    self.namespace, body, _request_timeout=kube.REQUEST_TIMEOUT_S
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+
+    def revert(self, ctx: FaultContext) -> None:
+        for cluster in self.targets:
+            with kube.absent_is_fine():
+                kube.core(ctx.api_client(cluster)).delete_namespaced_resource_quota(
+                    self.key, self.namespace, _request_timeout=kube.REQUEST_TIMEOUT_S
+                )
+
+    def _pods_now(self, api: Any) -> int:
+        pods = api.list_namespaced_pod(self.namespace, _request_timeout=kube.REQUEST_TIMEOUT_S).items
+        return sum(1 for pod in pods if pod.status.phase not in ("Succeeded", "Failed"))

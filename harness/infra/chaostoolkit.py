@@ -1,0 +1,103 @@
+"""The chaostoolkit provider: any Chaos Toolkit activity does each infrastructure step, run by chaoslib.
+
+A step is an activity's `provider` mapping (python: module, func, arguments; process; http), so every
+chaostoolkit extension (chaosaws, chaosgcp, chaosazure, chaosk8s, your own module) can lose and restore a
+cluster or node, or partition and heal; the restore steps are the rollbacks of the lose steps. Activities
+are checked with chaoslib when the fleet is loaded; configuration and secrets are loaded as chaostoolkit
+loads an experiment's, and secrets never appear in messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaoslib.activity import ensure_activity_is_valid, run_activity
+from chaoslib.configuration import load_configuration
+from chaoslib.exceptions import ChaosException
+from chaoslib.secret import load_secrets
+
+from harness.config import ChaosToolkitSettings, Fleet
+from harness.errors import ConfigError, FleetDrillError
+from harness.infra.steps import Steps
+
+STEPS = ("lose_cluster", "restore_cluster", "partition", "heal", "lose_node", "restore_node")
+ROLLBACKS = ("restore_cluster", "heal", "restore_node")
+
+
+def fill(value: Any, values: dict[str, str]) -> Any:
+    """`value` with {placeholder}s replaced in every string inside it (other braces are left alone)."""
+    if isinstance(value, str):
+        for name, text in values.items():
+            value = value.replace("{" + name + "}", text)
+        return value
+    if isinstance(value, list | tuple):
+        return [fill(item, values) for item in value]
+    if isinstance(value, dict):
+        return {key: fill(item, values) for key, item in value.items()}
+    return value
+
+
+def activity(step: str, provider: dict[str, Any]) -> dict[str, Any]:
+    """The Chaos Toolkit activity for a step: an action (in the rollbacks, for a restore step)."""
+    return {"type": "action", "name": f"fleetdrill-{step.replace('_', '-')}", "provider": provider}
+
+
+@dataclass(frozen=True)
+class ChaosToolkitProvider(Steps):
+    """Runs infrastructure.settings.<step> as a Chaos Toolkit activity for each provider method."""
+
+    steps: dict[str, dict[str, Any]]
+    configuration: dict[str, Any]
+    secrets: dict[str, Any] = field(repr=False)
+    contexts: dict[str, str]
+
+    @classmethod
+    def from_settings(cls, settings: ChaosToolkitSettings, fleet: Fleet) -> ChaosToolkitProvider:
+        """Check every step with chaoslib (its module and function must exist); ConfigError on the first
+        that does not pass."""
+        steps = {step: getattr(settings, step) for step in STEPS if getattr(settings, step) is not None}
+        for step, provider in steps.items():
+            try:
+                ensure_activity_is_valid(activity(step, provider))
+            except ChaosException as exc:
+                raise ConfigError(
+                    f"infrastructure.settings.{step}: not a valid Chaos Toolkit activity: {exc}"
+                ) from None
+        try:
+            configuration = load_configuration(dict(settings.configuration)) or {}
+            secrets = load_secrets(dict(settings.secrets), configuration) or {}
+        except ChaosException as exc:
+            raise ConfigError(
+                f"infrastructure.settings: cannot load configuration or secrets: {exc}"
+            ) from None
+        return cls(steps, configuration, secrets, {c.name: fleet.context_for(c) for c in fleet.clusters})
+
+    def run_step(self, step: str, values: dict[str, str]) -> Any:
+        where = f"infrastructure.settings.{step}"
+        provider = self.steps.get(step)
+        if provider is None:
+            raise FleetDrillError(
+                f"{where}: not set, and this fault needs it: add the activity to the fleet file"
+            )
+        what = provider.get("func") or provider.get("path") or provider.get("url") or provider.get("type")
+        kind = "rollback" if step in ROLLBACKS else "action"
+        try:
+            result = run_activity(activity(step, fill(provider, values)), self.configuration, self.secrets)
+        except Exception as exc:
+            raise FleetDrillError(f"{where}: Chaos Toolkit {kind} {what} failed: {exc}") from None
+        failed = _failure(provider.get("type"), result)
+        if failed:
+            raise FleetDrillError(f"{where}: Chaos Toolkit {kind} {what} failed: {failed}")
+        return result
+
+
+def _failure(kind: str | None, result: Any) -> str:
+    """Why a process or http activity failed (chaoslib returns their status instead of raising); "" if not."""
+    status = result.get("status") if isinstance(result, dict) else None
+    if kind == "process" and status:
+        said = " ".join(str(result.get("stderr") or "").split())[-300:] or "no stderr"
+        return f"exited {status}: {said}"
+    if kind == "http" and isinstance(status, int) and status >= 400:
+        return f"HTTP {status}"
+    return ""

@@ -1,0 +1,63 @@
+"""The command provider: the user's own scripts do each infrastructure step, with templated arguments.
+
+Commands are argv lists run without a shell, so a cluster or node name can never become shell syntax;
+each placeholder is replaced inside its own argument. A failing command is one line naming the step, the
+command, its exit code and the tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+from harness.config import CommandSettings
+from harness.errors import FleetDrillError
+from harness.infra.steps import Steps
+
+STDERR_TAIL = 300
+
+
+class CommandError(FleetDrillError):
+    """A provider command is missing, failed or timed out."""
+
+
+def render(template: tuple[str, ...], values: dict[str, str]) -> list[str]:
+    """The argv of a command template with its placeholders filled in (one argument stays one)."""
+    return [part.format_map(values) for part in template]
+
+
+def _tail(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= STDERR_TAIL else "..." + flat[-STDERR_TAIL:]
+
+
+@dataclass(frozen=True)
+class CommandProvider(Steps):
+    """Runs infrastructure.settings.<step> for each provider method; `contexts`: kubeconfig context by
+    cluster name."""
+
+    settings: CommandSettings
+    contexts: dict[str, str]
+
+    def run_step(self, step: str, values: dict[str, str]) -> None:
+        template = getattr(self.settings, step)
+        where = f"infrastructure.settings.{step}"
+        if template is None:
+            raise CommandError(
+                f"{where}: not set, and this fault needs it: add the command to the fleet file"
+            )
+        argv = render(template, values)
+        shown = " ".join(argv)
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=self.settings.timeout, stdin=subprocess.DEVNULL
+            )
+        except FileNotFoundError:
+            raise CommandError(f"{where}: {argv[0]!r} not found (command: {shown})") from None
+        except PermissionError:
+            raise CommandError(f"{where}: {argv[0]!r} is not executable (command: {shown})") from None
+        except subprocess.TimeoutExpired:
+            raise CommandError(f"{where}: `{shown}` still ran after {self.settings.timeout:.0f} s") from None
+        if done.returncode != 0:
+            said = _tail(done.stderr) or "no stderr"
+            raise CommandError(f"{where}: `{shown}` exited {done.returncode}: {said}")

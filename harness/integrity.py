@@ -1,0 +1,250 @@
+"""Restore and failover integrity: an inventory of the protected app, diffed after the disaster.
+
+The inventory holds every object of the app's namespace with a hash of what it says (status and
+metadata the cluster writes - uid, resourceVersion, managedFields, timestamps, cluster-allocated IPs,
+Velero's restore labels - are left out), and the app's data read through its API (the sample app's
+`GET /orders?since=&limit=` pages, per stream): record counts, a checksum, and a hash per record.
+Objects a controller owns (ownerReferences: pods, ReplicaSets, EndpointSlices...) and the namespace's
+generated objects are left out: their owners recreate them under new names. The diff names every
+missing, extra or changed object (with the paths that changed, never the values) and every missing,
+extra or changed record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from kubernetes import client
+
+from harness.errors import FleetDrillError
+
+TIMEOUT_S = 10
+PAGE_LIMIT = 1000
+# Records of what happened, or what a controller derives from other objects, not what the app is
+SKIPPED_KINDS = {"Event", "Lease", "Endpoints"}
+GENERATED = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
+METADATA_KEPT = ("labels", "annotations")
+NOISY_PREFIXES = (  # labels and annotations the cluster, kubectl or Velero write
+    "velero.io/",
+    "deployment.kubernetes.io/",
+    "kubectl.kubernetes.io/last-applied",
+    "pv.kubernetes.io/",
+    "volume.kubernetes.io/",
+    "volume.beta.kubernetes.io/",
+)
+ALLOCATED = {  # fields each cluster fills in on its own
+    "Service": ("clusterIP", "clusterIPs", "healthCheckNodePort"),
+    "PersistentVolumeClaim": ("volumeName",),
+}
+
+
+class IntegrityError(FleetDrillError):
+    """The inventory could not be read (an API or the app did not answer as expected)."""
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def fingerprint(obj: dict[str, Any]) -> dict[str, Any]:
+    """What an object says, without status and metadata noise: the part its spec hash covers."""
+    kept = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    meta = obj.get("metadata") or {}
+    for part in METADATA_KEPT:
+        values = {k: v for k, v in (meta.get(part) or {}).items() if not k.startswith(NOISY_PREFIXES)}
+        if values:
+            kept[part] = values
+    spec = kept.get("spec")
+    if isinstance(spec, dict) and obj.get("kind") in ALLOCATED:
+        kept["spec"] = {k: v for k, v in spec.items() if k not in ALLOCATED[obj["kind"]]}
+    return kept
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """One object of the namespace: its key (kind.group/name), spec hash, and what the hash covers."""
+
+    key: str
+    digest: str
+    content: dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """One data stream: record count, checksum over the records in seq order, and a hash per seq."""
+
+    stream: str
+    count: int
+    checksum: str
+    records: dict[int, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The app's objects and data at one moment."""
+
+    namespace: str
+    objects: dict[str, ObjectRecord]
+    streams: dict[str, StreamRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A summary for reports: hashes and counts (no object content: it may hold secrets)."""
+        return {
+            "namespace": self.namespace,
+            "objects": {key: record.digest for key, record in sorted(self.objects.items())},
+            "streams": {s.stream: {"count": s.count, "checksum": s.checksum} for s in self.streams.values()},
+        }
+
+
+def _get(api: client.ApiClient, path: str, **query: Any) -> dict[str, Any]:
+    """GET an API path as JSON, with the client's credentials."""
+    try:
+        response = api.call_api(
+            path,
+            "GET",
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=TIMEOUT_S,
+        )
+    except client.ApiException as error:
+        raise IntegrityError(f"GET {path}: HTTP {error.status} {error.reason}") from None
+    return json.loads(response.data)
+
+
+def _resource_lists(api: client.ApiClient) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(group/version, APIResourceList) of the core API and the preferred version of every group."""
+    yield "v1", _get(api, "/api/v1")
+    for group in _get(api, "/apis").get("groups", []):
+        version = group["preferredVersion"]["groupVersion"]
+        yield version, _get(api, f"/apis/{version}")
+
+
+def _generated(kind: str, item: dict[str, Any]) -> bool:
+    """Objects the cluster makes in every namespace by itself."""
+    token = item.get("type") == "kubernetes.io/service-account-token"
+    return token or (kind, item["metadata"]["name"]) in GENERATED
+
+
+def object_inventory(api: client.ApiClient, namespace: str) -> dict[str, ObjectRecord]:
+    """Every object of `namespace` that is the app's own (not owned by another, not generated)."""
+    records: dict[str, ObjectRecord] = {}
+    for version, listing in _resource_lists(api):
+        group = version.rpartition("/")[0]
+        for resource in listing.get("resources", []):
+            if (
+                "/" in resource["name"]
+                or not resource.get("namespaced")
+                or "list" not in resource.get("verbs", [])
+                or resource["kind"] in SKIPPED_KINDS
+            ):
+                continue
+            prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
+            items = _get(api, f"{prefix}/namespaces/{namespace}/{resource['name']}").get("items", [])
+            for item in items:
+                kind, name = resource["kind"], item["metadata"]["name"]
+                if item["metadata"].get("ownerReferences") or _generated(kind, item):
+                    continue
+                item["kind"] = kind
+                key = f"{kind}{'.' + group if group else ''}/{name}"
+                content = fingerprint(item)
+                records[key] = ObjectRecord(key, _digest(content), content)
+    return records
+
+
+def _read_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError) as error:
+        raise IntegrityError(f"GET {url}: {type(error).__name__}: {error}") from None
+
+
+def streams_of(base_url: str) -> list[str]:
+    """The streams the app holds, from its /status (`last_seq` by stream)."""
+    status = _read_json(f"{base_url.rstrip('/')}/status")
+    last = status.get("last_seq") if isinstance(status, dict) else None
+    if not isinstance(last, dict):
+        raise IntegrityError(
+            f"GET {base_url}/status: expected a last_seq mapping of streams, got {status!r:.200}"
+        )
+    return sorted(last)
+
+
+def stream_inventory(base_url: str, stream: str) -> StreamRecord:
+    """Every record of one stream, read page by page through `GET /orders?since=&limit=`."""
+    records: dict[int, str] = {}
+    cursor: int | None = -1
+    while cursor is not None:
+        query = urlencode({"since": cursor, "limit": PAGE_LIMIT, "stream": stream})
+        url = f"{base_url.rstrip('/')}/orders?{query}"
+        page = _read_json(url)
+        orders, following = (page.get("orders"), page.get("next")) if isinstance(page, dict) else (None, None)
+        if not isinstance(orders, list) or not all(isinstance(o, dict) and "seq" in o for o in orders):
+            raise IntegrityError(f'GET {url}: expected {{"orders": [{{"seq": N, ...}}]}}, got {page!r:.200}')
+        records |= {int(order["seq"]): _digest(order) for order in orders}
+        if following is not None and (not isinstance(following, int) or following <= cursor):
+            raise IntegrityError(f'GET {url}: "next" {following!r} does not move past since={cursor}')
+        cursor = following
+    checksum = _digest([records[seq] for seq in sorted(records)])
+    return StreamRecord(stream, len(records), checksum, records)
+
+
+def take_inventory(
+    api: client.ApiClient, namespace: str, data_url: str | None = None, streams: list[str] | None = None
+) -> Inventory:
+    """The inventory of the app: its namespace's objects and, when data_url is given, its data (every
+    stream the app lists, or the given ones)."""
+    objects = object_inventory(api, namespace)
+    if data_url is None:
+        return Inventory(namespace, objects, {})
+    names = streams if streams is not None else streams_of(data_url)
+    return Inventory(namespace, objects, {name: stream_inventory(data_url, name) for name in names})
+
+
+def _paths(before: Any, after: Any, path: str = "") -> Iterator[str]:
+    """The paths at which two fingerprints differ."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted(set(before) | set(after), key=str):
+            yield from _paths(before.get(key), after.get(key), f"{path}.{key}" if path else str(key))
+    elif before != after:
+        yield path or "(whole object)"
+
+
+def _runs(seqs: list[int]) -> str:
+    """Seqs as compact runs: 3, 5-9, 12."""
+    runs: list[list[int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in runs)
+
+
+def diff(before: Inventory, after: Inventory) -> list[str]:
+    """Every difference from `before` to `after`, one precise line each (values are never shown)."""
+    lines = [f"missing object {key}" for key in sorted(set(before.objects) - set(after.objects))]
+    lines += [f"extra object {key}" for key in sorted(set(after.objects) - set(before.objects))]
+    for key in sorted(set(before.objects) & set(after.objects)):
+        old, new = before.objects[key], after.objects[key]
+        if old.digest != new.digest:
+            lines.append(f"changed object {key}: {', '.join(_paths(old.content, new.content))}")
+    for name in sorted(set(before.streams) | set(after.streams)):
+        old_records = before.streams[name].records if name in before.streams else {}
+        new_records = after.streams[name].records if name in after.streams else {}
+        missing = sorted(set(old_records) - set(new_records))
+        extra = sorted(set(new_records) - set(old_records))
+        changed = sorted(s for s in set(old_records) & set(new_records) if old_records[s] != new_records[s])
+        for what, seqs in (("missing", missing), ("extra", extra), ("changed", changed)):
+            if seqs:
+                lines.append(f"stream {name}: {len(seqs)} {what} record(s): seq {_runs(seqs)}")
+    return lines

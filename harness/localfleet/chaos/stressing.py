@@ -1,0 +1,85 @@
+"""StressChaos: stress workers (python -m harness.localfleet.stress) inside a target container's cgroups,
+so they use the CPU and memory of that container's node and count against its limits, as Chaos Mesh's
+daemon runs stress-ng inside the container's cgroup. Each worker's environment carries the chaos UID,
+so a restarted controller finds and stops the workers of a fault in force."""
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.localfleet.chaos import containers
+
+MARKER = "FLEETDRILL_CHAOS"
+SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGT]?)(i?B?)$|^([0-9]+(?:\.[0-9]+)?)%$")
+POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
+
+
+def size_bytes(text: str, total_memory: int) -> int:
+    """Bytes from Chaos Mesh's memory size: 256MB, 1GB, 512Mi, 1024 or a percentage of total_memory."""
+    match = SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"stressors.memory.size {text!r} is not a size such as 256MB or 10%")
+    if match[4]:
+        return int(total_memory * float(match[4]) / 100)
+    return int(float(match[1]) * 1024 ** POWERS[match[2]])
+
+
+def total_memory() -> int:
+    with Path("/proc/meminfo").open() as meminfo:
+        return int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1]) * 1024
+
+
+def stress_args(stressors: dict) -> list[str]:
+    """The stress program's options: --cpu N --cpu-load L for cpu, --vm N --vm-bytes SIZE/N for memory
+    (Chaos Mesh's size is what all memory workers take together)."""
+    args: list[str] = []
+    cpu, memory = stressors.get("cpu"), stressors.get("memory")
+    if cpu:
+        args += ["--cpu", str(cpu["workers"]), "--cpu-load", str(cpu.get("load") or 100)]
+    if memory:
+        workers = memory["workers"]
+        size = size_bytes(memory.get("size") or "256MB", total_memory())
+        args += ["--vm", str(workers), "--vm-bytes", str(max(size // workers, 1))]
+    if not args:
+        raise ValueError("stressors: give cpu or memory (stressngStressors is not supported here)")
+    return args
+
+
+def start(uid: str, container: str, chaos_uid: str, stressors: dict) -> int:
+    """Start the stress program and move it into the container's cgroups at once, before it has started
+    any worker (those inherit its cgroups); return its pid."""
+    folders = containers.container_cgroups(uid, container)
+    if not folders or not containers.pids(uid, container):
+        raise containers.NotRunning(f"container {container} of pod {uid} has no process on this machine")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness.localfleet.stress", *stress_args(stressors)],
+        env={**os.environ, MARKER: chaos_uid},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        for folder in folders:
+            (folder / "cgroup.procs").write_text(str(process.pid))
+    except OSError:
+        process.kill()
+        process.wait(timeout=10)
+        raise
+    return process.pid
+
+
+def stop(uid: str, container: str, chaos_uid: str) -> list[int]:
+    """Kill the chaos's workers in the container (none left is fine) and reap those that are ours."""
+    found = containers.marked(uid, container, f"{MARKER}={chaos_uid}")
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in found:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    return found

@@ -1,0 +1,166 @@
+"""Velero in every cluster, installed as users install it: `velero install --dry-run -o json`, applied.
+
+Each cluster gets the real Velero Deployment (its pods run by our node agents through the image
+catalogue), the AWS object-store plugin as its init container, and the node-agent DaemonSet for
+file-system backups with kopia. The storage location points at the fleet's backup store; clusters
+that are DR targets (passive, standby) read it ReadOnly. Two server settings are made short for
+drills: how often a location is re-validated, and the backup sync period (see SYNC_TICK_S).
+"""
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import FleetDrillError
+from harness.localfleet import objectstore
+from harness.localfleet.objectstore import Store
+from harness.localfleet.state import FleetState
+
+NAMESPACE = "velero"
+VERSION = "v1.18.3"
+AWS_PLUGIN_VERSION = "v1.14.3"
+IMAGE = f"velero/velero:{VERSION}"
+AWS_PLUGIN_IMAGE = f"velero/velero-plugin-for-aws:{AWS_PLUGIN_VERSION}"
+SYNC_PERIOD_S = 5
+VALIDATION_FREQUENCY_S = 5
+SYNC_TICK_S = 60
+"""Velero's backup sync controller wakes every minute whatever --backup-sync-period says
+(backupSyncReconcilePeriod in pkg/controller/backup_sync_controller.go); the period only skips ticks.
+The first tick runs as the server starts, before the storage location is validated, so it is skipped:
+a fresh server's first sync is a minute after it starts, unless its location was already Available."""
+
+
+class VeleroInstallError(FleetDrillError):
+    """Velero could not be installed or did not become ready."""
+
+
+@dataclass(frozen=True)
+class Install:
+    """How to install Velero in one cluster."""
+
+    velero: Path
+    kubectl: Path
+    kubeconfig: Path
+    context: str
+    store: Store
+    read_only: bool
+
+    def install_argv(self) -> list[str]:
+        """`velero install` as the docs show it for an S3-compatible store, printing instead of applying."""
+        config = f"region={self.store.region},s3ForcePathStyle=true,s3Url={self.store.url}"
+        return [
+            str(self.velero),
+            "install",
+            "--provider=aws",
+            f"--plugins={AWS_PLUGIN_IMAGE}",
+            f"--image={IMAGE}",
+            f"--bucket={self.store.bucket}",
+            f"--backup-location-config={config}",
+            f"--secret-file={self.store.credentials_file}",
+            "--use-volume-snapshots=false",
+            "--use-node-agent",
+            "--uploader-type=kopia",
+            f"--namespace={NAMESPACE}",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--kubecontext={self.context}",
+            "--dry-run",
+            "--output=json",
+        ]
+
+
+def _run(argv: list[str], what: str, stdin: str | None = None, timeout: float = 120) -> str:
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise VeleroInstallError(f"{what} failed: {done.stderr.strip()[-600:]}")
+    return done.stdout
+
+
+def manifests(install: Install) -> list[dict]:
+    """The objects `velero install` prints, tuned for the fleet (location access mode, server timings)."""
+    printed = json.loads(_run(install.install_argv(), "velero install --dry-run"))
+    objects = printed.get("items", [printed])
+    for obj in objects:
+        if obj["kind"] == "BackupStorageLocation" and install.read_only:
+            obj["spec"]["accessMode"] = "ReadOnly"
+        if obj["kind"] in ("Deployment", "DaemonSet"):
+            # The image's HOME is inside its own filesystem; our pods share the machine's, so kopia's
+            # settings (HOME/udmrepo, else /tmp/udmrepo) go to the pod's scratch volume and leave with it.
+            container = obj["spec"]["template"]["spec"]["containers"][0]
+            container["env"] = [*container.get("env", []), {"name": "HOME", "value": "/scratch"}]
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "velero":
+            server = obj["spec"]["template"]["spec"]["containers"][0]
+            server["args"] = [
+                *server.get("args", []),
+                f"--backup-sync-period={SYNC_PERIOD_S}s",
+                f"--store-validation-frequency={VALIDATION_FREQUENCY_S}s",
+            ]
+    return objects
+
+
+def _apply(install: Install, objects: list[dict], what: str) -> None:
+    kubectl = [str(install.kubectl), "--kubeconfig", str(install.kubeconfig), "--context", install.context]
+    document = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    _run([*kubectl, "apply", "--server-side", "-f", "-"], f"applying {what} in {install.context}", document)
+
+
+def apply(install: Install, deadline_s: float) -> None:
+    """Apply Velero's CRDs, wait until they serve, then everything else."""
+    objects = manifests(install)
+    crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+    _apply(install, crds, "Velero's CRDs")
+    kubectl = [str(install.kubectl), "--kubeconfig", str(install.kubeconfig), "--context", install.context]
+    names = [f"crd/{o['metadata']['name']}" for o in crds]
+    _run(
+        [*kubectl, "wait", "--for=condition=Established", f"--timeout={int(deadline_s)}s", *names],
+        f"waiting for Velero's CRDs in {install.context}",
+        timeout=deadline_s + 10,
+    )
+    _apply(install, [o for o in objects if o["kind"] != "CustomResourceDefinition"], "Velero")
+
+
+def wait_available(install: Install, deadline_s: float) -> None:
+    """Poll until the cluster's default storage location is Available (the server runs and reaches the
+    store)."""
+    kubectl = [str(install.kubectl), "--kubeconfig", str(install.kubeconfig), "--context", install.context]
+    argv = [*kubectl, "-n", NAMESPACE, "get", "backupstoragelocation", "default", "-o", "json"]
+    deadline, phase = time.monotonic() + deadline_s, "(none)"
+    while time.monotonic() < deadline:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if done.returncode == 0:
+            phase = json.loads(done.stdout).get("status", {}).get("phase", "(none)")
+            if phase == "Available":
+                return
+        time.sleep(0.5)
+    raise VeleroInstallError(
+        f"Velero in {install.context}: storage location still {phase} after {deadline_s:g} s; "
+        f"see `kubectl -n {NAMESPACE} logs deployment/velero`"
+    )
+
+
+def start(state: FleetState, binaries: dict[str, Path], deadline_s: float) -> dict:
+    """The backup store, then Velero in every cluster (active ones ReadWrite, DR targets ReadOnly); return
+    the fleet file's `velero` section once every cluster's storage location is Available."""
+    store = objectstore.start(state, binaries["minio"], deadline_s)
+    installs = [
+        Install(
+            binaries["velero"],
+            binaries["kubectl"],
+            state.folder / "kubeconfig",
+            cluster.name,
+            store,
+            read_only=cluster.role != "active",
+        )
+        for cluster in state.clusters
+    ]
+    for install in installs:
+        apply(install, deadline_s)
+    for install in installs:
+        wait_available(install, deadline_s)
+    return {
+        "binary": str(binaries["velero"]),
+        "namespace": NAMESPACE,
+        "sync_period": f"{SYNC_PERIOD_S}s",
+        "store": store.as_fleet_section(),
+    }

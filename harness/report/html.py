@@ -1,0 +1,197 @@
+"""The self-contained HTML report of one run: reports/RUN_ID/report.html.
+
+Everything is in the one file (pictures as data: URIs, styles inline): it opens offline and can be mailed.
+Sections: what the run concluded, a summary table (one row per objective judged), per drill its figures,
+RTO phases, timeline plot and events, then the trend of RTO and RPO across past runs.
+"""
+
+import base64
+import datetime as dt
+from html import escape
+from typing import Any
+
+from harness.report import plots
+from harness.report.history import trend
+from harness.report.runs import DrillResult, Run
+from harness.report.words import (
+    GLOSSARY,
+    VERDICT_COLOURS,
+    VERDICT_WORDS,
+    figure_rows,
+    phase_rows,
+    reason_line,
+)
+
+REPORT = "report.html"
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:78em;color:#1f2328;line-height:1.45}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d0d7de;padding:.3em .6em;
+text-align:left;vertical-align:top}th{background:#f6f8fa}.verdict{color:#fff;font-weight:bold;
+padding:.1em .5em;border-radius:.3em;white-space:nowrap}img{max-width:100%;border:1px solid #d0d7de}
+.note{color:#59636e}pre{background:#f6f8fa;padding:.6em;white-space:pre-wrap;max-height:20em;overflow:auto}
+section{border-top:2px solid #d0d7de;margin-top:2em}
+"""
+
+
+def _badge(verdict: str) -> str:
+    colour = VERDICT_COLOURS.get(verdict, "#59636e")
+    return f'<span class="verdict" style="background:{colour}">{escape(verdict.upper())}</span>'
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], raw: int = -1) -> str:
+    """A table; cells are escaped except column `raw` (already HTML)."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if i == raw else escape(c)}</td>" for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _image(png: bytes | None, alt: str) -> str:
+    if png is None:
+        return f'<p class="note">{escape(alt)}: no data to plot.</p>'
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def summary_rows(run: Run) -> list[tuple[str, str, str, str, str, str, str]]:
+    """(drill, cluster, objective, expected, measured, verdict, reason) for every objective judged; a drill
+    that judged none gets one row with its outcome."""
+    rows = []
+    for drill in run.drills:
+        verdicts = drill.record.get("verdicts") or [
+            {
+                "objective": "drill completed",
+                "expected": "the drill runs to its end",
+                "measured": drill.record.get("outcome", "-"),
+                "status": drill.verdict,
+                "message": drill.record.get("message") or "no objective was judged",
+            }
+        ]
+        for v in verdicts:
+            rows.append(
+                (
+                    drill.name,
+                    drill.cluster,
+                    str(v.get("objective", "-")),
+                    str(v.get("expected", "-")),
+                    str(v.get("measured", "-")),
+                    str(v.get("status", "error")),
+                    str(v.get("message", "")),
+                )
+            )
+    return rows
+
+
+def _summary(run: Run) -> str:
+    rows = [(*row[:5], _badge(row[5]), reason_line(row[6], 2000)) for row in summary_rows(run)]
+    header = ("drill", "cluster", "objective", "expected", "measured", "verdict", "reason")
+    return _table(header, rows, raw=5)
+
+
+def _objective_text(objectives: dict[str, Any]) -> str:
+    parts = []
+    for key, value in objectives.items():
+        parts.append(f"{key} {value:.3%}" if key == "availability" else f"{key} {value}")
+    return ", ".join(parts) or "none set"
+
+
+def _events(drill: DrillResult) -> str:
+    zero = drill.t0 if drill.t0 is not None else (drill.events[0]["t_mono"] if drill.events else 0.0)
+    rows = []
+    for event in drill.events:
+        wall = dt.datetime.fromtimestamp(event["t_wall"], dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        detail = ", ".join(f"{k}={v}" for k, v in event.get("detail", {}).items() if k != "id")
+        rows.append(
+            (f"{event['t_mono'] - zero:+.2f} s", wall, event["name"], event.get("cluster") or "", detail)
+        )
+    header = ("since fault", "UTC", "event", "cluster", "detail")
+    return f"<details><summary>timeline: {len(rows)} events</summary>{_table(header, rows)}</details>"
+
+
+def _drill(drill: DrillResult) -> str:
+    parts = [f'<section id="{escape(drill.name)}"><h2>{escape(drill.name)} {_badge(drill.verdict)}</h2>']
+    parts.append(
+        f"<p>{escape(VERDICT_WORDS.get(drill.verdict, drill.verdict))}. Faulted: {escape(drill.cluster)}.</p>"
+    )
+    if drill.record.get("message"):
+        parts.append(f"<p>What the drill reported:</p><pre>{escape(drill.record['message'])}</pre>")
+    objectives = drill.record.get("objectives", {})
+    all_figures = drill.record.get("figures", {})
+    for app in dict.fromkeys([*all_figures, *objectives]):  # an app probed but never judged has no figures
+        figures, goals = all_figures.get(app), objectives.get(app, {})
+        parts.append(f"<h3>app {escape(app)}: objectives {escape(_objective_text(goals))}</h3>")
+        if not isinstance(figures, dict):
+            parts.append('<p class="note">No figures: the drill ended before it judged this app.</p>')
+        else:
+            parts.append(_table(("figure", "value", "what it means"), figure_rows(figures)))
+            phases = phase_rows(figures)
+            if phases:
+                parts.append("<p>Where the recovery time went, phase by phase:</p>")
+                parts.append(_table(("phase", "time within the RTO"), phases))
+        rto = figures.get("rto_s") if isinstance(figures, dict) else None
+        png = plots.timeline_png(drill, app, plots.latency_seconds(goals.get("latency")), rto)
+        parts.append(_image(png, f"timeline of {drill.name}, app {app}"))
+        parts.append(
+            '<p class="note">Top: every probe request per endpoint over time. Bottom: how long the '
+            "global endpoint took to answer or to give up (log scale). The red band is the fault, coloured "
+            "bands are the drill's phases, the red line at 0 is the moment the fault took effect, the green "
+            "dashed line the moment users were served again (the measured RTO).</p>"
+        )
+    raw = ", ".join(
+        f'<a href="{escape(drill.folder.name)}/{escape(drill.raw_path(k).name)}">{escape(k)}</a>'
+        for k in ("probes", "sentinel")
+    )
+    parts.append(f"{_events(drill)}<p class='note'>Raw data behind these figures: {raw}.</p></section>")
+    return "".join(parts)
+
+
+def _trend(history: list[dict[str, Any]]) -> str:
+    parts = ["<section><h2>Trend across runs</h2>"]
+    parts.append(
+        f'<p class="note">From the history file: {len(history)} drill results of '
+        f"{len({e['run_id'] for e in history})} runs. Each point is one run.</p>"
+    )
+    for figure, what in (("rto_s", "RTO"), ("rpo_s", "RPO")):
+        parts.append(_image(plots.trend_png(trend(history, figure), what), f"{what} trend"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _environment(run: Run) -> str:
+    versions: dict[str, str] = {}
+    for drill in run.drills:
+        versions |= drill.record.get("environment", {}).get("versions", {})
+    rows = [(name, version) for name, version in sorted(versions.items())]
+    return f"<section><h2>Environment</h2>{_table(('component', 'version'), rows)}</section>"
+
+
+def render(run: Run, history: list[dict[str, Any]]) -> str:
+    """The whole report as one HTML document."""
+    fleet = next((d.record.get("fleet") for d in run.drills if d.record.get("fleet")), "?")
+    counts = {v: sum(d.verdict == v for d in run.drills) for v in ("pass", "fail", "error")}
+    glossary = "".join(f"<dt><b>{escape(term)}</b></dt><dd>{escape(text)}</dd>" for term, text in GLOSSARY)
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>fleetdrill run {escape(run.run_id)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>DR drill report {_badge(run.verdict)}</h1>"
+        f"<p>Run <b>{escape(run.run_id)}</b> on fleet <b>{escape(str(fleet))}</b>, "
+        f"started {run.started_text}. "
+        f"{len(run.drills)} drills: {counts['pass']} passed, {counts['fail']} missed an objective, "
+        f"{counts['error']} could not be judged.</p>"
+        f"<h2>Summary</h2><p class='note'>One row per objective judged. PASS: met; FAIL: missed; "
+        f"ERROR: not enough data to judge (counts as not met).</p>{_summary(run)}"
+        f"<details><summary>What the words mean</summary><dl>{glossary}</dl></details>"
+        + "".join(_drill(d) for d in run.drills)
+        + _trend(history)
+        + _environment(run)
+        + "</body></html>"
+    )
+
+
+def write(run: Run, history: list[dict[str, Any]]) -> str:
+    """Write report.html into the run's folder; return its path."""
+    path = run.folder / REPORT
+    path.write_text(render(run, history))
+    return str(path)

@@ -1,0 +1,149 @@
+"""The report's pictures as PNG bytes (matplotlib, Agg backend: no display, no network).
+
+timeline_png: one drill and app, probe success and latency over time with faults and phases shaded.
+trend_png: RTO or RPO of every drill and app across past runs, with the objective as a dashed line.
+"""
+
+import datetime as dt
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+
+from harness import units
+from harness.measure import probe_failed
+from harness.report.history import Point
+from harness.report.runs import DrillResult
+from harness.samples import ProbeSample
+from harness.timeline import Event, phase_spans
+
+FAULT_COLOUR = "#d62728"
+PHASE_COLOURS = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#e377c2")
+GLOBAL = "global"
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _samples(drill: DrillResult, app: str) -> list[ProbeSample]:
+    fields = ("target", "sent", "received", "ok", "status", "error", "latency", "served_by")
+    return [
+        ProbeSample.from_dict({key: row.get(key) for key in fields})
+        for row in drill.probes
+        if row.get("app") == app
+    ]
+
+
+def latency_seconds(bound: object) -> float | None:
+    """An objective's latency bound ("500ms", 0.5) in seconds; None when unset or unreadable."""
+    try:
+        return units.parse_duration(bound) if bound is not None else None
+    except ValueError:
+        return None
+
+
+def timeline_png(
+    drill: DrillResult, app: str, latency_bound: float | None, rto_s: float | None = None
+) -> bytes | None:
+    """Probe success per endpoint and global latency over time, from the fault on; None without probes."""
+    samples = _samples(drill, app)
+    if not samples:
+        return None
+    zero = drill.t0 if drill.t0 is not None else min(s.sent for s in samples)
+    end = max(s.received for s in samples)
+    figure, (success, latency) = plt.subplots(
+        2, 1, figsize=(10, 5.2), sharex=True, gridspec_kw={"height_ratios": [1, 1.4]}
+    )
+    targets = sorted({s.target for s in samples}, key=lambda t: (t != GLOBAL, t))
+    for row, target in enumerate(targets):
+        mine = [s for s in samples if s.target == target]
+        for failed, colour in ((False, "#2ca02c"), (True, FAULT_COLOUR)):
+            xs = [s.sent - zero for s in mine if probe_failed(s, latency_bound) == failed]
+            success.scatter(xs, [row] * len(xs), s=6, marker="|", color=colour, linewidths=1)
+    success.set_yticks(range(len(targets)), [f"{t} endpoint" for t in targets])
+    success.set_ylim(-0.7, len(targets) - 0.3)
+    success.set_title("Each probe request: green = answered in time, red = failed (error, 5xx or too slow)")
+    own = [s for s in samples if s.target == GLOBAL]
+    for failed, colour, mark, label in (
+        (False, "#1f77b4", ".", "answered"),
+        (True, FAULT_COLOUR, "x", "failed"),
+    ):
+        picked = [s for s in own if probe_failed(s, latency_bound) == failed]
+        xs, ys = [s.sent - zero for s in picked], [s.latency * 1000 for s in picked]
+        latency.plot(xs, ys, mark, ms=3, color=colour, label=f"{label} (time until answer or give-up)")
+    latency.set_yscale("log")
+    latency.set_ylabel("latency of the global endpoint (ms)")
+    latency.set_xlabel("seconds since the fault was injected" if drill.t0 is not None else "seconds")
+    if latency_bound:
+        latency.axhline(latency_bound * 1000, color="grey", ls="--", lw=1, label="latency bound")
+    _shade(drill, zero, end, (success, latency))
+    if drill.t0 is not None and rto_s is not None:
+        for ax in (success, latency):
+            ax.axvline(
+                rto_s,
+                color="#1a7f37",
+                lw=1.2,
+                ls="--",
+                label="recovered (t0 + RTO)" if ax is latency else None,
+            )
+    handles, labels = latency.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))  # a phase run twice is listed once
+    latency.legend(
+        unique.values(),
+        unique.keys(),
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+    )
+    return _png(figure)
+
+
+def _shade(drill: DrillResult, zero: float, end: float, axes: tuple[Any, ...]) -> None:
+    """Faults in red, each timeline phase in a colour of its own, the fault moment as a line; the labels
+    go on the last axes, for its legend."""
+    spans = [(text, FAULT_COLOUR, 0.12, start, stop) for text, start, stop in drill.fault_spans()]
+    colours: dict[str, str] = {}
+    for span in phase_spans(Event.from_dict(e) for e in drill.events):
+        colour = colours.setdefault(span.key, PHASE_COLOURS[len(colours) % len(PHASE_COLOURS)])
+        spans.append((f"phase: {span.key}", colour, 0.18, span.start, span.end))
+    for text, colour, alpha, start, stop in spans:
+        for ax in axes:
+            label = text if ax is axes[-1] else None
+            ax.axvspan(start - zero, (stop or end) - zero, color=colour, alpha=alpha, label=label)
+    if drill.t0 is not None:
+        for ax in axes:
+            ax.axvline(0, color=FAULT_COLOUR, lw=1.2, label="fault injected (t0)" if ax is axes[-1] else None)
+
+
+def trend_png(series: dict[str, list[Point]], what: str) -> bytes | None:
+    """`what` (e.g. "RTO") of each drill / app over past runs, objective dashed; None without points."""
+    if not series:
+        return None
+    figure, ax = plt.subplots(figsize=(10, 3.6))
+    for index, (name, points) in enumerate(sorted(series.items())):
+        colour = PHASE_COLOURS[index % len(PHASE_COLOURS)]
+        times = [dt.datetime.fromtimestamp(p.time, dt.UTC) for p in points]
+        ax.plot(times, [p.value for p in points], "o-", color=colour, label=f"{name} (measured)")
+        goals = [p.objective for p in points]
+        if any(g is not None for g in goals):
+            ax.plot(times, goals, "--", color=colour, alpha=0.7, label=f"{name} (objective)")
+    ax.set_ylabel(f"{what} (seconds)")
+    ax.set_xlabel("run start (UTC)")
+    ax.set_ylim(bottom=0)
+    if len({p.time for points in series.values() for p in points}) > 1:  # one run: matplotlib's own ticks
+        locator = mdates.AutoDateLocator(maxticks=6)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_title(f"{what} across runs: lower is better; a point above its dashed line missed the objective")
+    return _png(figure)

@@ -1,0 +1,261 @@
+"""Infrastructure providers driven by the fleet file: `command` (the user's scripts, argv lists with
+templated arguments) and `chaostoolkit` (any Chaos Toolkit activity, run by chaoslib), as faults use them."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import CommandSettings, fleet_json_schema, load_fleet
+from harness.errors import ConfigError, FleetDrillError
+from harness.faults import KubeContext
+from harness.faults.cluster import ClusterLoss
+from harness.faults.nodes import NodeLoss
+from harness.faults.partition import WanPartition
+from harness.infra import provider_for
+from harness.infra.chaostoolkit import ChaosToolkitProvider
+from harness.infra.command import CommandProvider
+
+FLEET = {
+    "name": "unit",
+    "kubeconfig": "kubeconfig",
+    "clusters": [
+        {"name": "east", "context": "arn:aws:eks:us-east-1:1:cluster/east", "region": "us-east"},
+        {"name": "west", "region": "eu-west"},
+    ],
+}
+
+
+def fleet_file(tmp_path: Path, provider: str, settings: dict) -> Path:
+    path = tmp_path / "fleet.yaml"
+    data = {**FLEET, "infrastructure": {"provider": provider, "settings": settings}}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def script(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def logger(tmp_path: Path) -> str:
+    return script(
+        tmp_path,
+        "log.sh",
+        f'for arg in "$@"; do printf "%s|" "$arg" >> {tmp_path}/calls; done; echo >> {tmp_path}/calls\n',
+    )
+
+
+def calls(tmp_path: Path) -> list[str]:
+    return (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+
+
+def test_command_provider_runs_each_step_with_its_arguments(tmp_path: Path, logger: str) -> None:
+    steps = {
+        "lose_cluster": [logger, "lose", "{cluster}", "--context={context}"],
+        "restore_cluster": [logger, "restore", "{cluster}"],
+        "partition": [logger, "cut", "{name}", "{clusters}", "{contexts}"],
+        "heal": [logger, "heal", "{name}"],
+        "lose_node": [logger, "freeze", "{cluster}", "{node}"],
+        "restore_node": [logger, "thaw", "{node}"],
+    }
+    provider = provider_for(load_fleet(fleet_file(tmp_path, "command", steps)))
+    assert isinstance(provider, CommandProvider)
+    ctx = KubeContext(infra=provider)
+    for fault in (
+        ClusterLoss(targets=("east",)),
+        WanPartition(targets=("east", "west")),
+        NodeLoss(targets=("west",), nodes=("w-1",)),
+    ):
+        fault.inject(ctx)
+        fault.revert(ctx)
+    assert calls(tmp_path) == [
+        "lose|east|--context=arn:aws:eks:us-east-1:1:cluster/east|",
+        "restore|east|",
+        "cut|east_west|east,west|arn:aws:eks:us-east-1:1:cluster/east,west|",
+        "heal|east_west|",
+        "freeze|west|w-1|",
+        "thaw|w-1|",
+    ]
+
+
+def test_a_name_is_one_argument_never_shell(tmp_path: Path, logger: str) -> None:
+    provider = CommandProvider(CommandSettings(lose_node=(logger, "{node}")), {})
+    provider.lose_node("east", "n; touch pwned $(id) `id`")
+    assert calls(tmp_path) == ["n; touch pwned $(id) `id`|"]
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_a_failing_script_is_one_line_with_its_exit_code_and_stderr_tail(tmp_path: Path) -> None:
+    failing = script(tmp_path, "fail.sh", 'seq 1 200 >&2; echo "cluster $1 is not mine" >&2; exit 3\n')
+    provider = CommandProvider(CommandSettings(restore_cluster=(failing, "{cluster}")), {})
+    with pytest.raises(FleetDrillError) as raised:
+        provider.restore_cluster("east")
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 500
+    assert message.startswith(f"infrastructure.settings.restore_cluster: `{failing} east` exited 3: ...")
+    assert message.endswith("199 200 cluster east is not mine")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "infrastructure.settings.heal: not set, and this fault needs it"),
+        (
+            {"heal": ("/nonexistent/heal.sh",)},
+            "infrastructure.settings.heal: '/nonexistent/heal.sh' not found",
+        ),
+        (
+            {"heal": ("/bin/sleep", "5"), "timeout": 0.3},
+            "infrastructure.settings.heal: `/bin/sleep 5` still ran after",
+        ),
+    ],
+)
+def test_a_command_that_cannot_run_says_why(settings: dict, message: str) -> None:
+    with pytest.raises(FleetDrillError, match="^" + message.replace("(", r"\(")):
+        CommandProvider(CommandSettings(**settings), {}).heal("p")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"heal": ["heal.sh", "{cluster}"]},
+            "infrastructure.settings.heal[1]: expected text whose only placeholders are {name}, "
+            "got '{cluster}'",
+        ),
+        (
+            {"lose_cluster": "stop.sh {cluster}"},
+            "infrastructure.settings.lose_cluster: expected a list, got 'stop.sh {cluster}'",
+        ),
+        (
+            {"lose_clustr": ["stop.sh"]},
+            "infrastructure.settings.lose_clustr: unknown field (did you mean 'lose_cluster'?)",
+        ),
+        ({"partition": []}, "infrastructure.settings.partition: expected a valid value"),
+        ({"timeout": "soon"}, "infrastructure.settings.timeout: expected a duration"),
+    ],
+)
+def test_bad_command_settings_are_one_line_naming_the_field(
+    tmp_path: Path, settings: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_fleet(fleet_file(tmp_path, "command", settings))
+    assert str(raised.value).startswith(f"{tmp_path / 'fleet.yaml'}: {message}")
+
+
+def test_the_schema_describes_each_providers_settings() -> None:
+    infrastructure = fleet_json_schema()["$defs"]["Infrastructure"]
+    chosen = {
+        rule["if"]["properties"]["provider"]["const"]: rule["then"]["properties"]["settings"]
+        for rule in infrastructure["allOf"]
+    }
+    assert set(chosen) == {"command", "chaostoolkit"}
+    assert (
+        chosen["command"]["additionalProperties"] is False and "lose_node" in chosen["command"]["properties"]
+    )
+    assert "configuration" in chosen["chaostoolkit"]["properties"]
+
+
+# --- chaostoolkit ------------------------------------------------------------------------------------
+
+ACTIONS = """
+from pathlib import Path
+
+
+def lose(cluster, context, log):
+    with open(log, "a") as file:
+        file.write(f"lose {cluster} {context}\\n")
+
+
+def restore(cluster, log, secrets=None):
+    raise RuntimeError(f"cloud API said no for {cluster} (token {secrets['token']})")
+"""
+
+
+@pytest.fixture
+def actions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "drill_actions.py").write_text(textwrap.dedent(ACTIONS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "drill_actions"
+
+
+def chaostoolkit_fleet(tmp_path: Path, module: str) -> Path:
+    log = str(tmp_path / "calls")
+    settings = {
+        "lose_cluster": {
+            "type": "python",
+            "module": module,
+            "func": "lose",
+            "arguments": {"cluster": "{cluster}", "context": "{context}", "log": log},
+        },
+        "restore_cluster": {
+            "type": "python",
+            "module": module,
+            "func": "restore",
+            "secrets": ["cloud"],
+            "arguments": {"cluster": "{cluster}", "log": log},
+        },
+        "heal": {
+            "type": "process",
+            "path": "/bin/sh",
+            "arguments": ["-c", "echo partition {name} is gone >&2; exit 4"],
+        },
+        "secrets": {"cloud": {"token": {"type": "env", "key": "FLEETDRILL_TEST_TOKEN"}}},
+    }
+    return fleet_file(tmp_path, "chaostoolkit", settings)
+
+
+def test_chaostoolkit_runs_any_action_by_module_path(
+    tmp_path: Path, actions: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEETDRILL_TEST_TOKEN", "s3cr3t-value")
+    provider = provider_for(load_fleet(chaostoolkit_fleet(tmp_path, actions)))
+    assert isinstance(provider, ChaosToolkitProvider) and "s3cr3t-value" not in repr(provider)
+    ClusterLoss(targets=("east",)).inject(KubeContext(infra=provider))
+    assert calls(tmp_path) == ["lose east arn:aws:eks:us-east-1:1:cluster/east"]
+    with pytest.raises(
+        FleetDrillError,
+        match=r"^infrastructure.settings.restore_cluster: Chaos Toolkit rollback restore failed: "
+        "RuntimeError: cloud API said no for east",
+    ):
+        provider.restore_cluster("east")
+
+
+def test_a_failing_process_activity_says_its_exit_code(
+    tmp_path: Path, actions: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEETDRILL_TEST_TOKEN", "s3cr3t-value")
+    provider = provider_for(load_fleet(chaostoolkit_fleet(tmp_path, actions)))
+    with pytest.raises(
+        FleetDrillError,
+        match=r"^infrastructure.settings.heal: Chaos Toolkit rollback /bin/sh failed: exited 4: "
+        "partition east is gone$",
+    ):
+        provider.heal("east")
+    with pytest.raises(FleetDrillError, match=r"^infrastructure\.settings\.lose_node: not set"):
+        provider.lose_node("east", "n")
+
+
+def test_an_activity_chaoslib_cannot_load_is_refused_with_the_fleet(tmp_path: Path) -> None:
+    settings = {"lose_cluster": {"type": "python", "module": "no_such_module_anywhere", "func": "lose"}}
+    with pytest.raises(
+        ConfigError,
+        match=r"^infrastructure.settings.lose_cluster: not a valid Chaos Toolkit activity: "
+        ".*no_such_module_anywhere",
+    ):
+        provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", settings)))
+
+
+def test_no_provider_refuses_infrastructure_faults_in_one_line(tmp_path: Path) -> None:
+    provider = provider_for(load_fleet(fleet_file(tmp_path, "none", {})))
+    with pytest.raises(
+        FleetDrillError, match=r"needs an infrastructure provider: set infrastructure\.provider"
+    ):
+        NodeLoss(targets=("east",), nodes=("n",)).inject(KubeContext(infra=provider))

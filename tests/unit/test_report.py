@@ -1,0 +1,196 @@
+"""Reports built from drill records: the HTML report, the history and its trend, secrets kept out."""
+
+import base64
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.report import history, publish, redact, summary
+from harness.report.runs import load_run
+from tests.report_runs import TOKEN, Scenario, write_run
+
+OLD, NEW = "20261001T000000Z-aaaaaa", "20261101T000000Z-bbbbbb"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class Page(HTMLParser):
+    """The parts of report.html a test reads: tables (rows of cell texts), image sources, link targets."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.images.append(found.get("src") or "")
+        elif tag in ("a", "link", "script"):
+            self.links.append(found.get("href") or found.get("src") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _record(folder: Path) -> dict:
+    return json.loads((folder / "record.json").read_text())
+
+
+def test_the_html_report_shows_the_figures_and_verdicts_of_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_run(tmp_path, NEW, monkeypatch)
+    record = _record(folder)
+    page = Page(publish.publish(tmp_path, NEW).report.read_text())
+
+    table = page.tables[0]
+    assert table[0] == ["drill", "cluster", "objective", "expected", "measured", "verdict", "reason"]
+    rows = {row[2]: row for row in table[1:]}
+    for verdict in record["verdicts"]:
+        row = rows[verdict["objective"]]
+        assert row[:2] == ["test_lose_the_primary_cluster", "us-east"]
+        assert row[3:6] == [verdict["expected"], verdict["measured"], verdict["status"].upper()]
+        assert row[6] == verdict["message"]
+    figures = record["figures"]["orders"]
+    shown = {row[0]: row[1] for table in page.tables for row in table if len(row) >= 2}
+    assert shown["RTO, measured"] == f"{figures['rto_s']:.2f} s"
+    assert shown["RPO, measured"] == f"{figures['rpo_s']:.2f} s"
+    assert shown["availability"] == f"{figures['availability'] * 100:.3f} %"
+    assert shown["lost writes"] == str(figures["lost_writes"])
+    for phase, seconds in figures["rto_phases"]["phases"].items():
+        assert shown[phase] == f"{seconds:.2f} s"
+
+
+def test_the_html_report_is_self_contained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_run(tmp_path, OLD, monkeypatch)
+    page = Page(publish.publish(tmp_path, OLD).report.read_text())
+    # the drill's timeline, then the RTO and RPO trends: every picture is inside the page
+    assert len(page.images) == 3
+    for source in page.images:
+        prefix, _, data = source.partition(",")
+        assert prefix == "data:image/png;base64"
+        assert base64.b64decode(data).startswith(PNG)
+    assert not [link for link in page.links if "://" in link], "nothing is fetched from the network"
+
+
+def test_the_history_accumulates_one_line_per_drill_and_run_and_trends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_run(tmp_path, OLD, monkeypatch, Scenario(outage_s=3.0, lag_s=1.2, wall_start=1_790_000_000.0))
+    late = Scenario(outage_s=6.0, lag_s=2.6, wall_start=1_792_000_000.0)
+    write_run(tmp_path, NEW, monkeypatch, late)
+    publish.publish(tmp_path, NEW)
+    publish.publish(tmp_path, OLD)
+    publish.publish(tmp_path, OLD)  # rebuilt: its lines are replaced, not added again
+
+    lines = history.read(tmp_path / history.HISTORY)
+    assert [line["run_id"] for line in lines] == [OLD, NEW]
+    for figure in ("rto_s", "rpo_s"):
+        (points,) = history.trend(lines, figure).values()
+        measured = [
+            _record(tmp_path / run / "test_lose_the_primary_cluster")["figures"]["orders"][figure]
+            for run in (OLD, NEW)
+        ]
+        assert [p.value for p in points] == measured
+        assert [p.objective for p in points] == [20.0, 20.0] if figure == "rto_s" else [5.0, 5.0]
+    rto = history.trend(lines, "rto_s")["test_lose_the_primary_cluster / orders"]
+    assert rto[0].value < rto[1].value, "the later run recovered more slowly"
+
+
+def test_a_damaged_history_line_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / history.HISTORY
+    path.write_text('{"run_id": "a", "time": 1, "drill": "d"}\nnot json\n')
+    with pytest.raises(ConfigError, match=r"history.jsonl:2: expected one JSON object per line"):
+        history.read(path)
+
+
+def test_a_token_in_a_record_never_reaches_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = f"the API said 401 to Authorization: Bearer {TOKEN}"
+    folder = write_run(tmp_path, NEW, monkeypatch, Scenario(message=message))
+    assert TOKEN not in (folder / "record.json").read_text(), "record.write masks it"
+    record = _record(folder)  # a record written by something else still holds one
+    record["message"] = message
+    record["verdicts"][0]["message"] += f" token={TOKEN}"
+    (folder / "record.json").write_text(json.dumps(record))
+
+    published = publish.publish(tmp_path, NEW, with_evidence=True)
+    summary.show(published)
+    assert published.evidence is not None
+    outputs = [published.report, published.history, *published.evidence.rglob("*")]
+    leaked = [str(p) for p in outputs if p.is_file() and TOKEN[:40] in p.read_text()]
+    assert not leaked
+    assert redact.MASK in published.report.read_text()
+    assert TOKEN[:40] not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "Authorization: Bearer abcdefghijklmnop123",
+        "client-key-data: " + "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQpNSUlFb3dJQkFBS0NBUUVB",
+        "password=hunter2",
+        "AKIAIOSFODNN7EXAMPLE",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+    ],
+)
+def test_token_looking_text_is_masked(secret: str) -> None:
+    assert redact.MASK in redact.redact(f"before {secret} after")
+    for keep in ("hunter2", "abcdefghijklmnop123", "AKIAIOSFODNN7EXAMPLE", "MIIEow", "LS0tLS1CRUdJTi"):
+        assert keep not in redact.redact(secret)
+
+
+def test_figures_ids_and_addresses_are_not_mistaken_for_secrets() -> None:
+    text = "RTO 4.0 s, run 20261101T000000Z-bbbbbb, stream 1b4e28ba2fa1466b9d1e0a6f43cfb5a2, http://198.18.25.3:80/readyz"
+    assert redact.redact(text) == text
+    assert redact.redact_data({"tokens_lost": 3, "lost_writes": 5}) == {"tokens_lost": 3, "lost_writes": 5}
+
+
+def test_a_missing_run_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_run(tmp_path, OLD, monkeypatch)
+    with pytest.raises(ConfigError, match=rf"no drill records for run 'nope' \(recent runs: {OLD}\)"):
+        load_run(tmp_path, "nope")
+
+
+def test_a_real_drill_record_without_its_raw_data_still_reports(tmp_path: Path) -> None:
+    """A record from a real run on a starved machine: its verdicts are errors (probe gaps), its raw data is
+    not kept here (2 MB), so the report must say there is nothing to plot rather than fail."""
+    source = Path(__file__).parent / "report_data" / "active_active_ap_south.record.json"
+    folder = (
+        tmp_path / "20261126T110456Z-fc8748" / "test_lose_one_cluster_and_global_traffic_continues_ap-south_"
+    )
+    folder.mkdir(parents=True)
+    shutil.copy(source, folder / "record.json")
+    published = publish.publish(tmp_path)
+    text = published.report.read_text()
+    page = Page(text)
+    record = json.loads(source.read_text())
+    rows = page.tables[0][1:]
+    assert [(row[1], row[2], row[4], row[5]) for row in rows] == [
+        ("ap-south", v["objective"], v["measured"], "ERROR") for v in record["verdicts"]
+    ]
+    shown = {row[0]: row[1] for table in page.tables for row in table if len(row) >= 2}
+    assert shown["availability"] == f"{record['figures']['orders']['availability'] * 100:.3f} %"
+    assert shown["RTO, measured"] == "-" and shown["recovery outcome"] == "not_recovered"
+    assert "no data to plot" in text
+    assert published.run.verdict == "error"
