@@ -3,8 +3,9 @@ availability against the app's objectives, then fail back once the primary retur
 
 import pytest
 
-from harness import failover
+from harness.config import App
 from harness.drill import Drill
+from harness.failover import Failover
 from harness.faults.cluster import ClusterLoss
 
 BASELINE_S = 2.0
@@ -12,9 +13,9 @@ BASELINE_S = 2.0
 
 @pytest.mark.destructive
 @pytest.mark.quarterly
+@pytest.mark.gameday
 @pytest.mark.drill(app="orders")
-def test_lose_the_primary_cluster(drill: Drill) -> None:
-    app = drill.app("orders")
+def test_lose_the_primary_cluster(drill: Drill, app: App, failover: Failover) -> None:
     primary = drill.fleet.primary().name
     passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
     deadline = 2 * (app.objectives.rto or 30.0)
@@ -23,11 +24,11 @@ def test_lose_the_primary_cluster(drill: Drill) -> None:
             f"steady state: {primary} does not serve {app.name}"
         )
         t0 = drill.inject(ClusterLoss(targets=(primary,))).t_mono
-        failover.promote(drill.access, app, passive, drill.timeline)
+        failover.fail_over(app, passive)
         drill.wait_served_by(app, passive, deadline)
         drill.soak()
     verdicts = drill.judge(app, t0, survivor=passive)
     drill.revert_all()
-    failover.fail_back(drill.access, app, primary, drill.timeline, deadline)
+    failover.fail_back(app, primary, deadline)
     failed = [v.message for v in verdicts if v.status != "pass"]
     assert not failed, "; ".join(failed)

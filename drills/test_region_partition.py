@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from harness import failover
+from harness.config import App
 from harness.drill import Drill
+from harness.failover import Failover, poll
 from harness.faults.partition import WanPartition
 
 BASELINE_S = 2.0
@@ -15,9 +16,9 @@ BASELINE_S = 2.0
 
 @pytest.mark.destructive
 @pytest.mark.quarterly
+@pytest.mark.gameday
 @pytest.mark.drill(app="orders")
-def test_partition_the_primary_region(drill: Drill) -> None:
-    app = drill.app("orders")
+def test_partition_the_primary_region(drill: Drill, app: App, failover: Failover) -> None:
     primary = drill.fleet.primary().name
     passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
     deadline = 2 * (app.objectives.rto or 30.0)
@@ -34,13 +35,13 @@ def test_partition_the_primary_region(drill: Drill) -> None:
         with drill.timeline.phase(
             "fencing", cluster=primary
         ):  # promote only once it is fenced, or at the RTO
-            failover.poll(fenced, app.objectives.rto or 30.0)
-        failover.promote(drill.access, app, passive, drill.timeline)
+            poll(fenced, app.objectives.rto or 30.0)
+        failover.fail_over(app, passive)
         drill.wait_served_by(app, passive, deadline)
         drill.soak()
     verdicts = drill.judge(app, t0, survivor=passive)
     verdicts.append(drill.judge_split_brain(primary, cut_off.writes(), passive, t0))
     drill.revert_all()
-    failover.fail_back(drill.access, app, primary, drill.timeline, deadline)
+    failover.fail_back(app, primary, deadline)
     failed = [v.message for v in verdicts if v.status != "pass"]
     assert not failed, "; ".join(failed)

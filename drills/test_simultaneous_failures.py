@@ -4,8 +4,9 @@ the active-passive drill, with one fewer place to fail over to."""
 
 import pytest
 
-from harness import failover
+from harness.config import App
 from harness.drill import Drill
+from harness.failover import Failover
 from harness.faults.cluster import ClusterLoss
 from harness.faults.partition import WanPartition
 
@@ -14,9 +15,11 @@ BASELINE_S = 2.0
 
 @pytest.mark.destructive
 @pytest.mark.quarterly
+@pytest.mark.gameday
 @pytest.mark.drill(app="orders")
-def test_lose_the_primary_while_the_standby_region_is_cut_off(drill: Drill) -> None:
-    app = drill.app("orders")
+def test_lose_the_primary_while_the_standby_region_is_cut_off(
+    drill: Drill, app: App, failover: Failover
+) -> None:
     primary = drill.fleet.primary().name
     passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
     standby = [c.name for c in drill.fleet.clusters if c.role == "standby"]
@@ -28,11 +31,11 @@ def test_lose_the_primary_while_the_standby_region_is_cut_off(drill: Drill) -> N
         if standby:
             drill.inject(WanPartition(targets=tuple(standby)))
         t0 = drill.inject(ClusterLoss(targets=(primary,))).t_mono
-        failover.promote(drill.access, app, passive, drill.timeline)
+        failover.fail_over(app, passive)
         drill.wait_served_by(app, passive, deadline)
         drill.soak()
     verdicts = drill.judge(app, t0, survivor=passive)
     drill.revert_all()
-    failover.fail_back(drill.access, app, primary, drill.timeline, deadline)
+    failover.fail_back(app, primary, deadline)
     failed = [v.message for v in verdicts if v.status != "pass"]
     assert not failed, "; ".join(failed)

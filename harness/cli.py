@@ -135,6 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_id,
         "-p",
         "no:cacheprovider",
+        "--progress",
         *args.pytest_args,
     ]
     code = int(pytest.main(argv))
@@ -202,6 +203,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         access.close()
     print(f"{failed} problem(s) on the DR path" if failed else "ready: every check passed")
     return 1 if failed else 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Fail an app over by hand, as the promote strategy does: the Gslb's primary, then the data primary
+    (for game days, and as the script of a `command` failover strategy)."""
+    from harness import failover
+    from harness.fleet import FleetAccess
+    from harness.timeline import Timeline
+
+    fleet = load_fleet(args.fleet)
+    app, cluster = fleet.app(args.app), fleet.cluster(args.to)
+    access, timeline = FleetAccess(fleet), Timeline()
+    try:
+        failover.promote(access, app, cluster.name, timeline)
+    finally:
+        access.close()
+    epoch = timeline.events("data.promoted")[-1].detail["epoch"]
+    print(f"{app.name}: {cluster.name} is primary (epoch {epoch})")
+    return 0
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -328,6 +348,14 @@ def parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--margin", default="168h", help="credentials must stay valid longer than this (default 168h)"
     )
+    promote = commands.add_parser(
+        "promote",
+        help="fail an app over by hand: point the Gslb at a cluster and promote the app's data there",
+    )
+    promote.set_defaults(handler=cmd_promote)
+    promote.add_argument("--fleet", type=Path, default=paths.default_fleet_file(), help="fleet file")
+    promote.add_argument("--app", required=True, help="the app to fail over")
+    promote.add_argument("--to", required=True, metavar="CLUSTER", help="the cluster taking over")
     recover = commands.add_parser("recover", help="revert the faults a crashed run left in the ledger")
     recover.set_defaults(handler=cmd_recover)
     recover.add_argument("--fleet", type=Path, default=paths.default_fleet_file(), help="fleet file")

@@ -153,6 +153,45 @@ class Objectives(_Model):
     """Latency bound: a probe slower than this counts as failed."""
 
 
+def placeholders(template: str) -> list[str]:
+    """The {placeholders} of a template; ValueError when its braces do not parse."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+def _check_templates(allowed: tuple[str, ...], templates: list[str], loc: tuple[str | int, ...]) -> None:
+    for i, template in enumerate(templates):
+        try:
+            bad = [name for name in placeholders(template) if name not in allowed]
+        except ValueError:
+            bad = [template]
+        if bad:
+            wanted = ", ".join("{" + name + "}" for name in allowed)
+            raise _Invalid(f"text whose only placeholders are {wanted}", template, (*loc, i))
+
+
+FAILOVER_PLACEHOLDERS = ("app", "namespace", "cluster", "context")
+
+
+class Failover(_Model):
+    """How a drill fails an app over to another cluster."""
+
+    strategy: Literal["promote", "observe", "command"] = "promote"
+    """promote: point the k8gb Gslb at the cluster and promote the app's data there (POST /promote);
+    observe: do nothing, the GSLB and the app fail over by themselves; command: run `command`."""
+    command: Annotated[tuple[Text, ...], Field(min_length=1)] | None = None
+    """For strategy command: your failover script as an argv list (no shell), with {app}, {namespace},
+    {cluster} (the one taking over) and its {context} filled in; exit status 0 means done."""
+    timeout: PositiveDuration = 300.0
+    """Longest the command may run."""
+
+    @model_validator(mode="after")
+    def _command_when_needed(self) -> "Failover":
+        if self.strategy == "command" and not self.command:
+            raise _Invalid("a command (an argv list) for strategy command", self.command, ("command",))
+        _check_templates(FAILOVER_PLACEHOLDERS, list(self.command or ()), ("command",))
+        return self
+
+
 class App(_Model):
     """An application deployed across the fleet, probed during drills."""
 
@@ -174,6 +213,8 @@ class App(_Model):
     """Path probed for health on the endpoints."""
     objectives: Objectives = Objectives()
     """What the app must achieve through a drill."""
+    failover: Failover = Failover()
+    """How drills fail the app over."""
 
 
 class BackupStore(_Model):
@@ -201,6 +242,9 @@ class Velero(_Model):
     controller wakes once a minute, so a shorter period still means up to a minute)."""
     store: BackupStore | None = None
     """The object store the storage location points at, for reference (Velero reaches it, not the harness)."""
+    max_backup_age: Duration | None = None
+    """How old the newest Completed backup of an app may be (default: the app's RPO objective); set it when
+    replication meets the RPO and backups are the last line of defence."""
 
 
 PLACEHOLDERS = {  # what each provider method fills in its templates
@@ -212,23 +256,6 @@ PLACEHOLDERS = {  # what each provider method fills in its templates
     "restore_node": ("cluster", "context", "node"),
 }
 Argv = Annotated[tuple[Text, ...], Field(min_length=1)]
-
-
-def placeholders(template: str) -> list[str]:
-    """The {placeholders} of a template; ValueError when its braces do not parse."""
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-
-
-def _check_templates(method: str, templates: list[str], loc: tuple[str | int, ...]) -> None:
-    allowed = PLACEHOLDERS[method]
-    for i, template in enumerate(templates):
-        try:
-            bad = [name for name in placeholders(template) if name not in allowed]
-        except ValueError:
-            bad = [template]
-        if bad:
-            wanted = ", ".join("{" + name + "}" for name in allowed)
-            raise _Invalid(f"text whose only placeholders are {wanted}", template, (*loc, i))
 
 
 class CommandSettings(_Model):
@@ -257,7 +284,7 @@ class CommandSettings(_Model):
     @model_validator(mode="after")
     def _known_placeholders(self) -> "CommandSettings":
         for method in PLACEHOLDERS:
-            _check_templates(method, list(getattr(self, method) or ()), (method,))
+            _check_templates(PLACEHOLDERS[method], list(getattr(self, method) or ()), (method,))
         return self
 
 

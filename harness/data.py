@@ -21,6 +21,7 @@ import math
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -164,8 +165,10 @@ def read_present(
     stream: str | None = None,
     timeout_s: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> set[int]:
-    """Every seq the app lists after `since` (in `stream`, or the app's default one), page by page.
+    """Every seq the app lists after `since` (in `stream`, or the app's default one), page by page; `headers`
+    go with every request (e.g. credentials for an API server's service proxy).
 
     Raises FleetDrillError when a page cannot be read or makes no sense: a failed read is never "lost".
     """
@@ -173,7 +176,7 @@ def read_present(
     cursor: int | None = since
     while cursor is not None:
         url = _url(base_url, "/orders", since=cursor, stream=stream)
-        page = _get_json(url, timeout_s, ssl_context)
+        page = _get_json(url, timeout_s, ssl_context, headers=headers)
         orders = page.get("orders") if isinstance(page, dict) else None
         if not isinstance(orders, list) or None in (seqs := [_seq_of(o) for o in orders]):
             raise FleetDrillError(
@@ -214,11 +217,15 @@ def _seq_of(order: object) -> int | None:
 
 
 def _get_json(
-    url: str, timeout_s: float, ssl_context: ssl.SSLContext | None, missing_ok: bool = False
+    url: str,
+    timeout_s: float,
+    ssl_context: ssl.SSLContext | None,
+    missing_ok: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> Any:
     conn, path = _connection(url, timeout_s, ssl_context)
     try:
-        conn.request("GET", path, headers={"Accept": "application/json"})
+        conn.request("GET", path, headers={"Accept": "application/json", **(headers or {})})
         with conn.getresponse() as response:
             body = response.read()
     except (OSError, http.client.HTTPException) as exc:

@@ -4,6 +4,7 @@ The pytest plugin makes one Drill per test; drills call `observe`, `inject`, the
 and `judge`, and the plugin writes the record whatever happened.
 """
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -13,14 +14,18 @@ from urllib.parse import urljoin
 from harness import measure
 from harness.config import App, Fleet
 from harness.data import SentinelWriter, read_present
+from harness.errors import FleetDrillError
+from harness.failover import BackupPoint
 from harness.faults import Fault, FaultStack
-from harness.fleet import FleetAccess
+from harness.fleet import FleetAccess, ServiceProxy
+from harness.gameday import Operators
 from harness.safety import AbortMonitor
 from harness.samples import ProbeSample, SentinelWrite, Verdict
 from harness.timeline import Event, Timeline
 from harness.traffic import Prober
 
 GLOBAL = "global"
+RESTORED = "restored"
 STEADY_WRITES = 5  # sentinel writes in a row acknowledged: the data path is part of the steady state
 
 
@@ -63,13 +68,16 @@ class Drill:
         stack: FaultStack,
         timeline: Timeline,
         settings: DrillSettings | None = None,
+        operators: Operators | None = None,
     ) -> None:
         self.name, self.fleet, self.access, self.stack, self.timeline = name, fleet, access, stack, timeline
         self.settings = settings or DrillSettings()
+        self.operators = operators  # on game days: pause before each fault and before the verdicts
         self.observations: dict[str, Observation] = {}
         self.verdicts: list[Verdict] = []
         self.figures: dict[str, object] = {}
         self._live: dict[str, Prober] = {}
+        self._restored: dict[str, Prober] = {}
         self._writers: dict[str, SentinelWriter] = {}
 
     def app(self, name: str) -> App:
@@ -114,7 +122,7 @@ class Drill:
                     self._live.pop(app.name, None)
                     self._writers.pop(app.name, None)
         finally:  # a drill that fails inside the block keeps its raw data too
-            observation.samples = {target: prober.samples(target) for target in targets}
+            observation.samples |= {target: prober.samples(target) for target in targets}
             observation.writes = writer.writes()
             self.timeline.record("probes.stopped", detail={"app": app.name})
 
@@ -127,6 +135,41 @@ class Drill:
             return measure.availability(samples, (now - window_s, now), app.objectives.latency)
 
         return over
+
+    @contextmanager
+    def observe_restored(self, app: App, proxy: ServiceProxy) -> Iterator[None]:
+        """Probe the app restored beside the original through its API server's service proxy, for the
+        block; enter it at t0, so the probes that fail until the restore serves make its RTO. Through the
+        proxy only a 2xx answer is the app's (404 and 503 are the proxy's: no such service, no endpoint
+        yet), so any other status is recorded as a failed probe."""
+        prober = Prober(
+            {RESTORED: proxy.url + app.health_path},
+            rate_hz=self.settings.probe_rate_hz,
+            timeout_s=self.settings.probe_timeout_s,
+            ssl_context=proxy.ssl_context,
+            headers=proxy.headers,
+        )
+        self.timeline.record("probes.started", detail={"app": app.name, "targets": [RESTORED]})
+        try:
+            with prober:
+                self._restored[app.name] = prober
+                yield
+        finally:
+            self._restored.pop(app.name, None)
+            self.observations[app.name].samples[RESTORED] = [_answered(s) for s in prober.samples(RESTORED)]
+
+    def wait_restored_serves(self, app: App, deadline_s: float) -> None:
+        """Wait (at most deadline_s) until the restored app's probes show a stable recovery as RTO defines
+        it (see observe_restored)."""
+        deadline, prober = time.monotonic() + deadline_s, self._restored[app.name]
+        start = time.monotonic()
+        with self.timeline.phase("first good request"):
+            while time.monotonic() < deadline:
+                samples = [_answered(s) for s in prober.samples(RESTORED)]
+                stable = measure.rto(samples, start, self.settings.stable_count, self.settings.stable_seconds)
+                if stable.outcome == "recovered":
+                    return
+                time.sleep(0.05)
 
     @contextmanager
     def direct_writes(self, app: App, cluster: str) -> Iterator[SentinelWriter]:
@@ -143,7 +186,12 @@ class Drill:
 
     def inject(self, fault: Fault) -> Event:
         """Apply a fault until the drill ends (reverted on every exit path); its event's time is t0."""
+        self._pause(f"next: inject {fault.describe()}")
         return self.stack.push(fault)
+
+    def _pause(self, what: str) -> None:
+        if self.operators is not None:
+            self.operators.pause(what)
 
     def revert_all(self) -> None:
         self.stack.undo_all()
@@ -171,6 +219,11 @@ class Drill:
         writer = self._writers.get(app.name)
         recent = writer.writes()[-STEADY_WRITES:] if writer else []
         return len(recent) == STEADY_WRITES and all(w.acked_at is not None for w in recent)
+
+    def writes_acked_since(self, app: App, since: float) -> int:
+        """How many of the app's sentinel writes were acknowledged after `since` (live)."""
+        writer = self._writers.get(app.name)
+        return sum(1 for w in writer.writes() if (w.acked_at or 0) > since) if writer else 0
 
     def steady(self, app: App, cluster: str | None, hold_s: float, deadline_s: float) -> bool:
         """Steady state: the app served (from `cluster` when given) and acknowledged its sentinel writes,
@@ -235,6 +288,7 @@ class Drill:
         """RTO, availability, longest outage (when bounded), a latency percentile (when asked) and RPO
         (when the data failed over to `survivor`) of the app against its objectives, from what was
         measured."""
+        self._pause(f"next: the verdicts of {app.name}")
         observation = self.observations[app.name]
         samples = observation.samples[GLOBAL]
         objectives, interval = app.objectives, 1 / self.settings.probe_rate_hz
@@ -278,3 +332,64 @@ class Drill:
         self.figures[app.name] = figures
         self.verdicts += verdicts
         return verdicts
+
+    def judge_restore(self, app: App, t0: float, point: BackupPoint, proxy: ServiceProxy) -> list[Verdict]:
+        """The app restored beside the original: RTO from t0 to its stable answers (observe_restored), and
+        the data it holds against the backup point (the sentinel's writes read back through the proxy)."""
+        self._pause(f"next: the verdicts of {app.name}")
+        observation = self.observations[app.name]
+        samples = observation.samples[RESTORED]
+        interval = 1 / self.settings.probe_rate_hz
+        gap_factor = max(3.0, self.settings.max_probe_gap_s / interval)
+        end = max((s.sent for s in samples), default=t0)
+        coverage = measure.check_coverage(samples, t0, end, interval, gap_factor)
+        result = measure.rto(samples, t0, self.settings.stable_count, self.settings.stable_seconds)
+        verdicts = []
+        if app.objectives.rto is not None:
+            verdicts.append(measure.judge_rto(result, app.objectives.rto, coverage))
+        figures: dict[str, object] = {
+            "rto_s": result.rto,
+            "rto_outcome": result.outcome,
+            "backup": point.name,
+            "backup_window_s": [point.started - t0, point.completed - t0],
+            "probes": len(samples),
+            "writes": len(observation.writes),
+            "rto_phases": measure.rto_phases(self.timeline.events(), t0, t0 + (result.rto or 0)).to_dict(),
+        }
+        verdicts.append(self._judge_restored_data(observation, t0, point, proxy, figures))
+        self.figures[app.name] = figures
+        self.verdicts += verdicts
+        return verdicts
+
+    @staticmethod
+    def _judge_restored_data(
+        observation: Observation,
+        t0: float,
+        point: BackupPoint,
+        proxy: ServiceProxy,
+        figures: dict[str, object],
+    ) -> Verdict:
+        """The restored data against the backup point; an error verdict when it cannot be read."""
+        try:
+            present = read_present(
+                proxy.url,
+                observation.seq_base - 1,
+                stream=observation.stream,
+                ssl_context=proxy.ssl_context,
+                headers=proxy.headers,
+            )
+        except FleetDrillError as error:
+            objective = "RPO at the backup point"
+            why = f"{objective} not judged: the restored app's data could not be read: {error}"
+            return Verdict("error", objective, "the restored data read back", "no data", why, {})
+        loss = measure.rpo(observation.writes, present, t0)
+        figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count}
+        return measure.judge_backup_point(loss, observation.writes, present, point.started, point.completed)
+
+
+def _answered(sample: ProbeSample) -> ProbeSample:
+    """A probe through a service proxy: any answer but 2xx is the proxy's, so the probe failed."""
+    if not sample.ok or sample.status is None or 200 <= sample.status < 300:
+        return sample
+    error = f"status: HTTP {sample.status} from the API server's proxy"
+    return dataclasses.replace(sample, ok=False, status=None, error=error)

@@ -1,5 +1,7 @@
-"""Failover strategies, each step on the timeline: observe (the GSLB moves traffic by itself) and
-promote (move the k8gb Gslb's primary, then make the app's data primary on the target cluster)."""
+"""Failover strategies, each step on the timeline: observe (the GSLB moves traffic by itself), promote
+(move the k8gb Gslb's primary, then make the app's data primary on the target cluster), command (the
+user's own failover script), chosen per app in the fleet file (`apps[].failover`); and restore to a
+standby (a Velero backup of the app's namespace, restored into another cluster)."""
 
 import datetime as dt
 import json
@@ -8,18 +10,22 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from kubernetes import client
 
 from harness.config import App
 from harness.errors import FleetDrillError
 from harness.fleet import ClusterError, FleetAccess
+from harness.infra.command import render, run_command
 from harness.timeline import Timeline
+from harness.velero import BackupSpec, Velero
 
 # The k8gb Gslb resource (k8gb's documented v1beta1 API) and the annotation that orders changes.
 GSLB_GROUP, GSLB_VERSION, GSLB_PLURAL = "k8gb.absa.oss", "v1beta1", "gslbs"
 CHANGED_AT = "fleetdrill.io/changed-at"
 POLL_S = 0.05
+SYNC_DEADLINE_S = 150.0  # Velero syncs a storage location's backups into a cluster once a minute
 
 
 class FailoverError(FleetDrillError):
@@ -106,10 +112,27 @@ def app_serves(app: App, cluster: str) -> bool:
 
 
 def fail_back(access: FleetAccess, app: App, cluster: str, timeline: Timeline, deadline_s: float) -> None:
-    """Once the original primary serves again, make it primary again (a newer epoch, so never two)."""
+    """Once the original primary serves again, fail over to it again (promote: at a newer epoch, so never
+    two primaries)."""
     with timeline.phase("failback", cluster=cluster):
         wait_until(lambda: app_serves(app, cluster), deadline_s, f"{app.name} serving again in {cluster}")
+        fail_over(access, app, cluster, timeline)
+
+
+def fail_over(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> None:
+    """Fail the app over to `cluster` by the strategy its fleet file names (`apps[].failover.strategy`)."""
+    settings = app.failover
+    if settings.strategy == "promote":
         promote(access, app, cluster, timeline)
+    elif settings.strategy == "command":
+        context = access.fleet.context_for(access.fleet.cluster(cluster))
+        values = {"app": app.name, "namespace": app.namespace, "cluster": cluster, "context": context}
+        argv = render(settings.command or (), values)
+        with timeline.phase("failover command", cluster=cluster):
+            run_command(argv, f"apps.{app.name}.failover.command", settings.timeout)
+        timeline.record("failover.commanded", cluster=cluster, detail={"program": argv[0]})
+    else:
+        timeline.record("failover.observed", cluster=cluster, detail={"app": app.name})
 
 
 def promote(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> None:
@@ -120,3 +143,89 @@ def promote(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> 
     with timeline.phase("promote", cluster=cluster):
         epoch = promote_data(app, cluster)
     timeline.record("data.promoted", cluster=cluster, detail={"epoch": epoch})
+
+
+@dataclass(frozen=True)
+class BackupPoint:
+    """A backup a drill made, and the moments (time.monotonic) between which Velero read its data."""
+
+    name: str
+    started: float
+    completed: float
+
+
+def back_up(
+    velero: Callable[[str], Velero],
+    app: App,
+    source: str,
+    target: str,
+    name: str,
+    timeline: Timeline,
+    deadline_s: float,
+) -> BackupPoint:
+    """Back up the app's namespace in `source`, its volumes through Velero's file-system backup, then wait
+    until Velero in `target` sees the backup (after a sync of the storage location): a DR cluster cannot
+    restore a backup it does not see yet."""
+    spec = BackupSpec(include_namespaces=(app.namespace,), default_volumes_to_fs_backup=True)
+    with timeline.phase("backup", cluster=source):
+        started = time.monotonic()
+        velero(source).create_backup(name, spec)
+        backup = velero(source).wait_for_backup(name, deadline_s)
+        completed = time.monotonic()
+    detail = {"backup": name, "items": backup.items_backed_up}
+    timeline.record("backup.completed", cluster=source, detail=detail)
+    with timeline.phase("backup sync", cluster=target):
+        velero(target).wait_for_backup_visible(name, SYNC_DEADLINE_S)
+    return BackupPoint(name, started, completed)
+
+
+def restore_namespace(access: FleetAccess, app: App, cluster: str, suffix: str) -> str:
+    """Where a restore of the app goes in `cluster`: its own namespace on a cold standby; beside it,
+    `NAMESPACE-restore-SUFFIX`, where the app's namespace exists already (a restore never overwrites)."""
+    try:
+        client.CoreV1Api(access.api_client(cluster)).read_namespace(app.namespace, _request_timeout=10)
+    except client.ApiException as error:
+        if error.status == 404:
+            return app.namespace
+        raise
+    return f"{app.namespace}-restore-{suffix}"
+
+
+def restore_to_standby(
+    velero: Velero, app: App, backup: str, cluster: str, into: str, timeline: Timeline, deadline_s: float
+) -> None:
+    """Restore the app's namespace from `backup` into `cluster` (Velero there) as namespace `into`, and wait
+    until the restore Completed; the drill then waits for the restored app's first good answer."""
+    restore = f"{backup}-{cluster}"
+    mappings = {app.namespace: into} if into != app.namespace else None
+    with timeline.phase("restore", cluster=cluster):
+        velero.create_restore(
+            restore, backup=backup, namespace_mappings=mappings, include_namespaces=(app.namespace,)
+        )
+        done = velero.wait_for_restore(restore, deadline_s)
+    detail = {"restore": restore, "namespace": into, "items": done.items_restored}
+    timeline.record("restore.completed", cluster=cluster, detail=detail)
+
+
+@dataclass(frozen=True)
+class Failover:
+    """The strategies bound to one drill's fleet access, timeline and velero CLIs: the `failover` fixture."""
+
+    access: FleetAccess
+    timeline: Timeline
+    velero: Callable[[str], Velero]
+
+    def fail_over(self, app: App, cluster: str) -> None:
+        fail_over(self.access, app, cluster, self.timeline)
+
+    def promote(self, app: App, cluster: str) -> None:
+        promote(self.access, app, cluster, self.timeline)
+
+    def fail_back(self, app: App, cluster: str, deadline_s: float) -> None:
+        fail_back(self.access, app, cluster, self.timeline, deadline_s)
+
+    def back_up(self, app: App, source: str, target: str, name: str, deadline_s: float) -> BackupPoint:
+        return back_up(self.velero, app, source, target, name, self.timeline, deadline_s)
+
+    def restore_to_standby(self, app: App, backup: str, cluster: str, into: str, deadline_s: float) -> None:
+        restore_to_standby(self.velero(cluster), app, backup, cluster, into, self.timeline, deadline_s)

@@ -1,8 +1,10 @@
 """Typed access to every cluster of a fleet: one kubernetes ApiClient per context, and the provider."""
 
+import ssl
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -66,3 +68,37 @@ class FleetAccess:
         for api in self._clients.values():
             api.close()
         self._clients.clear()
+
+
+@dataclass(frozen=True)
+class ServiceProxy:
+    """A Service reached through its cluster's API server (`.../services/NAME/proxy/PATH`), authenticated
+    as the kubeconfig says: how a drill reaches an app no endpoint of the fleet file routes to, such as one
+    restored beside the original. The headers carry the credentials: never log them."""
+
+    url: str
+    ssl_context: ssl.SSLContext | None = field(repr=False)
+    headers: dict[str, str] = field(repr=False)
+
+
+def service_port(api: client.ApiClient, namespace: str, service: str) -> str:
+    """The first port of a Service, by name when it has one (the API server's proxy needs the name)."""
+    found = client.CoreV1Api(api).read_namespaced_service(service, namespace, _request_timeout=10)
+    port = found.spec.ports[0]
+    return port.name or str(port.port)
+
+
+def service_proxy(api: client.ApiClient, namespace: str, service: str, port: str) -> ServiceProxy:
+    """The API server's proxy to `port` (name or number) of `service` in `namespace`, with the client's
+    TLS and credentials."""
+    settings = api.configuration
+    context = None
+    if settings.host.startswith("https"):
+        context = ssl.create_default_context(cafile=settings.ssl_ca_cert)
+        if not settings.verify_ssl:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        if settings.cert_file:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+    token = settings.get_api_key_with_prefix("authorization")
+    url = f"{settings.host.rstrip('/')}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
+    return ServiceProxy(url, context, {"Authorization": token} if token else {})

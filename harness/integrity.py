@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -157,6 +159,28 @@ def object_inventory(api: client.ApiClient, namespace: str) -> dict[str, ObjectR
                 key = f"{kind}{'.' + group if group else ''}/{name}"
                 content = fingerprint(item)
                 records[key] = ObjectRecord(key, _digest(content), content)
+    return records
+
+
+def backup_inventory(archive: Path, namespace: str) -> dict[str, ObjectRecord]:
+    """The app's own objects of `namespace` in a Velero backup's tarball (`velero backup download`), keyed
+    and hashed as object_inventory does the live ones: what a restore of it would bring back."""
+    records: dict[str, ObjectRecord] = {}
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            parts = member.name.split("/")  # resources/<plural>[.<group>]/namespaces/<namespace>/<name>.json
+            if len(parts) != 5 or parts[0] != "resources" or parts[2:4] != ["namespaces", namespace]:
+                continue
+            readable = tar.extractfile(member)
+            if readable is None:
+                continue
+            item = json.load(readable)
+            kind, group = item.get("kind", ""), parts[1].partition(".")[2]
+            if kind in SKIPPED_KINDS or item["metadata"].get("ownerReferences") or _generated(kind, item):
+                continue
+            key = f"{kind}{'.' + group if group else ''}/{item['metadata']['name']}"
+            content = fingerprint(item)
+            records[key] = ObjectRecord(key, _digest(content), content)
     return records
 
 

@@ -326,6 +326,55 @@ def judge_rpo(result: RpoResult, objective_s: float, *, max_quiet_s: float) -> V
     return _verdict(True, "RPO", expected, measured, message, moments)
 
 
+def judge_backup_point(
+    result: RpoResult, writes: Iterable[SentinelWrite], present: set[int], started: float, completed: float
+) -> Verdict:
+    """Pass when the data a restore brought back ends at the backup point: every write acknowledged before
+    the backup started is there, none acknowledged after it completed is, and nothing below the newest
+    restored write is missing. Error when the sentinel wrote nothing before the backup or nothing between
+    its completion and t0 (then what the restore should hold cannot be told)."""
+    t0, objective = result.t0, "RPO at the backup point"
+    expected = f"the writes up to the backup ({_rel(started, t0)} to {_rel(completed, t0)}) restored"
+    moments = {"t0": t0, "backup_started": started, "backup_completed": completed}
+    pre = sorted((w for w in writes if w.acked_at is not None and w.acked_at < t0), key=lambda w: w.acked_at)
+    if not any(w.acked_at < started for w in pre):
+        why = "no sentinel write was acknowledged before the backup"
+        return _not_judged(objective, expected, why, moments)
+    if not any(w.acked_at > completed for w in pre):
+        why = "no sentinel write was acknowledged between the backup and the fault"
+        return _not_judged(objective, expected, why, moments)
+    measured = f"{_secs(result.rpo or 0.0)} s"
+    missing = [w for w in pre if w.acked_at < started and w.seq not in present]
+    if missing:
+        first = missing[0]
+        message = (
+            f"{len(missing)} writes acknowledged before the backup started are not in the restore, the first "
+            f"#{first.seq} acked at {_rel(first.acked_at, t0)}: the backup did not hold the data it should"
+        )
+        return _verdict(False, objective, expected, measured, message, moments)
+    extra = [w for w in pre if w.acked_at > completed and w.seq in present]
+    if extra:
+        message = (
+            f"{len(extra)} writes acknowledged after the backup completed are in the restore, the first "
+            f"#{extra[0].seq} acked at {_rel(extra[0].acked_at, t0)}: the data did not come from this backup"
+        )
+        return _verdict(False, objective, expected, measured, message, moments)
+    if result.holes:
+        shown = ", ".join(f"#{s}" for s in result.holes[:10])
+        message = f"{len(result.holes)} writes missing below the newest restored one: {shown}"
+        return _verdict(False, objective, expected, measured, message, moments)
+    survivor = result.last_survivor
+    intact = "nothing kept"
+    if survivor and survivor.acked_at is not None:
+        intact = f"intact up to #{survivor.seq} acked at {_rel(survivor.acked_at, t0)}"
+    message = (
+        f"data restored up to the backup point: {intact}; the backup read the data between "
+        f"{_rel(started, t0)} and {_rel(completed, t0)}; {result.lost_count} writes acknowledged after "
+        f"it lost (RPO {measured})"
+    )
+    return _verdict(True, objective, expected, measured, message, moments)
+
+
 def judge_availability(
     samples: Iterable[ProbeSample], objective: float, coverage: Coverage, latency_bound: float | None = None
 ) -> Verdict:

@@ -1,23 +1,32 @@
 """pytest glue for fleetdrill: options, markers, fixtures and hooks only (entry point pytest11)."""
 
+import argparse
 import datetime as dt
+import functools
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
-from harness import chaos, paths
-from harness.config import Fleet, load_fleet
-from harness.drill import Drill
+from harness import chaos, paths, units
+from harness.config import App, Cluster, Fleet, load_fleet
+from harness.data import SentinelWriter
+from harness.drill import Drill, DrillSettings, Observation
 from harness.errors import FleetDrillError
+from harness.failover import Failover
 from harness.faults import FaultStack, Ledger, new_run_id, signals_as_interrupts
 from harness.fleet import FleetAccess
+from harness.gameday import NoOperator, Operators
 from harness.lease import DrillLease, FleetLease
 from harness.report import allure as allure_results
 from harness.report import publish, record, runs
 from harness.safety import Guard, SafetyError, check_allowed
-from harness.timeline import Timeline
+from harness.timeline import Event, Timeline
+from harness.velero import Velero
 
 fleet_key = pytest.StashKey[Fleet]()
 run_key = pytest.StashKey[str]()
@@ -34,11 +43,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--suite", choices=SUITES, help="run only the drills of this suite")
     group.addoption("--dry-run", action="store_true", help="print each drill's plan and change nothing")
     group.addoption("--run-id", metavar="ID", help="name of the run's report folder (default: time + random)")
+    group.addoption("--progress", action="store_true", help="print each drill's events as they happen")
+    group.addoption(
+        "--pause-timeout",
+        type=_duration,
+        default=900.0,
+        metavar="DURATION",
+        help="--suite gameday: longest a pause waits for the operators before the drill stops (default 15m)",
+    )
+    group.addoption(
+        "--soak",
+        type=_duration,
+        metavar="DURATION",
+        help=f"how long drills keep measuring after recovery (default {DrillSettings.soak_s:g}s)",
+    )
     parser.addini("fleet", "fleet file of the fleet to drill", default="")
     parser.addini("report_dir", "where drill records go", default="reports")
 
 
 SUITES = ("gate", "quarterly", "gameday")
+
+
+def _duration(text: str) -> float:
+    try:
+        return units.parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 10s or 1m30s, got {text!r}") from None
 
 
 @pytest.hookimpl(tryfirst=True)  # before allure-pytest and junitxml read where their output goes
@@ -143,6 +173,8 @@ def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAcces
         pytest.skip(f"dry run: {_plan(request.node, fleet, config.getoption('--allow-prod'))}")
     ledger = Ledger(Path(config.getoption("--ledger") or paths.default_ledger()))
     timeline, run_id = Timeline(), config.stash[run_key]
+    if config.getoption("--progress"):
+        timeline.subscribe(_progress(config, request.node.name))
     leases = FleetLease()
 
     def lease_for(cluster: str) -> DrillLease:
@@ -151,7 +183,12 @@ def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAcces
 
     guard = leases.guard(lease_for, then=Guard(fleet, allow_prod=config.getoption("--allow-prod")))
     stack = FaultStack(fleet_access, ledger, timeline, run_id, guard=guard)
-    current = Drill(request.node.name, fleet, fleet_access, stack, timeline)
+    soak = config.getoption("--soak")
+    settings = DrillSettings() if soak is None else DrillSettings(soak_s=soak)
+    operators = None
+    if config.getoption("--suite") == "gameday":
+        operators = Operators(timeline, config.getoption("--pause-timeout"))
+    current = Drill(request.node.name, fleet, fleet_access, stack, timeline, settings, operators)
     try:
         with leases, signals_as_interrupts():  # each faulted cluster's lease is held until its faults revert
             try:
@@ -163,6 +200,78 @@ def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAcces
         folder = _report_folder(config, request.node.name)
         record.write(current, folder, run_id, outcome, message)
         allure_results.attach(config, request.node, folder)
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest, drill: Drill) -> App:
+    """The app the drill marker names (`@pytest.mark.drill(app=...)`)."""
+    marker = request.node.get_closest_marker("drill")
+    if not marker or "app" not in marker.kwargs:
+        pytest.fail(f"{request.node.nodeid}: `app` needs @pytest.mark.drill(app=NAME)", pytrace=False)
+    return drill.app(marker.kwargs["app"])
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, fleet: Fleet) -> Cluster:
+    """The cluster the drill targets: its `cluster_name` parameter, else the fleet's primary."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec and "cluster_name" in callspec.params:
+        return fleet.cluster(callspec.params["cluster_name"])
+    return fleet.primary()
+
+
+@pytest.fixture
+def timeline(drill: Drill) -> Timeline:
+    return drill.timeline
+
+
+@pytest.fixture
+def faults(drill: Drill) -> FaultStack:
+    """The drill's faults: `faults.push(fault)` applies one until the drill ends, reverted on every exit."""
+    return drill.stack
+
+
+@pytest.fixture
+def traffic(drill: Drill, app: App) -> Callable[[], AbstractContextManager[Observation]]:
+    """`with traffic() as observation:` probes the app's endpoints and writes sentinels for the block."""
+    return functools.partial(drill.observe, app)
+
+
+@pytest.fixture
+def sentinel(drill: Drill, app: App) -> Callable[[str], AbstractContextManager[SentinelWriter]]:
+    """`with sentinel(cluster) as writer:` writes sentinels straight to the app in one cluster."""
+    return functools.partial(drill.direct_writes, app)
+
+
+@pytest.fixture(scope="session")
+def velero(fleet: Fleet) -> Callable[[str], Velero]:
+    """`velero(cluster)`: the velero CLI for that cluster's kubeconfig context."""
+    return functools.partial(Velero.for_cluster, fleet)
+
+
+@pytest.fixture
+def failover(drill: Drill) -> Failover:
+    """The failover strategies, each step timed on the drill's timeline."""
+    return Failover(drill.access, drill.timeline, functools.partial(Velero.for_cluster, drill.fleet))
+
+
+def _progress(config: pytest.Config, name: str) -> Callable[[Event], None]:
+    """A timeline listener printing each event the drill's own thread records, live, past the capture."""
+    plugins, start = config.pluginmanager, time.monotonic()
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+
+    def show(event: Event) -> None:
+        if reporter is None or threading.current_thread() is not threading.main_thread():
+            return
+        where = f" {event.cluster}" if event.cluster else ""
+        line = f"  {name} +{event.t_mono - start:6.1f}s {event.name}{where}"
+        if capture is None:
+            reporter.write_line(line)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+    return show
 
 
 def _plan(item: pytest.Item, fleet: Fleet, allow_prod: bool) -> str:
@@ -189,10 +298,11 @@ def _plan(item: pytest.Item, fleet: Fleet, allow_prod: bool) -> str:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """A safety refusal (allowlist, prod, blast radius, a held lease) or abort is one line, no traceback."""
+    """A safety refusal (allowlist, prod, blast radius, a held lease), an abort or a game-day pause nobody
+    answered is one line, no traceback."""
     try:
         return (yield)
-    except SafetyError as refusal:
+    except (SafetyError, NoOperator) as refusal:
         raise pytest.fail.Exception(str(refusal), pytrace=False) from None
 
 

@@ -9,14 +9,17 @@ than a margin. Each check is one line naming the cluster, what, and expected vs 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 import urllib3
 from kubernetes import client
 
+from harness import integrity
 from harness.capacity import Resources, free_capacity, workload_requests
 from harness.config import App, Cluster, Fleet
 from harness.credentials import Expiry, kubeconfig_entry, serving_certificate
@@ -63,14 +66,12 @@ class Readiness:
     def lines(self) -> list[str]:
         return [c.line() for c in self.checks]
 
-    def verdict(self) -> Verdict:
+    def verdict(self, objective: str = "dr readiness") -> Verdict:
         """The readiness as a drill verdict (pass only when every check passed)."""
         problems = [c.line().removeprefix("FAIL ") for c in self.problems]
         message = "; ".join(problems) or f"{len(self.checks)} readiness checks passed"
         measured = f"{len(problems)} of {len(self.checks)} checks failed"
-        return Verdict(
-            "fail" if problems else "pass", "dr readiness", "every check passes", measured, message, {}
-        )
+        return Verdict("fail" if problems else "pass", objective, "every check passes", measured, message, {})
 
 
 class VeleroLike(Protocol):
@@ -79,6 +80,8 @@ class VeleroLike(Protocol):
     def get_backups(self) -> list[Backup]: ...
 
     def get_backup_locations(self, *names: str) -> list[BackupStorageLocation]: ...
+
+    def download_backup(self, name: str, path: Path) -> Path: ...
 
 
 SPANS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
@@ -108,19 +111,29 @@ def covers(backup: Backup, namespace: str) -> bool:
     return ("*" in included or namespace in included) and namespace not in excluded
 
 
-def check_backups(
-    cluster: str, backups: Sequence[Backup], namespace: str, rpo_s: float | None, now: datetime
-) -> Check:
-    """The newest Completed backup of `namespace` is younger than the RPO objective."""
-    limit = "no RPO objective set" if rpo_s is None else f"younger than the RPO {human(rpo_s)}"
-    expected = f"a Completed backup of namespace {namespace} {limit}"
+def newest_backup(backups: Sequence[Backup], namespace: str) -> Backup | None:
+    """The newest Completed backup that holds `namespace`, or None."""
     done = [
         b for b in backups if b.phase == "Completed" and covers(b, namespace) and (b.completion or b.start)
     ]
-    if not done:
+    return max(done, key=lambda b: b.completion or b.start, default=None)  # type: ignore[arg-type,return-value]
+
+
+def check_backups(
+    cluster: str,
+    backups: Sequence[Backup],
+    namespace: str,
+    rpo_s: float | None,
+    now: datetime,
+    limit_name: str = "the RPO",
+) -> Check:
+    """The newest Completed backup of `namespace` is younger than the RPO objective (or another limit)."""
+    limit = "no RPO objective set" if rpo_s is None else f"younger than {limit_name} {human(rpo_s)}"
+    expected = f"a Completed backup of namespace {namespace} {limit}"
+    newest = newest_backup(backups, namespace)
+    if newest is None:
         phases = ", ".join(sorted({b.phase for b in backups if covers(b, namespace)})) or "no backups"
         return Check(cluster, "latest backup", expected, f"none Completed ({phases})", False)
-    newest = max(done, key=lambda b: b.completion or b.start)  # type: ignore[arg-type,return-value]
     taken = newest.completion or newest.start
     assert taken is not None
     found = f"{newest.name}, {_ago(now, taken)}"
@@ -187,16 +200,29 @@ def check_capacity(cluster: str, free: Resources, need: Resources) -> list[Check
 
 
 def velero_checks(
-    cluster: Cluster, velero: VeleroLike, location: str, app: App, now: datetime, *, other_region: bool
+    cluster: Cluster,
+    velero: VeleroLike,
+    location: str,
+    app: App,
+    now: datetime,
+    *,
+    other_region: bool,
+    max_backup_age: float | None = None,
 ) -> tuple[list[Check], BackupStorageLocation | None]:
-    """The storage location (and, on the active cluster, the newest backup) as velero reports them, and
-    the location found; a velero failure is one finding."""
+    """The storage location (and, on the active cluster, the newest backup, younger than max_backup_age
+    or else the RPO objective) as velero reports them, and the location found; a velero failure is one
+    finding."""
     try:
         locations = velero.get_backup_locations()
         checks = check_location(cluster, locations, location, other_region)
         if cluster.role == "active":
             backups = velero.get_backups()
-            checks.append(check_backups(cluster.name, backups, app.namespace, app.objectives.rpo, now))
+            if max_backup_age is None:
+                check = check_backups(cluster.name, backups, app.namespace, app.objectives.rpo, now)
+            else:
+                limit = "velero.max_backup_age"
+                check = check_backups(cluster.name, backups, app.namespace, max_backup_age, now, limit)
+            checks.append(check)
     except VeleroError as error:
         return [Check(cluster.name, "velero CLI", "answers", " ".join(str(error).split()), False)], None
     return checks, next((loc for loc in locations if loc.name == location), None)
@@ -265,6 +291,11 @@ class Preflight:
                 checks += _answered(cluster.name, lambda c=cluster: self.takeover(primary, c))
         return Readiness(self.app.name, tuple(checks))
 
+    def backups(self, cluster: Cluster) -> Readiness:
+        """Backup hygiene of one cluster: its newest backup of the app and its storage location, in
+        another region than the cluster."""
+        return Readiness(self.app.name, tuple(_answered(cluster.name, lambda: self.velero(cluster, True))))
+
     def credentials(self, cluster: Cluster) -> list[Check]:
         """Every context of the cluster: its kubeconfig credentials and the API server's certificate."""
         checks, servers = [], set()
@@ -295,13 +326,45 @@ class Preflight:
             return [
                 Check(cluster.name, "velero", f"installed (CRD {VELERO_CRD})", "velero not installed", False)
             ]
-        name = self.fleet.velero.storage_location
+        settings = self.fleet.velero
         checks, location = velero_checks(
-            cluster, self.velero_for(cluster), name, self.app, self.now, other_region=other_region
+            cluster,
+            self.velero_for(cluster),
+            settings.storage_location,
+            self.app,
+            self.now,
+            other_region=other_region,
+            max_backup_age=settings.max_backup_age,
         )
         if location is not None:
             checks.append(self.location_secret(cluster, location))
+        if cluster.role == "active":
+            checks.append(self.restore_dry_run(cluster, self.velero_for(cluster)))
         return checks
+
+    def restore_dry_run(self, cluster: Cluster, velero: VeleroLike) -> Check:
+        """What restoring the newest backup would bring back, against what runs now: every object of the
+        app's namespace must be in it (those changed since the backup are named, not failed)."""
+        namespace, what = self.app.namespace, "restore dry run"
+        try:
+            newest = newest_backup(velero.get_backups(), namespace)
+            if newest is None:
+                expected = f"a Completed backup of namespace {namespace}"
+                return Check(cluster.name, what, expected, "none", False)
+            with tempfile.TemporaryDirectory() as folder:
+                archive = velero.download_backup(newest.name, Path(folder) / "backup.tar.gz")
+                backed_up = integrity.backup_inventory(archive, namespace)
+            live = integrity.object_inventory(self.access.api_client(cluster.name), namespace)
+        except (VeleroError, integrity.IntegrityError) as error:
+            found = " ".join(str(error).split())
+            return Check(cluster.name, what, "the newest backup readable", found, False)
+        missing = sorted(set(live) - set(backed_up))
+        changed = sorted(k for k in set(live) & set(backed_up) if live[k].digest != backed_up[k].digest)
+        found = f"{len(live) - len(missing)} of {len(live)} objects"
+        found += f"; missing {', '.join(missing)}" if missing else ""
+        found += f"; changed since: {', '.join(changed)}" if changed else ""
+        expected = f"every object of namespace {namespace} in backup {newest.name}"
+        return Check(cluster.name, what, expected, found, not missing)
 
     def location_secret(self, cluster: Cluster, location: BackupStorageLocation) -> Check:
         """The storage location's credential secret exists and holds its key (the value is never read out)."""

@@ -71,6 +71,11 @@ class Timeline:
         self._clock = clock
         self._lock = threading.Lock()
         self._events = list(events)
+        self._listeners: list[Callable[[Event], None]] = []
+
+    def subscribe(self, listener: Callable[[Event], None]) -> None:
+        """Call listener(event) after each event is recorded (from the recording thread)."""
+        self._listeners.append(listener)
 
     def record(self, name: str, cluster: str | None = None, detail: Mapping[str, Any] | None = None) -> Event:
         """Append an event stamped now; the clock is read under the lock so times never go backwards."""
@@ -78,6 +83,8 @@ class Timeline:
             t_mono, t_wall = self._clock()
             event = Event(name, t_mono, t_wall, cluster, dict(detail or {}))
             self._events.append(event)
+        for listener in self._listeners:
+            listener(event)
         return event
 
     def events(self, name: str | None = None) -> list[Event]:

@@ -78,7 +78,7 @@ class _Endpoint:
     request: bytes
 
     @classmethod
-    def parse(cls, name: str, url: str) -> _Endpoint:
+    def parse(cls, name: str, url: str, headers: Mapping[str, str]) -> _Endpoint:
         parts = urlsplit(url)
         try:
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -86,10 +86,9 @@ class _Endpoint:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             host = parts.netloc.rpartition("@")[2]
-            head = (
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetdrill-probe\r\nAccept: */*\r\n\r\n"
-            )
-            return cls(parts.hostname, port, parts.scheme == "https", head.encode("ascii"))
+            extra = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+            head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetdrill-probe\r\nAccept: */*\r\n"
+            return cls(parts.hostname, port, parts.scheme == "https", (head + extra + "\r\n").encode("ascii"))
         except ValueError as exc:
             raise ConfigError(f"probe target {name!r}: bad URL {url!r}: {exc}") from None
 
@@ -264,6 +263,7 @@ class Prober:
         max_in_flight: int | None = None,
         max_conn_age_s: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         if not targets:
             raise ConfigError("Prober needs at least one target")
@@ -283,7 +283,9 @@ class Prober:
         self._interval, self._timeout, self._bound = 1.0 / rate_hz, timeout_s, latency_bound_s
         self._timed_out = f"timeout: no response within {timeout_s:g} s"
         self._identity, self._max_age = identity_header.lower(), max_conn_age_s
-        self._targets = {name: _Target(name, _Endpoint.parse(name, url)) for name, url in targets.items()}
+        self._targets = {
+            name: _Target(name, _Endpoint.parse(name, url, headers or {})) for name, url in targets.items()
+        }
         self._ssl = ssl_context
         if any(t.endpoint.tls for t in self._targets.values()) and ssl_context is None:
             self._ssl = ssl.create_default_context()

@@ -277,6 +277,11 @@ class Velero:
     def describe_backup(self, name: str, *, details: bool = False) -> str:
         return self.run("backup", "describe", name, *(["--details"] if details else []))
 
+    def download_backup(self, name: str, path: Path) -> Path:
+        """The backup's tarball (its objects as JSON under resources/), written to `path`."""
+        self.run("backup", "download", name, "-o", str(path))
+        return path
+
     def backup_logs(self, name: str) -> str:
         return self.run("backup", "logs", name)
 

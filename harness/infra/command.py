@@ -31,6 +31,24 @@ def _tail(text: str) -> str:
     return flat if len(flat) <= STDERR_TAIL else "..." + flat[-STDERR_TAIL:]
 
 
+def run_command(argv: list[str], where: str, timeout_s: float) -> None:
+    """Run argv without a shell; CommandError naming `where`, the command, its exit code, stderr's tail."""
+    shown = " ".join(argv)
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+        )
+    except FileNotFoundError:
+        raise CommandError(f"{where}: {argv[0]!r} not found (command: {shown})") from None
+    except PermissionError:
+        raise CommandError(f"{where}: {argv[0]!r} is not executable (command: {shown})") from None
+    except subprocess.TimeoutExpired:
+        raise CommandError(f"{where}: `{shown}` still ran after {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        said = _tail(done.stderr) or "no stderr"
+        raise CommandError(f"{where}: `{shown}` exited {done.returncode}: {said}")
+
+
 @dataclass(frozen=True)
 class CommandProvider(Steps):
     """Runs infrastructure.settings.<step> for each provider method; `contexts`: kubeconfig context by
@@ -46,18 +64,4 @@ class CommandProvider(Steps):
             raise CommandError(
                 f"{where}: not set, and this fault needs it: add the command to the fleet file"
             )
-        argv = render(template, values)
-        shown = " ".join(argv)
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self.settings.timeout, stdin=subprocess.DEVNULL
-            )
-        except FileNotFoundError:
-            raise CommandError(f"{where}: {argv[0]!r} not found (command: {shown})") from None
-        except PermissionError:
-            raise CommandError(f"{where}: {argv[0]!r} is not executable (command: {shown})") from None
-        except subprocess.TimeoutExpired:
-            raise CommandError(f"{where}: `{shown}` still ran after {self.settings.timeout:.0f} s") from None
-        if done.returncode != 0:
-            said = _tail(done.stderr) or "no stderr"
-            raise CommandError(f"{where}: `{shown}` exited {done.returncode}: {said}")
+        run_command(render(template, values), where, self.settings.timeout)

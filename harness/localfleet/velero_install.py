@@ -15,8 +15,10 @@ from pathlib import Path
 
 from harness.errors import FleetDrillError
 from harness.localfleet import objectstore
+from harness.localfleet.apps import APP
 from harness.localfleet.objectstore import Store
 from harness.localfleet.state import FleetState
+from harness.velero import BackupSpec, Velero
 
 NAMESPACE = "velero"
 VERSION = "v1.18.3"
@@ -26,6 +28,8 @@ AWS_PLUGIN_IMAGE = f"velero/velero-plugin-for-aws:{AWS_PLUGIN_VERSION}"
 SYNC_PERIOD_S = 5
 VALIDATION_FREQUENCY_S = 5
 SYNC_TICK_S = 60
+SCHEDULE, SCHEDULE_CRON = f"{APP}-hourly", "@every 1h"
+MAX_BACKUP_AGE = "2h"
 """Velero's backup sync controller wakes every minute whatever --backup-sync-period says
 (backupSyncReconcilePeriod in pkg/controller/backup_sync_controller.go); the period only skips ticks.
 The first tick runs as the server starts, before the storage location is validated, so it is skipped:
@@ -158,9 +162,25 @@ def start(state: FleetState, binaries: dict[str, Path], deadline_s: float) -> di
         apply(install, deadline_s)
     for install in installs:
         wait_available(install, deadline_s)
+    for install in installs:
+        if not install.read_only:
+            schedule_backups(install, deadline_s)
     return {
         "binary": str(binaries["velero"]),
         "namespace": NAMESPACE,
         "sync_period": f"{SYNC_PERIOD_S}s",
         "store": store.as_fleet_section(),
+        "max_backup_age": MAX_BACKUP_AGE,
     }
+
+
+def schedule_backups(install: Install, deadline_s: float) -> None:
+    """Hourly backups of the sample app's namespace (its volume by file-system backup), as a platform team
+    schedules them, and the first one now from the schedule (`@every` waits a whole period first), waited
+    for: backup hygiene holds from the start."""
+    cli = Velero(install.velero, install.kubeconfig, install.context, NAMESPACE)
+    spec = BackupSpec(include_namespaces=(APP,), default_volumes_to_fs_backup=True)
+    cli.create_schedule(SCHEDULE, SCHEDULE_CRON, spec)
+    first = f"{SCHEDULE}-first"
+    cli.run("backup", "create", first, "--from-schedule", SCHEDULE)
+    cli.wait_for_backup(first, deadline_s)

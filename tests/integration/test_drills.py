@@ -106,6 +106,20 @@ def test_losing_the_primary_passes_on_a_healthy_fleet_with_measured_figures(
     assert not Ledger(drill_fleet / "ledger.json").open_entries(), "no fault left behind in the ledger"
 
 
+def test_losing_the_primary_passes_with_a_failover_command(drill_fleet: Path, tmp_path: Path) -> None:
+    """The command strategy: the fleet file names a script (here `fleetdrill promote`) the drill runs to
+    fail over and back, each run timed on the timeline."""
+    document = yaml.safe_load((drill_fleet / "fleet.yaml").read_text())
+    command = [sys.executable, "-m", "harness.cli", "promote", "--fleet", str(drill_fleet / "fleet.yaml")]
+    command += ["--app", "{app}", "--to", "{cluster}"]
+    document["apps"][0]["failover"] = {"strategy": "command", "command": command, "timeout": "60s"}
+    (drill_fleet / "fleet-command.yaml").write_text(yaml.safe_dump(document))
+    done, record = run_drill(drill_fleet, tmp_path, "test_active_passive.py", fleet_file="fleet-command.yaml")
+    assert done.returncode == 0 and record["verdict"] == "pass", done.stdout[-3000:]
+    commanded = [e["cluster"] for e in record["timeline"]["events"] if e["name"] == "failover.commanded"]
+    assert commanded == ["eu-west", "us-east"], "failed over, then back"
+
+
 def test_a_drill_killed_mid_fault_is_reverted_by_recover(drill_fleet: Path, tmp_path: Path) -> None:
     """kill -9 of the runner while the primary is lost: `fleetdrill recover` brings the cluster back."""
     ledger = drill_fleet / "ledger.json"
@@ -156,6 +170,13 @@ def test_configuration_parity_passes_on_a_healthy_fleet(drill_fleet: Path, tmp_p
     done, _ = run_drill(drill_fleet, tmp_path, "test_config_parity.py")
     assert done.returncode == 0, done.stdout[-3000:]
     assert "2 passed" in done.stdout, "parity runs once per passive and standby cluster"
+
+
+def test_dr_readiness_fails_where_velero_is_not_installed(drill_fleet: Path, tmp_path: Path) -> None:
+    done, record = run_drill(drill_fleet, tmp_path, "test_dr_readiness.py")
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    expected = "us-east: velero: expected installed (CRD backups.velero.io), found velero not installed"
+    assert expected in done.stdout, done.stdout[-3000:]
 
 
 def test_losing_any_cluster_keeps_global_traffic_on_a_healthy_fleet(

@@ -34,6 +34,7 @@ from harness.faults.nodes import NodeDrain, NodeLoss
 from harness.faults.partition import WanPartition
 from harness.faults.pods import PodKill
 from harness.faults.resources import NodeStress, QuotaSqueeze
+from harness.faults.scratch import ScratchNamespace
 from harness.faults.workload import SCALED_BY, SoftClusterLoss
 from harness.fleet import FleetAccess
 from harness.localfleet import freeze, network, supervisor
@@ -72,6 +73,7 @@ BUILDERS: dict[str, Callable[[client.CoreV1Api], Fault]] = {
     "deny-all-policy": lambda core: DenyAllPolicy(targets=(CLUSTER,), namespace=NS),
     "cluster-loss": lambda core: ClusterLoss(targets=(CLUSTER,)),
     "wan-partition": lambda core: WanPartition(targets=(CLUSTER,)),
+    "scratch-namespace": lambda core: ScratchNamespace(targets=(CLUSTER,), namespace="fleetdrill-scratch"),
 }
 PASSED: list[str] = []
 
@@ -122,6 +124,8 @@ def steady(folder: Path, access: FleetAccess) -> str:
             return f"node {node.metadata.name}: unschedulable={node.spec.unschedulable}, Ready={ready}"
     if core.list_pod_for_all_namespaces(label_selector=FAULT_LABEL, _request_timeout=10).items:
         return "stress pods left"
+    if core.list_namespace(label_selector=FAULT_LABEL, _request_timeout=10).items:
+        return "a scratch namespace left"
     if core.list_namespaced_resource_quota(NS, _request_timeout=10).items:
         return "a ResourceQuota left"
     if client.NetworkingV1Api(core.api_client).list_namespaced_network_policy(NS, _request_timeout=10).items:

@@ -11,20 +11,25 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client, config
 
-from harness import data, velero
+from harness import data, failover, velero
 from harness.config import Fleet, load_fleet
+from harness.faults import Ledger
 from harness.localfleet import supervisor, velero_install
 from harness.velero import Backup, BackupSpec, Velero
 from tests.conftest import started_fleet, wait_for
+from tests.integration.test_drills import run_drill
 
 SOURCE, TARGET, APP = "us-east", "eu-west", "orders"
 BACKUP_DEADLINE_S, RESTORE_DEADLINE_S = 180, 180
 SYNC_DEADLINE_S = velero_install.SYNC_TICK_S + 30  # a minute's tick, plus the server's own pass
+EXCLUDES = "backup.velero.io/backup-volumes-excludes"
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +123,15 @@ def restored_namespaces(core: dict[str, client.CoreV1Api]) -> Iterator[None]:
             core[TARGET].delete_namespace(namespace.metadata.name)
 
 
-def test_a_backup_restores_into_another_cluster(
+def test_a_backup_restores_into_another_cluster_with_exactly_the_records_backed_up(
     fleet: Fleet,
     clis: dict[str, Velero],
     core: dict[str, client.CoreV1Api],
     restored_namespaces: None,
 ) -> None:
     tag = uuid.uuid4().hex[:6]
-    name, url = _backup_and_restore(fleet, clis, core, tag, f"objects-{tag}")
+    stream = f"data-{tag}"
+    name, url = _backup_and_restore(fleet, clis, core, tag, stream)
     printed = json.loads(clis[SOURCE].run("backup", "get", name, "-o", "json"))
     assert printed["kind"] == "Backup" and printed["apiVersion"] == "velero.io/v1"
     backup = Backup.from_json(printed)
@@ -136,18 +142,6 @@ def test_a_backup_restores_into_another_cluster(
     assert backup.items_backed_up == backup.total_items > 0
     details = clis[SOURCE].run("backup", "describe", name, "--details")
     assert "Pod Volume Backups - kopia" in details, details
-    assert data.read_present(url, stream="none-written") == set()  # the restored app serves
-
-
-def test_the_restored_app_serves_exactly_the_records_backed_up(
-    fleet: Fleet,
-    clis: dict[str, Velero],
-    core: dict[str, client.CoreV1Api],
-    restored_namespaces: None,
-) -> None:
-    tag = uuid.uuid4().hex[:6]
-    stream = f"data-{tag}"
-    _, url = _backup_and_restore(fleet, clis, core, tag, stream)
     assert sorted(data.read_present(url, stream=stream)) == list(range(1, 21))
 
 
@@ -219,3 +213,97 @@ def test_a_schedule_makes_backups_on_time(clis: dict[str, Velero]) -> None:
     late = (stamps[1] - due).total_seconds()
     print(f"schedule {name}: first backup at creation, next {late:.0f} s after its minute began")
     assert late < velero_install.SYNC_TICK_S + 5
+
+
+def test_the_backup_restore_drill_restores_the_data_up_to_the_backup_point(
+    folder: Path, core: dict[str, client.CoreV1Api], tmp_path: Path
+) -> None:
+    done, record = run_drill(folder, tmp_path, "test_backup_restore.py")
+    assert done.returncode == 0, done.stdout[-3000:]
+    verdicts = {v["objective"]: v for v in record["verdicts"]}
+    assert set(verdicts) == {"RTO", "RPO at the backup point"}
+    assert all(v["status"] == "pass" for v in verdicts.values()), verdicts
+    figures = record["figures"]["orders"]
+    started, completed = figures["backup_window_s"]
+    assert started < completed < 0 < figures["rto_s"], figures
+    assert figures["lost_writes"] >= 20, "the writes after the backup are really lost"
+    assert figures["rpo_s"] >= -completed, "the loss reaches back to the backup point"
+    events = [e["name"] for e in record["timeline"]["events"]]
+    assert "backup.completed" in events and "restore.completed" in events, events
+    assert not [n for n in core[TARGET].list_namespace().items if "-restore-" in n.metadata.name]
+    assert not Ledger(folder / "ledger.json").open_entries(), "the scratch namespace is reverted"
+
+
+def test_the_backup_restore_drill_fails_when_the_app_s_volume_is_excluded_from_backups(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A pod annotated `backup.velero.io/backup-volumes-excludes: data` (a real misconfiguration): the
+    backup Completes without the data, the restored app starts empty, and the drill says what is missing."""
+    with volume_excluded(folder):
+        done, record = run_drill(folder, tmp_path, "test_backup_restore.py")
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    assert "writes acknowledged before the backup started are not in the restore" in done.stdout, done.stdout[
+        -3000:
+    ]
+
+
+@contextmanager
+def volume_excluded(folder: Path) -> Iterator[None]:
+    """The app in SOURCE excludes its data volume from file-system backups, then as it was."""
+    apps = client.AppsV1Api(config.new_client_from_config(str(folder / "kubeconfig"), context=SOURCE))
+    app = load_fleet(folder / "fleet.yaml").app(APP)
+
+    def annotate(value: str | None) -> None:
+        patch = {"spec": {"template": {"metadata": {"annotations": {EXCLUDES: value}}}}}
+        generation = apps.patch_namespaced_deployment(APP, APP, patch).metadata.generation
+
+        def rolled_out() -> bool:
+            status = apps.read_namespaced_deployment_status(APP, APP).status
+            done = status.observed_generation == generation and status.updated_replicas == status.replicas
+            return done and failover.app_serves(app, SOURCE)
+
+        wait_for(rolled_out, 120, f"{APP} in {SOURCE} to roll out")
+
+    annotate("data")
+    try:
+        yield
+    finally:
+        annotate(None)
+
+
+def test_backup_hygiene_and_dr_readiness_pass_with_the_scheduled_backups(
+    folder: Path, tmp_path: Path
+) -> None:
+    for drill in ("test_backup_hygiene.py", "test_dr_readiness.py"):
+        done, record = run_drill(folder, tmp_path / drill, drill)
+        assert done.returncode == 0 and record["verdict"] == "pass", done.stdout[-3000:]
+
+
+def test_backup_hygiene_fails_when_the_storage_location_is_in_the_cluster_s_region(
+    folder: Path, fleet: Fleet, tmp_path: Path
+) -> None:
+    """us-east said to be in the store's own region: a regional disaster takes the backups with it."""
+    assert fleet.velero.store is not None
+    region = fleet.velero.store.region
+    same = yaml.safe_load((folder / "fleet.yaml").read_text())
+    next(c for c in same["clusters"] if c["name"] == SOURCE)["region"] = region
+    (folder / "fleet-same-region.yaml").write_text(yaml.safe_dump(same))
+    done, record = run_drill(folder, tmp_path, "test_backup_hygiene.py", fleet_file="fleet-same-region.yaml")
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    expected = f"{SOURCE}: storage location default region: expected a region other than the cluster's"
+    assert expected in done.stdout, done.stdout[-3000:]
+
+
+def test_dr_readiness_fails_when_the_newest_backup_lacks_an_object_of_the_app(
+    folder: Path, core: dict[str, client.CoreV1Api], tmp_path: Path
+) -> None:
+    """The restore dry run: an object made after the newest backup would not come back from it."""
+    name = "added-after-the-backup"
+    core[SOURCE].create_namespaced_config_map(APP, {"metadata": {"name": name}, "data": {"k": "v"}})
+    try:
+        done, record = run_drill(folder, tmp_path, "test_dr_readiness.py")
+    finally:
+        core[SOURCE].delete_namespaced_config_map(name, APP)
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    assert f"restore dry run: expected every object of namespace {APP}" in done.stdout, done.stdout[-3000:]
+    assert f"missing ConfigMap/{name}" in done.stdout, done.stdout[-3000:]

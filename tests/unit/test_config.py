@@ -139,6 +139,22 @@ BAD_VALUES = [
     ("apps.0.workload", "deployment", "apps[0].workload: expected kind/name with kind one of deployment, "),
     ("apps.0.service", "orders_svc", f"apps[0].service: {DNS}, got 'orders_svc'"),
     (
+        "apps.0.failover",
+        {"strategy": "dns"},
+        "apps[0].failover.strategy: expected one of promote, observe, command, got 'dns'",
+    ),
+    (
+        "apps.0.failover",
+        {"strategy": "command"},
+        "apps[0].failover.command: expected a command (an argv list) for strategy command, got None",
+    ),
+    (
+        "apps.0.failover",
+        {"strategy": "command", "command": ["./flip.sh", "{region}"]},
+        "apps[0].failover.command[1]: expected text whose only placeholders are {app}, {namespace}, "
+        "{cluster}, {context}, got '{region}'",
+    ),
+    (
         "apps.0.global_endpoint",
         "198.18.0.68",
         "apps[0].global_endpoint: expected an http(s) URL, got '198.18.0.68'",

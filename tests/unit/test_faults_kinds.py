@@ -17,6 +17,7 @@ from harness.faults.nodes import NodeDrain, NodeLoss, evictable
 from harness.faults.partition import WanPartition
 from harness.faults.pods import PodKill, choose
 from harness.faults.resources import NodeStress, QuotaSqueeze, requested, stress_pod
+from harness.faults.scratch import ScratchNamespace
 from harness.faults.workload import SoftClusterLoss
 
 EVERY_KIND: list[Fault] = [
@@ -31,6 +32,7 @@ EVERY_KIND: list[Fault] = [
     DenyAllPolicy(targets=("west",), namespace="shop", pod_labels={"app": "shop"}, direction="egress"),
     ClusterLoss(targets=("east",)),
     WanPartition(targets=("east",)),
+    ScratchNamespace(targets=("south",), namespace="shop-restore-1a2b"),
 ]
 
 

@@ -1,10 +1,13 @@
 """The integrity inventory and its diff: a fake API server for objects, a small HTTP app for data."""
 
 import copy
+import io
 import json
+import tarfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -163,3 +166,31 @@ def test_a_missing_object_and_missing_records_are_caught(app: ThreadingHTTPServe
 def test_an_app_that_does_not_answer_is_an_error_not_an_empty_inventory() -> None:
     with pytest.raises(integrity.IntegrityError, match=r"GET http://127\.0\.0\.1:1/status: URLError"):
         integrity.take_inventory(FakeApi(OBJECTS), "shop", "http://127.0.0.1:1/")
+
+
+def test_a_backup_tarball_gives_the_app_s_own_objects_keyed_as_the_live_ones(tmp_path: Path) -> None:
+    deployment = {"kind": "Deployment", "metadata": {"name": "web", "uid": "1"}, "spec": {"replicas": 2}}
+    members = {
+        "resources/deployments.apps/namespaces/shop/web.json": deployment,
+        "resources/deployments.apps/v1-preferredversion/namespaces/shop/web.json": deployment,
+        "resources/configmaps/namespaces/shop/settings.json": {
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+        },
+        "resources/configmaps/namespaces/other/x.json": {"kind": "ConfigMap", "metadata": {"name": "x"}},
+        "resources/pods/namespaces/shop/web-1.json": {
+            "kind": "Pod",
+            "metadata": {"name": "web-1", "ownerReferences": [{"kind": "ReplicaSet"}]},
+        },
+        "resources/events/namespaces/shop/web.1.json": {"kind": "Event", "metadata": {"name": "web.1"}},
+    }
+    archive = tmp_path / "backup.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, item in members.items():
+            body = json.dumps(item).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    records = integrity.backup_inventory(archive, "shop")
+    assert sorted(records) == ["ConfigMap/settings", "Deployment.apps/web"]
+    assert records["Deployment.apps/web"].content == integrity.fingerprint(deployment)

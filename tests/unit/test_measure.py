@@ -620,3 +620,40 @@ def test_rto_phases_match_reference(raw: list[tuple], t0: int, rto_s: int) -> No
     assert {k: v for k, v in breakdown.phases.items() if v} == dict(shares)
     assert breakdown.unattributed == unattributed
     assert math.fsum([*breakdown.phases.values(), breakdown.unattributed]) == rto_s
+
+
+# --- the data a restore holds, against the backup point ----------------------------------------------
+
+
+def restored(present: set[int], started: float = T0 - 10, completed: float = T0 - 8) -> m.Verdict:
+    """Writes #1..#20 acked at T0-20 .. T0-1 (one a second); the backup ran from `started` to `completed`."""
+    writes = [SentinelWrite(seq, T0 - 21 + seq) for seq in range(1, 21)]
+    result = m.rpo(writes, present, T0)
+    return m.judge_backup_point(result, writes, present, started, completed)
+
+
+def test_a_restore_ending_at_the_backup_point_passes() -> None:
+    verdict = restored(set(range(1, 11)))  # up to #10, acked at T0-11, before the backup started at T0-10
+    assert verdict.status == "pass", verdict.message
+    assert "intact up to #10 acked at -11.0 s" in verdict.message and "10 writes" in verdict.message
+
+
+def test_a_restore_missing_writes_from_before_the_backup_fails() -> None:
+    verdict = restored(set(range(1, 6)))
+    assert verdict.status == "fail"
+    assert verdict.message.startswith("5 writes acknowledged before the backup started are not in")
+
+
+def test_a_restore_holding_writes_from_after_the_backup_fails() -> None:
+    verdict = restored(set(range(1, 16)))  # #13 on were acked after the backup completed at T0-8
+    assert verdict.status == "fail" and "after the backup completed are in the restore" in verdict.message
+
+
+def test_a_restore_with_a_hole_fails() -> None:
+    verdict = restored(set(range(1, 12)) - {4})
+    assert verdict.status == "fail" and "#4" in verdict.message
+
+
+def test_without_writes_after_the_backup_the_restore_cannot_be_judged() -> None:
+    verdict = restored(set(range(1, 21)), started=T0 - 0.5, completed=T0 - 0.2)
+    assert verdict.status == "error" and "between the backup and the fault" in verdict.message

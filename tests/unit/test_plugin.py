@@ -126,3 +126,51 @@ def test_a_safety_refusal_is_one_line_and_nothing_is_in_the_ledger(
     )
     assert "Traceback" not in result.stdout.str() and "raise SafetyError" not in result.stdout.str()
     assert not (pytester.path / "ledger.json").exists(), "refused before the fault reached the ledger"
+
+
+FIXTURES = """
+import pytest
+
+
+@pytest.mark.drill(app="shop", roles=("passive",))
+def test_fixtures(drill, cluster_name, app, cluster, timeline, faults, traffic, sentinel, velero, failover):
+    assert (app.name, cluster.name) == ("shop", cluster_name)
+    assert timeline is drill.timeline and faults is drill.stack
+    assert failover.timeline is drill.timeline and failover.access is drill.access
+    assert velero("west").context == "west"
+    assert callable(traffic) and callable(sentinel)
+
+
+@pytest.mark.drill(app="shop")
+def test_the_primary_by_default(cluster):
+    assert cluster.name == "east"
+
+
+def test_app_needs_the_marker(app):
+    pass
+"""
+
+
+def test_the_fixtures_give_the_drill_s_parts(pytester: pytest.Pytester, fleet_file: Path) -> None:
+    pytester.makepyfile(test_fixtures=FIXTURES)
+    result = run(pytester, fleet_file, "test_fixtures.py")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*test_app_needs_the_marker: `app` needs @pytest.mark.drill(app=NAME)*"])
+
+
+def test_soak_sets_how_long_drills_keep_measuring(pytester: pytest.Pytester, fleet_file: Path) -> None:
+    pytester.makepyfile(test_soak="def test_soak(drill):\n    assert drill.settings.soak_s == 2.5\n")
+    run(pytester, fleet_file, "test_soak.py", "--soak", "2500ms").assert_outcomes(passed=1)
+    result = run(pytester, fleet_file, "test_soak.py", "--soak", "soon")
+    result.stderr.fnmatch_lines(["*argument --soak: expected a duration such as 10s or 1m30s, got 'soon'*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_progress_prints_each_event_as_it_happens(pytester: pytest.Pytester, fleet_file: Path) -> None:
+    pytester.makepyfile(
+        test_live="def test_live(drill):\n    drill.timeline.record('fault.injected', cluster='east')\n"
+    )
+    result = run(pytester, fleet_file, "test_live.py", "--progress")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_live +*s fault.injected east*"])
+    assert "fault.injected" not in run(pytester, fleet_file, "test_live.py").stdout.str()

@@ -126,6 +126,13 @@ def test_the_velero_checks_find_a_stale_backup_with_a_good_location() -> None:
     assert checks[-1].found == "nightly, 2d old"
 
 
+def test_max_backup_age_replaces_the_rpo_as_the_limit() -> None:
+    checks, _ = preflight.velero_checks(
+        EAST, FakeVelero(), "default", SHOP, NOW, other_region=True, max_backup_age=3 * 86400
+    )
+    assert checks[-1].ok and checks[-1].expected.endswith("younger than velero.max_backup_age 3d")
+
+
 def certificate(not_after: datetime, name: str = "unit") -> tuple[bytes, bytes]:
     """A small self-signed certificate (PEM) valid until not_after, and its key (PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())

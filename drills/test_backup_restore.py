@@ -1,0 +1,66 @@
+"""Backup and restore: back up the app with Velero, write more, lose the primary cluster, restore the backup
+into the standby cluster. Judged: the restored app answers within the RTO objective, and the data it holds
+ends at the backup point (everything acknowledged before the backup is there, nothing after it).
+
+On a standby that runs the app's namespace already (a warm one, like the local fleet's), the restore goes
+beside it into a scratch namespace the drill deletes when it ends, and is reached through the API server's
+service proxy; traffic stays where the GSLB sends it.
+"""
+
+import uuid
+
+import pytest
+
+from harness.config import App, Fleet
+from harness.drill import Drill
+from harness.failover import Failover, poll, restore_namespace
+from harness.faults.cluster import ClusterLoss
+from harness.faults.scratch import ScratchNamespace
+from harness.fleet import service_port, service_proxy
+
+BASELINE_S = 2.0
+MORE_WRITES = 20
+"""Sentinel writes acknowledged after the backup and before the fault: the data the restore must not hold."""
+
+
+def restore_target(fleet: Fleet) -> str:
+    """The first standby cluster, else the passive one."""
+    for role in ("standby", "passive"):
+        found = [c.name for c in fleet.clusters if c.role == role]
+        if found:
+            return found[0]
+    pytest.fail(f"fleet {fleet.name} has no standby or passive cluster to restore into", pytrace=False)
+
+
+@pytest.mark.destructive
+@pytest.mark.quarterly
+@pytest.mark.gameday
+@pytest.mark.drill(app="orders")
+def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: Failover) -> None:
+    if not app.service:
+        pytest.fail(f"app {app.name} names no service in the fleet file: the restore is reached through it")
+    primary, target = drill.fleet.primary().name, restore_target(drill.fleet)
+    deadline = 2 * (app.objectives.rto or 30.0)
+    run = uuid.uuid4().hex[:8]
+    into = restore_namespace(drill.access, app, target, run)
+    port = service_port(drill.access.api_client(primary), app.namespace, app.service)
+    proxy = service_proxy(drill.access.api_client(target), into, app.service, port)
+    with drill.observe(app):
+        assert drill.steady(app, primary, BASELINE_S, deadline), (
+            f"steady state: {primary} does not serve {app.name}"
+        )
+        point = failover.back_up(app, primary, target, f"{app.name}-drill-{run}", deadline)
+        assert poll(lambda: drill.writes_acked_since(app, point.completed) >= MORE_WRITES, deadline), (
+            f"{app.name} acknowledged fewer than {MORE_WRITES} writes after the backup"
+        )
+        t0 = drill.inject(ClusterLoss(targets=(primary,))).t_mono
+        # pushed after the loss, so reverted before it: the restored copy is gone when the primary returns
+        drill.inject(ScratchNamespace(targets=(target,), namespace=into))
+        with drill.observe_restored(app, proxy):
+            failover.restore_to_standby(app, point.name, target, into, deadline)
+            drill.wait_restored_serves(app, deadline)
+            drill.soak()
+    verdicts = drill.judge_restore(app, t0, point, proxy)
+    drill.revert_all()
+    failed = [v.message for v in verdicts if v.status != "pass"]
+    assert not failed, "; ".join(failed)
