@@ -6,9 +6,10 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import pytest
+import yaml
 from kubernetes import client
 
 from harness.config import load_fleet
@@ -66,3 +67,24 @@ def test_the_experiment_passes_against_the_fleet(fleet_dir: Path, tmp_path: Path
     assert record["steady_states"]["before"]["steady_state_met"]
     assert record["steady_states"]["after"]["steady_state_met"]
     assert record["rollbacks"] and all(r["status"] == "succeeded" for r in record["rollbacks"])
+
+
+def test_an_experiment_fails_in_one_line_when_the_global_endpoint_does_not_answer(
+    fleet_dir: Path, tmp_path: Path
+) -> None:
+    """A broken fleet for the experiments: nothing answers where the fleet file says the global endpoint is
+    (a port nobody listens on, on the load balancer's own address). The steady state is not met, the
+    method never runs, and the item fails saying so."""
+    document = yaml.safe_load((fleet_dir / "fleet.yaml").read_text())
+    app = document["apps"][0]
+    app["global_endpoint"] = f"http://{urlsplit(app['global_endpoint']).hostname}:81/"
+    broken = fleet_dir / "fleet-no-global-endpoint.yaml"  # beside the kubeconfig it names
+    broken.write_text(yaml.safe_dump(document))
+    experiment = ROOT / "experiments" / "orders-pod-kill.yaml"
+    argv = [sys.executable, "-m", "pytest", str(experiment), "--fleet", str(broken)]
+    argv += ["--report-dir", str(tmp_path), "-p", "no:cacheprovider"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=ROOT)
+    assert done.returncode != 0 and "1 failed" in done.stdout, done.stdout[-4000:]
+    assert "steady-state hypothesis not met before the method" in done.stdout, done.stdout[-4000:]
+    (journal,) = tmp_path.glob(f"*/{experiment.stem}/journal.json")
+    assert not json.loads(journal.read_text())["run"], "the method never ran"
