@@ -20,7 +20,7 @@ def test_lose_one_cluster_and_global_traffic_continues(drill: Drill, cluster_nam
         assert drill.steady(app, None, BASELINE_S, bound), (
             f"steady state: the global endpoint does not serve {app.name}"
         )
-        t0 = drill.inject(ClusterLoss(targets=(cluster_name,))).t_mono
+        t0 = drill.inject(ClusterLoss(targets=(cluster_name,))).started
         drill.wait_served_by(app, None, 2 * bound, besides=cluster_name)
         drill.soak()
     verdicts = drill.judge(app, t0, max_outage_s=bound)

@@ -23,7 +23,7 @@ def test_lose_the_primary_cluster(drill: Drill, app: App, failover: Failover) ->
         assert drill.steady(app, primary, BASELINE_S, deadline), (
             f"steady state: {primary} does not serve {app.name}"
         )
-        t0 = drill.inject(ClusterLoss(targets=(primary,))).t_mono
+        t0 = drill.inject(ClusterLoss(targets=(primary,))).started
         failover.fail_over(app, passive)
         drill.wait_served_by(app, passive, deadline)
         drill.soak()

@@ -53,7 +53,7 @@ def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: F
         assert poll(lambda: drill.writes_acked_since(app, point.completed) >= MORE_WRITES, deadline), (
             f"{app.name} acknowledged fewer than {MORE_WRITES} writes after the backup"
         )
-        t0 = drill.inject(ClusterLoss(targets=(primary,))).t_mono
+        t0 = drill.inject(ClusterLoss(targets=(primary,))).started
         # pushed after the loss, so reverted before it: the restored copy is gone when the primary returns
         drill.inject(ScratchNamespace(targets=(target,), namespace=into))
         with drill.observe_restored(app, proxy):

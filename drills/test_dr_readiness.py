@@ -1,6 +1,8 @@
 """DR readiness, the gate before a production rollout: the pre-flight check of the app's whole DR path
-(`fleetdrill doctor`): backups and storage locations, what the clusters taking over need (CRDs, namespace,
-secrets, spare capacity), and every credential and certificate on the way. Read-only, a few seconds."""
+(`fleetdrill doctor`): backups and storage locations, every passive cluster running the app's workload
+Ready, what the clusters taking over need (CRDs, namespace, secrets, spare capacity), and every credential
+and certificate on the way. A passive or standby role with no cluster is an error (nothing was checked)
+unless the fleet file lists it in absent_roles. Read-only, a few seconds."""
 
 import pytest
 

@@ -28,7 +28,7 @@ def test_exhaust_the_primary_clusters_nodes(drill: Drill) -> None:
         assert drill.steady(app, primary, BASELINE_S, deadline), (
             f"steady state: {primary} does not serve {app.name}"
         )
-        t0 = drill.inject(QuotaSqueeze(targets=(primary,), namespace=app.namespace)).t_mono
+        t0 = drill.inject(QuotaSqueeze(targets=(primary,), namespace=app.namespace)).started
         stress = NodeStress(targets=(primary,), cpu_fraction=CPU_FRACTION, memory_fraction=MEMORY_FRACTION)
         drill.inject(stress)
         with drill.timeline.phase("stress", cluster=primary):

@@ -30,7 +30,7 @@ def test_lose_the_primary_while_the_standby_region_is_cut_off(
         )
         if standby:
             drill.inject(WanPartition(targets=tuple(standby)))
-        t0 = drill.inject(ClusterLoss(targets=(primary,))).t_mono
+        t0 = drill.inject(ClusterLoss(targets=(primary,))).started
         failover.fail_over(app, passive)
         drill.wait_served_by(app, passive, deadline)
         drill.soak()

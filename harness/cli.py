@@ -370,7 +370,10 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps it ignored, so
+    # `kill -INT` (or a CI runner's cancel) would otherwise leave a fleet or a drill's faults behind.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _terminate)
     try:
         return args.handler(args)
     except FleetDrillError as error:

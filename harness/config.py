@@ -7,7 +7,7 @@ import difflib
 import json
 import string
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -28,13 +28,16 @@ from pydantic import (
 
 from harness import units
 from harness.errors import ConfigError
+from harness.traffic import STATUS_SPEC, status_codes
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 WORKLOAD = r"^(deployment|statefulset|daemonset)/[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$"
+HEADER = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 _PATTERNS = {  # what a regular expression means, for error messages
     DNS_LABEL: "a DNS label (lowercase letters, digits and '-', at most 63)",
     WORKLOAD: "kind/name with kind one of deployment, statefulset, daemonset",
     r"^/": "a path starting with '/'",
+    HEADER: "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
 }
 _DURATION = 'a duration such as "30s", "1m30s", "250ms" or a number of seconds'
 _FRACTION = 'a fraction in (0, 1] such as 0.999 or "99.9%"'
@@ -87,6 +90,21 @@ def _write_target(value: str) -> str:
     return value if value.startswith("/") else _url(value)
 
 
+def _status(value: object) -> int | str:
+    """An accepted-status spec as written: a status code or a class such as "2xx"."""
+    try:
+        status_codes(value)
+    except ValueError:
+        raise _Invalid(STATUS_SPEC, value) from None
+    return cast(int | str, value)
+
+
+def _some_statuses(statuses: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    if not statuses:
+        raise _Invalid('at least one status code or class such as "2xx"', [])
+    return statuses
+
+
 def _some(clusters: tuple["Cluster", ...]) -> tuple["Cluster", ...]:
     if not clusters:
         raise _Invalid("at least one cluster", [])
@@ -113,6 +131,11 @@ Name = Annotated[str, Field(pattern=DNS_LABEL)]
 Text = Annotated[str, Field(min_length=1)]
 Url = Annotated[str, AfterValidator(_url), WithJsonSchema({"type": "string", "format": "uri"})]
 Kubeconfig = Annotated[Path, AfterValidator(_resolve)]
+_STATUS_SCHEMA = {
+    "anyOf": [{"type": "integer", "minimum": 200, "maximum": 499}, {"type": "string", "pattern": "^[234]xx$"}]
+}
+Status = Annotated[int | str, BeforeValidator(_status), WithJsonSchema(_STATUS_SCHEMA)]
+HeaderName = Annotated[str, Field(pattern=HEADER)]
 
 
 class _Model(BaseModel):
@@ -192,6 +215,25 @@ class Failover(_Model):
         return self
 
 
+class ServedBy(_Model):
+    """Where the app's answers say who served them: one response header or one field of a JSON body."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["header"]}, {"required": ["json_field"]}]}
+    )
+    header: HeaderName | None = None
+    """A response header whose value names the serving cluster, up to its first "/" (e.g. "eu-west/pod-1")."""
+    json_field: Text | None = None
+    """A top-level field of a JSON response body whose value names the serving cluster, as for header."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ServedBy":
+        if (self.header is None) == (self.json_field is None):
+            got = {"header": self.header, "json_field": self.json_field}
+            raise _Invalid("exactly one of header, json_field", {k: v for k, v in got.items() if v})
+        return self
+
+
 class App(_Model):
     """An application deployed across the fleet, probed during drills."""
 
@@ -200,7 +242,7 @@ class App(_Model):
     namespace: Name
     """Namespace the app runs in, in every cluster."""
     workload: Annotated[str, Field(pattern=WORKLOAD)]
-    """The app's workload as kind/name, e.g. deployment/orders."""
+    """The app's workload as kind/name, e.g. deployment/checkout."""
     service: Name | None = None
     """The app's Service."""
     global_endpoint: Url | None = None
@@ -211,6 +253,14 @@ class App(_Model):
     """Where RPO sentinels are written: a path on the endpoints or an absolute URL."""
     health_path: Annotated[str, Field(pattern=r"^/")] = "/"
     """Path probed for health on the endpoints."""
+    accepted_statuses: Annotated[
+        tuple[Status, ...], AfterValidator(_some_statuses), Field(json_schema_extra={"minItems": 1})
+    ] = ("2xx",)
+    """The statuses of a successful probe: codes (200-499) and classes ("2xx", "3xx", "4xx"); any other
+    answer is a failed probe (5xx always is)."""
+    served_by: ServedBy | None = None
+    """Where answers name the cluster that served them; declared, an answer without it is a failed probe
+    (not the app: an ingress default backend, a proxy), and drills can check which cluster serves."""
     objectives: Objectives = Objectives()
     """What the app must achieve through a drill."""
     failover: Failover = Failover()
@@ -409,6 +459,10 @@ class Fleet(_Model):
     """Default kubeconfig file (relative to the fleet file, "~" expanded)."""
     clusters: Annotated[tuple[Cluster, ...], AfterValidator(_some), Field(json_schema_extra={"minItems": 1})]
     """The clusters of the fleet."""
+    absent_roles: tuple[Literal["passive", "standby"], ...] = ()
+    """Cluster roles the fleet has no cluster of, by design: e.g. [standby] when apps fail over to a passive
+    cluster and are never restored into another. The gate drills (DR readiness, configuration parity) check
+    every passive and standby cluster; a role without a cluster is an error unless it is listed here."""
     apps: tuple[App, ...] = ()
     """The apps drills probe."""
     velero: Velero = Velero()
@@ -440,6 +494,16 @@ class Fleet(_Model):
                 raise _Invalid(
                     f"a context of a cluster ({', '.join(contexts)})", context, ("safety", "allowlist", i)
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _absent_roles_are_absent(self) -> "Fleet":
+        """A role listed as absent by design has no cluster."""
+        for i, role in enumerate(self.absent_roles):
+            for cluster in self.clusters:
+                if cluster.role == role:
+                    expected = f"a role no cluster has ({cluster.name} is {role})"
+                    raise _Invalid(expected, role, ("absent_roles", i))
         return self
 
     def cluster(self, name: str) -> Cluster:

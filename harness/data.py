@@ -1,4 +1,4 @@
-"""Sentinel writes and their read-back, for measured RPO (DESIGN.md, "Measurement definitions").
+"""Sentinel writes and their read-back, for measured RPO (ARCHITECTURE.md, "Measurement definitions").
 
 The sample app's API: `POST {write_url}` with JSON `{"seq": N, "payload": "...", "stream": "..."}`,
 acknowledged by any 2xx; `GET {base}/orders?since=SEQ&stream=...` answers `{"orders": [{"seq": N, ...},
@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from harness.errors import ConfigError, FleetDrillError
-from harness.samples import SentinelWrite
+from harness.samples import SentinelWrite, WriteOutcome
 
 
 def new_seq_base() -> int:
@@ -56,8 +56,9 @@ class SentinelWriter:
     """Writes seqs seq_base, seq_base + 1, ... to its stream at rate_hz from a background thread.
 
     One write at a time, on a fixed grid: a write that overruns its slot pushes the next to the next free
-    slot. A write is acknowledged when a 2xx answer comes within timeout_s (per socket operation); otherwise
-    its acked_at is None and errors() says why. The connection is kept alive and reopened after any error.
+    slot. A write is acknowledged when a 2xx answer comes within timeout_s (per socket operation); another
+    answer refuses it; with no answer (timeout, connection error) its outcome is unknown. errors() says why
+    each was not acknowledged. The connection is kept alive and reopened after any error.
     A context manager; read back with read_present(base, writer.seq_base - 1, stream=writer.stream).
     """
 
@@ -132,9 +133,10 @@ class SentinelWriter:
         seq, due = self.seq_base, time.monotonic()
         try:
             while not self._stop.wait(max(0.0, due - time.monotonic())):
-                acked_at, error = self._write(seq)
+                outcome, ended_at, error = self._write(seq)
+                acked_at = ended_at if outcome == "acked" else None
                 with self._lock:
-                    self._writes.append(SentinelWrite(seq, acked_at))
+                    self._writes.append(SentinelWrite(seq, acked_at, outcome, ended_at))
                     if error is not None:
                         self._errors[seq] = error
                 seq += 1
@@ -144,7 +146,8 @@ class SentinelWriter:
         finally:
             self._conn.close()
 
-    def _write(self, seq: int) -> tuple[float | None, str | None]:
+    def _write(self, seq: int) -> tuple[WriteOutcome, float, str | None]:
+        """Write seq: its outcome, when the attempt ended, and why it was not acked (None when it was)."""
         body = json.dumps({"seq": seq, "payload": "fleetdrill sentinel", "stream": self.stream}).encode()
         try:
             self._conn.request("POST", self._path, body, {"Content-Type": "application/json"})
@@ -152,10 +155,10 @@ class SentinelWriter:
                 response.read()
         except (OSError, http.client.HTTPException) as exc:
             self._conn.close()  # the next request opens a new connection
-            return None, f"{type(exc).__name__}: {exc}"
+            return "unknown", time.monotonic(), f"{type(exc).__name__}: {exc}"
         if 200 <= response.status < 300:
-            return time.monotonic(), None
-        return None, f"HTTP {response.status} {response.reason}"
+            return "acked", time.monotonic(), None
+        return "refused", time.monotonic(), f"HTTP {response.status} {response.reason}"
 
 
 def read_present(

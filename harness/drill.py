@@ -4,25 +4,26 @@ The pytest plugin makes one Drill per test; drills call `observe`, `inject`, the
 and `judge`, and the plugin writes the record whatever happened.
 """
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin
 
 from harness import measure
 from harness.config import App, Fleet
 from harness.data import SentinelWriter, read_present
-from harness.errors import FleetDrillError
+from harness.errors import ConfigError, FleetDrillError
 from harness.failover import BackupPoint
 from harness.faults import Fault, FaultStack
+from harness.faults.evidence import FaultNotEffective, Injection, await_effect
 from harness.fleet import FleetAccess, ServiceProxy
 from harness.gameday import Operators
 from harness.safety import AbortMonitor
 from harness.samples import ProbeSample, SentinelWrite, Verdict
-from harness.timeline import Event, Timeline
-from harness.traffic import Prober
+from harness.timeline import Timeline
+from harness.traffic import Prober, status_codes
 
 GLOBAL = "global"
 RESTORED = "restored"
@@ -99,8 +100,9 @@ class Drill:
         prober = Prober(
             targets,
             rate_hz=self.settings.probe_rate_hz,
-            timeout_s=self.settings.probe_timeout_s,
+            timeout_s=_probe_timeout(self.settings, app),
             latency_bound_s=bound,
+            **_contract(app),
         )
         writer = SentinelWriter(self._write_url(app), rate_hz=self.settings.sentinel_rate_hz)
         observation.stream, observation.seq_base = writer.stream, writer.seq_base
@@ -139,15 +141,16 @@ class Drill:
     @contextmanager
     def observe_restored(self, app: App, proxy: ServiceProxy) -> Iterator[None]:
         """Probe the app restored beside the original through its API server's service proxy, for the
-        block; enter it at t0, so the probes that fail until the restore serves make its RTO. Through the
-        proxy only a 2xx answer is the app's (404 and 503 are the proxy's: no such service, no endpoint
-        yet), so any other status is recorded as a failed probe."""
+        block; enter it at t0, so the probes that fail until the restore serves make its RTO. The app's
+        contract judges the answers as on its endpoints: the proxy's own 404 and 503 (no such service, no
+        endpoint yet) are failed probes, as statuses the app does not accept (see _contract)."""
         prober = Prober(
             {RESTORED: proxy.url + app.health_path},
             rate_hz=self.settings.probe_rate_hz,
-            timeout_s=self.settings.probe_timeout_s,
+            timeout_s=_probe_timeout(self.settings, app),
             ssl_context=proxy.ssl_context,
             headers=proxy.headers,
+            **_contract(app, proxied=True),
         )
         self.timeline.record("probes.started", detail={"app": app.name, "targets": [RESTORED]})
         try:
@@ -156,7 +159,7 @@ class Drill:
                 yield
         finally:
             self._restored.pop(app.name, None)
-            self.observations[app.name].samples[RESTORED] = [_answered(s) for s in prober.samples(RESTORED)]
+            self.observations[app.name].samples[RESTORED] = prober.samples(RESTORED)
 
     def wait_restored_serves(self, app: App, deadline_s: float) -> None:
         """Wait (at most deadline_s) until the restored app's probes show a stable recovery as RTO defines
@@ -165,7 +168,7 @@ class Drill:
         start = time.monotonic()
         with self.timeline.phase("first good request"):
             while time.monotonic() < deadline:
-                samples = [_answered(s) for s in prober.samples(RESTORED)]
+                samples = prober.samples(RESTORED)
                 stable = measure.rto(samples, start, self.settings.stable_count, self.settings.stable_seconds)
                 if stable.outcome == "recovered":
                     return
@@ -184,10 +187,36 @@ class Drill:
         path = app.write_endpoint or "/orders"
         return path if "://" in path else urljoin(app.global_endpoint or "", path)
 
-    def inject(self, fault: Fault) -> Event:
-        """Apply a fault until the drill ends (reverted on every exit path); its event's time is t0."""
+    def inject(self, fault: Fault) -> Injection:
+        """Apply a fault until the drill ends (reverted on every exit path) and wait for the evidence that
+        it took effect, seen from outside the faulted part; its `started` (injection began) is t0.
+
+        A fault whose effect does not show in time is an error verdict and FaultNotEffective: a fault that
+        did not happen proves nothing about recovery."""
         self._pause(f"next: inject {fault.describe()}")
-        return self.stack.push(fault)
+        completed = self.stack.push(fault)
+        started = next(
+            e for e in self.timeline.events("fault.injecting") if e.detail["id"] == completed.detail["id"]
+        )
+        try:
+            return await_effect(fault, self.access, self, started, completed, self.timeline)
+        except FaultNotEffective as error:
+            self.verdicts.append(
+                Verdict("error", "fault effect", f"{fault.kind} takes effect", "not seen", str(error), {})
+            )
+            raise
+
+    def endpoint_probes(self, cluster: str, since: float) -> list[ProbeSample] | None:
+        """The live probes of the app endpoints in `cluster` sent since `since`; None when none is probed."""
+        series = []
+        for prober in list(self._live.values()):
+            try:
+                series.append(prober.samples(cluster))
+            except KeyError:  # this app has no endpoint in that cluster
+                continue
+        if not series:
+            return None
+        return sorted((s for samples in series for s in samples if s.sent >= since), key=lambda s: s.sent)
 
     def _pause(self, what: str) -> None:
         if self.operators is not None:
@@ -197,19 +226,25 @@ class Drill:
         self.stack.undo_all()
 
     def served_by(self, app: App, cluster: str | None = None, besides: str | None = None) -> bool:
-        """The global endpoint has answered well for the last stable_seconds (live probes), from `cluster`
-        when given, and never from `besides` when given."""
+        """The global endpoint's probes have all succeeded (as the app's contract says) for the last
+        stable_seconds (live probes), from `cluster` when given, and never from `besides` when given.
+
+        Which cluster served is the app's served_by identity up to its first "/"; asking for a cluster
+        when the fleet file declares none is a ConfigError, never a guess."""
+        if (cluster is not None or besides is not None) and app.served_by is None:
+            raise ConfigError(
+                f"fleet {self.fleet.name!r}: app {app.name!r} declares no served_by, so which cluster serves "
+                "it cannot be told; set served_by: {header: NAME} or {json_field: NAME}"
+            )
         since = time.monotonic() - self.settings.stable_seconds
         recent = [s for s in self._live[app.name].samples(GLOBAL) if s.sent >= since]
 
         def good(sample: ProbeSample) -> bool:
             origin = (sample.served_by or "").split("/")[0]
-            return bool(
-                sample.ok
-                and (sample.status or 0) < 500
-                and origin
+            return (
+                not measure.probe_failed(sample)
                 and (cluster is None or origin == cluster)
-                and origin != besides
+                and (besides is None or origin != besides)
             )
 
         return len(recent) >= self.settings.stable_count and all(good(s) for s in recent)
@@ -287,7 +322,7 @@ class Drill:
     ) -> list[Verdict]:
         """RTO, availability, longest outage (when bounded), a latency percentile (when asked) and RPO
         (when the data failed over to `survivor`) of the app against its objectives, from what was
-        measured."""
+        measured. An objective judged here that the fleet file does not set is an error verdict."""
         self._pause(f"next: the verdicts of {app.name}")
         observation = self.observations[app.name]
         samples = observation.samples[GLOBAL]
@@ -297,17 +332,27 @@ class Drill:
         result = measure.rto(
             samples, t0, self.settings.stable_count, self.settings.stable_seconds, objectives.latency
         )
-        verdicts = []
-        if objectives.rto is not None:
-            verdicts.append(measure.judge_rto(result, objectives.rto, coverage))
-        if objectives.availability is not None:
-            verdicts.append(
-                measure.judge_availability(samples, objectives.availability, coverage, objectives.latency)
-            )
+        verdicts = [
+            self._against(app, "rto", "RTO", lambda goal: measure.judge_rto(result, goal, coverage)),
+            self._against(
+                app,
+                "availability",
+                "availability",
+                lambda goal: measure.judge_availability(samples, goal, coverage, objectives.latency),
+            ),
+        ]
         if max_outage_s is not None:
             verdicts.append(measure.judge_longest_outage(samples, max_outage_s, coverage, objectives.latency))
-        if latency_percentile is not None and objectives.latency is not None:
-            verdicts.append(measure.judge_latency(samples, latency_percentile, objectives.latency, coverage))
+        if latency_percentile is not None:
+            percentile = latency_percentile
+            verdicts.append(
+                self._against(
+                    app,
+                    "latency",
+                    f"p{percentile:g} latency",
+                    lambda goal: measure.judge_latency(samples, percentile, goal, coverage),
+                )
+            )
         windows = measure.outage_windows(samples, objectives.latency)
         figures: dict[str, object] = {
             "rto_s": result.rto,
@@ -320,22 +365,15 @@ class Drill:
             "rto_phases": measure.rto_phases(self.timeline.events(), t0, t0 + (result.rto or 0)).to_dict(),
         }
         if survivor is not None:
-            present = read_present(
-                app.endpoints[survivor], observation.seq_base - 1, stream=observation.stream
-            )
-            loss = measure.rpo(observation.writes, present, t0)
-            figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count}
-            if objectives.rpo is not None:
-                verdicts.append(
-                    measure.judge_rpo(loss, objectives.rpo, max_quiet_s=self.settings.max_quiet_s)
-                )
+            verdicts.append(self._judge_rpo(app, survivor, t0, figures))
         self.figures[app.name] = figures
         self.verdicts += verdicts
         return verdicts
 
     def judge_restore(self, app: App, t0: float, point: BackupPoint, proxy: ServiceProxy) -> list[Verdict]:
         """The app restored beside the original: RTO from t0 to its stable answers (observe_restored), and
-        the data it holds against the backup point (the sentinel's writes read back through the proxy)."""
+        the data it holds against the backup point (the sentinel's writes read back through the proxy).
+        Without an RTO objective in the fleet file, RTO is an error verdict."""
         self._pause(f"next: the verdicts of {app.name}")
         observation = self.observations[app.name]
         samples = observation.samples[RESTORED]
@@ -344,9 +382,7 @@ class Drill:
         end = max((s.sent for s in samples), default=t0)
         coverage = measure.check_coverage(samples, t0, end, interval, gap_factor)
         result = measure.rto(samples, t0, self.settings.stable_count, self.settings.stable_seconds)
-        verdicts = []
-        if app.objectives.rto is not None:
-            verdicts.append(measure.judge_rto(result, app.objectives.rto, coverage))
+        verdicts = [self._against(app, "rto", "RTO", lambda goal: measure.judge_rto(result, goal, coverage))]
         figures: dict[str, object] = {
             "rto_s": result.rto,
             "rto_outcome": result.outcome,
@@ -360,6 +396,34 @@ class Drill:
         self.figures[app.name] = figures
         self.verdicts += verdicts
         return verdicts
+
+    def _against(self, app: App, field: str, objective: str, judge: Callable[[float], Verdict]) -> Verdict:
+        """`judge` against the app's objective `field`; an error verdict naming the field (apps[N].objectives
+        .FIELD) when the fleet file does not set it: an objective the drill judges is never skipped."""
+        goal = getattr(app.objectives, field)
+        if goal is not None:
+            return judge(goal)
+        where = f"apps[{[a.name for a in self.fleet.apps].index(app.name)}].objectives.{field}"
+        why = f"{objective} not judged: the fleet file of fleet {self.fleet.name} does not set {where}"
+        return Verdict("error", objective, f"{where} set", "no objective", why, {})
+
+    def _judge_rpo(self, app: App, survivor: str, t0: float, figures: dict[str, object]) -> Verdict:
+        """RPO of the data failed over to `survivor`, read back from it; an error verdict when it cannot be
+        read (a failed read is never a loss, nor a pass)."""
+        observation = self.observations[app.name]
+        try:
+            present = read_present(
+                app.endpoints[survivor], observation.seq_base - 1, stream=observation.stream
+            )
+        except FleetDrillError as error:
+            why = f"RPO not judged: the data on {survivor} could not be read: {error}"
+            return Verdict("error", "RPO", f"the data on {survivor} read back", "no data", why, {})
+        loss = measure.rpo(observation.writes, present, t0)
+        figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count}
+        quiet_s = self.settings.max_quiet_s
+        return self._against(
+            app, "rpo", "RPO", lambda goal: measure.judge_rpo(loss, goal, max_quiet_s=quiet_s)
+        )
 
     @staticmethod
     def _judge_restored_data(
@@ -387,9 +451,29 @@ class Drill:
         return measure.judge_backup_point(loss, observation.writes, present, point.started, point.completed)
 
 
-def _answered(sample: ProbeSample) -> ProbeSample:
-    """A probe through a service proxy: any answer but 2xx is the proxy's, so the probe failed."""
-    if not sample.ok or sample.status is None or 200 <= sample.status < 300:
-        return sample
-    error = f"status: HTTP {sample.status} from the API server's proxy"
-    return dataclasses.replace(sample, ok=False, status=None, error=error)
+def _probe_timeout(settings: DrillSettings, app: App) -> float:
+    """When the drill's probes give up: settings.probe_timeout_s, or twice the app's latency objective when
+    that is longer. The objective only judges the answers; were probes given up at it, no answer could be
+    slower than it and p99 latency could never fail."""
+    latency = app.objectives.latency
+    return settings.probe_timeout_s if latency is None else max(settings.probe_timeout_s, 2 * latency)
+
+
+def _contract(app: App, proxied: bool = False) -> dict[str, Any]:
+    """The Prober options of the app's contract in the fleet file: the statuses it accepts and its identity.
+
+    proxied (through the API server's service proxy, whose own 404, 403 or 503 say no such service,
+    forbidden, no endpoint yet): an app accepting a 4xx must declare served_by, else the proxy's answer
+    would count as the app's; ConfigError then."""
+    identity = app.served_by
+    accepts_4xx = any(code >= 400 for spec in app.accepted_statuses for code in status_codes(spec))
+    if proxied and accepts_4xx and identity is None:
+        raise ConfigError(
+            f"app {app.name!r} accepts 4xx answers and declares no served_by: through the API server's "
+            "proxy, the proxy's own 404 or 403 could not be told from the app's; set served_by"
+        )
+    return {
+        "accepted_statuses": app.accepted_statuses,
+        "identity_header": identity.header if identity else None,
+        "identity_field": identity.json_field if identity else None,
+    }

@@ -1,5 +1,5 @@
 """Pure measurements: probe samples, sentinel writes and timeline events -> outage windows, RTO, RPO,
-availability, latency percentiles, RTO phases, and verdicts against objectives (DESIGN.md, "Measurement
+availability, latency percentiles, RTO phases, and verdicts against objectives (ARCHITECTURE.md, "Measurement
 definitions"). No I/O. Times are monotonic seconds; the records returned are in samples.py.
 
 Functions that look at probe order take one target's series (filter by `target` first); they order it by
@@ -9,12 +9,13 @@ send time (ties by receive time). Every result keeps the moments that decided it
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from itertools import pairwise
 
 from harness.samples import (
     Coverage,
+    Interleaving,
     PhaseBreakdown,
     ProbeSample,
     RpoResult,
@@ -160,20 +161,28 @@ def latency_percentiles(
     percentiles: Iterable[float] = (50, 95, 99),
     window: tuple[float, float] | None = None,
 ) -> dict[float, float | None]:
-    """Nearest-rank latency percentiles over answered, non-5xx probes sent in the window.
+    """Nearest-rank latency percentiles over every probe sent in the window.
 
-    The p-th percentile (0 < p <= 100) of n latencies is the one at rank ceil(p/100 * n) in ascending order:
-    the smallest latency that at least p% of them do not exceed. None when no probe qualifies. No latency
-    bound applies: slow answers keep their latency (dropping them would hide the tail).
+    Each probe counts at received - sent: a failed answer at its latency, a probe without an answer at the
+    time it gave up (a timed-out probe at its timeout). The p-th percentile (0 < p <= 100) of n latencies is
+    the one at rank ceil(p/100 * n) in ascending order: the smallest latency that at least p% of them do not
+    exceed. None when no probe was sent. No latency bound applies (dropping slow probes would hide the tail).
     """
-    latencies = sorted(s.latency for s in _in_window(samples, window) if not probe_failed(s))
-    result: dict[float, float | None] = {}
-    for p in percentiles:
-        if not 0 < p <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {p}")
-        rank = math.ceil(Fraction(str(p)) * len(latencies) / 100)
-        result[p] = latencies[rank - 1] if latencies else None
-    return result
+    latencies = sorted(s.latency for s in _in_window(samples, window))
+    ranks = {p: _rank(p, len(latencies)) for p in percentiles}
+    return {p: latencies[rank - 1] if latencies else None for p, rank in ranks.items()}
+
+
+def _rank(p: float, n: int) -> int:
+    """The nearest rank (1-based) of the p-th percentile among n values."""
+    if not 0 < p <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {p}")
+    return math.ceil(Fraction(str(p)) * n / 100)
+
+
+def _no_answer(sample: ProbeSample) -> bool:
+    """The probe got no answer (timeout, connection error): its latency is only the time it gave up."""
+    return not sample.ok and sample.status is None
 
 
 def check_coverage(
@@ -399,19 +408,35 @@ def judge_availability(
 def judge_latency(
     samples: Iterable[ProbeSample], percentile: float, objective_s: float, coverage: Coverage
 ) -> Verdict:
-    """Pass when the nearest-rank latency percentile over the coverage window <= objective."""
+    """Pass when the nearest-rank latency percentile over every probe in the coverage window is within the
+    objective, each probe counted as in latency_percentiles (a timed-out probe at its timeout).
+
+    A probe without an answer only shows that the answer takes longer than it waited: when the percentile
+    falls on one and is within the objective, its true value is unknown and the verdict is an error.
+    """
     name, expected = f"p{percentile:g} latency", f"<= {_secs(objective_s)} s"
     moments: dict[str, float | None] = {"start": coverage.start, "end": coverage.end}
     if error := _bad_coverage(name, expected, coverage, moments):
         return error
-    answered = [s for s in _in_window(samples, (coverage.start, coverage.end)) if not probe_failed(s)]
-    value = latency_percentiles(answered, (percentile,))[percentile]
-    if value is None:
-        return _not_judged(name, expected, "no successful probe in the window", moments)
+    chosen = _in_window(samples, (coverage.start, coverage.end))
+    if not chosen:
+        return _not_judged(name, expected, "no probe in the window", moments)
+    ranked = sorted(chosen, key=lambda s: (s.latency, _no_answer(s)))  # at a tie, answers rank first
+    decisive = ranked[_rank(percentile, len(ranked)) - 1]
+    value, silent = decisive.latency, sum(map(_no_answer, ranked))
+    moments |= {"percentile_probe_sent": decisive.sent}
+    if _no_answer(decisive) and value <= objective_s:
+        why = (
+            f"it falls on a probe that got no answer and gave up after {_secs(value)} s, within the "
+            f"{_secs(objective_s)} s objective, so the true {name} is unknown ({silent} of {len(ranked)} "
+            "probes got no answer): give the probes a timeout above the latency objective"
+        )
+        return _not_judged(name, expected, why, moments, f">= {_secs(value)} s")
     ok = value <= objective_s
+    counted = f" ({silent} without an answer, counted at the time they gave up)" if silent else ""
     message = (
         f"{name} {_secs(value)} s {'within' if ok else 'exceeds'} objective {_secs(objective_s)} s "
-        f"over {len(answered)} successful probes"
+        f"over {len(ranked)} probes{counted}"
     )
     return _verdict(ok, name, expected, f"{_secs(value)} s", message, moments)
 
@@ -438,69 +463,101 @@ def judge_longest_outage(
     return _verdict(ok, "longest outage", expected, f"{_secs(worst.duration)} s", message, moments)
 
 
-def accepting_periods(writes: Iterable[SentinelWrite]) -> list[tuple[float, float]]:
-    """When one writer's target accepted writes: each maximal run of consecutive acknowledged writes (in
-    seq order) as (first ack, last ack); an unacknowledged write ends a run."""
-    periods: list[tuple[float, float]] = []
-    run: list[float] = []
-    for write in sorted(writes, key=lambda w: w.seq):
-        if write.acked_at is not None:
-            run.append(write.acked_at)
-        elif run:
-            periods.append((min(run), max(run)))
-            run = []
-    if run:
-        periods.append((min(run), max(run)))
-    return periods
+def two_writers(writes_by_cluster: Mapping[str, Sequence[SentinelWrite]]) -> list[Interleaving]:
+    """Every pair of clusters whose acknowledged writes interleave in time, by start: their spans [first ack,
+    last ack] overlap, i.e. one acknowledged a write between two acks of the other (a single ack is an
+    instant; acks at the same moment interleave). A clean handover, one cluster's acks all before the
+    other's first, is no interleaving whatever was refused or unanswered in between."""
+    acks = {name: _acks(writes) for name, writes in writes_by_cluster.items()}
+    names = sorted(name for name in acks if acks[name])
+    found = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            start, end = max(acks[a][0], acks[b][0]), min(acks[a][-1], acks[b][-1])
+            if start <= end:
+                inside = sorted((t, name) for name in (a, b) for t in acks[name] if start <= t <= end)
+                found.append(Interleaving(a, b, start, end, tuple(inside)))
+    return sorted(found, key=lambda overlap: overlap.start)
 
 
-def two_writers(writes_by_cluster: dict[str, Sequence[SentinelWrite]]) -> list[tuple[str, str, float, float]]:
-    """Every stretch during which two clusters accepted writes, as (cluster, other, start, end), by start:
-    the overlaps of their accepting periods (a single write counts as an instant)."""
-    periods = {name: accepting_periods(writes) for name, writes in writes_by_cluster.items()}
-    names = sorted(periods)
-    found = [
-        (a, b, max(pa[0], pb[0]), min(pa[1], pb[1]))
-        for i, a in enumerate(names)
-        for b in names[i + 1 :]
-        for pa in periods[a]
-        for pb in periods[b]
-        if max(pa[0], pb[0]) <= min(pa[1], pb[1])
-    ]
-    return sorted(found, key=lambda overlap: overlap[2])
+def _acks(writes: Iterable[SentinelWrite]) -> list[float]:
+    return sorted(w.acked_at for w in writes if w.acked_at is not None)
 
 
-def judge_split_brain(writes_by_cluster: dict[str, Sequence[SentinelWrite]], t0: float) -> Verdict:
-    """Pass when at no time did two clusters accept writes, from each cluster's measured acknowledgements;
-    error when fewer than two clusters accepted any (no handover was measured)."""
+def _unanswered(
+    writes_by_cluster: Mapping[str, Sequence[SentinelWrite]],
+) -> list[tuple[str, int, float, str]]:
+    """Per cluster, the writes it left unanswered (outcome unknown) that ended at or after the first ack of a
+    cluster that began acknowledging after it (the new writer): (cluster, count, that first ack, new writer).
+    A write whose end was not recorded counts."""
+    firsts = {name: acks[0] for name, writes in writes_by_cluster.items() if (acks := _acks(writes))}
+    found = []
+    for name in sorted(writes_by_cluster):
+        mine = firsts.get(name)
+        newer = [(t, other) for other, t in firsts.items() if other != name and (mine is None or t > mine)]
+        if not newer:
+            continue
+        since, writer = min(newer)
+        unknown = [
+            w
+            for w in writes_by_cluster[name]
+            if w.outcome == "unknown" and (w.ended_at is None or w.ended_at >= since)
+        ]
+        if unknown:
+            found.append((name, len(unknown), since, writer))
+    return found
+
+
+def _interleaving_text(overlap: Interleaving, t0: float, shown: int = 5) -> str:
+    """The overlap as text, times relative to t0: "a and b from +1.0 s to +1.3 s (a acked at +1.3 s; b acked
+    at +1.0 s, +1.2 s)"."""
+    parts = []
+    for name in (overlap.cluster, overlap.other):
+        times = [t for t, cluster in overlap.acks if cluster == name]
+        if times:
+            more = f", ... ({len(times)} in all)" if len(times) > shown else ""
+            parts.append(f"{name} acked at {', '.join(_rel(t, t0) for t in times[:shown])}{more}")
+    span = f"from {_rel(overlap.start, t0)} to {_rel(overlap.end, t0)}"
+    return f"{overlap.cluster} and {overlap.other} {span} ({'; '.join(parts)})"
+
+
+def judge_split_brain(writes_by_cluster: Mapping[str, Sequence[SentinelWrite]], t0: float) -> Verdict:
+    """Never two writers: pass when no two clusters' acknowledged writes interleave in time (two_writers).
+
+    Fail on any interleaving, with its moments and the acks in it. Error when fewer than two clusters
+    acknowledged a write (no handover was measured), or when a cluster left writes unanswered after a new
+    writer's first ack: whether it accepted them is unknown, and a primary the harness cannot reach is
+    never taken as fenced. A proven interleaving beats the unknown: then the verdict is a fail.
+    """
     clusters = sorted(writes_by_cluster)
-    expected = f"at no time two of {', '.join(clusters)} accept writes"
-    accepted = {
-        name: [w for w in writes if w.acked_at is not None] for name, writes in writes_by_cluster.items()
-    }
+    expected = f"acknowledged writes of {', '.join(clusters)} never interleave"
+    acks = {name: _acks(writes_by_cluster[name]) for name in clusters}
     moments: dict[str, float | None] = {"t0": t0}
     for name in clusters:
-        acks = [w.acked_at for w in accepted[name] if w.acked_at is not None]
-        moments |= {
-            f"{name}_first_write": min(acks, default=None),
-            f"{name}_last_write": max(acks, default=None),
-        }
-    writers = [name for name in clusters if accepted[name]]
+        first, last = (acks[name][0], acks[name][-1]) if acks[name] else (None, None)
+        moments |= {f"{name}_first_write": first, f"{name}_last_write": last}
+    writers = [name for name in clusters if acks[name]]
     if len(writers) < 2:
         why = f"only {writers[0]} accepted writes" if writers else "no cluster accepted a write"
         return _not_judged("split brain", expected, f"{why}: no handover to check", moments)
-    overlaps = two_writers(writes_by_cluster)
-    if overlaps:
-        total = sum(end - start for _, _, start, end in overlaps)
-        first = overlaps[0]
-        moments |= {"two_writers_start": first[2], "two_writers_end": first[3]}
-        shown = "; ".join(f"{a} and {b} from {_rel(s, t0)} to {_rel(e, t0)}" for a, b, s, e in overlaps[:5])
-        message = f"split brain: {len(overlaps)} stretch(es) of two writers ({_secs(total)} s): {shown}"
-        return _verdict(False, "split brain", expected, f"{_secs(total)} s of two writers", message, moments)
-    spans = [
-        f"{name} {_rel(min(a), t0)} to {_rel(max(a), t0)}"
-        for name in clusters
-        if (a := [w.acked_at for w in accepted[name] if w.acked_at is not None])
-    ]
-    message = f"never two writers: accepted writes {'; '.join(spans)}, never at once"
-    return _verdict(True, "split brain", expected, "0 s of two writers", message, moments)
+    if found := two_writers(writes_by_cluster):
+        count = sum(len(overlap.acks) for overlap in found)
+        moments |= {"two_writers_start": found[0].start, "two_writers_end": found[0].end}
+        shown = "; ".join(_interleaving_text(overlap, t0) for overlap in found[:5])
+        message = f"split brain: two clusters' acknowledged writes interleave, {count} acks in all: {shown}"
+        return _verdict(False, "split brain", expected, f"{count} interleaved acks", message, moments)
+    if unanswered := _unanswered(writes_by_cluster):
+        name, count, since, writer = unanswered[0]
+        moments |= {"unanswered_since": since}
+        others = "".join(f"; {n} did not answer {c} either" for n, c, _, _ in unanswered[1:])
+        why = (
+            f"{name} did not answer {count} writes after {_rel(since, t0)}, when {writer} acknowledged its "
+            f"first write; whether it accepted them is unknown{others}. A primary that cannot be reached is "
+            f"not fenced: write to {name} over a path the fault does not cut, so that it answers (a refusal "
+            "shows it fenced)"
+        )
+        return _not_judged("split brain", expected, why, moments, "unknown")
+    order = sorted(writers, key=lambda name: acks[name][0])
+    spans = [f"{name} {_rel(acks[name][0], t0)} to {_rel(acks[name][-1], t0)}" for name in order]
+    message = f"never two writers: acknowledged writes {', then '.join(spans)}, never interleaved"
+    return _verdict(True, "split brain", expected, "0 interleaved acks", message, moments)

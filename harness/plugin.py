@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import chaos, paths, units
+from harness import chaos, paths, steadystate, units
 from harness.config import App, Cluster, Fleet, load_fleet
 from harness.data import SentinelWriter
 from harness.drill import Drill, DrillSettings, Observation
@@ -32,6 +32,10 @@ fleet_key = pytest.StashKey[Fleet]()
 run_key = pytest.StashKey[str]()
 outcome_key = pytest.StashKey[tuple[str, str]]()
 published_key = pytest.StashKey[publish.Published]()
+AS_FOUND_DEADLINE_S = 120.0
+"""Longest a drill waits, after reverting its faults, for the fleet to be as it found it."""
+FAILURES = (AssertionError, pytest.fail.Exception)
+"""What a drill raises when it failed (else it broke: an error)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -189,17 +193,40 @@ def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAcces
     if config.getoption("--suite") == "gameday":
         operators = Operators(timeline, config.getoption("--pause-timeout"))
     current = Drill(request.node.name, fleet, fleet_access, stack, timeline, settings, operators)
+    destructive = request.node.get_closest_marker("destructive") is not None
+    found = steadystate.take(fleet, fleet_access) if destructive else None
+    teardown = ""
     try:
         with leases, signals_as_interrupts():  # each faulted cluster's lease is held until its faults revert
             try:
                 yield current
             finally:
                 stack.undo_all()
+            if found is not None:
+                _wait_as_found(current, found)
+    except BaseException as error:  # recorded, then raised: pytest reports the teardown as an error too
+        teardown = f"{type(error).__name__}: {error}"
+        raise
     finally:
-        outcome, message = request.node.stash.get(outcome_key, ("error", "the drill did not finish"))
+        called = request.node.stash.get(outcome_key, ("error", "the drill did not finish"))
+        outcome, message = record.conclude(current, *called, teardown)
         folder = _report_folder(config, request.node.name)
         record.write(current, folder, run_id, outcome, message)
         allure_results.attach(config, request.node, folder)
+    if outcome != called[0]:  # a verdict failed, or none was given, yet the test passed: it fails too
+        pytest.fail(message, pytrace=False)
+
+
+def _wait_as_found(drill: Drill, found: steadystate.Snapshot) -> None:
+    """The fleet back as the drill found it (steadystate), or FleetDrillError naming what did not come back:
+    the next drill's steady state must never inherit this one's damage."""
+    with drill.timeline.phase("as found"):
+        left = steadystate.wait_as_found(drill.fleet, drill.access, found, AS_FOUND_DEADLINE_S)
+    if left:
+        raise FleetDrillError(
+            f"the fleet is not as the drill found it {AS_FOUND_DEADLINE_S:g} s after its faults were "
+            f"reverted: {'; '.join(left)}"
+        )
 
 
 @pytest.fixture
@@ -308,10 +335,14 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """Keep the call's outcome for the drill's record."""
+    """Keep the call's outcome for the drill's record: failed on an assertion or pytest.fail, error on any
+    other exception (as allure tells failed from broken)."""
     report = yield
     if report.when == "call":
-        item.stash[outcome_key] = (report.outcome, report.longreprtext[-2000:] if report.failed else "")
+        outcome = report.outcome
+        if report.failed and not (call.excinfo and call.excinfo.errisinstance(FAILURES)):
+            outcome = "error"
+        item.stash[outcome_key] = (outcome, report.longreprtext[-2000:] if report.failed else "")
     return report
 
 

@@ -2,9 +2,12 @@
 
 It checks what real drills keep finding broken only during the disaster: the newest Completed backup is
 younger than the RPO objective; the storage location is Available (and, for the cluster backing up, in
-another region); the clusters that take over have the CRDs, namespace, secrets and spare capacity the
+another region); every passive cluster runs the app's workload Ready (a warm standby that runs nothing
+takes over nothing); the clusters that take over have the CRDs, namespace, secrets and spare capacity the
 failed-over load needs; every credential and certificate on the DR path is present and valid for longer
-than a margin. Each check is one line naming the cluster, what, and expected vs found.
+than a margin. Each check is one line naming the cluster, what, and expected vs found. A role that takes
+over (passive, standby) with no cluster is an error, as is a readiness with no check at all: nothing
+checked is never ready, unless the fleet file lists the role in absent_roles (absent by design).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes import client
@@ -35,17 +38,27 @@ TIMEOUT_S = 10
 
 @dataclass(frozen=True)
 class Check:
-    """One readiness check: where, what, what was expected and what was found."""
+    """One readiness check: where, what, what was expected and what was found (error: there was nothing
+    to check, which is never a pass)."""
 
     cluster: str
     what: str
     expected: str
     found: str
     ok: bool
+    error: bool = False
+
+    def text(self) -> str:
+        return f"{self.cluster}: {self.what}: expected {self.expected}, found {self.found}"
 
     def line(self) -> str:
-        mark = "ok  " if self.ok else "FAIL"
-        return f"{mark} {self.cluster}: {self.what}: expected {self.expected}, found {self.found}"
+        mark = "ok  " if self.ok else "ERR " if self.error else "FAIL"
+        return f"{mark} {self.text()}"
+
+    def verdict(self, objective: str) -> Verdict:
+        """This check alone as a drill verdict."""
+        status = "pass" if self.ok else "error" if self.error else "fail"
+        return Verdict(status, objective, self.expected, self.found, self.text(), {})
 
 
 @dataclass(frozen=True)
@@ -67,11 +80,16 @@ class Readiness:
         return [c.line() for c in self.checks]
 
     def verdict(self, objective: str = "dr readiness") -> Verdict:
-        """The readiness as a drill verdict (pass only when every check passed)."""
-        problems = [c.line().removeprefix("FAIL ") for c in self.problems]
+        """The readiness as a drill verdict: pass only when every check passed, an error when there was
+        nothing to check."""
+        if not self.checks:
+            why = f"no readiness check ran for app {self.app}"
+            return Verdict("error", objective, "every check passes", "no checks", why, {})
+        problems = [c.text() for c in self.problems]
         message = "; ".join(problems) or f"{len(self.checks)} readiness checks passed"
         measured = f"{len(problems)} of {len(self.checks)} checks failed"
-        return Verdict("fail" if problems else "pass", objective, "every check passes", measured, message, {})
+        status = "error" if any(c.error for c in self.problems) else "fail" if problems else "pass"
+        return Verdict(status, objective, "every check passes", measured, message, {})
 
 
 class VeleroLike(Protocol):
@@ -228,6 +246,37 @@ def velero_checks(
     return checks, next((loc for loc in locations if loc.name == location), None)
 
 
+def role_check(fleet: Fleet, role: str) -> Check | None:
+    """None when the fleet has a cluster of `role`; else a passing check when the fleet file lists the role
+    in absent_roles (absent by design: nothing to check), an error when it does not."""
+    if any(c.role == role for c in fleet.clusters):
+        return None
+    where, what = f"fleet {fleet.name}", f"{role} cluster"
+    expected = f"a {role} cluster, or {role} in absent_roles"
+    if role in fleet.absent_roles:
+        return Check(where, what, expected, "none, absent by design (absent_roles): nothing to check", True)
+    return Check(where, what, expected, "none: nothing to check", False, error=True)
+
+
+def replica_counts(workload: Any) -> tuple[int, int]:
+    """(desired, available) replicas of a Deployment, StatefulSet or DaemonSet, as its status says."""
+    status = workload.status
+    if isinstance(workload, client.V1DaemonSet):
+        return (status.desired_number_scheduled, status.number_available or 0) if status else (0, 0)
+    desired = 1 if workload.spec.replicas is None else workload.spec.replicas  # the API's default
+    return desired, (status.available_replicas or 0) if status else 0
+
+
+def check_serving(cluster: str, label: str, workload: Any | None) -> Check:
+    """A passive cluster runs the workload Ready: every desired replica available, and more than none."""
+    what, expected = f"workload {label}", "running with every replica available (desired > 0)"
+    if workload is None:
+        return Check(cluster, what, expected, "missing", False)
+    desired, available = replica_counts(workload)
+    found = f"{available} of {desired} replicas available"
+    return Check(cluster, what, expected, found, desired > 0 and available == desired)
+
+
 def presence(cluster: str, what: str, there: bool, expected: str = "present") -> Check:
     return Check(cluster, what, expected, "present" if there else "missing", there)
 
@@ -282,7 +331,7 @@ class Preflight:
 
     def run(self) -> Readiness:
         primary = self.fleet.primary()
-        checks: list[Check] = []
+        checks = [c for role in ("passive", "standby") if (c := role_check(self.fleet, role)) is not None]
         for cluster in self.fleet.clusters:
             checks += self.credentials(cluster)
             if cluster.role in ("active", "standby"):  # those that back up, and those restored into
@@ -390,7 +439,8 @@ class Preflight:
         )
 
     def takeover(self, primary: Cluster, standby: Cluster) -> list[Check]:
-        """What the cluster taking over needs: the app's CRDs, namespace, secrets and spare capacity."""
+        """What the cluster taking over needs: the app's CRDs, namespace, secrets and spare capacity; and a
+        passive cluster runs the app's workload Ready."""
         source, target = self.access.api_client(primary.name), self.access.api_client(standby.name)
         name, namespace = standby.name, self.app.namespace
         core = client.CoreV1Api(target)
@@ -399,6 +449,9 @@ class Preflight:
         ]
         present = _exists(lambda: core.read_namespace(namespace, _request_timeout=TIMEOUT_S))
         checks.append(presence(name, f"namespace {namespace}", present))
+        running = read_workload(self.access, self.app, standby.name)
+        if standby.role == "passive":
+            checks.append(check_serving(name, self.app.workload, running))
         workload = read_workload(self.access, self.app, primary.name)
         if workload is None:
             return [
@@ -410,7 +463,6 @@ class Preflight:
                 lambda s=secret: core.read_namespaced_secret(s, namespace, _request_timeout=TIMEOUT_S)
             )
             checks.append(presence(name, f"secret {namespace}/{secret}", there))
-        running = read_workload(self.access, self.app, standby.name)
         need = workload_requests(workload) - (
             workload_requests(running) if running is not None else Resources()
         )

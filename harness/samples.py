@@ -66,18 +66,39 @@ class ProbeSample(_Record):
         return cls(**data)
 
 
+WriteOutcome = Literal["acked", "refused", "unknown"]
+
+
 @dataclass(frozen=True)
 class SentinelWrite(_Record):
-    """One sentinel write for measured RPO: its sequence number and when it was acknowledged.
+    """One sentinel write: its sequence number, what became of it, and when.
 
-    acked_at is None when the write was never acknowledged (it promised nothing, so losing it is no loss).
+    outcome: "acked" (a 2xx answer), "refused" (an answer that is not 2xx: the app said no) or "unknown" (no
+    answer: timeout, connection error; the app may or may not have taken it). acked_at is the ack's time,
+    None unless acked (an unacknowledged write promised nothing, so losing it is no loss). ended_at is when
+    the attempt ended (the answer, or giving up); None in records made before it was kept.
     """
 
     seq: int
     acked_at: float | None
+    outcome: WriteOutcome
+    ended_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in ("acked", "refused", "unknown"):
+            raise ValueError(f"sentinel write #{self.seq}: unknown outcome {self.outcome!r}")
+        if (self.outcome == "acked") != (self.acked_at is not None):
+            raise ValueError(
+                f"sentinel write #{self.seq}: outcome {self.outcome!r} with acked_at {self.acked_at!r}; "
+                "acked_at is set exactly when the write was acked"
+            )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SentinelWrite:
+        """The record back from to_dict(); a record without an outcome (made before outcomes were kept) is
+        acked when it has acked_at, else unknown."""
+        if "outcome" not in data:
+            data = {**data, "outcome": "unknown" if data.get("acked_at") is None else "acked"}
         return cls(**data)
 
 
@@ -97,6 +118,19 @@ class Window(_Record):
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Interleaving(_Record):
+    """Two clusters whose acknowledged writes interleave in time: both acknowledged writes from start to end
+    (the overlap of their [first ack, last ack] spans); acks: every ack of either in it, as (time, cluster),
+    in time order."""
+
+    cluster: str
+    other: str
+    start: float
+    end: float
+    acks: tuple[tuple[float, str], ...]
 
 
 RtoOutcome = Literal["no_failure", "recovered", "not_recovered", "no_data"]

@@ -1,4 +1,4 @@
-"""Continuous HTTP probes on a fixed schedule: one ProbeSample per request (DESIGN.md, flow step 4).
+"""Continuous HTTP probes on a fixed schedule: one ProbeSample per request (ARCHITECTURE.md, flow step 4).
 
 Each target has a slot every 1/rate_hz seconds on a fixed grid (targets staggered across the interval). At
 each slot a GET goes out whatever earlier requests are doing: up to max_in_flight run at once per target. A
@@ -12,14 +12,23 @@ request at a time each; a connection that failed, timed out, was closed by the s
 max_conn_age_s is never reused, so a restart or failover shows in the samples instead of hiding behind a
 dead pooled socket (and a DNS or route change shows within max_conn_age_s).
 
+A probe succeeds only when the app answered as its contract says: a status among the accepted ones
+(default 2xx; 5xx never) and, when an identity is declared (a response header, or a top-level field of a
+JSON body), that identity; its value is kept as the sample's served_by. Any other answer is a failed sample
+that keeps its status. When probing stops, the probes in flight are awaited up to their timeout; any still
+unanswered are recorded as failed, never dropped.
+
 A failed sample's error reads "<kind>: <detail>", kind one of: timeout, refused, reset, closed (the
-connection ended before a complete response), dns, tls, protocol (a malformed response), network.
+connection ended before a complete response), dns, tls, protocol (a malformed response), network, status
+(a status the app does not accept), identity (an answer without the declared identity: not the app),
+stopped (still in flight when probing stopped).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import resource
 import socket
@@ -27,7 +36,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from itertools import takewhile
@@ -40,6 +49,8 @@ from harness.samples import ProbeSample
 
 _MAX_RESPONSE = 1 << 20
 _CLOSED = "closed: the connection ended before a complete response"
+_STOPPED = "stopped: still in flight when probing stopped"
+STATUS_SPEC = 'a status code from 200 to 499 or a class "2xx", "3xx" or "4xx"'
 _KINDS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
     (ConnectionRefusedError, "refused"),
     ((ConnectionResetError, ConnectionAbortedError, BrokenPipeError), "reset"),
@@ -47,6 +58,18 @@ _KINDS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str],
     (ssl.SSLError, "tls"),
     (TimeoutError, "timeout"),
 )
+
+
+def status_codes(spec: object) -> range:
+    """The statuses one accepted-status spec stands for: a code (200-499) or a class ("2xx", "3xx", "4xx").
+
+    5xx is never accepted (measure.probe_failed fails it whatever an app says); ValueError otherwise.
+    """
+    if isinstance(spec, str) and len(spec) == 3 and spec[0] in "234" and spec[1:] == "xx":
+        return range(int(spec[0]) * 100, int(spec[0]) * 100 + 100)
+    if isinstance(spec, int) and not isinstance(spec, bool) and 200 <= spec <= 499:
+        return range(spec, spec + 1)
+    raise ValueError(f"expected {STATUS_SPEC}, got {spec!r}")
 
 
 @dataclass(frozen=True)
@@ -60,7 +83,7 @@ class MissedSlot:
 
 @dataclass(frozen=True)
 class TargetStats:
-    """Live counters of one target; failed counts connection errors, timeouts, 5xx and over-bound latency."""
+    """Live counters of one target; failed counts the failed probes (measure.probe_failed)."""
 
     target: str
     sent: int
@@ -98,6 +121,7 @@ class _Response:
     status: int
     headers: dict[str, str]
     keep_alive: bool
+    body: bytes
 
 
 def _parse_response(buf: bytearray, eof: bool) -> _Response | None:
@@ -121,10 +145,11 @@ def _parse_response(buf: bytearray, eof: bool) -> _Response | None:
         return _parse_response(buf, eof)
     connection = headers.get("connection", "").lower()
     keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    body: bytes | None = None
     if status in (204, 304):
         end: int | None = start
     elif "chunked" in headers.get("transfer-encoding", "").lower():
-        end = _chunked_end(buf, start)
+        end, body = _chunked(buf, start)
     elif "content-length" in headers:
         if (length := int(headers["content-length"])) < 0:
             raise ValueError(f"negative content-length {length}")
@@ -135,28 +160,94 @@ def _parse_response(buf: bytearray, eof: bool) -> _Response | None:
         return None
     if end is None or len(buf) < end:
         return None
-    return _Response(status, headers, keep_alive and len(buf) == end)
+    body = bytes(buf[start:end]) if body is None else body
+    return _Response(status, headers, keep_alive and len(buf) == end, body)
 
 
-def _chunked_end(buf: bytearray, pos: int) -> int | None:
-    """Where a chunked body starting at pos ends (after its trailers), None while incomplete."""
+def _chunked(buf: bytearray, pos: int) -> tuple[int | None, bytes]:
+    """Where a chunked body starting at pos ends (after its trailers, None while incomplete), and its data."""
+    data = bytearray()
     while (eol := buf.find(b"\r\n", pos)) >= 0:
         size = int(buf[pos:eol].split(b";")[0], 16)
         pos = eol + 2
         if size == 0:
             while (eol := buf.find(b"\r\n", pos)) >= 0:
                 if eol == pos:
-                    return eol + 2
+                    return eol + 2, bytes(data)
                 pos = eol + 2
-            return None
+            return None, b""
+        data += buf[pos : pos + size]
         pos += size + 2
-    return None
+    return None, b""
 
 
 def _error_text(exc: BaseException) -> str:
     detail = str(exc) or type(exc).__name__
     kind = next((kind for types, kind in _KINDS if isinstance(exc, types)), "network")
     return f"{kind}: {detail}"
+
+
+def _header(response: _Response, name: str) -> str | None:
+    """The value of the (lowercase) header `name`, None when absent or empty."""
+    return response.headers.get(name) or None
+
+
+def _json_field(response: _Response, name: str) -> str | None:
+    """The string at the top-level `name` of a JSON object body, None when there is none."""
+    if "json" not in response.headers.get("content-type", "").lower():
+        return None
+    try:
+        document = json.loads(response.body)
+    except ValueError:
+        return None
+    value = document.get(name) if isinstance(document, dict) else None
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class _Contract:
+    """What makes an answer a successful probe: a status the app accepts and, when it declares one, its
+    identity (whose value is kept as the sample's served_by)."""
+
+    accepted: frozenset[int]
+    accepts: str  # the accepted statuses as given, for error texts
+    identity: Callable[[_Response], str | None] | None
+    not_the_app: str
+
+    @classmethod
+    def of(cls, statuses: Iterable[int | str], header: str | None, field: str | None) -> _Contract:
+        specs = tuple(statuses)
+        try:
+            accepted = frozenset(code for spec in specs for code in status_codes(spec))
+        except ValueError as exc:
+            raise ConfigError(f"Prober accepted_statuses: {exc}") from None
+        if not accepted:
+            raise ConfigError('Prober accepted_statuses: expected at least one code or class such as "2xx"')
+        if header is not None and field is not None:
+            raise ConfigError("Prober takes identity_header or identity_field, not both: an app has one")
+        if header == "" or field == "":
+            raise ConfigError("Prober identity_header and identity_field must not be empty")
+        accepts = ", ".join(map(str, specs))
+        if field is not None:
+            missing = f"identity: answer without JSON field {field!r}: not the app"
+            return cls(accepted, accepts, partial(_json_field, name=field), missing)
+        if header is not None:
+            missing = f"identity: answer without {header}: not the app"
+            return cls(accepted, accepts, partial(_header, name=header.lower()), missing)
+        return cls(accepted, accepts, None, "")
+
+    def judge(self, target: str, sent: float, received: float, response: _Response) -> ProbeSample:
+        """The sample of an answer: failed, with its status kept, unless its status is accepted and it
+        carries the declared identity."""
+        served_by = self.identity(response) if self.identity is not None else None
+        error = None
+        if response.status not in self.accepted:
+            error = f"status: HTTP {response.status} not an accepted status (accepted: {self.accepts})"
+        elif served_by is None and self.identity is not None:
+            error = self.not_the_app
+        return ProbeSample.of(
+            target, sent, received, ok=error is None, status=response.status, error=error, served_by=served_by
+        )
 
 
 class _Conn(asyncio.Protocol):
@@ -247,6 +338,11 @@ class _Target:
 class Prober:
     """Probes every target (name -> URL) on a fixed schedule from a background thread; a context manager.
 
+    The app's contract: accepted_statuses (codes and classes, see status_codes) and at most one identity,
+    identity_header (a response header) or identity_field (a top-level field of a JSON body); declared, an
+    answer without it is a failed probe. timeout_s is when a probe is given up; latency_bound_s, the latency
+    objective, only judges the answers (an answer slower than it keeps its real latency).
+
     max_in_flight defaults to rate_hz x timeout_s + 1: a slow target then never costs a slot, as each
     request answers or times out before its place is needed again. Enough file descriptors for that many
     connections per target are ensured by raising the soft RLIMIT_NOFILE up to the hard one if needed.
@@ -259,7 +355,9 @@ class Prober:
         rate_hz: float = 100.0,
         timeout_s: float = 1.0,
         latency_bound_s: float | None = None,
-        identity_header: str = "X-Served-By",
+        accepted_statuses: Iterable[int | str] = ("2xx",),
+        identity_header: str | None = None,
+        identity_field: str | None = None,
         max_in_flight: int | None = None,
         max_conn_age_s: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
@@ -276,13 +374,14 @@ class Prober:
                 f"Prober latency_bound_s must be in (0, timeout_s={timeout_s:g}], got {latency_bound_s!r}: "
                 "a probe is given up at the timeout, so a larger bound could never be judged"
             )
+        self._contract = _Contract.of(accepted_statuses, identity_header, identity_field)
         default_in_flight = math.ceil(rate_hz * timeout_s) + 1
         self._max_in_flight = default_in_flight if max_in_flight is None else max_in_flight
         if self._max_in_flight < 1:
             raise ConfigError(f"Prober max_in_flight must be at least 1, got {max_in_flight!r}")
         self._interval, self._timeout, self._bound = 1.0 / rate_hz, timeout_s, latency_bound_s
         self._timed_out = f"timeout: no response within {timeout_s:g} s"
-        self._identity, self._max_age = identity_header.lower(), max_conn_age_s
+        self._max_age = max_conn_age_s
         self._targets = {
             name: _Target(name, _Endpoint.parse(name, url, headers or {})) for name, url in targets.items()
         }
@@ -297,6 +396,8 @@ class Prober:
         self._stopping: asyncio.Event | None = None
         self._error: BaseException | None = None
         self._stopped = False
+        self._drain_s = timeout_s
+        self._drained: asyncio.Event | None = None
         self._scheduled = False  # the schedule ran: a later failure is the run's, not the start's
 
     def __enter__(self) -> Prober:
@@ -322,22 +423,28 @@ class Prober:
             raise FleetDrillError(f"the prober could not start: {self._error!r}") from self._error
         return self
 
-    def stop(self, deadline_s: float = 5.0) -> None:
-        """Stop probing, drop requests still in flight (unrecorded), close every connection, join the thread.
+    def stop(self, deadline_s: float = 5.0, drain_s: float | None = None) -> None:
+        """Stop sending, await the requests in flight for at most drain_s (default: the timeout, by which
+        each has answered or timed out), record any still unanswered as failed ("stopped: ..."), close
+        every connection and join the thread, allowing deadline_s beyond the drain.
 
         Idempotent. Raises FleetDrillError when the thread outlives the deadline or the loop failed.
         """
+        drain = self._timeout if drain_s is None else drain_s
+        if not (drain >= 0 and math.isfinite(drain)):
+            raise ConfigError(f"Prober.stop drain_s must be a number >= 0, got {drain_s!r}")
         with self._lock:
             if self._thread is None or self._stopped:
                 return
             self._stopped = True
+        self._drain_s = drain
         if self._loop is not None and self._stopping is not None:
             with contextlib.suppress(RuntimeError):  # the loop already ended on its own
                 self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(deadline_s)
+        self._thread.join(drain + deadline_s)
         if self._thread.is_alive():
             raise FleetDrillError(
-                f"the prober thread did not stop within {deadline_s:g} s (a DNS lookup may hang); "
+                f"the prober thread did not stop within {drain + deadline_s:g} s (a DNS lookup may hang); "
                 "it is a daemon thread and will not keep the process alive"
             )
         self._raise_failure()
@@ -403,10 +510,25 @@ class Prober:
         self._ready.set()
         try:
             await self._stopping.wait()
+            await self._drain()
         finally:
             for target in self._targets.values():
                 self._close(target)
             await asyncio.sleep(0)  # let the aborted transports close their sockets
+
+    async def _drain(self) -> None:
+        """Stop every schedule, await the requests in flight (at most the drain bound, none once the loop
+        failed) and record those still unanswered as failed."""
+        for target in self._targets.values():
+            if target.timer is not None:
+                target.timer.cancel()
+        self._drained = asyncio.Event()
+        if self._error is None and any(t.exchanges for t in self._targets.values()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), self._drain_s)
+        for target in self._targets.values():
+            for ex in list(target.exchanges):
+                self._finish(ex, _STOPPED)
 
     def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
         self._error = self._error or context.get("exception") or FleetDrillError(context["message"])
@@ -496,8 +618,7 @@ class Prober:
         if isinstance(result, str):
             sample = ProbeSample.of(target.name, ex.sent, received, ok=False, error=result)
         else:
-            served_by = result.headers.get(self._identity)
-            sample = ProbeSample.of(target.name, ex.sent, received, status=result.status, served_by=served_by)
+            sample = self._contract.judge(target.name, ex.sent, received, result)
         if ex.conn is not None:
             if isinstance(result, _Response) and result.keep_alive and not ex.conn.closed:
                 target.idle.append(ex.conn)
@@ -508,6 +629,8 @@ class Prober:
             target.exchanges.discard(ex)
             target.samples.append(sample)
             target.failed += failed
+        if self._drained is not None and not any(t.exchanges for t in self._targets.values()):
+            self._drained.set()
 
 
 def _ensure_descriptors(needed: int) -> None:

@@ -114,10 +114,11 @@ def write_run(
     settings = DrillSettings(probe_rate_hz=RATE_HZ, stable_count=5, stable_seconds=1.0)
     timeline = Timeline(events=_events(scenario))
     drill = Drill("test_lose_the_primary_cluster", fleet, None, None, timeline, settings)  # type: ignore[arg-type]
-    writes = [
-        SentinelWrite(seq, T0 - scenario.before_s + seq * 0.2)
+    acks = [
+        (seq, T0 - scenario.before_s + seq * 0.2)
         for seq in range(1, int((scenario.before_s + scenario.after_s) / 0.2))
     ]
+    writes = [SentinelWrite(seq, t, "acked", t) for seq, t in acks]
     drill.observations["orders"] = Observation(
         app,
         samples=_samples(scenario),

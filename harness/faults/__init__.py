@@ -8,11 +8,13 @@ kind a Chaos Toolkit action.
 
 from harness.faults.base import (
     KINDS,
+    Evidence,
     Fault,
     FaultContext,
     FaultStack,
     Guard,
     KubeContext,
+    Observed,
     RevertError,
     interrupt_main_thread,
     signals_as_interrupts,
@@ -30,6 +32,7 @@ from harness.faults.ledger import (
 
 __all__ = [
     "KINDS",
+    "Evidence",
     "Fault",
     "FaultContext",
     "FaultStack",
@@ -38,6 +41,7 @@ __all__ = [
     "Ledger",
     "LedgerEntry",
     "LedgerError",
+    "Observed",
     "RecoverError",
     "Recovered",
     "RevertError",

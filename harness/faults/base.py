@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from harness.faults.ledger import Ledger
+    from harness.samples import ProbeSample
 
 KINDS: dict[str, type[Fault]] = {}
 """Every registered fault class, by kind."""
@@ -44,6 +45,22 @@ class FaultContext(Protocol):
     @property
     def infra(self) -> Any:
         """The infrastructure provider (harness.infra) for faults the API cannot express, or None."""
+
+
+class Observed(Protocol):
+    """What the drill measures from outside the faulted part, for a fault's evidence of its effect."""
+
+    def endpoint_probes(self, cluster: str, since: float) -> list[ProbeSample] | None:
+        """The probes of the app endpoints in `cluster` sent since `since` (monotonic), oldest first; None
+        when no endpoint of that cluster is probed."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Whether a fault has taken effect, and what showed it (or what showed it had not), in one line."""
+
+    effective: bool
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,8 @@ class Fault(ABC):
     """
 
     kind: ClassVar[str] = ""
+    effect_deadline_s: ClassVar[float] = 30.0
+    """How long after injection began its effect may take to show before the fault counts as not taken."""
     targets: tuple[str, ...]
     """Names of the clusters the fault touches."""
 
@@ -123,6 +142,12 @@ class Fault(ABC):
     @abstractmethod
     def revert(self, ctx: FaultContext) -> None:
         """Undo the fault; harmless when it is already reverted, or was never or only partly injected."""
+
+    @abstractmethod
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """What shows, from outside the faulted part, that the fault has taken effect since injection
+        `started`; a drill polls it until effective or effect_deadline_s passes (then: did not take effect).
+        """
 
 
 def _name(cls: type) -> str:
@@ -240,8 +265,8 @@ class FaultStack:
 
     @contextmanager
     def applied(self, fault: Fault) -> Iterator[Event]:
-        """Apply `fault` for the block, revert it on any exit; yields "fault.injected" (t0) or, in a dry
-        run, "fault.planned"."""
+        """Apply `fault` for the block, revert it on any exit; yields "fault.injected" (its detail's
+        `started` is when injection began: t0) or, in a dry run, "fault.planned"."""
         item, event = self._apply(fault)
         try:
             yield event
@@ -249,7 +274,7 @@ class FaultStack:
             self._revert(item)
 
     def push(self, fault: Fault) -> Event:
-        """Apply `fault` until undo_all; returns its "fault.injected" event."""
+        """Apply `fault` until undo_all; returns its "fault.injected" event (detail `started`: t0)."""
         return self._apply(fault)[1]
 
     def undo_all(self) -> None:
@@ -275,12 +300,13 @@ class FaultStack:
             entry_id = self._ledger.add(fault, self._run_id).id
             item = _InForce(fault, entry_id)
             self._in_force.append(item)
+        started = self._record("fault.injecting", item)  # t0: a failure from here on may be the fault's
         try:
             fault.inject(self._ctx)
         except BaseException:
             self._revert(item)
             raise
-        event = self._record("fault.injected", item)  # first: its time is t0
+        event = self._record("fault.injected", item, started=started.t_mono)
         with _shielded():
             self._ledger.mark(entry_id, "applied")
         return item, event
@@ -302,7 +328,7 @@ class FaultStack:
                 self._record("fault.reverted", item)
             self._in_force.remove(item)
 
-    def _record(self, name: str, item: _InForce, **extra: str) -> Event:
+    def _record(self, name: str, item: _InForce, **extra: str | float) -> Event:
         record, targets = item.fault.to_record(), item.fault.targets
         detail = {"id": item.entry_id, **{key: record[key] for key in ("kind", "targets", "params")}, **extra}
         return self._timeline.record(name, targets[0] if len(targets) == 1 else None, detail)

@@ -18,7 +18,9 @@ from typing import Any, ClassVar
 from kubernetes import client
 
 from harness.errors import FleetDrillError
-from harness.faults.base import Fault, FaultContext
+from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.faults.evidence import all_of
+from harness.timeline import Event
 
 GROUP, VERSION = "chaos-mesh.org", "v1alpha1"
 POLL_S = 0.05
@@ -147,6 +149,15 @@ class ChaosMeshFault(Fault):
                     raise
         for cluster in self.targets:
             self.wait_gone(self._api(ctx, cluster), cluster)
+
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """Chaos Mesh's own record: the object Selected its targets and AllInjected is True."""
+        found = []
+        for cluster in self.targets:
+            obj = self._read(self._api(ctx, cluster)) or {}
+            injected = _condition(obj, "Selected") and _condition(obj, "AllInjected")
+            found.append(Evidence(injected, f"{cluster}: {self.chaos_kind} {_last_words(obj)}"))
+        return all_of(found)
 
     def wait_gone(self, api: client.CustomObjectsApi, cluster: str) -> None:
         deadline = time.monotonic() + self.deadline_s

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api
+from kubernetes.client import ApiClient, AppsV1Api, CoordinationV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from harness.errors import FleetDrillError
@@ -128,6 +128,10 @@ def core(api_client: ApiClient) -> CoreV1Api:
 
 def apps(api_client: ApiClient) -> AppsV1Api:
     return AppsV1Api(api_client)
+
+
+def coordination(api_client: ApiClient) -> CoordinationV1Api:
+    return CoordinationV1Api(api_client)
 
 
 def cordon(api: CoreV1Api, node: str, owner: str) -> None:

@@ -13,7 +13,9 @@ from kubernetes.client import NetworkingV1Api
 from kubernetes.client.exceptions import ApiException
 
 from harness.faults import kube
-from harness.faults.base import Fault, FaultContext
+from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.faults.evidence import all_of, endpoint_down
+from harness.timeline import Event
 
 Direction = Literal["ingress", "egress", "both"]
 _TYPES = {"ingress": ["Ingress"], "egress": ["Egress"], "both": ["Ingress", "Egress"]}
@@ -60,3 +62,12 @@ class DenyAllPolicy(Fault, kind="deny-all-policy"):
                 NetworkingV1Api(ctx.api_client(cluster)).delete_namespaced_network_policy(
                     self.key, self.namespace, _request_timeout=kube.REQUEST_TIMEOUT_S
                 )
+
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """The policy is enforced: each target's app endpoint stops answering the drill's probes (a policy
+        the network plugin does not enforce changes nothing, and unprobed it cannot be shown)."""
+        found = []
+        for cluster in self.targets:
+            down = endpoint_down(observed, cluster, started.t_mono)
+            found.append(down or Evidence(False, f"{cluster}'s endpoints are not probed: enforcement unseen"))
+        return all_of(found)

@@ -11,10 +11,13 @@ from kubernetes.client.exceptions import ApiException
 
 from harness.errors import FleetDrillError
 from harness.faults import kube
-from harness.faults.base import Fault, FaultContext
+from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.cluster import provider
+from harness.faults.evidence import all_of
+from harness.timeline import Event
 
 MIRROR = "kubernetes.io/config.mirror"
+NODE_LEASES = "kube-node-lease"
 
 
 def evictable(pod: Any) -> bool:
@@ -59,6 +62,25 @@ class NodeDrain(Fault, kind="node-drain"):
     def revert(self, ctx: FaultContext) -> None:
         for cluster in self.targets:
             kube.uncordon_owned(kube.core(ctx.api_client(cluster)), self.key)
+
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """Every chosen node is unschedulable and runs no pod a drain evicts."""
+        found = []
+        for cluster in self.targets:
+            api = kube.core(ctx.api_client(cluster))
+            for node in kube.node_names(api, self.nodes, self.selector):
+                cordoned = bool(
+                    api.read_node(node, _request_timeout=kube.REQUEST_TIMEOUT_S).spec.unschedulable
+                )
+                pods = api.list_pod_for_all_namespaces(
+                    field_selector=f"spec.nodeName={node}", _request_timeout=kube.REQUEST_TIMEOUT_S
+                ).items
+                left = sum(1 for pod in pods if evictable(pod))
+                state = "cordoned" if cordoned else "schedulable"
+                found.append(
+                    Evidence(cordoned and not left, f"{cluster}/{node} {state}, {left} pod(s) to evict")
+                )
+        return all_of(found)
 
     def _drain(self, api: Any, cluster: str, node: str) -> None:
         """Evict every evictable pod of the node, retrying those a budget protects, until all are gone."""
@@ -135,3 +157,22 @@ class NodeLoss(Fault, kind="node-loss"):
     def revert(self, ctx: FaultContext) -> None:
         for node in self.nodes:
             provider(ctx).restore_node(self.targets[0], node)
+
+    effect_deadline_s = 90.0  # a kubelet renews its Lease every leaseDurationSeconds / 4 (10 s by default)
+
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """Each node's heartbeat Lease goes stale: not renewed since injection began, for two of its renew
+        intervals (a quarter of its duration, as the kubelet renews)."""
+        api = kube.coordination(ctx.api_client(self.targets[0]))
+        return all_of([_lease_stale(api, node, started.t_wall) for node in self.nodes])
+
+
+def _lease_stale(api: Any, node: str, started_wall: float) -> Evidence:
+    lease = api.read_namespaced_lease(node, NODE_LEASES, _request_timeout=kube.REQUEST_TIMEOUT_S)
+    renewed = lease.spec.renew_time.timestamp() if lease.spec.renew_time else 0.0
+    interval = (lease.spec.lease_duration_seconds or 40) / 4
+    silent = time.time() - max(renewed, started_wall)
+    if renewed >= started_wall:
+        return Evidence(False, f"node {node} renewed its Lease after the fault began")
+    stale = silent >= 2 * interval
+    return Evidence(stale, f"node {node}'s Lease not renewed for {time.time() - renewed:.1f} s")

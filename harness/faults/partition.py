@@ -3,8 +3,10 @@
 import re
 from dataclasses import dataclass
 
-from harness.faults.base import Fault, FaultContext
+from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.cluster import provider
+from harness.faults.evidence import endpoint_answers
+from harness.timeline import Event
 
 
 @dataclass(frozen=True)
@@ -21,3 +23,17 @@ class WanPartition(Fault, kind="wan-partition"):
 
     def revert(self, ctx: FaultContext) -> None:
         provider(ctx).heal(self.name)
+
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """Packets from the rest of the fleet no longer reach the targets (the provider looks from the
+        other side of the cut); what each target's endpoint does meanwhile is part of the evidence."""
+        crosses = provider(ctx).traffic_crosses(list(self.targets))
+        sides = [e.detail for c in self.targets if (e := endpoint_answers(observed, c, started.t_mono))]
+        if crosses is None:
+            cut = "the provider cannot observe traffic across the cut (infrastructure.provider)"
+        else:
+            cut = "traffic from the rest of the fleet " + (
+                "still reaches" if crosses else "no longer reaches"
+            )
+            cut += f" {', '.join(self.targets)}"
+        return Evidence(crosses is False, "; ".join([cut, *sides]))

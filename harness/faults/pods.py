@@ -10,7 +10,9 @@ from typing import Any, Literal
 
 from harness.errors import FleetDrillError
 from harness.faults import kube
-from harness.faults.base import Fault, FaultContext
+from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.faults.evidence import after, all_of
+from harness.timeline import Event
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,26 @@ class PodKill(Fault, kind="pod-kill"):
                         grace_period_seconds=self.grace_period_s,
                         _request_timeout=kube.REQUEST_TIMEOUT_S,
                     )
+
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """In every target cluster a matching pod is ending, or one was made after injection began (the
+        killed pods' replacement)."""
+        found = []
+        for cluster in self.targets:
+            pods = (
+                kube.core(ctx.api_client(cluster))
+                .list_namespaced_pod(
+                    self.namespace,
+                    label_selector=self.selector or None,
+                    _request_timeout=kube.REQUEST_TIMEOUT_S,
+                )
+                .items
+            )
+            ending = sum(1 for pod in pods if pod.metadata.deletion_timestamp is not None)
+            new = sum(1 for pod in pods if after(pod.metadata.creation_timestamp, started.t_wall))
+            detail = f"{cluster}: {ending} matching pod(s) ending, {new} made since the kill"
+            found.append(Evidence(bool(ending or new), detail))
+        return all_of(found)
 
     def revert(self, ctx: FaultContext) -> None:
         for cluster in self.targets:

@@ -12,7 +12,9 @@ from kubernetes.utils import parse_quantity
 
 from harness.errors import FleetDrillError
 from harness.faults import kube
-from harness.faults.base import Fault, FaultContext
+from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.faults.evidence import all_of
+from harness.timeline import Event
 
 STRESS_IMAGE = "fleetdrill.io/stress"
 MIB = 2**20
@@ -109,6 +111,17 @@ class NodeStress(Fault, kind="node-stress"):
                 lambda api=api: not self._pods(api), self.start_timeout_s, f"stress pods in {cluster} to end"
             )
 
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """Every stress pod is Running on its node (each burns what it requested)."""
+        found = []
+        for cluster in self.targets:
+            pods = self._pods(kube.core(ctx.api_client(cluster)))
+            running = sum(1 for pod in pods if pod.status.phase == "Running")
+            found.append(
+                Evidence(bool(pods) and running == len(pods), f"{cluster}: {running} stress pod(s) running")
+            )
+        return all_of(found)
+
     def _start(self, api: Any, node: str) -> None:
         found = api.read_node(node, _request_timeout=kube.REQUEST_TIMEOUT_S)
         allocatable = {key: parse_quantity(value) for key, value in (found.status.allocatable or {}).items()}
@@ -180,6 +193,18 @@ class QuotaSqueeze(Fault, kind="quota-squeeze"):
                 kube.core(ctx.api_client(cluster)).delete_namespaced_resource_quota(
                     self.key, self.namespace, _request_timeout=kube.REQUEST_TIMEOUT_S
                 )
+
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """The quota is enforced: the quota controller has taken up every limit (status.hard)."""
+        found = []
+        for cluster in self.targets:
+            quota = kube.core(ctx.api_client(cluster)).read_namespaced_resource_quota(
+                self.key, self.namespace, _request_timeout=kube.REQUEST_TIMEOUT_S
+            )
+            enforced = set((quota.status.hard or {}) if quota.status else {}) >= set(quota.spec.hard or {})
+            state = "enforced" if enforced else "not yet taken up by the quota controller"
+            found.append(Evidence(enforced, f"{cluster}: quota in {self.namespace} {state}"))
+        return all_of(found)
 
     def _pods_now(self, api: Any) -> int:
         pods = api.list_namespaced_pod(self.namespace, _request_timeout=kube.REQUEST_TIMEOUT_S).items

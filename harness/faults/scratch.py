@@ -9,7 +9,8 @@ from kubernetes.client.exceptions import ApiException
 
 from harness.errors import FleetDrillError
 from harness.faults import kube
-from harness.faults.base import Fault, FaultContext
+from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.timeline import Event
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,14 @@ class ScratchNamespace(Fault, kind="scratch-namespace"):
                 self.delete_timeout_s,
                 f"namespace {self.namespace} to be gone from cluster {cluster}",
             )
+
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """The namespace is there, the drill's own, in every target cluster."""
+        missing = [c for c in self.targets if not self._ours(kube.core(ctx.api_client(c)))]
+        where = ", ".join(missing or self.targets)
+        return Evidence(
+            not missing, f"namespace {self.namespace} {'missing in' if missing else 'made in'} {where}"
+        )
 
     def _ours(self, api: CoreV1Api) -> bool:
         """The namespace exists and carries this fault's label."""

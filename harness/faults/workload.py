@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.faults import kube
-from harness.faults.base import Fault, FaultContext
+from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.faults.evidence import all_of
+from harness.timeline import Event
 
 SCALED_BY = kube.PREFIX + "scaled-by"
 """Annotation on a workload the fault scaled to zero: its key."""
@@ -56,6 +58,15 @@ class SoftClusterLoss(Fault, kind="soft-cluster-loss"):
                         "spec": {"replicas": int(annotations[REPLICAS_BEFORE])},
                     }
                     self._patch(ctx, cluster, body)
+
+    def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
+        """The workload runs no available replica in any target cluster."""
+        found = []
+        for cluster in self.targets:
+            status = self._read(ctx, cluster).status
+            available = (status.available_replicas or 0) if status else 0
+            found.append(Evidence(available == 0, f"{cluster}: {self.workload} has {available} available"))
+        return all_of(found)
 
     def _read(self, ctx: FaultContext, cluster: str) -> Any:
         kind, _, name = self.workload.partition("/")

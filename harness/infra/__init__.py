@@ -25,6 +25,10 @@ class Provider(Protocol):
     def heal(self, name: str) -> None:
         """End the partition `name`; idempotent."""
 
+    def traffic_crosses(self, clusters: list[str]) -> bool | None:
+        """Whether packets from the rest of the fleet still reach the clusters, looked at from outside them
+        (the evidence that a partition took effect); None when this provider cannot look."""
+
     def lose_node(self, cluster: str, node: str) -> None:
         """Stop the node dead (its kubelet and pods stop answering; the machine is not shut down cleanly)."""
 

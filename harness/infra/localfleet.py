@@ -34,6 +34,9 @@ class LocalFleetProvider:
     def heal(self, name: str) -> None:
         supervisor.heal(self.folder, name)
 
+    def traffic_crosses(self, clusters: list[str]) -> bool:
+        return supervisor.traffic_crosses(self.folder, clusters)
+
     def lose_node(self, cluster: str, node: str) -> None:
         freeze.freeze(FleetState.load(self.folder.resolve()), node)
 

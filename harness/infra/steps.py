@@ -34,6 +34,10 @@ class Steps(ABC):
     def heal(self, name: str) -> None:
         self.run_step("heal", {"name": name})
 
+    def traffic_crosses(self, clusters: list[str]) -> bool | None:
+        """Settings-driven providers have no step that looks across a cut yet."""
+        return None
+
     def lose_node(self, cluster: str, node: str) -> None:
         self.run_step("lose_node", {"cluster": cluster, "context": self._context(cluster), "node": node})
 

@@ -78,6 +78,8 @@ def _sample_app(state: FleetState) -> dict:
         "endpoints": endpoints,
         "write_endpoint": "/orders",
         "health_path": "/readyz",
+        "accepted_statuses": ["2xx"],
+        "served_by": {"header": "X-Served-By"},  # every answer of the sample app names its cluster/pod
         "objectives": {"rto": "20s", "rpo": "5s", "availability": 0.8, "latency": "1s"},
     }
 

@@ -7,6 +7,8 @@ process through them, even after the fleet folder's state was lost or `up` was k
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -290,6 +292,21 @@ def partition(folder: Path, clusters: list[str], name: str) -> None:
     groundtruth.record(
         state.folder / groundtruth.FILE, "fault", fault="partition", name=name, clusters=clusters
     )
+
+
+def traffic_crosses(folder: Path, clusters: list[str], timeout_s: float = 1.0) -> bool:
+    """Whether a TCP connection from the global endpoint's namespace (outside every cluster, on the far
+    side of a partition of them) still reaches any of the clusters' API servers."""
+    state = FleetState.load(folder.resolve())
+    global_ns = f"{network.prefix(state.plan)}global"
+    for cluster in clusters:
+        address = state.plan.cluster(state.cluster(cluster).index).control_plane
+        target = (str(address), controlplane.APISERVER_PORT)
+        probe = f"import socket; socket.create_connection({target!r}, {timeout_s})"
+        argv = netns.enter_argv(global_ns, [sys.executable, "-c", probe])
+        if subprocess.run(argv, capture_output=True, timeout=timeout_s + 10).returncode == 0:
+            return True
+    return False
 
 
 def cut_off_store(folder: Path, clusters: list[str], name: str) -> None:

@@ -20,7 +20,7 @@ from harness.report.runs import RECORD, DrillResult
 from harness.timeline import Event, phase_spans
 
 SUITES = ("gate", "quarterly", "gameday")
-STATUS = {"pass": "passed", "fail": "failed", "error": "broken"}
+STATUS = {"pass": "passed", "fail": "failed", "error": "broken", "skip": "skipped"}
 
 
 def _ms(t_wall: float) -> int:
@@ -101,12 +101,16 @@ def _attachments(drill: DrillResult) -> list[tuple[Any, str, Any]]:
 
 
 def attach(config: pytest.Config, item: pytest.Item, folder: Path) -> None:
-    """Add the drill record in `folder` to the item's allure result; nothing without --alluredir."""
+    """Add the drill record in `folder` to the item's allure result, its status the record's verdict;
+    nothing without --alluredir."""
     listener = config.pluginmanager.get_plugin("allure_listener")
     result = listener.allure_logger.get_test(None) if listener is not None else None
     if result is None:
         return
     drill = DrillResult(folder, redact_data(json.loads((folder / RECORD).read_text())))
+    status = STATUS.get(drill.verdict, "broken")
+    if drill.verdict in ("fail", "error") and result.status != status:  # the call alone decided it so far
+        result.status, result.statusDetails = status, StatusDetails(message=drill.record.get("message"))
     result.labels.extend(_labels(item, drill))
     result.steps.extend(_steps(drill))
     for body, name, kind in _attachments(drill):

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.report import plots
 from harness.report.history import trend
-from harness.report.runs import DrillResult, Run
+from harness.report.runs import VERDICTS, DrillResult, Run
 from harness.report.words import (
     GLOSSARY,
     VERDICT_COLOURS,
@@ -56,19 +56,21 @@ def _image(png: bytes | None, alt: str) -> str:
 
 
 def summary_rows(run: Run) -> list[tuple[str, str, str, str, str, str, str]]:
-    """(drill, cluster, objective, expected, measured, verdict, reason) for every objective judged; a drill
-    that judged none gets one row with its outcome."""
+    """(drill, cluster, objective, expected, measured, verdict, reason) for every objective judged, and a
+    row with the drill's outcome when that decided its verdict (it judged none, or broke after judging)."""
     rows = []
     for drill in run.drills:
-        verdicts = drill.record.get("verdicts") or [
-            {
-                "objective": "drill completed",
-                "expected": "the drill runs to its end",
-                "measured": drill.record.get("outcome", "-"),
-                "status": drill.verdict,
-                "message": drill.record.get("message") or "no objective was judged",
-            }
-        ]
+        verdicts = list(drill.record.get("verdicts") or [])
+        if drill.verdict not in {v.get("status") for v in verdicts}:
+            verdicts.append(
+                {
+                    "objective": "drill completed",
+                    "expected": "the drill runs to its end and judges its objectives",
+                    "measured": drill.record.get("outcome", "-"),
+                    "status": drill.verdict,
+                    "message": drill.record.get("message") or "no objective was judged",
+                }
+            )
         for v in verdicts:
             rows.append(
                 (
@@ -170,7 +172,7 @@ def _environment(run: Run) -> str:
 def render(run: Run, history: list[dict[str, Any]]) -> str:
     """The whole report as one HTML document."""
     fleet = next((d.record.get("fleet") for d in run.drills if d.record.get("fleet")), "?")
-    counts = {v: sum(d.verdict == v for d in run.drills) for v in ("pass", "fail", "error")}
+    counts = {v: sum(d.verdict == v for d in run.drills) for v in VERDICTS}
     glossary = "".join(f"<dt><b>{escape(term)}</b></dt><dd>{escape(text)}</dd>" for term, text in GLOSSARY)
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -179,7 +181,7 @@ def render(run: Run, history: list[dict[str, Any]]) -> str:
         f"<p>Run <b>{escape(run.run_id)}</b> on fleet <b>{escape(str(fleet))}</b>, "
         f"started {run.started_text}. "
         f"{len(run.drills)} drills: {counts['pass']} passed, {counts['fail']} missed an objective, "
-        f"{counts['error']} could not be judged.</p>"
+        f"{counts['error']} could not be judged, {counts['skip']} skipped.</p>"
         f"<h2>Summary</h2><p class='note'>One row per objective judged. PASS: met; FAIL: missed; "
         f"ERROR: not enough data to judge (counts as not met).</p>{_summary(run)}"
         f"<details><summary>What the words mean</summary><dl>{glossary}</dl></details>"

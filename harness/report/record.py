@@ -13,17 +13,33 @@ from pathlib import Path
 
 from harness.drill import Drill
 from harness.report.redact import redact_data
+from harness.report.runs import VERDICTS
 
-VERDICT_ORDER = ("error", "fail", "pass")
+OUTCOME_VERDICTS = {"passed": "pass", "failed": "fail", "skipped": "skip"}  # any other outcome: error
+NO_VERDICT = "no verdict: the drill judged no objective, so it proves nothing"
 
 
 def overall(drill: Drill, outcome: str) -> str:
-    """The drill's verdict: the worst of its objectives', or the test's outcome when nothing was judged."""
-    statuses = {v.status for v in drill.verdicts}
-    for status in VERDICT_ORDER:
-        if status in statuses:
-            return status
-    return {"passed": "pass", "failed": "fail"}.get(outcome, "error")
+    """The drill's verdict: the worst of its objectives' and its outcome's (a test that failed or broke never
+    passes, whatever it judged); a drill that judged nothing is an error unless it was skipped."""
+    statuses = {v.status for v in drill.verdicts} | {OUTCOME_VERDICTS.get(outcome, "error")}
+    if not drill.verdicts and outcome != "skipped":
+        statuses.add("error")
+    return next(status for status in VERDICTS if status in statuses)
+
+
+def conclude(drill: Drill, outcome: str, message: str, teardown: str = "") -> tuple[str, str]:
+    """The outcome and message to record, from the test's (`outcome` of its call: passed, failed, error or
+    skipped) and the error its teardown raised, if any: a failed teardown makes it "error"; verdicts that
+    fail or error, or none at all, make a passed or skipped test "failed" (the plugin fails it too)."""
+    if teardown:
+        return "error", "\n".join(filter(None, (message, f"teardown: {teardown}")))
+    if outcome in ("passed", "skipped") and overall(drill, outcome) in ("fail", "error"):
+        unmet = [v.message for v in drill.verdicts if v.status in ("fail", "error")]
+        return "failed", "; ".join(unmet) or NO_VERDICT
+    if not drill.verdicts and outcome != "skipped":
+        return outcome, "\n".join(filter(None, (message, NO_VERDICT)))
+    return outcome, message
 
 
 def _versions() -> dict[str, str]:

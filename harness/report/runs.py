@@ -20,6 +20,8 @@ RECORD = "record.json"
 RUN_META = "run.json"
 LATEST = "latest"
 RUN_ID = re.compile(r"^[\w.-]+$")
+VERDICTS = ("error", "fail", "pass", "skip")
+"""A drill's verdicts, worst first: skip only when it did not run (pytest skipped it)."""
 
 
 def new_run_id() -> str:
@@ -67,7 +69,9 @@ class DrillResult:
 
     @property
     def verdict(self) -> str:
-        return str(self.record.get("verdict", "error"))
+        """The record's verdict; error when it has none we know."""
+        verdict = self.record.get("verdict")
+        return verdict if verdict in VERDICTS else "error"
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -154,9 +158,9 @@ class Run:
 
     @property
     def verdict(self) -> str:
-        """The run's verdict: the worst of its drills'."""
+        """The run's verdict: the worst of its drills' (skipped drills count only when all were skipped)."""
         verdicts = {d.verdict for d in self.drills}
-        return next((v for v in ("error", "fail") if v in verdicts), "pass" if verdicts else "error")
+        return next((v for v in VERDICTS if v in verdicts), "error")
 
 
 def run_ids(report_dir: Path) -> list[str]:

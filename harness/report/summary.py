@@ -11,7 +11,7 @@ from harness.report.publish import Published
 from harness.report.words import reason_line
 
 LOG_WIDTH = 160  # CI logs and pipes: wide enough that drill names are not folded
-STYLES = {"pass": "bold green", "fail": "bold red", "error": "bold yellow"}
+STYLES = {"pass": "bold green", "fail": "bold red", "error": "bold yellow", "skip": "dim"}
 
 
 def show(published: Published, console: Console | None = None) -> None:

@@ -9,11 +9,12 @@ from typing import Any
 
 REASON_CHARS = 160  # the terminal summary's; the HTML report shows more
 _WHERE = re.compile(r"^\S+\.py:\d+: \w+$")  # pytest's `drills/x.py:20: AssertionError` line
-VERDICT_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#9a6700"}
+VERDICT_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#9a6700", "skip": "#59636e"}
 VERDICT_WORDS = {
     "pass": "PASS: objective met",
     "fail": "FAIL: objective missed",
     "error": "ERROR: could not be judged",
+    "skip": "SKIPPED: the drill did not run",
 }
 
 

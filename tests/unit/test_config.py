@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DURATION = 'expected a duration such as "30s", "1m30s", "250ms" or a number of seconds'
 FRACTION = 'expected a fraction in (0, 1] such as 0.999 or "99.9%"'
 DNS = "expected a DNS label (lowercase letters, digits and '-', at most 63)"
+STATUS = 'expected a status code from 200 to 499 or a class "2xx", "3xx" or "4xx"'
 
 VALID: dict[str, Any] = {
     "name": "local",
@@ -36,6 +37,8 @@ VALID: dict[str, Any] = {
             "endpoints": {"us-east": "http://198.18.1.10/", "eu-west": "http://198.18.2.10/"},
             "write_endpoint": "/orders",
             "health_path": "/readyz",
+            "accepted_statuses": ["2xx", 301],
+            "served_by": {"header": "X-Served-By"},
             "objectives": {"rto": "30s", "rpo": "5s", "availability": "99%", "latency": "500ms"},
         }
     ],
@@ -85,6 +88,11 @@ def test_a_valid_fleet_loads_with_typed_values(tmp_path: Path) -> None:
     app = fleet.app("orders")
     assert (app.objectives.rto, app.objectives.rpo, app.objectives.latency) == (30.0, 5.0, 0.5)
     assert app.objectives.availability == 0.99
+    assert app.accepted_statuses == ("2xx", 301)
+    assert app.served_by is not None and (app.served_by.header, app.served_by.json_field) == (
+        "X-Served-By",
+        None,
+    )
     assert fleet.safety.abort is not None and fleet.safety.abort.for_ == 10.0
     assert fleet.safety.lease_duration == 300.0
     assert fleet.kubeconfig_for("us-east") == tmp_path / "kubeconfig"
@@ -105,6 +113,16 @@ def test_defaults_of_a_minimal_fleet(tmp_path: Path) -> None:
     )
     assert fleet.infrastructure.provider == "none" and fleet.safety.lease_duration == 300.0
     assert fleet.apps == () and fleet.safety.abort is None
+
+
+def test_an_app_contract_defaults_to_2xx_and_no_identity(tmp_path: Path) -> None:
+    document = changed("apps.0.accepted_statuses", "~")
+    del document["apps"][0]["served_by"]
+    app = load_fleet(write(tmp_path, document)).app("orders")
+    assert (app.accepted_statuses, app.served_by) == (("2xx",), None)
+    json_field = load_fleet(write(tmp_path, changed("apps.0.served_by", {"json_field": "cluster"})))
+    served_by = json_field.app("orders").served_by
+    assert served_by is not None and (served_by.header, served_by.json_field) == (None, "cluster")
 
 
 def test_tilde_is_expanded_in_kubeconfig_paths(tmp_path: Path) -> None:
@@ -172,6 +190,30 @@ BAD_VALUES = [
     ),
     ("apps.0.write_endpoint", "orders", "apps[0].write_endpoint: expected an http(s) URL, got 'orders'"),
     ("apps.0.health_path", "readyz", "apps[0].health_path: expected a path starting with '/', got 'readyz'"),
+    ("apps.0.accepted_statuses", "2xx", "apps[0].accepted_statuses: expected a list, got '2xx'"),
+    (
+        "apps.0.accepted_statuses",
+        [],
+        'apps[0].accepted_statuses: expected at least one status code or class such as "2xx", got []',
+    ),
+    ("apps.0.accepted_statuses.1", 503, f"apps[0].accepted_statuses[1]: {STATUS}, got 503"),
+    ("apps.0.accepted_statuses.1", "5xx", f"apps[0].accepted_statuses[1]: {STATUS}, got '5xx'"),
+    ("apps.0.accepted_statuses.1", "301", f"apps[0].accepted_statuses[1]: {STATUS}, got '301'"),
+    ("apps.0.accepted_statuses.0", True, f"apps[0].accepted_statuses[0]: {STATUS}, got True"),
+    ("apps.0.served_by", "X-Served-By", "apps[0].served_by: expected a mapping, got 'X-Served-By'"),
+    ("apps.0.served_by", {}, "apps[0].served_by: expected exactly one of header, json_field, got {}"),
+    (
+        "apps.0.served_by.json_field",
+        "cluster",
+        "apps[0].served_by: expected exactly one of header, json_field, got a mapping",
+    ),
+    (
+        "apps.0.served_by.header",
+        "X Served By",
+        "apps[0].served_by.header: expected an HTTP header name (letters, digits and !#$%&'*+-.^_`|~), "
+        "got 'X Served By'",
+    ),
+    ("apps.0.served_by.json_field", "", "apps[0].served_by.json_field: expected a non-empty string, got ''"),
     ("apps.0.objectives", 30, "apps[0].objectives: expected a mapping, got 30"),
     ("apps.0.objectives.rto", "30 seconds", f"apps[0].objectives.rto: {DURATION}, got '30 seconds'"),
     ("apps.0.objectives.rpo", -5, f"apps[0].objectives.rpo: {DURATION}, got -5"),
@@ -278,6 +320,9 @@ def test_unknown_field_suggests_the_close_one(tmp_path: Path) -> None:
         "safety.abort.fro: unknown field (did you mean 'for'?)"
     )
     assert error_of(write(tmp_path, changed("colour", "blue"))) == "colour: unknown field"
+    assert error_of(write(tmp_path, changed("apps.0.served_by.headr", "X"))) == (
+        "apps[0].served_by.headr: unknown field (did you mean 'header'?)"
+    )
 
 
 def test_many_errors_are_capped_on_one_line(tmp_path: Path) -> None:
@@ -354,6 +399,7 @@ def test_the_example_fleet_loads() -> None:
     checkout = fleet.app("checkout")
     assert (checkout.objectives.rto, checkout.objectives.availability) == (300.0, 0.99)
     assert set(checkout.endpoints) == {c.name for c in fleet.clusters}
+    assert checkout.accepted_statuses == ("2xx",) and checkout.served_by is not None
 
 
 @pytest.mark.parametrize("source", ["valid", "example"])

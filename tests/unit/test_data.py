@@ -157,6 +157,24 @@ def test_failed_and_hanging_writes_are_recorded_unacknowledged(store: Store) -> 
     assert [w.seq for w in writes] == list(range(writes[0].seq, writes[0].seq + len(writes)))
     assert {w.seq for w in writes if w.acked_at is None} == set(errors)
     assert {w.seq for w in writes if w.acked_at is not None} <= set(store.orders[writer.stream])
+    by_outcome = {o: {w.seq for w in writes if w.outcome == o} for o in ("acked", "refused", "unknown")}
+    assert by_outcome["refused"] == {seq for seq, e in errors.items() if e.startswith("HTTP 503")} != set()
+    assert by_outcome["unknown"] == set(errors) - by_outcome["refused"] != set()  # the app never answered
+    assert any("timed out" in errors[seq] for seq in by_outcome["unknown"])
+    assert all(w.acked_at == w.ended_at for w in writes if w.outcome == "acked")
+    ends = [w.ended_at for w in writes]
+    assert None not in ends and ends == sorted(ends)
+
+
+def test_writes_to_a_target_that_cannot_be_reached_are_unknown_not_refused() -> None:
+    with socket.socket() as unreachable:
+        unreachable.bind(("127.0.0.1", 0))  # bound but not listening: every connection is refused
+        url = f"http://127.0.0.1:{unreachable.getsockname()[1]}/orders"
+        with SentinelWriter(url, rate_hz=50, timeout_s=0.2) as writer:
+            wait_for(lambda: len(writer.writes()) >= 3, 10, "3 writes")
+    writes, errors = writer.writes(), writer.errors()
+    assert {(w.outcome, w.acked_at) for w in writes} == {("unknown", None)}
+    assert all(errors[w.seq].startswith("ConnectionRefusedError") for w in writes)
 
 
 def test_writers_made_later_start_above_earlier_seqs(store: Store) -> None:

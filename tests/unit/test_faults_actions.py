@@ -11,7 +11,7 @@ from chaoslib.activity import run_activity
 from chaoslib.exceptions import ActivityFailed
 
 from harness.errors import FleetDrillError
-from harness.faults import Fault, FaultContext, Ledger
+from harness.faults import Evidence, Fault, FaultContext, Ledger
 from harness.faults.actions import inject_fault, revert_fault
 
 
@@ -28,6 +28,10 @@ class MarkFault(Fault, kind="test-actions-mark"):
     def revert(self, ctx: FaultContext) -> None:
         for target in self.targets:
             (Path(self.folder) / target).unlink(missing_ok=True)
+
+    def effect(self, ctx: FaultContext, observed: object, started: object) -> Evidence:
+        present = [target for target in self.targets if (Path(self.folder) / target).exists()]
+        return Evidence(len(present) == len(self.targets), f"files present: {present}")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ import pytest
 from harness.errors import FleetDrillError
 from harness.faults import (
     KINDS,
+    Evidence,
     Fault,
     FaultContext,
     FaultStack,
@@ -83,6 +84,10 @@ class MarkerFault(Fault, kind="test-marker"):
             reach(folder, target, "revert-mid")
             (folder / f"{target}.part1").unlink(missing_ok=True)
             reach(folder, target, "revert-end")
+
+    def effect(self, ctx: FaultContext, observed: object, started: object) -> Evidence:
+        parts = in_force(Path(self.folder))
+        return Evidence(len(parts) == 2 * len(self.targets), f"parts in force: {parts}")
 
 
 def log(folder: Path, line: str) -> None:
@@ -157,6 +162,7 @@ class Late(Fault, kind="test-late"):
     size: int = 0
     def inject(self, ctx): pass
     def revert(self, ctx): pass
+    def effect(self, ctx, observed, started): pass
 """
     (tmp_path / "late_faults.py").write_text(source)
     monkeypatch.syspath_prepend(tmp_path)
@@ -198,6 +204,7 @@ def test_a_fault_checks_itself(tmp_path: Path) -> None:
     class Kindless(Fault):
         def inject(self, ctx: FaultContext) -> None: ...
         def revert(self, ctx: FaultContext) -> None: ...
+        def effect(self, ctx: FaultContext, observed: object, started: object) -> Evidence: ...
 
     with pytest.raises(TypeError, match="has no fault kind"):
         Kindless(targets=("a",))
@@ -325,15 +332,18 @@ def test_applied_is_in_the_ledger_and_on_the_timeline_and_reverted_on_exit(
         assert entry.state == "applied"
         assert stack.faulted_clusters() == {"a"}
     assert in_force(tmp_path) == [] and ledger.entries() == [] and stack.faulted_clusters() == frozenset()
-    assert [e.name for e in timeline.events()] == ["fault.injected", "fault.reverted"]
+    assert [e.name for e in timeline.events()] == ["fault.injecting", "fault.injected", "fault.reverted"]
+    started = timeline.first("fault.injecting")
     assert injected == timeline.first("fault.injected")
-    assert injected.cluster == "a"
-    assert injected.detail == {
+    assert injected.cluster == started.cluster == "a"
+    assert started.t_mono <= injected.t_mono
+    assert started.detail == {
         "id": entry.id,
         "kind": "test-marker",
         "targets": ["a"],
         "params": {"folder": str(tmp_path), "fail_inject": False, "signals_on_revert": ()},
     }
+    assert injected.detail == started.detail | {"started": started.t_mono}
     assert logged(tmp_path) == ["inject a", "revert a"]
 
 
@@ -422,7 +432,7 @@ def test_a_failed_injection_is_reverted(
     ):
         pytest.fail("the block ran")
     assert in_force(tmp_path) == [] and ledger.entries() == []
-    assert [e.name for e in timeline.events()] == ["fault.reverted"]
+    assert [e.name for e in timeline.events()] == ["fault.injecting", "fault.reverted"]
 
 
 def test_a_failed_revert_stays_in_the_ledger_and_is_retried(
@@ -489,6 +499,16 @@ def test_a_dry_run_plans_and_touches_nothing(ledger: Ledger, timeline: Timeline,
     assert logged(tmp_path) == [] and not ledger.path.parent.exists()
 
 
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    """Ctrl-C's own handler, whatever this process inherited: a shell starts background jobs with SIGINT
+    ignored, and then no interrupt reaches the main thread at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("default_sigint")
 def test_interrupt_main_thread_raises_the_given_error(stack: FaultStack, tmp_path: Path) -> None:
     def interrupt(exc: BaseException) -> None:
         threading.Timer(0.05, interrupt_main_thread, (exc,)).start()

@@ -1,4 +1,5 @@
-"""Measurements against brute-force references written straight from DESIGN.md, plus hand-made edge cases.
+"""Measurements against brute-force references written straight from ARCHITECTURE.md, plus hand-made edge
+cases.
 
 Property tests use integer-valued times so the reference and the implementation compute the same floats.
 """
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness import measure as m
-from harness.samples import Coverage, ProbeSample, SentinelWrite
+from harness.samples import Coverage, ProbeSample, SentinelWrite, WriteOutcome
 from harness.timeline import Event
 
 FAST = settings(max_examples=200, deadline=None)
@@ -29,6 +30,13 @@ def probe(sent: float, kind: str = "ok", latency: float = 0.01, target: str = "g
         return ProbeSample.of(target, sent, sent + latency, ok=False, error="timed out")
     status = {"ok": 200, "4xx": 404, "5xx": 503}[kind]
     return ProbeSample.of(target, sent, sent + latency, status=status, served_by="eu-west")
+
+
+def written(seq: int, acked_at: float | None, outcome: WriteOutcome = "unknown") -> SentinelWrite:
+    """A sentinel write: acked at acked_at when given, else with `outcome` (refused or unknown)."""
+    if acked_at is not None:
+        return SentinelWrite(seq, acked_at, "acked", acked_at)
+    return SentinelWrite(seq, None, outcome)
 
 
 # --- brute-force references, written from the definitions without cleverness ---------------------------
@@ -146,12 +154,25 @@ def test_probe_failed(sample: ProbeSample, bound: float | None, failed: bool) ->
 def test_records_round_trip_through_json_and_check_themselves() -> None:
     sample = probe(3.0, "5xx", latency=0.25)
     assert ProbeSample.from_dict(json.loads(json.dumps(sample.to_dict()))) == sample
-    write = SentinelWrite(7, None)
-    assert SentinelWrite.from_dict(json.loads(json.dumps(write.to_dict()))) == write
+    for write in (written(7, None), written(8, None, "refused"), written(9, 2.5)):
+        assert SentinelWrite.from_dict(json.loads(json.dumps(write.to_dict()))) == write
+    with pytest.raises(ValueError, match="acked_at is set exactly when the write was acked"):
+        SentinelWrite(7, None, "acked")
+    with pytest.raises(ValueError, match="acked_at is set exactly when the write was acked"):
+        SentinelWrite(7, 2.5, "refused")
+    with pytest.raises(ValueError, match="unknown outcome 'lost'"):
+        SentinelWrite(7, None, "lost")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="latency 5 is not received - sent"):
         ProbeSample("g", 1.0, 2.0, True, 200, None, 5, None)
     with pytest.raises(ValueError, match=r"received at 1\.0 before sent at 2\.0"):
         ProbeSample.of("g", 2.0, 1.0)
+
+
+def test_sentinel_records_from_before_outcomes_load() -> None:
+    lines = ['{"seq": 1, "acked_at": 2.5}', '{"seq": 2, "acked_at": null}']
+    loaded = [SentinelWrite.from_dict(json.loads(line)) for line in lines]
+    assert loaded == [SentinelWrite(1, 2.5, "acked"), SentinelWrite(2, None, "unknown")]
+    assert loaded[1].ended_at is None  # not recorded then: the split-brain check treats it as late
 
 
 # --- outage windows ------------------------------------------------------------------------------------
@@ -332,7 +353,7 @@ def test_rto_rejects_impossible_stability() -> None:
 def sentinel(draw: st.DrawFn) -> tuple[list[SentinelWrite], set[int], float]:
     seqs = draw(st.lists(st.integers(0, 40), unique=True, max_size=15))
     acks = st.none() | st.integers(0, 30).map(float)
-    writes = [SentinelWrite(s, draw(acks)) for s in seqs]
+    writes = [written(s, draw(acks)) for s in seqs]
     present = draw(st.sets(st.sampled_from(seqs))) if seqs else set()
     present |= draw(st.sets(st.integers(41, 45), max_size=2))  # seqs read back that this drill never wrote
     return writes, present, float(draw(st.integers(0, 32)))
@@ -352,7 +373,7 @@ def test_rpo_matches_reference(case: tuple[list[SentinelWrite], set[int], float]
 
 
 def writes_every_second(n: int, first_ack: float = T0 - 10) -> list[SentinelWrite]:
-    return [SentinelWrite(i, first_ack + i) for i in range(n)]
+    return [written(i, first_ack + i) for i in range(n)]
 
 
 def test_rpo_with_holes() -> None:
@@ -377,13 +398,13 @@ def test_rpo_with_holes() -> None:
 
 
 def test_rpo_orders_writes_by_ack_time() -> None:
-    writes = [SentinelWrite(0, T0 - 5), SentinelWrite(1, T0 - 9), SentinelWrite(2, T0 - 7)]
+    writes = [written(0, T0 - 5), written(1, T0 - 9), written(2, T0 - 7)]
     result = m.rpo(writes, {1, 0}, T0)  # #2 (acked -7 s) lost: only #1 (-9 s) precedes it
     assert (result.rpo, result.last_survivor, result.holes) == (9, writes[1], ())
 
 
 def test_rpo_is_zero_when_nothing_was_lost() -> None:
-    writes = [*writes_every_second(10), SentinelWrite(10, None), SentinelWrite(11, T0 + 1)]
+    writes = [*writes_every_second(10), written(10, None), written(11, T0 + 1)]
     result = m.rpo(writes, set(range(10)), T0)  # the unacked and the post-fault writes are gone: no loss
     assert (result.rpo, result.lost, result.pre_fault, result.newest_ack) == (0, (), 10, T0 - 1)
     verdict = m.judge_rpo(result, 0, max_quiet_s=2)
@@ -415,7 +436,7 @@ def test_rpo_with_everything_lost_is_a_lower_bound() -> None:
 
 
 def test_rpo_with_nothing_written_cannot_be_judged() -> None:
-    for writes in ([], [SentinelWrite(0, None)], [SentinelWrite(0, T0 + 1)]):
+    for writes in ([], [written(0, None)], [written(0, T0 + 1)]):
         result = m.rpo(writes, {0}, T0)
         assert (result.rpo, result.pre_fault, result.lost_count) == (None, 0, 0)
         verdict = m.judge_rpo(result, 5, max_quiet_s=2)
@@ -434,13 +455,13 @@ def test_rpo_with_stale_sentinel_cannot_pass() -> None:
 
 
 def test_rpo_holes_count_survivors_written_after_t0() -> None:
-    writes = [*writes_every_second(3), SentinelWrite(3, T0 + 1)]
+    writes = [*writes_every_second(3), written(3, T0 + 1)]
     assert m.rpo(writes, {0, 3}, T0).holes == (1, 2)
 
 
 def test_rpo_refuses_duplicate_seqs() -> None:
     with pytest.raises(ValueError, match="distinct seqs"):
-        m.rpo([SentinelWrite(1, 1.0), SentinelWrite(1, 2.0)], set(), T0)
+        m.rpo([written(1, 1.0), written(1, 2.0)], set(), T0)
 
 
 # --- availability and latency --------------------------------------------------------------------------
@@ -463,9 +484,9 @@ def test_availability_matches_reference(samples: list[ProbeSample], start: int, 
     st.lists(st.integers(1, 100) | st.sampled_from([0.1, 12.5, 99.9, 99.99]), min_size=1, max_size=4),
 )
 def test_latency_percentiles_match_reference(samples: list[ProbeSample], percentiles: list[float]) -> None:
-    answered = [s.latency for s in samples if not ref_failed(s, None)]
+    every = [s.latency for s in samples]  # failed probes too, a timed-out one at its timeout
     result = m.latency_percentiles(samples, percentiles)
-    assert result == {p: ref_percentile(answered, p) if answered else None for p in percentiles}
+    assert result == {p: ref_percentile(every, p) if every else None for p in percentiles}
 
 
 def test_availability_by_hand() -> None:
@@ -478,16 +499,19 @@ def test_availability_by_hand() -> None:
 
 def test_latency_percentiles_nearest_rank() -> None:
     samples = [probe(i, latency=float(v)) for i, v in enumerate(range(100, 0, -1))]
-    samples += [probe(200, "5xx", latency=500), probe(201, "timeout", latency=900)]
     assert m.latency_percentiles(samples) == {50: 50, 95: 95, 99: 99}
     assert m.latency_percentiles(samples, (0.5, 100)) == {0.5: 1, 100: 100}
+    samples += [probe(200, "5xx", latency=500), probe(201, "timeout", latency=900)]  # failed probes count
+    assert m.latency_percentiles(samples, (50, 99, 100)) == {50: 51, 99: 500, 100: 900}
     five = [probe(i, latency=v) for i, v in enumerate([0.3, 0.1, 0.5, 0.2, 0.4])]
     expected = {20: 0.1, 21: 0.2, 50: 0.3, 80: 0.4, 81: 0.5}
     assert m.latency_percentiles(five, (20, 21, 50, 80, 81)) == pytest.approx(expected)
     assert m.latency_percentiles(five, (50,), window=(3, 5)) == pytest.approx({50: 0.2})
-    assert m.latency_percentiles([probe(0, "5xx")], (99,)) == {99: None}
-    with pytest.raises(ValueError, match="percentile must be in"):
-        m.latency_percentiles(five, (0,))
+    assert m.latency_percentiles([probe(0, "timeout", latency=1.0)], (99,)) == {99: 1.0}
+    assert m.latency_percentiles([], (99,)) == {99: None}
+    for empty in (five, []):
+        with pytest.raises(ValueError, match="percentile must be in"):
+            m.latency_percentiles(empty, (0,))
 
 
 def test_judge_availability_and_latency() -> None:
@@ -503,19 +527,52 @@ def test_judge_availability_and_latency() -> None:
         == "availability 98.00% below objective 99.00%: 98 of 100 probes succeeded over 100.0 s"
     )
     p99 = m.judge_latency(samples, 99, 1.0, coverage)
-    assert (p99.status, p99.measured) == ("fail", "2.0 s")  # rank ceil(0.99 x 99) = 99 of 99 answered
+    assert (p99.status, p99.measured) == ("pass", "0.010 s")  # rank 99 of 100: one slow probe is 1%
+    p100 = m.judge_latency(samples, 100, 1.0, coverage)
+    assert (p100.status, p100.measured, p100.moments["percentile_probe_sent"]) == ("fail", "2.0 s", T0 + 11)
     p95 = m.judge_latency(samples, 95, 0.5, coverage)
     assert p95.status == "pass"
-    assert p95.message == "p95 latency 0.010 s within objective 0.500 s over 99 successful probes"
+    assert p95.message == "p95 latency 0.010 s within objective 0.500 s over 100 probes"
     gappy = m.check_coverage(samples[:50], T0, T0 + 100, 1.0)
     assert m.judge_availability(samples[:50], 0.5, gappy).status == "error"
     assert m.judge_latency(samples[:50], 50, 10, gappy).status == "error"
-    dead = [probe(T0 + i, "timeout") for i in range(100)]
-    no_answer = m.judge_latency(dead, 50, 10, m.check_coverage(dead, T0, T0 + 100, 1.0))
-    assert (no_answer.status, no_answer.message) == (
-        "error",
-        "p50 latency not judged: no successful probe in the window",
+
+
+def with_timeouts(count: int, timeout: float) -> list[ProbeSample]:
+    """100 probes a second apart answered in 10 ms, `count` of them (from +10 s) timed out at `timeout`."""
+    samples = regular(T0, T0 + 100, 1.0)
+    samples[10 : 10 + count] = [probe(T0 + i, "timeout", latency=timeout) for i in range(10, 10 + count)]
+    return samples
+
+
+def test_timed_out_probes_count_at_their_timeout() -> None:
+    samples = with_timeouts(5, 1.0)
+    coverage = m.check_coverage(samples, T0, T0 + 100, 1.0)
+    p99 = m.judge_latency(samples, 99, 0.5, coverage)
+    assert (p99.status, p99.measured) == ("fail", "1.0 s")
+    assert p99.message == (
+        "p99 latency 1.0 s exceeds objective 0.500 s over 100 probes "
+        "(5 without an answer, counted at the time they gave up)"
     )
+    assert m.judge_latency(samples, 95, 0.5, coverage).status == "pass"  # 95 answered in 10 ms
+    assert m.judge_latency(with_timeouts(1, 1.0), 99, 0.5, coverage).status == "pass"  # 1% is allowed
+
+
+def test_probes_given_up_within_the_objective_leave_the_percentile_unknown() -> None:
+    samples = with_timeouts(5, 1.0)
+    coverage = m.check_coverage(samples, T0, T0 + 100, 1.0)
+    verdict = m.judge_latency(samples, 99, 2.0, coverage)  # they gave up at 1 s: the answer may take 3 s
+    assert (verdict.status, verdict.measured) == ("error", ">= 1.0 s")
+    assert verdict.message == (
+        "p99 latency not judged: it falls on a probe that got no answer and gave up after 1.0 s, within the "
+        "2.0 s objective, so the true p99 latency is unknown (5 of 100 probes got no answer): give the "
+        "probes a timeout above the latency objective"
+    )
+    dead = [probe(T0 + i, "timeout") for i in range(100)]
+    assert m.judge_latency(dead, 50, 10, m.check_coverage(dead, T0, T0 + 100, 1.0)).status == "error"
+    refused = [*regular(T0, T0 + 100, 1.0)]
+    refused[:3] = [probe(T0 + i, "timeout", latency=0.001) for i in range(3)]  # refused at 1 ms
+    assert m.judge_latency(refused, 99, 0.5, coverage).status == "pass"  # below the rank, at 1 ms
 
 
 # --- coverage ------------------------------------------------------------------------------------------
@@ -627,7 +684,7 @@ def test_rto_phases_match_reference(raw: list[tuple], t0: int, rto_s: int) -> No
 
 def restored(present: set[int], started: float = T0 - 10, completed: float = T0 - 8) -> m.Verdict:
     """Writes #1..#20 acked at T0-20 .. T0-1 (one a second); the backup ran from `started` to `completed`."""
-    writes = [SentinelWrite(seq, T0 - 21 + seq) for seq in range(1, 21)]
+    writes = [written(seq, T0 - 21 + seq) for seq in range(1, 21)]
     result = m.rpo(writes, present, T0)
     return m.judge_backup_point(result, writes, present, started, completed)
 

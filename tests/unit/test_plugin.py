@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.report.record import NO_VERDICT
+
 pytest_plugins = ["pytester"]
 
 FLEET = """
@@ -28,6 +30,7 @@ import pytest
 @pytest.mark.drill(app="shop", roles=("passive", "standby"))
 def test_reads(drill, cluster_name):
     assert drill.app("shop").name == "shop"
+    drill.judge_drift("app read", "shop read", [])
 
 @pytest.mark.destructive
 @pytest.mark.quarterly
@@ -73,6 +76,8 @@ def test_drills_run_once_per_cluster_of_their_roles(pytester: pytest.Pytester, f
     result = run(pytester, fleet_file, "-k", "reads", "-v")
     result.stdout.fnmatch_lines(["*test_reads?west? PASSED*", "*test_reads?south? PASSED*"])
     result.assert_outcomes(passed=2, deselected=3)
+    records = [json.loads(path.read_text()) for path in (pytester.path / "reports").glob("*/*/record.json")]
+    assert [(r["verdict"], r["outcome"]) for r in records] == [("pass", "passed")] * 2
 
 
 def test_suite_selects_its_drills(pytester: pytest.Pytester, fleet_file: Path) -> None:
@@ -100,8 +105,8 @@ def test_every_drill_leaves_a_record_even_when_it_fails(pytester: pytest.Pyteste
     result.assert_outcomes(failed=1, deselected=4)
     (record_path,) = (pytester.path / "reports").glob("*/*/record.json")
     record = json.loads(record_path.read_text())
-    assert record["verdict"] == "fail" and record["outcome"] == "failed"
-    assert "the drill failed for real" in record["message"]
+    assert record["verdict"] == "error" and record["outcome"] == "failed", "it judged nothing"
+    assert "the drill failed for real" in record["message"] and NO_VERDICT in record["message"]
     assert [c["name"] for c in record["clusters"]] == ["east", "west", "south"]
     assert "BEGIN" not in record_path.read_text(), "no credentials in records"
 
@@ -139,6 +144,7 @@ def test_fixtures(drill, cluster_name, app, cluster, timeline, faults, traffic, 
     assert failover.timeline is drill.timeline and failover.access is drill.access
     assert velero("west").context == "west"
     assert callable(traffic) and callable(sentinel)
+    drill.judge_drift("fixtures", "every fixture given", [])
 
 
 @pytest.mark.drill(app="shop")
@@ -159,7 +165,10 @@ def test_the_fixtures_give_the_drill_s_parts(pytester: pytest.Pytester, fleet_fi
 
 
 def test_soak_sets_how_long_drills_keep_measuring(pytester: pytest.Pytester, fleet_file: Path) -> None:
-    pytester.makepyfile(test_soak="def test_soak(drill):\n    assert drill.settings.soak_s == 2.5\n")
+    pytester.makepyfile(
+        test_soak="def test_soak(drill):\n    assert drill.settings.soak_s == 2.5\n"
+        "    drill.judge_drift('soak', 'soak 2.5 s', [])\n"
+    )
     run(pytester, fleet_file, "test_soak.py", "--soak", "2500ms").assert_outcomes(passed=1)
     result = run(pytester, fleet_file, "test_soak.py", "--soak", "soon")
     result.stderr.fnmatch_lines(["*argument --soak: expected a duration such as 10s or 1m30s, got 'soon'*"])
@@ -169,8 +178,111 @@ def test_soak_sets_how_long_drills_keep_measuring(pytester: pytest.Pytester, fle
 def test_progress_prints_each_event_as_it_happens(pytester: pytest.Pytester, fleet_file: Path) -> None:
     pytester.makepyfile(
         test_live="def test_live(drill):\n    drill.timeline.record('fault.injected', cluster='east')\n"
+        "    drill.judge_drift('progress', 'printed', [])\n"
     )
     result = run(pytester, fleet_file, "test_live.py", "--progress")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_live +*s fault.injected east*"])
     assert "fault.injected" not in run(pytester, fleet_file, "test_live.py").stdout.str()
+
+
+VERDICTS = """
+from dataclasses import dataclass
+
+import pytest
+
+from harness.drill import GLOBAL, Observation
+from harness.faults import Fault
+from harness.faults.base import Evidence
+from harness.samples import ProbeSample, Verdict
+
+PASSED = Verdict("pass", "RTO", "<= 20 s", "2 s", "RTO 2 s within objective 20 s", {})
+FAILED = Verdict("fail", "RTO", "<= 20 s", "35 s", "RTO 35 s exceeds objective 20 s", {})
+
+
+@dataclass(frozen=True)
+class StuckFault(Fault, kind="unit-stuck"):
+    def inject(self, ctx):
+        pass
+
+    def revert(self, ctx):
+        raise RuntimeError("west did not come back")
+
+    def effect(self, *_args):
+        return Evidence(True, "applied")
+
+
+@pytest.mark.drill(app="shop")
+def test_no_objectives(drill, app):
+    samples = [ProbeSample.of(GLOBAL, i / 50, i / 50 + 0.01, status=200) for i in range(500)]
+    drill.observations[app.name] = Observation(app, {GLOBAL: samples}, start=0.0, end=10.0)
+    drill.judge(app, t0=5.0)
+
+
+def test_no_verdict(drill):
+    pass
+
+
+def test_revert_fails(drill):
+    drill.stack._guard = None  # this fleet has no API server to hold a drill lease on
+    drill.stack.push(StuckFault(targets=("west",)))
+    drill.verdicts.append(PASSED)
+
+
+def test_forgot_to_assert(drill):
+    drill.verdicts.append(FAILED)
+
+
+def test_fail_back_raises(drill):
+    drill.verdicts.append(PASSED)
+    raise RuntimeError("fail-back: east does not serve again")
+
+
+def test_skipped(drill):
+    pytest.skip("no standby cluster")
+"""
+
+
+def test_the_record_history_allure_and_exit_code_agree_that_such_drills_never_pass(
+    pytester: pytest.Pytester, fleet_file: Path
+) -> None:
+    """An objective judged but not set, no verdict, a revert that fails after passing verdicts, a failed
+    verdict nobody asserted, a fail-back that raises: none passes, whatever the call alone said."""
+    pytester.makepyfile(test_verdicts=VERDICTS)
+    result = run(pytester, fleet_file, "test_verdicts.py")
+    result.assert_outcomes(passed=4, errors=4, failed=1, skipped=1)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*RTO not judged: the fleet file of fleet unit does not set apps[[]0[]].objectives.rto*",
+            f"*{NO_VERDICT}*",
+            "*RevertError: unit-stuck on west: revert failed (RuntimeError: west did not come back)*",
+            "*RTO 35 s exceeds objective 20 s*",
+        ]
+    )
+    reports = pytester.path / "reports"
+    (run_dir,) = (path.parent for path in reports.glob("*/run.json"))
+    records = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("*/record.json")}
+    assert {name: (r["verdict"], r["outcome"]) for name, r in records.items()} == {
+        "test_no_objectives": ("error", "failed"),
+        "test_no_verdict": ("error", "failed"),
+        "test_revert_fails": ("error", "error"),
+        "test_forgot_to_assert": ("fail", "failed"),
+        "test_fail_back_raises": ("error", "error"),
+        "test_skipped": ("skip", "skipped"),
+    }
+    unset = {v["message"] for v in records["test_no_objectives"]["verdicts"] if v["status"] == "error"}
+    assert {"rto", "availability"} == {m.rpartition(".")[2] for m in unset}, unset
+    assert "teardown: RevertError: unit-stuck on west" in records["test_revert_fails"]["message"]
+    assert "fail-back: east does not serve again" in records["test_fail_back_raises"]["message"]
+    history = [json.loads(line) for line in (reports / "history.jsonl").read_text().splitlines()]
+    assert {e["drill"]: e["verdict"] for e in history} == {n: r["verdict"] for n, r in records.items()}
+    assert json.loads((run_dir / "run.json").read_text())["exit_status"] == result.ret != 0
+    allure = [json.loads(p.read_text()) for p in (run_dir / "allure-results").glob("*-result.json")]
+    assert {a["name"]: a["status"] for a in allure} == {
+        "test_no_objectives": "broken",
+        "test_no_verdict": "broken",
+        "test_revert_fails": "broken",
+        "test_forgot_to_assert": "failed",
+        "test_fail_back_raises": "broken",
+        "test_skipped": "skipped",
+    }

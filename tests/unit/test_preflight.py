@@ -1,4 +1,4 @@
-"""The DR readiness checks, against fake velero answers and small generated certificates."""
+"""The DR readiness checks, against fake velero answers, small generated certificates and fake API servers."""
 
 import base64
 import json
@@ -20,9 +20,11 @@ from kubernetes.client import V1Container, V1PodSpec, V1ResourceRequirements
 
 from harness import preflight
 from harness.capacity import Resources, pod_requests
-from harness.config import App, Cluster, Objectives
+from harness.config import App, Cluster, Fleet, Objectives, load_fleet
 from harness.credentials import Expiry, jwt_expiry, kubeconfig_entry, serving_certificate
+from harness.errors import ConfigError
 from harness.velero import Backup, BackupStorageLocation, VeleroError
+from tests.kubefake import FakeAccess, FakeKube
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 EAST = Cluster(name="east", region="us-east", role="active")
@@ -298,3 +300,163 @@ def test_pod_requests_count_the_init_peak_and_the_overhead_as_the_scheduler_does
         overhead={"cpu": "100m"},
     )
     assert pod_requests(spec) == Resources(Decimal("1.1"), Decimal(128 * 2**20))
+
+
+FLEET = Fleet.model_validate(
+    {
+        "name": "unit",
+        "kubeconfig": "/nonexistent/kubeconfig",
+        "clusters": [
+            {"name": "east", "region": "us-east", "role": "active"},
+            {"name": "west", "region": "eu-west", "role": "passive"},
+            {"name": "south", "region": "ap-south", "role": "standby"},
+        ],
+    }
+)
+DEPLOYMENT = "/apis/apps/v1/namespaces/shop/deployments/shop"
+
+
+def deployment(replicas: int, available: int | None) -> dict:
+    container = {
+        "name": "shop",
+        "image": "shop:1",
+        "env": [{"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+        "resources": {"requests": {"cpu": "500m", "memory": "64Mi"}},
+    }
+    status = {"replicas": replicas} | ({} if available is None else {"availableReplicas": available})
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": "shop", "namespace": "shop"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "shop"}},
+            "template": {"metadata": {"labels": {"app": "shop"}}, "spec": {"containers": [container]}},
+        },
+        "status": status,
+    }
+
+
+def cluster_with(workload: dict | None) -> FakeKube:
+    """A cluster with the app's namespace, its secret, one Ready node with room, and `workload`."""
+    node = {
+        "metadata": {"name": "n1"},
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": "4", "memory": "8Gi"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    objects = {
+        "/api/v1/namespaces/shop": {"metadata": {"name": "shop"}},
+        "/api/v1/namespaces/shop/secrets/db": {"metadata": {"name": "db"}, "data": {"password": "cHc="}},
+        "/api/v1/nodes/n1": node,
+    }
+    return FakeKube(objects | ({DEPLOYMENT: workload} if workload else {}))
+
+
+def takeover_lines(passive: dict | None) -> list[str]:
+    clusters = {"east": cluster_with(deployment(2, 2)), "west": cluster_with(passive)}
+    check = preflight.Preflight(FLEET, FakeAccess(FLEET, clusters), SHOP)
+    return [c.line() for c in check.takeover(FLEET.cluster("east"), FLEET.cluster("west"))]
+
+
+def test_a_passive_cluster_without_the_workload_is_not_ready() -> None:
+    lines = takeover_lines(None)
+    assert (
+        "FAIL west: workload deployment/shop: expected running with every replica available (desired > 0), "
+        "found missing"
+    ) in lines
+    assert [line[:4] for line in lines].count("FAIL") == 1, lines
+
+
+@pytest.mark.parametrize(
+    ("replicas", "available", "found"),
+    [
+        (2, 0, "0 of 2 replicas available"),
+        (2, None, "0 of 2 replicas available"),
+        (0, 0, "0 of 0 replicas available"),
+    ],
+)
+def test_a_passive_cluster_whose_workload_is_not_available_is_not_ready(
+    replicas: int, available: int | None, found: str
+) -> None:
+    expected = "west: workload deployment/shop: expected running with every replica available (desired > 0)"
+    assert f"FAIL {expected}, found {found}" in takeover_lines(deployment(replicas, available))
+
+
+def test_a_passive_cluster_serving_the_workload_is_ready() -> None:
+    lines = takeover_lines(deployment(2, 2))
+    assert all(line.startswith("ok   west: ") for line in lines), lines
+    assert (
+        "ok   west: workload deployment/shop: expected running with every replica available (desired > 0), "
+        "found 2 of 2 replicas available"
+    ) in lines
+
+
+def test_a_standby_needs_what_a_restore_needs_not_a_running_workload() -> None:
+    clusters = {"east": cluster_with(deployment(2, 2)), "south": cluster_with(None)}
+    check = preflight.Preflight(FLEET, FakeAccess(FLEET, clusters), SHOP)
+    checks = check.takeover(FLEET.cluster("east"), FLEET.cluster("south"))
+    assert [c.what for c in checks] == [
+        "namespace shop",
+        "secret shop/db",
+        "spare cpu",
+        "spare memory bytes",
+    ]
+    assert all(c.ok for c in checks)
+
+
+def only_active(absent_roles: list[str]) -> Fleet:
+    return Fleet.model_validate(
+        {
+            "name": "unit",
+            "kubeconfig": "/nonexistent/kubeconfig",
+            "clusters": [{"name": "east", "region": "us-east", "role": "active"}],
+            "absent_roles": absent_roles,
+        }
+    )
+
+
+def test_no_cluster_to_take_over_is_an_error_not_a_pass() -> None:
+    fleet = only_active([])
+    readiness = preflight.Preflight(
+        fleet, FakeAccess(fleet, {"east": cluster_with(deployment(2, 2))}), SHOP
+    ).run()
+    verdict = readiness.verdict()
+    assert verdict.status == "error" and not readiness.ok
+    assert readiness.lines()[:2] == [
+        f"ERR  fleet unit: {role} cluster: expected a {role} cluster, or {role} in absent_roles, "
+        "found none: nothing to check"
+        for role in ("passive", "standby")
+    ]
+    assert verdict.message.startswith(
+        "fleet unit: passive cluster: expected a passive cluster, or passive in absent_roles, found none"
+    )
+
+
+def test_a_role_absent_by_design_is_said_not_failed() -> None:
+    check = preflight.role_check(only_active(["standby"]), "standby")
+    assert check is not None and check.ok
+    assert check.verdict("configuration parity").message == (
+        "fleet unit: standby cluster: expected a standby cluster, or standby in absent_roles, "
+        "found none, absent by design (absent_roles): nothing to check"
+    )
+    assert preflight.role_check(only_active([]), "passive").verdict("parity").status == "error"  # type: ignore[union-attr]
+    assert preflight.role_check(FLEET, "standby") is None
+
+
+def test_a_role_listed_absent_must_have_no_cluster(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        "name: unit\nclusters:\n  - {name: east, region: us-east, role: active}\n"
+        "  - {name: west, region: eu-west, role: passive}\nabsent_roles: [standby, passive]\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"absent_roles\[1\]: expected a role no cluster has \(west is passive\)"
+    ):
+        load_fleet(path)
+
+
+def test_a_readiness_with_no_check_is_an_error() -> None:
+    verdict = preflight.Readiness("shop", ()).verdict()
+    assert verdict.status == "error" and verdict.message == "no readiness check ran for app shop"

@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from harness.config import load_fleet
+from harness.drill import Drill
 from harness.errors import ConfigError
-from harness.report import history, publish, redact, summary
-from harness.report.runs import load_run
-from tests.report_runs import TOKEN, Scenario, write_run
+from harness.report import history, publish, record, redact, summary
+from harness.report.html import summary_rows
+from harness.report.runs import DrillResult, load_run
+from harness.samples import Verdict
+from harness.timeline import Timeline
+from tests.report_runs import FLEET, TOKEN, Scenario, write_run
 
 OLD, NEW = "20261001T000000Z-aaaaaa", "20261101T000000Z-bbbbbb"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -194,3 +199,43 @@ def test_a_real_drill_record_without_its_raw_data_still_reports(tmp_path: Path) 
     assert shown["RTO, measured"] == "-" and shown["recovery outcome"] == "not_recovered"
     assert "no data to plot" in text
     assert published.run.verdict == "error"
+
+
+def _recorded(report_dir: Path, name: str, outcome: str, teardown: str = "", passed: int = 1) -> None:
+    """A drill record made by record.write, with `passed` passing verdicts, from the call's outcome and its
+    teardown's error, as the plugin makes it."""
+    fleet_file = report_dir / "fleet.yaml"
+    fleet_file.write_text(FLEET)
+    drill = Drill(name, load_fleet(fleet_file), None, None, Timeline())  # type: ignore[arg-type]
+    drill.verdicts += [Verdict("pass", "RTO", "<= 20 s", "2 s", "RTO 2 s within objective 20 s", {})] * passed
+    outcome, message = record.conclude(drill, outcome, "", teardown)
+    record.write(drill, report_dir / NEW / name, NEW, outcome, message)
+
+
+def test_a_drill_that_broke_after_passing_verdicts_is_an_error_in_every_report(tmp_path: Path) -> None:
+    teardown = "RevertError: cluster-loss on us-east: revert failed"
+    _recorded(tmp_path, "test_breaks_late", "passed", teardown)
+    published = publish.publish(tmp_path, NEW, with_evidence=True)
+    assert published.run.verdict == "error"
+    completed = ("drill completed", "the drill runs to its end and judges its objectives", "error", "error")
+    rows = summary_rows(published.run)
+    assert [row[2:6] for row in rows] == [("RTO", "<= 20 s", "2 s", "pass"), completed]
+    assert rows[-1][6] == f"teardown: {teardown}"
+    (entry,) = history.read(published.history)
+    assert entry["verdict"] == "error"
+    assert published.evidence is not None
+    csv = (published.evidence / "objectives_vs_measured.csv").read_text()
+    assert ",".join([*completed, f"teardown: {teardown}"]) in csv
+
+
+def test_skipped_drills_neither_pass_nor_fail_a_run(tmp_path: Path) -> None:
+    _recorded(tmp_path, "test_skipped", "skipped", passed=0)
+    assert load_run(tmp_path, NEW).verdict == "skip", "a run that ran nothing passed nothing"
+    _recorded(tmp_path, "test_ran", "passed")
+    assert load_run(tmp_path, NEW).verdict == "pass"
+    assert [d.verdict for d in load_run(tmp_path, NEW).drills] == ["pass", "skip"]
+
+
+def test_a_record_whose_verdict_is_unknown_is_an_error(tmp_path: Path) -> None:
+    assert DrillResult(tmp_path, {"drill": "d", "verdict": "passed"}).verdict == "error"
+    assert DrillResult(tmp_path, {"drill": "d"}).verdict == "error"

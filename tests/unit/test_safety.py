@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from harness.config import Abort, App, Fleet
 from harness.drill import Drill, DrillSettings
-from harness.faults import Fault, FaultContext, FaultStack, KubeContext, Ledger
+from harness.faults import Evidence, Fault, FaultContext, FaultStack, KubeContext, Ledger
 from harness.fleet import FleetAccess
 from harness.lease import DrillLease, FleetLease, LeaseLost
 from harness.safety import (
@@ -49,6 +49,10 @@ class FileFault(Fault, kind="test-safety-file"):
     def revert(self, ctx: FaultContext) -> None:
         for target in self.targets:
             (Path(self.folder) / target).unlink(missing_ok=True)
+
+    def effect(self, ctx: FaultContext, observed: object, started: object) -> Evidence:
+        present = [target for target in self.targets if (Path(self.folder) / target).exists()]
+        return Evidence(len(present) == len(self.targets), f"files present: {present}")
 
 
 def make_fleet(**safety: Any) -> Fleet:
@@ -232,7 +236,12 @@ def test_the_abort_monitor_interrupts_the_drill_and_faults_are_reverted(tmp_path
     ):
         wait_for(lambda: False, 10, "the abort monitor to interrupt the drill")
     assert not (tmp_path / "east").exists() and ledger.entries() == []
-    assert [e.name for e in timeline.events()] == ["fault.injected", "drill.aborted", "fault.reverted"]
+    assert [e.name for e in timeline.events()] == [
+        "fault.injecting",
+        "fault.injected",
+        "drill.aborted",
+        "fault.reverted",
+    ]
     assert len(calls) == 3
     assert signal.getsignal(signal.SIGTERM) == before
 

@@ -1,11 +1,14 @@
-"""harness.traffic against local HTTP servers: schedule, concurrency, failures, reconnects, clean stop."""
+"""harness.traffic against local HTTP servers: schedule, concurrency, failures, the app contract (accepted
+statuses, identity), reconnects, in-flight probes at stop, clean stop."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,6 +19,8 @@ from harness.errors import ConfigError, FleetDrillError
 from harness.samples import ProbeSample
 from harness.traffic import MissedSlot, Prober
 from tests.conftest import wait_for
+
+STOPPED = "stopped: still in flight when probing stopped"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -36,10 +41,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if app.mode == "slow":
             app.release.wait(app.delay)
-        body = app.identity.encode()
-        self.send_response(503 if app.mode == "fail" else 200)
+        if app.mode == "json":
+            body, kind = json.dumps({"cluster": app.identity}).encode(), "application/json"
+        else:
+            body, kind = app.identity.encode(), "text/plain"
+        self.send_response({"fail": 503, "status": app.status}.get(app.mode, 200))
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-Served-By", app.identity)
+        if app.mode != "json":
+            self.send_header("X-Served-By", app.identity)
         self.end_headers()
         self.wfile.write(body)
 
@@ -67,11 +77,12 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class Server:
-    """An HTTP server on 127.0.0.1 whose answers switch with `mode`: ok, fail (503), slow (after `delay`),
-    hang, drop (close without answering), raw (write `raw` and close)."""
+    """An HTTP server on 127.0.0.1 whose answers switch with `mode`: ok, fail (503), status (`status`),
+    slow (after `delay`), json (the identity in a JSON body's "cluster", no header), hang, drop (close
+    without answering), raw (write `raw` and close). Every answer but json's carries X-Served-By."""
 
     def __init__(self, mode: str = "ok", identity: str = "c1/pod-a", port: int = 0) -> None:
-        self.mode, self.identity, self.delay, self.raw = mode, identity, 0.0, b""
+        self.mode, self.identity, self.delay, self.raw, self.status = mode, identity, 0.0, b"", 200
         self.lock, self.release = threading.Lock(), threading.Event()
         self.accepted, self.open = 0, set[socket.socket]()
         self._httpd = _HTTPServer(self, port)
@@ -151,7 +162,7 @@ def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
 
 def test_probes_go_out_on_the_grid_at_the_rate_over_kept_alive_connections(servers: Callable) -> None:
     server, rate = servers(), 50.0
-    with Prober({"a": server.url, "b": server.url}, rate_hz=rate) as probes:
+    with Prober({"a": server.url, "b": server.url}, rate_hz=rate, identity_header="X-Served-By") as probes:
         wait_for(lambda: min(probes.stats(t).recorded for t in "ab") >= 60, 10, "60 probes per target")
     for target in "ab":
         samples = probes.samples(target)
@@ -185,7 +196,8 @@ def test_failures_are_recorded_with_their_kind(servers: Callable, free_port: int
     with Prober(targets, rate_hz=20, timeout_s=0.3) as probes:
         wait_for(lambda: min(probes.stats(t).recorded for t in targets) >= 3, 10, "3 probes per target")
         assert {t: probes.availability(t, last_s=10) for t in targets} == dict.fromkeys(targets, 0.0)
-    assert all(s.ok and s.status == 503 and s.error is None for s in probes.samples("503"))
+    error = "status: HTTP 503 not an accepted status (accepted: 2xx)"
+    assert all(not s.ok and s.status == 503 and s.error == error for s in probes.samples("503"))
     for target, kind in [
         ("drop", "closed"),
         ("hang", "timeout"),
@@ -216,7 +228,7 @@ def test_failures_are_recorded_with_their_kind(servers: Callable, free_port: int
 def test_response_framings_are_read(servers: Callable, raw: bytes, status: int) -> None:
     server = servers("raw")
     server.raw = raw
-    with Prober({"t": server.url}, rate_hz=20) as probes:
+    with Prober({"t": server.url}, rate_hz=20, identity_header="X-Served-By") as probes:
         wait_for(lambda: probes.stats("t").recorded >= 2, 10, "2 probes")
     assert {(s.ok, s.status, s.served_by) for s in probes.samples("t")} == {(True, status, "c2/p")}
 
@@ -229,6 +241,7 @@ def test_answers_over_the_latency_bound_count_as_failed_in_the_live_figures(serv
         server.mode, server.delay = "slow", 0.1
         wait_for(lambda: probes.availability("t", last_s=0.3) == 0.0, 10, "live availability to reach 0")
     assert all(s.ok and s.status == 200 for s in probes.samples("t"))
+    assert max(s.latency for s in probes.samples("t")) >= 0.1, "a slow answer keeps its real latency"
     assert probes.stats("t").failed == sum(s.latency > 0.05 for s in probes.samples("t")) > 0
 
 
@@ -237,14 +250,15 @@ def test_a_full_in_flight_budget_records_busy_slots(servers: Callable) -> None:
     with Prober({"t": server.url}, rate_hz=50, timeout_s=5, max_in_flight=2) as probes:
         wait_for(lambda: probes.stats("t").missed >= 5, 10, "5 missed slots")
         assert probes.stats("t").in_flight == 2
+        probes.stop(drain_s=0)
     busy = [m for m in probes.missed("t") if m.reason == "busy"]
     assert len(busy) >= 4 and all(a.slot < b.slot for a, b in itertools.pairwise(busy))
-    assert probes.samples("t") == []
+    assert [s.error for s in probes.samples("t")] == [STOPPED] * 2
 
 
 def test_probes_reconnect_after_the_server_restarts_on_the_same_port(servers: Callable) -> None:
     first = servers(identity="c1/pod-a")
-    with Prober({"t": first.url}, rate_hz=50, timeout_s=0.5) as probes:
+    with Prober({"t": first.url}, rate_hz=50, timeout_s=0.5, identity_header="X-Served-By") as probes:
         wait_for(lambda: probes.stats("t").recorded >= 5, 10, "5 answers")
         first.stop()
         wait_for(lambda: probes.stats("t").failed, 10, "a failed probe while the server is down")
@@ -265,9 +279,11 @@ def test_stop_is_idempotent_and_leaves_no_thread_or_connection(servers: Callable
     probes = Prober({"hang": hang.url, "ok": ok.url}, rate_hz=50, timeout_s=5)
     with probes:
         wait_for(lambda: probes.stats("hang").in_flight >= 3 and probes.stats("ok").recorded >= 3, 10, "load")
+        probes.stop(drain_s=0)
     probes.stop()
     assert new_threads(before) == []
-    assert probes.stats("hang").in_flight == 0
+    stats = probes.stats("hang")
+    assert stats.in_flight == 0 and stats.sent == stats.recorded == stats.failed
     wait_for(
         lambda: hang.clients_open() + ok.clients_open() == 0, 5, "the servers to see every connection closed"
     )
@@ -309,6 +325,15 @@ def test_a_failure_inside_the_prober_surfaces_in_live_figures_and_stop(
         ({"t": "http://host/"}, {"rate_hz": 0}, "rate_hz must be a positive number"),
         ({"t": "http://host/"}, {"timeout_s": 1, "latency_bound_s": 2}, "latency_bound_s must be in"),
         ({"t": "http://host/"}, {"max_in_flight": 0}, "max_in_flight must be at least 1"),
+        ({"t": "http://host/"}, {"accepted_statuses": ["5xx"]}, "accepted_statuses: expected a status code"),
+        ({"t": "http://host/"}, {"accepted_statuses": [200.0]}, "accepted_statuses: expected a status code"),
+        ({"t": "http://host/"}, {"accepted_statuses": []}, "accepted_statuses: expected at least one"),
+        (
+            {"t": "http://host/"},
+            {"identity_header": "X-Served-By", "identity_field": "cluster"},
+            "identity_header or identity_field, not both",
+        ),
+        ({"t": "http://host/"}, {"identity_header": ""}, "must not be empty"),
     ],
 )
 def test_bad_settings_are_refused_with_the_setting_named(targets: dict, options: dict, match: str) -> None:
@@ -322,3 +347,111 @@ def test_unknown_targets_are_named_and_a_prober_runs_once(servers: Callable) -> 
         probes.samples("x")
     with probes, pytest.raises(FleetDrillError, match="already started"):
         probes.start()
+
+
+@pytest.mark.parametrize(
+    ("status", "options", "error"),
+    [
+        (404, {}, "status: HTTP 404 not an accepted status (accepted: 2xx)"),
+        (301, {}, "status: HTTP 301 not an accepted status (accepted: 2xx)"),
+        (301, {"accepted_statuses": ["2xx", 301]}, None),
+        (
+            302,
+            {"accepted_statuses": ["2xx", 301]},
+            "status: HTTP 302 not an accepted status (accepted: 2xx, 301)",
+        ),
+        (204, {}, None),
+    ],
+    ids=["404-default-backend", "301-by-default", "301-declared", "302-not-declared", "204"],
+)
+def test_only_the_accepted_statuses_are_successful_probes(
+    servers: Callable, status: int, options: dict, error: str | None
+) -> None:
+    server = servers("status")
+    server.status = status
+    with Prober({"t": server.url}, rate_hz=20, **options) as probes:
+        wait_for(lambda: probes.stats("t").recorded >= 3, 10, "3 probes")
+        assert probes.availability("t", last_s=10) == (1.0 if error is None else 0.0)
+    samples = probes.samples("t")
+    assert {(s.ok, s.status, s.error) for s in samples} == {(error is None, status, error)}
+    assert probes.stats("t").failed == (0 if error is None else len(samples))
+
+
+def test_an_answer_without_the_declared_identity_is_not_the_app(servers: Callable) -> None:
+    """An ingress default backend answers, but not as the app: whatever its status, the probe failed."""
+    bare_ok, default_backend = servers("raw"), servers("raw")
+    bare_ok.raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    default_backend.raw = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+    targets = {"app": servers().url, "bare": bare_ok.url, "backend": default_backend.url}
+    contract = {"accepted_statuses": ["2xx", "4xx"], "identity_header": "X-Served-By"}
+    with Prober(targets, rate_hz=20, **contract) as probes:
+        wait_for(lambda: min(probes.stats(t).recorded for t in targets) >= 3, 10, "3 probes per target")
+    assert {(s.ok, s.served_by) for s in probes.samples("app")} == {(True, "c1/pod-a")}
+    not_the_app = "identity: answer without X-Served-By: not the app"
+    for target, status in [("bare", 200), ("backend", 404)]:
+        assert {(s.ok, s.status, s.error, s.served_by) for s in probes.samples(target)} == {
+            (False, status, not_the_app, None)
+        }
+
+
+def test_a_json_field_names_who_served(servers: Callable) -> None:
+    chunked = servers("raw")
+    chunked.raw = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        b'7\r\n{"clust\r\n10\r\ner": "c3/pod-c"}\r\n0\r\n\r\n'
+    )
+    targets = {
+        "json": servers("json", identity="c2/pod-b").url,
+        "chunked": chunked.url,
+        "text": servers().url,
+    }
+    with Prober(targets, rate_hz=20, identity_field="cluster") as probes:
+        wait_for(lambda: min(probes.stats(t).recorded for t in targets) >= 3, 10, "3 probes per target")
+    assert {(s.ok, s.served_by) for s in probes.samples("json")} == {(True, "c2/pod-b")}
+    assert {(s.ok, s.served_by) for s in probes.samples("chunked")} == {(True, "c3/pod-c")}
+    not_the_app = "identity: answer without JSON field 'cluster': not the app"
+    assert {(s.ok, s.status, s.error) for s in probes.samples("text")} == {(False, 200, not_the_app)}
+
+
+def test_probes_in_flight_at_stop_are_awaited_not_dropped(servers: Callable) -> None:
+    server = servers("slow")
+    server.delay = 0.3
+    probes = Prober({"t": server.url}, rate_hz=50, timeout_s=2).start()
+    wait_for(lambda: probes.stats("t").in_flight >= 5, 10, "5 probes in flight")
+    stopping = time.monotonic()
+    probes.stop()
+    stats, samples = probes.stats("t"), probes.samples("t")
+    assert stats.sent == stats.recorded == len(samples) and stats.in_flight == 0
+    assert all(s.ok and s.latency >= 0.3 for s in samples)
+    assert samples[-1].received > stopping, "the last probes were answered after stop began"
+
+
+@pytest.mark.parametrize(
+    ("timeout", "drain", "error"),
+    [(0.3, None, "timeout: no response within 0.3 s"), (5.0, 0.1, STOPPED)],
+    ids=["given-up-at-the-timeout", "still-in-flight-after-the-drain"],
+)
+def test_a_hang_at_the_end_of_probing_is_recorded_as_failed(
+    servers: Callable, timeout: float, drain: float | None, error: str
+) -> None:
+    server = servers("hang")
+    probes = Prober({"t": server.url}, rate_hz=50, timeout_s=timeout).start()
+    wait_for(lambda: probes.stats("t").in_flight >= 3, 10, "3 probes in flight")
+    probes.stop(drain_s=drain)
+    stats, samples = probes.stats("t"), probes.samples("t")
+    assert stats.sent == stats.recorded == stats.failed == len(samples) >= 3
+    assert {(s.ok, s.status, s.error) for s in samples} == {(False, None, error)}
+
+
+@pytest.mark.parametrize(
+    ("spec", "codes"), [("2xx", range(200, 300)), ("4xx", range(400, 500)), (301, range(301, 302))]
+)
+def test_status_specs_stand_for_their_codes(spec: int | str, codes: range) -> None:
+    assert traffic.status_codes(spec) == codes
+
+
+@pytest.mark.parametrize("spec", ["5xx", "1xx", "2XX", "200", 199, 500, True, 200.0, None])
+def test_bad_status_specs_are_refused(spec: object) -> None:
+    with pytest.raises(ValueError, match=r'expected a status code from 200 to 499 or a class "2xx"'):
+        traffic.status_codes(spec)

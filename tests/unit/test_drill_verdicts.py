@@ -1,0 +1,151 @@
+"""Drill verdicts that must never pass: an objective judged but not set, unreadable data, no verdict at all;
+and the outcome a drill's record keeps (record.overall, record.conclude)."""
+
+from pathlib import Path
+
+import pytest
+
+from harness import drill as drill_module
+from harness.config import load_fleet
+from harness.drill import GLOBAL, RESTORED, Drill, DrillSettings, Observation
+from harness.errors import FleetDrillError
+from harness.failover import BackupPoint
+from harness.fleet import ServiceProxy
+from harness.report import record
+from harness.samples import ProbeSample, Verdict
+from harness.timeline import Timeline
+
+FLEET = """
+name: verdicts
+kubeconfig: kubeconfig
+clusters:
+  - {name: east, region: us-east, role: active}
+  - {name: west, region: eu-west, role: passive}
+apps:
+  - name: judged
+    namespace: judged
+    workload: deployment/judged
+    endpoints: {east: "http://192.0.2.11/", west: "http://192.0.2.12/"}
+    objectives: {rto: 20s, rpo: 5s, availability: 0.8, latency: 1s}
+  - name: unset
+    namespace: unset
+    workload: deployment/unset
+    endpoints: {east: "http://192.0.2.21/", west: "http://192.0.2.22/"}
+"""
+T0, RATE_HZ = 100.0, 10.0
+
+
+@pytest.fixture
+def drill(tmp_path: Path) -> Drill:
+    """A drill with no fleet behind it (access and faults are never used): only what it measured."""
+    (tmp_path / "fleet.yaml").write_text(FLEET)
+    settings = DrillSettings(probe_rate_hz=RATE_HZ, stable_count=5, stable_seconds=1.0)
+    return Drill("test_verdicts", load_fleet(tmp_path / "fleet.yaml"), None, None, Timeline(), settings)  # type: ignore[arg-type]
+
+
+def probes(target: str, down: tuple[float, float] = (T0 + 0.5, T0 + 2.0)) -> list[ProbeSample]:
+    """One probe every 1/RATE_HZ s from T0 - 5 s to T0 + 10 s, failing while `down`."""
+    found = []
+    for i in range(int(15 * RATE_HZ)):
+        sent = T0 - 5 + i / RATE_HZ
+        failed = down[0] <= sent < down[1]
+        found.append(
+            ProbeSample.of(target, sent, sent + 1.0, ok=False, error="timed out")
+            if failed
+            else ProbeSample.of(target, sent, sent + 0.01, status=200)
+        )
+    return found
+
+
+def observed(drill: Drill, name: str, target: str = GLOBAL) -> None:
+    app = drill.app(name)
+    drill.observations[name] = Observation(app, {target: probes(target)}, start=T0 - 5, end=T0 + 10)
+
+
+def by_objective(verdicts: list[Verdict]) -> dict[str, Verdict]:
+    return {v.objective: v for v in verdicts}
+
+
+def test_every_objective_judged_but_not_set_is_an_error_naming_its_field(
+    drill: Drill, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    observed(drill, "unset")
+    monkeypatch.setattr(drill_module, "read_present", lambda *_args, **_kw: set())
+    verdicts = by_objective(drill.judge(drill.app("unset"), T0, survivor="west", latency_percentile=99))
+    fields = {"RTO": "rto", "availability": "availability", "p99 latency": "latency", "RPO": "rpo"}
+    assert verdicts.keys() == fields.keys()
+    for objective, field in fields.items():
+        verdict = verdicts[objective]
+        assert verdict.status == "error", verdict
+        assert f"apps[1].objectives.{field}" in verdict.message, verdict.message
+    assert drill.verdicts == list(verdicts.values()), "kept on the drill, so they reach its record"
+    assert drill.figures["unset"]["rto_s"] == pytest.approx(2.0), "the figures are measured all the same"
+
+
+def test_objectives_set_are_judged_from_what_was_measured(drill: Drill) -> None:
+    observed(drill, "judged")
+    verdicts = by_objective(drill.judge(drill.app("judged"), T0, latency_percentile=50))
+    assert {name: v.status for name, v in verdicts.items()} == {
+        "RTO": "pass",
+        "availability": "pass",
+        "p50 latency": "pass",
+    }
+
+
+def test_an_rto_the_fleet_file_does_not_set_is_an_error_in_a_restore_too(
+    drill: Drill, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    observed(drill, "unset", RESTORED)
+    monkeypatch.setattr(drill_module, "read_present", lambda *_args, **_kw: set())
+    proxy = ServiceProxy("https://192.0.2.1/api/v1/namespaces/x/services/unset:http/proxy", None, {})
+    point = BackupPoint("unset-drill", T0 - 4, T0 - 3)
+    rto = by_objective(drill.judge_restore(drill.app("unset"), T0, point, proxy))["RTO"]
+    assert rto.status == "error" and "apps[1].objectives.rto" in rto.message, rto
+
+
+def test_survivor_data_that_cannot_be_read_is_an_rpo_error_not_a_crash(
+    drill: Drill, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(*_args: object, **_kw: object) -> set[int]:
+        raise FleetDrillError("GET http://192.0.2.12/orders: connection refused")
+
+    observed(drill, "judged")
+    monkeypatch.setattr(drill_module, "read_present", unreadable)
+    verdicts = by_objective(drill.judge(drill.app("judged"), T0, survivor="west"))
+    assert verdicts["RPO"].status == "error" and "connection refused" in verdicts["RPO"].message
+    assert verdicts["RTO"].status == "pass", "the other verdicts are kept"
+
+
+PASS = Verdict("pass", "RTO", "<= 20 s", "2 s", "RTO 2 s within objective 20 s", {})
+FAIL = Verdict("fail", "RTO", "<= 20 s", "35 s", "RTO 35 s exceeds objective 20 s", {})
+ERROR = Verdict("error", "RTO", "apps[0].objectives.rto set", "no objective", "RTO not judged: ...", {})
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "called", "teardown", "outcome", "verdict"),
+    [
+        ([PASS], "passed", "", "passed", "pass"),
+        ([FAIL], "passed", "", "failed", "fail"),  # the test forgot to assert: the plugin fails it
+        ([ERROR, PASS], "passed", "", "failed", "error"),
+        ([], "passed", "", "failed", "error"),  # no verdict
+        ([], "skipped", "", "skipped", "skip"),
+        ([FAIL], "skipped", "", "failed", "fail"),
+        ([FAIL], "failed", "", "failed", "fail"),
+        ([PASS], "failed", "", "failed", "fail"),  # failed after its verdicts
+        ([PASS], "error", "", "error", "error"),  # e.g. the fail-back raised
+        ([], "failed", "", "failed", "error"),  # e.g. no steady state: nothing judged
+        ([PASS], "passed", "RevertError: cluster-loss on east: revert failed", "error", "error"),
+    ],
+)
+def test_the_recorded_outcome_combines_the_call_the_verdicts_and_the_teardown(
+    drill: Drill, verdicts: list[Verdict], called: str, teardown: str, outcome: str, verdict: str
+) -> None:
+    drill.verdicts += verdicts
+    got, message = record.conclude(drill, called, "", teardown)
+    assert (got, record.overall(drill, got)) == (outcome, verdict)
+    if teardown:
+        assert message == f"teardown: {teardown}"
+    elif not verdicts and called != "skipped":
+        assert message == record.NO_VERDICT
+    elif outcome != called:
+        assert message == "; ".join(v.message for v in verdicts if v.status != "pass")

@@ -1,0 +1,132 @@
+"""A fault's effect, proven from outside the faulted part: the evidence helpers and the wait for them."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes.client import ApiClient, Configuration
+
+from harness.faults import Evidence, Fault, FaultContext, KubeContext
+from harness.faults.cluster import ClusterLoss
+from harness.faults.evidence import DOWN_PROBES, FaultNotEffective, await_effect, endpoint_down
+from harness.samples import ProbeSample
+from harness.timeline import Event, Timeline
+
+
+@dataclass
+class Probes:
+    """Observed: a fixed probe series per cluster."""
+
+    series: dict[str, list[ProbeSample]]
+
+    def endpoint_probes(self, cluster: str, since: float) -> list[ProbeSample] | None:
+        found = self.series.get(cluster)
+        return None if found is None else [s for s in found if s.sent >= since]
+
+
+def probes(*oks: bool, start: float = 10.0) -> list[ProbeSample]:
+    return [
+        ProbeSample.of(
+            "east",
+            start + i * 0.02,
+            start + i * 0.02 + 0.01,
+            ok=ok,
+            status=200 if ok else None,
+            error=None if ok else "ConnectionRefusedError",
+        )
+        for i, ok in enumerate(oks)
+    ]
+
+
+def unreachable_api() -> ApiClient:
+    """An API client for a port nothing listens on (a lost control plane)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = Configuration()
+    config.host = f"http://127.0.0.1:{port}"
+    return ApiClient(config)
+
+
+@pytest.fixture
+def ctx() -> KubeContext:
+    return KubeContext({"east": unreachable_api()})
+
+
+def test_a_cluster_is_down_only_after_enough_failed_probes_since_injection() -> None:
+    observed = Probes({"east": probes(*[True] * 50, *[False] * (DOWN_PROBES - 1))})
+    evidence = endpoint_down(observed, "east", 0.0)
+    assert evidence == Evidence(False, "east's endpoint answered 50 of 54 probes")
+    observed = Probes({"east": probes(*[True] * 50, *[False] * DOWN_PROBES)})
+    assert endpoint_down(observed, "east", 0.0).effective
+    assert endpoint_down(observed, "west", 0.0) is None
+
+
+def test_a_cluster_loss_whose_endpoint_still_answers_is_not_effective(ctx: KubeContext) -> None:
+    fault = ClusterLoss(targets=("east",))
+    started = Event("fault.injecting", 10.0, 1_700_000_000.0)
+    evidence = fault.effect(ctx, Probes({"east": probes(*[True] * 1420)}), started)
+    assert not evidence.effective
+    assert evidence.detail.startswith(
+        "east's endpoint answered 1,420 of 1,420 probes; its API server is unreachable"
+    )
+
+
+def test_a_cluster_loss_is_shown_by_its_endpoint_and_says_what_the_api_did(ctx: KubeContext) -> None:
+    fault = ClusterLoss(targets=("east",))
+    started = Event("fault.injecting", 10.0, 1_700_000_000.0)
+    evidence = fault.effect(ctx, Probes({"east": probes(True, *[False] * 10)}), started)
+    assert evidence.effective
+    assert "failed its last 10 probes (ConnectionRefusedError)" in evidence.detail
+    assert "its API server is unreachable" in evidence.detail
+    unprobed = fault.effect(ctx, Probes({}), started)
+    assert unprobed.effective and unprobed.detail.startswith("east's endpoints are not probed")
+
+
+def test_failures_before_injection_began_are_no_evidence(ctx: KubeContext) -> None:
+    series = probes(*[False] * 20, *[True] * 20, start=0.0)
+    started = Event("fault.injecting", series[20].sent, 1_700_000_000.0)
+    assert not ClusterLoss(targets=("east",)).effect(ctx, Probes({"east": series}), started).effective
+
+
+@dataclass(frozen=True)
+class Flag(Fault, kind="test-effect-flag"):
+    """Takes effect once `folder/<target>` exists (written by someone else, or never)."""
+
+    folder: str
+    effect_deadline_s = 0.5
+
+    def inject(self, ctx: FaultContext) -> None: ...
+
+    def revert(self, ctx: FaultContext) -> None: ...
+
+    def effect(self, ctx: FaultContext, observed: object, started: Event) -> Evidence:
+        present = (Path(self.folder) / self.targets[0]).exists()
+        return Evidence(present, "flag written" if present else "no flag")
+
+
+def test_the_drill_waits_for_the_effect_and_records_it(tmp_path: Path) -> None:
+    timeline = Timeline()
+    started, completed = timeline.record("fault.injecting"), timeline.record("fault.injected")
+    (tmp_path / "east").touch()
+    injection = await_effect(
+        Flag(str(tmp_path), targets=("east",)), KubeContext(), Probes({}), started, completed, timeline
+    )
+    assert (injection.started, injection.completed) == (started.t_mono, completed.t_mono)
+    assert injection.effective == timeline.last("fault.effective").t_mono >= completed.t_mono
+    assert timeline.last("fault.effective").detail == {"kind": "test-effect-flag", "evidence": "flag written"}
+
+
+def test_a_fault_whose_effect_never_shows_is_an_error_naming_the_evidence(tmp_path: Path) -> None:
+    timeline = Timeline()
+    started, completed = timeline.record("fault.injecting"), timeline.record("fault.injected")
+    with pytest.raises(
+        FaultNotEffective, match=r"test-effect-flag on east .* did not take effect within 0.5 s: no flag"
+    ):
+        await_effect(
+            Flag(str(tmp_path), targets=("east",)), KubeContext(), Probes({}), started, completed, timeline
+        )
+    assert timeline.last("fault.not_effective").detail["evidence"] == "no flag"
