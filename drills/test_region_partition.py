@@ -21,7 +21,7 @@ def test_partition_the_primary_region(drill: Drill, app: App, failover: Failover
     passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
     deadline = 2 * (app.objectives.rto or 30.0)
     with drill.observe(app), drill.direct_writes(app, primary) as cut_off:
-        assert drill.steady(app, primary, BASELINE_S, deadline), (
+        assert drill.steady(app, primary, drill.sentinel_history_s(app, BASELINE_S), deadline), (
             f"steady state: {primary} does not serve {app.name}"
         )
         t0 = drill.inject(WanPartition(targets=(primary,))).started

@@ -25,7 +25,7 @@ def test_lose_the_primary_while_the_standby_region_is_cut_off(
     standby = [c.name for c in drill.fleet.clusters if c.role == "standby"]
     deadline = 2 * (app.objectives.rto or 30.0)
     with drill.observe(app):
-        assert drill.steady(app, primary, BASELINE_S, deadline), (
+        assert drill.steady(app, primary, drill.sentinel_history_s(app, BASELINE_S), deadline), (
             f"steady state: {primary} does not serve {app.name}"
         )
         if standby:

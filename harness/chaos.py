@@ -1,29 +1,27 @@
-"""The Chaos Toolkit bridge: experiments/*.yaml|json run as pytest items through chaoslib.
+"""The Chaos Toolkit bridge: experiments/*.yaml|json run as pytest items through chaoslib, as drills.
 
-An experiment is loaded, checked and run with chaoslib (load_experiment, ensure_experiment_is_valid,
-run_experiment), never the CLI, with rollbacks always run (chaoslib skips them after a failure unless
-the runtime rollback strategy is "always"). The fleet fills the experiment's configuration (every key
-the experiment leaves unset or reads from the environment: ${kubeconfig}, ${context}, ${global_url},
-... see configuration_values) and adds the secret scopes chaosk8s activities name to reach a cluster:
-`k8s` (the active cluster), `k8s-<role>` (the first cluster of a role) and `k8s-<cluster>`, each with
-its KUBERNETES_CONTEXT. chaosk8s reads the kubeconfig path from the process (KUBECONFIG, frozen into
-the kubernetes client at import), so it is pointed at the fleet's for the run and put back after.
-
-The journal (secrets masked) goes to the report folder and to allure, each activity is an allure step,
-and a steady state not met, a deviation, a failed method activity or a failed rollback fails the item.
+An experiment is loaded, prepared for the fleet (harness.faults.experiment: the fleet fills only the
+configuration the experiment leaves unset, and adds the secret scopes `k8s`, `k8s-<role>` and
+`k8s-<cluster>`), checked and run with chaoslib (never the CLI), with rollbacks always run, inside a
+DrillRun: the clusters its actions act on pass the allowlist and blast radius and are leased, and its
+changes are in the fault ledger (an ExperimentFault) before its method runs, so a crash leaves them for
+`fleetdrill recover`. While it runs, the app's endpoints are probed (and the fleet's abort rule watched),
+each activity goes to the timeline and to allure. A steady state not met, a deviation, a failed method
+activity or a method action that selected nothing fails it; a rollback that failed, an abort or an
+interruption is an error. The verdict goes to the drill record (report, history, evidence); the journal
+(secrets masked) to the record's folder and to allure.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import allure
 import pytest
@@ -32,137 +30,51 @@ from chaoslib.experiment import ensure_experiment_is_valid, run_experiment
 from chaoslib.loader import load_experiment
 from chaoslib.run import RunEventHandler
 from chaoslib.types import Strategy
-from kubernetes.config import kube_config
 
-from harness.config import App, Fleet
+from harness.config import Fleet
+from harness.drill import Drill
 from harness.errors import ConfigError, FleetDrillError
-from harness.safety import check_allowed
+from harness.faults.base import Evidence
+from harness.faults.experiment import (
+    ExperimentFault,
+    Targets,
+    app_of,
+    environment_keys,
+    failed_run,
+    kubeconfig_for_chaosk8s,
+    kubeconfig_paths,
+    prepare,
+    record_values,
+    targets,
+    workload_replicas,
+)
+from harness.fleet import FleetAccess
+from harness.report import allure as allure_results
+from harness.run import DrillRun, RunSettings
+from harness.safety import DrillAborted, Guard, SafetyError
+from harness.samples import Status, Verdict
+from harness.timeline import Timeline
 
 SUFFIXES = (".yaml", ".yml", ".json")
 FOLDER = "experiments"
 SETTINGS = {"runtime": {"rollbacks": {"strategy": "always"}}}
 SUITE_TAGS = ("gate", "quarterly", "gameday")
+READ_ONLY_TAG = "gate"
 POLL_S = 0.2
 MASK = "***"
+JOURNAL = "journal.json"
+EXPECTED = "the steady state holds through the method, whose actions select something, and rollbacks succeed"
+OUTCOMES: dict[Status, str] = {"pass": "passed", "fail": "failed", "error": "error"}
+_ABORTED = f"{DrillAborted.__module__}.{DrillAborted.__qualname__}: "
 
 
 class ExperimentFailed(FleetDrillError):
-    """An experiment ran and showed a weakness, or could not run as written."""
+    """An experiment could not run as written, or ended in error."""
 
 
 def is_experiment(path: Path) -> bool:
     """A YAML or JSON file under a folder called experiments."""
     return path.suffix in SUFFIXES and FOLDER in path.parent.parts
-
-
-def _key(name: str) -> str:
-    return name.replace("-", "_")
-
-
-def _app(fleet: Fleet, configuration: dict[str, Any]) -> App | None:
-    """The app the experiment names (configuration.app), else the fleet's only app."""
-    named = configuration.get("app")
-    if isinstance(named, str):
-        return fleet.app(named)
-    if len(fleet.apps) > 1:
-        names = ", ".join(a.name for a in fleet.apps)
-        raise ConfigError(f"the fleet has several apps ({names}): set configuration.app in the experiment")
-    return fleet.apps[0] if fleet.apps else None
-
-
-def configuration_values(fleet: Fleet, app: App | None) -> dict[str, str]:
-    """What the fleet gives an experiment's configuration.
-
-    kubeconfig, fleet; per cluster context_<cluster>; for the first cluster of each role <role>_cluster
-    and <role>_context, and cluster and context for the active one; with an app: app, namespace,
-    workload (its name), global_url, health_url (global_url + health path) and url_<cluster>.
-    Cluster names have "-" turned into "_" in keys.
-    """
-    values = {"fleet": fleet.name, "kubeconfig": kubeconfig_paths(fleet)}
-    for cluster in reversed(fleet.clusters):  # the first of each role wins
-        values[f"context_{_key(cluster.name)}"] = fleet.context_for(cluster)
-        values[f"{cluster.role}_cluster"] = cluster.name
-        values[f"{cluster.role}_context"] = fleet.context_for(cluster)
-    if "active_cluster" in values:
-        values |= {"cluster": values["active_cluster"], "context": values["active_context"]}
-    if app is not None:
-        values |= {"app": app.name, "namespace": app.namespace, "workload": app.workload.split("/", 1)[1]}
-        if app.global_endpoint:
-            values |= {
-                "global_url": app.global_endpoint,
-                "health_url": urljoin(app.global_endpoint, app.health_path),
-            }
-        values |= {f"url_{_key(name)}": url for name, url in app.endpoints.items()}
-    return values
-
-
-def secret_scopes(fleet: Fleet) -> dict[str, dict[str, str]]:
-    """The chaosk8s secret scopes of the fleet: k8s, k8s-<role> and k8s-<cluster>."""
-    scopes: dict[str, dict[str, str]] = {}
-    for cluster in reversed(fleet.clusters):
-        context = {"KUBERNETES_CONTEXT": fleet.context_for(cluster)}
-        scopes[f"k8s-{cluster.role}"] = context
-        scopes[f"k8s-{cluster.name}"] = context
-    if "k8s-active" in scopes:
-        scopes["k8s"] = scopes["k8s-active"]
-    return scopes
-
-
-def kubeconfig_paths(fleet: Fleet) -> str:
-    """Every kubeconfig of the fleet, joined as KUBECONFIG joins them."""
-    paths = dict.fromkeys(str(fleet.kubeconfig_for(c)) for c in fleet.clusters)
-    return os.pathsep.join(paths)
-
-
-def prepare(experiment: dict[str, Any], fleet: Fleet) -> dict[str, Any]:
-    """The experiment with the fleet's configuration values and secret scopes filled in.
-
-    A configuration key the experiment sets to a literal value keeps it; one it reads from the
-    environment ({"type": "env", ...}) or leaves out gets the fleet's value. Declared scopes are kept.
-    """
-    configuration = dict(experiment.get("configuration") or {})
-    for key, value in configuration_values(fleet, _app(fleet, configuration)).items():
-        declared = configuration.get(key)
-        if declared is None or (isinstance(declared, dict) and declared.get("type") == "env"):
-            configuration[key] = value
-    secrets = {**secret_scopes(fleet), **(experiment.get("secrets") or {})}
-    return {**experiment, "configuration": configuration, "secrets": secrets}
-
-
-def _activities(experiment: dict[str, Any], *parts: str) -> Iterator[dict[str, Any]]:
-    for part in parts:
-        yield from (a for a in experiment.get(part) or [] if isinstance(a, dict))
-
-
-def targets(experiment: dict[str, Any], fleet: Fleet) -> list[str]:
-    """The clusters the method's and rollbacks' actions act on, from the secret scopes they name.
-
-    ConfigError when a chaosk8s action names no scope (it would act on whatever context is current) or
-    a scope whose context is not one of the fleet's: nothing unguarded runs.
-    """
-    scopes = {name: s for name, s in (experiment.get("secrets") or {}).items() if isinstance(s, dict)}
-    by_context = {fleet.context_for(c): c.name for c in fleet.clusters}
-    found: list[str] = []
-    for activity in _activities(experiment, "method", "rollbacks"):
-        provider, name = activity.get("provider") or {}, activity.get("name")
-        if activity.get("type") != "action":
-            continue
-        named = [scopes.get(scope, {}) for scope in provider.get("secrets") or []]
-        contexts = [scope["KUBERNETES_CONTEXT"] for scope in named if "KUBERNETES_CONTEXT" in scope]
-        if not contexts and str(provider.get("module", "")).startswith("chaosk8s"):
-            raise ConfigError(
-                f"action {name!r}: name the cluster it acts on with secrets: [k8s] (the active cluster), "
-                "[k8s-<role>] or [k8s-<cluster>]"
-            )
-        for context in contexts:
-            if not isinstance(context, str) or context not in by_context:
-                raise ConfigError(
-                    f"action {name!r}: its secrets name context {context!r}, which is not a context of "
-                    f"fleet {fleet.name} ({', '.join(by_context)})"
-                )
-            if by_context[context] not in found:
-                found.append(by_context[context])
-    return found
 
 
 def masked(journal: dict[str, Any]) -> dict[str, Any]:
@@ -184,25 +96,46 @@ def _probe_line(run: dict[str, Any]) -> str:
     return f"probe {activity.get('name')!r} expected {activity.get('tolerance')!r}, {got}"
 
 
-def failure(journal: dict[str, Any]) -> str | None:
-    """Why the run counts as failed (one line), or None when it passed."""
+def _failure(journal: dict[str, Any]) -> tuple[Status, str] | None:
+    """Why the run counts as failed or in error (one line), or None."""
     states = journal.get("steady_states") or {}
     for moment, label in (("before", "before the method"), ("after", "after the method (deviated)")):
         state = states.get(moment) or {}
         if state.get("steady_state_met") is False:
             unmet = [_probe_line(r) for r in state.get("probes", []) if r.get("tolerance_met") is False]
-            return f"steady-state hypothesis not met {label}: {'; '.join(unmet) or 'a probe failed'}"
-    for part, label in (("run", "method"), ("rollbacks", "rollback")):
-        for run in journal.get(part) or []:
-            if run.get("status") != "succeeded":
-                error = "".join(run.get("exception") or []).strip().splitlines()
-                why = error[-1] if error else run.get("status")
-                return f"{label} activity {run.get('activity', {}).get('name')!r} {run.get('status')}: {why}"
+            return "fail", f"steady-state hypothesis not met {label}: {'; '.join(unmet) or 'a probe failed'}"
+    failed = failed_run(journal.get("run") or [])
+    if failed is not None:
+        return "fail", f"method {failed}"
+    failed = failed_run(journal.get("rollbacks") or [])
+    if failed is not None:
+        return "error", f"rollback {failed}"
     if journal.get("deviated"):
-        return "the steady state deviated"
+        return "fail", "the steady state deviated"
     if journal.get("status") != "completed":
-        return f"the experiment ended {journal.get('status')}"
+        return "error", f"the experiment ended {journal.get('status')}"
     return None
+
+
+def judge(journal: dict[str, Any], evidence: Evidence | None, stopped: str | None = None) -> Verdict:
+    """The experiment's verdict from its journal, the evidence of what its method's actions selected
+    (None when it changed nothing) and why the drill stopped it, if it did."""
+    measured = f"ended {journal.get('status')}" + (", deviated" if journal.get("deviated") else "")
+    failure = _failure(journal)
+    if stopped is not None:
+        failure = "error", stopped
+    elif failure is None and evidence is not None and not evidence.effective:
+        failure = "fail", f"{evidence.detail}: the experiment tested nothing"
+    if failure is not None:
+        return Verdict(failure[0], "experiment", EXPECTED, measured, failure[1], {})
+    selected = evidence.detail if evidence is not None else "its method changed nothing"
+    return Verdict("pass", "experiment", EXPECTED, measured, f"the steady state held; {selected}", {})
+
+
+def rolled_back(experiment: dict[str, Any], journal: dict[str, Any]) -> bool:
+    """Every rollback the experiment declares ran and succeeded."""
+    runs = journal.get("rollbacks") or []
+    return len(runs) == len(experiment.get("rollbacks") or []) and failed_run(runs) is None
 
 
 class AllureSteps(RunEventHandler):  # type: ignore[misc]
@@ -230,7 +163,7 @@ class AllureSteps(RunEventHandler):  # type: ignore[misc]
     def start_method(self, experiment: Any) -> None:
         self._start(2, "method")
 
-    def method_completed(self, experiment: Any, state: Any) -> None:
+    def method_completed(self, experiment: Any, state: Any = None) -> None:
         self._stop(2)
 
     def start_hypothesis_after(self, experiment: Any) -> None:
@@ -256,36 +189,61 @@ class AllureSteps(RunEventHandler):  # type: ignore[misc]
             self._stop(key, "interrupted")
 
 
-@contextmanager
-def kubeconfig_for_chaosk8s(paths: str) -> Iterator[None]:
-    """Point chaosk8s (which loads the process's default kubeconfig) at `paths`; put it back after."""
-    saved_env, saved_default = os.environ.get("KUBECONFIG"), kube_config.KUBE_CONFIG_DEFAULT_LOCATION
-    os.environ["KUBECONFIG"], kube_config.KUBE_CONFIG_DEFAULT_LOCATION = paths, paths
-    try:
-        yield
-    finally:
-        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = saved_default
-        if saved_env is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = saved_env
+class Watch(RunEventHandler):  # type: ignore[misc]
+    """Each activity on the drill's timeline; an abort of the drill (its abort rule, a lost lease) stops the
+    experiment, whose rollbacks still run (chaoslib reports the abort as the failure of the activity it
+    interrupted); a signal (Ctrl-C) is kept to stop the session after the record is written."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+        self.stopped: str | None = None
+        self.interrupted = False
+        self._rolling_back = False
+
+    def start_rollbacks(self, experiment: Any) -> None:
+        self._rolling_back = True
+
+    def activity_completed(self, activity: Any, run: Any) -> None:
+        detail = {"name": activity.get("name"), "type": activity.get("type"), "status": run.get("status")}
+        self.timeline.record("experiment.activity", detail=detail)
+        error = "".join(run.get("exception") or [])
+        if _ABORTED in error and self.stopped is None:
+            self.stopped = error.rpartition(_ABORTED)[2].strip().splitlines()[0]
+            if not self._rolling_back and threading.current_thread() is threading.main_thread():
+                raise KeyboardInterrupt(self.stopped)  # chaoslib: "interrupted", then the rollbacks
+
+    def signal_exit(self) -> None:
+        if self.stopped is None:
+            self.interrupted = True
 
 
-def run(experiment: dict[str, Any], fleet: Fleet, journal_path: Path) -> dict[str, Any]:
-    """Check and run a prepared experiment with rollbacks always run; the journal goes to journal_path."""
+def run(
+    experiment: dict[str, Any], fleet: Fleet, journal_path: Path, handlers: tuple[RunEventHandler, ...] = ()
+) -> dict[str, Any]:
+    """Run a prepared, valid experiment with rollbacks always run; the journal goes to journal_path."""
     try:
-        ensure_experiment_is_valid(experiment)
+        with kubeconfig_for_chaosk8s(kubeconfig_paths(fleet)):
+            journal = run_experiment(
+                experiment,
+                settings=SETTINGS,
+                strategy=Strategy.DEFAULT,
+                event_handlers=[AllureSteps(), *handlers],
+            )
     except ChaosException as error:
-        raise ExperimentFailed(f"invalid experiment: {error}") from None
-    with kubeconfig_for_chaosk8s(kubeconfig_paths(fleet)):
-        journal = run_experiment(
-            experiment, settings=SETTINGS, strategy=Strategy.DEFAULT, event_handlers=[AllureSteps()]
-        )
+        raise ExperimentFailed(f"the experiment could not run: {error}") from None
     text = json.dumps(masked(journal), indent=2, default=str)
     journal_path.parent.mkdir(parents=True, exist_ok=True)
     journal_path.write_text(text)
     allure.attach(text, name="chaostoolkit journal", attachment_type=allure.attachment_type.JSON)
     return journal
+
+
+def validate(experiment: dict[str, Any]) -> None:
+    """ExperimentFailed, in one line, for an experiment chaoslib would refuse."""
+    try:
+        ensure_experiment_is_valid(experiment)
+    except ChaosException as error:
+        raise ExperimentFailed(f"invalid experiment: {error}") from None
 
 
 def answers_within(
@@ -310,38 +268,154 @@ def answers_within(
         time.sleep(POLL_S)
 
 
+def acting_on(experiment: dict[str, Any], fleet: Fleet, tags: list[str]) -> Targets:
+    """The clusters an experiment acts on; ConfigError when it acts on some yet is tagged gate."""
+    found = targets(experiment, fleet)
+    if found.clusters and READ_ONLY_TAG in tags:
+        raise ConfigError(
+            f"tagged {READ_ONLY_TAG} (read-only drills) yet its actions act on {', '.join(found.clusters)}: "
+            "tag it quarterly or gameday"
+        )
+    return found
+
+
+def plan(title: str, found: Targets, fleet: Fleet, allow_prod: bool) -> str:
+    """What the experiment would act on, with the safety verdict (allowlist, blast radius) per cluster."""
+    guard, verdicts = Guard(fleet, allow_prod=allow_prod), []
+    for i, cluster in enumerate(found.clusters):
+        marker = ExperimentFault(targets=(cluster,), experiment="", fleet="")
+        try:
+            guard(marker, frozenset(found.clusters[:i]))
+            verdicts.append(f"{cluster} (allowed)")
+        except SafetyError as refusal:
+            verdicts.append(f"{cluster} ({refusal})")
+    text = f"would run {title!r} acting on {', '.join(verdicts) or 'no cluster'}"
+    if found.unscoped:
+        active = fleet.primary().name
+        text += (
+            f"; without a secret scope, acting on the active cluster {active}: {', '.join(found.unscoped)}"
+        )
+    return text
+
+
 class ExperimentItem(pytest.Item):
-    """One Chaos Toolkit experiment, run against the fleet."""
+    """One Chaos Toolkit experiment, run against the fleet as a drill (harness.run.DrillRun)."""
 
     def __init__(
-        self, *, raw: dict[str, Any], fleet: Callable[[], Fleet], report: Path, **kwargs: Any
+        self,
+        *,
+        raw: dict[str, Any],
+        fleet: Callable[[], Fleet],
+        settings: Callable[[pytest.Item], RunSettings],
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.raw, self._fleet, self.report = raw, fleet, report
-        for tag in raw.get("tags") or []:
+        self.raw, self._fleet, self._settings = raw, fleet, settings
+        for tag in self.tags:
             if tag in SUITE_TAGS:
                 self.add_marker(tag)
         self.add_marker("destructive")
 
+    @property
+    def tags(self) -> list[str]:
+        return [str(tag) for tag in self.raw.get("tags") or []]
+
     def runtest(self) -> None:
-        fleet = self._fleet()
-        try:
-            experiment = prepare(self.raw, fleet)
-            clusters = targets(experiment, fleet)
-        except ConfigError as error:
-            raise ExperimentFailed(f"{self.path.name}: {error}") from None
+        fleet, settings = self._fleet(), self._settings(self)
         if self.config.getoption("--dry-run"):
-            where = ", ".join(clusters) or "no cluster"
-            pytest.skip(f"dry run: {self.name}: would run {experiment.get('title')!r} acting on {where}")
-        for cluster in clusters:
-            check_allowed(fleet, cluster, allow_prod=self.config.getoption("--allow-prod"))
+            try:
+                found = acting_on(self.raw, fleet, self.tags)
+            except ConfigError as error:
+                raise ExperimentFailed(f"{self.path.name}: {error}") from None
+            text = plan(str(self.raw.get("title")), found, fleet, settings.allow_prod)
+            pytest.skip(f"dry run: {self.name}: {text}")
+        access = FleetAccess(fleet)
         try:
-            journal = run(experiment, fleet, self.report / "journal.json")
-        except ExperimentFailed as error:
-            raise ExperimentFailed(f"{self.path.name}: {error}") from None
-        why = failure(journal)
-        if why is not None:
-            raise ExperimentFailed(f"{self.path.name}: {why} (journal: {self.report / 'journal.json'})")
+            self._run(DrillRun(self.name, fleet, access, settings), settings)
+        finally:
+            access.close()
+
+    def _run(self, drill_run: DrillRun, settings: RunSettings) -> None:
+        """Run the experiment in the drill run, write its record, and end as its verdict says."""
+        try:
+            with drill_run.running() as drill:
+                verdict, interrupted = self._experiment(drill, settings)
+        except BaseException as error:
+            outcome = "failed" if isinstance(error, SafetyError) else "error"
+            why = str(error) if isinstance(error, FleetDrillError) else f"{type(error).__name__}: {error}"
+            drill_run.finish(outcome, why)
+            allure_results.attach(self.config, self, settings.folder)
+            raise
+        outcome, message = drill_run.finish(
+            OUTCOMES[verdict.status], "" if verdict.status == "pass" else verdict.message
+        )
+        allure_results.attach(self.config, self, settings.folder)
+        if interrupted:
+            raise KeyboardInterrupt(f"{self.path.name}: interrupted")
+        where = f" (journal: {settings.folder / JOURNAL})" if (settings.folder / JOURNAL).exists() else ""
+        if outcome == "failed":
+            raise pytest.fail.Exception(f"{self.path.name}: {message}{where}", pytrace=False)
+        if outcome == "error":
+            raise ExperimentFailed(f"{self.path.name}: {message}{where}")
+
+    def _experiment(self, drill: Drill, settings: RunSettings) -> tuple[Verdict, bool]:
+        """Prepare, guard, ledger, run and judge the experiment: its verdict, and whether a signal stopped
+        it."""
+        fleet = drill.fleet
+        try:
+            found = acting_on(self.raw, fleet, self.tags)
+            if found.clusters and settings.fleet_file is None:
+                raise ConfigError("the run names no fleet file, which `fleetdrill recover` would need")
+            recorded = record_values(self.raw, fleet, lambda app, c: workload_replicas(drill.access, app, c))
+            experiment = prepare(self.raw, fleet, recorded)
+            validate(experiment)
+        except (ConfigError, ExperimentFailed) as error:
+            verdict = Verdict("error", "experiment", EXPECTED, "not run", str(error), {})
+            drill.verdicts.append(verdict)
+            return verdict, False
+        detail = {
+            "title": experiment.get("title"),
+            "targets": list(found.clusters),
+            "unscoped": list(found.unscoped),
+        }
+        drill.timeline.record("experiment.planned", detail=detail)
+        journal_path = settings.folder / JOURNAL
+        fault = (
+            ExperimentFault(
+                targets=found.clusters,
+                experiment=str(self.path.absolute()),
+                fleet=str(Path(settings.fleet_file or "").absolute()),
+                journal=str(journal_path.absolute()),
+                recorded=recorded,
+                environment=environment_keys(self.raw),
+            )
+            if found.clusters
+            else None
+        )
+        watch = Watch(drill.timeline)
+        with self._observed(drill, experiment):
+            injected = drill.stack.push(fault) if fault is not None else None
+            journal = run(experiment, fleet, journal_path, (watch,))
+        evidence = None
+        if fault is not None and injected is not None:
+            if rolled_back(experiment, journal):  # its rollbacks undid it: out of the stack and the ledger
+                drill.stack.forget(fault)
+                record = fault.to_record()
+                keep = {key: record[key] for key in ("kind", "targets", "params")}
+                drill.timeline.record("fault.reverted", detail={"id": injected.detail["id"], **keep})
+            if journal.get("run"):
+                evidence = fault.effect(drill.access, drill, injected)
+                name = "fault.effective" if evidence.effective else "fault.not_effective"
+                drill.timeline.record(name, detail={"kind": fault.kind, "evidence": evidence.detail})
+        verdict = judge(journal, evidence, watch.stopped)
+        drill.verdicts.append(verdict)
+        return verdict, watch.interrupted
+
+    def _observed(self, drill: Drill, experiment: dict[str, Any]) -> AbstractContextManager[Any]:
+        """The experiment's app probed (and the abort rule watched) while it runs, when it has a global
+        endpoint."""
+        app = app_of(drill.fleet, dict(experiment.get("configuration") or {}))
+        return drill.observe(app) if app is not None and app.global_endpoint else nullcontext()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, FleetDrillError | ChaosException):
@@ -355,25 +429,30 @@ class ExperimentItem(pytest.Item):
 class ExperimentFile(pytest.File):
     """An experiment file: one item, named after the file."""
 
-    def __init__(self, *, fleet: Callable[[], Fleet], report: Callable[[str], Path], **kwargs: Any) -> None:
+    def __init__(
+        self, *, fleet: Callable[[], Fleet], settings: Callable[[pytest.Item], RunSettings], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self._fleet, self._report = fleet, report
+        self._fleet, self._settings = fleet, settings
 
     def collect(self) -> Iterator[ExperimentItem]:
         try:
             raw = load_experiment(str(self.path))
         except ChaosException as error:
             raise pytest.UsageError(f"{self.path}: not a Chaos Toolkit experiment: {error}") from None
-        name = self.path.stem
         yield ExperimentItem.from_parent(
-            self, name=name, raw=raw, fleet=self._fleet, report=self._report(name)
+            self, name=self.path.stem, raw=raw, fleet=self._fleet, settings=self._settings
         )
 
 
 def collect(
-    parent: pytest.Collector, file_path: Path, fleet: Callable[[], Fleet], report: Callable[[str], Path]
+    parent: pytest.Collector,
+    file_path: Path,
+    fleet: Callable[[], Fleet],
+    settings: Callable[[pytest.Item], RunSettings],
 ) -> ExperimentFile | None:
-    """The collector for an experiment file (see is_experiment); None for any other file."""
+    """The collector for an experiment file (see is_experiment); None for any other file. `settings` gives
+    an item's RunSettings, as the drill fixture's are built."""
     if not is_experiment(file_path):
         return None
-    return ExperimentFile.from_parent(parent, path=file_path, fleet=fleet, report=report)
+    return ExperimentFile.from_parent(parent, path=file_path, fleet=fleet, settings=settings)

@@ -119,10 +119,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the drill catalogue through pytest and the plugin; non-zero when any objective is missed."""
     import pytest
 
-    from harness.report import publish, runs, summary
+    from harness.faults import new_run_id
+    from harness.report import publish, summary
 
     load_fleet(args.fleet)  # a mistake in the fleet file is one line, before anything runs
-    run_id = runs.new_run_id()
+    run_id = new_run_id()
     argv = [
         *(["--suite", args.suite] if args.suite else []),
         *(["--dry-run", "-rs"] if args.dry_run else []),
@@ -139,6 +140,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         *args.pytest_args,
     ]
     code = int(pytest.main(argv))
+    if code == pytest.ExitCode.USAGE_ERROR:  # pytest said why in one line (bad option, unreachable cluster)
+        return 1
     if (args.report_dir / run_id / "report.html").exists():
         publish.point_latest(args.report_dir)
         summary.show(publish.located(args.report_dir, run_id))
@@ -229,9 +232,10 @@ def cmd_recover(args: argparse.Namespace) -> int:
     faults were reverted (idempotent)."""
     from harness.faults import RecoverError, recover
     from harness.fleet import FleetAccess
-    from harness.lease import release_runs
+    from harness.lease import LeasePlaces, release_runs
 
-    access = FleetAccess(load_fleet(args.fleet))
+    fleet = load_fleet(args.fleet)
+    access = FleetAccess(fleet)
     try:
         reports = recover(args.ledger, access, force=args.force)
     except RecoverError as error:
@@ -241,8 +245,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
         holders: dict[str, set[str]] = {}
         for report in reports:
             for cluster in report.entry.fault["targets"]:
-                holders.setdefault(cluster, set()).add(report.entry.run_id)
-        for problem in release_runs(holders, access.api_client):
+                holders.setdefault(cluster, set()).add(report.entry.holder)
+        for problem in release_runs(holders, LeasePlaces.of(fleet), access.api_client):
             print(f"fleetdrill: warning: {problem}", file=sys.stderr)
     finally:
         access.close()

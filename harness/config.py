@@ -447,7 +447,10 @@ class Safety(_Model):
     abort: Abort | None = None
     """When to stop a drill early."""
     lease_duration: PositiveDuration = 300.0
-    """Expiry of the drill lease (a Lease per cluster) that stops two drills colliding."""
+    """Expiry of the drill lease (a Lease per faulted cluster) that stops two drills colliding."""
+    lease_cluster: Name | None = None
+    """The cluster that holds every drill lease. Unset, the lease of a faulted cluster is held in each cluster
+    the drill does not fault; set it (e.g. to a management cluster) for drills that fault every cluster."""
 
 
 class Fleet(_Model):
@@ -488,6 +491,9 @@ class Fleet(_Model):
             if (app.write_endpoint or "").startswith("/") and not (app.endpoints or app.global_endpoint):
                 what = "an absolute URL (the app has no endpoints for a path)"
                 raise _Invalid(what, app.write_endpoint, ("apps", i, "write_endpoint"))
+        if self.safety.lease_cluster not in (None, *names):
+            what = f"a cluster name ({', '.join(names)})"
+            raise _Invalid(what, self.safety.lease_cluster, ("safety", "lease_cluster"))
         contexts = [self.context_for(c) for c in self.clusters]
         for i, context in enumerate(self.safety.allowlist):
             if context not in contexts:

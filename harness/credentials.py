@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import yaml
 from cryptography import x509
 
+from harness.kubeconfig import named
+
 
 @dataclass(frozen=True)
 class Expiry:
@@ -64,13 +66,6 @@ class KubeconfigEntry:
     credentials: tuple[Expiry, ...]
 
 
-def _named(config: dict[str, Any], kind: str, name: str) -> dict[str, Any] | None:
-    for entry in config.get(kind) or []:
-        if isinstance(entry, dict) and entry.get("name") == name:
-            return entry.get(kind[:-1]) or {}
-    return None
-
-
 def _material(section: dict[str, Any], field: str, base: Path) -> bytes | None:
     """Inline `<field>-data` (base64) or the file `<field>`; None when neither is set."""
     if section.get(f"{field}-data"):
@@ -107,11 +102,13 @@ def kubeconfig_entry(path: Path, context: str) -> KubeconfigEntry:
         config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"kubeconfig {path} unreadable: {type(exc).__name__}") from None
-    ctx = _named(config, "contexts", context)
+    if not isinstance(config, dict):
+        raise ValueError(f"kubeconfig {path} is not a mapping of clusters, contexts and users")
+    ctx = named(config, "contexts", context)
     if ctx is None:
         raise ValueError(f"kubeconfig {path} has no context {context!r}")
-    cluster = _named(config, "clusters", str(ctx.get("cluster")))
-    user = _named(config, "users", str(ctx.get("user")))
+    cluster = named(config, "clusters", str(ctx.get("cluster")))
+    user = named(config, "users", str(ctx.get("user")))
     if cluster is None or user is None:
         raise ValueError(f"kubeconfig {path}: context {context!r} names a missing cluster or user")
     base = path.parent

@@ -71,6 +71,7 @@ class SentinelWriter:
         seq_base: int | None = None,
         timeout_s: float = 2.0,
         ssl_context: ssl.SSLContext | None = None,
+        identity_header: str | None = None,
     ) -> None:
         for name, value in (("rate_hz", rate_hz), ("timeout_s", timeout_s)):
             if not (value > 0 and math.isfinite(value)):
@@ -78,6 +79,7 @@ class SentinelWriter:
         self.seq_base = new_seq_base() if seq_base is None else seq_base
         self.stream = stream or f"fleetdrill-{self.seq_base}"
         self._interval = 1.0 / rate_hz
+        self._identity = identity_header
         self._conn, self._path = _connection(write_url, timeout_s, ssl_context)
         self._deadline_s = 3 * timeout_s + 1.0  # connect, send and receive may each take timeout_s
         self._lock = threading.Lock()
@@ -133,10 +135,10 @@ class SentinelWriter:
         seq, due = self.seq_base, time.monotonic()
         try:
             while not self._stop.wait(max(0.0, due - time.monotonic())):
-                outcome, ended_at, error = self._write(seq)
+                outcome, ended_at, error, served_by = self._write(seq)
                 acked_at = ended_at if outcome == "acked" else None
                 with self._lock:
-                    self._writes.append(SentinelWrite(seq, acked_at, outcome, ended_at))
+                    self._writes.append(SentinelWrite(seq, acked_at, outcome, ended_at, served_by))
                     if error is not None:
                         self._errors[seq] = error
                 seq += 1
@@ -146,8 +148,9 @@ class SentinelWriter:
         finally:
             self._conn.close()
 
-    def _write(self, seq: int) -> tuple[WriteOutcome, float, str | None]:
-        """Write seq: its outcome, when the attempt ended, and why it was not acked (None when it was)."""
+    def _write(self, seq: int) -> tuple[WriteOutcome, float, str | None, str | None]:
+        """Write seq: its outcome, when the attempt ended, why it was not acked (None when it was), and the
+        cluster the answer names (identity_header, up to its first "/")."""
         body = json.dumps({"seq": seq, "payload": "fleetdrill sentinel", "stream": self.stream}).encode()
         try:
             self._conn.request("POST", self._path, body, {"Content-Type": "application/json"})
@@ -155,10 +158,12 @@ class SentinelWriter:
                 response.read()
         except (OSError, http.client.HTTPException) as exc:
             self._conn.close()  # the next request opens a new connection
-            return "unknown", time.monotonic(), f"{type(exc).__name__}: {exc}"
+            return "unknown", time.monotonic(), f"{type(exc).__name__}: {exc}", None
+        identity = response.getheader(self._identity) if self._identity else None
+        served_by = (identity or "").split("/")[0] or None
         if 200 <= response.status < 300:
-            return "acked", time.monotonic(), None
-        return "refused", time.monotonic(), f"HTTP {response.status} {response.reason}"
+            return "acked", time.monotonic(), None, served_by
+        return "refused", time.monotonic(), f"HTTP {response.status} {response.reason}", served_by
 
 
 def read_present(

@@ -28,6 +28,12 @@ from harness.traffic import Prober, status_codes
 GLOBAL = "global"
 RESTORED = "restored"
 STEADY_WRITES = 5  # sentinel writes in a row acknowledged: the data path is part of the steady state
+FAILED_OVER = ("gslb.updated", "data.promoted", "failover.commanded", "failover.observed")
+"""Timeline events that say the drill failed over to their cluster."""
+STEADY_REGAIN_S = 5.0
+RPO_REACH = 2.0
+"""Sentinels write for this many RPO objectives before the fault: a loss of up to twice the objective is
+measured (an RPO miss is a FAIL with its size), not only bounded from below."""
 
 
 @dataclass(frozen=True)
@@ -104,12 +110,14 @@ class Drill:
             latency_bound_s=bound,
             **_contract(app),
         )
-        writer = SentinelWriter(self._write_url(app), rate_hz=self.settings.sentinel_rate_hz)
+        writer = SentinelWriter(
+            self._write_url(app), rate_hz=self.settings.sentinel_rate_hz, identity_header=_identity(app)
+        )
         observation.stream, observation.seq_base = writer.stream, writer.seq_base
         self.timeline.record("probes.started", detail={"app": app.name, "targets": sorted(targets)})
         observation.start = time.monotonic()
         try:
-            with prober, writer, ExitStack() as abort:
+            with writer, prober, ExitStack() as abort:  # the probes stop first: they close the window
                 self._live[app.name], self._writers[app.name] = prober, writer
                 rule = self.fleet.safety.abort
                 if rule is not None:
@@ -179,7 +187,8 @@ class Drill:
         """Write sentinels straight to the app in one cluster (not through the global endpoint): who
         accepts writes where, for the split-brain check."""
         path = app.write_endpoint if (app.write_endpoint or "").startswith("/") else "/orders"
-        writer = SentinelWriter(urljoin(app.endpoints[cluster], path), rate_hz=self.settings.sentinel_rate_hz)
+        url, rate = urljoin(app.endpoints[cluster], path), self.settings.sentinel_rate_hz
+        writer = SentinelWriter(url, rate_hz=rate, identity_header=_identity(app))
         with writer:
             yield writer
 
@@ -223,7 +232,8 @@ class Drill:
             self.operators.pause(what)
 
     def revert_all(self) -> None:
-        self.stack.undo_all()
+        """Revert every fault; the drill's failovers stay until it fails back (or the run ends)."""
+        self.stack.undo_all(recoveries=False)
 
     def served_by(self, app: App, cluster: str | None = None, besides: str | None = None) -> bool:
         """The global endpoint's probes have all succeeded (as the app's contract says) for the last
@@ -262,7 +272,9 @@ class Drill:
 
     def steady(self, app: App, cluster: str | None, hold_s: float, deadline_s: float) -> bool:
         """Steady state: the app served (from `cluster` when given) and acknowledged its sentinel writes,
-        then held for hold_s so the sentinel and the probes have a history before the fault."""
+        within deadline_s; then held for hold_s so the sentinel and the probes have a history before the
+        fault, and healthy again at its end (within STEADY_REGAIN_S: one slow probe on a busy runner is not
+        a broken fleet; a fleet that stays unhealthy is)."""
 
         def healthy() -> bool:
             return self.served_by(app, cluster) and self.writes_acked(app)
@@ -273,9 +285,18 @@ class Drill:
         held = time.monotonic() + hold_s
         while time.monotonic() < held:
             time.sleep(0.05)
+        regain = time.monotonic() + STEADY_REGAIN_S
+        while not healthy() and time.monotonic() < regain:
+            time.sleep(0.05)
         detail = {"served": self.served_by(app, cluster), "writes acked": self.writes_acked(app)}
         self.timeline.record("steady.checked", cluster=cluster, detail=detail | {"ok": all(detail.values())})
         return all(detail.values())
+
+    def sentinel_history_s(self, app: App, baseline_s: float) -> float:
+        """How long the steady state holds before a fault whose RPO is judged: baseline_s, or long enough
+        for the sentinel to reach RPO_REACH objectives back (and a little more) when that is longer."""
+        reach = RPO_REACH * (app.objectives.rpo or 0.0) + 2 * self.settings.max_quiet_s
+        return max(baseline_s, reach)
 
     def soak(self) -> None:
         """Keep measuring for soak_s after recovery: the drill window availability is judged over, and
@@ -303,12 +324,19 @@ class Drill:
         return verdict
 
     def judge_split_brain(self, old: str, old_writes: list[SentinelWrite], new: str, t0: float) -> Verdict:
-        """Never two writers, from what was measured: the old primary's direct writes and the sentinel's
-        writes through the global endpoint after the fault (the new primary's: before it, the old one took
-        them) must never have been accepted at the same time (measure.judge_split_brain)."""
+        """Never two writers, from what was measured (measure.judge_split_brain): the old primary's direct
+        writes, and the sentinel's writes through the global endpoint since t0, each credited to the cluster
+        that answered it (the app's served-by header); without one, the global writes since the drill failed
+        over to `new` are credited to it."""
         observation = next(iter(self.observations.values()))
-        after_fault = [w for w in observation.writes if w.acked_at is None or w.acked_at >= t0]
-        verdict = measure.judge_split_brain({old: old_writes, new: after_fault}, t0)
+        since = [w for w in observation.writes if w.ended_at is None or w.ended_at >= t0]
+        if any(w.served_by for w in since):
+            old_writes = [*old_writes, *(w for w in since if w.served_by == old)]
+            new_writes = [w for w in since if w.served_by == new]
+        else:
+            moved = [e.t_mono for e in self.timeline.events() if e.cluster == new and e.name in FAILED_OVER]
+            new_writes = [w for w in since if w.ended_at is None or w.ended_at >= max([t0, *moved])]
+        verdict = measure.judge_split_brain({old: old_writes, new: new_writes}, t0)
         self.verdicts.append(verdict)
         return verdict
 
@@ -477,3 +505,8 @@ def _contract(app: App, proxied: bool = False) -> dict[str, Any]:
         "identity_header": identity.header if identity else None,
         "identity_field": identity.json_field if identity else None,
     }
+
+
+def _identity(app: App) -> str | None:
+    """The header naming the cluster that answered, when the app declares one."""
+    return app.served_by.header if app.served_by is not None else None

@@ -16,6 +16,7 @@ from kubernetes import client
 
 from harness.config import App
 from harness.errors import FleetDrillError
+from harness.faults import FaultStack
 from harness.fleet import ClusterError, FleetAccess
 from harness.infra.command import render, run_command
 from harness.timeline import Timeline
@@ -209,20 +210,34 @@ def restore_to_standby(
 
 @dataclass(frozen=True)
 class Failover:
-    """The strategies bound to one drill's fleet access, timeline and velero CLIs: the `failover` fixture."""
+    """The strategies bound to one drill's fleet access, timeline, fault stack and velero CLIs: the
+    `failover` fixture. A failover is in the fault ledger before it acts (`record`: a recovery change the
+    stack undoes after every fault, and `fleetdrill recover` after a crash); failing back takes it out."""
 
     access: FleetAccess
     timeline: Timeline
     velero: Callable[[str], Velero]
+    stack: FaultStack
 
     def fail_over(self, app: App, cluster: str) -> None:
+        from harness.faults.failedover import FailedOver  # it fails back through this module
+
+        if app.failover.strategy != "observe":  # observe: the GSLB and the app fail back by themselves
+            primary = self.access.fleet.primary().name
+            self.stack.push(FailedOver(targets=(cluster,), app=app.name, primary=primary))
         fail_over(self.access, app, cluster, self.timeline)
 
     def promote(self, app: App, cluster: str) -> None:
         promote(self.access, app, cluster, self.timeline)
 
     def fail_back(self, app: App, cluster: str, deadline_s: float) -> None:
+        """Fail back (timed on the timeline); the failover is then out of the ledger."""
+        from harness.faults.failedover import FailedOver
+
         fail_back(self.access, app, cluster, self.timeline, deadline_s)
+        for fault in self.stack.in_force():
+            if isinstance(fault, FailedOver) and fault.app == app.name:
+                self.stack.forget(fault)
 
     def back_up(self, app: App, source: str, target: str, name: str, deadline_s: float) -> BackupPoint:
         return back_up(self.velero, app, source, target, name, self.timeline, deadline_s)

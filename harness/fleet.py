@@ -1,4 +1,8 @@
-"""Typed access to every cluster of a fleet: one kubernetes ApiClient per context, and the provider."""
+"""Typed access to every cluster of a fleet: one kubernetes ApiClient per context, and the provider.
+
+A context that cannot be loaded (KubeconfigError) or an API server that does not answer (UnreachableError)
+is one line naming the kubeconfig, the context and what to check; never urllib3's retry text.
+"""
 
 import ssl
 import threading
@@ -6,19 +10,81 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
+import urllib3
 from kubernetes import client, config
 
-from harness.config import Fleet
+from harness import kubeconfig
+from harness.config import Cluster, Fleet
 from harness.errors import FleetDrillError
 from harness.infra import Provider, provider_for
+from harness.kubeconfig import KubeconfigError
 
 T = TypeVar("T")
 RETRIES = 1  # urllib3's default is 3: against a lost cluster, each call would hide four timeouts
+REACH_TIMEOUT_S = 5.0
+REACH = "that the API server runs and this machine reaches it (after a crashed run: fleetdrill recover)"
+NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 
 
 class ClusterError(FleetDrillError):
     """A call to one cluster failed; the message names the cluster."""
+
+
+class UnreachableError(ClusterError):
+    """A cluster's API server does not answer, or refuses the kubeconfig's credentials."""
+
+
+def context_ref(fleet: Fleet, cluster: Cluster) -> kubeconfig.ContextRef:
+    """The cluster's kubeconfig context, with the fleet file's fields that name it."""
+    index = fleet.clusters.index(cluster)
+    own = f"clusters[{index}].kubeconfig"
+    return kubeconfig.ContextRef(
+        fleet.kubeconfig_for(cluster),
+        fleet.context_for(cluster),
+        f"cluster {cluster.name}",
+        path_field=f"{own} in the fleet file"
+        if cluster.kubeconfig
+        else f"kubeconfig (or {own}) in the fleet file",
+        context_field=f"clusters[{index}].context in the fleet file",
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def cause(error: BaseException) -> tuple[str, str]:
+    """A failed API call as (short cause, what to check): no retry dump, no credential."""
+    if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+        error = error.reason
+    if isinstance(error, client.ApiException):
+        said = f"HTTP {error.status} {error.reason or ''}".strip()
+        if error.status in (401, 403):
+            return said, "the context's credentials (expired, revoked, or without RBAC to read the API?)"
+        return said, "the API server's health (its log, its etcd, any load balancer in front of it)"
+    tls = next((e for e in (error, *error.args) if isinstance(e, ssl.SSLError)), None)
+    if tls is not None or isinstance(error, urllib3.exceptions.SSLError):
+        detail = getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or "TLS error"
+        return f"TLS handshake failed ({detail})", "the kubeconfig's certificate-authority and server URL"
+    if isinstance(error, urllib3.exceptions.NameResolutionError):
+        return "its host name does not resolve", "the server URL in the kubeconfig, and DNS"
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        reason = error.__cause__ if isinstance(error.__cause__, OSError) else None
+        return (getattr(reason, "strerror", None) or "no connection").lower(), REACH
+    if isinstance(error, urllib3.exceptions.TimeoutError | TimeoutError):
+        return "no answer in time", REACH
+    if isinstance(error, urllib3.exceptions.ProtocolError):
+        return "the connection broke", REACH
+    return type(error).__name__, REACH
+
+
+def _server(url: str) -> str:
+    """The server URL without any user:password part."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 class FleetAccess:
@@ -35,19 +101,60 @@ class FleetAccess:
         return self._infra
 
     def api_client(self, cluster: str) -> client.ApiClient:
-        """The cluster's ApiClient (its own configuration: several clusters are driven at once)."""
+        """The cluster's ApiClient (its own configuration: several clusters are driven at once);
+        KubeconfigError when its kubeconfig or context cannot be used."""
         with self._lock:
             if cluster not in self._clients:
-                found = self.fleet.cluster(cluster)
+                ref = context_ref(self.fleet, self.fleet.cluster(cluster))
+                kubeconfig.read(ref)
                 settings = client.Configuration()
-                config.load_kube_config(
-                    str(self.fleet.kubeconfig_for(found)),
-                    context=self.fleet.context_for(found),
-                    client_configuration=settings,
-                )
+                try:
+                    config.load_kube_config(str(ref.path), context=ref.context, client_configuration=settings)
+                except (config.ConfigException, OSError, ValueError) as error:  # e.g. a missing cert file
+                    raise ref.error(
+                        f"cannot be loaded ({_first_line(error)})", "fix the kubeconfig"
+                    ) from None
                 settings.retries = RETRIES
                 self._clients[cluster] = client.ApiClient(settings)
             return self._clients[cluster]
+
+    def check_reachable(self, cluster: str) -> None:
+        """The cluster's API server answers GET /api with the kubeconfig's credentials, else one line:
+        KubeconfigError or UnreachableError. Check before drills only: a drill may lose a cluster."""
+        api = self.api_client(cluster)
+        try:
+            client.CoreApi(api).get_api_versions(_request_timeout=REACH_TIMEOUT_S)
+        except client.ApiException as error:
+            if error.status not in (401, 403) and (error.status or 0) < 500:
+                return  # it answered
+            problem = cause(error)
+        except NETWORK_ERRORS as error:
+            problem = cause(error)
+        except ValueError:  # a 2xx whose body is not an APIVersions: still an answer
+            return
+        else:
+            return
+        context, server = self.fleet.context_for(cluster), _server(api.configuration.host)
+        where = f"context {context} of {self.fleet.kubeconfig_for(cluster)}, server {server}"
+        raise UnreachableError(
+            f"cluster {cluster} ({where}): API server unreachable: {problem[0]}; check {problem[1]}"
+        )
+
+    def unreachable(self, clusters: list[str] | None = None) -> dict[str, KubeconfigError | UnreachableError]:
+        """Every (or each named) cluster that check_reachable finds a problem with (checked at once), and
+        the problem."""
+
+        def problem(name: str) -> KubeconfigError | UnreachableError | None:
+            try:
+                self.check_reachable(name)
+            except (KubeconfigError, UnreachableError) as error:
+                return error
+            return None
+
+        names = clusters or [c.name for c in self.fleet.clusters]
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            found = dict(zip(names, pool.map(problem, names), strict=True))
+        return {name: error for name, error in found.items() if error is not None}
 
     def each(
         self, call: Callable[[str], T], clusters: list[str] | None = None
@@ -58,6 +165,12 @@ class FleetAccess:
         def guarded(name: str) -> Any:
             try:
                 return call(name)
+            except ClusterError as error:
+                return error
+            except KubeconfigError as error:  # it names the cluster
+                return ClusterError(str(error))
+            except NETWORK_ERRORS as error:
+                return ClusterError(f"cluster {name}: {cause(error)[0]}")
             except Exception as error:  # reported per cluster to the caller
                 return ClusterError(f"cluster {name}: {error}")
 

@@ -1,7 +1,6 @@
 """pytest glue for fleetdrill: options, markers, fixtures and hooks only (entry point pytest11)."""
 
 import argparse
-import datetime as dt
 import functools
 import re
 import threading
@@ -12,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from harness import chaos, paths, steadystate, units
+from harness import chaos, paths, units
 from harness.config import App, Cluster, Fleet, load_fleet
 from harness.data import SentinelWriter
 from harness.drill import Drill, DrillSettings, Observation
 from harness.errors import FleetDrillError
 from harness.failover import Failover
-from harness.faults import FaultStack, Ledger, new_run_id, signals_as_interrupts
+from harness.faults import FaultStack, new_run_id
 from harness.fleet import FleetAccess
-from harness.gameday import NoOperator, Operators
-from harness.lease import DrillLease, FleetLease
+from harness.gameday import NoOperator
 from harness.report import allure as allure_results
-from harness.report import publish, record, runs
-from harness.safety import Guard, SafetyError, check_allowed
+from harness.report import publish, runs
+from harness.run import DrillRun, RunSettings
+from harness.safety import SafetyError, check_allowed
 from harness.timeline import Event, Timeline
 from harness.velero import Velero
 
@@ -32,8 +31,6 @@ fleet_key = pytest.StashKey[Fleet]()
 run_key = pytest.StashKey[str]()
 outcome_key = pytest.StashKey[tuple[str, str]]()
 published_key = pytest.StashKey[publish.Published]()
-AS_FOUND_DEADLINE_S = 120.0
-"""Longest a drill waits, after reverting its faults, for the fleet to be as it found it."""
 FAILURES = (AssertionError, pytest.fail.Exception)
 """What a drill raises when it failed (else it broke: an error)."""
 
@@ -84,7 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gate: fast and safe, for every rollout")
     config.addinivalue_line("markers", "quarterly: part of the full quarterly set")
     config.addinivalue_line("markers", "gameday: interactive, for operators on a game day")
-    config.stash[run_key] = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ-") + new_run_id()[:6]
+    config.stash[run_key] = new_run_id()
     if config.getoption("--run-id"):
         try:
             config.stash[run_key] = runs.check_run_id(config.getoption("--run-id"), "--run-id")
@@ -110,10 +107,15 @@ def _option(config: pytest.Config, name: str) -> str:
     return config.getoption(name) or config.getini(name)
 
 
+def _fleet_file(config: pytest.Config) -> Path:
+    """The fleet file of the fleet under drill: --fleet, else the ini file's, else the local fleet's."""
+    return Path(_option(config, "fleet") or paths.default_fleet_file())
+
+
 def _fleet(config: pytest.Config) -> Fleet:
     """The fleet file of the fleet under drill, loaded once (a mistake in it is one clear line)."""
     if fleet_key not in config.stash:
-        path = Path(_option(config, "fleet") or paths.default_fleet_file())
+        path = _fleet_file(config)
         try:
             config.stash[fleet_key] = load_fleet(path)
         except FleetDrillError as error:
@@ -135,7 +137,26 @@ def _report_folder(config: pytest.Config, name: str) -> Path:
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
     """Chaos Toolkit experiments (experiments/*.yaml|json) are drills too: see harness.chaos."""
     config = parent.config
-    return chaos.collect(parent, file_path, lambda: _fleet(config), lambda name: _report_folder(config, name))
+    return chaos.collect(parent, file_path, lambda: _fleet(config), _run_settings)
+
+
+def _run_settings(item: pytest.Item) -> RunSettings:
+    """What the run of a drill or an experiment (`item`) needs besides its fleet, from the command line, the
+    ini file and the item's markers."""
+    config = item.config
+    soak = config.getoption("--soak")
+    gameday = config.getoption("--suite") == "gameday"
+    return RunSettings(
+        run_id=config.stash[run_key],
+        ledger=Path(config.getoption("--ledger") or paths.default_ledger()),
+        folder=_report_folder(config, item.name),
+        allow_prod=config.getoption("--allow-prod"),
+        destructive=item.get_closest_marker("destructive") is not None,
+        drill=DrillSettings() if soak is None else DrillSettings(soak_s=soak),
+        pause_timeout_s=config.getoption("--pause-timeout") if gameday else None,
+        listeners=(_progress(config, item.name),) if config.getoption("--progress") else (),
+        fleet_file=_fleet_file(config).absolute(),
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -145,6 +166,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept = [item for item in items if item.get_closest_marker(suite)]
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Before a run with destructive drills, every cluster of the fleet answers with its kubeconfig's
+    credentials (only now: a drill may lose one on purpose); else one line per cluster and nothing runs."""
+    config = session.config
+    if config.option.collectonly or config.getoption("--dry-run"):
+        return
+    if not any(item.get_closest_marker("destructive") for item in session.items):
+        return
+    access = FleetAccess(_fleet(config))
+    try:
+        problems = access.unreachable()
+    finally:
+        access.close()
+    if problems:
+        raise pytest.UsageError(*map(str, problems.values()))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -171,62 +209,26 @@ def fleet_access(fleet: Fleet) -> Iterator[FleetAccess]:
 
 @pytest.fixture
 def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAccess) -> Iterator[Drill]:
-    """The running drill: faults pushed on it are reverted on every exit path; its record is written after."""
+    """The running drill (harness.run): faults pushed on it are reverted on every exit path, the fleet is
+    back as the drill found it, and its record is written after."""
     config = request.config
     if config.getoption("--dry-run"):
         pytest.skip(f"dry run: {_plan(request.node, fleet, config.getoption('--allow-prod'))}")
-    ledger = Ledger(Path(config.getoption("--ledger") or paths.default_ledger()))
-    timeline, run_id = Timeline(), config.stash[run_key]
-    if config.getoption("--progress"):
-        timeline.subscribe(_progress(config, request.node.name))
-    leases = FleetLease()
-
-    def lease_for(cluster: str) -> DrillLease:
-        duration = fleet.safety.lease_duration
-        return DrillLease.for_client(cluster, fleet_access.api_client(cluster), run_id, duration)
-
-    guard = leases.guard(lease_for, then=Guard(fleet, allow_prod=config.getoption("--allow-prod")))
-    stack = FaultStack(fleet_access, ledger, timeline, run_id, guard=guard)
-    soak = config.getoption("--soak")
-    settings = DrillSettings() if soak is None else DrillSettings(soak_s=soak)
-    operators = None
-    if config.getoption("--suite") == "gameday":
-        operators = Operators(timeline, config.getoption("--pause-timeout"))
-    current = Drill(request.node.name, fleet, fleet_access, stack, timeline, settings, operators)
-    destructive = request.node.get_closest_marker("destructive") is not None
-    found = steadystate.take(fleet, fleet_access) if destructive else None
+    settings = _run_settings(request.node)
+    run = DrillRun(request.node.name, fleet, fleet_access, settings)
     teardown = ""
     try:
-        with leases, signals_as_interrupts():  # each faulted cluster's lease is held until its faults revert
-            try:
-                yield current
-            finally:
-                stack.undo_all()
-            if found is not None:
-                _wait_as_found(current, found)
+        with run.running() as current:
+            yield current
     except BaseException as error:  # recorded, then raised: pytest reports the teardown as an error too
         teardown = f"{type(error).__name__}: {error}"
         raise
     finally:
         called = request.node.stash.get(outcome_key, ("error", "the drill did not finish"))
-        outcome, message = record.conclude(current, *called, teardown)
-        folder = _report_folder(config, request.node.name)
-        record.write(current, folder, run_id, outcome, message)
-        allure_results.attach(config, request.node, folder)
+        outcome, message = run.finish(*called, teardown)
+        allure_results.attach(config, request.node, settings.folder)
     if outcome != called[0]:  # a verdict failed, or none was given, yet the test passed: it fails too
         pytest.fail(message, pytrace=False)
-
-
-def _wait_as_found(drill: Drill, found: steadystate.Snapshot) -> None:
-    """The fleet back as the drill found it (steadystate), or FleetDrillError naming what did not come back:
-    the next drill's steady state must never inherit this one's damage."""
-    with drill.timeline.phase("as found"):
-        left = steadystate.wait_as_found(drill.fleet, drill.access, found, AS_FOUND_DEADLINE_S)
-    if left:
-        raise FleetDrillError(
-            f"the fleet is not as the drill found it {AS_FOUND_DEADLINE_S:g} s after its faults were "
-            f"reverted: {'; '.join(left)}"
-        )
 
 
 @pytest.fixture
@@ -279,7 +281,8 @@ def velero(fleet: Fleet) -> Callable[[str], Velero]:
 @pytest.fixture
 def failover(drill: Drill) -> Failover:
     """The failover strategies, each step timed on the drill's timeline."""
-    return Failover(drill.access, drill.timeline, functools.partial(Velero.for_cluster, drill.fleet))
+    velero = functools.partial(Velero.for_cluster, drill.fleet)
+    return Failover(drill.access, drill.timeline, velero, drill.stack)
 
 
 def _progress(config: pytest.Config, name: str) -> Callable[[Event], None]:
@@ -346,6 +349,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     return report
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears the fixtures down after Ctrl-C: the record
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """At the end of a run with drill records: run.json, the history, report.html, the evidence pack
     (quarterly and full runs) and reports/latest, from the records (`fleetdrill report` rebuilds them)."""

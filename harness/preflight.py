@@ -19,14 +19,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-import urllib3
 from kubernetes import client
 
 from harness import integrity
 from harness.capacity import Resources, free_capacity, workload_requests
 from harness.config import App, Cluster, Fleet
 from harness.credentials import Expiry, kubeconfig_entry, serving_certificate
-from harness.fleet import FleetAccess
+from harness.fleet import NETWORK_ERRORS, FleetAccess, UnreachableError, cause
+from harness.kubeconfig import KubeconfigError
 from harness.parity import read_workload, referenced
 from harness.samples import Verdict
 from harness.velero import Backup, BackupStorageLocation, Velero, VeleroError
@@ -296,10 +296,15 @@ def _answered(cluster: str, checks: Callable[[], list[Check]]) -> list[Check]:
     ready; it is not a crash)."""
     try:
         return checks()
-    except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as error:
-        reason = getattr(error, "reason", None) or error
-        found = " ".join(f"{type(error).__name__}: {reason}".split())[:300]
-        return [Check(cluster, "Kubernetes API", "answers", found, False)]
+    except (client.ApiException, *NETWORK_ERRORS) as error:
+        return [Check(cluster, "Kubernetes API", "answers", cause(error)[0], False)]
+
+
+def reach_check(cluster: str, problem: KubeconfigError | UnreachableError) -> Check:
+    """A cluster whose kubeconfig context cannot be used, or whose API server does not answer."""
+    if isinstance(problem, KubeconfigError):
+        return Check(cluster, "kubeconfig context", "usable", str(problem), False)
+    return Check(cluster, "API server", "reachable with the context's credentials", str(problem), False)
 
 
 class Preflight:
@@ -330,13 +335,23 @@ class Preflight:
         )
 
     def run(self) -> Readiness:
+        """Every check; a cluster whose kubeconfig context cannot be used or whose API server does not
+        answer is one line, and nothing that needs its API is asked of it (nor of others, when it is the
+        primary)."""
         primary = self.fleet.primary()
         checks = [c for role in ("passive", "standby") if (c := role_check(self.fleet, role)) is not None]
+        down = self.access.unreachable()
         for cluster in self.fleet.clusters:
-            checks += self.credentials(cluster)
+            problem = down.get(cluster.name)
+            if problem is not None:
+                checks.append(reach_check(cluster.name, problem))
+            if not isinstance(problem, KubeconfigError):  # else its credentials are the same problem
+                checks += self.credentials(cluster, serving=problem is None)
+            if problem is not None:
+                continue
             if cluster.role in ("active", "standby"):  # those that back up, and those restored into
                 checks += _answered(cluster.name, lambda c=cluster: self.velero(c, other_region=c is primary))
-            if cluster.role != "active":
+            if cluster.role != "active" and primary.name not in down:
                 checks += _answered(cluster.name, lambda c=cluster: self.takeover(primary, c))
         return Readiness(self.app.name, tuple(checks))
 
@@ -345,8 +360,9 @@ class Preflight:
         another region than the cluster."""
         return Readiness(self.app.name, tuple(_answered(cluster.name, lambda: self.velero(cluster, True))))
 
-    def credentials(self, cluster: Cluster) -> list[Check]:
-        """Every context of the cluster: its kubeconfig credentials and the API server's certificate."""
+    def credentials(self, cluster: Cluster, serving: bool = True) -> list[Check]:
+        """Every context of the cluster: its kubeconfig credentials and (when `serving`: not for a server
+        known not to answer, already one line) the API server's certificate."""
         checks, servers = [], set()
         kubeconfig = self.fleet.kubeconfig_for(cluster)
         for context in filter(None, (self.fleet.context_for(cluster), cluster.readonly_context)):
@@ -364,7 +380,7 @@ class Preflight:
                 for e in entry.credentials
             ]
             servers.add(entry.server)
-        for server in sorted(servers):
+        for server in sorted(servers) if serving else ():
             checks.append(check_expiry(cluster.name, serving_certificate(server), self.now, self.margin))
         return checks
 

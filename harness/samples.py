@@ -76,13 +76,15 @@ class SentinelWrite(_Record):
     outcome: "acked" (a 2xx answer), "refused" (an answer that is not 2xx: the app said no) or "unknown" (no
     answer: timeout, connection error; the app may or may not have taken it). acked_at is the ack's time,
     None unless acked (an unacknowledged write promised nothing, so losing it is no loss). ended_at is when
-    the attempt ended (the answer, or giving up); None in records made before it was kept.
+    the attempt ended (the answer, or giving up); None in records made before it was kept. served_by names
+    the cluster that answered, when the app declares a served-by header (None otherwise).
     """
 
     seq: int
     acked_at: float | None
     outcome: WriteOutcome
     ended_at: float | None = None
+    served_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in ("acked", "refused", "unknown"):

@@ -2,8 +2,8 @@
 
 One module per family: pods (pod-kill), nodes (node-drain, node-loss), workload (soft-cluster-loss),
 resources (node-stress, quota-squeeze), network (deny-all-policy), cluster (cluster-loss), partition
-(wan-partition), scratch (scratch-namespace); kube holds what the API faults share, actions makes any
-kind a Chaos Toolkit action.
+(wan-partition), scratch (scratch-namespace), experiment (chaostoolkit-experiment: what a Chaos Toolkit
+experiment changes); kube holds what the API faults share, actions makes any kind a Chaos Toolkit action.
 """
 
 from harness.faults.base import (

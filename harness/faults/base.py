@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from harness.errors import FleetDrillError
 from harness.timeline import Event, Timeline
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from harness.faults.ledger import Ledger
     from harness.samples import ProbeSample
 
+T = TypeVar("T")
 KINDS: dict[str, type[Fault]] = {}
 """Every registered fault class, by kind."""
 
@@ -90,6 +91,9 @@ class Fault(ABC):
     kind: ClassVar[str] = ""
     effect_deadline_s: ClassVar[float] = 30.0
     """How long after injection began its effect may take to show before the fault counts as not taken."""
+    recovery: ClassVar[bool] = False
+    """A change the drill made to recover (a failover), not a fault: never guarded as one, and undone only
+    after every fault is reverted (failing back needs the lost cluster back)."""
     targets: tuple[str, ...]
     """Names of the clusters the fault touches."""
 
@@ -222,6 +226,12 @@ def _shielded() -> Iterator[None]:
             raise exc
 
 
+def revert_order(items: list[T], is_recovery: Callable[[T], bool]) -> list[T]:
+    """Faults newest first, then recovery changes newest first (see Fault.recovery)."""
+    newest_first = list(reversed(items))
+    return [i for i in newest_first if not is_recovery(i)] + [i for i in newest_first if is_recovery(i)]
+
+
 Guard = Callable[[Fault, frozenset[str]], None]
 """Called with a fault and the clusters already faulted before it is applied; raises to refuse it."""
 
@@ -260,8 +270,9 @@ class FaultStack:
         self.undo_all()
 
     def faulted_clusters(self) -> frozenset[str]:
-        """Clusters some fault in force targets."""
-        return frozenset(target for item in self._in_force for target in item.fault.targets)
+        """Clusters some fault in force targets (recovery changes are not faults)."""
+        faults = (item.fault for item in self._in_force if not item.fault.recovery)
+        return frozenset(target for fault in faults for target in fault.targets)
 
     @contextmanager
     def applied(self, fault: Fault) -> Iterator[Event]:
@@ -277,10 +288,12 @@ class FaultStack:
         """Apply `fault` until undo_all; returns its "fault.injected" event (detail `started`: t0)."""
         return self._apply(fault)[1]
 
-    def undo_all(self) -> None:
-        """Revert every fault in force, newest first; safe to call twice. RevertError names failures."""
+    def undo_all(self, recoveries: bool = True) -> None:
+        """Revert every fault in force, newest first, then (unless told not to) every recovery change, newest
+        first; safe to call twice. RevertError names failures."""
         failures = []
-        for item in reversed(self._in_force.copy()):
+        items = revert_order(self._in_force, lambda item: item.fault.recovery)
+        for item in [item for item in items if recoveries or not item.fault.recovery]:
             try:
                 self._revert(item)
             except RevertError as exc:
@@ -288,8 +301,21 @@ class FaultStack:
         if failures:
             raise RevertError("; ".join(failures))
 
+    def in_force(self) -> list[Fault]:
+        """The faults and recovery changes in force, oldest first."""
+        return [item.fault for item in self._in_force]
+
+    def forget(self, fault: Fault) -> None:
+        """The drill undid this recovery change itself (failed back, timed on its timeline): out of the stack
+        and the ledger, not reverted again."""
+        for item in [item for item in self._in_force if item.fault == fault]:
+            with _shielded():
+                if item.entry_id is not None:
+                    self._ledger.remove(item.entry_id)
+                self._in_force.remove(item)
+
     def _apply(self, fault: Fault) -> tuple[_InForce, Event]:
-        if self._guard is not None:
+        if self._guard is not None and not fault.recovery:
             self._guard(fault, self.faulted_clusters())
         if self.dry_run:
             item = _InForce(fault, None)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from harness.errors import FleetDrillError
-from harness.faults.base import KINDS, Fault, FaultContext, RevertError, describe_record
+from harness.faults.base import KINDS, Fault, FaultContext, RevertError, describe_record, revert_order
 
 State = Literal["intended", "applied", "reverted"]
 STATES: tuple[State, ...] = get_args(State)
@@ -33,8 +33,16 @@ _VERSION = 1
 
 
 def new_run_id() -> str:
-    """A run id unique across hosts, processes and runs (host-pid-random), for ledger entries and leases."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    """The one maker of run ids (pytest sessions, `fleetdrill run`, Chaos Toolkit actions): the UTC time it
+    started, then 8 random hex digits. Run ids sort by time and name report folders."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(4)
+
+
+def holder_identity(run_id: str, host: str | None = None, pid: int | None = None) -> str:
+    """Who holds a drill lease: the run id (unique per run), with host and pid (this process's by default)
+    for humans; `fleetdrill recover` rebuilds it from a ledger entry (LedgerEntry.holder)."""
+    host = socket.gethostname() if host is None else host
+    return f"{run_id} on {host} pid {os.getpid() if pid is None else pid}"
 
 
 class LedgerError(FleetDrillError):
@@ -101,6 +109,11 @@ class LedgerEntry:
         since = datetime.fromtimestamp(self.updated_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         where = f"run {self.run_id}, pid {self.pid} on {self.host}"
         return f"{describe_record(self.fault)} [{self.state} since {since}, {where}]"
+
+    @property
+    def holder(self) -> str:
+        """The drill lease holder identity of the run that wrote this entry."""
+        return holder_identity(self.run_id, self.host, self.pid)
 
 
 class Ledger:
@@ -223,19 +236,28 @@ class RecoverError(RevertError):
 
 
 def recover(ledger_path: str | Path, ctx: FaultContext, *, force: bool = False) -> list[Recovered]:
-    """Revert every fault the ledger holds, newest first, and remove each one reverted; idempotent.
+    """Revert every fault the ledger holds, newest first (recovery changes after every fault), and remove
+    each one reverted; idempotent.
 
     Entries of a process still running on this host are skipped unless `force` (that drill reverts its own
     faults). A fault whose revert fails stays in the ledger; RecoverError then names every fault left.
     """
     ledger = Ledger(ledger_path)
-    reports = [_recover_one(ledger, entry, ctx, force) for entry in reversed(ledger.entries())]
+    entries = revert_order(ledger.entries(), _is_recovery)
+    reports = [_recover_one(ledger, entry, ctx, force) for entry in entries]
     left = [report for report in reports if not report.ok]
     if left:
         lines = "; ".join(report.line() for report in left)
         message = f"{len(left)} fault(s) may still be in force, kept in {ledger.path}: {lines}"
         raise RecoverError(message, reports)
     return reports
+
+
+def _is_recovery(entry: LedgerEntry) -> bool:
+    try:
+        return fault_from_record(entry.fault).recovery
+    except Exception:  # a record that does not rebuild is reported by _recover_one
+        return False
 
 
 def _recover_one(ledger: Ledger, entry: LedgerEntry, ctx: FaultContext, force: bool) -> Recovered:

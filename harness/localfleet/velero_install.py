@@ -88,11 +88,6 @@ def manifests(install: Install) -> list[dict]:
     for obj in objects:
         if obj["kind"] == "BackupStorageLocation" and install.read_only:
             obj["spec"]["accessMode"] = "ReadOnly"
-        if obj["kind"] in ("Deployment", "DaemonSet"):
-            # The image's HOME is inside its own filesystem; our pods share the machine's, so kopia's
-            # settings (HOME/udmrepo, else /tmp/udmrepo) go to the pod's scratch volume and leave with it.
-            container = obj["spec"]["template"]["spec"]["containers"][0]
-            container["env"] = [*container.get("env", []), {"name": "HOME", "value": "/scratch"}]
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "velero":
             server = obj["spec"]["template"]["spec"]["containers"][0]
             server["args"] = [

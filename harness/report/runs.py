@@ -7,7 +7,6 @@ can be rebuilt from the records alone.
 import datetime as dt
 import json
 import re
-import secrets
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,11 +21,6 @@ LATEST = "latest"
 RUN_ID = re.compile(r"^[\w.-]+$")
 VERDICTS = ("error", "fail", "pass", "skip")
 """A drill's verdicts, worst first: skip only when it did not run (pytest skipped it)."""
-
-
-def new_run_id() -> str:
-    """A run id: the UTC time it started, then 6 random hex digits (run ids sort by time)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
 
 
 def check_run_id(run_id: str, source: str) -> str:

@@ -3,11 +3,14 @@ drill passes with measured figures; on a broken fleet it fails and says why. Dri
 fleet for real, so these tests bring a fleet of their own."""
 
 import json
+import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 import yaml
@@ -31,35 +34,52 @@ def drill_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) ->
         yield folder
 
 
+def drill_argv(
+    fleet: Path, reports: Path, drill: str, *extra: str, fleet_file: str = "fleet.yaml"
+) -> list[str]:
+    """pytest running one drill file through the plugin, against the fleet, its ledger and a report folder."""
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        f"drills/{drill}",
+        *extra,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--fleet",
+        str(fleet / fleet_file),
+        "--ledger",
+        str(fleet / "ledger.json"),
+        "--report-dir",
+        str(reports),
+    ]
+
+
 def run_drill(
     fleet: Path, reports: Path, drill: str, *extra: str, fleet_file: str = "fleet.yaml"
 ) -> tuple[subprocess.CompletedProcess, dict]:
     """Run one drill file through pytest and the plugin; return the run and its (last) record."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            f"drills/{drill}",
-            *extra,
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--fleet",
-            str(fleet / fleet_file),
-            "--ledger",
-            str(fleet / "ledger.json"),
-            "--report-dir",
-            str(reports),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    argv = drill_argv(fleet, reports, drill, *extra, fleet_file=fleet_file)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     records = sorted(reports.glob("*/*/record.json"))
     assert records, f"no drill record written: {done.stdout[-2000:]}"
     return done, json.loads(records[-1].read_text())
+
+
+def served_by(url: str) -> str | None:
+    """The cluster the sample app names (X-Served-By) in its answer to GET url, None without an answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.headers.get("X-Served-By", "").split("/")[0] or None
+    except OSError:
+        return None
+
+
+def status(url: str) -> dict:
+    """The sample app's own view of itself (GET /status)."""
+    with urllib.request.urlopen(urljoin(url, "/status"), timeout=5) as answer:
+        return json.loads(answer.read())
 
 
 @contextmanager
@@ -140,21 +160,7 @@ def test_a_drill_killed_mid_fault_is_reverted_by_recover(drill_fleet: Path, tmp_
     """kill -9 of the runner while the primary is lost: `fleetdrill recover` brings the cluster back."""
     ledger = drill_fleet / "ledger.json"
     runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "drills/test_active_passive.py",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--fleet",
-            str(drill_fleet / "fleet.yaml"),
-            "--ledger",
-            str(ledger),
-            "--report-dir",
-            str(tmp_path),
-        ],
+        drill_argv(drill_fleet, tmp_path, "test_active_passive.py"),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -180,6 +186,39 @@ def test_a_drill_killed_mid_fault_is_reverted_by_recover(drill_fleet: Path, tmp_
         failover.fail_back(access, fleet.app("orders"), "us-east", Timeline(), 60)
     finally:
         access.close()
+
+
+def test_ctrl_c_after_the_failover_leaves_the_fleet_as_found(drill_fleet: Path, tmp_path: Path) -> None:
+    """SIGINT to the runner once the drill has failed over: its faults are reverted and, after them, its
+    failover (a recovery change in the ledger): us-east serves the global endpoint again as the primary."""
+    ledger = drill_fleet / "ledger.json"
+    runner = subprocess.Popen(
+        drill_argv(drill_fleet, tmp_path, "test_active_passive.py"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's foreground job
+    )
+    try:
+        wait_for(
+            lambda: [e for e in Ledger(ledger).open_entries() if e.fault["kind"] == "failover"],
+            120,
+            "the drill's failover in the ledger",
+        )
+        runner.send_signal(signal.SIGINT)
+        output, _ = runner.communicate(timeout=300)
+    finally:
+        runner.kill()
+    assert runner.returncode != 0, output[-3000:]
+    assert not Ledger(ledger).open_entries(), "every fault and the failover reverted"
+    app = load_fleet(drill_fleet / "fleet.yaml").app("orders")
+    global_health = urljoin(app.global_endpoint or "", app.health_path)
+    assert served_by(global_health) == "us-east", "the Gslb's primary where the drill found it"
+    assert status(app.endpoints["us-east"])["role"] == "primary", "and the data primary"
+    assert status(app.endpoints["eu-west"])["role"] == "replica"
+    (record,) = tmp_path.glob("*/*/record.json")
+    assert json.loads(record.read_text())["verdict"] == "error", "an interrupted drill is recorded"
 
 
 def test_configuration_parity_passes_on_a_healthy_fleet(drill_fleet: Path, tmp_path: Path) -> None:
@@ -222,7 +261,7 @@ def test_partitioning_fails_when_the_cut_off_primary_keeps_accepting_writes(
     with app_settings(drill_fleet, "us-east", {"ORDERS_FENCE_TIMEOUT": "0"}):
         done, record = run_drill(drill_fleet, tmp_path, "test_region_partition.py")
     assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
-    assert "split brain: 1 stretch(es) of two writers" in done.stdout, done.stdout[-3000:]
+    assert "split brain: two clusters' acknowledged writes interleave" in done.stdout, done.stdout[-3000:]
     assert "eu-west and us-east from" in done.stdout, "the message names both writers and when"
 
 
@@ -241,14 +280,31 @@ def test_simultaneous_failures_fail_when_replication_lags_beyond_the_rpo(
     drill_fleet: Path, tmp_path: Path
 ) -> None:
     """us-east ships its writes 8 s late: every write acked in the seconds before the loss is gone. The
-    drill fails on RPO (an error when not one earlier write survived to date the loss by: RPO is then
-    only known to exceed the window, never a pass)."""
+    sentinel wrote for twice the RPO objective before the fault, so the loss is measured: a FAIL with its
+    size, never "not judged"."""
     with app_settings(drill_fleet, "us-east", {"ORDERS_REPLICATION_LAG": "8"}):
         done, record = run_drill(drill_fleet, tmp_path, "test_simultaneous_failures.py")
-    assert done.returncode != 0 and record["verdict"] in ("fail", "error"), done.stdout[-3000:]
+    assert_rpo_missed(done, record, lag_s=8.0)
+
+
+def test_losing_the_primary_fails_on_rpo_when_replication_lags_twice_the_objective(
+    drill_fleet: Path, tmp_path: Path
+) -> None:
+    """us-east ships its writes 10 s late, twice the 5 s RPO objective: active-passive fails on RPO with the
+    measured loss."""
+    with app_settings(drill_fleet, "us-east", {"ORDERS_REPLICATION_LAG": "10"}):
+        done, record = run_drill(drill_fleet, tmp_path, "test_active_passive.py")
+    assert_rpo_missed(done, record, lag_s=10.0)
+
+
+def assert_rpo_missed(done: subprocess.CompletedProcess, record: dict, lag_s: float) -> None:
+    """The drill failed on RPO with a measured loss about the replication lag, named in its output."""
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     rpo = next(v for v in record["verdicts"] if v["objective"] == "RPO")
     lost = record["figures"]["orders"]["lost_writes"]
-    assert rpo["status"] != "pass" and lost > 0, rpo
+    assert rpo["status"] == "fail" and lost > 0, rpo
+    assert "exceeds objective 5 s" in rpo["message"] and not rpo["measured"].startswith(">="), rpo
+    assert lag_s - 1.0 < record["figures"]["orders"]["rpo_s"] < lag_s + 2.0, rpo
     assert f"{lost} of" in rpo["message"] and "acknowledged before t0 lost" in rpo["message"], rpo
     assert rpo["message"] in done.stdout, done.stdout[-3000:]
 
@@ -290,8 +346,9 @@ def test_configuration_parity_reports_drift_precisely(drill_fleet: Path, tmp_pat
         }
     }
     client.AppsV1Api(api).patch_namespaced_deployment("orders", "orders", patch)
-    done, record = run_drill(drill_fleet, tmp_path, "test_config_parity.py")
-    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    done, _ = run_drill(drill_fleet, tmp_path, "test_config_parity.py")
+    (passive,) = tmp_path.glob("*/*passive*/record.json")  # eu-west is the passive cluster
+    assert done.returncode != 0 and json.loads(passive.read_text())["verdict"] == "fail", done.stdout[-3000:]
     path = "eu-west: deployment/orders.containers.orders.image"
     expected = f"{path}: expected 'fleetdrill.io/orders:1' (as in us-east), got 'fleetdrill.io/orders:2'"
     assert expected in done.stdout, done.stdout[-3000:]

@@ -1,9 +1,13 @@
 """The Chaos Toolkit experiments of experiments/ run through the plugin against the local fleet, as
-`pytest experiments/ --fleet FLEET` runs them, each from the steady state; they restore what they break."""
+`pytest experiments/ --fleet FLEET` runs them, each from the steady state; they restore what they break,
+and a run killed mid-experiment leaves nothing behind once `fleetdrill recover` ran."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -13,8 +17,10 @@ import yaml
 from kubernetes import client
 
 from harness.config import load_fleet
+from harness.faults import Ledger
 from harness.fleet import FleetAccess
-from tests.conftest import wait_for
+from harness.lease import lease_name
+from tests.conftest import run_cli, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.*"))
@@ -67,6 +73,11 @@ def test_the_experiment_passes_against_the_fleet(fleet_dir: Path, tmp_path: Path
     assert record["steady_states"]["before"]["steady_state_met"]
     assert record["steady_states"]["after"]["steady_state_met"]
     assert record["rollbacks"] and all(r["status"] == "succeeded" for r in record["rollbacks"])
+    (drill_record,) = tmp_path.glob(f"*/{experiment.stem}/record.json")
+    drill = json.loads(drill_record.read_text())
+    assert drill["verdict"] == "pass", drill["message"]
+    names = [event["name"] for event in drill["timeline"]["events"]]
+    assert {"fault.injected", "fault.effective", "fault.reverted"} <= set(names), names
 
 
 def test_an_experiment_fails_in_one_line_when_the_global_endpoint_does_not_answer(
@@ -88,3 +99,66 @@ def test_an_experiment_fails_in_one_line_when_the_global_endpoint_does_not_answe
     assert "steady-state hypothesis not met before the method" in done.stdout, done.stdout[-4000:]
     (journal,) = tmp_path.glob(f"*/{experiment.stem}/journal.json")
     assert not json.loads(journal.read_text())["run"], "the method never ran"
+
+
+def hang(reached: str) -> None:
+    """A method action that announces it has been reached, then waits to be killed."""
+    Path(reached).write_text("reached")
+    time.sleep(600)  # killed long before
+
+
+def test_a_run_killed_mid_experiment_leaves_nothing_behind_after_recover(
+    fleet_dir: Path, tmp_path: Path
+) -> None:
+    """orders-active-outage with the runner killed (SIGKILL) after its method scaled the active orders to
+    zero: the experiment is in the fault ledger, and `fleetdrill recover` runs its rollbacks (the recorded
+    replicas back, the global endpoint served by the active cluster again) and frees the lease."""
+    fleet_file = fleet_dir / "fleet.yaml"
+    wait_for_steady_state(fleet_file)
+    body = yaml.safe_load((ROOT / "experiments" / "orders-active-outage.yaml").read_text())
+    reached = tmp_path / "reached"
+    provider = {"type": "python", "module": __name__, "func": "hang", "arguments": {"reached": str(reached)}}
+    body["method"].insert(1, {"type": "action", "name": "hang", "provider": provider})
+    experiment = tmp_path / "experiments" / "killed-outage.yaml"
+    experiment.parent.mkdir()
+    experiment.write_text(yaml.safe_dump(body, sort_keys=False))
+    ledger = tmp_path / "ledger.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(experiment),
+        "--fleet",
+        str(fleet_file),
+        "--ledger",
+        str(ledger),
+    ]
+    argv += ["--report-dir", str(tmp_path / "reports"), "-p", "no:cacheprovider"]
+    runner = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: reached.exists() or runner.poll() is not None, 180, "the runner to reach the method")
+        assert reached.exists(), f"the runner ended first: {runner.stderr.read()[-2000:]}"
+    finally:
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait(timeout=30)
+    fleet = load_fleet(fleet_file)
+    active = fleet.primary().name
+    assert [entry.fault["kind"] for entry in Ledger(ledger).open_entries()] == ["chaostoolkit-experiment"]
+    access = FleetAccess(fleet)
+    try:
+        apps = client.AppsV1Api(access.api_client(active))
+        assert apps.read_namespaced_deployment("orders", "orders", _request_timeout=10).spec.replicas == 0
+        recovered = run_cli("recover", "--fleet", fleet_file, "--ledger", ledger)
+        assert f"reverted: chaostoolkit-experiment on {active}" in recovered.stdout, recovered.stdout
+        assert not Ledger(ledger).entries(), "the ledger is empty after recover"
+        assert apps.read_namespaced_deployment("orders", "orders", _request_timeout=10).spec.replicas == 1
+        for holder in (c.name for c in fleet.clusters if c.name != active):  # held outside the faulted one
+            lease = client.CoordinationV1Api(access.api_client(holder)).read_namespaced_lease(
+                lease_name(active), "fleetdrill", _request_timeout=10
+            )
+            assert not lease.spec.holder_identity, f"recover freed the killed run's lease in {holder}"
+    finally:
+        access.close()
+    wait_for_steady_state(fleet_file)
+    again = run_cli("recover", "--fleet", fleet_file, "--ledger", ledger)
+    assert "nothing to recover" in again.stdout

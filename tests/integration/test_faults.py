@@ -28,13 +28,14 @@ from harness.faults.pods import PodKill
 from harness.faults.resources import NodeStress, QuotaSqueeze
 from harness.faults.workload import REPLICAS_BEFORE, SoftClusterLoss
 from harness.fleet import FleetAccess
-from harness.lease import DrillLease
+from harness.lease import DrillLease, lease_name
 from harness.timeline import Timeline
 from tests.conftest import run_cli, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NS, APP = "orders", "app=orders"
 CLUSTER = "eu-west"  # the passive cluster: faulting it leaves the global endpoint served
+HOLDER = "us-east"  # one of the clusters that hold eu-west's drill lease while a drill faults eu-west
 
 
 @pytest.fixture(scope="module")
@@ -309,8 +310,9 @@ from harness.faults.network import DenyAllPolicy
 def test_holds_the_lease(drill, request):
     # the fault stack alone (no evidence wait): the local fleet does not enforce NetworkPolicy
     drill.stack.push(DenyAllPolicy(targets=("eu-west",), namespace="orders"))
-    lease = client.CoordinationV1Api(drill.access.api_client("eu-west")).read_namespaced_lease(
-        "fleetdrill-drill", "fleetdrill"
+    # held outside the faulted cluster: in us-east (and ap-south)
+    lease = client.CoordinationV1Api(drill.access.api_client("us-east")).read_namespaced_lease(
+        "fleetdrill-drill-eu-west", "fleetdrill"
     )
     print("HOLDER", lease.spec.holder_identity, lease.spec.lease_duration_seconds)
     held = [] if lease.spec.holder_identity else ["no holder"]
@@ -339,8 +341,10 @@ def run_drill(fleet_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def lease_holder(access: FleetAccess) -> str | None:
-    api = client.CoordinationV1Api(access.api_client(CLUSTER))
-    return api.read_namespaced_lease("fleetdrill-drill", "fleetdrill").spec.holder_identity
+    """Who holds the drill lease of CLUSTER, as its copy in HOLDER (a cluster the drill does not fault)
+    says."""
+    api = client.CoordinationV1Api(access.api_client(HOLDER))
+    return api.read_namespaced_lease(lease_name(CLUSTER), "fleetdrill").spec.holder_identity
 
 
 def test_a_drill_holds_the_lease_of_the_cluster_it_faults_and_releases_it(
@@ -390,14 +394,14 @@ def test_recover_after_a_killed_drill_reverts_its_fault_and_frees_its_lease(
 def test_a_second_drill_on_a_held_cluster_is_refused_in_one_line(
     fleet_dir: Path, tmp_path: Path, access: FleetAccess
 ) -> None:
-    other = DrillLease.for_client(CLUSTER, access.api_client(CLUSTER), "other-run-42", 120)
+    other = DrillLease.for_client(CLUSTER, access.api_client(HOLDER), "other-run-42", 120, held_in=HOLDER)
     other.acquire()
     try:
         done = run_drill(fleet_dir, tmp_path)
     finally:
         other.release()
     assert done.returncode == 1, done.stdout[-3000:]
-    refusal = [line for line in done.stdout.splitlines() if "refused: cluster eu-west" in line]
+    refusal = [line for line in done.stdout.splitlines() if "refused: the drill lease of eu-west" in line]
     assert refusal and "is held by run 'other-run-42' until" in refusal[0], done.stdout[-3000:]
     assert "Traceback" not in done.stdout and "lease.py" not in done.stdout, "one line, no traceback"
     assert not Ledger(tmp_path / "ledger.json").entries(), "refused before the fault was in the ledger"

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -625,3 +626,50 @@ def test_recover_drops_reverted_entries_without_reverting_again(ledger: Ledger, 
     ledger.mark(ledger.add(marker(tmp_path, "a"), "run-1").id, "reverted")
     assert [r.outcome for r in recover(ledger.path, KubeContext())] == ["removed"]
     assert ledger.entries() == [] and logged(tmp_path) == []
+
+
+# --- recovery changes (a failover the drill made) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recovery(MarkerFault, kind="test-recovery"):
+    """A marker that is a recovery change: undone after every fault."""
+
+    recovery: ClassVar[bool] = True
+
+
+def test_recovery_changes_are_undone_after_every_fault_and_never_guarded(
+    ledger: Ledger, timeline: Timeline, tmp_path: Path
+) -> None:
+    guarded: list[str] = []
+    stack = FaultStack(
+        KubeContext(), ledger, timeline, "run-1", guard=lambda fault, _: guarded.append(fault.kind)
+    )
+    stack.push(marker(tmp_path, "a"))
+    stack.push(Recovery(str(tmp_path), targets=("b",)))
+    stack.push(marker(tmp_path, "c"))
+    assert guarded == ["test-marker", "test-marker"] and stack.faulted_clusters() == {"a", "c"}
+    stack.undo_all(recoveries=False)
+    assert logged(tmp_path)[-2:] == ["revert c", "revert a"] and in_force(tmp_path) == ["b.part1", "b.part2"]
+    stack.undo_all()
+    assert logged(tmp_path)[-1] == "revert b" and ledger.entries() == []
+
+
+def test_recover_reverts_recovery_changes_after_every_fault(ledger: Ledger, tmp_path: Path) -> None:
+    for fault in (marker(tmp_path, "a"), Recovery(str(tmp_path), targets=("b",)), marker(tmp_path, "c")):
+        fault.inject(KubeContext())
+        ledger.mark(ledger.add(fault, "crashed-run").id, "applied")
+    recover(ledger.path, KubeContext(), force=True)
+    assert [line for line in logged(tmp_path) if line.startswith("revert")] == [
+        "revert c",
+        "revert a",
+        "revert b",
+    ]
+
+
+def test_a_recovery_change_the_drill_undid_itself_is_forgotten(stack: FaultStack, tmp_path: Path) -> None:
+    change = Recovery(str(tmp_path), targets=("b",))
+    stack.push(change)
+    stack.forget(change)
+    stack.undo_all()
+    assert "revert b" not in logged(tmp_path) and stack.in_force() == []

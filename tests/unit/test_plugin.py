@@ -40,8 +40,17 @@ def test_breaks(drill, cluster_name):
 """
 
 
+# This fleet has no API server: the session does not check that it answers (see test_kubeconfig_errors).
+NO_API_SERVER = """
+from harness.fleet import FleetAccess
+
+FleetAccess.unreachable = lambda self, clusters=None: {}
+"""
+
+
 @pytest.fixture
 def fleet_file(pytester: pytest.Pytester) -> Path:
+    pytester.makeconftest(NO_API_SERVER)
     pytester.makefile(".yaml", fleet=textwrap.dedent(FLEET))
     pytester.makepyfile(test_drills=DRILLS)
     return pytester.path / "fleet.yaml"

@@ -1,29 +1,24 @@
-"""harness.safety and harness.lease: allowlist, prod guard, blast radius, dry-run plan, abort monitor, and
-the drill lease against a fake CoordinationV1Api (the lease still needs an integration test on a cluster)."""
+"""harness.safety: allowlist, prod guard, blast radius, dry-run plan and abort monitor (the drill lease is in
+test_lease)."""
 
 from __future__ import annotations
 
-import copy
 import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client import V1Lease
-from kubernetes.client.exceptions import ApiException
 
 from harness.config import Abort, App, Fleet
 from harness.drill import Drill, DrillSettings
 from harness.faults import Evidence, Fault, FaultContext, FaultStack, KubeContext, Ledger
 from harness.fleet import FleetAccess
-from harness.lease import DrillLease, FleetLease, LeaseLost
 from harness.safety import (
     AbortMonitor,
     DrillAborted,
@@ -244,284 +239,6 @@ def test_the_abort_monitor_interrupts_the_drill_and_faults_are_reverted(tmp_path
     ]
     assert len(calls) == 3
     assert signal.getsignal(signal.SIGTERM) == before
-
-
-# --- the drill lease --------------------------------------------------------------------------------
-
-MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
-
-
-class FakeLeaseApi:
-    """CoordinationV1Api's lease calls over a dict, with the API server's conflict and MicroTime rules."""
-
-    def __init__(self, namespace_exists: bool = True) -> None:
-        self.leases: dict[tuple[str, str], V1Lease] = {}
-        self.namespace_exists = namespace_exists
-        self.before_write: Callable[[], None] | None = None
-        self.unreachable = False
-        self.refused = 0
-        self.timeouts: set[object] = set()
-        self._version = 0
-        self._lock = threading.RLock()
-
-    def read_namespaced_lease(self, name: str, namespace: str, **kwargs: object) -> V1Lease:
-        self._request(kwargs)
-        with self._lock:
-            if (namespace, name) not in self.leases:
-                raise ApiException(404, "Not Found")
-            return copy.deepcopy(self.leases[namespace, name])
-
-    def create_namespaced_lease(self, namespace: str, body: V1Lease, **kwargs: object) -> V1Lease:
-        self._request(kwargs)
-        with self._lock:
-            self._run_hook()
-            if not self.namespace_exists:
-                raise ApiException(404, "Not Found")
-            if (namespace, body.metadata.name) in self.leases:
-                raise ApiException(409, "Conflict")
-            return self._store(namespace, body)
-
-    def replace_namespaced_lease(self, name: str, namespace: str, body: V1Lease, **kwargs: object) -> V1Lease:
-        self._request(kwargs)
-        with self._lock:
-            self._run_hook()
-            current = self.leases.get((namespace, name))
-            if current is None:
-                raise ApiException(404, "Not Found")
-            if body.metadata.resource_version != current.metadata.resource_version:
-                raise ApiException(409, "Conflict")
-            return self._store(namespace, body)
-
-    def holder(self) -> str | None:
-        with self._lock:
-            return self.leases["fleetdrill", "fleetdrill-drill"].spec.holder_identity
-
-    def spec(self) -> Any:
-        with self._lock:
-            return copy.deepcopy(self.leases["fleetdrill", "fleetdrill-drill"].spec)
-
-    def _request(self, kwargs: dict[str, object]) -> None:
-        self.timeouts.add(kwargs.pop("_request_timeout"))
-        assert not kwargs
-        if self.unreachable:
-            self.refused += 1
-            raise ConnectionRefusedError(111, "Connection refused")
-
-    def _run_hook(self) -> None:
-        hook, self.before_write = self.before_write, None
-        if hook is not None:
-            hook()
-
-    def _store(self, namespace: str, body: V1Lease) -> V1Lease:
-        stored = copy.deepcopy(body)
-        for field in ("acquire_time", "renew_time"):
-            value = getattr(stored.spec, field)
-            if value is not None:
-                if not isinstance(value, str) or not MICRO_TIME.match(value):
-                    raise ApiException(400, f"Bad Request: {field} {value!r} is not a MicroTime")
-                setattr(stored.spec, field, datetime.fromisoformat(value))
-        self._version += 1
-        stored.metadata.resource_version = str(self._version)
-        self.leases[namespace, stored.metadata.name] = stored
-        return copy.deepcopy(stored)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)  # microsecond 0: isoformat() would drop it
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def api() -> FakeLeaseApi:
-    return FakeLeaseApi()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-def lease(api: FakeLeaseApi, clock: Clock, run_id: str, cluster: str = "east") -> DrillLease:
-    return DrillLease(cluster, api, run_id, 59.5, now=clock)
-
-
-def test_acquire_creates_the_lease(api: FakeLeaseApi, clock: Clock) -> None:
-    lease(api, clock, "run-1").acquire()
-    spec = api.spec()
-    assert (spec.holder_identity, spec.lease_duration_seconds, spec.lease_transitions) == ("run-1", 60, 0)
-    assert spec.acquire_time == spec.renew_time == clock.now
-    lease(api, clock, "run-1").acquire()  # holding it already: fine
-    assert api.spec().lease_transitions == 0
-
-
-def test_a_lease_held_by_another_live_run_refuses(api: FakeLeaseApi, clock: Clock) -> None:
-    lease(api, clock, "run-other").acquire()
-    clock.now += timedelta(seconds=20)
-    with pytest.raises(SafetyError) as raised:
-        lease(api, clock, "run-1").acquire()
-    assert str(raised.value) == (
-        "refused: cluster east: drill lease fleetdrill/fleetdrill-drill is held by run 'run-other' until "
-        "2030-01-02 03:05:05 UTC (40 s from now): another drill is running there; wait for it to end "
-        "(if it died, the lease expires by itself, or delete it: kubectl -n fleetdrill delete lease "
-        "fleetdrill-drill)"
-    )
-    assert api.holder() == "run-other"
-
-
-def test_an_expired_lease_is_taken_over(api: FakeLeaseApi, clock: Clock) -> None:
-    lease(api, clock, "run-dead").acquire()
-    clock.now += timedelta(seconds=60, microseconds=1)
-    lease(api, clock, "run-1").acquire()
-    spec = api.spec()
-    assert (spec.holder_identity, spec.lease_transitions) == ("run-1", 1)
-    assert spec.acquire_time == spec.renew_time == clock.now
-    with pytest.raises(LeaseLost, match="lost, held by run 'run-1' now"):
-        lease(api, clock, "run-dead").renew()
-
-
-def test_renew_and_release(api: FakeLeaseApi, clock: Clock) -> None:
-    mine = lease(api, clock, "run-1")
-    mine.acquire()
-    clock.now += timedelta(seconds=50)
-    mine.renew()
-    assert api.spec().renew_time == clock.now
-    clock.now += timedelta(seconds=50)  # 100 s after acquiring, 50 after renewing: still held
-    with pytest.raises(SafetyError, match="held by run 'run-1'"):
-        lease(api, clock, "run-2").acquire()
-    lease(api, clock, "run-2").release()  # not its lease: nothing happens
-    mine.release()
-    assert api.holder() is None
-    lease(api, clock, "run-2").acquire()
-    assert api.holder() == "run-2"
-    with pytest.raises(LeaseLost, match="lost, held by run 'run-2' now"):
-        mine.renew()
-
-
-def test_a_racing_writer_wins_by_resource_version(api: FakeLeaseApi, clock: Clock) -> None:
-    lease(api, clock, "run-dead").acquire()
-    clock.now += timedelta(minutes=5)
-    api.before_write = lease(api, clock, "run-fast").acquire  # writes between our read and our write
-    with pytest.raises(SafetyError, match="held by run 'run-fast'"):
-        lease(api, clock, "run-1").acquire()
-    assert api.holder() == "run-fast"
-
-
-def test_a_missing_namespace_says_how_to_create_it(clock: Clock) -> None:
-    with pytest.raises(SafetyError, match=r"cannot create it: 404 Not Found \(create the namespace: kubectl"):
-        lease(FakeLeaseApi(namespace_exists=False), clock, "run-1").acquire()
-
-
-def test_fleet_lease_is_all_or_nothing(api: FakeLeaseApi, clock: Clock) -> None:
-    other = FakeLeaseApi()
-    lease(other, clock, "run-other").acquire()
-    mine = [lease(api, clock, "run-1"), DrillLease("west", other, "run-1", 60, now=clock)]
-    with pytest.raises(SafetyError, match=r"cluster west: .* held by run 'run-other'"), FleetLease(mine):
-        pytest.fail("the block ran")
-    assert api.holder() is None
-
-
-def test_fleet_lease_renews_in_the_background_and_releases(api: FakeLeaseApi) -> None:
-    other = FakeLeaseApi()
-    leases = [DrillLease("east", api, "run-1", 60), DrillLease("west", other, "run-1", 60)]
-    with FleetLease(leases, renew_every_s=0.02):
-        first = api.spec().renew_time
-
-        def renewed() -> bool:
-            renew_time = other.spec().renew_time
-            return api.spec().renew_time > first < renew_time
-
-        wait_for(renewed, 10, "both leases to be renewed")
-        assert api.holder() == other.holder() == "run-1"
-    assert api.holder() is None and other.holder() is None
-
-
-def test_a_lost_fleet_lease_is_reported(api: FakeLeaseApi) -> None:
-    lost: list[Exception] = []
-    with FleetLease([DrillLease("east", api, "run-1", 60)], renew_every_s=0.02, on_lost=lost.append):
-        stored = api.leases["fleetdrill", "fleetdrill-drill"]
-        with api._lock:
-            stored.spec.holder_identity = "run-thief"
-        wait_for(lambda: lost, 10, "the lost lease to be reported")
-    assert [type(e) for e in lost] == [LeaseLost]
-    lease_name = "cluster east: drill lease fleetdrill/fleetdrill-drill"
-    assert str(lost[0]).startswith(f"{lease_name}: lost, held by run 'run-thief' now")
-    assert api.holder() == "run-thief"
-
-
-def test_a_lost_fleet_lease_aborts_the_drill_by_default(api: FakeLeaseApi, tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.json")
-    stack = FaultStack(KubeContext(), ledger, Timeline(), "run-1")
-    with (
-        pytest.raises(DrillAborted, match=r"^drill aborted: .* lost, held by run 'run-thief'"),
-        FleetLease([DrillLease("east", api, "run-1", 60)], renew_every_s=0.02),
-        stack.applied(FileFault(str(tmp_path), targets=("east",))),
-    ):
-        with api._lock:
-            api.leases["fleetdrill", "fleetdrill-drill"].spec.holder_identity = "run-thief"
-        wait_for(lambda: False, 10, "the lost lease to abort the drill")
-    assert not (tmp_path / "east").exists() and ledger.entries() == []
-
-
-def test_an_unreachable_api_server_is_one_line(api: FakeLeaseApi, clock: Clock) -> None:
-    api.unreachable = True
-    with pytest.raises(SafetyError) as raised:
-        DrillLease("east", api, "run-1", 60, now=clock, request_timeout_s=2.5).acquire()
-    assert str(raised.value) == (
-        "cluster east: drill lease fleetdrill/fleetdrill-drill: cannot read it: "
-        "ConnectionRefusedError: [Errno 111] Connection refused"
-    )
-    assert api.timeouts == {2.5}
-
-
-def test_renewals_ride_out_an_outage_but_not_past_the_expiry(api: FakeLeaseApi) -> None:
-    lost: list[Exception] = []
-    with FleetLease([DrillLease("east", api, "run-1", 60)], renew_every_s=0.02, on_lost=lost.append):
-        api.unreachable = True
-        wait_for(lambda: api.refused >= 3, 10, "renewals to fail")
-        api.unreachable = False
-        before = api.spec().renew_time
-        wait_for(lambda: api.spec().renew_time > before, 10, "a renewal after the outage")
-    assert lost == []
-
-    started = time.monotonic()
-    with FleetLease([DrillLease("east", api, "run-2", 1)], renew_every_s=0.02, on_lost=lost.append):
-        api.unreachable = True
-        wait_for(lambda: lost, 10, "the expiring lease to be reported")
-        api.unreachable = False  # to release it
-    assert 0.9 < time.monotonic() - started < 5
-    assert str(lost[0]).startswith(
-        "cluster east: drill lease fleetdrill/fleetdrill-drill: renewals failed until it expires: "
-    )
-
-
-def test_the_lease_guard_takes_each_faulted_clusters_lease_before_the_ledger(
-    api: FakeLeaseApi, tmp_path: Path
-) -> None:
-    other = FakeLeaseApi()
-    apis = {"east": api, "west": other}
-    fleet = make_fleet()
-    ledger = Ledger(tmp_path / "ledger.json")
-    with FleetLease(renew_every_s=0.02) as leases:
-        guard = leases.guard(
-            lambda cluster: DrillLease(cluster, apis[cluster], "run-1", 60), then=Guard(fleet)
-        )
-        stack = FaultStack(KubeContext(), ledger, Timeline(), "run-1", guard=guard)
-        with stack:
-            stack.push(FileFault(str(tmp_path), targets=("east",)))
-            assert leases.held() == {"east"} and api.holder() == "run-1" and not other.leases
-            with pytest.raises(SafetyError, match=r"not in safety\.allowlist"):
-                stack.push(FileFault(str(tmp_path), targets=("lab",)))  # refused by the rules: no lease taken
-            DrillLease("west", other, "run-other", 60).acquire()
-            with pytest.raises(SafetyError, match=r"refused: cluster west: .* held by run 'run-other'"):
-                stack.push(FileFault(str(tmp_path), targets=("west",)))
-            assert [entry.fault["targets"] for entry in ledger.entries()] == [["east"]], (
-                "refused before the ledger"
-            )
-        assert api.holder() == "run-1", "held until the faults are reverted"
-    assert api.holder() is None and other.holder() == "run-other"
 
 
 # --- the abort rule wired into a drill's observation ------------------------------------------------

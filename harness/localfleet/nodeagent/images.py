@@ -7,7 +7,9 @@ copies the built plugin into the pod's plugin volume, as the image's entrypoint 
 controller-manager image (ghcr.io/chaos-mesh/chaos-mesh) runs our chaos controller; any
 other image runs an idle process that is Running and Ready, so `kubectl create deployment
 --image=nginx` works. The pod's own command wins when the catalogue can run it (a real program on
-this machine); otherwise the idle process runs and the container's status message says so.
+this machine); without a command its args are the argv, as for an image with no ENTRYPOINT (the base
+images: busybox, debian, alpine); otherwise the idle process runs and the container's status message
+says so.
 """
 
 import os
@@ -57,10 +59,11 @@ def resolve(image: str, command: list[str], args: list[str]) -> Resolved:
         return _velero(image, command, args)
     if _repository(image) in (VELERO_AWS_PLUGIN_IMAGE, f"docker.io/{VELERO_AWS_PLUGIN_IMAGE}"):
         return _velero_plugin(image)
-    if command and shutil.which(command[0]):
-        return Resolved([*command, *args])
-    if command:
-        return Resolved(IDLE, f"image {image}: {command[0]!r} is not available here; running an idle process")
+    argv = [*command, *args] if command else args  # an image outside the catalogue: no ENTRYPOINT known
+    if argv and shutil.which(argv[0]):
+        return Resolved(argv)
+    if argv:
+        return Resolved(IDLE, f"image {image}: {argv[0]!r} is not available here; running an idle process")
     return Resolved(IDLE, f"image {image} is not in the catalogue; running an idle process")
 
 

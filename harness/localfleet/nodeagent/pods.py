@@ -222,6 +222,14 @@ class PodWorker(threading.Thread):
             mounts.append(Mount(self.folders[mount.name], mount.mount_path, read_only))
         return mounts
 
+    def _home(self, container: Container) -> Path:
+        """The container's own home folder, HOME unless its env sets one (a runtime sets HOME from the
+        image's user; our containers share the machine's filesystem, so each gets a folder of the pod's,
+        removed with it)."""
+        home = self.volumes.pod_dir(self.pod.metadata.uid) / "containers" / container.spec.name / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
     def _termination_log(self, container: Container) -> list[Mount]:
         """A fresh file of this run bound at the container's terminationMessagePath, read when it exits."""
         path, name = container.spec.termination_message_path, container.spec.name
@@ -250,7 +258,9 @@ class PodWorker(threading.Thread):
         spec, uid = container.spec, self.pod.metadata.uid
         try:
             resolved = images.resolve(spec.image, spec.command or [], spec.args or [])
-            env = self.env_for(self.pod, spec, self.sandbox.ip if self.sandbox else "")
+            env = {"HOME": str(self._home(container))} | self.env_for(
+                self.pod, spec, self.sandbox.ip if self.sandbox else ""
+            )
             log = self.volumes.pod_dir(uid) / "logs" / spec.name / f"{container.restarts}.log"
             cgroups = self.runtime.cgroups.create(uid, spec.name, spec.resources)
             mounts = [*self._mounts(spec), *self._termination_log(container)]

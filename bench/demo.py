@@ -1,0 +1,94 @@
+"""The main job, again and again: `fleetdrill demo` on a fresh fleet N times, optionally beside a CPU hog.
+
+Prints each run's outcome (passed, or the first line of what failed) and wall time, then passes of N;
+asserts nothing. The hog (`--load`) keeps every core of the machine busy, as other jobs on a shared CI
+runner do, so a verdict that depends on how busy the machine is shows here.
+    python bench/demo.py [--runs 5] [--load]
+"""
+
+import argparse
+import multiprocessing
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.faults import signals_as_interrupts
+
+FAILED = re.compile(r"^(FAILED|ERROR) (\S+)(?: - (.*))?$")
+
+
+def fleetdrill(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True)
+
+
+def burn() -> None:
+    while True:
+        pass
+
+
+@contextmanager
+def hog(on: bool) -> Iterator[None]:
+    """A busy loop on every core while the block runs (none when off)."""
+    workers = [multiprocessing.Process(target=burn, daemon=True) for _ in range(multiprocessing.cpu_count())]
+    for worker in workers if on else []:
+        worker.start()
+    try:
+        yield
+    finally:
+        for worker in workers if on else []:
+            worker.terminate()
+            worker.join()
+
+
+def one_demo(folder: Path) -> tuple[bool, float, str]:
+    """A demo on a fresh fleet in folder: passed, wall seconds (fleet up included), first failure."""
+    started = time.monotonic()
+    try:
+        demo = fleetdrill(
+            "demo",
+            "--dir",
+            str(folder / "fleet"),
+            "--report-dir",
+            str(folder / "reports"),
+            "--",
+            "--ledger",
+            str(folder / "ledger.json"),
+        )
+    finally:
+        fleetdrill("fleet", "down", "--dir", str(folder / "fleet"))
+    seconds = time.monotonic() - started
+    failures = [
+        m.group(2) + (f": {m.group(3)}" if m.group(3) else "")
+        for m in map(FAILED.match, demo.stdout.splitlines())
+        if m
+    ]
+    why = failures[0] if failures else (demo.stderr.strip().splitlines() or [f"exit {demo.returncode}"])[-1]
+    return demo.returncode == 0, seconds, "" if demo.returncode == 0 else why[:300]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="how many demos (default 5)")
+    parser.add_argument("--load", action="store_true", help="a CPU hog on every core beside them")
+    args = parser.parse_args()
+    passes = 0
+    with hog(args.load):
+        for run in range(1, args.runs + 1):
+            with tempfile.TemporaryDirectory(prefix="fleetdrill-demo-") as tmp:
+                passed, seconds, why = one_demo(Path(tmp))
+            passes += passed
+            print(
+                f"demo {run}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s"
+                + (f": {why}" if why else "")
+            )
+    print(f"{passes} of {args.runs} demos passed{' under load' if args.load else ''}")
+
+
+if __name__ == "__main__":
+    with signals_as_interrupts():  # SIGTERM too takes the fleet down (one_demo's finally)
+        main()
