@@ -53,10 +53,11 @@ def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: F
         assert poll(lambda: drill.writes_acked_since(app, point.completed) >= MORE_WRITES, deadline), (
             f"{app.name} acknowledged fewer than {MORE_WRITES} writes after the backup"
         )
-        t0 = drill.inject(ClusterLoss(targets=(primary,))).started
-        # pushed after the loss, so reverted before it: the restored copy is gone when the primary returns
-        drill.inject(ScratchNamespace(targets=(target,), namespace=into))
+        # the restored app is probed from before t0: every probe until it serves is part of the RTO
         with drill.observe_restored(app, proxy):
+            t0 = drill.inject(ClusterLoss(targets=(primary,))).started
+            # pushed after the loss, so reverted before it: the restored copy is gone when the primary returns
+            drill.inject(ScratchNamespace(targets=(target,), namespace=into))
             failover.restore_to_standby(app, point.name, target, into, deadline)
             drill.wait_restored_serves(app, deadline)
             drill.soak()

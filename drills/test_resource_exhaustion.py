@@ -1,6 +1,7 @@
-"""Resource exhaustion: stress pods take most of the CPU and memory the primary cluster's nodes have
-left, and a ResourceQuota stops the app's namespace from starting new pods. The app must keep its
-latency and availability bounds through the stress, and serve as before once the stress ends."""
+"""Resource exhaustion: stress pods request and burn CPU and most of the memory the primary cluster's
+nodes have left (shares below), and a ResourceQuota stops the app's namespace from starting new pods.
+The app must keep its latency and availability bounds through the stress, and serve as before once the
+stress ends."""
 
 import time
 
@@ -11,9 +12,12 @@ from harness.faults.resources import NodeStress, QuotaSqueeze
 
 BASELINE_S = 2.0
 STRESS_S = 10.0
-# Shares of what each node's allocatable leaves free. The local fleet's nodes share one small machine,
-# so the drill takes a part of it; on a real fleet raise them to the whole node (1.0).
-CPU_FRACTION, MEMORY_FRACTION = 0.3, 0.6
+# Shares of what each node's allocatable leaves free. The local fleet's nine nodes, its load balancer and
+# the runner share one 2-core machine while each node declares both cores allocatable: 0.3 of the three
+# primary nodes burned 1.8 of the 2 real cores and starved everything, the global load balancer included
+# (p99 1.2 s on a quiet runner). 0.1 burns 0.6 core, a node's share of the machine and then some. On a real
+# fleet raise them to the whole node (1.0); the fleet file should say (the real-fleets issue).
+CPU_FRACTION, MEMORY_FRACTION = 0.1, 0.6
 LATENCY_PERCENTILE = 99.0
 
 

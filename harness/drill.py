@@ -31,6 +31,7 @@ STEADY_WRITES = 5  # sentinel writes in a row acknowledged: the data path is par
 FAILED_OVER = ("gslb.updated", "data.promoted", "failover.commanded", "failover.observed")
 """Timeline events that say the drill failed over to their cluster."""
 STEADY_REGAIN_S = 5.0
+"""After the steady state's hold, how long the app may take to be healthy again (one slow probe)."""
 RPO_REACH = 2.0
 """Sentinels write for this many RPO objectives before the fault: a loss of up to twice the objective is
 measured (an RPO miss is a FAIL with its size), not only bounded from below."""
@@ -447,7 +448,7 @@ class Drill:
             why = f"RPO not judged: the data on {survivor} could not be read: {error}"
             return Verdict("error", "RPO", f"the data on {survivor} read back", "no data", why, {})
         loss = measure.rpo(observation.writes, present, t0)
-        figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count}
+        figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count, "lost_ids": list(loss.lost)}
         quiet_s = self.settings.max_quiet_s
         return self._against(
             app, "rpo", "RPO", lambda goal: measure.judge_rpo(loss, goal, max_quiet_s=quiet_s)
@@ -475,7 +476,7 @@ class Drill:
             why = f"{objective} not judged: the restored app's data could not be read: {error}"
             return Verdict("error", objective, "the restored data read back", "no data", why, {})
         loss = measure.rpo(observation.writes, present, t0)
-        figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count}
+        figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count, "lost_ids": list(loss.lost)}
         return measure.judge_backup_point(loss, observation.writes, present, point.started, point.completed)
 
 

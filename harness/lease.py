@@ -280,7 +280,10 @@ class LeasePlaces:
     ) -> ClusterLease:
         """The lease of `cluster` for a run about to fault `faulting` (not acquired yet)."""
         holders = self.holders(cluster, faulting)
-        others = () if self.lease_cluster else tuple(p for p in self.clusters if p not in holders)
+        cut_off = faulted()  # already out of reach by this run's own faults: nothing to read there
+        others = (
+            () if self.lease_cluster else tuple(p for p in self.clusters if p not in {*holders, *cut_off})
+        )
         return ClusterLease(cluster, holders, others, copy_for, faulted)
 
     def anywhere(self, cluster: str) -> tuple[str, ...]:
@@ -428,7 +431,8 @@ class FleetLease:
         return frozenset(lease.cluster for lease in self._held)
 
     def faulted(self) -> frozenset[str]:
-        """The clusters the faults this guard let through target (over the whole run)."""
+        """The clusters whose API server a fault this guard let through may take away (Fault.cuts_api),
+        over the whole run: no lease is held there."""
         return self._faulted
 
     def hold(self, lease: Any) -> None:
@@ -452,7 +456,7 @@ class FleetLease:
         def guard(fault: Fault, faulted: frozenset[str]) -> None:
             if then is not None:
                 then(fault, faulted)
-            faulting = faulted | frozenset(fault.targets)
+            faulting = self._faulted | (frozenset(fault.targets) if fault.cuts_api else frozenset())
             for cluster in fault.targets:
                 if cluster not in self.held():
                     lease = places.lease(cluster, faulting, copy_for, self.faulted)

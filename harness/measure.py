@@ -27,6 +27,9 @@ from harness.samples import (
 )
 from harness.timeline import Event, phase_spans
 
+SHOWN_IDS = 5
+"""How many lost write ids a verdict's message lists; it gives their count too."""
+
 
 def probe_failed(sample: ProbeSample, latency_bound: float | None = None) -> bool:
     """A probe fails on connection error or timeout (not ok), a 5xx status, or latency above the bound.
@@ -253,6 +256,12 @@ def _rel(t: float, t0: float) -> str:
     return f"{'-' if t < t0 else '+'}{_secs(abs(t - t0))} s"
 
 
+def _ids(seqs: Sequence[int]) -> str:
+    """A few write ids for a message, with how many more there are: `#3, #4, #5, #6, #7 and 12 more`."""
+    shown = ", ".join(f"#{s}" for s in seqs[:SHOWN_IDS])
+    return f"{shown} and {len(seqs) - SHOWN_IDS} more" if len(seqs) > SHOWN_IDS else shown
+
+
 def _verdict(ok: bool, objective: str, expected: str, measured: str, message: str, moments: dict) -> Verdict:
     return Verdict("pass" if ok else "fail", objective, expected, measured, message, moments)
 
@@ -317,8 +326,7 @@ def judge_rpo(result: RpoResult, objective_s: float, *, max_quiet_s: float) -> V
     if survivor and survivor.acked_at is not None:
         lost += f"; intact up to #{survivor.seq} acked at {_rel(survivor.acked_at, t0)}"
     if result.holes:
-        shown = ", ".join(f"#{s}" for s in result.holes[:10])
-        lost += f"; {len(result.holes)} holes below the newest surviving write: {shown}"
+        lost += f"; {len(result.holes)} holes below the newest surviving write: {_ids(result.holes)}"
     if result.rpo > objective_s:
         message = f"RPO {measured} exceeds objective {objective_s:g} s: {lost}"
         return _verdict(False, "RPO", expected, measured, message, moments)
@@ -369,8 +377,7 @@ def judge_backup_point(
         )
         return _verdict(False, objective, expected, measured, message, moments)
     if result.holes:
-        shown = ", ".join(f"#{s}" for s in result.holes[:10])
-        message = f"{len(result.holes)} writes missing below the newest restored one: {shown}"
+        message = f"{len(result.holes)} writes missing below the newest restored one: {_ids(result.holes)}"
         return _verdict(False, objective, expected, measured, message, moments)
     survivor = result.last_survivor
     intact = "nothing kept"

@@ -21,7 +21,7 @@ from harness.faults import FaultStack, new_run_id
 from harness.fleet import FleetAccess
 from harness.gameday import NoOperator
 from harness.report import allure as allure_results
-from harness.report import publish, runs
+from harness.report import publish, record, runs
 from harness.run import DrillRun, RunSettings
 from harness.safety import SafetyError, check_allowed
 from harness.timeline import Event, Timeline
@@ -156,6 +156,7 @@ def _run_settings(item: pytest.Item) -> RunSettings:
         pause_timeout_s=config.getoption("--pause-timeout") if gameday else None,
         listeners=(_progress(config, item.name),) if config.getoption("--progress") else (),
         fleet_file=_fleet_file(config).absolute(),
+        title=record.title_of(item),
     )
 
 

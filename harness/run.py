@@ -49,6 +49,8 @@ class RunSettings:
     fleet_file: Path | None = None
     """The fleet file the fleet was loaded from: what `fleetdrill recover` loads again to revert a fault that
     needs more than the ledger keeps (a Chaos Toolkit experiment's rollbacks)."""
+    title: str = ""
+    """The drill in words, for the reports (harness.report.record.title_of); empty: its name in words."""
 
 
 class DrillRun:
@@ -109,5 +111,6 @@ class DrillRun:
         """Write the record; its outcome combines the drill's (passed, failed, error, skipped), its verdicts
         and a teardown's error (record.conclude). Returns the recorded outcome and message."""
         outcome, message = record.conclude(self.drill, outcome, message, teardown)
-        record.write(self.drill, self.settings.folder, self.settings.run_id, outcome, message)
+        settings = self.settings
+        record.write(self.drill, settings.folder, settings.run_id, outcome, message, settings.title)
         return outcome, message

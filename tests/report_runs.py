@@ -51,6 +51,7 @@ class Scenario:
     after_s: float = 12.0
     wall_start: float = 1_790_000_000.0
     message: str = ""
+    title: str = "Active-passive: lose the primary cluster"
 
 
 def _events(s: Scenario) -> list[Event]:
@@ -134,5 +135,5 @@ def write_run(
     verdicts = drill.judge(app, T0, survivor="eu-west")
     outcome = "passed" if all(v.status == "pass" for v in verdicts) else "failed"
     folder = report_dir / run_id / "test_lose_the_primary_cluster"
-    record.write(drill, folder, run_id, outcome, scenario.message)
+    record.write(drill, folder, run_id, outcome, scenario.message, scenario.title)
     return folder

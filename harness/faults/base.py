@@ -91,6 +91,9 @@ class Fault(ABC):
     kind: ClassVar[str] = ""
     effect_deadline_s: ClassVar[float] = 30.0
     """How long after injection began its effect may take to show before the fault counts as not taken."""
+    cuts_api: ClassVar[bool] = False
+    """The fault may take the target clusters' API servers out of reach (a cluster loss, a partition): no
+    drill lease is held there while it is in force."""
     recovery: ClassVar[bool] = False
     """A change the drill made to recover (a failover), not a fault: never guarded as one, and undone only
     after every fault is reverted (failing back needs the lost cluster back)."""
@@ -355,6 +358,9 @@ class FaultStack:
             self._in_force.remove(item)
 
     def _record(self, name: str, item: _InForce, **extra: str | float) -> Event:
+        """A fault's event (fault.*); a recovery change's is recovery.* (a failover is not a fault)."""
         record, targets = item.fault.to_record(), item.fault.targets
         detail = {"id": item.entry_id, **{key: record[key] for key in ("kind", "targets", "params")}, **extra}
+        if item.fault.recovery:
+            name = name.replace("fault.", "recovery.", 1)
         return self._timeline.record(name, targets[0] if len(targets) == 1 else None, detail)

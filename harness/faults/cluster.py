@@ -1,6 +1,7 @@
 """Losing a whole cluster through the infrastructure provider (the hard loss of a region's cluster)."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from harness.errors import FleetDrillError
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
@@ -19,6 +20,8 @@ def provider(ctx: FaultContext) -> Provider:
 @dataclass(frozen=True)
 class ClusterLoss(Fault, kind="cluster-loss"):
     """Every process of the target cluster stops at once; reverting brings it back on its data."""
+
+    cuts_api: ClassVar[bool] = True
 
     def inject(self, ctx: FaultContext) -> None:
         for cluster in self.targets:

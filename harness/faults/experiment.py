@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urljoin
 
 from chaoslib.configuration import load_configuration, load_dynamic_configuration
@@ -310,7 +310,10 @@ class ExperimentFault(Fault, kind="chaostoolkit-experiment"):
     """What the experiment file `experiment`, run against the fleet of the fleet file `fleet`, changes in
     the target clusters. Revert runs its rollbacks, prepared again with the values `recorded` at its
     start; `environment` names the variables its configuration read (recover needs them set again).
-    The effect is read from the run's journal (`journal`)."""
+    The effect is read from the run's journal (`journal`). Its actions may be anything (a cloud's
+    instances stopped), so the drill lease of its targets is held elsewhere (cuts_api)."""
+
+    cuts_api: ClassVar[bool] = True
 
     experiment: str
     fleet: str

@@ -2,6 +2,7 @@
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.cluster import provider
@@ -12,6 +13,8 @@ from harness.timeline import Event
 @dataclass(frozen=True)
 class WanPartition(Fault, kind="wan-partition"):
     """Packets between the target clusters and every other part of the fleet are dropped, both ways."""
+
+    cuts_api: ClassVar[bool] = True
 
     @property
     def name(self) -> str:

@@ -1,8 +1,9 @@
 """The self-contained HTML report of one run: reports/RUN_ID/report.html.
 
 Everything is in the one file (pictures as data: URIs, styles inline): it opens offline and can be mailed.
-Sections: what the run concluded, a summary table (one row per objective judged), per drill its figures,
-RTO phases, timeline plot and events, then the trend of RTO and RPO across past runs.
+Sections: what the run concluded, a summary table (one row per objective judged, drills titled in words; it
+fits the page's width), per drill what went wrong in one sentence (the traceback folded below it), its
+figures, RTO phases, timeline plot and events, then the trend of RTO and RPO across past runs.
 """
 
 import base64
@@ -18,19 +19,31 @@ from harness.report.words import (
     VERDICT_COLOURS,
     VERDICT_WORDS,
     figure_rows,
+    headline,
     phase_rows,
     reason_line,
 )
 
 REPORT = "report.html"
+SUMMARY_REASON_CHARS = 400  # the whole message is in the drill's section
+SUMMARY_COLUMNS = (  # (header, share of the page's width): the summary table fits the page, never scrolls
+    ("drill", 17),
+    ("cluster", 8),
+    ("objective", 10),
+    ("expected", 12),
+    ("measured", 10),
+    ("verdict", 7),
+    ("reason", 36),
+)
 
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:78em;color:#1f2328;line-height:1.45}
-table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d0d7de;padding:.3em .6em;
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:78em;padding:0 1em;color:#1f2328;
+line-height:1.45;overflow-wrap:anywhere}table{border-collapse:collapse;margin:.6em 0;max-width:100%}
+table.summary{width:100%;table-layout:fixed}td,th{border:1px solid #d0d7de;padding:.3em .6em;
 text-align:left;vertical-align:top}th{background:#f6f8fa}.verdict{color:#fff;font-weight:bold;
 padding:.1em .5em;border-radius:.3em;white-space:nowrap}img{max-width:100%;border:1px solid #d0d7de}
 .note{color:#59636e}pre{background:#f6f8fa;padding:.6em;white-space:pre-wrap;max-height:20em;overflow:auto}
-section{border-top:2px solid #d0d7de;margin-top:2em}
+section{border-top:2px solid #d0d7de;margin-top:2em}.what{font-size:1.1em;font-weight:600}
 """
 
 
@@ -55,41 +68,54 @@ def _image(png: bytes | None, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+def _objective_rows(drill: DrillResult) -> list[tuple[str, str, str, str, str, str]]:
+    """(cluster, objective, expected, measured, verdict, reason) for every objective the drill judged, and
+    a row with its outcome when that decided its verdict (it judged none, or broke after judging)."""
+    verdicts = list(drill.record.get("verdicts") or [])
+    if drill.verdict not in {v.get("status") for v in verdicts}:
+        verdicts.append(
+            {
+                "objective": "drill completed",
+                "expected": "the drill runs to its end and judges its objectives",
+                "measured": drill.record.get("outcome", "-"),
+                "status": drill.verdict,
+                "message": drill.record.get("message") or "no objective was judged",
+            }
+        )
+    return [
+        (
+            drill.cluster,
+            str(v.get("objective", "-")),
+            str(v.get("expected", "-")),
+            str(v.get("measured", "-")),
+            str(v.get("status", "error")),
+            str(v.get("message", "")),
+        )
+        for v in verdicts
+    ]
+
+
 def summary_rows(run: Run) -> list[tuple[str, str, str, str, str, str, str]]:
     """(drill, cluster, objective, expected, measured, verdict, reason) for every objective judged, and a
     row with the drill's outcome when that decided its verdict (it judged none, or broke after judging)."""
-    rows = []
-    for drill in run.drills:
-        verdicts = list(drill.record.get("verdicts") or [])
-        if drill.verdict not in {v.get("status") for v in verdicts}:
-            verdicts.append(
-                {
-                    "objective": "drill completed",
-                    "expected": "the drill runs to its end and judges its objectives",
-                    "measured": drill.record.get("outcome", "-"),
-                    "status": drill.verdict,
-                    "message": drill.record.get("message") or "no objective was judged",
-                }
-            )
-        for v in verdicts:
-            rows.append(
-                (
-                    drill.name,
-                    drill.cluster,
-                    str(v.get("objective", "-")),
-                    str(v.get("expected", "-")),
-                    str(v.get("measured", "-")),
-                    str(v.get("status", "error")),
-                    str(v.get("message", "")),
-                )
-            )
-    return rows
+    return [(drill.name, *row) for drill in run.drills for row in _objective_rows(drill)]
 
 
 def _summary(run: Run) -> str:
-    rows = [(*row[:5], _badge(row[5]), reason_line(row[6], 2000)) for row in summary_rows(run)]
-    header = ("drill", "cluster", "objective", "expected", "measured", "verdict", "reason")
-    return _table(header, rows, raw=5)
+    """The summary table: per drill its title (a link to its section) beside one row per objective."""
+    columns = "".join(f'<col style="width:{share}%">' for _, share in SUMMARY_COLUMNS)
+    head = "".join(f"<th>{escape(header)}</th>" for header, _ in SUMMARY_COLUMNS)
+    body = []
+    for drill in run.drills:
+        rows = _objective_rows(drill)
+        title = f'<td rowspan="{len(rows)}"><a href="#{escape(drill.name)}">{escape(drill.title)}</a></td>'
+        for index, (cluster, objective, expected, measured, verdict, reason) in enumerate(rows):
+            cells = "".join(f"<td>{escape(text)}</td>" for text in (cluster, objective, expected, measured))
+            reason_cell = f"<td>{escape(reason_line(reason, SUMMARY_REASON_CHARS))}</td>"
+            body.append(
+                f"<tr>{title if index == 0 else ''}{cells}<td>{_badge(verdict)}</td>{reason_cell}</tr>"
+            )
+    return f'<table class="summary"><colgroup>{columns}</colgroup><tr>{head}</tr>{"".join(body)}</table>'
 
 
 def _objective_text(objectives: dict[str, Any]) -> str:
@@ -112,13 +138,35 @@ def _events(drill: DrillResult) -> str:
     return f"<details><summary>timeline: {len(rows)} events</summary>{_table(header, rows)}</details>"
 
 
+def _place(drill: DrillResult) -> str:
+    """Where a drill acted, in words: "after the cluster-loss on us-east", "on us-east", or ""."""
+    faults = [f"the {text.removeprefix('fault: ')}" for text, _start, _end in drill.fault_spans()]
+    if faults:
+        return f"after {' and '.join(dict.fromkeys(faults))}"
+    return f"on {drill.cluster}" if drill.cluster != "-" else ""
+
+
+def _what_happened(drill: DrillResult) -> str:
+    """The verdict in one plain sentence (what went wrong and where), then the drill's own report of it,
+    the Python traceback when it raised, folded away."""
+    sentence = headline(drill.record, _place(drill))
+    parts = [
+        f'<p class="what">{escape(sentence)}</p>'
+        if sentence
+        else f"<p>{escape(VERDICT_WORDS.get(drill.verdict, drill.verdict))}.</p>"
+    ]
+    parts.append(f'<p class="note">Drill {escape(drill.name)}; faulted: {escape(drill.cluster)}.</p>')
+    message = str(drill.record.get("message") or "")
+    if message:
+        traced = any(line.startswith("E ") for line in message.splitlines())
+        label = "The Python traceback" if traced else "What the drill reported"
+        parts.append(f"<details><summary>{label}</summary><pre>{escape(message)}</pre></details>")
+    return "".join(parts)
+
+
 def _drill(drill: DrillResult) -> str:
-    parts = [f'<section id="{escape(drill.name)}"><h2>{escape(drill.name)} {_badge(drill.verdict)}</h2>']
-    parts.append(
-        f"<p>{escape(VERDICT_WORDS.get(drill.verdict, drill.verdict))}. Faulted: {escape(drill.cluster)}.</p>"
-    )
-    if drill.record.get("message"):
-        parts.append(f"<p>What the drill reported:</p><pre>{escape(drill.record['message'])}</pre>")
+    parts = [f'<section id="{escape(drill.name)}"><h2>{escape(drill.title)} {_badge(drill.verdict)}</h2>']
+    parts.append(_what_happened(drill))
     objectives = drill.record.get("objectives", {})
     all_figures = drill.record.get("figures", {})
     for app in dict.fromkeys([*all_figures, *objectives]):  # an app probed but never judged has no figures
@@ -134,7 +182,7 @@ def _drill(drill: DrillResult) -> str:
                 parts.append(_table(("phase", "time within the RTO"), phases))
         rto = figures.get("rto_s") if isinstance(figures, dict) else None
         png = plots.timeline_png(drill, app, plots.latency_seconds(goals.get("latency")), rto)
-        parts.append(_image(png, f"timeline of {drill.name}, app {app}"))
+        parts.append(_image(png, f"timeline of {drill.title}, app {app}"))
         parts.append(
             '<p class="note">Top: every probe request per endpoint over time. Bottom: how long the '
             "global endpoint took to answer or to give up (log scale). The red band is the fault, coloured "

@@ -10,13 +10,42 @@ import platform
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from harness.drill import Drill
 from harness.report.redact import redact_data
 from harness.report.runs import VERDICTS
+from harness.report.words import readable
 
 OUTCOME_VERDICTS = {"passed": "pass", "failed": "fail", "skipped": "skip"}  # any other outcome: error
 NO_VERDICT = "no verdict: the drill judged no objective, so it proves nothing"
+LABEL_CHARS = 60  # a module docstring's `Label: what it does` prefix, when it has one
+
+
+def _sentence(doc: str | None) -> str:
+    """A docstring's first sentence (its first paragraph, unwrapped, to the first full stop)."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return paragraph.split(". ")[0].removesuffix(".")
+
+
+def title_of(item: Any) -> str:
+    """A drill's title in words, from its pytest item: the first sentence of its test function's docstring;
+    else of its module's (as `Label: the test's name in words` when that starts with a short label, as
+    `Active-passive: ...` does); else a Chaos Toolkit experiment's title; "" when it has none. A
+    parametrized drill's parameter follows in brackets: `Lose one cluster (ap-south)`."""
+    name = str(getattr(item, "name", ""))
+    parameter = name.partition("[")[2].removesuffix("]")
+    title = _sentence(getattr(getattr(item, "obj", None), "__doc__", None))
+    if not title:
+        title = _sentence(getattr(getattr(item, "module", None), "__doc__", None))
+        label, colon, _ = title.partition(": ")
+        if colon and len(label) <= LABEL_CHARS:
+            words = readable(name.partition("[")[0])
+            title = f"{label}: {words[:1].lower()}{words[1:]}"
+    raw = getattr(item, "raw", None)
+    if not title and isinstance(raw, dict):
+        title = str(raw.get("title") or "")
+    return f"{title} ({parameter})" if title and parameter else title
 
 
 def overall(drill: Drill, outcome: str) -> str:
@@ -52,8 +81,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def write(drill: Drill, folder: Path, run_id: str, outcome: str, message: str) -> Path:
-    """Write the drill's record and raw data into folder; return the record's path."""
+def write(drill: Drill, folder: Path, run_id: str, outcome: str, message: str, title: str = "") -> Path:
+    """Write the drill's record and raw data into folder; return the record's path. `title`: the drill in
+    words (title_of); without one, the reports put its name in words."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "probes.jsonl").open("w") as probes:
         for app, observation in drill.observations.items():
@@ -68,6 +98,7 @@ def write(drill: Drill, folder: Path, run_id: str, outcome: str, message: str) -
                 )
     record = {
         "drill": drill.name,
+        "title": title,
         "run_id": run_id,
         "fleet": drill.fleet.name,
         "verdict": overall(drill, outcome),

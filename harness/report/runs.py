@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.report.redact import redact_data
+from harness.report.words import readable
 
 RECORD = "record.json"
 RUN_META = "run.json"
@@ -62,6 +63,11 @@ class DrillResult:
         return str(self.record.get("drill", self.folder.name))
 
     @property
+    def title(self) -> str:
+        """The drill in words: its recorded title, else (older records) its name in words."""
+        return str(self.record.get("title") or readable(self.name))
+
+    @property
     def verdict(self) -> str:
         """The record's verdict; error when it has none we know."""
         verdict = self.record.get("verdict")
@@ -73,8 +79,11 @@ class DrillResult:
 
     @property
     def t0(self) -> float | None:
-        """Monotonic time the first fault's injection completed (None when the drill injected none)."""
-        return next((e["t_mono"] for e in self.events if e["name"] == "fault.injected"), None)
+        """Monotonic time the first fault's injection began (records made before that moment was kept: when
+        it completed); None when the drill injected none."""
+        names = [e["name"] for e in self.events]
+        started = "fault.injecting" if "fault.injecting" in names else "fault.injected"
+        return next((e["t_mono"] for e in self.events if e["name"] == started), None)
 
     @property
     def faulted(self) -> list[str]:
@@ -93,7 +102,8 @@ class DrillResult:
             key = detail.get("id") or (detail.get("kind"), tuple(detail.get("targets", ())))
             if event["name"] == "fault.injected":
                 targets = ", ".join(detail.get("targets", ())) or "?"
-                spans[key] = [f"fault: {detail.get('kind', '?')} on {targets}", event["t_mono"], None]
+                start = detail.get("started", event["t_mono"])  # injection began (older records: ended)
+                spans[key] = [f"fault: {detail.get('kind', '?')} on {targets}", start, None]
             elif event["name"] == "fault.reverted" and key in spans:
                 spans[key][2] = event["t_mono"]
         return [(text, start, end) for text, start, end in spans.values()]

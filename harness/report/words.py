@@ -1,14 +1,17 @@
-"""Plain words for the figures of a drill record: a name with its unit, a formatted value, a meaning.
+"""Plain words for a drill record: each figure's name with its unit, formatted value and meaning; the drill's
+name in words; what went wrong in one sentence.
 
 Shared by the HTML report, the evidence pack and the terminal summary so they all say the same thing.
 """
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 REASON_CHARS = 160  # the terminal summary's; the HTML report shows more
+ERROR_CHARS = 300  # the error quoted in a failed drill's first sentence
 _WHERE = re.compile(r"^\S+\.py:\d+: \w+$")  # pytest's `drills/x.py:20: AssertionError` line
+_LOCATION = re.compile(r"^(\S+\.py:\d+):")  # where a traceback's frame is
 VERDICT_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#9a6700", "skip": "#59636e"}
 VERDICT_WORDS = {
     "pass": "PASS: objective met",
@@ -86,7 +89,7 @@ def figure_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
     if isinstance(latency, dict):
         text = ", ".join(f"p{float(p):g} {milliseconds(v)}" for p, v in latency.items())
         rows.append(("latency percentiles", text, "answered requests: p99 = 99 % were at least this fast"))
-    skip = {*FIGURES, "latency_s", "rto_phases"}
+    skip = {*FIGURES, "latency_s", "rto_phases", "lost_ids"}  # every lost id stays in record.json only
     rows += [(key, str(value), "") for key, value in figures.items() if key not in skip]
     return rows
 
@@ -109,3 +112,55 @@ def reason_line(text: str, limit: int = REASON_CHARS) -> str:
     useful = [line for line in lines if not line.startswith(("+", "assert ")) and not _WHERE.match(line)]
     line = (useful or lines or [""])[-1]
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def readable(name: str) -> str:
+    """A drill's pytest name in words: `test_lose_the_primary[us-east]` -> `Lose the primary (us-east)`."""
+    base, _, parameter = name.partition("[")
+    words = base.removeprefix("test_").replace("_", " ").strip() or base
+    text = words[:1].upper() + words[1:]
+    return f"{text} ({parameter.removesuffix(']')})" if parameter else text
+
+
+def _listed(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
+def _error(message: str) -> tuple[str, str]:
+    """(the error's first line, where in the code it was raised or ""), from pytest's report of it."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    raised = next((line.removeprefix("E").strip() for line in lines if line.startswith("E ")), "")
+    places = [found.group(1) for line in lines if (found := _LOCATION.match(line))]
+    return reason_line(raised or message, ERROR_CHARS), (places[0] if places else "")
+
+
+def headline(record: Mapping[str, Any], place: str) -> str:
+    """One plain sentence of what went wrong in a drill and where (`place`: "after the cluster-loss on
+    us-east", or ""): the objectives it missed, else those it could not judge and why, else the error that
+    broke it; "" when nothing went wrong."""
+    verdicts = list(record.get("verdicts") or [])
+    where = f" {place}" if place else ""
+    missed = [v for v in verdicts if v.get("status") == "fail"]
+    if len(missed) == 1:
+        (v,) = missed
+        why = reason_line(str(v.get("message", "")), ERROR_CHARS).partition(": ")[2].split(";")[0]
+        figures = f"measured {v.get('measured')}, expected {v.get('expected')}"
+        return f"{v.get('objective')} missed{where}: {figures}{f'; {why}' if why else ''}."
+    if missed:
+        parts = [
+            f"{v.get('objective')} (measured {v.get('measured')}, expected {v.get('expected')})"
+            for v in missed
+        ]
+        return f"Missed{where}: {_listed(parts)}."
+    unjudged = [v for v in verdicts if v.get("status") == "error"]
+    if unjudged:
+        names = [str(v.get("objective")) for v in unjudged]
+        why = reason_line(str(unjudged[0].get("message", "")), ERROR_CHARS)
+        why = why.removeprefix(f"{names[0]} not judged: ")
+        return f"{_listed(names)} could not be judged{where}: {why.rstrip('.')}."
+    outcome = record.get("outcome")
+    if outcome not in ("failed", "error"):
+        return ""
+    error, at = _error(str(record.get("message") or "the drill did not say why"))
+    verb = "broke" if outcome == "error" else "failed"
+    return f"The drill {verb}{where}{f' at {at}' if at else ''}: {error.rstrip('.')}."

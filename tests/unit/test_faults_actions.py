@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,27 +10,8 @@ from chaoslib.activity import run_activity
 from chaoslib.exceptions import ActivityFailed
 
 from harness.errors import FleetDrillError
-from harness.faults import Evidence, Fault, FaultContext, Ledger
+from harness.faults import Ledger
 from harness.faults.actions import inject_fault, revert_fault
-
-
-@dataclass(frozen=True)
-class MarkFault(Fault, kind="test-actions-mark"):
-    """In force on each target while the file `folder/<target>` exists."""
-
-    folder: str
-
-    def inject(self, ctx: FaultContext) -> None:
-        for target in self.targets:
-            (Path(self.folder) / target).touch()
-
-    def revert(self, ctx: FaultContext) -> None:
-        for target in self.targets:
-            (Path(self.folder) / target).unlink(missing_ok=True)
-
-    def effect(self, ctx: FaultContext, observed: object, started: object) -> Evidence:
-        present = [target for target in self.targets if (Path(self.folder) / target).exists()]
-        return Evidence(len(present) == len(self.targets), f"files present: {present}")
 
 
 @pytest.fixture
@@ -44,7 +24,7 @@ def fleet(tmp_path: Path) -> str:
 
 def activity(func: str, fleet: str, tmp_path: Path, target: str) -> dict:
     arguments = {
-        "kind": "test-actions-mark",
+        "kind": "test-file",
         "targets": [target],
         "fleet": fleet,
         "params": {"folder": str(tmp_path)},
@@ -57,7 +37,7 @@ def activity(func: str, fleet: str, tmp_path: Path, target: str) -> dict:
 def test_chaostoolkit_injects_through_the_ledger_and_rolls_back(fleet: str, tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.json")
     record = run_activity(activity("inject_fault", fleet, tmp_path, "east"), {}, {})
-    assert record["kind"] == "test-actions-mark" and (tmp_path / "east").exists()
+    assert record["kind"] == "test-file" and (tmp_path / "east").exists()
     assert [(e.fault["targets"], e.state) for e in ledger.entries()] == [(["east"], "applied")]
     run_activity(activity("revert_fault", fleet, tmp_path, "east"), {}, {})
     assert not (tmp_path / "east").exists() and ledger.entries() == []

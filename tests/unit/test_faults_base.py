@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from harness.faults import (
     signals_as_interrupts,
 )
 from harness.timeline import Timeline
+from tests.fakefaults import wait_for
 
 PAUSE_AT = "FLEETDRILL_TEST_PAUSE_AT"
 """`target:stage` at which the crash runner announces itself (a `reached` file) and waits to be killed."""
@@ -102,14 +103,6 @@ def logged(folder: Path) -> list[str]:
 
 def in_force(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.glob("*.part*"))
-
-
-def wait_for(condition: Callable[[], object], deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def states(ledger: Ledger) -> dict[str, str]:

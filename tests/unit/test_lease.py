@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from kubernetes.client import V1Lease
@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from harness.config import Fleet, load_fleet
 from harness.errors import ConfigError
-from harness.faults import Evidence, Fault, FaultContext, FaultStack, KubeContext, Ledger, new_run_id
+from harness.faults import FaultStack, KubeContext, Ledger, new_run_id
 from harness.faults.ledger import holder_identity
 from harness.fleet import FleetAccess
 from harness.lease import (
@@ -36,27 +36,10 @@ from harness.lease import (
 from harness.run import DrillRun, RunSettings
 from harness.safety import DrillAborted, Guard, SafetyError
 from harness.timeline import Timeline
+from tests.fakefaults import FileFault, wait_for
 
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
 CLUSTERS = ("east", "west", "south")
-
-
-@dataclass(frozen=True)
-class FileFault(Fault, kind="test-lease-file"):
-    """In force on each target while the file `folder/<target>` exists."""
-
-    folder: str
-
-    def inject(self, ctx: FaultContext) -> None:
-        for target in self.targets:
-            (Path(self.folder) / target).touch()
-
-    def revert(self, ctx: FaultContext) -> None:
-        for target in self.targets:
-            (Path(self.folder) / target).unlink(missing_ok=True)
-
-    def effect(self, ctx: FaultContext, observed: object, started: object) -> Evidence:
-        return Evidence(True, "files")
 
 
 class FakeLeaseApi:
@@ -150,14 +133,6 @@ class Clock:
         return self.now
 
 
-def wait_for(condition: Callable[[], object], deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def make_fleet(clusters: tuple[str, ...] = CLUSTERS, **safety: Any) -> Fleet:
     found = [{"name": name, "region": f"r{i}"} for i, name in enumerate(clusters)]
     safety = {"allowlist": list(clusters), **safety}
@@ -204,6 +179,15 @@ class Run:
 
     def fault(self, *targets: str) -> None:
         self.stack.push(FileFault(self.folder, targets=targets))
+
+    def soft_fault(self, *targets: str) -> None:
+        """A fault that leaves the targets' API servers up (a scratch namespace, a pod kill)."""
+        self.stack.push(SoftFault(self.folder, targets=targets))
+
+
+@dataclass(frozen=True)
+class SoftFault(FileFault, kind="test-lease-soft"):
+    cuts_api: ClassVar[bool] = False
 
 
 @pytest.fixture
@@ -452,6 +436,18 @@ def test_a_drill_that_faults_every_cluster_is_refused_naming_lease_cluster(
     with pytest.raises(SafetyError, match=r"every cluster .* safety\.lease_cluster"):
         run.fault("south")
     assert [entry.fault["targets"] for entry in run.ledger.entries()] == [["east", "west"]]
+
+
+def test_a_fault_that_leaves_the_api_up_may_hold_its_own_lease(
+    apis: dict[str, FakeLeaseApi], running: Callable[..., Run]
+) -> None:
+    """A cluster loss of east and west, and a scratch namespace in south: south's API stays, so its lease
+    is held there; the leases of east and west too (no refusal for faulting every cluster)."""
+    run = running("run-1")
+    run.fault("east", "west")
+    run.soft_fault("south")
+    assert apis["south"].holder("south") == apis["south"].holder("east") == "run-1"
+    assert run.leases.held() == set(CLUSTERS)
 
 
 def test_lease_cluster_holds_every_lease(apis: dict[str, FakeLeaseApi], running: Callable[..., Run]) -> None:

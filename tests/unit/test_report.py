@@ -3,6 +3,7 @@
 import base64
 import json
 import shutil
+import types
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,16 +15,31 @@ from harness.errors import ConfigError
 from harness.report import history, publish, record, redact, summary
 from harness.report.html import summary_rows
 from harness.report.runs import DrillResult, load_run
+from harness.report.words import headline
 from harness.samples import Verdict
 from harness.timeline import Timeline
 from tests.report_runs import FLEET, TOKEN, Scenario, write_run
 
 OLD, NEW = "20261001T000000Z-aaaaaa", "20261101T000000Z-bbbbbb"
 PNG = b"\x89PNG\r\n\x1a\n"
+TRACEBACK = """drill = <harness.drill.Drill object at 0x7f2d>
+
+    def test_lose_the_primary_cluster(drill: Drill) -> None:
+>       failover.promote(passive)
+
+drills/test_active_passive.py:31:
+_ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _
+
+    def promote(self, cluster: str) -> None:
+>       raise FleetDrillError(f"{cluster} did not become primary within 60 s")
+E       harness.errors.FleetDrillError: eu-west did not become primary within 60 s
+
+harness/failover.py:120: FleetDrillError"""
 
 
 class Page(HTMLParser):
-    """The parts of report.html a test reads: tables (rows of cell texts), image sources, link targets."""
+    """The parts of report.html a test reads: tables (rows of cell texts, a cell spanning rows repeated in
+    each), image sources, link targets."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
@@ -31,16 +47,31 @@ class Page(HTMLParser):
         self.images: list[str] = []
         self.links: list[str] = []
         self._cell: list[str] | None = None
+        self._rowspan = 1
+        self.headings: list[str] = []
+        self._heading: list[str] | None = None
+        self._spans: dict[int, list] = {}  # column -> [rows it still spans, its text]
         self.feed(text)
+
+    def _fill(self) -> None:
+        """The cells of rows above that span down to here, at their columns."""
+        row = self.tables[-1][-1]
+        while (span := self._spans.get(len(row))) and span[0] > 0:
+            row.append(span[1])
+            span[0] -= 1
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         found = dict(attrs)
         if tag == "table":
             self.tables.append([])
+            self._spans = {}
         elif tag == "tr":
             self.tables[-1].append([])
         elif tag in ("td", "th"):
-            self._cell = []
+            self._fill()
+            self._cell, self._rowspan = [], int(found.get("rowspan") or 1)
+        elif tag == "h2":
+            self._heading = []
         elif tag == "img":
             self.images.append(found.get("src") or "")
         elif tag in ("a", "link", "script"):
@@ -48,12 +79,20 @@ class Page(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append("".join(self._cell).strip())
+            row, text = self.tables[-1][-1], "".join(self._cell).strip()
+            self._spans[len(row)] = [self._rowspan - 1, text]
+            row.append(text)
             self._cell = None
+        elif tag == "tr":
+            self._fill()
+        elif tag == "h2" and self._heading is not None:
+            self.headings.append(" ".join("".join(self._heading).split()))
+            self._heading = None
 
     def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
+        for collecting in (self._cell, self._heading):
+            if collecting is not None:
+                collecting.append(data)
 
 
 def _record(folder: Path) -> dict:
@@ -72,7 +111,7 @@ def test_the_html_report_shows_the_figures_and_verdicts_of_the_records(
     rows = {row[2]: row for row in table[1:]}
     for verdict in record["verdicts"]:
         row = rows[verdict["objective"]]
-        assert row[:2] == ["test_lose_the_primary_cluster", "us-east"]
+        assert row[:2] == ["Active-passive: lose the primary cluster", "us-east"]
         assert row[3:6] == [verdict["expected"], verdict["measured"], verdict["status"].upper()]
         assert row[6] == verdict["message"]
     figures = record["figures"]["orders"]
@@ -199,6 +238,13 @@ def test_a_real_drill_record_without_its_raw_data_still_reports(tmp_path: Path) 
     assert shown["RTO, measured"] == "-" and shown["recovery outcome"] == "not_recovered"
     assert "no data to plot" in text
     assert published.run.verdict == "error"
+    title = "Lose one cluster and global traffic continues (ap-south)"  # no title recorded: the name in words
+    assert rows[0][0] == title and f"{title} ERROR" in page.headings
+    assert (
+        '<p class="what">RTO, availability and longest outage could not be judged after the cluster-loss on '
+        "ap-south: the probes do not cover the window: no probe sent from +43.7 s to +45.1 s (1.4 s, more "
+        "than 50 x the 0.02 s interval).</p>"
+    ) in text
 
 
 def _recorded(report_dir: Path, name: str, outcome: str, teardown: str = "", passed: int = 1) -> None:
@@ -221,6 +267,7 @@ def test_a_drill_that_broke_after_passing_verdicts_is_an_error_in_every_report(t
     rows = summary_rows(published.run)
     assert [row[2:6] for row in rows] == [("RTO", "<= 20 s", "2 s", "pass"), completed]
     assert rows[-1][6] == f"teardown: {teardown}"
+    assert f'<p class="what">The drill broke: teardown: {teardown}.</p>' in published.report.read_text()
     (entry,) = history.read(published.history)
     assert entry["verdict"] == "error"
     assert published.evidence is not None
@@ -239,3 +286,75 @@ def test_skipped_drills_neither_pass_nor_fail_a_run(tmp_path: Path) -> None:
 def test_a_record_whose_verdict_is_unknown_is_an_error(tmp_path: Path) -> None:
     assert DrillResult(tmp_path, {"drill": "d", "verdict": "passed"}).verdict == "error"
     assert DrillResult(tmp_path, {"drill": "d"}).verdict == "error"
+
+
+def test_a_drill_is_titled_in_words_in_the_summary_and_its_heading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_run(tmp_path, NEW, monkeypatch)
+    assert _record(folder)["title"] == "Active-passive: lose the primary cluster"
+    page = Page(publish.publish(tmp_path, NEW).report.read_text())
+    assert {row[0] for row in page.tables[0][1:]} == {"Active-passive: lose the primary cluster"}
+    assert "Active-passive: lose the primary cluster PASS" in page.headings
+    old = _record(folder)
+    del old["title"]  # a record written before drills had titles
+    (folder / "record.json").write_text(json.dumps(old))
+    page = Page(publish.publish(tmp_path, NEW).report.read_text())
+    assert {row[0] for row in page.tables[0][1:]} == {"Lose the primary cluster"}
+    assert "Lose the primary cluster PASS" in page.headings
+
+
+def _undocumented() -> None:
+    pass
+
+
+def test_a_drill_s_title_comes_from_its_docstrings(request: pytest.FixtureRequest) -> None:
+    """The drill's title is its docstring's first sentence.
+
+    Not this paragraph."""
+    assert record.title_of(request.node) == "The drill's title is its docstring's first sentence"
+    labelled = types.ModuleType(
+        "drills.test_x", "Active-passive: lose the primary cluster, fail over to the\npassive one. Judge RTO."
+    )
+    item = types.SimpleNamespace(name="test_lose_the_primary[us-east]", obj=_undocumented, module=labelled)
+    assert record.title_of(item) == "Active-passive: lose the primary (us-east)"
+    plain = types.ModuleType("drills.test_y", "Every backup is recent\nand kept in another region.\n\nMore.")
+    item = types.SimpleNamespace(name="test_backups", obj=_undocumented, module=plain)
+    assert record.title_of(item) == "Every backup is recent and kept in another region"
+    experiment = types.SimpleNamespace(name="orders-pod-kill.yaml", raw={"title": "Kill a pod of orders"})
+    assert record.title_of(experiment) == "Kill a pod of orders"
+    assert record.title_of(types.SimpleNamespace(name="test_nothing", obj=_undocumented)) == ""
+
+
+def test_a_failed_drill_says_what_went_wrong_before_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lossy = Scenario(before_s=10.0, lag_s=7.0, message=TRACEBACK)  # RPO 7 s, objective 5 s
+    folder = write_run(tmp_path, NEW, monkeypatch, lossy)
+    text = publish.publish(tmp_path, NEW).report.read_text()
+    sentence = (
+        '<p class="what">RPO missed after the cluster-loss on us-east: measured 7.0 s, expected &lt;= 5 s; '
+        "34 of 49 writes acknowledged before t0 lost, the first #16 acked at -6.8 s.</p>"
+    )
+    traceback = "<details><summary>The Python traceback</summary><pre>drill = &lt;harness.drill.Drill"
+    assert sentence in text and traceback in text
+    assert text.index("<h2>") < text.index(sentence) < text.index(traceback), "the sentence first, then it"
+    rpo = next(row for row in Page(text).tables[0][1:] if row[2] == "RPO")
+    assert rpo[6].endswith("34 holes below the newest surviving write: #16, #17, #18, #19, #20 and 29 more")
+    assert _record(folder)["figures"]["orders"]["lost_writes"] == 34
+
+
+def test_a_drill_that_broke_says_where_in_one_sentence() -> None:
+    broke = {"outcome": "error", "verdicts": [], "message": TRACEBACK}
+    assert headline(broke, "after the cluster-loss on us-east") == (
+        "The drill broke after the cluster-loss on us-east at drills/test_active_passive.py:31: "
+        "harness.errors.FleetDrillError: eu-west did not become primary within 60 s."
+    )
+    missed = [
+        {"objective": name, "status": "fail", "measured": measured, "expected": expected, "message": "m"}
+        for name, measured, expected in (("RTO", "31 s", "<= 20 s"), ("availability", "70%", ">= 99%"))
+    ]
+    assert headline({"outcome": "failed", "verdicts": missed}, "") == (
+        "Missed: RTO (measured 31 s, expected <= 20 s) and availability (measured 70%, expected >= 99%)."
+    )
+    assert headline({"outcome": "passed", "verdicts": [{**missed[0], "status": "pass"}]}, "on us-east") == ""

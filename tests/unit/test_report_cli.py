@@ -33,6 +33,7 @@ from harness.samples import Verdict
 @pytest.mark.gate
 @pytest.mark.drill(app="shop", roles=("passive",))
 def test_checks_the_passive_cluster(drill, cluster_name):
+    'The passive cluster is checked.'
     with drill.timeline.phase("check", cluster=cluster_name):
         drill.figures["shop"] = {"rto_s": 1.5}
     drill.verdicts.append(Verdict("pass", "RTO", "<= 20 s", "1.5 s", "RTO 1.5 s within objective 20 s", {}))
@@ -73,6 +74,9 @@ def test_run_writes_the_report_latest_and_junit_and_prints_the_summary(ran: tupl
     assert suite is not None and suite.get("tests") == "1" and suite.get("failures") == "0"
     (entry,) = history.read(reports / history.HISTORY)
     assert entry["figures"] == {"shop": {"rto_s": 1.5}} and entry["verdict"] == "pass"
+    (record,) = [json.loads(path.read_text()) for path in latest.glob("*/record.json")]
+    assert record["title"] == "The passive cluster is checked (west)", "the drill's docstring titles it"
+    assert "<h2>The passive cluster is checked (west) " in (latest / "report.html").read_text()
 
 
 def test_run_writes_allure_results_with_steps_labels_and_attachments(ran: tuple[Path, str]) -> None:

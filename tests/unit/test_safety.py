@@ -7,8 +7,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 from harness.config import Abort, App, Fleet
 from harness.drill import Drill, DrillSettings
-from harness.faults import Evidence, Fault, FaultContext, FaultStack, KubeContext, Ledger
+from harness.faults import FaultStack, KubeContext, Ledger
 from harness.fleet import FleetAccess
 from harness.safety import (
     AbortMonitor,
@@ -29,25 +28,7 @@ from harness.safety import (
     check_blast_radius,
 )
 from harness.timeline import Timeline
-
-
-@dataclass(frozen=True)
-class FileFault(Fault, kind="test-safety-file"):
-    """In force on each target while the file `folder/<target>` exists."""
-
-    folder: str
-
-    def inject(self, ctx: FaultContext) -> None:
-        for target in self.targets:
-            (Path(self.folder) / target).touch()
-
-    def revert(self, ctx: FaultContext) -> None:
-        for target in self.targets:
-            (Path(self.folder) / target).unlink(missing_ok=True)
-
-    def effect(self, ctx: FaultContext, observed: object, started: object) -> Evidence:
-        present = [target for target in self.targets if (Path(self.folder) / target).exists()]
-        return Evidence(len(present) == len(self.targets), f"files present: {present}")
+from tests.fakefaults import FileFault, wait_for
 
 
 def make_fleet(**safety: Any) -> Fleet:
@@ -59,14 +40,6 @@ def make_fleet(**safety: Any) -> Fleet:
     ]
     safety = {"allowlist": ["ctx-east", "west", "ctx-prod"], **safety}
     return Fleet.model_validate({"name": "demo", "clusters": clusters, "safety": safety})
-
-
-def wait_for(condition: Callable[[], object], deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 # --- allowlist and prod ---------------------------------------------------------------------------
@@ -163,8 +136,8 @@ def test_a_dry_run_gives_the_plan_changes_nothing_and_is_still_guarded(tmp_path:
     plan = Plan(tuple(stack.planned))
     folder = repr(str(tmp_path))
     assert plan.lines() == [
-        f"1. test-safety-file on east (folder={folder})",
-        f"2. test-safety-file on west (folder={folder})",
+        f"1. test-file on east (folder={folder})",
+        f"2. test-file on west (folder={folder})",
     ]
     assert plan.to_dict() == {"faults": [f.to_record() for f in stack.planned]}
     assert Plan(()).lines() == ["(no faults)"]
