@@ -287,10 +287,11 @@ class LeasePlaces:
         return ClusterLease(cluster, holders, others, copy_for, faulted)
 
     def anywhere(self, cluster: str) -> tuple[str, ...]:
-        """Every cluster a run may have held the lease of `cluster` in."""
+        """Every cluster a run may have held the lease of `cluster` in (its own too: a fault that leaves its
+        API up holds the lease there as well)."""
         if self.lease_cluster is not None:
             return (self.lease_cluster,)
-        return tuple(place for place in self.clusters if place != cluster)
+        return tuple(self.clusters)
 
 
 class ClusterLease:
