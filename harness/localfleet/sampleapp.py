@@ -410,6 +410,11 @@ class Server(ThreadingHTTPServer):
     """The HTTP server of one app; close() waits for the requests in flight."""
 
     daemon_threads = False
+    # socketserver listens with a backlog of 5: a burst of probes and writes while the pod waits for a CPU
+    # overflows it, and each dropped SYN comes back a second later (TCP's first retransmission), a
+    # 1 s "latency" that is the server's, not the app's. Servers in production listen with the
+    # kernel's maximum (Go, nginx: 511 and up).
+    request_queue_size = 1024
 
     def __init__(self, app: App) -> None:
         self.app = app
