@@ -83,7 +83,7 @@ class Drill:
         self.operators = operators  # on game days: pause before each fault and before the verdicts
         self.observations: dict[str, Observation] = {}
         self.verdicts: list[Verdict] = []
-        self.figures: dict[str, object] = {}
+        self.figures: dict[str, dict[str, object]] = {}
         self._live: dict[str, Prober] = {}
         self._restored: dict[str, Prober] = {}
         self._writers: dict[str, SentinelWriter] = {}

@@ -15,9 +15,8 @@ from allure_commons.model2 import Label, StatusDetails, TestStepResult
 from allure_commons.types import AttachmentType
 
 from harness.report import plots
-from harness.report.redact import redact_data
-from harness.report.runs import RECORD, DrillResult
-from harness.timeline import Event, phase_spans
+from harness.report.runs import DrillResult, read_drill
+from harness.timeline import phase_spans
 
 SUITES = ("gate", "quarterly", "gameday")
 STATUS = {"pass": "passed", "fail": "failed", "error": "broken", "skip": "skipped"}
@@ -28,21 +27,18 @@ def _ms(t_wall: float) -> int:
 
 
 def _labels(item: pytest.Item, drill: DrillResult) -> list[Label]:
-    regions = {c["name"]: c.get("region") for c in drill.record.get("clusters", [])}
+    regions = {c.name: c.region for c in drill.record.clusters}
     labels = [Label("suite", suite) for suite in SUITES if item.get_closest_marker(suite)]
     clusters = [name for name in drill.cluster.split(", ") if name in regions]
     labels += [Label("cluster", name) for name in clusters]
     labels += [Label("region", regions[name]) for name in clusters if regions[name]]
-    labels += [
-        Label("objective", f"{v.get('objective')}: {v.get('expected')}")
-        for v in drill.record.get("verdicts", [])
-    ]
+    labels += [Label("objective", f"{v.objective}: {v.expected}") for v in drill.record.verdicts]
     return labels
 
 
 def _steps(drill: DrillResult) -> list[TestStepResult]:
     """Faults and phases in time order (with real start and stop), then the objectives judged."""
-    events = [Event.from_dict(e) for e in drill.events]
+    events = drill.events
     last = max((e.t_mono for e in events), default=0.0)
     timed: list[tuple[float, TestStepResult]] = []
     for text, start, stop in drill.fault_spans():  # a fault never reverted is broken
@@ -68,13 +64,13 @@ def _steps(drill: DrillResult) -> list[TestStepResult]:
         )
         timed.append((span.start, step))
     steps = [step for _, step in sorted(timed, key=lambda pair: pair[0])]
-    for verdict in drill.record.get("verdicts", []):
+    for verdict in drill.record.verdicts:
         steps.append(
             TestStepResult(
-                name=f"objective {verdict.get('objective')}: expected {verdict.get('expected')}, "
-                f"measured {verdict.get('measured')}",
-                status=STATUS.get(verdict.get("status", "error"), "broken"),
-                statusDetails=StatusDetails(message=verdict.get("message")),
+                name=f"objective {verdict.objective}: expected {verdict.expected}, "
+                f"measured {verdict.measured}",
+                status=STATUS.get(verdict.status, "broken"),
+                statusDetails=StatusDetails(message=verdict.message),
                 start=_ms(drill.wall(last)),
                 stop=_ms(drill.wall(last)),
             )
@@ -85,15 +81,16 @@ def _steps(drill: DrillResult) -> list[TestStepResult]:
 def _attachments(drill: DrillResult) -> list[tuple[Any, str, Any]]:
     """(body, name, type) of everything a reader of the allure report needs to check the figures."""
     found: list[tuple[Any, str, Any]] = []
-    objectives = drill.record.get("objectives", {})
-    for app in drill.record.get("figures", {}):
-        bound = plots.latency_seconds(objectives.get(app, {}).get("latency"))
-        png = plots.timeline_png(drill, app, bound, drill.record["figures"][app].get("rto_s"))
+    record = drill.record
+    for app, figures in record.figures.items():
+        bound = plots.latency_seconds(record.objectives.get(app, {}).get("latency"))
+        png = plots.timeline_png(drill, app, bound, figures.get("rto_s"))
         if png is not None:
             found.append((png, f"timeline plot ({app})", AttachmentType.PNG))
-    found.append((json.dumps(drill.record.get("figures", {}), indent=1), "figures", AttachmentType.JSON))
-    found.append((json.dumps(drill.record.get("verdicts", []), indent=1), "verdicts", AttachmentType.JSON))
-    found.append((json.dumps(drill.events, indent=1), "timeline", AttachmentType.JSON))
+    data = record.to_data()
+    for name in ("figures", "verdicts"):
+        found.append((json.dumps(data[name], indent=1), name, AttachmentType.JSON))
+    found.append((json.dumps(data["timeline"]["events"], indent=1), "timeline", AttachmentType.JSON))
     for kind, rows in (("probe series", drill.probes), ("sentinel series", drill.sentinel)):
         if rows:
             found.append(("".join(json.dumps(r) + "\n" for r in rows), kind, AttachmentType.JSON))
@@ -107,10 +104,10 @@ def attach(config: pytest.Config, item: pytest.Item, folder: Path) -> None:
     result = listener.allure_logger.get_test(None) if listener is not None else None
     if result is None:
         return
-    drill = DrillResult(folder, redact_data(json.loads((folder / RECORD).read_text())))
+    drill = read_drill(folder)
     status = STATUS.get(drill.verdict, "broken")
     if drill.verdict in ("fail", "error") and result.status != status:  # the call alone decided it so far
-        result.status, result.statusDetails = status, StatusDetails(message=drill.record.get("message"))
+        result.status, result.statusDetails = status, StatusDetails(message=drill.record.message)
     result.labels.extend(_labels(item, drill))
     result.steps.extend(_steps(drill))
     for body, name, kind in _attachments(drill):

@@ -48,9 +48,7 @@ def _csv(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
 
 
 def _objective_rows(run: Run) -> list[tuple[str, ...]]:
-    apps = {
-        d.name: ", ".join(d.record.get("figures", {}) or d.record.get("objectives", {})) for d in run.drills
-    }
+    apps = {d.name: ", ".join(d.record.figures or d.record.objectives) for d in run.drills}
     return [(apps.get(row[0], ""), *row) for row in summary_rows(run)]
 
 
@@ -64,7 +62,7 @@ def _trend_rows(history: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 def _environment(run: Run) -> dict[str, Any]:
-    first = run.drills[0].record if run.drills else {}
+    first = run.drills[0].record.to_data() if run.drills else {}
     return {
         "run_id": run.run_id,
         "started": run.started_text,
@@ -92,7 +90,7 @@ def build(run: Run, history: list[dict[str, Any]]) -> Path:
         "environment.json": json.dumps(_environment(run), indent=1, sort_keys=True),
     }
     for drill in run.drills:
-        files[f"records/{drill.folder.name}.json"] = json.dumps(drill.record, indent=1)
+        files[f"records/{drill.folder.name}.json"] = drill.record.to_json()
         for kind in ("probes", "sentinel"):
             source = drill.raw_path(kind)
             if source.exists():

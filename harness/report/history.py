@@ -24,8 +24,7 @@ def entries(run: Run) -> list[dict[str, Any]]:
     """The history lines of one run."""
     lines = []
     for drill in run.drills:
-        figures = drill.record.get("figures", {})
-        objectives = drill.record.get("objectives", {})
+        figures, objectives = drill.record.figures, drill.record.objectives
         lines.append(
             {
                 "run_id": run.run_id,
@@ -36,7 +35,6 @@ def entries(run: Run) -> list[dict[str, Any]]:
                 "figures": {
                     app: {key: values[key] for key in TRENDED if key in values}
                     for app, values in figures.items()
-                    if isinstance(values, dict)
                 },
                 "objectives": {
                     app: {key: goals[key] for key in ("rto", "rpo", "availability") if key in goals}

@@ -71,28 +71,15 @@ def _image(png: bytes | None, alt: str) -> str:
 def _objective_rows(drill: DrillResult) -> list[tuple[str, str, str, str, str, str]]:
     """(cluster, objective, expected, measured, verdict, reason) for every objective the drill judged, and
     a row with its outcome when that decided its verdict (it judged none, or broke after judging)."""
-    verdicts = list(drill.record.get("verdicts") or [])
-    if drill.verdict not in {v.get("status") for v in verdicts}:
-        verdicts.append(
-            {
-                "objective": "drill completed",
-                "expected": "the drill runs to its end and judges its objectives",
-                "measured": drill.record.get("outcome", "-"),
-                "status": drill.verdict,
-                "message": drill.record.get("message") or "no objective was judged",
-            }
-        )
-    return [
-        (
-            drill.cluster,
-            str(v.get("objective", "-")),
-            str(v.get("expected", "-")),
-            str(v.get("measured", "-")),
-            str(v.get("status", "error")),
-            str(v.get("message", "")),
-        )
-        for v in verdicts
+    record = drill.record
+    rows = [
+        (drill.cluster, v.objective, v.expected, v.measured, v.status, v.message) for v in record.verdicts
     ]
+    if drill.verdict not in {v.status for v in record.verdicts}:
+        expected = "the drill runs to its end and judges its objectives"
+        message = record.message or "no objective was judged"
+        rows.append((drill.cluster, "drill completed", expected, record.outcome, drill.verdict, message))
+    return rows
 
 
 def summary_rows(run: Run) -> list[tuple[str, str, str, str, str, str, str]]:
@@ -126,14 +113,12 @@ def _objective_text(objectives: dict[str, Any]) -> str:
 
 
 def _events(drill: DrillResult) -> str:
-    zero = drill.t0 if drill.t0 is not None else (drill.events[0]["t_mono"] if drill.events else 0.0)
+    zero = drill.t0 if drill.t0 is not None else (drill.events[0].t_mono if drill.events else 0.0)
     rows = []
     for event in drill.events:
-        wall = dt.datetime.fromtimestamp(event["t_wall"], dt.UTC).strftime("%H:%M:%S.%f")[:-3]
-        detail = ", ".join(f"{k}={v}" for k, v in event.get("detail", {}).items() if k != "id")
-        rows.append(
-            (f"{event['t_mono'] - zero:+.2f} s", wall, event["name"], event.get("cluster") or "", detail)
-        )
+        wall = dt.datetime.fromtimestamp(event.t_wall, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        detail = ", ".join(f"{k}={v}" for k, v in event.detail.items() if k != "id")
+        rows.append((f"{event.t_mono - zero:+.2f} s", wall, event.name, event.cluster or "", detail))
     header = ("since fault", "UTC", "event", "cluster", "detail")
     return f"<details><summary>timeline: {len(rows)} events</summary>{_table(header, rows)}</details>"
 
@@ -156,7 +141,7 @@ def _what_happened(drill: DrillResult) -> str:
         else f"<p>{escape(VERDICT_WORDS.get(drill.verdict, drill.verdict))}.</p>"
     ]
     parts.append(f'<p class="note">Drill {escape(drill.name)}; faulted: {escape(drill.cluster)}.</p>')
-    message = str(drill.record.get("message") or "")
+    message = drill.record.message
     if message:
         traced = any(line.startswith("E ") for line in message.splitlines())
         label = "The Python traceback" if traced else "What the drill reported"
@@ -167,12 +152,11 @@ def _what_happened(drill: DrillResult) -> str:
 def _drill(drill: DrillResult) -> str:
     parts = [f'<section id="{escape(drill.name)}"><h2>{escape(drill.title)} {_badge(drill.verdict)}</h2>']
     parts.append(_what_happened(drill))
-    objectives = drill.record.get("objectives", {})
-    all_figures = drill.record.get("figures", {})
+    objectives, all_figures = drill.record.objectives, drill.record.figures
     for app in dict.fromkeys([*all_figures, *objectives]):  # an app probed but never judged has no figures
         figures, goals = all_figures.get(app), objectives.get(app, {})
         parts.append(f"<h3>app {escape(app)}: objectives {escape(_objective_text(goals))}</h3>")
-        if not isinstance(figures, dict):
+        if figures is None:
             parts.append('<p class="note">No figures: the drill ended before it judged this app.</p>')
         else:
             parts.append(_table(("figure", "value", "what it means"), figure_rows(figures)))
@@ -180,7 +164,7 @@ def _drill(drill: DrillResult) -> str:
             if phases:
                 parts.append("<p>Where the recovery time went, phase by phase:</p>")
                 parts.append(_table(("phase", "time within the RTO"), phases))
-        rto = figures.get("rto_s") if isinstance(figures, dict) else None
+        rto = figures.get("rto_s") if figures is not None else None
         png = plots.timeline_png(drill, app, plots.latency_seconds(goals.get("latency")), rto)
         parts.append(_image(png, f"timeline of {drill.title}, app {app}"))
         parts.append(
@@ -212,14 +196,14 @@ def _trend(history: list[dict[str, Any]]) -> str:
 def _environment(run: Run) -> str:
     versions: dict[str, str] = {}
     for drill in run.drills:
-        versions |= drill.record.get("environment", {}).get("versions", {})
+        versions |= drill.record.environment.versions
     rows = [(name, version) for name, version in sorted(versions.items())]
     return f"<section><h2>Environment</h2>{_table(('component', 'version'), rows)}</section>"
 
 
 def render(run: Run, history: list[dict[str, Any]]) -> str:
     """The whole report as one HTML document."""
-    fleet = next((d.record.get("fleet") for d in run.drills if d.record.get("fleet")), "?")
+    fleet = next((d.record.fleet for d in run.drills if d.record.fleet), "?")
     counts = {v: sum(d.verdict == v for d in run.drills) for v in VERDICTS}
     glossary = "".join(f"<dt><b>{escape(term)}</b></dt><dd>{escape(text)}</dd>" for term, text in GLOSSARY)
     return (

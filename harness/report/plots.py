@@ -20,7 +20,7 @@ from harness.measure import probe_failed
 from harness.report.history import Point
 from harness.report.runs import DrillResult
 from harness.samples import ProbeSample
-from harness.timeline import Event, phase_spans
+from harness.timeline import phase_spans
 
 FAULT_COLOUR = "#d62728"
 PHASE_COLOURS = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#e377c2")
@@ -113,7 +113,7 @@ def _shade(drill: DrillResult, zero: float, end: float, axes: tuple[Any, ...]) -
     go on the last axes, for its legend."""
     spans = [(text, FAULT_COLOUR, 0.12, start, stop) for text, start, stop in drill.fault_spans()]
     colours: dict[str, str] = {}
-    for span in phase_spans(Event.from_dict(e) for e in drill.events):
+    for span in phase_spans(drill.events):
         colour = colours.setdefault(span.key, PHASE_COLOURS[len(colours) % len(PHASE_COLOURS)])
         spans.append((f"phase: {span.key}", colour, 0.18, span.start, span.end))
     for text, colour, alpha, start, stop in spans:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.drill import Drill
-from harness.report.redact import redact_data
-from harness.report.runs import VERDICTS
+from harness.report.drill_record import DrillRecord, RecordedCluster, RecordedEnvironment, RecordedTimeline
+from harness.report.runs import RECORD, VERDICTS
 from harness.report.words import readable
 
 OUTCOME_VERDICTS = {"passed": "pass", "failed": "fail", "skipped": "skip"}  # any other outcome: error
@@ -96,29 +96,28 @@ def write(drill: Drill, folder: Path, run_id: str, outcome: str, message: str, t
                 sentinel.write(
                     json.dumps({"app": app, "stream": observation.stream, **write_.to_dict()}) + "\n"
                 )
-    record = {
-        "drill": drill.name,
-        "title": title,
-        "run_id": run_id,
-        "fleet": drill.fleet.name,
-        "verdict": overall(drill, outcome),
-        "outcome": outcome,
-        "message": message,
-        "objectives": {
+    record = DrillRecord(
+        drill=drill.name,
+        title=title,
+        run_id=run_id,
+        fleet=drill.fleet.name,
+        verdict=overall(drill, outcome),
+        outcome=outcome,
+        message=message,
+        objectives={
             app.name: app.objectives.model_dump(mode="json", exclude_none=True)
             for app in drill.fleet.apps
             if app.name in drill.observations
         },
-        "figures": drill.figures,
-        "verdicts": [v.to_dict() for v in drill.verdicts],
-        "timeline": drill.timeline.to_dict(),
-        "clusters": [
-            {"name": c.name, "region": c.region, "role": c.role, "context": drill.fleet.context_for(c)}
+        figures=drill.figures,
+        verdicts=tuple(drill.verdicts),
+        timeline=RecordedTimeline(tuple(drill.timeline.events())),
+        clusters=tuple(
+            RecordedCluster(c.name, c.region, c.role, drill.fleet.context_for(c))
             for c in drill.fleet.clusters
-        ],
-        "environment": {"versions": _versions(), "platform": sys.platform},
-        "raw": {"probes": "probes.jsonl", "sentinel": "sentinel.jsonl"},
-    }
-    path = folder / "record.json"
-    path.write_text(json.dumps(redact_data(json.loads(json.dumps(record, default=str))), indent=1))
+        ),
+        environment=RecordedEnvironment(_versions(), sys.platform),
+    )
+    path = folder / RECORD
+    path.write_text(record.to_json())
     return path

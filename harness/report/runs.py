@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.report.drill_record import DrillRecord
 from harness.report.redact import redact_data
 from harness.report.words import readable
+from harness.timeline import Event
 
 RECORD = "record.json"
 RUN_META = "run.json"
@@ -56,77 +58,78 @@ class DrillResult:
     """One drill's record (secrets masked) and the folder holding its raw data."""
 
     folder: Path
-    record: dict[str, Any]
+    record: DrillRecord
 
     @property
     def name(self) -> str:
-        return str(self.record.get("drill", self.folder.name))
+        return self.record.drill
 
     @property
     def title(self) -> str:
         """The drill in words: its recorded title, else (older records) its name in words."""
-        return str(self.record.get("title") or readable(self.name))
+        return self.record.title or readable(self.name)
 
     @property
     def verdict(self) -> str:
         """The record's verdict; error when it has none we know."""
-        verdict = self.record.get("verdict")
-        return verdict if verdict in VERDICTS else "error"
+        return self.record.verdict if self.record.verdict in VERDICTS else "error"
 
     @property
-    def events(self) -> list[dict[str, Any]]:
-        return list(self.record.get("timeline", {}).get("events", []))
+    def events(self) -> tuple[Event, ...]:
+        return self.record.events
 
     @property
     def t0(self) -> float | None:
         """Monotonic time the first fault's injection began (records made before that moment was kept: when
         it completed); None when the drill injected none."""
-        names = [e["name"] for e in self.events]
+        names = [e.name for e in self.events]
         started = "fault.injecting" if "fault.injecting" in names else "fault.injected"
-        return next((e["t_mono"] for e in self.events if e["name"] == started), None)
+        return next((e.t_mono for e in self.events if e.name == started), None)
 
     @property
     def faulted(self) -> list[str]:
         """Clusters the drill's faults targeted, in order of injection."""
         found: list[str] = []
         for event in self.events:
-            if event["name"] == "fault.injected":
-                found += [t for t in event.get("detail", {}).get("targets", []) if t not in found]
+            if event.name == "fault.injected":
+                found += [t for t in event.detail.get("targets", []) if t not in found]
         return found
 
     def fault_spans(self) -> list[tuple[str, float, float | None]]:
         """(description, injected, reverted or None) of every fault the drill injected, in order."""
         spans: dict[object, list[Any]] = {}
         for event in self.events:
-            detail = event.get("detail", {})
+            detail = event.detail
             key = detail.get("id") or (detail.get("kind"), tuple(detail.get("targets", ())))
-            if event["name"] == "fault.injected":
+            if event.name == "fault.injected":
                 targets = ", ".join(detail.get("targets", ())) or "?"
-                start = detail.get("started", event["t_mono"])  # injection began (older records: ended)
+                start = detail.get("started", event.t_mono)  # injection began (older records: ended)
                 spans[key] = [f"fault: {detail.get('kind', '?')} on {targets}", start, None]
-            elif event["name"] == "fault.reverted" and key in spans:
-                spans[key][2] = event["t_mono"]
+            elif event.name == "fault.reverted" and key in spans:
+                spans[key][2] = event.t_mono
         return [(text, start, end) for text, start, end in spans.values()]
 
     @property
     def cluster(self) -> str:
         """The clusters this drill faulted, else the cluster it ran for (`drill[cluster]`), else `-`."""
-        names = {c.get("name") for c in self.record.get("clusters", [])}
+        names = {c.name for c in self.record.clusters}
         parameter = self.name.rpartition("[")[2].rstrip("]") if self.name.endswith("]") else ""
         return ", ".join(self.faulted) or (parameter if parameter in names else "-")
 
     def wall(self, t_mono: float) -> float:
         """Wall-clock time of a monotonic time, using the timeline's paired clock readings."""
-        first = self.events[0] if self.events else {"t_mono": t_mono, "t_wall": 0.0}
-        return t_mono - first["t_mono"] + first["t_wall"]
+        if not self.events:
+            return 0.0
+        first = self.events[0]
+        return t_mono - first.t_mono + first.t_wall
 
     @property
     def started(self) -> float | None:
         """Wall-clock time of the drill's first event."""
-        return self.events[0]["t_wall"] if self.events else None
+        return self.events[0].t_wall if self.events else None
 
     def raw_path(self, kind: str) -> Path:
-        return self.folder / self.record.get("raw", {}).get(kind, f"{kind}.jsonl")
+        return self.folder / getattr(self.record.raw, kind)
 
     @cached_property
     def probes(self) -> list[dict[str, Any]]:
@@ -167,6 +170,11 @@ class Run:
         return next((v for v in VERDICTS if v in verdicts), "error")
 
 
+def read_drill(folder: Path) -> DrillResult:
+    """The drill whose record.json is in folder; a clear error when it is not a drill record."""
+    return DrillResult(folder, DrillRecord.parse(_read_json(folder / RECORD), folder / RECORD))
+
+
 def run_ids(report_dir: Path) -> list[str]:
     """Runs in report_dir that hold drill records, oldest first (run ids start with their UTC time)."""
     if not report_dir.is_dir():
@@ -194,11 +202,6 @@ def load_run(report_dir: Path, run_id: str | None = None) -> Run:
     if not records:
         known = ", ".join(run_ids(report_dir)[-5:]) or "none"
         raise ConfigError(f"{folder}: no drill records for run {run_id!r} (recent runs: {known})")
-    drills = []
-    for path in records:
-        record = _read_json(path)
-        if not isinstance(record, dict) or "drill" not in record:
-            raise ConfigError(f"{path}: field 'drill' missing; expected a fleetdrill drill record")
-        drills.append(DrillResult(path.parent, redact_data(record)))
+    drills = tuple(read_drill(path.parent) for path in records)
     meta = _read_json(folder / RUN_META) if (folder / RUN_META).exists() else {}
-    return Run(run_id, folder, tuple(drills), redact_data(meta))
+    return Run(run_id, folder, drills, redact_data(meta))

@@ -5,8 +5,10 @@ Shared by the HTML report, the evidence pack and the terminal summary so they al
 """
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from harness.report.drill_record import DrillRecord
 
 REASON_CHARS = 160  # the terminal summary's; the HTML report shows more
 ERROR_CHARS = 300  # the error quoted in a failed drill's first sentence
@@ -134,33 +136,28 @@ def _error(message: str) -> tuple[str, str]:
     return reason_line(raised or message, ERROR_CHARS), (places[0] if places else "")
 
 
-def headline(record: Mapping[str, Any], place: str) -> str:
+def headline(record: DrillRecord, place: str) -> str:
     """One plain sentence of what went wrong in a drill and where (`place`: "after the cluster-loss on
     us-east", or ""): the objectives it missed, else those it could not judge and why, else the error that
     broke it; "" when nothing went wrong."""
-    verdicts = list(record.get("verdicts") or [])
     where = f" {place}" if place else ""
-    missed = [v for v in verdicts if v.get("status") == "fail"]
+    missed = [v for v in record.verdicts if v.status == "fail"]
     if len(missed) == 1:
         (v,) = missed
-        why = reason_line(str(v.get("message", "")), ERROR_CHARS).partition(": ")[2].split(";")[0]
-        figures = f"measured {v.get('measured')}, expected {v.get('expected')}"
-        return f"{v.get('objective')} missed{where}: {figures}{f'; {why}' if why else ''}."
+        why = reason_line(v.message, ERROR_CHARS).partition(": ")[2].split(";")[0]
+        figures = f"measured {v.measured}, expected {v.expected}"
+        return f"{v.objective} missed{where}: {figures}{f'; {why}' if why else ''}."
     if missed:
-        parts = [
-            f"{v.get('objective')} (measured {v.get('measured')}, expected {v.get('expected')})"
-            for v in missed
-        ]
+        parts = [f"{v.objective} (measured {v.measured}, expected {v.expected})" for v in missed]
         return f"Missed{where}: {_listed(parts)}."
-    unjudged = [v for v in verdicts if v.get("status") == "error"]
+    unjudged = [v for v in record.verdicts if v.status == "error"]
     if unjudged:
-        names = [str(v.get("objective")) for v in unjudged]
-        why = reason_line(str(unjudged[0].get("message", "")), ERROR_CHARS)
+        names = [v.objective for v in unjudged]
+        why = reason_line(unjudged[0].message, ERROR_CHARS)
         why = why.removeprefix(f"{names[0]} not judged: ")
         return f"{_listed(names)} could not be judged{where}: {why.rstrip('.')}."
-    outcome = record.get("outcome")
-    if outcome not in ("failed", "error"):
+    if record.outcome not in ("failed", "error"):
         return ""
-    error, at = _error(str(record.get("message") or "the drill did not say why"))
-    verb = "broke" if outcome == "error" else "failed"
+    error, at = _error(record.message or "the drill did not say why")
+    verb = "broke" if record.outcome == "error" else "failed"
     return f"The drill {verb}{where}{f' at {at}' if at else ''}: {error.rstrip('.')}."

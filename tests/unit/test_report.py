@@ -1,6 +1,7 @@
 """Reports built from drill records: the HTML report, the history and its trend, secrets kept out."""
 
 import base64
+import dataclasses
 import json
 import shutil
 import types
@@ -13,6 +14,7 @@ from harness.config import load_fleet
 from harness.drill import Drill
 from harness.errors import ConfigError
 from harness.report import history, publish, record, redact, summary
+from harness.report.drill_record import DrillRecord
 from harness.report.html import summary_rows
 from harness.report.runs import DrillResult, load_run
 from harness.report.words import headline
@@ -284,8 +286,27 @@ def test_skipped_drills_neither_pass_nor_fail_a_run(tmp_path: Path) -> None:
 
 
 def test_a_record_whose_verdict_is_unknown_is_an_error(tmp_path: Path) -> None:
-    assert DrillResult(tmp_path, {"drill": "d", "verdict": "passed"}).verdict == "error"
-    assert DrillResult(tmp_path, {"drill": "d"}).verdict == "error"
+    assert (
+        DrillResult(tmp_path, DrillRecord.parse({"drill": "d", "verdict": "passed"}, "r")).verdict == "error"
+    )
+    assert DrillResult(tmp_path, DrillRecord.parse({"drill": "d"}, "r")).verdict == "error"
+
+
+def test_a_record_that_does_not_fit_its_type_is_one_line_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_run(tmp_path, NEW, monkeypatch)
+    broken = _record(folder)
+    broken["verdicts"][0]["status"] = "passed"
+    (folder / "record.json").write_text(json.dumps(broken))
+    with pytest.raises(ConfigError) as raised:
+        load_run(tmp_path, NEW)
+    message = str(raised.value)
+    assert message.startswith(f"{folder / 'record.json'}: field verdicts.0.status: ") and "\n" not in message
+    del broken["drill"]
+    (folder / "record.json").write_text(json.dumps(broken))
+    with pytest.raises(ConfigError, match="field drill: "):
+        load_run(tmp_path, NEW)
 
 
 def test_a_drill_is_titled_in_words_in_the_summary_and_its_heading(
@@ -345,16 +366,17 @@ def test_a_failed_drill_says_what_went_wrong_before_its_traceback(
 
 
 def test_a_drill_that_broke_says_where_in_one_sentence() -> None:
-    broke = {"outcome": "error", "verdicts": [], "message": TRACEBACK}
+    broke = DrillRecord.parse({"drill": "d", "outcome": "error", "verdicts": [], "message": TRACEBACK}, "r")
     assert headline(broke, "after the cluster-loss on us-east") == (
         "The drill broke after the cluster-loss on us-east at drills/test_active_passive.py:31: "
         "harness.errors.FleetDrillError: eu-west did not become primary within 60 s."
     )
     missed = [
-        {"objective": name, "status": "fail", "measured": measured, "expected": expected, "message": "m"}
+        Verdict("fail", name, expected, measured, "m", {})
         for name, measured, expected in (("RTO", "31 s", "<= 20 s"), ("availability", "70%", ">= 99%"))
     ]
-    assert headline({"outcome": "failed", "verdicts": missed}, "") == (
+    assert headline(DrillRecord("d", outcome="failed", verdicts=tuple(missed)), "") == (
         "Missed: RTO (measured 31 s, expected <= 20 s) and availability (measured 70%, expected >= 99%)."
     )
-    assert headline({"outcome": "passed", "verdicts": [{**missed[0], "status": "pass"}]}, "on us-east") == ""
+    passed = (dataclasses.replace(missed[0], status="pass"),)
+    assert headline(DrillRecord("d", outcome="passed", verdicts=passed), "on us-east") == ""
