@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import steadystate
+from harness import machine, steadystate
 from harness.config import Fleet
 from harness.drill import Drill, DrillSettings
 from harness.errors import FleetDrillError
@@ -72,6 +72,8 @@ class DrillRun:
         if settings.pause_timeout_s is not None:
             operators = Operators(timeline, settings.pause_timeout_s)
         self.drill = Drill(name, fleet, access, stack, timeline, settings.drill, operators)
+        self._cpu_before = machine.cpu_times()
+        """The machine's CPU times when the run began: how busy it was during the drill goes in the record."""
 
     def _lease_for(self, cluster: str, held_in: str) -> DrillLease:
         """The copy, in cluster `held_in`, of the drill lease of `cluster` (harness.lease)."""
@@ -112,5 +114,6 @@ class DrillRun:
         and a teardown's error (record.conclude). Returns the recorded outcome and message."""
         outcome, message = record.conclude(self.drill, outcome, message, teardown)
         settings = self.settings
-        record.write(self.drill, settings.folder, settings.run_id, outcome, message, settings.title)
+        runner = machine.MachineLoad.since(self._cpu_before)
+        record.write(self.drill, settings.folder, settings.run_id, outcome, message, settings.title, runner)
         return outcome, message

@@ -14,6 +14,7 @@ import pytest
 from harness import drill as drill_module
 from harness.config import load_fleet
 from harness.drill import GLOBAL, Drill, DrillSettings, Observation
+from harness.machine import MachineLoad
 from harness.report import record
 from harness.samples import ProbeSample, SentinelWrite
 from harness.timeline import Event, Timeline
@@ -52,6 +53,7 @@ class Scenario:
     wall_start: float = 1_790_000_000.0
     message: str = ""
     title: str = "Active-passive: lose the primary cluster"
+    runner: MachineLoad | None = None
 
 
 def _events(s: Scenario) -> list[Event]:
@@ -135,5 +137,5 @@ def write_run(
     verdicts = drill.judge(app, T0, survivor="eu-west")
     outcome = "passed" if all(v.status == "pass" for v in verdicts) else "failed"
     folder = report_dir / run_id / "test_lose_the_primary_cluster"
-    record.write(drill, folder, run_id, outcome, scenario.message, scenario.title)
+    record.write(drill, folder, run_id, outcome, scenario.message, scenario.title, scenario.runner)
     return folder

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from harness.errors import ConfigError
+from harness.machine import MachineLoad
 from harness.report.redact import redact_data
 from harness.samples import Verdict
 from harness.timeline import Event
@@ -37,8 +38,11 @@ class RecordedTimeline:
 
 @dataclass(frozen=True)
 class RecordedEnvironment:
+    """The harness's versions and platform, and how busy its machine was during the drill."""
+
     versions: dict[str, str] = field(default_factory=dict)
     platform: str = ""
+    runner: MachineLoad | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,12 @@ class DrillRecord:
     @property
     def events(self) -> tuple[Event, ...]:
         return self.timeline.events
+
+    @property
+    def loaded_runner(self) -> str:
+        """ "measured on a loaded runner (2 CPUs, 97% busy, ...)" when the runner was loaded, else ""."""
+        runner = self.environment.runner
+        return f"measured on a loaded runner ({runner.describe()})" if runner and runner.loaded else ""
 
     @classmethod
     def parse(cls, data: Any, source: object) -> DrillRecord:

@@ -79,7 +79,12 @@ def _objective_rows(drill: DrillResult) -> list[tuple[str, str, str, str, str, s
         expected = "the drill runs to its end and judges its objectives"
         message = record.message or "no objective was judged"
         rows.append((drill.cluster, "drill completed", expected, record.outcome, drill.verdict, message))
-    return rows
+    if not record.loaded_runner:
+        return rows
+    return [
+        (*row[:5], f"{row[5]} ({record.loaded_runner})" if row[4] in ("fail", "error") else row[5])
+        for row in rows
+    ]
 
 
 def summary_rows(run: Run) -> list[tuple[str, str, str, str, str, str, str]]:
@@ -140,7 +145,11 @@ def _what_happened(drill: DrillResult) -> str:
         if sentence
         else f"<p>{escape(VERDICT_WORDS.get(drill.verdict, drill.verdict))}.</p>"
     ]
-    parts.append(f'<p class="note">Drill {escape(drill.name)}; faulted: {escape(drill.cluster)}.</p>')
+    runner = drill.record.environment.runner
+    ran_on = f"; the runner: {runner.describe()}" if runner else ""
+    parts.append(
+        f'<p class="note">Drill {escape(drill.name)}; faulted: {escape(drill.cluster)}{escape(ran_on)}.</p>'
+    )
     message = drill.record.message
     if message:
         traced = any(line.startswith("E ") for line in message.splitlines())

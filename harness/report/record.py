@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.drill import Drill
+from harness.machine import MachineLoad
 from harness.report.drill_record import DrillRecord, RecordedCluster, RecordedEnvironment, RecordedTimeline
 from harness.report.runs import RECORD, VERDICTS
 from harness.report.words import readable
@@ -81,9 +82,18 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def write(drill: Drill, folder: Path, run_id: str, outcome: str, message: str, title: str = "") -> Path:
+def write(
+    drill: Drill,
+    folder: Path,
+    run_id: str,
+    outcome: str,
+    message: str,
+    title: str = "",
+    runner: MachineLoad | None = None,
+) -> Path:
     """Write the drill's record and raw data into folder; return the record's path. `title`: the drill in
-    words (title_of); without one, the reports put its name in words."""
+    words (title_of); without one, the reports put its name in words. `runner`: how busy the harness's
+    machine was during the drill."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "probes.jsonl").open("w") as probes:
         for app, observation in drill.observations.items():
@@ -116,7 +126,7 @@ def write(drill: Drill, folder: Path, run_id: str, outcome: str, message: str, t
             RecordedCluster(c.name, c.region, c.role, drill.fleet.context_for(c))
             for c in drill.fleet.clusters
         ),
-        environment=RecordedEnvironment(_versions(), sys.platform),
+        environment=RecordedEnvironment(_versions(), sys.platform, runner),
     )
     path = folder / RECORD
     path.write_text(record.to_json())

@@ -140,7 +140,13 @@ def headline(record: DrillRecord, place: str) -> str:
     """One plain sentence of what went wrong in a drill and where (`place`: "after the cluster-loss on
     us-east", or ""): the objectives it missed, else those it could not judge and why, else the error that
     broke it; "" when nothing went wrong."""
-    where = f" {place}" if place else ""
+    sentence = _what_went_wrong(record, f" {place}" if place else "")
+    if sentence and record.loaded_runner:
+        sentence += f" It was {record.loaded_runner}: the runner may have missed it, not the fleet."
+    return sentence
+
+
+def _what_went_wrong(record: DrillRecord, where: str) -> str:
     missed = [v for v in record.verdicts if v.status == "fail"]
     if len(missed) == 1:
         (v,) = missed

@@ -13,6 +13,7 @@ import pytest
 from harness.config import load_fleet
 from harness.drill import Drill
 from harness.errors import ConfigError
+from harness.machine import MachineLoad
 from harness.report import history, publish, record, redact, summary
 from harness.report.drill_record import DrillRecord
 from harness.report.html import summary_rows
@@ -363,6 +364,25 @@ def test_a_failed_drill_says_what_went_wrong_before_its_traceback(
     rpo = next(row for row in Page(text).tables[0][1:] if row[2] == "RPO")
     assert rpo[6].endswith("34 holes below the newest surviving write: #16, #17, #18, #19, #20 and 29 more")
     assert _record(folder)["figures"]["orders"]["lost_writes"] == 34
+
+
+def test_a_verdict_missed_on_a_loaded_runner_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run records how busy the harness's machine was; a miss measured on a saturated runner says so
+    in the headline and beside the verdict, a pass does not."""
+    loaded = MachineLoad(cpus=2, busy=0.97, load1=4.1)
+    write_run(tmp_path, NEW, monkeypatch, Scenario(before_s=10.0, lag_s=7.0, runner=loaded))  # RPO 7 s > 5 s
+    text = publish.publish(tmp_path, NEW).report.read_text()
+    note = "measured on a loaded runner (2 CPUs, 97% busy, load average 4.1)"
+    assert f"It was {note}: the runner may have missed it, not the fleet.</p>" in text
+    rpo = next(row for row in Page(text).tables[0][1:] if row[2] == "RPO")
+    assert rpo[5] == "FAIL" and rpo[6].endswith(f"({note})"), rpo
+    assert "the runner: 2 CPUs, 97% busy, load average 4.1" in text
+    quiet = tmp_path / "quiet"
+    write_run(quiet, NEW, monkeypatch, Scenario(before_s=10.0, lag_s=7.0, runner=MachineLoad(2, 0.4, 0.8)))
+    assert "loaded runner" not in publish.publish(quiet, NEW).report.read_text()
+    passed = tmp_path / "passed"
+    write_run(passed, NEW, monkeypatch, Scenario(runner=loaded))
+    assert "loaded runner" not in publish.publish(passed, NEW).report.read_text()
 
 
 def test_a_drill_that_broke_says_where_in_one_sentence() -> None:
