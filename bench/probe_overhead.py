@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -72,10 +73,13 @@ def _bench(seconds: float, rate: float, count: int) -> None:
         failed = sum(not s.ok or (s.status or 0) >= 500 for s in samples)
         missed = probes.missed(name)
         late = sum(m.reason == "late" for m in missed)
+        gaps = [b - a for a, b in itertools.pairwise(sorted(sent))]
+        on_grid = sum(abs(gap - 1 / rate) < 0.5 / rate for gap in gaps) / max(1, len(gaps))
         p = latency_percentiles(samples, (50, 99))
         print(
             f"  {name}: {len(samples)} samples, {achieved:.1f}/s, missed {len(missed)} ({late} late), "
-            f"failed {failed}, p50 {1000 * (p[50] or 0):.2f} ms, p99 {1000 * (p[99] or 0):.2f} ms"
+            f"gaps of one interval {on_grid:.0%}, failed {failed}, "
+            f"p50 {1000 * (p[50] or 0):.2f} ms, p99 {1000 * (p[99] or 0):.2f} ms"
         )
 
 

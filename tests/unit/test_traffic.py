@@ -142,17 +142,14 @@ def free_port() -> int:
 
 
 def assert_on_grid(samples: list[ProbeSample], interval: float, missed: list[MissedSlot]) -> None:
-    """Every slot between the first and last send was sent or recorded missed (so the grid did not drift),
-    the gaps between sends are mostly one interval, and few slots were missed."""
+    """Every slot between the first and last send was sent or recorded missed: the grid did not drift, and
+    a slot the prober could not keep is a recorded miss, never silently dropped. (How few are missed on a
+    quiet machine is a figure bench/probe_overhead.py prints, not a timed assert.)"""
     sends = sorted(s.sent for s in samples)
     between = [m for m in missed if sends[0] < m.slot < sends[-1]]
     span = (sends[-1] - sends[0]) / interval
     accounted = len(sends) + len(between) - 1
     assert abs(span - accounted) < 2, f"{span:.1f} intervals hold {accounted} slots: the schedule drifts"
-    gaps = [b - a for a, b in itertools.pairwise(sends)]
-    regular = sum(abs(gap - interval) < interval / 2 for gap in gaps)
-    assert regular >= 0.9 * len(gaps), f"only {regular} of {len(gaps)} gaps are about one interval"
-    assert len(between) <= 0.1 * accounted, f"{len(between)} of {accounted} slots missed"
 
 
 def new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
