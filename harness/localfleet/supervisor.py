@@ -199,18 +199,22 @@ def down(folder: Path) -> list[int]:
         raise FleetDrillError(f"no local fleet in {folder}: nothing to take down")
     freeze.thaw_all(folder)  # a frozen process cannot die
     stopped = [pid for index in sorted(indexes) for pid in _remove(plan(index))]
-    _remove_mountpoints()
+    if not registry.claims():  # the last fleet down: no pod of another fleet mounts there any more
+        _remove_mountpoints()
     (folder / STATE).unlink(missing_ok=True)
     return stopped
 
 
 def _remove_mountpoints() -> None:
-    """Remove the empty mount-path folders and files node agents had to create on this machine, unless a
-    pod of another fleet still mounts there (removing it would unmount it): the last fleet down does."""
+    """Remove the empty mount-path folders and files node agents had to create on this machine, unless
+    something still mounts there: removing a mount point detaches its mount in every mount namespace (a
+    pod's service-account token gone from under its processes). Paths are compared resolved, as
+    mountinfo shows them (/var/run is a link to /run)."""
     in_use = _mount_points_anywhere()
 
     def remove(path: Path) -> bool:
-        if any(point == str(path) or point.startswith(f"{path}/") for point in in_use):
+        real = str(path.resolve())
+        if any(point == real or point.startswith(f"{real}/") for point in in_use):
             return False
         try:
             path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()

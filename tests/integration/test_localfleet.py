@@ -155,7 +155,28 @@ def _fleet_processes(folder: Path, program: str = "") -> list[int]:
     return found
 
 
+TOKEN_FOLDER = Path("/var/run/secrets/kubernetes.io/serviceaccount").resolve()  # /var/run: a link to /run
+
+
+def _token_holders() -> set[int]:
+    """Processes whose mount namespace has a service-account token folder mounted (pods' containers)."""
+    found = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            points = (line.split()[4] for line in (proc / "mountinfo").read_text().splitlines())
+            if str(TOKEN_FOLDER) in points:
+                found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_two_fleets_side_by_side_and_down_leaves_nothing(fleet_dir: Path, tmp_path: Path, api) -> None:
+    """...and taking one down leaves the other's pods their service-account tokens: removing a mount
+    point another fleet's container uses would detach it there (its next client finds no in-cluster
+    configuration)."""
+    holders = _token_holders()
+    assert holders, "the shared fleet's pods have their tokens mounted"
     second = tmp_path / "second"
     run_cli("fleet", "up", "--dir", second, "--clusters", 1, "--no-backups")
     first_state, second_state = FleetState.load(fleet_dir), FleetState.load(second)
@@ -168,6 +189,9 @@ def test_two_fleets_side_by_side_and_down_leaves_nothing(fleet_dir: Path, tmp_pa
     assert second_state.index not in registry.claims()
     assert all(row.up for row in supervisor.status(fleet_dir)), "taking one fleet down touched the other"
     assert client.CoreV1Api(api("us-east")).list_namespace().items
+    alive = [pid for pid in holders if Path(f"/proc/{pid}").exists()]
+    lost = [pid for pid in alive if not Path(f"/proc/{pid}/root{TOKEN_FOLDER}/token").exists()]
+    assert alive and not lost, f"containers of the other fleet lost their token: pids {lost}"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
