@@ -6,7 +6,7 @@ import pytest
 
 from harness.config import App
 from harness.drill import Drill
-from harness.failover import Failover, poll
+from harness.failover import Failover
 from harness.faults.partition import WanPartition
 
 BASELINE_S = 2.0
@@ -25,15 +25,8 @@ def test_partition_the_primary_region(drill: Drill, app: App, failover: Failover
             f"steady state: {primary} does not serve {app.name}"
         )
         t0 = drill.inject(WanPartition(targets=(primary,))).started
-
-        def fenced() -> bool:  # the cut-off primary refuses writes: its last answers all said no
-            recent = cut_off.writes()[-5:]
-            return len(recent) == 5 and all(w.outcome == "refused" for w in recent)
-
-        with drill.timeline.phase(
-            "fencing", cluster=primary
-        ):  # promote only once it is fenced, or at the RTO
-            poll(fenced, app.objectives.rto or 30.0)
+        with drill.timeline.phase("fencing", cluster=primary):  # promote once it is fenced, or at the RTO
+            drill.wait_fenced(cut_off, app.objectives.rto or 30.0)
         failover.fail_over(app, passive)
         drill.wait_served_by(app, passive, deadline)
         drill.soak()

@@ -37,6 +37,10 @@ RPO_REACH = 2.0
 measured (an RPO miss is a FAIL with its size), not only bounded from below."""
 
 
+FENCED_WRITES = 5
+"""A cluster whose last this many direct writes were refused is fenced."""
+
+
 @dataclass(frozen=True)
 class DrillSettings:
     """How densely a drill measures and what counts as stable recovery."""
@@ -314,6 +318,17 @@ class Drill:
         with self.timeline.phase("first good request", cluster=cluster):
             while not self.served_by(app, cluster, besides) and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+    def wait_fenced(self, writer: SentinelWriter, deadline_s: float) -> bool:
+        """Wait (at most deadline_s) until a cluster written to straight (direct_writes) refuses writes: its
+        last FENCED_WRITES answers all said no. False at the deadline."""
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            recent = writer.writes()[-FENCED_WRITES:]
+            if len(recent) == FENCED_WRITES and all(w.outcome == "refused" for w in recent):
+                return True
+            time.sleep(0.05)
+        return False
 
     def judge_drift(self, objective: str, expected: str, drifts: list[str]) -> Verdict:
         """A verdict from a comparison: pass when nothing drifted, else fail listing every drift."""

@@ -15,15 +15,16 @@ from harness import chaos, paths, units
 from harness.config import App, Cluster, Fleet, load_fleet
 from harness.data import SentinelWriter
 from harness.drill import Drill, DrillSettings, Observation
+from harness.dryrun import PlanComplete, PlannedDrill, PlannedFailover
 from harness.errors import FleetDrillError
 from harness.failover import Failover
-from harness.faults import FaultStack, new_run_id
+from harness.faults import FaultStack, Ledger, new_run_id
 from harness.fleet import FleetAccess
 from harness.gameday import NoOperator
 from harness.report import allure as allure_results
 from harness.report import publish, record, runs
 from harness.run import DrillRun, RunSettings
-from harness.safety import SafetyError, check_allowed
+from harness.safety import Guard, SafetyError
 from harness.timeline import Event, Timeline
 from harness.velero import Velero
 
@@ -31,6 +32,7 @@ fleet_key = pytest.StashKey[Fleet]()
 run_key = pytest.StashKey[str]()
 outcome_key = pytest.StashKey[tuple[str, str]]()
 published_key = pytest.StashKey[publish.Published]()
+planned_key = pytest.StashKey[PlannedDrill]()
 FAILURES = (AssertionError, pytest.fail.Exception)
 """What a drill raises when it failed (else it broke: an error)."""
 
@@ -214,7 +216,8 @@ def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAcces
     back as the drill found it, and its record is written after."""
     config = request.config
     if config.getoption("--dry-run"):
-        pytest.skip(f"dry run: {_plan(request.node, fleet, config.getoption('--allow-prod'))}")
+        yield _planned_drill(request.node, fleet, fleet_access)
+        return
     settings = _run_settings(request.node)
     run = DrillRun(request.node.name, fleet, fleet_access, settings)
     teardown = ""
@@ -274,16 +277,19 @@ def sentinel(drill: Drill, app: App) -> Callable[[str], AbstractContextManager[S
 
 
 @pytest.fixture(scope="session")
-def velero(fleet: Fleet) -> Callable[[str], Velero]:
+def velero(request: pytest.FixtureRequest, fleet: Fleet) -> Callable[[str], Velero]:
     """`velero(cluster)`: the velero CLI for that cluster's kubeconfig context."""
+    if request.config.getoption("--dry-run"):
+        pytest.skip("dry run: the drill drives the velero CLI itself, which a dry run cannot plan")
     return functools.partial(Velero.for_cluster, fleet)
 
 
 @pytest.fixture
 def failover(drill: Drill) -> Failover:
-    """The failover strategies, each step timed on the drill's timeline."""
+    """The failover strategies, each step timed on the drill's timeline (planned only, in a dry run)."""
     velero = functools.partial(Velero.for_cluster, drill.fleet)
-    return Failover(drill.access, drill.timeline, velero, drill.stack)
+    kind = PlannedFailover if isinstance(drill, PlannedDrill) else Failover
+    return kind(drill.access, drill.timeline, velero, drill.stack)
 
 
 def _progress(config: pytest.Config, name: str) -> Callable[[Event], None]:
@@ -305,36 +311,39 @@ def _progress(config: pytest.Config, name: str) -> Callable[[Event], None]:
     return show
 
 
-def _plan(item: pytest.Item, fleet: Fleet, allow_prod: bool) -> str:
-    """What the drill would do and where, with the safety verdict for each cluster it would fault."""
-    marker = item.get_closest_marker("drill")
-    app = marker.kwargs.get("app", "?") if marker else "?"
+def _planned_drill(item: pytest.Item, fleet: Fleet, access: FleetAccess) -> PlannedDrill:
+    """The drill for a dry run (harness.dryrun): its faults guarded and planned, nothing changed. A drill
+    that injects nothing reads the fleet; the dry run does not run it."""
     if not item.get_closest_marker("destructive"):
-        return f"{item.name}: reads app {app} in fleet {fleet.name}; injects no fault"
-    callspec = getattr(item, "callspec", None)
-    targets = (
-        [callspec.params["cluster_name"]]
-        if callspec and "cluster_name" in callspec.params
-        else [fleet.primary().name]
-    )
-    verdicts = []
-    for cluster in targets:
-        try:
-            check_allowed(fleet, cluster, allow_prod=allow_prod)
-            verdicts.append(f"{cluster} (allowed)")
-        except SafetyError as refusal:
-            verdicts.append(f"{cluster} ({refusal})")
-    return f"{item.name}: would inject faults in {', '.join(verdicts)} and probe app {app}"
+        marker = item.get_closest_marker("drill")
+        app = marker.kwargs.get("app", "?") if marker else "?"
+        pytest.skip(f"dry run: {item.name}: reads app {app} in fleet {fleet.name}; injects no fault")
+    config, timeline = item.config, Timeline()
+    guard = Guard(fleet, allow_prod=config.getoption("--allow-prod"))
+    ledger = Ledger(config.getoption("--ledger") or paths.default_ledger())  # a dry run never writes it
+    stack = FaultStack(access, ledger, timeline, config.stash[run_key], guard=guard, dry_run=True)
+    planned = PlannedDrill(item.name, fleet, access, stack, timeline)
+    item.stash[planned_key] = planned
+    return planned
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """A safety refusal (allowlist, prod, blast radius, a held lease), an abort or a game-day pause nobody
-    answered is one line, no traceback."""
+    answered is one line, no traceback. In a dry run, the drill's plan: skipped once planned, failed when
+    a safety rule refuses a fault (with what was planned before it)."""
+    planned = item.stash.get(planned_key, None)
     try:
-        return (yield)
+        result = yield
+    except PlanComplete:
+        result = None
     except (SafetyError, NoOperator) as refusal:
-        raise pytest.fail.Exception(str(refusal), pytrace=False) from None
+        lines = planned.plan_lines() if planned else []
+        before = f" (planned before it: {' '.join(lines)})" if lines else ""
+        raise pytest.fail.Exception(f"{refusal}{before}", pytrace=False) from None
+    if planned is not None:
+        pytest.skip(f"dry run: {item.name} would: {' '.join(planned.plan_lines()) or 'inject no fault'}")
+    return result
 
 
 @pytest.hookimpl(wrapper=True)

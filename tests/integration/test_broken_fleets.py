@@ -1,8 +1,8 @@
 """The broken-fleet matrix: every drill that injects a fault, on fleets where the fault never happens or
 where the global endpoint is an ingress default backend. None may pass; each names the cause.
 
-A fleet of this module's own (no drill here breaks it: the faults never happen, or the drills stop at
-their steady state), fleet files beside its kubeconfig.
+The shared fleet, with fleet files of its own beside the kubeconfig: no drill here breaks it (the faults
+never happen, or the drills stop at their steady state), and each leaves it as it found it.
 """
 
 import json
@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import started_fleet
-
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = ("lose_cluster", "restore_cluster", "partition", "heal", "lose_node", "restore_node")
 # drill file, pytest -k, and what the provider does nothing about
@@ -30,9 +28,8 @@ FAULTING_DRILLS = [
 
 
 @pytest.fixture(scope="module")
-def matrix_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
-    with started_fleet(tmp_path_factory, "broken-fleets") as folder:
-        yield folder
+def matrix_fleet(fleet_dir: Path) -> Path:
+    return fleet_dir
 
 
 def fleet_file(fleet: Path, name: str, change: dict) -> Path:

@@ -93,20 +93,64 @@ def test_suite_selects_its_drills(pytester: pytest.Pytester, fleet_file: Path) -
     run(pytester, fleet_file, "--suite", "gate").assert_outcomes(passed=2, deselected=3)
 
 
-def test_dry_run_prints_the_plan_with_safety_refusals_and_changes_nothing(
+PLANNED = """
+import pytest
+from harness.faults.cluster import ClusterLoss
+from harness.faults.partition import WanPartition
+
+@pytest.mark.destructive
+@pytest.mark.drill(app="shop")
+def test_fail_over(drill, failover, cluster_name):
+    app = drill.app("shop")
+    with drill.observe(app):
+        assert drill.steady(app, cluster_name, 60.0, 60.0)
+        t0 = drill.inject(ClusterLoss(targets=(cluster_name,))).started
+        failover.fail_over(app, "west")
+        drill.wait_served_by(app, "west", 60.0)
+        drill.soak()
+    drill.judge(app, t0)
+    raise AssertionError("a dry run never gets here")
+
+@pytest.mark.destructive
+@pytest.mark.drill(app="shop")
+def test_two_at_once(drill):
+    drill.inject(WanPartition(targets=("west",)))
+    drill.inject(ClusterLoss(targets=("east",)))
+    drill.judge(drill.app("shop"), 0.0)
+"""
+
+
+def test_dry_run_runs_each_drill_s_own_faults_through_the_safety_rules_and_changes_nothing(
     pytester: pytest.Pytester, fleet_file: Path
 ) -> None:
-    result = run(pytester, fleet_file, "--dry-run", "-rs")
-    result.assert_outcomes(skipped=5)
-    result.stdout.fnmatch_lines(
+    """Each destructive drill runs with a fault stack that only plans: every fault it would inject, in
+    order, with the clusters faulted at once; a fault a safety rule refuses fails the dry run (exit 1)
+    naming the rule and what was planned before it. Nothing probes, waits, writes or records."""
+    pytester.makepyfile(test_plans=PLANNED)
+    limited = "allowlist: [west, east]\n  blast_radius: {max_clusters: 1}"
+    fleet_file.write_text(fleet_file.read_text().replace("allowlist: [west, east]", limited))
+    result = run(pytester, fleet_file, "--dry-run", "-rs", "-k", "reads or fail_over")
+    result.assert_outcomes(skipped=3, failed=2)
+    result.stdout.fnmatch_lines_random(
         [
             "*dry run: test_reads?west?: reads app shop in fleet unit; injects no fault*",
-            "*dry run: test_breaks?east?: would inject faults in east (refused: *east* is a prod cluster*",
-            "*dry run: test_breaks?west?: would inject faults in west (allowed)*",
-            "*dry run: test_breaks?south?: would inject faults in south (refused: *not in safety.allowlist*",
+            "*dry run: test_fail_over?west? would: 1. cluster-loss on west: allowed; faulted at once: west "
+            "2. failover on west (app='shop', primary='east'*",
+            "refused: cluster east (context east) is a prod cluster; pass --allow-prod*",
+            "refused: cluster south (context south) is not in safety.allowlist of fleet unit*",
         ]
     )
-    assert not (pytester.path / "reports").exists(), "a dry run writes nothing"
+    assert "planned before it" not in result.stdout.str(), "each refused fault was the drill's first"
+    result = run(pytester, fleet_file, "--dry-run", "--allow-prod", "-k", "two_at_once")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "refused: east, west faulted at once would be 2 clusters, above "
+            "safety.blast_radius.max_clusters 1*"
+            "(planned before it: 1. wan-partition on west: allowed; faulted at once: west)"
+        ]
+    )
+    assert not (pytester.path / "reports").exists() and not (pytester.path / "ledger.json").exists()
 
 
 def test_every_drill_leaves_a_record_even_when_it_fails(pytester: pytest.Pytester, fleet_file: Path) -> None:
