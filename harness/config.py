@@ -398,6 +398,10 @@ class Infrastructure(_Model):
     """Which provider; none disables infrastructure faults."""
     settings: dict[str, Any] = {}
     """Provider settings: see CommandSettings, ChaosToolkitSettings; localfleet's are its folder (dir)."""
+    effect_timeout: PositiveDuration | None = None
+    """How long a cluster loss or WAN partition the provider injects has, from the start of injection, to
+    show its effect before the drill is an error (default 30s): a cloud step that returns before the
+    instances stop may need minutes."""
 
     @model_validator(mode="after")
     def _settings_fit(self) -> "Infrastructure":

@@ -100,6 +100,10 @@ class FleetAccess:
     def infra(self) -> Provider | None:
         return self._infra
 
+    @property
+    def infra_effect_timeout_s(self) -> float | None:
+        return self.fleet.infrastructure.effect_timeout
+
     def api_client(self, cluster: str) -> client.ApiClient:
         """The cluster's ApiClient (its own configuration: several clusters are driven at once);
         KubeconfigError when its kubeconfig or context cannot be used."""

@@ -47,6 +47,11 @@ class FaultContext(Protocol):
     def infra(self) -> Any:
         """The infrastructure provider (harness.infra) for faults the API cannot express, or None."""
 
+    @property
+    def infra_effect_timeout_s(self) -> float | None:
+        """How long a fault the provider injects has to show its effect (the fleet file's
+        infrastructure.effect_timeout); None: the fault's own effect_deadline_s."""
+
 
 class Observed(Protocol):
     """What the drill measures from outside the faulted part, for a fault's evidence of its effect."""
@@ -70,6 +75,7 @@ class KubeContext:
 
     clients: Mapping[str, ApiClient] = field(default_factory=dict)
     infra: Any = None
+    infra_effect_timeout_s: float | None = None
 
     def api_client(self, cluster: str) -> ApiClient:
         try:
@@ -91,6 +97,8 @@ class Fault(ABC):
     kind: ClassVar[str] = ""
     effect_deadline_s: ClassVar[float] = 30.0
     """How long after injection began its effect may take to show before the fault counts as not taken."""
+    by_provider: ClassVar[bool] = False
+    """The infrastructure provider injects it (infrastructure.effect_timeout bounds its effect's wait)."""
     cuts_api: ClassVar[bool] = False
     """The fault may take the target clusters' API servers out of reach (a cluster loss, a partition): no
     drill lease is held there while it is in force."""
@@ -153,8 +161,13 @@ class Fault(ABC):
     @abstractmethod
     def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
         """What shows, from outside the faulted part, that the fault has taken effect since injection
-        `started`; a drill polls it until effective or effect_deadline_s passes (then: did not take effect).
-        """
+        `started`; a drill polls it until effective or effect_deadline(ctx) passes (then: did not take
+        effect)."""
+
+    def effect_deadline(self, ctx: FaultContext) -> float:
+        """Seconds after injection began that the effect may take to show: effect_deadline_s; for a fault
+        the infrastructure provider injects, the fleet file's infrastructure.effect_timeout when set."""
+        return (ctx.infra_effect_timeout_s if self.by_provider else None) or self.effect_deadline_s
 
 
 def _name(cls: type) -> str:

@@ -22,6 +22,7 @@ class ClusterLoss(Fault, kind="cluster-loss"):
     """Every process of the target cluster stops at once; reverting brings it back on its data."""
 
     cuts_api: ClassVar[bool] = True
+    by_provider: ClassVar[bool] = True
 
     def inject(self, ctx: FaultContext) -> None:
         for cluster in self.targets:

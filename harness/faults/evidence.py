@@ -45,9 +45,10 @@ class Injection:
 def await_effect(
     fault: Fault, ctx: FaultContext, observed: Observed, started: Event, completed: Event, timeline: Timeline
 ) -> Injection:
-    """Poll the fault's evidence until it shows (recorded as "fault.effective") or effect_deadline_s after
+    """Poll the fault's evidence until it shows (recorded as "fault.effective") or its effect deadline after
     injection began passes (recorded as "fault.not_effective"; FaultNotEffective)."""
-    deadline = started.t_mono + fault.effect_deadline_s
+    allowed = fault.effect_deadline(ctx)
+    deadline = started.t_mono + allowed
     cluster = fault.targets[0] if len(fault.targets) == 1 else None
     while True:
         try:
@@ -62,8 +63,7 @@ def await_effect(
         if time.monotonic() > deadline:
             timeline.record("fault.not_effective", cluster, {"kind": fault.kind, "evidence": evidence.detail})
             raise FaultNotEffective(
-                f"{fault.describe()} did not take effect within {fault.effect_deadline_s:g} s: "
-                f"{evidence.detail}"
+                f"{fault.describe()} did not take effect within {allowed:g} s: {evidence.detail}"
             )
         time.sleep(POLL_S)
 

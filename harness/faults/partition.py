@@ -15,6 +15,7 @@ class WanPartition(Fault, kind="wan-partition"):
     """Packets between the target clusters and every other part of the fleet are dropped, both ways."""
 
     cuts_api: ClassVar[bool] = True
+    by_provider: ClassVar[bool] = True
 
     @property
     def name(self) -> str:

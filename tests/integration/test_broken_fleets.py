@@ -65,12 +65,12 @@ def test_a_fault_that_never_happens_is_an_error_not_a_recovery(
 ) -> None:
     """Every provider step is `true`: it exits 0 and changes nothing (a cloud call that returns before
     anything happens)."""
-    noop = {"provider": "command", "settings": {step: ["true"] for step in STEPS}}
+    noop = {"provider": "command", "settings": {step: ["true"] for step in STEPS}, "effect_timeout": "10s"}
     output, record = run_drill(
         fleet_file(matrix_fleet, "noop", {"infrastructure": noop}), tmp_path, drill, select
     )
     assert record["verdict"] == "error", output[-3000:]
-    assert fault in output and "did not take effect within" in output, output[-3000:]
+    assert f"{fault} did not take effect within 10 s" in output, output[-3000:]
     judged = {v["objective"] for v in record["verdicts"]} & {"RTO", "RPO", "availability", "split brain"}
     assert not judged, f"nothing is judged after a fault that did not happen: {judged}"
 
@@ -107,8 +107,12 @@ def test_a_global_endpoint_answering_404_from_a_default_backend_fails(
     matrix_fleet: Path, tmp_path: Path, default_backend: str, drill: str, select: str, fault: str
 ) -> None:
     """The fleet file's global endpoint is an ingress default backend: every answer is a 404 without the
-    app's identity. Not one probe succeeds, so the drill stops at its steady state, before any fault."""
-    broken = fleet_file(matrix_fleet, "default-backend", {"app": {"global_endpoint": default_backend}})
+    app's identity. Not one probe succeeds, so the drill stops at its steady state, before any fault (its
+    deadline is twice the RTO objective: 10 s here)."""
+    app = yaml.safe_load((matrix_fleet / "fleet.yaml").read_text())["apps"][0]
+    objectives = app["objectives"] | {"rto": "5s"}
+    change = {"app": {"global_endpoint": default_backend, "objectives": objectives}}
+    broken = fleet_file(matrix_fleet, "default-backend", change)
     output, record = run_drill(broken, tmp_path, drill, select)
     assert record["verdict"] in ("fail", "error"), output[-3000:]
     assert "steady state:" in output and "does not serve orders" in output, output[-3000:]

@@ -12,6 +12,7 @@ from kubernetes.client import ApiClient, Configuration
 from harness.faults import Evidence, Fault, FaultContext, KubeContext
 from harness.faults.cluster import ClusterLoss
 from harness.faults.evidence import DOWN_PROBES, FaultNotEffective, await_effect, endpoint_down
+from harness.faults.partition import WanPartition
 from harness.samples import ProbeSample
 from harness.timeline import Event, Timeline
 
@@ -130,3 +131,13 @@ def test_a_fault_whose_effect_never_shows_is_an_error_naming_the_evidence(tmp_pa
             Flag(str(tmp_path), targets=("east",)), KubeContext(), Probes({}), started, completed, timeline
         )
     assert timeline.last("fault.not_effective").detail["evidence"] == "no flag"
+
+
+def test_the_fleet_file_sets_how_long_provider_faults_have_to_show_their_effect() -> None:
+    """infrastructure.effect_timeout (a cloud step may take minutes) bounds the wait of the faults the
+    provider injects, and only theirs."""
+    slow_cloud = KubeContext(infra_effect_timeout_s=300.0)
+    assert ClusterLoss(targets=("east",)).effect_deadline(slow_cloud) == 300.0
+    assert WanPartition(targets=("east",)).effect_deadline(slow_cloud) == 300.0
+    assert Flag("/nowhere", targets=("east",)).effect_deadline(slow_cloud) == 0.5
+    assert ClusterLoss(targets=("east",)).effect_deadline(KubeContext()) == ClusterLoss.effect_deadline_s
