@@ -67,6 +67,14 @@ def run_drill(
     return done, json.loads(records[-1].read_text())
 
 
+def with_objectives(fleet: Path, name: str, **objectives: str) -> str:
+    """A fleet file beside the fleet's own (fleet-NAME.yaml) with the app's objectives changed; its name."""
+    document = yaml.safe_load((fleet / "fleet.yaml").read_text())
+    document["apps"][0]["objectives"] |= objectives
+    (fleet / f"fleet-{name}.yaml").write_text(yaml.safe_dump(document))
+    return f"fleet-{name}.yaml"
+
+
 def served_by(url: str) -> str | None:
     """The cluster the sample app names (X-Served-By) in its answer to GET url, None without an answer."""
     try:
@@ -308,12 +316,8 @@ def test_exhausting_the_primarys_nodes_keeps_latency_and_availability(
 def test_resource_exhaustion_fails_when_latency_exceeds_its_bound(drill_fleet: Path, tmp_path: Path) -> None:
     """A latency bound of 1 ms, which no request through the fleet meets: every probe counts as failed, and
     the drill fails on availability and latency."""
-    fleet = yaml.safe_load((drill_fleet / "fleet.yaml").read_text())
-    fleet["apps"][0]["objectives"]["latency"] = "1ms"
-    (drill_fleet / "fleet-1ms.yaml").write_text(yaml.safe_dump(fleet))
-    done, record = run_drill(
-        drill_fleet, tmp_path, "test_resource_exhaustion.py", fleet_file="fleet-1ms.yaml"
-    )
+    fleet_file = with_objectives(drill_fleet, "1ms", latency="1ms")
+    done, record = run_drill(drill_fleet, tmp_path, "test_resource_exhaustion.py", fleet_file=fleet_file)
     assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     verdicts = {v["objective"]: v for v in record["verdicts"]}
     assert verdicts["availability"]["status"] == "fail", verdicts["availability"]
@@ -349,7 +353,10 @@ def test_losing_a_cluster_fails_when_the_fleet_only_looks_active_active(
         for context in ("eu-west", "ap-south"):
             api = config.new_client_from_config(str(drill_fleet / "kubeconfig"), context=context)
             client.AppsV1Api(api).delete_namespaced_deployment("orders", "orders")
-        done, record = run_drill(drill_fleet, tmp_path, "test_active_active.py", "-k", "us-east")
+        fleet_file = with_objectives(drill_fleet, "rto-5s", rto="5s")  # the drill waits 2 x RTO: 10 s
+        done, record = run_drill(
+            drill_fleet, tmp_path, "test_active_active.py", "-k", "us-east", fleet_file=fleet_file
+        )
     assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     assert "not recovered" in done.stdout, done.stdout[-3000:]
 
@@ -360,7 +367,8 @@ def test_losing_the_primary_fails_when_the_passive_cluster_lacks_the_app(
     """eu-west (and ap-south) lack the app since the last test. With no replica to ship to, us-east's app
     fences itself and refuses writes, so the drill stops at its steady state, before any fault; were
     writes accepted, promoting eu-west would fail instead. Either way it fails and names the cluster."""
-    done, record = run_drill(drill_fleet, tmp_path, "test_active_passive.py")
+    fleet_file = with_objectives(drill_fleet, "rto-5s", rto="5s")  # steady state's deadline: 2 x RTO
+    done, record = run_drill(drill_fleet, tmp_path, "test_active_passive.py", fleet_file=fleet_file)
     assert done.returncode != 0, "a drill that passes on a broken fleet is the worst bug"
     assert record["verdict"] in ("fail", "error")
     named = "steady state: us-east does not serve orders" in done.stdout or (
