@@ -22,8 +22,10 @@ from harness.infra.command import render, run_command
 from harness.timeline import Timeline
 from harness.velero import BackupSpec, Velero
 
-# The k8gb Gslb resource (k8gb's documented v1beta1 API) and the annotation that orders changes.
-GSLB_GROUP, GSLB_VERSION, GSLB_PLURAL = "k8gb.absa.oss", "v1beta1", "gslbs"
+# The k8gb Gslb resource (v1beta1) and the annotation that orders changes. k8gb's API group is k8gb.io
+# since k8gb-io/k8gb#2203; k8gb.absa.oss, the legacy group, is served during the migration (a migrated
+# legacy object is read-only), so the canonical group comes first and the legacy one is the fallback.
+GSLB_GROUPS, GSLB_VERSION, GSLB_PLURAL = ("k8gb.io", "k8gb.absa.oss"), "v1beta1", "gslbs"
 CHANGED_AT = "fleetdrill.io/changed-at"
 POLL_S = 0.05
 SYNC_DEADLINE_S = 150.0  # Velero syncs a storage location's backups into a cluster once a minute
@@ -58,9 +60,7 @@ def move_gslb_primary(access: FleetAccess, app: App, cluster: str) -> list[str]:
     }
 
     def update(name: str) -> str:
-        client.CustomObjectsApi(access.api_client(name)).patch_namespaced_custom_object(
-            GSLB_GROUP, GSLB_VERSION, app.namespace, GSLB_PLURAL, app.name, patch, _request_timeout=(1, 3)
-        )
+        patch_gslb(client.CustomObjectsApi(access.api_client(name)), app, patch)
         return name
 
     results = access.each(update)
@@ -68,6 +68,24 @@ def move_gslb_primary(access: FleetAccess, app: App, cluster: str) -> list[str]:
     if not updated:
         raise FailoverError(f"no cluster took the Gslb change: {'; '.join(map(str, results.values()))}")
     return updated
+
+
+def patch_gslb(api: client.CustomObjectsApi, app: App, patch: dict) -> str:
+    """Patch the app's Gslb in its namespace under k8gb's canonical API group, else the legacy one (a group
+    the cluster does not serve, or without the object, answers 404); returns the group patched."""
+    for group in GSLB_GROUPS:
+        try:
+            api.patch_namespaced_custom_object(
+                group, GSLB_VERSION, app.namespace, GSLB_PLURAL, app.name, patch, _request_timeout=(1, 3)
+            )
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+            continue
+        return group
+    raise FailoverError(
+        f"no Gslb {app.namespace}/{app.name} in API group {' or '.join(GSLB_GROUPS)} ({GSLB_VERSION})"
+    )
 
 
 def newest_epoch(app: App) -> int:
