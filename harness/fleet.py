@@ -216,6 +216,8 @@ def service_proxy(api: client.ApiClient, namespace: str, service: str, port: str
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         if settings.cert_file:
             context.load_cert_chain(settings.cert_file, settings.key_file)
-    token = settings.get_api_key_with_prefix("authorization")
+    # the kubernetes client (36+) keeps a kubeconfig's or exec plugin's token under BearerToken; older
+    # code set "authorization" (kubernetes-client/python#2595): read either, as the client itself does
+    token = settings.get_api_key_with_prefix("BearerToken", alias="authorization")
     url = f"{settings.host.rstrip('/')}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
     return ServiceProxy(url, context, {"Authorization": token} if token else {})
