@@ -1,0 +1,56 @@
+"""A kubeconfig's exec credential plugin, checked as the kubernetes client runs it, unattended: it must
+hand out a credential in time, without a person; no credential it prints reaches a result."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.credentials import exec_plugin
+
+CREDENTIAL = {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential"}
+
+
+def plugin(folder: Path, body: str) -> dict:
+    """An exec section running a Python script with `body`."""
+    script = folder / "plugin.py"
+    script.write_text(f"import json, os, sys, time\n{body}\n")
+    return {"apiVersion": CREDENTIAL["apiVersion"], "command": sys.executable, "args": [str(script)]}
+
+
+def test_a_plugin_that_hands_out_a_token_passes_and_the_token_stays_out(tmp_path: Path) -> None:
+    status = {"token": "secret-token-value", "expirationTimestamp": "2026-12-04T16:00:00Z"}
+    body = "assert not json.loads(os.environ['KUBERNETES_EXEC_INFO'])['spec']['interactive']\n"
+    body += f"assert sys.stdin.read() == ''\nprint(json.dumps({ {**CREDENTIAL, 'status': status}!r}))"
+    found = exec_plugin(plugin(tmp_path, body), tmp_path)
+    assert found.problem is None and found.not_after is None, found  # the client renews it when it expires
+    assert "secret-token-value" not in repr(found)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("sys.exit('error: AccessDenied for Bearer abcdefgh12345678')", "exited 1: error: AccessDenied"),
+        ("print('not json')", "printed no ExecCredential with a token or client certificate"),
+        ("time.sleep(30)", "gave no credential within 1 s (does it wait for a login?)"),
+    ],
+)
+def test_a_plugin_that_fails_is_one_line_saying_how(tmp_path: Path, body: str, problem: str) -> None:
+    found = exec_plugin(plugin(tmp_path, body), tmp_path, timeout_s=1.0)
+    assert found.problem is not None and found.problem.startswith(problem), found
+    assert "abcdefgh12345678" not in found.problem
+
+
+def test_a_plugin_that_needs_a_person_is_refused_without_running(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    spec = plugin(tmp_path, f"open({str(ran)!r}, 'w')")
+    assert "needs a terminal" in str(exec_plugin(spec | {"interactiveMode": "Always"}, tmp_path).problem)
+    device = spec | {"args": [*spec["args"], "get-token", "--login", "devicecode", "--server-id", "x"]}
+    assert "kubelogin convert-kubeconfig" in str(exec_plugin(device, tmp_path).problem)
+    assert not ran.exists()
+
+
+def test_a_plugin_not_installed_says_so_with_its_install_hint(tmp_path: Path) -> None:
+    spec = {"command": "aws-not-here", "args": ["eks", "get-token"], "installHint": "Install the AWS CLI.\n"}
+    found = exec_plugin(spec, tmp_path)
+    assert found.problem == "'aws-not-here' is not installed on this machine (Install the AWS CLI.)"
