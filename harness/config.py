@@ -5,6 +5,7 @@ Regenerate the committed schema with: python -m harness.config > harness/schema/
 
 import difflib
 import json
+import re
 import string
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast, get_args
@@ -129,6 +130,7 @@ PositiveDuration = Annotated[float, BeforeValidator(_positive_duration), _AS_TEX
 Availability = Annotated[float, BeforeValidator(_fraction), _FRACTION_SCHEMA]
 Name = Annotated[str, Field(pattern=DNS_LABEL)]
 Text = Annotated[str, Field(min_length=1)]
+CloudKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Url = Annotated[str, AfterValidator(_url), WithJsonSchema({"type": "string", "format": "uri"})]
 Kubeconfig = Annotated[Path, AfterValidator(_resolve)]
 _STATUS_SCHEMA = {
@@ -157,6 +159,10 @@ class Cluster(_Model):
     """Region the cluster runs in."""
     zones: tuple[Text, ...] = ()
     """Availability zones of the cluster's nodes."""
+    cloud: dict[CloudKey, Text] = {}
+    """The cluster's ids in its cloud for the infrastructure provider's steps that act on it (an EKS
+    cluster and nodegroup name, subnet ids, a GCP project, an AKS resource group): `{cloud[KEY]}` in a
+    step's arguments, beside {region} and {zones}."""
     role: Literal["active", "passive", "standby"] = "standby"
     """active serves traffic, passive is warm and takes over, standby is restored into from backups."""
     environment: Literal["dev", "staging", "prod"] = "dev"
@@ -181,14 +187,25 @@ def placeholders(template: str) -> list[str]:
     return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
 
 
+CLOUD_KEY = re.compile(r"^cloud\[([A-Za-z_][A-Za-z0-9_]*)\]$")
+"""A cloud id placeholder, {cloud[KEY]}: the key of clusters[].cloud."""
+
+
+def _allowed(placeholder: str, allowed: tuple[str, ...]) -> bool:
+    """`placeholder` is one of `allowed`; "cloud" in `allowed` stands for {cloud[KEY]}."""
+    if "cloud" in allowed and CLOUD_KEY.match(placeholder):
+        return True
+    return placeholder in allowed and placeholder != "cloud"
+
+
 def _check_templates(allowed: tuple[str, ...], templates: list[str], loc: tuple[str | int, ...]) -> None:
     for i, template in enumerate(templates):
         try:
-            bad = [name for name in placeholders(template) if name not in allowed]
+            bad = [name for name in placeholders(template) if not _allowed(name, allowed)]
         except ValueError:
             bad = [template]
         if bad:
-            wanted = ", ".join("{" + name + "}" for name in allowed)
+            wanted = ", ".join("{cloud[KEY]}" if name == "cloud" else "{" + name + "}" for name in allowed)
             raise _Invalid(f"text whose only placeholders are {wanted}", template, (*loc, i))
 
 
@@ -297,13 +314,16 @@ class Velero(_Model):
     replication meets the RPO and backups are the last line of defence."""
 
 
+ONE_CLUSTER = ("cluster", "context", "region", "zones", "cloud")
+"""What a step acting on one cluster gets: its name, kubeconfig context, region, zones (comma-separated)
+and its cloud ids ({cloud[KEY]}, from clusters[].cloud)."""
 PLACEHOLDERS = {  # what each provider method fills in its templates
-    "lose_cluster": ("cluster", "context"),
-    "restore_cluster": ("cluster", "context"),
-    "partition": ("clusters", "contexts", "name"),
+    "lose_cluster": ONE_CLUSTER,
+    "restore_cluster": ONE_CLUSTER,
+    "partition": ("clusters", "contexts", "regions", "name"),
     "heal": ("name",),
-    "lose_node": ("cluster", "context", "node"),
-    "restore_node": ("cluster", "context", "node"),
+    "lose_node": (*ONE_CLUSTER, "node"),
+    "restore_node": (*ONE_CLUSTER, "node"),
 }
 Argv = Annotated[tuple[Text, ...], Field(min_length=1)]
 
@@ -311,9 +331,10 @@ Argv = Annotated[tuple[Text, ...], Field(min_length=1)]
 class CommandSettings(_Model):
     """infrastructure.settings of the command provider: your scripts, one command per fault step.
 
-    Each is an argv list (no shell); {cluster} and its kubeconfig {context}, {clusters} and {contexts}
-    (comma-separated), {name} (a partition's) and {node} are filled in where the step has them. A step
-    left out refuses the faults that need it.
+    Each is an argv list (no shell); {cluster} and its kubeconfig {context}, {region}, {zones} and its
+    cloud ids {cloud[KEY]} (clusters[].cloud), {clusters}, {contexts} and {regions} (comma-separated),
+    {name} (a partition's) and {node} are filled in where the step has them. A step left out refuses the
+    faults that need it.
     """
 
     lose_cluster: Argv | None = None
@@ -504,6 +525,21 @@ class Fleet(_Model):
                 raise _Invalid(
                     f"a context of a cluster ({', '.join(contexts)})", context, ("safety", "allowlist", i)
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _cloud_ids_known(self) -> "Fleet":
+        """A command step that uses {cloud[KEY]} has KEY in every cluster's cloud ids."""
+        settings = self.infrastructure.typed_settings()
+        if not isinstance(settings, CommandSettings):
+            return self
+        for step in PLACEHOLDERS:
+            for template in getattr(settings, step) or ():
+                for key in (m[1] for name in placeholders(template) if (m := CLOUD_KEY.match(name))):
+                    for i, cluster in enumerate(self.clusters):
+                        if key not in cluster.cloud:
+                            expected = f"a key {key} (infrastructure.settings.{step} uses {{cloud[{key}]}})"
+                            raise _Invalid(expected, dict(cluster.cloud), ("clusters", i, "cloud"))
         return self
 
     @model_validator(mode="after")

@@ -46,8 +46,11 @@ def provider_for(fleet: Fleet) -> Provider | None:
     settings = infrastructure.typed_settings()
     if isinstance(settings, CommandSettings):
         from harness.infra.command import CommandProvider
+        from harness.infra.steps import places
 
-        return CommandProvider(settings, {c.name: fleet.context_for(c) for c in fleet.clusters})
+        return CommandProvider(
+            settings, {c.name: fleet.context_for(c) for c in fleet.clusters}, places(fleet)
+        )
     if isinstance(settings, ChaosToolkitSettings):
         from harness.infra.chaostoolkit import ChaosToolkitProvider
 

@@ -19,16 +19,19 @@ from chaoslib.secret import load_secrets
 
 from harness.config import ChaosToolkitSettings, Fleet
 from harness.errors import ConfigError, FleetDrillError
-from harness.infra.steps import Steps
+from harness.infra.steps import Steps, places
 
 STEPS = ("lose_cluster", "restore_cluster", "partition", "heal", "lose_node", "restore_node")
 ROLLBACKS = ("restore_cluster", "heal", "restore_node")
 
 
-def fill(value: Any, values: dict[str, str]) -> Any:
-    """`value` with {placeholder}s replaced in every string inside it (other braces are left alone)."""
+def fill(value: Any, values: dict[str, Any]) -> Any:
+    """`value` with {placeholder}s ({cloud[KEY]} too) replaced in every string inside it (other braces are
+    left alone)."""
     if isinstance(value, str):
-        for name, text in values.items():
+        texts = {name: text for name, text in values.items() if isinstance(text, str)}
+        texts |= {f"cloud[{key}]": text for key, text in (values.get("cloud") or {}).items()}
+        for name, text in texts.items():
             value = value.replace("{" + name + "}", text)
         return value
     if isinstance(value, list | tuple):
@@ -51,6 +54,7 @@ class ChaosToolkitProvider(Steps):
     configuration: dict[str, Any]
     secrets: dict[str, Any] = field(repr=False)
     contexts: dict[str, str]
+    places: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: ChaosToolkitSettings, fleet: Fleet) -> ChaosToolkitProvider:
@@ -71,9 +75,10 @@ class ChaosToolkitProvider(Steps):
             raise ConfigError(
                 f"infrastructure.settings: cannot load configuration or secrets: {exc}"
             ) from None
-        return cls(steps, configuration, secrets, {c.name: fleet.context_for(c) for c in fleet.clusters})
+        contexts = {c.name: fleet.context_for(c) for c in fleet.clusters}
+        return cls(steps, configuration, secrets, contexts, places(fleet))
 
-    def run_step(self, step: str, values: dict[str, str]) -> Any:
+    def run_step(self, step: str, values: dict[str, Any]) -> Any:
         where = f"infrastructure.settings.{step}"
         provider = self.steps.get(step)
         if provider is None:

@@ -8,7 +8,8 @@ command, its exit code and the tail of its stderr.
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from harness.config import CommandSettings
 from harness.errors import FleetDrillError
@@ -21,7 +22,7 @@ class CommandError(FleetDrillError):
     """A provider command is missing, failed or timed out."""
 
 
-def render(template: tuple[str, ...], values: dict[str, str]) -> list[str]:
+def render(template: tuple[str, ...], values: dict[str, Any]) -> list[str]:
     """The argv of a command template with its placeholders filled in (one argument stays one)."""
     return [part.format_map(values) for part in template]
 
@@ -56,8 +57,9 @@ class CommandProvider(Steps):
 
     settings: CommandSettings
     contexts: dict[str, str]
+    places: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def run_step(self, step: str, values: dict[str, str]) -> None:
+    def run_step(self, step: str, values: dict[str, Any]) -> None:
         template = getattr(self.settings, step)
         where = f"infrastructure.settings.{step}"
         if template is None:

@@ -6,30 +6,51 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
+from harness.config import Fleet
+
+
+def places(fleet: Fleet) -> dict[str, dict[str, Any]]:
+    """By cluster name, what a step acting on it gets besides its name and context: region, zones
+    (comma-separated) and cloud ids (clusters[].cloud)."""
+    return {
+        c.name: {"region": c.region, "zones": ",".join(c.zones), "cloud": dict(c.cloud)}
+        for c in fleet.clusters
+    }
+
 
 class Steps(ABC):
-    """A Provider whose every method runs the step of the same name with its values (cluster, context,
-    clusters, contexts, name, node); a subclass says how a step runs."""
+    """A Provider whose every method runs the step of the same name with its values (config.PLACEHOLDERS:
+    cluster, context, region, zones, cloud; clusters, contexts, regions, name, node); a subclass says how a
+    step runs."""
 
     contexts: Mapping[str, str]
     """Kubeconfig context by cluster name."""
+    places: Mapping[str, Mapping[str, Any]]
+    """Region, zones and cloud ids by cluster name (places())."""
 
     @abstractmethod
-    def run_step(self, step: str, values: dict[str, str]) -> Any:
+    def run_step(self, step: str, values: dict[str, Any]) -> Any:
         """Run the step named after the provider method, with its placeholder values."""
 
     def _context(self, cluster: str) -> str:
         return self.contexts.get(cluster, cluster)
 
+    def _one(self, cluster: str) -> dict[str, Any]:
+        """The values of a step acting on `cluster`."""
+        where = self.places.get(cluster, {"region": "", "zones": "", "cloud": {}})
+        return {"cluster": cluster, "context": self._context(cluster), **where}
+
     def lose_cluster(self, cluster: str) -> None:
-        self.run_step("lose_cluster", {"cluster": cluster, "context": self._context(cluster)})
+        self.run_step("lose_cluster", self._one(cluster))
 
     def restore_cluster(self, cluster: str) -> None:
-        self.run_step("restore_cluster", {"cluster": cluster, "context": self._context(cluster)})
+        self.run_step("restore_cluster", self._one(cluster))
 
     def partition(self, clusters: list[str], name: str) -> None:
         contexts = ",".join(self._context(cluster) for cluster in clusters)
-        self.run_step("partition", {"clusters": ",".join(clusters), "contexts": contexts, "name": name})
+        regions = ",".join(dict.fromkeys(str(self.places.get(c, {}).get("region", "")) for c in clusters))
+        values = {"clusters": ",".join(clusters), "contexts": contexts, "regions": regions, "name": name}
+        self.run_step("partition", values)
 
     def heal(self, name: str) -> None:
         self.run_step("heal", {"name": name})
@@ -39,7 +60,7 @@ class Steps(ABC):
         return None
 
     def lose_node(self, cluster: str, node: str) -> None:
-        self.run_step("lose_node", {"cluster": cluster, "context": self._context(cluster), "node": node})
+        self.run_step("lose_node", {**self._one(cluster), "node": node})
 
     def restore_node(self, cluster: str, node: str) -> None:
-        self.run_step("restore_node", {"cluster": cluster, "context": self._context(cluster), "node": node})
+        self.run_step("restore_node", {**self._one(cluster), "node": node})

@@ -16,7 +16,7 @@ from harness.faults.cluster import ClusterLoss
 from harness.faults.nodes import NodeLoss
 from harness.faults.partition import WanPartition
 from harness.infra import provider_for
-from harness.infra.chaostoolkit import ChaosToolkitProvider
+from harness.infra.chaostoolkit import ChaosToolkitProvider, fill
 from harness.infra.command import CommandProvider
 
 FLEET = {
@@ -85,6 +85,32 @@ def test_command_provider_runs_each_step_with_its_arguments(tmp_path: Path, logg
     ]
 
 
+def test_a_step_gets_its_cluster_s_region_zones_and_cloud_ids(tmp_path: Path, logger: str) -> None:
+    """A cloud step needs more than a name: an EKS nodegroup, a resource group, the region and zones."""
+    steps = {
+        "lose_cluster": [logger, "{region}", "{zones}", "{cloud[eks_cluster]}", "{cloud[nodegroup]}"],
+        "partition": [logger, "{regions}", "{name}"],
+    }
+    path = fleet_file(tmp_path, "command", steps)
+    data = yaml.safe_load(path.read_text())
+    data["clusters"][0] |= {"zones": ["us-east-1a", "us-east-1b"], "cloud": {"eks_cluster": "shop-use1"}}
+    data["clusters"][0]["cloud"]["nodegroup"] = "ng-1"
+    data["clusters"][1]["cloud"] = {"eks_cluster": "shop-euw1", "nodegroup": "ng-2"}
+    path.write_text(yaml.safe_dump(data))
+    ctx = KubeContext(infra=provider_for(load_fleet(path)))
+    ClusterLoss(targets=("west",)).inject(ctx)
+    WanPartition(targets=("east", "west")).inject(ctx)
+    assert calls(tmp_path) == ["eu-west||shop-euw1|ng-2|", "us-east,eu-west|east_west|"]
+    del data["clusters"][1]["cloud"]["nodegroup"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as raised:
+        load_fleet(path)
+    assert str(raised.value).startswith(
+        f"{path}: clusters[1].cloud: expected a key nodegroup (infrastructure.settings.lose_cluster uses "
+        "{cloud[nodegroup]})"
+    )
+
+
 def test_a_name_is_one_argument_never_shell(tmp_path: Path, logger: str) -> None:
     provider = CommandProvider(CommandSettings(lose_node=(logger, "{node}")), {})
     provider.lose_node("east", "n; touch pwned $(id) `id`")
@@ -139,6 +165,11 @@ def test_a_command_that_cannot_run_says_why(settings: dict, message: str) -> Non
             "infrastructure.settings.lose_clustr: unknown field (did you mean 'lose_cluster'?)",
         ),
         ({"partition": []}, "infrastructure.settings.partition: expected a valid value"),
+        (
+            {"lose_cluster": ["stop.sh", "{cloud}"]},
+            "infrastructure.settings.lose_cluster[1]: expected text whose only placeholders are {cluster}, "
+            "{context}, {region}, {zones}, {cloud[KEY]}, got '{cloud}'",
+        ),
         ({"timeout": "soon"}, "infrastructure.settings.timeout: expected a duration"),
     ],
 )
@@ -259,3 +290,11 @@ def test_no_provider_refuses_infrastructure_faults_in_one_line(tmp_path: Path) -
         FleetDrillError, match=r"needs an infrastructure provider: set infrastructure\.provider"
     ):
         NodeLoss(targets=("east",), nodes=("n",)).inject(KubeContext(infra=provider))
+
+
+def test_chaostoolkit_arguments_get_the_cluster_s_cloud_ids() -> None:
+    values = {"cluster": "east", "region": "us-east-1", "cloud": {"nodegroup": "ng-1"}}
+    step = {"arguments": {"nodegroup_names": ["{cloud[nodegroup]}"], "region": "{region}", "other": "{x}"}}
+    assert fill(step, values) == {
+        "arguments": {"nodegroup_names": ["ng-1"], "region": "us-east-1", "other": "{x}"}
+    }
