@@ -25,10 +25,11 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from harness import data, velero
+from harness import velero
 from harness.config import load_fleet
 from harness.errors import FleetDrillError
 from harness.localfleet import supervisor, velero_install
+from harness.sentinels import SentinelStore, Where, store_for
 from harness.velero import BackupSpec, Velero
 
 TARGET_S = 10.0
@@ -67,13 +68,13 @@ def restored_url(core: client.CoreV1Api, namespace: str) -> str | None:
     return None
 
 
-def serving(core: client.CoreV1Api, namespace: str, stream: str) -> int | None:
+def serving(core: client.CoreV1Api, namespace: str, store: SentinelStore, stream: str) -> int | None:
     """How many orders of the stream the restored app serves, or None while it does not answer."""
     url = restored_url(core, namespace)
     if url is None:
         return None
     try:
-        return len(data.read_present(url, stream=stream))
+        return len(store.present(Where("restored", url), 0, stream))
     except FleetDrillError:  # not answering yet: the next poll tells
         return None
 
@@ -89,6 +90,7 @@ def poll(condition, deadline_s: float, what: str) -> float:
 
 def run(folder: Path, records: int) -> None:
     fleet = load_fleet(folder / "fleet.yaml")
+    store = store_for(fleet.apps[0], "apps[0].sentinels")
     source, target = Velero.for_cluster(fleet, SOURCE), Velero.for_cluster(fleet, TARGET)
     tag = uuid.uuid4().hex[:6]
     stream = f"bench-{tag}"
@@ -114,9 +116,9 @@ def run(folder: Path, records: int) -> None:
         target.create_restore(restore, backup=name, namespace_mappings={APP: namespace})
         target.wait_for_restore(restore, DEADLINE_S)
         restore_s = time.monotonic() - start
-        poll(lambda: serving(core, namespace, stream) is not None, DEADLINE_S, "the restored app")
+        poll(lambda: serving(core, namespace, store, stream) is not None, DEADLINE_S, "the restored app")
         serving_s = time.monotonic() - start
-        served = serving(core, namespace, stream)
+        served = serving(core, namespace, store, stream)
         core.delete_namespace(namespace)
     finally:
         api.close()

@@ -61,7 +61,7 @@ def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: F
             failover.restore_to_standby(app, point.name, target, into, deadline)
             drill.wait_restored_serves(app, deadline)
             drill.soak()
-    verdicts = drill.judge_restore(app, t0, point, proxy)
+    verdicts = drill.judge_restore(app, t0, point, proxy, target)
     drill.revert_all()
     failed = [v.message for v in verdicts if v.status != "pass"]
     assert not failed, "; ".join(failed)

@@ -247,16 +247,22 @@ def validate(experiment: dict[str, Any]) -> None:
 
 
 def answers_within(
-    url: str, timeout: float = 30, served_by: str | None = None, header: str = "X-Served-By"
+    url: str, timeout: float = 30, served_by: str | None = None, header: str | None = None
 ) -> bool:
     """Probe for experiments that wait for recovery or a failover: poll `url` until it answers 2xx (from
-    the cluster `served_by`, as the app's identity header names it: "cluster" or "cluster/pod"), at most
-    `timeout` seconds; ActivityFailed at the deadline, naming the last answer."""
+    the cluster `served_by`, as the app's identity `header` names it: "cluster" or "cluster/pod"; the fleet
+    fills ${served_by_header}), at most `timeout` seconds; ActivityFailed at the deadline, naming the last
+    answer."""
+    if served_by is not None and not header:
+        raise ActivityFailed(
+            f"served_by {served_by!r} needs the header naming who served: pass header "
+            "(${served_by_header}, from the app's served_by.header in the fleet file)"
+        )
     deadline, last = time.monotonic() + float(timeout), "no answer"
     while True:
         try:
             with urllib.request.urlopen(url, timeout=min(2.0, float(timeout))) as response:
-                origin = (response.headers.get(header) or "").split("/")[0]
+                origin = (response.headers.get(header or "") or "").split("/")[0]
                 if served_by is None or origin == served_by:
                     return True
                 last = f"HTTP {response.status} from {origin or 'an unnamed server'}"

@@ -222,8 +222,16 @@ def cmd_promote(args: argparse.Namespace) -> int:
         failover.promote(access, app, cluster.name, timeline)
     finally:
         access.close()
-    epoch = timeline.events("data.promoted")[-1].detail["epoch"]
-    print(f"{app.name}: {cluster.name} is primary (epoch {epoch})")
+    promoted = timeline.events("data.promoted")
+    epoch = promoted[-1].detail["epoch"] if promoted else None
+    data = (
+        "no promote call in the fleet file"
+        if not promoted
+        else "no epoch"
+        if epoch is None
+        else f"epoch {epoch}"
+    )
+    print(f"{app.name}: {cluster.name} is primary ({data})")
     return 0
 
 

@@ -138,6 +138,8 @@ _STATUS_SCHEMA = {
 }
 Status = Annotated[int | str, BeforeValidator(_status), WithJsonSchema(_STATUS_SCHEMA)]
 HeaderName = Annotated[str, Field(pattern=HEADER)]
+Argv = Annotated[tuple[Text, ...], Field(min_length=1)]
+UrlPath = Annotated[str, Field(pattern=r"^/")]
 
 
 class _Model(BaseModel):
@@ -212,12 +214,53 @@ def _check_templates(allowed: tuple[str, ...], templates: list[str], loc: tuple[
 FAILOVER_PLACEHOLDERS = ("app", "namespace", "cluster", "context")
 
 
+def fill_json(template: Any, values: dict[str, Any]) -> Any:
+    """A JSON body template with its values: a string that is exactly "$NAME" becomes the value itself (a
+    number stays a number), and $NAME inside a longer string becomes its text."""
+    if isinstance(template, str):
+        if template.startswith("$") and template[1:] in values:
+            return values[template[1:]]
+        return string.Template(template).safe_substitute(values)
+    if isinstance(template, list | tuple):
+        return [fill_json(item, values) for item in template]
+    if isinstance(template, dict):
+        return {key: fill_json(item, values) for key, item in template.items()}
+    return template
+
+
+class PromoteCall(_Model):
+    """The HTTP call that makes the app's data primary in the cluster taking over."""
+
+    path: UrlPath
+    """A path on the endpoint of the cluster taking over."""
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    """The request's method; a 2xx answer means promoted."""
+    body: dict[str, Any] = {}
+    """The JSON body; "$epoch" becomes the new epoch (one above every reachable cluster's, see epoch_path)."""
+    epoch_path: UrlPath | None = None
+    """A path on every cluster's endpoint answering a JSON object with the cluster's fencing epoch (term,
+    timeline) at epoch_field: promotion outranks every epoch it finds, so a primary that never stepped
+    down is fenced when it returns."""
+    epoch_field: Text = "epoch"
+    """The field of epoch_path's answer, and of the promote call's answer, holding the epoch."""
+
+    @model_validator(mode="after")
+    def _epoch_known(self) -> "PromoteCall":
+        if self.epoch_path is None and "$epoch" in json.dumps(self.body):
+            raise _Invalid("epoch_path set when the body uses $epoch", None, ("epoch_path",))
+        return self
+
+
 class Failover(_Model):
     """How a drill fails an app over to another cluster."""
 
     strategy: Literal["promote", "observe", "command"] = "promote"
-    """promote: point the k8gb Gslb at the cluster and promote the app's data there (POST /promote);
-    observe: do nothing, the GSLB and the app fail over by themselves; command: run `command`."""
+    """promote: point the k8gb Gslb at the cluster, then make the app's data primary there with the
+    `promote` call when set; observe: do nothing, the GSLB and the app fail over by themselves; command:
+    run `command`."""
+    promote: PromoteCall | None = None
+    """For strategy promote: the HTTP call that makes the app's data primary in the cluster taking over
+    (none: the Gslb moves traffic, the app's data needs no promotion)."""
     command: Annotated[tuple[Text, ...], Field(min_length=1)] | None = None
     """For strategy command: your failover script as an argv list (no shell), with {app}, {namespace},
     {cluster} (the one taking over) and its {context} filled in; exit status 0 means done."""
@@ -230,6 +273,70 @@ class Failover(_Model):
             raise _Invalid("a command (an argv list) for strategy command", self.command, ("command",))
         _check_templates(FAILOVER_PLACEHOLDERS, list(self.command or ()), ("command",))
         return self
+
+
+WriteTarget = Annotated[str, AfterValidator(_write_target)]
+
+
+class HttpWrite(_Model):
+    """How a sentinel is written over HTTP: a request whose JSON body is `body` with the sentinel's values."""
+
+    path: WriteTarget
+    """A path on the app's endpoints (the global one, or a cluster's for direct writes) or an absolute URL."""
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    """The request's method; any 2xx answer acknowledges the write, another refuses it."""
+    body: dict[str, Any] = {"seq": "$seq", "payload": "fleetdrill sentinel", "stream": "$stream"}
+    """The JSON body: a string "$seq" becomes the sentinel's number, and $seq and $stream inside a string
+    become its number and stream."""
+
+
+class HttpRead(_Model):
+    """How sentinels are read back over HTTP: `GET {path}?since=SEQ&stream=STREAM`, page by page."""
+
+    path: UrlPath
+    """A path on the app's endpoints."""
+    items: Text
+    """The answer's field listing the records, each a JSON object with the record's `seq`."""
+    next: Text = "next"
+    """The answer's field holding the `since` of the next page (null or absent on the last page)."""
+
+
+class HttpSentinels(_Model):
+    """Sentinels kept by the app's own HTTP API."""
+
+    adapter: Literal["http"]
+    write: HttpWrite
+    """How a sentinel is written."""
+    read: HttpRead
+    """How sentinels are read back from one cluster's app (or a restored copy)."""
+
+
+SENTINEL_WRITE_PLACEHOLDERS = ("seq", "stream", "target", "endpoint")
+SENTINEL_READ_PLACEHOLDERS = ("since", "stream", "cluster", "context", "namespace", "endpoint")
+
+
+class CommandSentinels(_Model):
+    """Sentinels kept wherever your scripts keep them (a database table, a queue): argv lists, no shell."""
+
+    adapter: Literal["command"]
+    write: Argv
+    """Write one sentinel: gets {seq}, {stream}, {target} (the cluster written to, or "global") and its
+    {endpoint}. Exit 0 acknowledges the write, another status refuses it, a timeout leaves it unknown; the
+    first word of its output, if any, names the cluster that took it."""
+    read: Argv
+    """Print the sentinels of {stream} above {since} kept in {cluster} (kubeconfig {context}, the app in
+    {namespace}, at {endpoint}), one per line: a number, or a JSON object with its `seq`."""
+    timeout: PositiveDuration = 5.0
+    """Longest a write or read may run."""
+
+    @model_validator(mode="after")
+    def _known_placeholders(self) -> "CommandSentinels":
+        _check_templates(SENTINEL_WRITE_PLACEHOLDERS, list(self.write), ("write",))
+        _check_templates(SENTINEL_READ_PLACEHOLDERS, list(self.read), ("read",))
+        return self
+
+
+Sentinels = Annotated[HttpSentinels | CommandSentinels, Field(discriminator="adapter")]
 
 
 class ServedBy(_Model):
@@ -266,9 +373,10 @@ class App(_Model):
     """URL clients use (GSLB or global load balancer)."""
     endpoints: dict[str, Url] = {}
     """URL of the app in each cluster, by cluster name."""
-    write_endpoint: Annotated[str, AfterValidator(_write_target)] | None = None
-    """Where RPO sentinels are written: a path on the endpoints or an absolute URL."""
-    health_path: Annotated[str, Field(pattern=r"^/")] = "/"
+    sentinels: Sentinels | None = None
+    """Where numbered sentinel records are written during drills and read back after failover or restore,
+    for RPO and data integrity (adapter http or command); without it no drill can judge RPO."""
+    health_path: UrlPath = "/"
     """Path probed for health on the endpoints."""
     accepted_statuses: Annotated[
         tuple[Status, ...], AfterValidator(_some_statuses), Field(json_schema_extra={"minItems": 1})
@@ -325,7 +433,6 @@ PLACEHOLDERS = {  # what each provider method fills in its templates
     "lose_node": (*ONE_CLUSTER, "node"),
     "restore_node": (*ONE_CLUSTER, "node"),
 }
-Argv = Annotated[tuple[Text, ...], Field(min_length=1)]
 
 
 class CommandSettings(_Model):
@@ -513,9 +620,11 @@ class Fleet(_Model):
             for key in app.endpoints:
                 if key not in names:
                     raise _Invalid(f"a cluster name ({', '.join(names)})", key, ("apps", i, "endpoints", key))
-            if (app.write_endpoint or "").startswith("/") and not (app.endpoints or app.global_endpoint):
+            write = app.sentinels.write if isinstance(app.sentinels, HttpSentinels) else None
+            relative = write is not None and write.path.startswith("/")
+            if write is not None and relative and not (app.endpoints or app.global_endpoint):
                 what = "an absolute URL (the app has no endpoints for a path)"
-                raise _Invalid(what, app.write_endpoint, ("apps", i, "write_endpoint"))
+                raise _Invalid(what, write.path, ("apps", i, "sentinels", "write", "path"))
         if self.safety.lease_cluster not in (None, *names):
             what = f"a cluster name ({', '.join(names)})"
             raise _Invalid(what, self.safety.lease_cluster, ("safety", "lease_cluster"))
@@ -659,7 +768,7 @@ def _describe(error: Any) -> str:
 
 def _located(error: Any, root: type[BaseModel]) -> tuple[tuple[str | int, ...], str]:
     """Where one pydantic error is (below `root`) and what it says: `expected <what>, got <value>`."""
-    loc, kind, ctx = error["loc"], error["type"], error.get("ctx", {})
+    loc, kind, ctx = _untagged(error["loc"], root), error["type"], error.get("ctx", {})
     if isinstance(ctx.get("error"), _Invalid):
         loc, text = loc + ctx["error"].loc, str(ctx["error"])
     elif kind == "missing":
@@ -668,7 +777,11 @@ def _located(error: Any, root: type[BaseModel]) -> tuple[tuple[str | int, ...], 
         close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1], root), n=1)
         text = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     else:
-        if kind == "literal_error":
+        got = error["input"]
+        if kind == "union_tag_invalid":  # a member of a discriminated union, chosen by its tag field
+            loc += (ctx["discriminator"].strip("'"),)
+            expected, got = "one of " + ctx["expected_tags"].replace("'", ""), ctx["tag"]
+        elif kind == "literal_error":
             expected = "one of " + ctx["expected"].replace("'", "").replace(" or ", ", ")
         elif kind == "string_pattern_mismatch":
             expected = _PATTERNS.get(ctx["pattern"], f"a string matching {ctx['pattern']}")
@@ -676,8 +789,39 @@ def _located(error: Any, root: type[BaseModel]) -> tuple[tuple[str | int, ...], 
             expected = _EXPECTED[kind].format(**ctx)
         else:
             expected = f"a valid value ({error['msg']})"
-        text = f"expected {expected}, got {_show(error['input'])}"
+        text = f"expected {expected}, got {_show(got)}"
     return loc, text
+
+
+def _untagged(loc: tuple[str | int, ...], root: type[BaseModel]) -> tuple[str | int, ...]:
+    """`loc` without the tags pydantic puts in it after a discriminated union (sentinels.http.write)."""
+    kept: list[str | int] = []
+    annotation: Any = root
+    for part in loc:
+        model = _model_in(annotation)
+        if isinstance(part, str) and model is not None and part not in model.model_fields:
+            member = _tagged(annotation, part)
+            if member is not None:
+                annotation = member
+                continue
+        if isinstance(part, str) and model is not None and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+        kept.append(part)
+    return tuple(kept)
+
+
+def _tagged(annotation: Any, tag: str) -> Any:
+    """The model in `annotation` (a union) whose literal field has the value `tag`, or None."""
+    for member in get_args(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            literals = [get_args(f.annotation) for f in member.model_fields.values()]
+            if any(
+                tag in values for values in literals if values and all(isinstance(v, str) for v in values)
+            ):
+                return member
+        elif (found := _tagged(member, tag)) is not None:
+            return found
+    return None
 
 
 def _fields_at(loc: tuple[str | int, ...], root: type[BaseModel]) -> list[str]:

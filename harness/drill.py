@@ -13,7 +13,7 @@ from urllib.parse import urljoin
 
 from harness import measure
 from harness.config import App, Fleet
-from harness.data import SentinelWriter, read_present
+from harness.data import SentinelWriter
 from harness.errors import ConfigError, FleetDrillError
 from harness.failover import BackupPoint
 from harness.faults import Fault, FaultStack
@@ -22,6 +22,7 @@ from harness.fleet import FleetAccess, ServiceProxy
 from harness.gameday import Operators
 from harness.safety import AbortMonitor
 from harness.samples import ProbeSample, SentinelWrite, Verdict
+from harness.sentinels import SentinelStore, Where, store_for
 from harness.timeline import Timeline
 from harness.traffic import Prober, status_codes
 
@@ -115,19 +116,22 @@ class Drill:
             latency_bound_s=bound,
             **_contract(app),
         )
-        writer = SentinelWriter(
-            self._write_url(app), rate_hz=self.settings.sentinel_rate_hz, identity_header=_identity(app)
-        )
-        observation.stream, observation.seq_base = writer.stream, writer.seq_base
+        writer = None
+        if app.sentinels is not None:  # without them no data is written, and RPO is an error verdict
+            channel = self._store(app).channel(Where(GLOBAL, app.global_endpoint or ""))
+            writer = SentinelWriter(channel, rate_hz=self.settings.sentinel_rate_hz)
+            observation.stream, observation.seq_base = writer.stream, writer.seq_base
         self.timeline.record("probes.started", detail={"app": app.name, "targets": sorted(targets)})
         observation.start = time.monotonic()
         try:
-            with writer, prober, ExitStack() as abort:  # the probes stop first: they close the window
-                self._live[app.name], self._writers[app.name] = prober, writer
+            with ExitStack() as running:  # the probes stop first: they close the window
+                if writer is not None:
+                    self._writers[app.name] = running.enter_context(writer)
+                self._live[app.name] = running.enter_context(prober)
                 rule = self.fleet.safety.abort
                 if rule is not None:
                     interval = self.settings.abort_check_s
-                    abort.enter_context(
+                    running.enter_context(
                         AbortMonitor(rule, self._availability(app), self.timeline, interval_s=interval)
                     )
                 try:
@@ -138,7 +142,7 @@ class Drill:
                     self._writers.pop(app.name, None)
         finally:  # a drill that fails inside the block keeps its raw data too
             observation.samples |= {target: prober.samples(target) for target in targets}
-            observation.writes = writer.writes()
+            observation.writes = writer.writes() if writer is not None else []
             self.timeline.record("probes.stopped", detail={"app": app.name})
 
     def _availability(self, app: App) -> Callable[[float], float | None]:
@@ -191,15 +195,22 @@ class Drill:
     def direct_writes(self, app: App, cluster: str) -> Iterator[SentinelWriter]:
         """Write sentinels straight to the app in one cluster (not through the global endpoint): who
         accepts writes where, for the split-brain check."""
-        path = app.write_endpoint if (app.write_endpoint or "").startswith("/") else "/orders"
-        url, rate = urljoin(app.endpoints[cluster], path), self.settings.sentinel_rate_hz
-        writer = SentinelWriter(url, rate_hz=rate, identity_header=_identity(app))
-        with writer:
+        channel = self._store(app).channel(self._where(app, cluster))
+        with SentinelWriter(channel, rate_hz=self.settings.sentinel_rate_hz) as writer:
             yield writer
 
-    def _write_url(self, app: App) -> str:
-        path = app.write_endpoint or "/orders"
-        return path if "://" in path else urljoin(app.global_endpoint or "", path)
+    def _store(self, app: App) -> SentinelStore:
+        """The app's sentinel store; ConfigError naming apps[N].sentinels when the fleet file sets none."""
+        return store_for(app, self._field(app, "sentinels"), _identity(app))
+
+    def _where(self, app: App, cluster: str) -> Where:
+        """The app in `cluster`, for its sentinels."""
+        context = self.fleet.context_for(self.fleet.cluster(cluster))
+        return Where(cluster, app.endpoints.get(cluster, ""), context, app.namespace)
+
+    def _field(self, app: App, name: str) -> str:
+        """Where the app's `name` is in the fleet file: apps[N].NAME."""
+        return f"apps[{[a.name for a in self.fleet.apps].index(app.name)}].{name}"
 
     def inject(self, fault: Fault) -> Injection:
         """Apply a fault until the drill ends (reverted on every exit path) and wait for the evidence that
@@ -265,7 +276,10 @@ class Drill:
         return len(recent) >= self.settings.stable_count and all(good(s) for s in recent)
 
     def writes_acked(self, app: App) -> bool:
-        """The app's last STEADY_WRITES sentinel writes were all acknowledged (live)."""
+        """The app's last STEADY_WRITES sentinel writes were all acknowledged (live); an app that declares
+        no sentinels has no data path to check."""
+        if app.sentinels is None:
+            return True
         writer = self._writers.get(app.name)
         recent = writer.writes()[-STEADY_WRITES:] if writer else []
         return len(recent) == STEADY_WRITES and all(w.acked_at is not None for w in recent)
@@ -414,9 +428,12 @@ class Drill:
         self.verdicts += verdicts
         return verdicts
 
-    def judge_restore(self, app: App, t0: float, point: BackupPoint, proxy: ServiceProxy) -> list[Verdict]:
-        """The app restored beside the original: RTO from t0 to its stable answers (observe_restored), and
-        the data it holds against the backup point (the sentinel's writes read back through the proxy).
+    def judge_restore(
+        self, app: App, t0: float, point: BackupPoint, proxy: ServiceProxy, cluster: str
+    ) -> list[Verdict]:
+        """The app restored beside the original in `cluster`: RTO from t0 to its stable answers
+        (observe_restored), and the data it holds against the backup point (the sentinel's writes read back
+        from the restored copy, through the proxy for the http adapter).
         Without an RTO objective in the fleet file, RTO is an error verdict."""
         self._pause(f"next: the verdicts of {app.name}")
         observation = self.observations[app.name]
@@ -436,7 +453,15 @@ class Drill:
             "writes": len(observation.writes),
             "rto_phases": measure.rto_phases(self.timeline.events(), t0, t0 + (result.rto or 0)).to_dict(),
         }
-        verdicts.append(self._judge_restored_data(observation, t0, point, proxy, figures))
+        restored = Where(
+            RESTORED,
+            proxy.url,
+            self.fleet.context_for(self.fleet.cluster(cluster)),
+            proxy.namespace,
+            proxy.ssl_context,
+            proxy.headers,
+        )
+        verdicts.append(self._judge_restored_data(app, restored, t0, point, figures))
         self.figures[app.name] = figures
         self.verdicts += verdicts
         return verdicts
@@ -447,7 +472,7 @@ class Drill:
         goal = getattr(app.objectives, field)
         if goal is not None:
             return judge(goal)
-        where = f"apps[{[a.name for a in self.fleet.apps].index(app.name)}].objectives.{field}"
+        where = self._field(app, f"objectives.{field}")
         why = f"{objective} not judged: the fleet file of fleet {self.fleet.name} does not set {where}"
         return Verdict("error", objective, f"{where} set", "no objective", why, {})
 
@@ -456,9 +481,8 @@ class Drill:
         read (a failed read is never a loss, nor a pass)."""
         observation = self.observations[app.name]
         try:
-            present = read_present(
-                app.endpoints[survivor], observation.seq_base - 1, stream=observation.stream
-            )
+            where = self._where(app, survivor)
+            present = self._store(app).present(where, observation.seq_base - 1, observation.stream)
         except FleetDrillError as error:
             why = f"RPO not judged: the data on {survivor} could not be read: {error}"
             return Verdict("error", "RPO", f"the data on {survivor} read back", "no data", why, {})
@@ -469,23 +493,13 @@ class Drill:
             app, "rpo", "RPO", lambda goal: measure.judge_rpo(loss, goal, max_quiet_s=quiet_s)
         )
 
-    @staticmethod
     def _judge_restored_data(
-        observation: Observation,
-        t0: float,
-        point: BackupPoint,
-        proxy: ServiceProxy,
-        figures: dict[str, object],
+        self, app: App, restored: Where, t0: float, point: BackupPoint, figures: dict[str, object]
     ) -> Verdict:
         """The restored data against the backup point; an error verdict when it cannot be read."""
+        observation = self.observations[app.name]
         try:
-            present = read_present(
-                proxy.url,
-                observation.seq_base - 1,
-                stream=observation.stream,
-                ssl_context=proxy.ssl_context,
-                headers=proxy.headers,
-            )
+            present = self._store(app).present(restored, observation.seq_base - 1, observation.stream)
         except FleetDrillError as error:
             objective = "RPO at the backup point"
             why = f"{objective} not judged: the restored app's data could not be read: {error}"

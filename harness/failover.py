@@ -1,5 +1,6 @@
 """Failover strategies, each step on the timeline: observe (the GSLB moves traffic by itself), promote
-(move the k8gb Gslb's primary, then make the app's data primary on the target cluster), command (the
+(move the k8gb Gslb's primary, then make the app's data primary on the target cluster by the fleet file's
+promote call), command (the
 user's own failover script), chosen per app in the fleet file (`apps[].failover`); and restore to a
 standby (a Velero backup of the app's namespace, restored into another cluster)."""
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from kubernetes import client
 
-from harness.config import App
+from harness.config import App, PromoteCall, fill_json
 from harness.errors import FleetDrillError
 from harness.faults import FaultStack
 from harness.fleet import ClusterError, FleetAccess
@@ -88,13 +89,13 @@ def patch_gslb(api: client.CustomObjectsApi, app: App, patch: dict) -> str:
     )
 
 
-def newest_epoch(app: App) -> int:
-    """The highest epoch any reachable cluster's app reports on GET {endpoint}/status (0 when none)."""
+def newest_epoch(app: App, call: PromoteCall) -> int:
+    """The highest epoch any reachable cluster's app reports at its epoch_path (0 when none answers)."""
 
     def epoch(url: str) -> int:
         try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=1) as response:
-                return int(json.loads(response.read())["epoch"])
+            with urllib.request.urlopen(f"{url.rstrip('/')}{call.epoch_path}", timeout=1) as response:
+                return int(json.loads(response.read())[call.epoch_field])
         except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
             return 0  # a lost or cut-off cluster: the newer epoch fences it when it returns
 
@@ -102,21 +103,28 @@ def newest_epoch(app: App) -> int:
         return max([0, *pool.map(epoch, app.endpoints.values())])
 
 
-def promote_data(app: App, cluster: str) -> int:
-    """POST {endpoint}/promote on the app in `cluster` (the sample app's API) at an epoch above every
-    reachable cluster's, so a primary that never stepped down is outranked too; return its new epoch."""
+def promote_data(app: App, call: PromoteCall, cluster: str) -> int | None:
+    """Make the app's data primary in `cluster` by the fleet file's promote call, at an epoch above every
+    reachable cluster's when it names an epoch_path (so a primary that never stepped down is outranked
+    too); return the epoch the app answers (None without an epoch_path)."""
     url = app.endpoints.get(cluster)
     if not url:
         raise FailoverError(f"app {app.name}: no endpoint for cluster {cluster} in the fleet file")
-    body = json.dumps({"epoch": newest_epoch(app) + 1}).encode()
+    values = {"epoch": newest_epoch(app, call) + 1} if call.epoch_path else {}
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/promote", data=body, method="POST", headers={"Content-Type": "application/json"}
+        f"{url.rstrip('/')}{call.path}",
+        data=json.dumps(fill_json(call.body, values)).encode(),
+        method=call.method,
+        headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return int(json.loads(response.read())["epoch"])
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
-        raise FailoverError(f"promoting {app.name} in {cluster}: {error}") from error
+            answer = response.read()
+        return int(json.loads(answer)[call.epoch_field]) if call.epoch_path else None
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as error:
+        raise FailoverError(
+            f"promoting {app.name} in {cluster} ({call.method} {call.path}): {error}"
+        ) from error
 
 
 def app_serves(app: App, cluster: str) -> bool:
@@ -159,8 +167,11 @@ def promote(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> 
     with timeline.phase("traffic switch", cluster=cluster):
         updated = move_gslb_primary(access, app, cluster)
     timeline.record("gslb.updated", cluster=cluster, detail={"clusters": updated})
+    call = app.failover.promote
+    if call is None:  # the Gslb moves traffic; the app's data needs no promotion
+        return
     with timeline.phase("promote", cluster=cluster):
-        epoch = promote_data(app, cluster)
+        epoch = promote_data(app, call, cluster)
     timeline.record("data.promoted", cluster=cluster, detail={"epoch": epoch})
 
 

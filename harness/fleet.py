@@ -196,6 +196,8 @@ class ServiceProxy:
     url: str
     ssl_context: ssl.SSLContext | None = field(repr=False)
     headers: dict[str, str] = field(repr=False)
+    namespace: str
+    """The namespace of the Service."""
 
 
 def service_port(api: client.ApiClient, namespace: str, service: str) -> str:
@@ -220,4 +222,4 @@ def service_proxy(api: client.ApiClient, namespace: str, service: str, port: str
     # code set "authorization" (kubernetes-client/python#2595): read either, as the client itself does
     token = settings.get_api_key_with_prefix("BearerToken", alias="authorization")
     url = f"{settings.host.rstrip('/')}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
-    return ServiceProxy(url, context, {"Authorization": token} if token else {})
+    return ServiceProxy(url, context, {"Authorization": token} if token else {}, namespace)

@@ -2,8 +2,8 @@
 
 The inventory holds every object of the app's namespace with a hash of what it says (status and
 metadata the cluster writes - uid, resourceVersion, managedFields, timestamps, cluster-allocated IPs,
-Velero's restore labels - are left out), and the app's data read through its API (the sample app's
-`GET /orders?since=&limit=` pages, per stream): record counts, a checksum, and a hash per record.
+Velero's restore labels - are left out), and the app's data as its sentinel store reads it back (per
+stream): record counts, a checksum, and a hash per record.
 Objects a controller owns (ownerReferences: pods, ReplicaSets, EndpointSlices...) and the namespace's
 generated objects are left out: their owners recreate them under new names. The diff names every
 missing, extra or changed object (with the paths that changed, never the values) and every missing,
@@ -15,20 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from kubernetes import client
 
 from harness.errors import FleetDrillError
 
 TIMEOUT_S = 10
-PAGE_LIMIT = 1000
 # Records of what happened, or what a controller derives from other objects, not what the app is
 SKIPPED_KINDS = {"Event", "Lease", "Endpoints"}
 GENERATED = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
@@ -184,54 +180,19 @@ def backup_inventory(archive: Path, namespace: str) -> dict[str, ObjectRecord]:
     return records
 
 
-def _read_json(url: str) -> Any:
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            return json.loads(response.read())
-    except (OSError, ValueError) as error:
-        raise IntegrityError(f"GET {url}: {type(error).__name__}: {error}") from None
-
-
-def streams_of(base_url: str) -> list[str]:
-    """The streams the app holds, from its /status (`last_seq` by stream)."""
-    status = _read_json(f"{base_url.rstrip('/')}/status")
-    last = status.get("last_seq") if isinstance(status, dict) else None
-    if not isinstance(last, dict):
-        raise IntegrityError(
-            f"GET {base_url}/status: expected a last_seq mapping of streams, got {status!r:.200}"
-        )
-    return sorted(last)
-
-
-def stream_inventory(base_url: str, stream: str) -> StreamRecord:
-    """Every record of one stream, read page by page through `GET /orders?since=&limit=`."""
-    records: dict[int, str] = {}
-    cursor: int | None = -1
-    while cursor is not None:
-        query = urlencode({"since": cursor, "limit": PAGE_LIMIT, "stream": stream})
-        url = f"{base_url.rstrip('/')}/orders?{query}"
-        page = _read_json(url)
-        orders, following = (page.get("orders"), page.get("next")) if isinstance(page, dict) else (None, None)
-        if not isinstance(orders, list) or not all(isinstance(o, dict) and "seq" in o for o in orders):
-            raise IntegrityError(f'GET {url}: expected {{"orders": [{{"seq": N, ...}}]}}, got {page!r:.200}')
-        records |= {int(order["seq"]): _digest(order) for order in orders}
-        if following is not None and (not isinstance(following, int) or following <= cursor):
-            raise IntegrityError(f'GET {url}: "next" {following!r} does not move past since={cursor}')
-        cursor = following
-    checksum = _digest([records[seq] for seq in sorted(records)])
-    return StreamRecord(stream, len(records), checksum, records)
+def stream_record(name: str, records: Mapping[int, Any]) -> StreamRecord:
+    """One stream's records (as the app's sentinel store reads them back, by seq) as an inventory entry."""
+    digests = {seq: _digest(record) for seq, record in records.items()}
+    return StreamRecord(name, len(digests), _digest([digests[seq] for seq in sorted(digests)]), digests)
 
 
 def take_inventory(
-    api: client.ApiClient, namespace: str, data_url: str | None = None, streams: list[str] | None = None
+    api: client.ApiClient, namespace: str, streams: Mapping[str, Mapping[int, Any]] | None = None
 ) -> Inventory:
-    """The inventory of the app: its namespace's objects and, when data_url is given, its data (every
-    stream the app lists, or the given ones)."""
-    objects = object_inventory(api, namespace)
-    if data_url is None:
-        return Inventory(namespace, objects, {})
-    names = streams if streams is not None else streams_of(data_url)
-    return Inventory(namespace, objects, {name: stream_inventory(data_url, name) for name in names})
+    """The inventory of the app: its namespace's objects and, when given, its data: the records of each
+    stream by seq (read with the app's sentinel store, sentinels.py)."""
+    data = {name: stream_record(name, records) for name, records in (streams or {}).items()}
+    return Inventory(namespace, object_inventory(api, namespace), data)
 
 
 def _paths(before: Any, after: Any, path: str = "") -> Iterator[str]:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import drill as drill_module
 from harness.config import load_fleet
 from harness.drill import GLOBAL, Drill, DrillSettings, Observation
 from harness.machine import MachineLoad
 from harness.report import record
 from harness.samples import ProbeSample, SentinelWrite
+from harness.sentinels import HttpStore
 from harness.timeline import Event, Timeline
 
 FLEET = """
@@ -31,7 +31,7 @@ apps:
     workload: deployment/orders
     global_endpoint: http://192.0.2.10/
     endpoints: {us-east: "http://192.0.2.11/", eu-west: "http://192.0.2.12/"}
-    write_endpoint: /orders
+    sentinels: {adapter: http, write: {path: /orders}, read: {path: /orders, items: orders}}
     health_path: /readyz
     objectives: {rto: 20s, rpo: 5s, availability: 0.8, latency: 1s}
 """
@@ -133,7 +133,7 @@ def write_run(
     )
     kept = {w.seq for w in writes if w.acked_at is not None and w.acked_at <= T0 - scenario.lag_s}
     kept |= {w.seq for w in writes if w.acked_at is not None and w.acked_at > T0}  # written after failover
-    monkeypatch.setattr(drill_module, "read_present", lambda *_args, **_kw: kept)
+    monkeypatch.setattr(HttpStore, "present", lambda *_args, **_kw: kept)
     verdicts = drill.judge(app, T0, survivor="eu-west")
     outcome = "passed" if all(v.status == "pass" for v in verdicts) else "failed"
     folder = report_dir / run_id / "test_lose_the_primary_cluster"

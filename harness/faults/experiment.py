@@ -66,7 +66,8 @@ def configuration_values(fleet: Fleet, app: App | None) -> dict[str, str]:
 
     kubeconfig, fleet; per cluster context_<cluster>; for the first cluster of each role <role>_cluster
     and <role>_context, and cluster and context for the active one; with an app: app, namespace,
-    workload (its name), global_url, health_url (global_url + health path) and url_<cluster>.
+    workload (its name), global_url, health_url (global_url + health path), url_<cluster> and, when the app
+    names who served in a header, served_by_header.
     Cluster names have "-" turned into "_" in keys.
     """
     values = {"fleet": fleet.name, "kubeconfig": kubeconfig_paths(fleet)}
@@ -84,6 +85,8 @@ def configuration_values(fleet: Fleet, app: App | None) -> dict[str, str]:
                 "health_url": urljoin(app.global_endpoint, app.health_path),
             }
         values |= {f"url_{_key(name)}": url for name, url in app.endpoints.items()}
+        if app.served_by is not None and app.served_by.header:
+            values["served_by_header"] = app.served_by.header
     return values
 
 

@@ -27,7 +27,8 @@ def render(template: tuple[str, ...], values: dict[str, Any]) -> list[str]:
     return [part.format_map(values) for part in template]
 
 
-def _tail(text: str) -> str:
+def stderr_tail(text: str) -> str:
+    """A command's stderr on one line, its last STDERR_TAIL characters."""
     flat = " ".join(text.split())
     return flat if len(flat) <= STDERR_TAIL else "..." + flat[-STDERR_TAIL:]
 
@@ -46,7 +47,7 @@ def run_command(argv: list[str], where: str, timeout_s: float) -> None:
     except subprocess.TimeoutExpired:
         raise CommandError(f"{where}: `{shown}` still ran after {timeout_s:.0f} s") from None
     if done.returncode != 0:
-        said = _tail(done.stderr) or "no stderr"
+        said = stderr_tail(done.stderr) or "no stderr"
         raise CommandError(f"{where}: `{shown}` exited {done.returncode}: {said}")
 
 

@@ -76,11 +76,18 @@ def _sample_app(state: FleetState) -> dict:
         "service": apps.APP,
         "global_endpoint": f"{apps.global_url(state.plan)}/",
         "endpoints": endpoints,
-        "write_endpoint": "/orders",
+        "sentinels": {  # the sample app keeps sentinels as orders, in streams
+            "adapter": "http",
+            "write": {"path": "/orders"},
+            "read": {"path": "/orders", "items": "orders"},
+        },
         "health_path": "/readyz",
         "accepted_statuses": ["2xx"],
         "served_by": {"header": "X-Served-By"},  # every answer of the sample app names its cluster/pod
         "objectives": {"rto": "20s", "rpo": "5s", "availability": 0.8, "latency": "1s"},
+        "failover": {  # promotion at an epoch above every cluster's fences a returning old primary
+            "promote": {"path": "/promote", "body": {"epoch": "$epoch"}, "epoch_path": "/status"},
+        },
     }
 
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -15,6 +16,7 @@ from harness import integrity
 from harness.config import Fleet, load_fleet
 from harness.fleet import FleetAccess
 from harness.preflight import preflight
+from harness.sentinels import Where, store_for
 
 RECORDS = 25
 
@@ -79,12 +81,17 @@ def test_the_inventory_is_stable_and_sees_a_deleted_config_map(fleet: Fleet, acc
     base, stream = app.endpoints[active], f"integrity-{uuid.uuid4().hex[:8]}"
     for seq in range(1, RECORDS + 1):
         post_order(base, stream, seq)
+    store = store_for(app, "apps[0].sentinels")
+
+    def records() -> dict[str, dict[int, Any]]:
+        return {stream: store.records(Where(active, base), 0, stream)}
+
     core = client.CoreV1Api(access.api_client(active))
     name = f"integrity-{uuid.uuid4().hex[:8]}"
     core.create_namespaced_config_map(app.namespace, {"metadata": {"name": name}, "data": {"k": "v"}})
     try:
-        first = integrity.take_inventory(access.api_client(active), app.namespace, base, [stream])
-        second = integrity.take_inventory(access.api_client(active), app.namespace, base, [stream])
+        first = integrity.take_inventory(access.api_client(active), app.namespace, records())
+        second = integrity.take_inventory(access.api_client(active), app.namespace, records())
         assert integrity.diff(first, second) == []
         assert first.streams[stream].count == RECORDS
         assert {"ConfigMap/orders-settings", "Deployment.apps/orders", f"ConfigMap/{name}"} <= set(
@@ -92,5 +99,5 @@ def test_the_inventory_is_stable_and_sees_a_deleted_config_map(fleet: Fleet, acc
         )
     finally:
         core.delete_namespaced_config_map(name, app.namespace)
-    after = integrity.take_inventory(access.api_client(active), app.namespace, base, [stream])
+    after = integrity.take_inventory(access.api_client(active), app.namespace, records())
     assert integrity.diff(first, after) == [f"missing object ConfigMap/{name}"]

@@ -18,10 +18,11 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from harness import data, failover, velero
+from harness import failover, velero
 from harness.config import Fleet, load_fleet
 from harness.faults import Ledger
 from harness.localfleet import supervisor, velero_install
+from harness.sentinels import Where, store_for
 from harness.velero import Backup, BackupSpec, Velero
 from tests.conftest import started_fleet, wait_for
 from tests.integration.test_drills import run_drill
@@ -142,7 +143,8 @@ def test_a_backup_restores_into_another_cluster_with_exactly_the_records_backed_
     assert backup.items_backed_up == backup.total_items > 0
     details = clis[SOURCE].run("backup", "describe", name, "--details")
     assert "Pod Volume Backups - kopia" in details, details
-    assert sorted(data.read_present(url, stream=stream)) == list(range(1, 21))
+    kept = store_for(fleet.app(APP), "apps[0].sentinels").present(Where("restored", url), 0, stream)
+    assert sorted(kept) == list(range(1, 21))
 
 
 def test_a_restarted_server_sees_a_new_backup_at_once(folder: Path, clis: dict[str, Velero]) -> None:

@@ -37,7 +37,8 @@ clusters:
   - {name: west-1, context: ctx-west, region: eu-west, role: passive}
 apps:
   - {name: shop, namespace: shop, workload: deployment/shop, global_endpoint: "http://127.0.0.1:9/",
-     endpoints: {east: "http://127.0.0.1:9/east/"}, health_path: /healthz}
+     endpoints: {east: "http://127.0.0.1:9/east/"}, health_path: /healthz,
+     served_by: {header: X-Shop-Cluster}}
 safety:
   allowlist: [east, ctx-west]
 """
@@ -350,6 +351,7 @@ def test_the_experiment_s_configuration_wins_over_the_fleet(
     assert config["global_url"] == "http://127.0.0.1:9/", "an env key with neither is the fleet's"
     assert config["health_url"] == "http://127.0.0.1:9/healthz", "a key left out is the fleet's"
     assert config["passive_context"] == "ctx-west" and config["context_west_1"] == "ctx-west"
+    assert config["served_by_header"] == "X-Shop-Cluster", "the app's identity header, for answers_within"
     assert config["kubeconfig"] == str(tmp_path / "kubeconfig")
     secrets = prepare({}, fleet)["secrets"]
     assert secrets["k8s-west-1"] == secrets["k8s-passive"] == {"KUBERNETES_CONTEXT": "ctx-west"}
@@ -455,3 +457,9 @@ def test_an_abort_stops_the_experiment_but_not_its_rollbacks() -> None:
     rolling.activity_completed({"type": "action", "name": "back"}, aborted)
     assert rolling.stopped == "drill aborted: low"
     assert [e.detail["name"] for e in timeline.events("experiment.activity")] == ["kill", "back"]
+
+
+def test_answers_within_a_cluster_needs_the_header_that_names_it() -> None:
+    """The probe knows no app's header: asking who served without one is a failed activity, not a guess."""
+    with pytest.raises(chaos.ActivityFailed, match=r"needs the header naming who served.*served_by_header"):
+        chaos.answers_within("http://127.0.0.1:9/", timeout=1, served_by="east")

@@ -35,7 +35,11 @@ VALID: dict[str, Any] = {
             "service": "orders",
             "global_endpoint": "http://198.18.0.68/",
             "endpoints": {"us-east": "http://198.18.1.10/", "eu-west": "http://198.18.2.10/"},
-            "write_endpoint": "/orders",
+            "sentinels": {
+                "adapter": "http",
+                "write": {"path": "/orders"},
+                "read": {"path": "/orders", "items": "orders"},
+            },
             "health_path": "/readyz",
             "accepted_statuses": ["2xx", 301],
             "served_by": {"header": "X-Served-By"},
@@ -188,7 +192,27 @@ BAD_VALUES = [
         "http://",
         "apps[0].endpoints.us-east: expected an http(s) URL, got 'http://'",
     ),
-    ("apps.0.write_endpoint", "orders", "apps[0].write_endpoint: expected an http(s) URL, got 'orders'"),
+    (
+        "apps.0.sentinels.write.path",
+        "orders",
+        "apps[0].sentinels.write.path: expected an http(s) URL, got 'orders'",
+    ),
+    (
+        "apps.0.sentinels.adapter",
+        "postgres",
+        "apps[0].sentinels.adapter: expected one of http, command, got 'postgres'",
+    ),
+    (
+        "apps.0.sentinels",
+        {"adapter": "command", "write": ["w", "{seq}", "{namespace}"], "read": ["r"]},
+        "apps[0].sentinels.write[2]: expected text whose only placeholders are {seq}, {stream},"
+        " {target}, {endpoint}, got '{namespace}'",
+    ),
+    (
+        "apps.0.failover",
+        {"promote": {"path": "/promote", "body": {"epoch": "$epoch"}}},
+        "apps[0].failover.promote.epoch_path: expected epoch_path set when the body uses $epoch, got None",
+    ),
     ("apps.0.health_path", "readyz", "apps[0].health_path: expected a path starting with '/', got 'readyz'"),
     ("apps.0.accepted_statuses", "2xx", "apps[0].accepted_statuses: expected a list, got '2xx'"),
     (
@@ -304,7 +328,7 @@ def test_a_write_path_needs_endpoints_to_be_relative_to(tmp_path: Path) -> None:
     document = changed("apps.0.endpoints", {})
     del document["apps"][0]["global_endpoint"]
     assert error_of(write(tmp_path, document)) == (
-        "apps[0].write_endpoint: expected an absolute URL (the app has no endpoints for a path),"
+        "apps[0].sentinels.write.path: expected an absolute URL (the app has no endpoints for a path),"
         " got '/orders'"
     )
 

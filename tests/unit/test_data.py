@@ -1,21 +1,27 @@
-"""harness.data against a fake orders API: sentinel seqs and acks, failed writes, paginated read-back."""
+"""The sentinel writer and the sentinel stores (harness.data, harness.sentinels) against a fake orders API
+and fake scripts: sentinel seqs and acks, failed writes, paginated read-back, the adapters' settings."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import socket
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from harness.data import SentinelWriter, new_seq_base, read_order, read_present
+from harness.config import CommandSentinels, HttpSentinels
+from harness.data import SentinelWriter, new_seq_base
 from harness.errors import ConfigError, FleetDrillError
 from harness.samples import SentinelWrite
+from harness.sentinels import CommandStore, HttpStore, Where
 from tests.conftest import wait_for
 
 
@@ -26,6 +32,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         store = self.server.store
+        store.methods.add(self.command)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if store.mode == "hang":
             store.release.wait()
@@ -36,6 +43,8 @@ class _Handler(BaseHTTPRequestHandler):
             with store.lock:
                 store.orders.setdefault(body.get("stream", "default"), {})[body["seq"]] = body
             self._answer(201, {"seq": body["seq"]})
+
+    do_PUT = do_POST
 
     def do_GET(self) -> None:
         store, url = self.server.store, urlsplit(self.path)
@@ -95,6 +104,7 @@ class Store:
         self.mode, self.page = "ok", 3
         self.orders: dict[str, dict[int, dict]] = {}
         self.gets: list[str] = []
+        self.methods: set[str] = set()
         self.lock, self.release = threading.Lock(), threading.Event()
         self.open = set[socket.socket]()
         self._httpd = _HTTPServer(self)
@@ -120,12 +130,29 @@ def store() -> Iterator[Store]:
     fake.stop()
 
 
+ORDERS = HttpSentinels.model_validate(
+    {"adapter": "http", "write": {"path": "/orders"}, "read": {"path": "/orders", "items": "orders"}}
+)
+
+
+def writer_to(
+    base: str, timeout_s: float = 2.0, spec: HttpSentinels = ORDERS, **options: object
+) -> SentinelWriter:
+    """A writer to the fake orders API at `base`, as the sample app's fleet file configures it."""
+    channel = HttpStore(spec, write_timeout_s=timeout_s).channel(Where("global", base))
+    return SentinelWriter(channel, **options)  # type: ignore[arg-type]
+
+
+def read_present(base: str, since: int = 0, stream: str = "default") -> set[int]:
+    return HttpStore(ORDERS).present(Where("eu-west", base), since, stream)
+
+
 def acked(writer: SentinelWriter) -> list[SentinelWrite]:
     return [w for w in writer.writes() if w.acked_at is not None]
 
 
 def test_writer_writes_consecutive_seqs_from_its_base_on_a_steady_beat(store: Store) -> None:
-    with SentinelWriter(f"{store.base}/orders", rate_hz=50, seq_base=1000) as writer:
+    with writer_to(store.base, rate_hz=50, seq_base=1000) as writer:
         wait_for(lambda: len(writer.writes()) >= 15, 10, "15 writes")
     writes = writer.writes()
     assert [w.seq for w in writes] == list(range(1000, 1000 + len(writes)))
@@ -144,7 +171,7 @@ def test_writer_writes_consecutive_seqs_from_its_base_on_a_steady_beat(store: St
 
 
 def test_failed_and_hanging_writes_are_recorded_unacknowledged(store: Store) -> None:
-    with SentinelWriter(f"{store.base}/orders", rate_hz=50, timeout_s=0.2) as writer:
+    with writer_to(store.base, 0.2, rate_hz=50) as writer:
         wait_for(lambda: len(acked(writer)) >= 3, 10, "3 acknowledged writes")
         store.mode = "fail"
         wait_for(lambda: sum(e.startswith("HTTP 503") for e in writer.errors().values()) >= 2, 10, "503s")
@@ -169,8 +196,8 @@ def test_failed_and_hanging_writes_are_recorded_unacknowledged(store: Store) -> 
 def test_writes_to_a_target_that_cannot_be_reached_are_unknown_not_refused() -> None:
     with socket.socket() as unreachable:
         unreachable.bind(("127.0.0.1", 0))  # bound but not listening: every connection is refused
-        url = f"http://127.0.0.1:{unreachable.getsockname()[1]}/orders"
-        with SentinelWriter(url, rate_hz=50, timeout_s=0.2) as writer:
+        url = f"http://127.0.0.1:{unreachable.getsockname()[1]}"
+        with writer_to(url, 0.2, rate_hz=50) as writer:
             wait_for(lambda: len(writer.writes()) >= 3, 10, "3 writes")
     writes, errors = writer.writes(), writer.errors()
     assert {(w.outcome, w.acked_at) for w in writes} == {("unknown", None)}
@@ -179,14 +206,14 @@ def test_writes_to_a_target_that_cannot_be_reached_are_unknown_not_refused() -> 
 
 def test_writers_made_later_start_above_earlier_seqs(store: Store) -> None:
     before = time.time_ns() // 1000
-    first = SentinelWriter(f"{store.base}/orders")
-    second = SentinelWriter(f"{store.base}/orders")
+    first = writer_to(store.base)
+    second = writer_to(store.base)
     assert before <= first.seq_base < second.seq_base <= new_seq_base() < 2**53
 
 
 def test_stop_is_idempotent_and_an_exception_in_the_block_stops_the_writer(store: Store) -> None:
     before = set(threading.enumerate())
-    with pytest.raises(RuntimeError, match="drill failed"), SentinelWriter(f"{store.base}/orders") as writer:
+    with pytest.raises(RuntimeError, match="drill failed"), writer_to(store.base) as writer:
         wait_for(lambda: writer.writes(), 10, "a write")
         raise RuntimeError("drill failed")
     writer.stop()
@@ -228,15 +255,104 @@ def test_reads_of_an_unreachable_app_fail_loudly() -> None:
         read_present(f"http://127.0.0.1:{port}")
 
 
-def test_read_order_answers_the_order_or_none(store: Store) -> None:
-    store.orders = {"s": {7: {"seq": 7, "payload": "x"}}}
-    assert read_order(store.base, 7, stream="s") == {"seq": 7, "payload": "x"}
-    assert read_order(store.base, 8, stream="s") is None
-    assert read_order(store.base, 7) is None
-    assert store.gets[-1] == "/orders/7"
-
-
-@pytest.mark.parametrize("url", ["ftp://host/orders", "http:///orders", "http://host:99999/orders"])
+@pytest.mark.parametrize("url", ["ftp://host", "http:///", "http://host:99999"])
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="bad URL"):
-        SentinelWriter(url)
+        writer_to(url)
+
+
+def test_the_http_adapter_takes_its_paths_method_body_and_fields_from_the_fleet_file(store: Store) -> None:
+    """Another app's API: PUT with its own body, listed under "items" with "cursor" for the next page."""
+    spec = HttpSentinels.model_validate(
+        {
+            "adapter": "http",
+            "write": {"path": "/orders", "method": "PUT", "body": {"seq": "$seq", "note": "dr-$stream-$seq"}},
+            "read": {"path": "/orders", "items": "orders", "next": "next"},
+        }
+    )
+    with writer_to(store.base, spec=spec, rate_hz=50, seq_base=5, stream="s") as writer:
+        wait_for(lambda: len(acked(writer)) >= 2, 10, "2 acknowledged writes")
+    assert store.methods == {"PUT"}
+    assert store.orders["default"][5] == {"seq": 5, "note": "dr-s-5"}
+    other = HttpSentinels.model_validate(
+        {"adapter": "http", "write": {"path": "/orders"}, "read": {"path": "/orders", "items": "items"}}
+    )
+    with pytest.raises(FleetDrillError, match=r'expected \{"items"'):
+        HttpStore(other).present(Where("eu-west", store.base), 0, "default")
+
+
+def script(tmp_path: Path) -> Path:
+    """A sentinel store of the user's own: writes append "stream seq" lines to a file; reads print them."""
+    path = tmp_path / "sentinels.py"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            import json, sys, time
+            kept = {str(tmp_path / "kept.txt")!r}
+            if sys.argv[1] == "write":
+                seq, stream, target = sys.argv[2:]
+                if open({str(tmp_path / "mode")!r}).read() == "refuse":
+                    sys.exit("read-only replica")
+                if open({str(tmp_path / "mode")!r}).read() == "hang":
+                    time.sleep(5)
+                open(kept, "a").write(f"{{stream}} {{seq}}\\n")
+                print(f"{{target}}/db-0")
+            else:
+                since, stream = int(sys.argv[2]), sys.argv[3]
+                for line in open(kept):
+                    name, seq = line.split()
+                    if name == stream and int(seq) > since:
+                        print(json.dumps({{"seq": int(seq)}}) if int(seq) % 2 else seq)
+            """
+        )
+    )
+    (tmp_path / "kept.txt").write_text("")
+    (tmp_path / "mode").write_text("ok")
+    return path
+
+
+def command_store(tmp_path: Path, timeout: str = "5s") -> CommandStore:
+    argv = [sys.executable, str(script(tmp_path))]
+    spec = {
+        "adapter": "command",
+        "write": [*argv, "write", "{seq}", "{stream}", "{target}"],
+        "read": [*argv, "read", "{since}", "{stream}"],
+        "timeout": timeout,
+    }
+    return CommandStore(CommandSentinels.model_validate(spec))
+
+
+def test_the_command_adapter_writes_and_reads_through_the_users_scripts(tmp_path: Path) -> None:
+    sentinels = command_store(tmp_path, timeout="0.5s")
+    with SentinelWriter(sentinels.channel(Where("us-east", "")), rate_hz=20, seq_base=10) as writer:
+        wait_for(lambda: len(acked(writer)) >= 3, 20, "3 acknowledged writes")
+        (tmp_path / "mode").write_text("refuse")
+        wait_for(lambda: any(w.outcome == "refused" for w in writer.writes()), 20, "a refused write")
+        (tmp_path / "mode").write_text("hang")
+        wait_for(lambda: any(w.outcome == "unknown" for w in writer.writes()), 20, "a write left unknown")
+    writes, errors = writer.writes(), writer.errors()
+    written = {w.seq for w in writes if w.outcome == "acked"}
+    assert {w.served_by for w in writes if w.outcome == "acked"} == {"us-east"}
+    assert any("read-only replica" in errors[w.seq] for w in writes if w.outcome == "refused")
+    assert any("still ran after 0.5 s" in errors[w.seq] for w in writes if w.outcome == "unknown")
+    assert sentinels.present(Where("us-east", ""), 9, writer.stream) == written
+    assert sentinels.present(Where("us-east", ""), 10, writer.stream) == written - {10}
+
+
+@pytest.mark.parametrize(
+    ("program", "match"),
+    [
+        ("print(1); print('two')", "line 2: expected a number or a JSON object with its seq, got 'two'"),
+        ("import sys; sys.exit('no route to db')", "exited 1: no route to db"),
+        ("import time; time.sleep(5)", "still ran after 0.5 s"),
+    ],
+)
+def test_the_command_adapter_refuses_reads_it_cannot_trust(program: str, match: str) -> None:
+    spec = {
+        "adapter": "command",
+        "write": ["true"],
+        "read": [sys.executable, "-c", program],
+        "timeout": "0.5s",
+    }
+    with pytest.raises(FleetDrillError, match=match):
+        CommandStore(CommandSentinels.model_validate(spec)).present(Where("us-east", ""), 0, "s")

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import drill as drill_module
 from harness.config import load_fleet
 from harness.drill import GLOBAL, RESTORED, Drill, DrillSettings, Observation
 from harness.errors import FleetDrillError
@@ -13,6 +12,7 @@ from harness.failover import BackupPoint
 from harness.fleet import ServiceProxy
 from harness.report import record
 from harness.samples import ProbeSample, Verdict
+from harness.sentinels import HttpStore
 from harness.timeline import Timeline
 
 FLEET = """
@@ -26,11 +26,18 @@ apps:
     namespace: judged
     workload: deployment/judged
     endpoints: {east: "http://192.0.2.11/", west: "http://192.0.2.12/"}
+    sentinels: &orders {adapter: http, write: {path: /orders}, read: {path: /orders, items: orders}}
     objectives: {rto: 20s, rpo: 5s, availability: 0.8, latency: 1s}
   - name: unset
     namespace: unset
     workload: deployment/unset
     endpoints: {east: "http://192.0.2.21/", west: "http://192.0.2.22/"}
+    sentinels: *orders
+  - name: nodata
+    namespace: nodata
+    workload: deployment/nodata
+    endpoints: {east: "http://192.0.2.31/", west: "http://192.0.2.32/"}
+    objectives: {rto: 20s, rpo: 5s}
 """
 T0, RATE_HZ = 100.0, 10.0
 
@@ -70,7 +77,7 @@ def test_every_objective_judged_but_not_set_is_an_error_naming_its_field(
     drill: Drill, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     observed(drill, "unset")
-    monkeypatch.setattr(drill_module, "read_present", lambda *_args, **_kw: set())
+    monkeypatch.setattr(HttpStore, "present", lambda *_args, **_kw: set())
     verdicts = by_objective(drill.judge(drill.app("unset"), T0, survivor="west", latency_percentile=99))
     fields = {"RTO": "rto", "availability": "availability", "p99 latency": "latency", "RPO": "rpo"}
     assert verdicts.keys() == fields.keys()
@@ -96,10 +103,10 @@ def test_an_rto_the_fleet_file_does_not_set_is_an_error_in_a_restore_too(
     drill: Drill, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     observed(drill, "unset", RESTORED)
-    monkeypatch.setattr(drill_module, "read_present", lambda *_args, **_kw: set())
-    proxy = ServiceProxy("https://192.0.2.1/api/v1/namespaces/x/services/unset:http/proxy", None, {})
+    monkeypatch.setattr(HttpStore, "present", lambda *_args, **_kw: set())
+    proxy = ServiceProxy("https://192.0.2.1/api/v1/namespaces/x/services/unset:http/proxy", None, {}, "x")
     point = BackupPoint("unset-drill", T0 - 4, T0 - 3)
-    rto = by_objective(drill.judge_restore(drill.app("unset"), T0, point, proxy))["RTO"]
+    rto = by_objective(drill.judge_restore(drill.app("unset"), T0, point, proxy, "west"))["RTO"]
     assert rto.status == "error" and "apps[1].objectives.rto" in rto.message, rto
 
 
@@ -110,10 +117,19 @@ def test_survivor_data_that_cannot_be_read_is_an_rpo_error_not_a_crash(
         raise FleetDrillError("GET http://192.0.2.12/orders: connection refused")
 
     observed(drill, "judged")
-    monkeypatch.setattr(drill_module, "read_present", unreadable)
+    monkeypatch.setattr(HttpStore, "present", unreadable)
     verdicts = by_objective(drill.judge(drill.app("judged"), T0, survivor="west"))
     assert verdicts["RPO"].status == "error" and "connection refused" in verdicts["RPO"].message
     assert verdicts["RTO"].status == "pass", "the other verdicts are kept"
+
+
+def test_an_app_without_sentinels_has_its_rpo_judged_as_an_error_naming_the_field(drill: Drill) -> None:
+    observed(drill, "nodata")
+    verdicts = by_objective(drill.judge(drill.app("nodata"), T0, survivor="west"))
+    assert verdicts["RPO"].status == "error", verdicts["RPO"]
+    assert (
+        "declares no sentinels" in verdicts["RPO"].message and "apps[2].sentinels" in verdicts["RPO"].message
+    )
 
 
 PASS = Verdict("pass", "RTO", "<= 20 s", "2 s", "RTO 2 s within objective 20 s", {})

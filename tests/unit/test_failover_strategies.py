@@ -1,7 +1,12 @@
 """The failover strategies a fleet file picks per app: command runs the user's script with its
-placeholders filled in, timed on the timeline; observe only records that the fleet fails over by itself."""
+placeholders filled in, timed on the timeline; observe only records that the fleet fails over by itself;
+promote moves the Gslb, then makes the call the fleet file describes."""
 
+import json
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -9,7 +14,7 @@ import yaml
 from kubernetes.client import ApiException
 
 from harness import failover
-from harness.config import load_fleet
+from harness.config import Fleet, load_fleet
 from harness.fleet import FleetAccess
 from harness.infra.command import CommandError
 from harness.timeline import Timeline
@@ -28,8 +33,12 @@ def access_with(tmp_path: Path, strategy: dict) -> FleetAccess:
             {"name": "shop", "namespace": "shop-ns", "workload": "deployment/shop", "failover": strategy}
         ],
     }
+    return FleetAccess(load_fleet_document(tmp_path, document))
+
+
+def load_fleet_document(tmp_path: Path, document: dict) -> Fleet:
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(document))
-    return FleetAccess(load_fleet(tmp_path / "fleet.yaml"))
+    return load_fleet(tmp_path / "fleet.yaml")
 
 
 def test_the_command_strategy_runs_the_script_with_its_placeholders(tmp_path: Path) -> None:
@@ -87,3 +96,64 @@ def test_the_gslb_is_patched_under_k8gb_s_api_group_else_the_legacy_one(tmp_path
         failover.patch_gslb(Gslbs(), app, patch)
     with pytest.raises(ApiException):  # forbidden is an answer, not a missing group
         failover.patch_gslb(Gslbs(status=403), app, patch)
+
+
+class Roles(BaseHTTPRequestHandler):
+    """An app's epoch at /role and its promote call at /take-over (PUT {"term": N})."""
+
+    def do_GET(self) -> None:
+        self._answer({"term": self.server.term})  # type: ignore[attr-defined]
+
+    def do_PUT(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.calls.append((self.path, body))  # type: ignore[attr-defined]
+        self.server.term = body["term"]  # type: ignore[attr-defined]
+        self._answer({"term": body["term"], "role": "primary"})
+
+    def _answer(self, document: object) -> None:
+        data = json.dumps(document).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def apps() -> Iterator[dict[str, ThreadingHTTPServer]]:
+    servers = {name: ThreadingHTTPServer(("127.0.0.1", 0), Roles) for name in ("east", "west")}
+    for server, term in zip(servers.values(), (7, 3), strict=True):
+        server.term, server.calls = term, []  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield servers
+    for server in servers.values():
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_promote_call_is_the_fleet_files_and_outranks_every_epoch(
+    tmp_path: Path, apps: dict[str, ThreadingHTTPServer]
+) -> None:
+    """Another app's API: PUT /take-over with its own body, the epoch read from /role's "term"."""
+    call = {"path": "/take-over", "method": "PUT", "body": {"term": "$epoch"}, "epoch_path": "/role"}
+    call |= {"epoch_field": "term"}
+    document = yaml.safe_load(access_with(tmp_path, {"promote": call}).fleet.model_dump_json())
+    document["apps"][0]["endpoints"] = {
+        n: f"http://127.0.0.1:{s.server_address[1]}/" for n, s in apps.items()
+    }
+    app = load_fleet_document(tmp_path, document).app("shop")
+    assert failover.promote_data(app, app.failover.promote, "west") == 8, "one above east's 7"
+    assert apps["west"].calls == [("/take-over", {"term": 8})]  # type: ignore[attr-defined]
+    assert apps["east"].calls == []  # type: ignore[attr-defined]
+
+
+def test_promote_without_a_promote_call_only_moves_the_gslb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    access, timeline = access_with(tmp_path, {"strategy": "promote"}), Timeline()
+    monkeypatch.setattr(failover, "move_gslb_primary", lambda *_args: ["east", "west"])
+    failover.fail_over(access, access.fleet.app("shop"), "west", timeline)
+    names = [e.name for e in timeline.events()]
+    assert names == ["traffic switch.start", "traffic switch.end", "gslb.updated"], "no data.promoted"
