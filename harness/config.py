@@ -430,6 +430,7 @@ PLACEHOLDERS = {  # what each provider method fills in its templates
     "restore_cluster": ONE_CLUSTER,
     "partition": ("clusters", "contexts", "regions", "name"),
     "heal": ("name",),
+    "traffic_crosses": ("clusters", "contexts", "regions"),
     "lose_node": (*ONE_CLUSTER, "node"),
     "restore_node": (*ONE_CLUSTER, "node"),
 }
@@ -452,6 +453,10 @@ class CommandSettings(_Model):
     """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}."""
     heal: Argv | None = None
     """End the partition {name} (idempotent)."""
+    traffic_crosses: Argv | None = None
+    """Look across a partition from outside it, the evidence that it took effect: exit 0 when traffic from
+    the rest of the fleet still reaches {clusters} ({contexts}, {regions}), 1 when it no longer does;
+    another status is an error. Left out, a partition through this provider cannot be proven."""
     lose_node: Argv | None = None
     """Stop a node dead; gets {cluster}, {context} and {node}."""
     restore_node: Argv | None = None
@@ -483,6 +488,10 @@ class ChaosToolkitSettings(_Model):
     """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}."""
     heal: dict[str, Any] | None = None
     """Rollback of partition; gets {name}."""
+    traffic_crosses: dict[str, Any] | None = None
+    """A probe looking across a partition from outside it: a python probe returns True while traffic from
+    the rest of the fleet still reaches {clusters} ({contexts}, {regions}) and False once it does not; a
+    process probe exits 0 or 1 for the same. Left out, a partition through this provider cannot be proven."""
     lose_node: dict[str, Any] | None = None
     """Stop a node dead; gets {cluster}, {context} and {node}."""
     restore_node: dict[str, Any] | None = None

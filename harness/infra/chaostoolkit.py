@@ -21,8 +21,17 @@ from harness.config import ChaosToolkitSettings, Fleet
 from harness.errors import ConfigError, FleetDrillError
 from harness.infra.steps import Steps, places
 
-STEPS = ("lose_cluster", "restore_cluster", "partition", "heal", "lose_node", "restore_node")
+STEPS = (
+    "lose_cluster",
+    "restore_cluster",
+    "partition",
+    "heal",
+    "lose_node",
+    "restore_node",
+    "traffic_crosses",
+)
 ROLLBACKS = ("restore_cluster", "heal", "restore_node")
+PROBES = ("traffic_crosses",)
 
 
 def fill(value: Any, values: dict[str, Any]) -> Any:
@@ -42,8 +51,10 @@ def fill(value: Any, values: dict[str, Any]) -> Any:
 
 
 def activity(step: str, provider: dict[str, Any]) -> dict[str, Any]:
-    """The Chaos Toolkit activity for a step: an action (in the rollbacks, for a restore step)."""
-    return {"type": "action", "name": f"fleetdrill-{step.replace('_', '-')}", "provider": provider}
+    """The Chaos Toolkit activity for a step: a probe for a step that looks, else an action (in the
+    rollbacks, for a restore step)."""
+    kind = "probe" if step in PROBES else "action"
+    return {"type": kind, "name": f"fleetdrill-{step.replace('_', '-')}", "provider": provider}
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,27 @@ class ChaosToolkitProvider(Steps):
         if failed:
             raise FleetDrillError(f"{where}: Chaos Toolkit {kind} {what} failed: {failed}")
         return result
+
+    def look_across(self, values: dict[str, Any]) -> bool | None:
+        """A python probe's True or False; a process probe's exit 0 (crosses) or 1 (does not)."""
+        provider = self.steps.get("traffic_crosses")
+        if provider is None:
+            return None
+        where = "infrastructure.settings.traffic_crosses"
+        try:
+            result = run_activity(
+                activity("traffic_crosses", fill(provider, values)), self.configuration, self.secrets
+            )
+        except Exception as exc:
+            raise FleetDrillError(f"{where}: Chaos Toolkit probe failed: {exc}") from None
+        if provider.get("type") == "process" and isinstance(result, dict) and result.get("status") in (0, 1):
+            return result["status"] == 0
+        if isinstance(result, bool):
+            return result
+        raise FleetDrillError(
+            f"{where}: expected the probe to return True or False (a process to exit 0 or 1), "
+            f"got {result!r:.100}"
+        )
 
 
 def _failure(kind: str | None, result: Any) -> str:

@@ -33,8 +33,9 @@ def stderr_tail(text: str) -> str:
     return flat if len(flat) <= STDERR_TAIL else "..." + flat[-STDERR_TAIL:]
 
 
-def run_command(argv: list[str], where: str, timeout_s: float) -> None:
-    """Run argv without a shell; CommandError naming `where`, the command, its exit code, stderr's tail."""
+def run_command(argv: list[str], where: str, timeout_s: float, answers: tuple[int, ...] = (0,)) -> int:
+    """Run argv without a shell; its exit status, one of `answers`. Any other is a CommandError naming
+    `where`, the command, its exit code and stderr's tail."""
     shown = " ".join(argv)
     try:
         done = subprocess.run(
@@ -46,9 +47,10 @@ def run_command(argv: list[str], where: str, timeout_s: float) -> None:
         raise CommandError(f"{where}: {argv[0]!r} is not executable (command: {shown})") from None
     except subprocess.TimeoutExpired:
         raise CommandError(f"{where}: `{shown}` still ran after {timeout_s:.0f} s") from None
-    if done.returncode != 0:
+    if done.returncode not in answers:
         said = stderr_tail(done.stderr) or "no stderr"
         raise CommandError(f"{where}: `{shown}` exited {done.returncode}: {said}")
+    return done.returncode
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,11 @@ class CommandProvider(Steps):
                 f"{where}: not set, and this fault needs it: add the command to the fleet file"
             )
         run_command(render(template, values), where, self.settings.timeout)
+
+    def look_across(self, values: dict[str, Any]) -> bool | None:
+        """Exit 0: traffic crosses; 1: it does not; anything else is a CommandError."""
+        template = self.settings.traffic_crosses
+        if template is None:
+            return None
+        argv, where = render(template, values), "infrastructure.settings.traffic_crosses"
+        return run_command(argv, where, self.settings.timeout, answers=(0, 1)) == 0

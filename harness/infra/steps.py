@@ -46,18 +46,24 @@ class Steps(ABC):
     def restore_cluster(self, cluster: str) -> None:
         self.run_step("restore_cluster", self._one(cluster))
 
-    def partition(self, clusters: list[str], name: str) -> None:
+    @abstractmethod
+    def look_across(self, values: dict[str, Any]) -> bool | None:
+        """Run the traffic_crosses step with its values: whether traffic crosses; None without the step."""
+
+    def _cut(self, clusters: list[str]) -> dict[str, Any]:
+        """The values of a step about the cut around `clusters`."""
         contexts = ",".join(self._context(cluster) for cluster in clusters)
         regions = ",".join(dict.fromkeys(str(self.places.get(c, {}).get("region", "")) for c in clusters))
-        values = {"clusters": ",".join(clusters), "contexts": contexts, "regions": regions, "name": name}
-        self.run_step("partition", values)
+        return {"clusters": ",".join(clusters), "contexts": contexts, "regions": regions}
+
+    def partition(self, clusters: list[str], name: str) -> None:
+        self.run_step("partition", {**self._cut(clusters), "name": name})
 
     def heal(self, name: str) -> None:
         self.run_step("heal", {"name": name})
 
     def traffic_crosses(self, clusters: list[str]) -> bool | None:
-        """Settings-driven providers have no step that looks across a cut yet."""
-        return None
+        return self.look_across(self._cut(clusters))
 
     def lose_node(self, cluster: str, node: str) -> None:
         self.run_step("lose_node", {**self._one(cluster), "node": node})

@@ -17,7 +17,15 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ("lose_cluster", "restore_cluster", "partition", "heal", "lose_node", "restore_node")
+STEPS = (
+    "lose_cluster",
+    "restore_cluster",
+    "partition",
+    "heal",
+    "lose_node",
+    "restore_node",
+    "traffic_crosses",
+)
 # drill file, pytest -k, and what the provider does nothing about
 FAULTING_DRILLS = [
     ("test_active_passive.py", "", "cluster-loss on us-east"),
@@ -64,7 +72,7 @@ def test_a_fault_that_never_happens_is_an_error_not_a_recovery(
     matrix_fleet: Path, tmp_path: Path, drill: str, select: str, fault: str
 ) -> None:
     """Every provider step is `true`: it exits 0 and changes nothing (a cloud call that returns before
-    anything happens)."""
+    anything happens); so does the look across a cut, which then says traffic still crosses."""
     noop = {"provider": "command", "settings": {step: ["true"] for step in STEPS}, "effect_timeout": "10s"}
     output, record = run_drill(
         fleet_file(matrix_fleet, "noop", {"infrastructure": noop}), tmp_path, drill, select

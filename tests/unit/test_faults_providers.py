@@ -298,3 +298,66 @@ def test_chaostoolkit_arguments_get_the_cluster_s_cloud_ids() -> None:
     assert fill(step, values) == {
         "arguments": {"nodegroup_names": ["ng-1"], "region": "us-east-1", "other": "{x}"}
     }
+
+
+def test_the_command_provider_looks_across_a_cut_with_the_users_script(tmp_path: Path, logger: str) -> None:
+    """Exit 0: traffic still crosses; 1: it no longer does; anything else is an error, never a verdict."""
+    answer = tmp_path / "answer"
+    look = script(tmp_path, "look.sh", f'{logger} look "$@"; exit $(cat {answer})\n')
+    settings = {"traffic_crosses": [look, "{clusters}", "{contexts}", "{regions}"]}
+    provider = provider_for(load_fleet(fleet_file(tmp_path, "command", settings)))
+    assert isinstance(provider, CommandProvider)
+    answer.write_text("0")
+    assert provider.traffic_crosses(["east"]) is True
+    answer.write_text("1")
+    assert provider.traffic_crosses(["east", "west"]) is False
+    answer.write_text("3")
+    with pytest.raises(FleetDrillError, match=r"^infrastructure.settings.traffic_crosses: `.*` exited 3"):
+        provider.traffic_crosses(["east"])
+    assert calls(tmp_path)[:2] == [
+        "look|east|arn:aws:eks:us-east-1:1:cluster/east|us-east|",
+        "look|east,west|arn:aws:eks:us-east-1:1:cluster/east,west|us-east,eu-west|",
+    ]
+    without = provider_for(load_fleet(fleet_file(tmp_path, "command", {"heal": ["true"]})))
+    assert without is not None and without.traffic_crosses(["east"]) is None, "cannot look: not a yes or no"
+
+
+PROBES = """
+def crosses(clusters, answer):
+    return {"yes": True, "no": False}.get(answer, answer)
+"""
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (
+            {"type": "python", "func": "crosses", "arguments": {"clusters": "{clusters}", "answer": "yes"}},
+            True,
+        ),
+        (
+            {"type": "python", "func": "crosses", "arguments": {"clusters": "{clusters}", "answer": "no"}},
+            False,
+        ),
+        ({"type": "process", "path": "/bin/sh", "arguments": ["-c", "exit 0"]}, True),
+        ({"type": "process", "path": "/bin/sh", "arguments": ["-c", "exit 1"]}, False),
+        (
+            {"type": "python", "func": "crosses", "arguments": {"clusters": "{clusters}", "answer": "maybe"}},
+            None,
+        ),
+        ({"type": "process", "path": "/bin/sh", "arguments": ["-c", "exit 2"]}, None),
+    ],
+)
+def test_a_chaostoolkit_probe_looks_across_a_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: dict, expected: bool | None
+) -> None:
+    (tmp_path / "drill_probes.py").write_text(textwrap.dedent(PROBES))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = {"traffic_crosses": {**step, "module": "drill_probes"} if step["type"] == "python" else step}
+    provider = provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", settings)))
+    assert isinstance(provider, ChaosToolkitProvider)
+    if expected is None:
+        with pytest.raises(FleetDrillError, match=r"expected the probe to return True or False"):
+            provider.traffic_crosses(["east"])
+    else:
+        assert provider.traffic_crosses(["east"]) is expected
