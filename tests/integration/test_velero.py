@@ -25,6 +25,7 @@ from harness.localfleet import supervisor, velero_install
 from harness.sentinels import Where, store_for
 from harness.velero import Backup, BackupSpec, Velero
 from tests.conftest import started_fleet, wait_for
+from tests.integration.test_broken_fleets import STEPS, fleet_file
 from tests.integration.test_drills import run_drill
 
 SOURCE, TARGET, APP = "us-east", "eu-west", "orders"
@@ -247,6 +248,22 @@ def test_the_backup_restore_drill_fails_when_the_app_s_volume_is_excluded_from_b
     assert "writes acknowledged before the backup started are not in the restore" in done.stdout, done.stdout[
         -3000:
     ]
+
+
+def test_the_backup_restore_drill_is_an_error_when_the_cluster_loss_never_happens(
+    folder: Path, core: dict[str, client.CoreV1Api], tmp_path: Path
+) -> None:
+    """The broken-fleet case: every provider step exits 0 and changes nothing. The primary never goes, so
+    the restore proves nothing: an error naming the fault, nothing judged, no restore left behind."""
+    noop = {"provider": "command", "settings": {step: ["true"] for step in STEPS}, "effect_timeout": "10s"}
+    broken = fleet_file(folder, "noop", {"infrastructure": noop})
+    done, record = run_drill(folder, tmp_path, "test_backup_restore.py", fleet_file=broken.name)
+    assert done.returncode != 0 and record["verdict"] == "error", done.stdout[-3000:]
+    assert f"cluster-loss on {SOURCE} did not take effect within 10 s" in done.stdout, done.stdout[-3000:]
+    judged = {v["objective"] for v in record["verdicts"]} & {"RTO", "RPO at the backup point"}
+    assert not judged, f"nothing is judged after a fault that did not happen: {judged}"
+    assert not [n for n in core[TARGET].list_namespace().items if "-restore-" in n.metadata.name]
+    assert not Ledger(folder / "ledger.json").open_entries()
 
 
 @contextmanager
