@@ -10,7 +10,7 @@ timeline, leases, guard, fault stack, signal handling, the fleet as found, and t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,12 +86,15 @@ class DrillRun:
         self.drill.timeline.record("lease.held", lease.cluster, detail)
 
     @contextmanager
-    def running(self) -> Iterator[Drill]:
+    def running(self, catch_signals: bool = True) -> Iterator[Drill]:
         """The drill for the block. On every exit path its faults are reverted and its leases freed (each
         faulted cluster's lease is held until its faults revert); a destructive run then waits until the
-        fleet is as it found it, or raises FleetDrillError naming what did not come back."""
+        fleet is as it found it, or raises FleetDrillError naming what did not come back. catch_signals:
+        SIGINT, SIGTERM and SIGHUP interrupt the block (False where the caller, such as chaoslib running
+        an action, handles them and ends the block itself)."""
         found = steadystate.take(self.fleet, self.access) if self.settings.destructive else None
-        with self.leases, signals_as_interrupts():
+        signals = signals_as_interrupts() if catch_signals else nullcontext()
+        with self.leases, signals:
             try:
                 yield self.drill
             finally:

@@ -5,22 +5,65 @@
                 params: {nodes: [eu-west-node-2]}}}}
     rollbacks: the same with func: revert_fault
 
-inject_fault writes the fault to the ledger before it acts (so `fleetdrill recover` reverts it after a
-crash) and checks the fleet file's safety rules first; revert_fault reverts it and removes it from the
-ledger, and is harmless when the fault is not in force.
+inject_fault enters a drill run (harness.run) as a drill does: the fleet's safety rules and drill leases
+first, the fault in the ledger before it acts (`fleetdrill recover` reverts it after a crash), then the
+evidence that it took effect (an action whose fault does not show fails, reverted). The run stays open
+until revert_fault in the same process reverts the fault, waits for the fleet to be as it was found and
+writes the run's record (reports/RUN_ID/action-KIND). revert_fault in another process, or for a fault
+not in force, reverts it and drops it from the ledger, harmlessly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import atexit
+import importlib
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness import paths
 from harness.config import load_fleet
+from harness.errors import FleetDrillError
 from harness.faults.base import Fault
 from harness.faults.ledger import Ledger, fault_from_record, new_run_id
+
+KIND_MODULES = (
+    "chaosmesh",
+    "cluster",
+    "network",
+    "nodes",
+    "partition",
+    "pods",
+    "resources",
+    "scratch",
+    "workload",
+)
+"""The modules of harness.faults that define the built-in kinds."""
+REPORTS = Path("reports")
+"""Where action runs write their records unless `reports` says otherwise (as drills' --report-dir)."""
+
+
+@dataclass(frozen=True)
+class _OpenRun:
+    """A drill run an action entered and its rollback will end: the run, its open block, its access."""
+
+    run: Any
+    block: ExitStack
+    access: Any
+
+
+_OPEN: dict[str, _OpenRun] = {}
+"""The runs of the faults in force that this process injected, by fault key."""
+
+
+@atexit.register
+def _end_left_open() -> None:
+    """A process that exits before an action's rollback (an experiment that stopped early, rollbacks
+    skipped) still reverts the fault and records the run as an error."""
+    while _OPEN:
+        _, opened = _OPEN.popitem()
+        _end(opened, FleetDrillError("the process exited before the action's rollback ran"))
 
 
 def _fault(kind: str, targets: list[str], params: dict[str, Any] | None) -> Fault:
@@ -31,18 +74,8 @@ def _fault(kind: str, targets: list[str], params: dict[str, Any] | None) -> Faul
 
 def _load_kinds() -> None:
     """Register every built-in kind (importing their modules), so a kind is found by name alone."""
-    from harness.faults import cluster, network, nodes, partition, pods, resources, workload  # noqa: F401
-
-
-@contextmanager
-def _access(fleet: str) -> Iterator[Any]:
-    from harness.fleet import FleetAccess
-
-    access = FleetAccess(load_fleet(fleet))
-    try:
-        yield access
-    finally:
-        access.close()
+    for module in KIND_MODULES:
+        importlib.import_module(f"harness.faults.{module}")
 
 
 def inject_fault(
@@ -52,23 +85,36 @@ def inject_fault(
     params: dict[str, Any] | None = None,
     ledger: str | None = None,
     allow_prod: bool = False,
+    reports: str | None = None,
 ) -> dict[str, Any]:
-    """Chaos Toolkit action: apply the fault after the fleet's safety rules allow it; returns its record."""
-    from harness.safety import Guard
+    """Chaos Toolkit action: apply the fault in a drill run of its own (safety rules, lease, ledger, proof
+    that it took effect); returns its record and the evidence."""
+    from harness.fleet import FleetAccess
+    from harness.run import DrillRun, RunSettings
+    from harness.samples import Verdict
 
     fault = _fault(kind, targets, params)
-    with _access(fleet) as access:
-        Guard(access.fleet, allow_prod=allow_prod)(fault, frozenset())
-        book = Ledger(Path(ledger) if ledger else paths.default_ledger())
-        entry = book.add(fault, new_run_id())
-        try:
-            fault.inject(access)
-        except BaseException:
-            fault.revert(access)
-            book.remove(entry.id)
-            raise
-        book.mark(entry.id, "applied")
-    return fault.to_record()
+    loaded, run_id = load_fleet(fleet), new_run_id()
+    settings = RunSettings(
+        run_id=run_id,
+        ledger=Path(ledger) if ledger else paths.default_ledger(),
+        folder=Path(reports or REPORTS) / run_id / f"action-{kind}",
+        allow_prod=allow_prod,
+        fleet_file=Path(fleet),
+        title=f"Chaos Toolkit action: {fault.describe()}",
+    )
+    access = FleetAccess(loaded)
+    run, block = DrillRun(f"action-{kind}", loaded, access, settings), ExitStack()
+    try:
+        drill = block.enter_context(run.running(catch_signals=False))  # chaoslib handles the signals
+        injection = drill.inject(fault)
+    except BaseException as error:
+        _end(_OpenRun(run, block, access), error)
+        raise
+    seen = f"{fault.describe()} took effect: {injection.evidence}"
+    drill.verdicts.append(Verdict("pass", "fault effect", f"{kind} takes effect", "seen", seen, {}))
+    _OPEN[fault.key] = _OpenRun(run, block, access)
+    return {**fault.to_record(), "evidence": injection.evidence}
 
 
 def revert_fault(
@@ -77,14 +123,46 @@ def revert_fault(
     fleet: str,
     params: dict[str, Any] | None = None,
     ledger: str | None = None,
+    reports: str | None = None,
 ) -> dict[str, Any]:
-    """Chaos Toolkit rollback: revert the fault and drop it from the ledger; returns its record."""
+    """Chaos Toolkit rollback: revert the fault and end its drill run (the fleet as found, the record where
+    the action said); for a fault this process did not inject, revert it and drop it from the ledger. Takes
+    the action's arguments, so a rollback repeats them (`reports` was the action's). Returns its record."""
     fault = _fault(kind, targets, params)
-    record = fault.to_record()
-    with _access(fleet) as access:
+    opened = _OPEN.pop(fault.key, None)
+    if opened is not None:
+        _end(opened, None)
+        return fault.to_record()
+    from harness.fleet import FleetAccess
+
+    access = FleetAccess(load_fleet(fleet))
+    try:
         fault.revert(access)
+    finally:
+        access.close()
     book = Ledger(Path(ledger) if ledger else paths.default_ledger())
     for entry in book.entries():
         if entry.fault.get("kind") == kind and fault_from_record(entry.fault) == fault:
             book.remove(entry.id)
-    return record
+    return fault.to_record()
+
+
+def _end(opened: _OpenRun, error: BaseException | None) -> None:
+    """End an action's run: revert what it applied, wait for the fleet as found, write the record (its
+    outcome the truth: a failed revert or a fleet not as found is an error, raised when nothing else was)."""
+    outcome, message = ("error", f"{type(error).__name__}: {error}") if error else ("passed", "")
+    teardown = ""
+    try:
+        try:
+            if error is None:
+                opened.block.close()
+            else:
+                opened.block.__exit__(type(error), error, error.__traceback__)
+        except Exception as failed:
+            teardown = f"{type(failed).__name__}: {failed}"
+            if error is None:
+                raise
+        finally:
+            opened.run.finish(outcome, message, teardown)
+    finally:
+        opened.access.close()
