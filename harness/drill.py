@@ -291,9 +291,9 @@ class Drill:
 
     def steady(self, app: App, cluster: str | None, hold_s: float, deadline_s: float) -> bool:
         """Steady state: the app served (from `cluster` when given) and acknowledged its sentinel writes,
-        within deadline_s; then held for hold_s so the sentinel and the probes have a history before the
-        fault, and healthy again at its end (within STEADY_REGAIN_S: one slow probe on a busy runner is not
-        a broken fleet; a fleet that stays unhealthy is)."""
+        within deadline_s (else no steady state, at once); then held for hold_s so the sentinel and the
+        probes have a history before the fault, and healthy again at its end (within STEADY_REGAIN_S: one
+        slow probe on a busy runner is not a broken fleet; a fleet that stays unhealthy is)."""
 
         def healthy() -> bool:
             return self.served_by(app, cluster) and self.writes_acked(app)
@@ -301,12 +301,13 @@ class Drill:
         deadline = time.monotonic() + deadline_s
         while not healthy() and time.monotonic() < deadline:
             time.sleep(0.05)
-        held = time.monotonic() + hold_s
-        while time.monotonic() < held:
-            time.sleep(0.05)
-        regain = time.monotonic() + STEADY_REGAIN_S
-        while not healthy() and time.monotonic() < regain:
-            time.sleep(0.05)
+        if healthy():
+            held = time.monotonic() + hold_s
+            while time.monotonic() < held:
+                time.sleep(0.05)
+            regain = time.monotonic() + STEADY_REGAIN_S
+            while not healthy() and time.monotonic() < regain:
+                time.sleep(0.05)
         detail = {"served": self.served_by(app, cluster), "writes acked": self.writes_acked(app)}
         self.timeline.record("steady.checked", cluster=cluster, detail=detail | {"ok": all(detail.values())})
         return all(detail.values())
