@@ -80,6 +80,12 @@ def _fraction(value: object) -> float:
         raise _Invalid(_FRACTION, value) from None
 
 
+def _share(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    raise _Invalid("a share in [0, 1] such as 0.5", value)
+
+
 def _url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -128,6 +134,9 @@ _AS_TEXT = PlainSerializer(units.format_duration)
 Duration = Annotated[float, BeforeValidator(_duration), _AS_TEXT, _DURATION_SCHEMA]
 PositiveDuration = Annotated[float, BeforeValidator(_positive_duration), _AS_TEXT, _DURATION_SCHEMA]
 Availability = Annotated[float, BeforeValidator(_fraction), _FRACTION_SCHEMA]
+Share = Annotated[
+    float, BeforeValidator(_share), WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})
+]
 Name = Annotated[str, Field(pattern=DNS_LABEL)]
 Text = Annotated[str, Field(min_length=1)]
 CloudKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -594,6 +603,22 @@ class Safety(_Model):
     the drill does not fault; set it (e.g. to a management cluster) for drills that fault every cluster."""
 
 
+STRESS_IMAGE = "alexeiled/stress-ng"
+"""A public image whose entrypoint is stress-ng (the local fleet's catalogue runs its stress process)."""
+
+
+class Stress(_Model):
+    """The stress pods of resource-exhaustion drills: one per node, Guaranteed, requesting and burning a share
+    of what the node's allocatable leaves free."""
+
+    cpu: Share = 1.0
+    """Share of each node's free allocatable CPU a stress pod requests and burns."""
+    memory: Share = 0.8
+    """Share of each node's free allocatable memory a stress pod requests and holds (filled to 90%)."""
+    image: Text = STRESS_IMAGE
+    """An image whose entrypoint is stress-ng (or stress): it gets --cpu, --cpu-load, --vm and --vm-bytes."""
+
+
 class Fleet(_Model):
     """A fleet of Kubernetes clusters and the apps drills run against (fleet.yaml)."""
 
@@ -615,6 +640,8 @@ class Fleet(_Model):
     """Provider for infrastructure faults."""
     safety: Safety = Safety()
     """Guards for destructive drills."""
+    stress: Stress = Stress()
+    """What resource-exhaustion drills put on the nodes."""
     local: dict[str, Any] = {}
     """Written by the embedded local fleet only: its settings and timings."""
 

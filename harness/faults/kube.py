@@ -6,6 +6,7 @@ exactly what that fault did: nodes it cordoned, objects it created, replicas it 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -165,3 +166,15 @@ def node_names(api: CoreV1Api, names: tuple[str, ...], selector: str) -> list[st
     if missing:
         raise FleetDrillError(f"no node {', '.join(missing)} (nodes: {', '.join(present) or 'none'})")
     return list(names) or present
+
+
+def node_summary(api: CoreV1Api, node: str) -> dict[str, Any]:
+    """The node's kubelet Summary API (`/stats/summary`, through the API server's node proxy): what each of
+    its pods uses, as the kubelet counts it. Needs `get` on nodes/proxy."""
+    answer = api.connect_get_node_proxy_with_path(
+        node, "stats/summary", _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S
+    )
+    summary = json.loads(answer.data)
+    if not isinstance(summary, dict) or not isinstance(summary.get("pods", []), list):
+        raise FleetDrillError(f"node {node}: /stats/summary answered no pods list")
+    return summary

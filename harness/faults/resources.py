@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -10,15 +11,21 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from harness.config import STRESS_IMAGE
 from harness.errors import FleetDrillError
 from harness.faults import kube
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.evidence import all_of
 from harness.timeline import Event
 
-STRESS_IMAGE = "fleetdrill.io/stress"
 MIB = 2**20
 VM_SHARE = Decimal("0.9")  # of the memory limit the stress worker fills: near it, never past (OOM kill)
+BURN_SHARE = 0.25
+"""Of the CPU a stress pod requested, the least it must burn to count as stress (a busy runner gives less)."""
+HOLD_SHARE = 0.5
+"""Of the memory a stress pod requested, the least its working set must hold to count as stress."""
+SAMPLE_S = 1.0
+"""How long CPU time is watched to measure what a stress pod burns."""
 
 
 def requested(pods: list[Any]) -> dict[str, Decimal]:
@@ -52,8 +59,7 @@ def stress_pod(name: str, node: str, owner: str, cpu_m: int, memory: int, image:
                 {
                     "name": "stress",
                     "image": image,
-                    "command": ["stress"],
-                    "args": args,
+                    "args": args,  # to the image's entrypoint, stress-ng or stress
                     "resources": {"requests": amounts, "limits": amounts},
                 }
             ],
@@ -112,14 +118,21 @@ class NodeStress(Fault, kind="node-stress"):
             )
 
     def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
-        """Every stress pod is Running on its node (each burns what it requested)."""
+        """Every stress pod is Running and consuming, as its node's kubelet counts it (the Summary API): CPU
+        time growing at BURN_SHARE or more of the CPU it requested, and HOLD_SHARE or more of the memory it
+        requested in its working set. A pod that runs but burns nothing (an image without stress-ng, an
+        admission policy that rewrote it) is no stress."""
         found = []
         for cluster in self.targets:
-            pods = self._pods(kube.core(ctx.api_client(cluster)))
-            running = sum(1 for pod in pods if pod.status.phase == "Running")
-            found.append(
-                Evidence(bool(pods) and running == len(pods), f"{cluster}: {running} stress pod(s) running")
-            )
+            api = kube.core(ctx.api_client(cluster))
+            pods = self._pods(api)
+            running = [pod for pod in pods if pod.status.phase == "Running"]
+            if not pods or len(running) < len(pods):
+                found.append(
+                    Evidence(False, f"{cluster}: {len(running)} of {len(pods)} stress pod(s) running")
+                )
+                continue
+            found += _consuming(api, cluster, running)
         return all_of(found)
 
     def _start(self, api: Any, node: str) -> None:
@@ -209,3 +222,42 @@ class QuotaSqueeze(Fault, kind="quota-squeeze"):
     def _pods_now(self, api: Any) -> int:
         pods = api.list_namespaced_pod(self.namespace, _request_timeout=kube.REQUEST_TIMEOUT_S).items
         return sum(1 for pod in pods if pod.status.phase not in ("Succeeded", "Failed"))
+
+
+def _usage(api: Any, pods: list[Any]) -> dict[str, tuple[int, int]]:
+    """By pod name: its cumulative CPU time (ns) and memory working set (bytes), from its node's kubelet."""
+    found = {}
+    for node in sorted({pod.spec.node_name for pod in pods}):
+        for entry in kube.node_summary(api, node).get("pods", []):
+            ref, cpu, memory = (entry.get(key) or {} for key in ("podRef", "cpu", "memory"))
+            found[(ref.get("namespace"), ref.get("name"))] = (
+                int(cpu.get("usageCoreNanoSeconds") or 0),
+                int(memory.get("workingSetBytes") or 0),
+            )
+    usage = {}
+    for pod in pods:
+        key = (pod.metadata.namespace, pod.metadata.name)
+        if key not in found:
+            raise FleetDrillError(f"node {pod.spec.node_name}'s kubelet reports no stats of pod {key[1]}")
+        usage[pod.metadata.name] = found[key]
+    return usage
+
+
+def _consuming(api: Any, cluster: str, pods: list[Any]) -> list[Evidence]:
+    """Whether each running stress pod burns and holds what it requested (BURN_SHARE, HOLD_SHARE), over
+    SAMPLE_S."""
+    before, began = _usage(api, pods), time.monotonic()
+    time.sleep(SAMPLE_S)
+    after, elapsed = _usage(api, pods), time.monotonic() - began
+    found = []
+    for pod in pods:
+        wants, name = requested([pod]), pod.metadata.name
+        burns, holds = (after[name][0] - before[name][0]) / 1e9 / elapsed, after[name][1]
+        burning = burns >= BURN_SHARE * float(wants["cpu"])
+        holding = wants["memory"] < MIB or holds >= HOLD_SHARE * float(wants["memory"])
+        burned = f"burns {burns:.2f} of {float(wants['cpu']):.2f} CPU requested"
+        held = f"holds {holds // MIB} of {int(wants['memory']) // MIB} MiB"
+        found.append(
+            Evidence(burning and holding, f"{cluster}: stress pod on {pod.spec.node_name} {burned}, {held}")
+        )
+    return found

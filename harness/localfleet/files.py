@@ -112,6 +112,10 @@ def write_fleet_file(
         "apps": [_sample_app(state)],
         "infrastructure": {"provider": "localfleet", "settings": {"dir": str(state.folder)}},
         "safety": {"allowlist": [c.name for c in state.clusters]},
+        # Every node of the fleet, its load balancer and the runner share this machine's cores while each
+        # node declares them all allocatable: 0.3 of the primary's free CPU starved everything (p99 1.2 s
+        # on a quiet 2-core runner); 0.1 burns a node's share of the machine and then some.
+        "stress": {"cpu": 0.1, "memory": 0.6},
         "local": {"dir": str(state.folder), **timings.as_local_section()},
     }
     absent = [role for role in ("passive", "standby") if role not in {c.role for c in state.clusters}]

@@ -125,3 +125,18 @@ def test_a_global_endpoint_answering_404_from_a_default_backend_fails(
     assert record["verdict"] in ("fail", "error"), output[-3000:]
     assert "steady state:" in output and "does not serve orders" in output, output[-3000:]
     assert not [e for e in record["timeline"]["events"] if e["name"] == "fault.injecting"], "no fault"
+
+
+def test_stress_that_burns_nothing_is_an_error_not_a_recovery(matrix_fleet: Path, tmp_path: Path) -> None:
+    """The fleet file's stress image is not stress-ng (busybox, after a registry mirror mix-up): its pods
+    run and burn nothing, which the nodes' kubelets show; no verdict on latency under stress that was not
+    there."""
+    stress = yaml.safe_load((matrix_fleet / "fleet.yaml").read_text())["stress"] | {"image": "busybox"}
+    broken = fleet_file(matrix_fleet, "idle-stress", {"stress": stress})
+    output, record = run_drill(broken, tmp_path, "test_resource_exhaustion.py", "")
+    assert record["verdict"] == "error", output[-3000:]
+    said = "node-stress on us-east (" in output and "did not take effect within 30 s" in output
+    assert said, output[-3000:]
+    assert "burns 0.0" in output and "image='busybox'" in output, output[-3000:]
+    judged = {v["objective"] for v in record["verdicts"]} & {"RTO", "availability", "p99 latency"}
+    assert not judged, f"nothing is judged after a fault that did not happen: {judged}"

@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from harness.config import load_fleet
+from harness.config import STRESS_IMAGE, load_fleet
 from harness.errors import FleetDrillError
 from harness.faults import FaultStack, Ledger
 from harness.faults.kube import CORDONED_BY, FAULT_LABEL, pod_ready
@@ -181,7 +181,7 @@ def test_node_stress_fills_what_the_node_has_left(core: client.CoreV1Api, stack:
     with stack.applied(fault):
         (pod,) = core.list_namespaced_pod("default", label_selector=f"{FAULT_LABEL}={fault.key}").items
         assert pod.spec.node_name == node and pod.status.phase == "Running"
-        assert pod.spec.containers[0].image == "fleetdrill.io/stress"
+        assert pod.spec.containers[0].image == STRESS_IMAGE and not pod.spec.containers[0].command
         assert pod.spec.containers[0].resources.requests == pod.spec.containers[0].resources.limits
         probe = {
             "metadata": {"name": "stress-probe"},

@@ -1,6 +1,7 @@
 """The node agent's kubelet API through the real API server and kubectl: logs (follow, previous) and
 exec, over each way a client reaches it (kubectl's WebSocket, which the API server turns into SPDY;
-SPDY itself; a v4 WebSocket, which the API server passes through)."""
+SPDY itself; a v4 WebSocket, which the API server passes through), and the Summary API through the
+node proxy (/api/v1/nodes/NODE/proxy/stats/summary)."""
 
 import json
 import os
@@ -40,6 +41,8 @@ for n in itertools.count():
     time.sleep(0.2)
 """
 TRANSPORTS = {"websocket": {}, "spdy": {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}}
+BURN_CORES, HOLD_MIB = 0.5, 64  # the burner's CPU limit (its CFS quota) and the memory it holds
+NS_PER_S, MIB = 1_000_000_000, 1 << 20
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
 
 Kubectl = Callable[..., list[str]]
@@ -197,17 +200,111 @@ def test_exec_over_a_v4_websocket_passed_through(api, talker: client.V1Pod) -> N
 
 
 def test_kubelet_port_refuses_who_is_not_the_api_server(fleet_dir: Path, talker: client.V1Pod) -> None:
-    """No client certificate: 401. A fleet identity outside system:masters (the viewer): 403."""
+    """No client certificate: 401. A fleet identity outside system:masters (the viewer): 403, naming
+    the subresource the kubelet would have asked about (nodes/stats for /stats/*, else nodes/proxy)."""
     pki = fleet_dir / "clusters" / CONTEXT / "pki"
-    path = f"/containerLogs/{talker.metadata.namespace}/{talker.metadata.name}/talker"
-    url = f"https://{talker.status.host_ip}:10250{path}"
+    logs = f"/containerLogs/{talker.metadata.namespace}/{talker.metadata.name}/talker"
     anonymous = ssl.create_default_context(cafile=str(fleet_dir / "pki" / "ca.crt"))
     viewer = ssl.create_default_context(cafile=str(fleet_dir / "pki" / "ca.crt"))
     viewer.load_cert_chain(str(pki / "viewer.crt"), str(pki / "viewer.key"))
-    for context, code in ((anonymous, 401), (viewer, 403)):
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(url, context=context, timeout=10)
-        assert refused.value.code == code
+    for path, subresource in ((logs, "proxy"), ("/stats/summary", "stats")):
+        url = f"https://{talker.status.host_ip}:10250{path}"
+        for context, code in ((anonymous, 401), (viewer, 403)):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(url, context=context, timeout=10)
+            assert refused.value.code == code
+        assert f"verb=get, resource=nodes, subresource(s)=[{subresource}])" in refused.value.read().decode()
+
+
+@pytest.fixture
+def burner_and_idler(api) -> Iterator[tuple[str, str]]:
+    """Two pods Running on one node, in a namespace of their own (deleted at the end): "burner", a stress
+    pod that spins at its CPU limit and holds HOLD_MIB, and "idler", which sleeps. (namespace, node)"""
+    core = client.CoreV1Api(api(CONTEXT))
+    namespace = f"kubelet-stats-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    try:
+        node = min(
+            n.metadata.name
+            for n in core.list_node().items
+            if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
+        )
+        amounts = {"cpu": f"{int(BURN_CORES * 1000)}m", "memory": f"{HOLD_MIB * 3}Mi"}
+        burner = {
+            "name": "burner",
+            "image": "polinux/stress",
+            "command": ["stress"],
+            "args": ["--cpu", "1", "--vm", "1", "--vm-bytes", f"{HOLD_MIB}M"],
+            "resources": {"requests": amounts, "limits": amounts},
+        }
+        idler = {"name": "idler", "image": "busybox", "command": ["sleep", "3600"]}
+        for name, container in (("burner", burner), ("idler", idler)):
+            spec = {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [container]}
+            core.create_namespaced_pod(namespace, {"metadata": {"name": name}, "spec": spec})
+
+        def running() -> bool:
+            pods = core.list_namespaced_pod(namespace).items
+            return len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
+
+        wait_for(running, 60, "the burner and the idler to run")
+        yield namespace, node
+    finally:
+        core.delete_namespace(namespace)
+
+
+def _summary(core: client.CoreV1Api, node: str) -> dict:
+    """GET /api/v1/nodes/NODE/proxy/stats/summary, as JSON."""
+    return json.loads(
+        core.connect_get_node_proxy_with_path(node, "stats/summary", _preload_content=False).data
+    )
+
+
+def _pod_stats(summary: dict, namespace: str, name: str) -> dict:
+    """The pod's entry in a summary; {} when it has none."""
+    return next(
+        (p for p in summary["pods"] if (p["podRef"]["namespace"], p["podRef"]["name"]) == (namespace, name)),
+        {},
+    )
+
+
+def test_stats_summary_shows_what_a_pod_burns(api, burner_and_idler: tuple[str, str]) -> None:
+    """Through the API server's node proxy: the burner's CPU time grows at no more than its limit, the
+    idler's far less; the burner holds its memory; the node's cgroup counts both pods."""
+    namespace, node = burner_and_idler
+    core = client.CoreV1Api(api(CONTEXT))
+
+    def both_seen() -> dict | None:
+        summary = _summary(core, node)
+        pods = [_pod_stats(summary, namespace, name) for name in ("burner", "idler")]
+        return summary if all("cpu" in pod for pod in pods) else None
+
+    started = time.monotonic()
+    first = wait_for(both_seen, 30, "the burner and the idler in /stats/summary", interval_s=0.5)
+    burner, idler = (_pod_stats(first, namespace, name) for name in ("burner", "idler"))
+
+    def burned_a_second() -> dict | None:
+        summary = _summary(core, node)
+        grown = _pod_stats(summary, namespace, "burner")["cpu"]["usageCoreNanoSeconds"]
+        return summary if grown - burner["cpu"]["usageCoreNanoSeconds"] >= NS_PER_S else None
+
+    last = wait_for(burned_a_second, 60, "the burner to burn 1 s of CPU", interval_s=1.0)
+    elapsed = time.monotonic() - started
+    burner_now, idler_now = (_pod_stats(last, namespace, name) for name in ("burner", "idler"))
+    burned = burner_now["cpu"]["usageCoreNanoSeconds"] - burner["cpu"]["usageCoreNanoSeconds"]
+    idled = idler_now["cpu"]["usageCoreNanoSeconds"] - idler["cpu"]["usageCoreNanoSeconds"]
+    print(
+        f"in {elapsed:.1f} s the burner used {burned / NS_PER_S:.2f} s of CPU, the idler {idled / 1e6:.1f} ms"
+    )
+    assert burned <= (elapsed * BURN_CORES * 1.05 + 0.1) * NS_PER_S, "more than its CFS quota allows"
+    assert idled < burned / 20
+    assert 0 < burner_now["cpu"]["usageNanoCores"] <= BURN_CORES * 1.25 * NS_PER_S, burner_now["cpu"]
+    [container] = burner_now["containers"]
+    assert container["name"] == "burner"
+    assert 0 < container["cpu"]["usageCoreNanoSeconds"] <= burner_now["cpu"]["usageCoreNanoSeconds"]
+    assert burner_now["memory"]["workingSetBytes"] >= HOLD_MIB * MIB > idler_now["memory"]["workingSetBytes"]
+    assert last["node"]["nodeName"] == node
+    assert last["node"]["cpu"]["usageCoreNanoSeconds"] >= burner_now["cpu"]["usageCoreNanoSeconds"]
+    assert last["node"]["memory"]["workingSetBytes"] >= burner_now["memory"]["workingSetBytes"]
 
 
 def test_logs_previous_after_a_restart(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:

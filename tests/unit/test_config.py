@@ -160,16 +160,19 @@ BAD_VALUES = [
     ("apps.0.workload", "job/orders", "apps[0].workload: expected kind/name with kind one of deployment, "),
     ("apps.0.workload", "deployment", "apps[0].workload: expected kind/name with kind one of deployment, "),
     ("apps.0.service", "orders_svc", f"apps[0].service: {DNS}, got 'orders_svc'"),
+    ("stress", {"cpu": 1.5}, "stress.cpu: expected a share in [0, 1] such as 0.5, got 1.5"),
     (
         "apps.0.failover",
         {"strategy": "dns"},
         "apps[0].failover.strategy: expected one of promote, observe, command, got 'dns'",
     ),
+    ("stress", {"cpu": 1.5}, "stress.cpu: expected a share in [0, 1] such as 0.5, got 1.5"),
     (
         "apps.0.failover",
         {"strategy": "command"},
         "apps[0].failover.command: expected a command (an argv list) for strategy command, got None",
     ),
+    ("stress", {"cpu": 1.5}, "stress.cpu: expected a share in [0, 1] such as 0.5, got 1.5"),
     (
         "apps.0.failover",
         {"strategy": "command", "command": ["./flip.sh", "{region}"]},
@@ -208,6 +211,7 @@ BAD_VALUES = [
         "apps[0].sentinels.write[2]: expected text whose only placeholders are {seq}, {stream},"
         " {target}, {endpoint}, got '{namespace}'",
     ),
+    ("stress", {"cpu": 1.5}, "stress.cpu: expected a share in [0, 1] such as 0.5, got 1.5"),
     (
         "apps.0.failover",
         {"promote": {"path": "/promote", "body": {"epoch": "$epoch"}}},

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from kubernetes.client import ApiClient, Configuration
 
-from harness.faults import Evidence, Fault, FaultContext, KubeContext
+from harness.faults import Evidence, Fault, FaultContext, KubeContext, kube, resources
 from harness.faults.cluster import ClusterLoss
 from harness.faults.evidence import DOWN_PROBES, FaultNotEffective, await_effect, endpoint_down
 from harness.faults.partition import WanPartition
+from harness.faults.resources import NodeStress
 from harness.samples import ProbeSample
 from harness.timeline import Event, Timeline
 
@@ -141,3 +145,65 @@ def test_the_fleet_file_sets_how_long_provider_faults_have_to_show_their_effect(
     assert WanPartition(targets=("east",)).effect_deadline(slow_cloud) == 300.0
     assert Flag("/nowhere", targets=("east",)).effect_deadline(slow_cloud) == 0.5
     assert ClusterLoss(targets=("east",)).effect_deadline(KubeContext()) == ClusterLoss.effect_deadline_s
+
+
+class Nodes:
+    """A CoreV1Api with stress pods on nodes whose kubelet reports CPU time at `burns` cores and `holds`
+    bytes of working set per pod (the Summary API through the node proxy)."""
+
+    def __init__(self, phases: list[str], burns: float, holds: int) -> None:
+        self.phases, self.burns, self.holds = phases, burns, holds
+
+    def list_namespaced_pod(self, namespace: str, **_options: object) -> SimpleNamespace:
+        amounts = {"cpu": "500m", "memory": "256Mi"}
+        pods = [
+            SimpleNamespace(
+                metadata=SimpleNamespace(name=f"stress-{i}", namespace=namespace),
+                spec=SimpleNamespace(
+                    node_name=f"east-{i}",
+                    containers=[SimpleNamespace(resources=SimpleNamespace(requests=amounts))],
+                ),
+                status=SimpleNamespace(phase=phase),
+            )
+            for i, phase in enumerate(self.phases)
+        ]
+        return SimpleNamespace(items=pods)
+
+    def connect_get_node_proxy_with_path(self, node: str, path: str, **_options: object) -> SimpleNamespace:
+        assert path == "stats/summary"
+        used = {"usageCoreNanoSeconds": int(self.burns * time.monotonic() * 1e9)}
+        entry = {
+            "podRef": {"namespace": "default", "name": f"stress-{node.rpartition('-')[2]}"},
+            "cpu": used,
+            "memory": {"workingSetBytes": self.holds},
+        }
+        return SimpleNamespace(data=json.dumps({"node": {"nodeName": node}, "pods": [entry]}).encode())
+
+
+@pytest.mark.parametrize(
+    ("phases", "burns", "holds", "effective", "said"),
+    [
+        (["Running", "Running"], 0.4, 240 * 2**20, True, "east: stress pod on east-1 burns 0.40 of 0.50 CPU"),
+        (
+            ["Running", "Running"],
+            0.0,
+            240 * 2**20,
+            False,
+            "burns 0.00 of 0.50 CPU requested, holds 240 of 256",
+        ),
+        (["Running", "Running"], 0.4, 2**20, False, "holds 1 of 256 MiB"),
+        (["Running", "Pending"], 0.4, 240 * 2**20, False, "east: 1 of 2 stress pod(s) running"),
+        ([], 0.4, 240 * 2**20, False, "east: 0 of 0 stress pod(s) running"),
+    ],
+)
+def test_stress_shows_only_when_its_pods_burn_and_hold_what_they_requested(
+    monkeypatch: pytest.MonkeyPatch, phases: list[str], burns: float, holds: int, effective: bool, said: str
+) -> None:
+    """Running is not enough: a pod whose image burns nothing (not stress-ng) is no stress."""
+    monkeypatch.setattr(resources, "SAMPLE_S", 0.1)
+    monkeypatch.setattr(kube, "core", lambda _client: Nodes(phases, burns, holds))
+    stress = NodeStress(targets=("east",))
+    evidence = stress.effect(
+        KubeContext({"east": unreachable_api()}), Probes({}), Event("fault.injecting", 0.0, 0.0)
+    )
+    assert evidence.effective is effective and said in evidence.detail, evidence.detail

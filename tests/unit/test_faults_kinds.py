@@ -155,4 +155,5 @@ def test_stress_pods_are_sized_to_what_the_node_has_left() -> None:
         == {"cpu": "1500m", "memory": "512Mi"}
     )
     assert stress["args"] == ["--cpu", "2", "--cpu-load", "75", "--vm", "1", "--vm-bytes", "460M"]
+    assert "command" not in stress, "the image's entrypoint (stress-ng or stress) gets the options"
     assert body["metadata"]["labels"] == {"fleetdrill.io/fault": "node-stress-abc"}

@@ -17,6 +17,8 @@ from harness.localfleet.nodeagent.node import NodeReporter
 from harness.localfleet.nodeagent.pods import PodWorker
 from harness.localfleet.nodeagent.probes import Prober
 from harness.localfleet.nodeagent.runtime import Runtime
+from harness.localfleet.nodeagent.stats import CpuReader
+from harness.localfleet.nodeagent.summary import NodeSummary
 from harness.localfleet.nodeagent.volumes import Volumes
 
 WATCH_SECONDS = 240
@@ -66,7 +68,8 @@ class Agent:
         self.reporter.register()
         threading.Thread(target=self.reporter.heartbeat_forever, name="heartbeat", daemon=True).start()
         tls = (self.args.tls_cert_file, self.args.tls_private_key_file, self.args.client_ca_file)
-        KubeletApi(self.workers, self.args.address, *map(Path, tls)).start()
+        stats = NodeSummary(self.args.node, self.cgroups.dirs, CpuReader())
+        KubeletApi(self.workers, stats, self.args.address, *map(Path, tls)).start()
         root = Path(self.args.root)
         pod_cidr = self.pod_cidr()
         self.runtime = Runtime(root, self.args.netns_prefix, pod_cidr, Path(self.args.cni_bin), self.cgroups)

@@ -1,11 +1,12 @@
 """Per-node cgroups, laid out as the kubelet and its container runtime lay them out (cgroup v1).
 
-In each of the memory, cpu and freezer hierarchies, `fleetdrill/<node>/<pod-uid>/<container>` holds a
-container: its memory limit from limits.memory, cpu.shares from requests.cpu and a CFS quota from
-limits.cpu. `<node>` is limited to the node's allocatable memory (as the kubelet limits kubepods), and
-`<node>/agent` in the freezer holds the node agent, so freezing `<node>` freezes the node and all its
-pods. `<node>` is the node's network namespace name, which starts with its fleet's prefix: `fleet
-down` removes a fleet's cgroups by that prefix.
+In each of the memory, cpu, cpuacct and freezer hierarchies, `fleetdrill/<node>/<pod-uid>/<container>`
+holds a container: its memory limit from limits.memory, cpu.shares from requests.cpu and a CFS quota from
+limits.cpu; cpuacct counts its CPU time for /stats/summary (where the machine mounts cpu and cpuacct
+together, both are one folder). `<node>` is limited to the node's allocatable memory (as the kubelet
+limits kubepods), and `<node>/agent` in the freezer holds the node agent, so freezing `<node>` freezes
+the node and all its pods. `<node>` is the node's network namespace name, which starts with its fleet's
+prefix: `fleet down` removes a fleet's cgroups by that prefix.
 """
 
 import contextlib
@@ -18,13 +19,15 @@ from kubernetes import client
 from kubernetes.utils import parse_quantity
 
 from harness.errors import FleetDrillError
+from harness.localfleet.nodeagent import stats
 
 PARENT = "fleetdrill"
 AGENT = "agent"
-CONTROLLERS = ("freezer", "memory", "cpu")  # the freezer first: a frozen process cannot die
+CONTROLLERS = ("freezer", "memory", "cpu", "cpuacct")  # the freezer first: a frozen process cannot die
 WITHOUT = {
     "memory": "memory limits, OOMKilled and memory-pressure eviction",
     "cpu": "CPU shares and quotas",
+    "cpuacct": "CPU usage in /stats/summary",
     "freezer": "`fleetdrill fleet freeze`",
 }
 MIN_SHARES, SHARES_PER_CPU = 2, 1024
@@ -144,11 +147,12 @@ class NodeCgroups:
         self.remove(uid, container)
         limits = (resources.limits if resources else None) or {}
         requests = (resources.requests if resources else None) or {}
-        folders = []
+        folders: list[Path] = []
         for controller, node in self.dirs.items():
             folder = node / uid / container
-            folder.mkdir(parents=True)
-            folders.append(folder)
+            if folder not in folders:  # cpu and cpuacct mounted together: one folder
+                folder.mkdir(parents=True)
+                folders.append(folder)
             if controller == "memory" and "memory" in limits:
                 _write(folder / "memory.limit_in_bytes", int(parse_quantity(limits["memory"])))
             if controller == "cpu":
@@ -174,16 +178,8 @@ class NodeCgroups:
     def working_set(self, *parts: str) -> int:
         """Memory of the node, a pod (uid) or a container (uid, name) as the kubelet counts it: usage
         minus inactive file pages, which the kernel can drop at once."""
-        if "memory" not in self.dirs:
-            return 0
-        folder = self.dirs["memory"].joinpath(*parts)
-        try:
-            usage = int((folder / "memory.usage_in_bytes").read_text())
-            stat = (folder / "memory.stat").read_text()
-        except FileNotFoundError:
-            return 0
-        counts = dict(line.split() for line in stat.splitlines() if line.strip())
-        return max(0, usage - int(counts.get("total_inactive_file", "0")))
+        usage = stats.read_memory(self.dirs["memory"].joinpath(*parts)) if "memory" in self.dirs else None
+        return usage.working_set_bytes if usage else 0
 
     def remove(self, uid: str, container: str = "") -> None:
         """Remove a container's cgroups, or with no container a pod's, killing what is left in them."""

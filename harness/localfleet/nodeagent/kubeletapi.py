@@ -1,18 +1,20 @@
-"""The kubelet's HTTP API on the node's InternalIP, port 10250: container logs and exec.
+"""The kubelet's HTTP API on the node's InternalIP, port 10250: container logs, exec and the Summary API.
 
-Only the API server calls it: pods/log and pods/exec proxy here (--kubelet-preferred-address-types).
+Only the API server calls it: pods/log, pods/exec and nodes/proxy proxy here
+(--kubelet-preferred-address-types).
 Authentication: TLS with a client certificate signed by the fleet CA; without one the answer is 401,
 and a certificate from another CA fails the handshake.
-Authorization: the kubelet would send the API server a SubjectAccessReview for nodes/proxy (webhook
-mode). Here the certificate's groups must include system:masters instead. That gives the same
-answer for every identity the fleet issues: the API server's kubelet client is in system:masters,
-and the node and viewer identities have no nodes/proxy. It also needs no round trip to an API
-server that a drill may have just taken away. Refusals are worded as the kubelet words them
-(pkg/kubelet/server/server.go).
+Authorization: the kubelet would send the API server a SubjectAccessReview for nodes/stats (/stats/*)
+or nodes/proxy (the rest; webhook mode, pkg/kubelet/server/auth.go). Here the certificate's groups must
+include system:masters instead. That gives the same answer for every identity the fleet issues: the API
+server's kubelet client is in system:masters, and the node and viewer identities have neither
+subresource. It also needs no round trip to an API server that a drill may have just taken away.
+Refusals are worded as the kubelet words them (pkg/kubelet/server/server.go).
 """
 
 import asyncio
 import contextlib
+import json
 import ssl
 import threading
 import urllib.parse
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from harness.localfleet.nodeagent import containerexec, containerlogs, streams
 from harness.localfleet.nodeagent.pods import PodWorker
+from harness.localfleet.nodeagent.summary import NodeSummary
 
 PORT = 10250
 HEAD_TIMEOUT_S = 30.0
@@ -57,9 +60,15 @@ class KubeletApi:
     """The HTTPS server, on an event loop of its own in a daemon thread of the node agent."""
 
     def __init__(
-        self, workers: dict[str, PodWorker], address: str, cert: Path, key: Path, client_ca: Path
+        self,
+        workers: dict[str, PodWorker],
+        stats: NodeSummary,
+        address: str,
+        cert: Path,
+        key: Path,
+        client_ca: Path,
     ) -> None:
-        self.workers, self.address = workers, address
+        self.workers, self.stats, self.address = workers, stats, address
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
         self.context.load_verify_locations(client_ca)
@@ -87,6 +96,8 @@ class KubeletApi:
                     await self._logs(request, reader, writer, namespace, pod, container)
                 case ["exec", namespace, pod, *_, container] if len(request.parts) in (4, 5):
                     await self._exec(request, reader, writer, namespace, pod, container)
+                case ["stats", "summary"] if request.method == "GET":
+                    await self._summary(writer)
                 case _:
                     raise streams.Refusal(HTTPStatus.NOT_FOUND, "404 page not found\n")
         except streams.Refusal as refusal:
@@ -106,9 +117,10 @@ class KubeletApi:
         if ("organizationName", "system:masters") not in subject:
             user = next((value for name, value in subject if name == "commonName"), "")
             verb = VERBS.get(request.method, request.method.lower())
+            subresource = "stats" if request.parts[0] == "stats" else "proxy"
             raise streams.Refusal(
                 HTTPStatus.FORBIDDEN,
-                f"Forbidden (user={user}, verb={verb}, resource=nodes, subresource(s)=[proxy])\n",
+                f"Forbidden (user={user}, verb={verb}, resource=nodes, subresource(s)=[{subresource}])\n",
             )
 
     def _worker(self, namespace: str, name: str) -> PodWorker | None:
@@ -119,6 +131,15 @@ class KubeletApi:
             if (w.pod.metadata.namespace, w.pod.metadata.name) == (namespace, name)
         ]
         return next((w for w in found if w.is_alive()), found[0] if found else None)
+
+    async def _summary(self, writer: asyncio.StreamWriter) -> None:
+        """GET /stats/summary: the node's and its pods' CPU and memory, read now."""
+        body = json.dumps(self.stats.summary(list(self.workers.values())), separators=(",", ":")).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (len(body), body)
+        )
+        await writer.drain()
 
     async def _logs(
         self,
