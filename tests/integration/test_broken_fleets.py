@@ -33,6 +33,11 @@ FAULTING_DRILLS = [
     ("test_region_partition.py", "", "wan-partition on us-east"),
     ("test_simultaneous_failures.py", "", "wan-partition on ap-south"),
 ]
+# every drill that injects a fault, each stopping at its steady state when the global endpoint is not the app
+STEADY_FIRST = [d[:2] for d in FAULTING_DRILLS] + [
+    ("test_backup_restore.py", ""),  # its cluster-loss case is in test_velero.py: it needs Velero
+    ("test_resource_exhaustion.py", ""),  # its fault never happening: test_stress_that_burns_nothing...
+]
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +115,9 @@ def default_backend() -> Iterator[str]:
         server.server_close()
 
 
-@pytest.mark.parametrize(("drill", "select", "fault"), FAULTING_DRILLS, ids=[d[0] for d in FAULTING_DRILLS])
+@pytest.mark.parametrize(("drill", "select"), STEADY_FIRST, ids=[d[0] for d in STEADY_FIRST])
 def test_a_global_endpoint_answering_404_from_a_default_backend_fails(
-    matrix_fleet: Path, tmp_path: Path, default_backend: str, drill: str, select: str, fault: str
+    matrix_fleet: Path, tmp_path: Path, default_backend: str, drill: str, select: str
 ) -> None:
     """The fleet file's global endpoint is an ingress default backend: every answer is a 404 without the
     app's identity. Not one probe succeeds, so the drill stops at its steady state, before any fault (its
