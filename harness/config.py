@@ -506,7 +506,8 @@ class ChaosToolkitSettings(_Model):
     restore_node: dict[str, Any] | None = None
     """Rollback of lose_node; gets {cluster}, {context} and {node}."""
     configuration: dict[str, Any] = {}
-    """Chaos Toolkit configuration passed to every activity."""
+    """Chaos Toolkit configuration passed to every activity, with the step's placeholders filled in: e.g.
+    `aws_region: "{region}"` is the region of the cluster the step acts on (chaosaws reads aws_region)."""
     secrets: dict[str, Any] = {}
     """Chaos Toolkit secrets passed to every activity (never logged)."""
 

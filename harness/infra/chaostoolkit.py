@@ -89,6 +89,11 @@ class ChaosToolkitProvider(Steps):
         contexts = {c.name: fleet.context_for(c) for c in fleet.clusters}
         return cls(steps, configuration, secrets, contexts, places(fleet))
 
+    def _configured(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The configuration for one step: its placeholders filled with the step's values, so a value such
+        as chaosaws' `aws_region: "{region}"` follows the cluster the step acts on."""
+        return fill(self.configuration, values)
+
     def run_step(self, step: str, values: dict[str, Any]) -> Any:
         where = f"infrastructure.settings.{step}"
         provider = self.steps.get(step)
@@ -99,7 +104,9 @@ class ChaosToolkitProvider(Steps):
         what = provider.get("func") or provider.get("path") or provider.get("url") or provider.get("type")
         kind = "rollback" if step in ROLLBACKS else "action"
         try:
-            result = run_activity(activity(step, fill(provider, values)), self.configuration, self.secrets)
+            result = run_activity(
+                activity(step, fill(provider, values)), self._configured(values), self.secrets
+            )
         except Exception as exc:
             raise FleetDrillError(f"{where}: Chaos Toolkit {kind} {what} failed: {exc}") from None
         failed = _failure(provider.get("type"), result)
@@ -115,7 +122,7 @@ class ChaosToolkitProvider(Steps):
         where = "infrastructure.settings.traffic_crosses"
         try:
             result = run_activity(
-                activity("traffic_crosses", fill(provider, values)), self.configuration, self.secrets
+                activity("traffic_crosses", fill(provider, values)), self._configured(values), self.secrets
             )
         except Exception as exc:
             raise FleetDrillError(f"{where}: Chaos Toolkit probe failed: {exc}") from None

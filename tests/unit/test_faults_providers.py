@@ -361,3 +361,27 @@ def test_a_chaostoolkit_probe_looks_across_a_cut(
             provider.traffic_crosses(["east"])
     else:
         assert provider.traffic_crosses(["east"]) is expected
+
+
+REGIONAL = """
+def lose(cluster, log, configuration=None):
+    with open(log, "a") as file:
+        file.write(f"lose {cluster} in {configuration['aws_region']}\\n")
+"""
+
+
+def test_the_chaostoolkit_configuration_follows_the_cluster_a_step_acts_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chaosaws reads aws_region from the configuration: in a multi-region fleet it must be the region of
+    the cluster the step acts on, not one global value."""
+    (tmp_path / "regional_actions.py").write_text(textwrap.dedent(REGIONAL))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    lose = {"type": "python", "module": "regional_actions", "func": "lose"}
+    lose["arguments"] = {"cluster": "{cluster}", "log": str(tmp_path / "calls")}
+    settings = {"lose_cluster": lose, "configuration": {"aws_region": "{region}"}}
+    provider = provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", settings)))
+    assert isinstance(provider, ChaosToolkitProvider)
+    provider.lose_cluster("east")
+    provider.lose_cluster("west")
+    assert calls(tmp_path) == ["lose east in us-east", "lose west in eu-west"]
