@@ -21,7 +21,7 @@ def test_lose_the_primary_cluster(drill: Drill, app: App, failover: Failover) ->
     deadline = 2 * (app.objectives.rto or 30.0)
     with drill.observe(app):
         assert drill.steady(app, primary, drill.sentinel_history_s(app, BASELINE_S), deadline), (
-            f"steady state: {primary} does not serve {app.name}"
+            f"steady state: {primary} does not serve {app.name}: {drill.why_not_steady(app, primary)}"
         )
         t0 = drill.inject(ClusterLoss(targets=(primary,))).started
         failover.fail_over(app, passive)

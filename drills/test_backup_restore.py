@@ -47,7 +47,7 @@ def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: F
     proxy = service_proxy(drill.access.api_client(target), into, app.service, port)
     with drill.observe(app):
         assert drill.steady(app, primary, BASELINE_S, deadline), (
-            f"steady state: {primary} does not serve {app.name}"
+            f"steady state: {primary} does not serve {app.name}: {drill.why_not_steady(app, primary)}"
         )
         point = failover.back_up(app, primary, target, f"{app.name}-drill-{run}", deadline)
         assert poll(lambda: drill.writes_acked_since(app, point.completed) >= MORE_WRITES, deadline), (

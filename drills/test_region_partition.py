@@ -22,7 +22,7 @@ def test_partition_the_primary_region(drill: Drill, app: App, failover: Failover
     deadline = 2 * (app.objectives.rto or 30.0)
     with drill.observe(app), drill.direct_writes(app, primary) as cut_off:
         assert drill.steady(app, primary, drill.sentinel_history_s(app, BASELINE_S), deadline), (
-            f"steady state: {primary} does not serve {app.name}"
+            f"steady state: {primary} does not serve {app.name}: {drill.why_not_steady(app, primary)}"
         )
         t0 = drill.inject(WanPartition(targets=(primary,))).started
         with drill.timeline.phase("fencing", cluster=primary):  # promote once it is fenced, or at the RTO

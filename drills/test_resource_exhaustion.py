@@ -25,7 +25,7 @@ def test_exhaust_the_primary_clusters_nodes(drill: Drill) -> None:
     deadline = 2 * (app.objectives.rto or 30.0)
     with drill.observe(app):
         assert drill.steady(app, primary, BASELINE_S, deadline), (
-            f"steady state: {primary} does not serve {app.name}"
+            f"steady state: {primary} does not serve {app.name}: {drill.why_not_steady(app, primary)}"
         )
         t0 = drill.inject(QuotaSqueeze(targets=(primary,), namespace=app.namespace)).started
         shares = drill.fleet.stress

@@ -26,7 +26,7 @@ def test_lose_the_primary_while_the_standby_region_is_cut_off(
     deadline = 2 * (app.objectives.rto or 30.0)
     with drill.observe(app):
         assert drill.steady(app, primary, drill.sentinel_history_s(app, BASELINE_S), deadline), (
-            f"steady state: {primary} does not serve {app.name}"
+            f"steady state: {primary} does not serve {app.name}: {drill.why_not_steady(app, primary)}"
         )
         if standby:
             drill.inject(WanPartition(targets=tuple(standby)))

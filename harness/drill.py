@@ -5,6 +5,7 @@ and `judge`, and the plugin writes the record whatever happened.
 """
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -311,6 +312,29 @@ class Drill:
         detail = {"served": self.served_by(app, cluster), "writes acked": self.writes_acked(app)}
         self.timeline.record("steady.checked", cluster=cluster, detail=detail | {"ok": all(detail.values())})
         return all(detail.values())
+
+    def why_not_steady(self, app: App, cluster: str | None = None) -> str:
+        """Why the app is not in its steady state now (live), for a drill's message: what its global probes
+        of the last stable_seconds answered instead (the two commonest), and its last sentinel write not
+        acknowledged."""
+        window = self.settings.stable_seconds
+        recent = [s for s in self._live[app.name].samples(GLOBAL) if s.sent >= time.monotonic() - window]
+        answers: Counter[str] = Counter()
+        for sample in recent:
+            origin = (sample.served_by or "").split("/")[0]
+            if measure.probe_failed(sample):
+                answers[sample.error or f"HTTP {sample.status}"] += 1
+            elif cluster is not None and origin != cluster:
+                answers[f"served by {origin or 'no cluster'}, not {cluster}"] += 1
+        probes = f"global probes in the last {window:g} s"
+        parts = [f"{count} of {len(recent)} {probes}: {why}" for why, count in answers.most_common(2)]
+        parts += [] if recent else [f"no {probes}"]
+        writer = self._writers.get(app.name)
+        if writer is not None and not self.writes_acked(app):
+            errors = writer.errors()
+            said = f" (last: {errors[max(errors)]})" if errors else ""
+            parts.append(f"its last {STEADY_WRITES} sentinel writes were not all acknowledged{said}")
+        return "; ".join(parts) or "it is healthy now"
 
     def sentinel_history_s(self, app: App, baseline_s: float) -> float:
         """How long the steady state holds before a fault whose RPO is judged: baseline_s, or long enough

@@ -129,6 +129,7 @@ def test_a_global_endpoint_answering_404_from_a_default_backend_fails(
     output, record = run_drill(broken, tmp_path, drill, select)
     assert record["verdict"] in ("fail", "error"), output[-3000:]
     assert "steady state:" in output and "does not serve orders" in output, output[-3000:]
+    assert "global probes in the last 1 s: status: HTTP 404 not an accepted status" in output, output[-3000:]
     assert not [e for e in record["timeline"]["events"] if e["name"] == "fault.injecting"], "no fault"
 
 

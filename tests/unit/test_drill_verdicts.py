@@ -1,6 +1,7 @@
 """Drill verdicts that must never pass: an objective judged but not set, unreadable data, no verdict at all;
 and the outcome a drill's record keeps (record.overall, record.conclude)."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,33 @@ def test_the_recorded_outcome_combines_the_call_the_verdicts_and_the_teardown(
         assert message == record.NO_VERDICT
     elif outcome != called:
         assert message == "; ".join(v.message for v in verdicts if v.status != "pass")
+
+
+class LiveProbes:
+    """What a running Prober answers for samples(target): the series given, sent just now."""
+
+    def __init__(self, series: list[ProbeSample]) -> None:
+        self.series = series
+
+    def samples(self, target: str) -> list[ProbeSample]:
+        return self.series
+
+
+def test_a_steady_state_that_does_not_hold_says_what_the_probes_answered_instead(drill: Drill) -> None:
+    now = time.monotonic()
+    not_found = "status: HTTP 404 not an accepted status (accepted: 2xx)"
+    series = [
+        ProbeSample.of(
+            GLOBAL, now - 0.5 + i / 100, now - 0.49 + i / 100, ok=False, status=404, error=not_found
+        )
+        for i in range(30)
+    ]
+    series += [ProbeSample.of(GLOBAL, now - 0.1, now - 0.09, status=200, served_by="west/pod-1")]
+    drill._live["nodata"] = LiveProbes(series)  # type: ignore[assignment]
+    said = drill.why_not_steady(drill.app("nodata"), "east")
+    assert said == (
+        f"30 of 31 global probes in the last 1 s: {not_found}; 1 of 31 global probes in the last 1 s: "
+        "served by west, not east"
+    ), said
+    drill._live["nodata"] = LiveProbes([])  # type: ignore[assignment]
+    assert drill.why_not_steady(drill.app("nodata")) == "no global probes in the last 1 s"
