@@ -123,7 +123,9 @@ def _on(endpoint: str, path: str) -> str:
 class HttpChannel:
     """Writes over one kept-alive connection, reopened after any error."""
 
-    def __init__(self, spec: HttpSentinels, where: Where, identity_header: str | None, timeout_s: float):
+    def __init__(
+        self, spec: HttpSentinels, where: Where, identity_header: str | None, timeout_s: float
+    ) -> None:
         self.timeout_s = timeout_s
         self._spec, self._identity, self._headers = spec, identity_header, dict(where.headers)
         url = _on(where.endpoint, spec.write.path)
