@@ -17,19 +17,11 @@ from chaoslib.configuration import load_configuration
 from chaoslib.exceptions import ChaosException
 from chaoslib.secret import load_secrets
 
-from harness.config import ChaosToolkitSettings, Fleet
+from harness.config import PLACEHOLDERS, ChaosToolkitSettings, Fleet
 from harness.errors import ConfigError, FleetDrillError
 from harness.infra.steps import Steps, places
 
-STEPS = (
-    "lose_cluster",
-    "restore_cluster",
-    "partition",
-    "heal",
-    "lose_node",
-    "restore_node",
-    "traffic_crosses",
-)
+STEPS = tuple(PLACEHOLDERS)
 ROLLBACKS = ("restore_cluster", "heal", "restore_node")
 PROBES = ("traffic_crosses",)
 

@@ -16,16 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.config import PLACEHOLDERS
+
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = (
-    "lose_cluster",
-    "restore_cluster",
-    "partition",
-    "heal",
-    "lose_node",
-    "restore_node",
-    "traffic_crosses",
-)
+STEPS = tuple(PLACEHOLDERS)  # every provider step
 # drill file, pytest -k, and what the provider does nothing about
 FAULTING_DRILLS = [
     ("test_active_passive.py", "", "cluster-loss on us-east"),
