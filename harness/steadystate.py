@@ -3,8 +3,8 @@
 Before a drill: which of each app's endpoints answer (through the app contract's accepted statuses), who
 serves its global endpoint (where the app declares a served-by identity), and which of its pods are not
 settled (Pending or ending). After the drill has reverted its faults and failed back, the fleet must come
-back to that, within a deadline; what did not come back is named, so the next drill's steady state never
-inherits this drill's damage.
+back to that (or its global traffic to an active cluster), within a deadline; what did not come back is
+named, so the next drill's steady state never inherits this drill's damage.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class Snapshot:
 
     answers: dict[tuple[str, str], Answer]
     unsettled: dict[tuple[str, str], frozenset[str]]
+    home: frozenset[str] = frozenset()
+    """The fleet's active clusters: a global endpoint that moved back to one of them has recovered (the drill
+    found the fleet failing over or back), it is not damage."""
 
 
 Look = Callable[[App, str], Answer]
@@ -93,7 +96,7 @@ def take(fleet: Fleet, access: FleetAccess, look_at: Look = look) -> Snapshot:
                 unsettled[(app.name, cluster)] = unsettled_pods(access, app, cluster)
             except Exception:  # a cluster whose API does not answer has nothing settled to compare
                 continue
-    return Snapshot(answers, unsettled)
+    return Snapshot(answers, unsettled, frozenset(c.name for c in fleet.clusters if c.role == "active"))
 
 
 def differences(before: Snapshot, now: Snapshot) -> list[str]:
@@ -103,7 +106,7 @@ def differences(before: Snapshot, now: Snapshot) -> list[str]:
         answer = now.answers.get((app, name), Answer(False, None))
         if was.ok and not answer.ok:
             found.append(f"{app}: the {name} endpoint does not answer as before")
-        elif was.ok and was.served_by and answer.served_by != was.served_by:
+        elif was.ok and was.served_by and answer.served_by not in {was.served_by, *before.home}:
             found.append(f"{app}: the {name} endpoint is served by {answer.served_by}, not {was.served_by}")
     for (app, cluster), was in before.unsettled.items():
         extra = now.unsettled.get((app, cluster), frozenset()) - was

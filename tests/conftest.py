@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from harness import steadystate
+from harness.config import load_fleet
 from harness.localfleet import build, registry, supervisor
 from harness.localfleet.state import STATE
 
@@ -58,6 +60,18 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def served_from_home(folder: Path) -> bool:
+    """Every app's global endpoint answers, served by an active cluster: after a test restarted the primary's
+    app, the global load balancer has failed back, so the next drill does not find the fleet mid-failover."""
+    fleet = load_fleet(folder / "fleet.yaml")
+    home = {c.name for c in fleet.clusters if c.role == "active"}
+    for app in fleet.apps:
+        answer = steadystate.look(app, app.global_endpoint) if app.global_endpoint else None
+        if answer is not None and not (answer.ok and answer.served_by in home):
+            return False
+    return True
 
 
 OWNER = "owner.pid"

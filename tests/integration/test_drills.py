@@ -22,7 +22,7 @@ from harness.faults import Ledger
 from harness.fleet import FleetAccess
 from harness.localfleet import supervisor
 from harness.timeline import Timeline
-from tests.conftest import run_cli, started_fleet, wait_for
+from tests.conftest import run_cli, served_from_home, started_fleet, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,6 +114,7 @@ def restart_app(folder: Path, core: client.CoreV1Api, context: str, settings: di
         return not {p.metadata.uid for p in pods} & old and failover.app_serves(app, context)
 
     wait_for(restarted, 60, f"{context}'s app to restart")
+    wait_for(lambda: served_from_home(folder), 60, "the global endpoint to be served from the active cluster")
 
 
 def test_losing_the_primary_passes_on_a_healthy_fleet_with_measured_figures(

@@ -24,7 +24,7 @@ from harness.faults import Ledger
 from harness.localfleet import supervisor, velero_install
 from harness.sentinels import Where, store_for
 from harness.velero import Backup, BackupSpec, Velero
-from tests.conftest import started_fleet, wait_for
+from tests.conftest import served_from_home, started_fleet, wait_for
 from tests.integration.test_broken_fleets import STEPS, fleet_file
 from tests.integration.test_drills import run_drill
 
@@ -282,6 +282,7 @@ def volume_excluded(folder: Path) -> Iterator[None]:
             return done and failover.app_serves(app, SOURCE)
 
         wait_for(rolled_out, 120, f"{APP} in {SOURCE} to roll out")
+        wait_for(lambda: served_from_home(folder), 60, "the global endpoint served from the active cluster")
 
     annotate("data")
     try:

@@ -37,3 +37,13 @@ def test_what_did_not_come_back_is_named() -> None:
         "orders: us-east's API server does not answer",
         "orders: pods in eu-west Pending or ending: new-pending",
     ]
+
+
+def test_global_traffic_back_on_an_active_cluster_has_recovered() -> None:
+    """Found mid-failover (served by eu-west), ended served by the active us-east: as found or better; served
+    by a third cluster, it did not come back."""
+    before = Snapshot({("orders", "global"): Answer(True, "eu-west")}, {}, frozenset({"us-east"}))
+    assert differences(before, snapshot({("orders", "global"): Answer(True, "us-east")})) == []
+    assert differences(before, snapshot({("orders", "global"): Answer(True, "ap-south")})) == [
+        "orders: the global endpoint is served by ap-south, not eu-west"
+    ]
