@@ -108,7 +108,8 @@ def _stamp(moment: float) -> bytes:
     return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{fraction:09d}Z").encode()
 
 
-def _read(path: Path, offset: int) -> bytes:
+def read_at(path: Path, offset: int) -> bytes:
+    """The file from `offset` on (nothing if it does not exist)."""
     try:
         with path.open("rb") as log:
             log.seek(offset)
@@ -170,7 +171,7 @@ class LogClock:
         while True:
             live = options.follow and worker.is_alive() and container.process is not None
             live = live and container.restarts == run
-            data = _read(path, offset)
+            data = read_at(path, offset)
             data = data[: data.rfind(b"\n") + 1] if live else data  # a partial line may still grow
             entries, end = [], offset
             for line in LINE.findall(data):

@@ -16,6 +16,7 @@ from kubernetes import client
 
 from harness.localfleet.nodeagent.backoff import Backoff
 from harness.localfleet.nodeagent.probes import ContainerProbes
+from harness.localfleet.nodeagent.runtime import StdinPipe
 
 INIT, SIDECAR, APP = "init", "sidecar", "app"
 NEVER = float("inf")
@@ -34,7 +35,7 @@ def kind_of(spec: client.V1Container, init: bool) -> str:
 
 @dataclass
 class Container:
-    """One container's runs: its process, probes, restarts, last exit and why it waits."""
+    """One container's runs: its process, stdin, probes, restarts, last exit and why it waits."""
 
     spec: client.V1Container
     kind: str
@@ -51,6 +52,7 @@ class Container:
     waiting_reason: str = "ContainerCreating"
     waiting_message: str = ""
     termination_log: Path | None = None
+    stdin: StdinPipe | None = None  # this run's stdin, when the spec asks for one
 
     @property
     def succeeded(self) -> bool:

@@ -1,7 +1,8 @@
-"""The kubelet's HTTP API on the node's InternalIP, port 10250: container logs, exec and the Summary API.
+"""The kubelet's HTTP API on the node's InternalIP, port 10250: container logs, exec, attach, port
+forwarding and the Summary API.
 
-Only the API server calls it: pods/log, pods/exec and nodes/proxy proxy here
-(--kubelet-preferred-address-types).
+Only the API server calls it: pods/log, pods/exec, pods/attach, pods/portforward and nodes/proxy proxy
+here (--kubelet-preferred-address-types).
 Authentication: TLS with a client certificate signed by the fleet CA; without one the answer is 401,
 and a certificate from another CA fails the handshake.
 Authorization: the kubelet would send the API server a SubjectAccessReview for nodes/stats (/stats/*)
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
-from harness.localfleet.nodeagent import containerexec, containerlogs, streams
-from harness.localfleet.nodeagent.pods import PodWorker
+from harness.localfleet.nodeagent import attach, containerexec, containerlogs, portforward, streams
+from harness.localfleet.nodeagent.pods import Container, PodWorker
 from harness.localfleet.nodeagent.summary import NodeSummary
 
 PORT = 10250
@@ -94,8 +95,13 @@ class KubeletApi:
             match request.parts:
                 case ["containerLogs", namespace, pod, container] if request.method == "GET":
                     await self._logs(request, reader, writer, namespace, pod, container)
-                case ["exec", namespace, pod, *_, container] if len(request.parts) in (4, 5):
-                    await self._exec(request, reader, writer, namespace, pod, container)
+                case ["exec" | "attach" as kind, namespace, pod, *uid, container] if len(uid) <= 1:
+                    wanted = _stream_options(request.query)
+                    running = self._running(namespace, pod, uid, container)
+                    session = self._exec if kind == "exec" else self._attach
+                    await session(request, reader, writer, wanted, *running)
+                case ["portForward", namespace, pod, *uid] if len(uid) <= 1:
+                    await self._port_forward(request, reader, writer, namespace, pod, uid)
                 case ["stats", "summary"] if request.method == "GET":
                     await self._summary(writer)
                 case _:
@@ -123,14 +129,25 @@ class KubeletApi:
                 f"Forbidden (user={user}, verb={verb}, resource=nodes, subresource(s)=[{subresource}])\n",
             )
 
-    def _worker(self, namespace: str, name: str) -> PodWorker | None:
-        """The pod's worker (the live one if the name was reused)."""
+    def _worker(self, namespace: str, name: str, uid: list[str] | None = None) -> PodWorker | None:
+        """The pod's worker (the live one if the name was reused; the one with the UID if one is given)."""
         found = [
             w
             for w in list(self.workers.values())
             if (w.pod.metadata.namespace, w.pod.metadata.name) == (namespace, name)
+            and (not uid or w.pod.metadata.uid == uid[0])
         ]
         return next((w for w in found if w.is_alive()), found[0] if found else None)
+
+    def _running(self, namespace: str, pod: str, uid: list[str], name: str) -> tuple[PodWorker, Container]:
+        """The pod's worker and its running container `name`, refused as the kubelet refuses."""
+        worker = self._worker(namespace, pod, uid)
+        if worker is None:
+            raise streams.Refusal(HTTPStatus.NOT_FOUND, "pod does not exist")
+        container = next((c for c in worker.containers if c.spec.name == name and c.process), None)
+        if container is None:
+            raise streams.Refusal(HTTPStatus.INTERNAL_SERVER_ERROR, f'container not found ("{name}")')
+        return worker, container
 
     async def _summary(self, writer: asyncio.StreamWriter) -> None:
         """GET /stats/summary: the node's and its pods' CPU and memory, read now."""
@@ -181,40 +198,84 @@ class KubeletApi:
         request: Request,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        namespace: str,
-        pod: str,
-        name: str,
+        wanted: dict[str, bool],
+        worker: PodWorker,
+        container: Container,
     ) -> None:
-        """/exec/NS/POD/[UID/]CONTAINER?command=..&input=1&output=1&error=1&tty=1 (the API server's
-        names for stdin, stdout, stderr, tty): run a command in the container over a stream session."""
-        flag = {key: request.query.get(key, [""])[0] == "1" for key in ("input", "output", "error", "tty")}
-        wanted = {
-            "stdin": flag["input"],
-            "stdout": flag["output"],
-            "stderr": flag["error"] and not flag["tty"],
-            "tty": flag["tty"],
-        }
-        if not (wanted["stdin"] or wanted["stdout"] or wanted["stderr"]):
-            raise streams.Refusal(
-                HTTPStatus.BAD_REQUEST, "you must specify at least 1 of stdin, stdout, stderr"
-            )
-        worker = self._worker(namespace, pod)
-        if worker is None:
-            raise streams.Refusal(HTTPStatus.NOT_FOUND, "pod does not exist")
-        process = next((c.process for c in worker.containers if c.spec.name == name and c.process), None)
+        """/exec/NS/POD/[UID/]CONTAINER?command=..&input=1&output=1&error=1&tty=1: run a command in the
+        container over a stream session."""
+        name, process = container.spec.name, container.process
         try:
-            if process is None:
-                raise ProcessLookupError(name)
             env = containerexec.container_env(process.pid)
         except OSError as error:
             raise streams.Refusal(
                 HTTPStatus.INTERNAL_SERVER_ERROR, f'container not found ("{name}")'
             ) from error
-        first_output = next(
-            (ch for key, ch in (("stdout", streams.STDOUT), ("stderr", streams.STDERR)) if wanted[key]),
-            streams.ERROR,
-        )
-        channels = await streams.upgrade(
-            request.headers, reader, writer, sum(wanted.values()) + 1, first_output
-        )
+        channels = await streams.upgrade(request.headers, reader, writer, *_stream_counts(wanted))
         await containerexec.run_session(channels, process.pid, request.query.get("command", []), wanted, env)
+
+    async def _attach(
+        self,
+        request: Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        wanted: dict[str, bool],
+        worker: PodWorker,
+        container: Container,
+    ) -> None:
+        """/attach/NS/POD/[UID/]CONTAINER?input=1&output=1&error=1&tty=1: join the running container's
+        stdin and output over a stream session."""
+        channels = await streams.upgrade(request.headers, reader, writer, *_stream_counts(wanted))
+        await attach.run_session(channels, worker, container, wanted)
+
+    async def _port_forward(
+        self,
+        request: Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        namespace: str,
+        pod: str,
+        uid: list[str],
+    ) -> None:
+        """/portForward/NS/POD[/UID]: forward connections to the pod's ports, over SPDY or WebSocket."""
+        worker = self._worker(namespace, pod, uid)
+        if worker is None:
+            raise streams.Refusal(HTTPStatus.NOT_FOUND, "pod does not exist")
+        sandbox = worker.sandbox
+        if sandbox is None or not worker.is_alive():
+            raise streams.Refusal(HTTPStatus.INTERNAL_SERVER_ERROR, f'pod not found ("{pod}_{namespace}")')
+        target = portforward.Target(pod, worker.pod.metadata.uid, sandbox.path)
+        if streams.is_websocket(request.headers):
+            ports = portforward.ports_of(request.query)
+            channels = streams.upgrade_websocket(
+                request.headers, reader, writer, portforward.WEBSOCKET_PROTOCOLS
+            )
+            await portforward.serve_websocket(channels, target, ports)
+        else:
+            streams.upgrade_spdy(request.headers, writer, portforward.PROTOCOL)
+            await portforward.SpdyPortForward(streams.SpdySession(reader, writer), target).serve()
+
+
+def _stream_options(query: dict[str, list[str]]) -> dict[str, bool]:
+    """stdin, stdout, stderr and tty from the API server's names (input, output, error, tty); stderr is
+    dropped with a tty (the kubelet's remotecommand NewOptions)."""
+    flag = {key: query.get(key, [""])[0] == "1" for key in ("input", "output", "error", "tty")}
+    wanted = {
+        "stdin": flag["input"],
+        "stdout": flag["output"],
+        "stderr": flag["error"] and not flag["tty"],
+        "tty": flag["tty"],
+    }
+    if not (wanted["stdin"] or wanted["stdout"] or wanted["stderr"]):
+        raise streams.Refusal(HTTPStatus.BAD_REQUEST, "you must specify at least 1 of stdin, stdout, stderr")
+    return wanted
+
+
+def _stream_counts(wanted: dict[str, bool]) -> tuple[int, int]:
+    """How many channels the client opens (the wanted ones, resize with a tty, and error), and the first
+    output channel (a WebSocket session's first, empty, message goes there)."""
+    first_output = next(
+        (ch for key, ch in (("stdout", streams.STDOUT), ("stderr", streams.STDERR)) if wanted[key]),
+        streams.ERROR,
+    )
+    return sum(wanted.values()) + 1, first_output

@@ -31,13 +31,21 @@ def _mount(source: str, target: str, flags: int) -> None:
     _check(_libc.mount(source.encode(), target.encode(), None, flags, None), f"mount {source} on {target}")
 
 
+def join_network(netns_path: str) -> None:
+    """Move the calling thread into the network namespace (only that thread: the kernel keeps one per
+    thread, and sockets stay in the namespace they were made in)."""
+    fd = os.open(netns_path, os.O_RDONLY)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns {netns_path}")
+    finally:
+        os.close(fd)
+
+
 def enter(netns_path: str, binds: list[tuple[str, str, bool]], cgroups: list[str]) -> None:
     """Join the pod's network namespace, then a private mount namespace with the volumes bound in."""
     for cgroup in cgroups:
         (Path(cgroup) / "cgroup.procs").write_text(str(os.getpid()))
-    fd = os.open(netns_path, os.O_RDONLY)
-    _check(_libc.setns(fd, CLONE_NEWNET), f"setns {netns_path}")
-    os.close(fd)
+    join_network(netns_path)
     _check(_libc.unshare(CLONE_NEWNS), "unshare mount namespace")
     _mount("none", "/", MS_REC | MS_PRIVATE)
     for source, target, read_only in binds:

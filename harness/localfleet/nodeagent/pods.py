@@ -33,6 +33,7 @@ from harness.localfleet.nodeagent.runtime import (
     Runtime,
     Sandbox,
     SandboxError,
+    StdinPipe,
     kill,
     stop_all,
     terminate,
@@ -264,8 +265,9 @@ class PodWorker(threading.Thread):
             log = self.volumes.pod_dir(uid) / "logs" / spec.name / f"{container.restarts}.log"
             cgroups = self.runtime.cgroups.create(uid, spec.name, spec.resources)
             mounts = [*self._mounts(spec), *self._termination_log(container)]
+            stdin = StdinPipe(bool(spec.stdin_once)) if spec.stdin else None
             process = self.runtime.start(
-                self.sandbox, resolved.argv, env, mounts, spec.working_dir, log, cgroups
+                self.sandbox, resolved.argv, env, mounts, spec.working_dir, log, cgroups, stdin
             )
         except (EnvError, client.ApiException, SandboxError, OSError) as error:
             reason = "CreateContainerConfigError" if isinstance(error, EnvError) else "CreateContainerError"
@@ -275,6 +277,7 @@ class PodWorker(threading.Thread):
         if container.last_exit is not None:
             container.backoff.restarted(now)
         container.process, container.started_wall, container.note = process, time.time(), resolved.note
+        container.stdin = stdin
         container.kill_at, container.waiting_message = NEVER, ""
         container.probes = ContainerProbes(spec, now)
         threading.Thread(target=self._await_exit, args=(process,), daemon=True).start()
@@ -311,6 +314,9 @@ class PodWorker(threading.Thread):
         }
         if message := self._termination_message(container, exit_code):
             container.last_exit["message"] = message
+        if container.stdin is not None:
+            container.stdin.close()
+        container.stdin = None
         container.process, container.probes, container.kill_at = None, None, NEVER
         policy, killed = self._restart_policy(), container.restart_after_kill
         container.restart_after_kill = False

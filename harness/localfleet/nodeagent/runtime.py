@@ -7,6 +7,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,39 @@ class Sandbox:
     netns: str
     ip: str
 
+    @property
+    def path(self) -> Path:
+        """The network namespace's file (to join it)."""
+        return netns.NETNS_DIR / self.netns
+
 
 @dataclass(frozen=True)
 class Mount:
     source: Path
     target: str
     read_only: bool = False
+
+
+class StdinPipe:
+    """The write end of a container's stdin, kept open by the node for attach (spec.stdin), as a runtime
+    keeps it. `once` (spec.stdinOnce): closed for good when the first attach that writes to it ends."""
+
+    def __init__(self, once: bool) -> None:
+        self.child_end, fd = os.pipe()
+        self._fd: int | None = fd
+        self.once = once
+        self._lock = threading.Lock()
+
+    def dup(self) -> int | None:
+        """A copy of the write end for one attach (closed by it); None once stdin is closed."""
+        with self._lock:
+            return None if self._fd is None else os.dup(self._fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class Runtime:
@@ -111,16 +139,17 @@ class Runtime:
         workdir: str | None,
         log: Path,
         cgroups: list[Path],
+        stdin: StdinPipe | None = None,
     ) -> subprocess.Popen:
         """Start a container process inside the sandbox and its cgroups, with its volumes bound at their
-        mount paths."""
+        mount paths; its stdin is the pipe `stdin` (closed here if the start fails), else /dev/null."""
         shim = [
             sys.executable,
             "-S",  # the shim needs only the standard library: skip site, start faster
             "-I",
             str(Path(podexec.__file__)),
             "--netns",
-            str(netns.NETNS_DIR / sandbox.netns),
+            str(sandbox.path),
         ]
         for mount in mounts:
             shim += ["--bind", f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}"]
@@ -128,14 +157,14 @@ class Runtime:
             shim += ["--workdir", workdir]
         for folder in cgroups:
             shim += ["--cgroup", str(folder)]
-        log.parent.mkdir(parents=True, exist_ok=True)
         ready, ready_writer = os.pipe()
         try:
+            log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("ab") as out:
                 process = subprocess.Popen(
                     [*shim, "--ready-fd", str(ready_writer), "--", *argv],
                     env=env,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.DEVNULL if stdin is None else stdin.child_end,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -143,8 +172,14 @@ class Runtime:
                 )
             os.close(ready_writer)
             _wait_for_exec(ready, process)
+        except BaseException:
+            if stdin is not None:
+                stdin.close()
+            raise
         finally:
             os.close(ready)
+            if stdin is not None:
+                os.close(stdin.child_end)
         return process
 
 

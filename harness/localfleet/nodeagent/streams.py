@@ -1,13 +1,15 @@
-"""The server ends of the two transports of the kubelet's remote-command streams (exec).
+"""The server ends of the two transports of the kubelet's streams: remote commands (exec, attach) and
+port forwarding (portforward.py).
 
-Both carry the same channels: stdin and resize in, stdout, stderr and error out.
+Remote commands carry the same channels on both: stdin and resize in, stdout, stderr and error out.
 
 - SPDY/3.1 with the stream protocol `v4.channel.k8s.io`. The API server speaks it to the kubelet
   when a client uses SPDY (client-go's SPDY executor, as Velero's hooks do). It also speaks it when
   a client uses WebSocket v5 (kubectl, the Python client) and the Node does not declare
   ExtendWebSocketsToKubelet: its StreamTranslatorHandler then talks SPDY to the kubelet
   (k8s.io/apiserver pkg/util/proxy/streamtranslator.go; pkg/registry/core/pod/rest/subresources.go).
-  The client opens one stream per channel, and a `streamtype` header names its channel.
+  The client opens one stream per channel, and a `streamtype` header names its channel
+  (SpdyChannels, over the stream-level SpdySession that port forwarding uses directly).
   The peer is moby/spdystream: there is no flow control, ids are odd (client) or even (server),
   and headers go through one zlib stream per direction that is primed with the SPDY/3 dictionary.
 - WebSocket (RFC 6455) with `v4.channel.k8s.io` or `v5.channel.k8s.io`. The API server passes these
@@ -25,12 +27,14 @@ import base64
 import hashlib
 import struct
 import zlib
+from dataclasses import dataclass
 from http import HTTPStatus
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = range(5)
 CHANNEL_OF = {"stdin": STDIN, "stdout": STDOUT, "stderr": STDERR, "error": ERROR, "resize": RESIZE}
-SPDY_PROTOCOL = "v4.channel.k8s.io"
-WEBSOCKET_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+V4, V5 = "v4.channel.k8s.io", "v5.channel.k8s.io"
+SPDY_PROTOCOL = V4
+WEBSOCKET_PROTOCOLS = (V5, V4)
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 PROTOCOL_ERRORS = (EOFError, OSError, ValueError, struct.error, zlib.error)
@@ -99,22 +103,33 @@ def _header_block(block: bytes) -> dict[str, str]:
     return headers
 
 
-class SpdyChannels:
-    """The server end of a SPDY/3.1 session whose streams the client opens, one per channel."""
+@dataclass(frozen=True)
+class Opened:
+    """The client opened a stream, with these headers (names lower-case); answer with accept or reset."""
+
+    stream_id: int
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Data:
+    """Data the client sent on a stream; `fin`: it will send no more there (FIN, or RST_STREAM)."""
+
+    stream_id: int
+    data: bytes
+    fin: bool
+
+
+class SpdySession:
+    """The server end of a SPDY/3.1 session whose streams the client opens."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.deflate = zlib.compressobj(zdict=SPDY_DICTIONARY)
         self.inflate = zlib.decompressobj(zdict=SPDY_DICTIONARY)
-        self.streams: dict[int, int] = {}  # channel -> stream id
 
-    async def open(self, expected: int) -> None:
-        """Acknowledge the client's streams until all `expected` channels exist."""
-        while len(self.streams) < expected:
-            self._handle(*await self._frame())
-
-    async def receive(self) -> Event | None:
-        """The next thing the client sent on a channel; None once it has gone."""
+    async def receive(self) -> Opened | Data | None:
+        """The next stream opened or data sent; None once the client has gone."""
         try:
             while True:
                 if event := self._handle(*await self._frame()):
@@ -122,20 +137,20 @@ class SpdyChannels:
         except PROTOCOL_ERRORS:
             return None
 
-    async def send(self, channel: int, data: bytes, fin: bool = False) -> None:
-        if channel in self.streams and not self.writer.is_closing():
-            head = struct.pack(">II", self.streams[channel], (FIN_FLAG_DATA if fin else 0) | len(data))
+    def accept(self, stream_id: int) -> None:
+        """SYN_REPLY: the stream is open both ways."""
+        block = self.deflate.compress(struct.pack(">I", 0)) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+        self._control(SYN_REPLY, struct.pack(">I", stream_id) + block)
+
+    def reset(self, stream_id: int) -> None:
+        """RST_STREAM (CANCEL): refuse a stream, or stop the client sending on it."""
+        self._control(RST_STREAM, struct.pack(">II", stream_id, CANCEL))
+
+    async def send(self, stream_id: int, data: bytes, fin: bool = False) -> None:
+        if not self.writer.is_closing():
+            head = struct.pack(">II", stream_id, (FIN_FLAG_DATA if fin else 0) | len(data))
             self.writer.write(head + data)
             await self.writer.drain()
-
-    async def finish(self, status: bytes) -> None:
-        """Stop input, write the Status, then FIN every output stream (the client reads up to it)."""
-        for channel in (STDIN, RESIZE):
-            if channel in self.streams:
-                self._control(RST_STREAM, struct.pack(">II", self.streams[channel], CANCEL))
-        await self.send(ERROR, status)
-        for channel in (STDOUT, STDERR, ERROR):
-            await self.send(channel, b"", fin=True)
 
     async def _frame(self) -> tuple[bool, int, int, bytes]:
         """(control?, frame type or stream id, flags, payload) of the next frame."""
@@ -144,20 +159,15 @@ class SpdyChannels:
         control = bool(first & 0x80000000)
         return control, first & (0xFFFF if control else 0x7FFFFFFF), flags_length >> 24, payload
 
-    def _handle(self, control: bool, kind: int, flags: int, payload: bytes) -> Event | None:
+    def _handle(self, control: bool, kind: int, flags: int, payload: bytes) -> Opened | Data | None:
         if not control:
-            channel = next((c for c, sid in self.streams.items() if sid == kind), None)
-            return (channel, payload, bool(flags & FLAG_FIN)) if channel is not None else None
+            return Data(kind, payload, bool(flags & FLAG_FIN))
         if kind == SYN_STREAM:
             stream_id = struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF
-            headers = _header_block(self.inflate.decompress(payload[10:]))
-            if headers.get("streamtype") in CHANNEL_OF:
-                self.streams[CHANNEL_OF[headers["streamtype"]]] = stream_id
-            block = self.deflate.compress(struct.pack(">I", 0)) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
-            self._control(SYN_REPLY, struct.pack(">I", stream_id) + block)
-        elif kind == RST_STREAM:
-            return self._handle(False, struct.unpack_from(">I", payload)[0], FLAG_FIN, b"")
-        elif kind == PING and struct.unpack(">I", payload)[0] % 2 == 1:  # the client's: echo it
+            return Opened(stream_id, _header_block(self.inflate.decompress(payload[10:])))
+        if kind == RST_STREAM:
+            return Data(struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF, b"", True)
+        if kind == PING and struct.unpack(">I", payload)[0] % 2 == 1:  # the client's: echo it
             self._control(PING, payload)
         elif kind == GOAWAY:
             raise EOFError
@@ -165,6 +175,53 @@ class SpdyChannels:
 
     def _control(self, kind: int, payload: bytes) -> None:
         self.writer.write(struct.pack(">HHI", 0x8003, kind, len(payload)) + payload)
+
+
+class SpdyChannels:
+    """Remote-command channels over a SPDY session: one stream per channel, named by `streamtype`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.session = SpdySession(reader, writer)
+        self.streams: dict[int, int] = {}  # channel -> stream id
+
+    async def open(self, expected: int) -> None:
+        """Accept the client's streams until all `expected` channels exist."""
+        while len(self.streams) < expected:
+            event = await self.session.receive()
+            if event is None:
+                raise EOFError("the client left before opening its streams")
+            self._opened(event)
+
+    async def receive(self) -> Event | None:
+        """The next thing the client sent on a channel; None once it has gone."""
+        while (event := await self.session.receive()) is not None:
+            if isinstance(event, Opened):
+                self._opened(event)
+                continue
+            channel = next((c for c, sid in self.streams.items() if sid == event.stream_id), None)
+            if channel is not None:
+                return channel, event.data, event.fin
+        return None
+
+    async def send(self, channel: int, data: bytes, fin: bool = False) -> None:
+        if channel in self.streams:
+            await self.session.send(self.streams[channel], data, fin)
+
+    async def finish(self, status: bytes) -> None:
+        """Stop input, write the Status, then FIN every output stream (the client reads up to it)."""
+        for channel in (STDIN, RESIZE):
+            if channel in self.streams:
+                self.session.reset(self.streams[channel])
+        await self.send(ERROR, status)
+        for channel in (STDOUT, STDERR, ERROR):
+            await self.send(channel, b"", fin=True)
+
+    def _opened(self, event: Opened | Data) -> None:
+        """Accept every stream the client opens; note the channel its `streamtype` names."""
+        if isinstance(event, Opened):
+            if event.headers.get("streamtype") in CHANNEL_OF:
+                self.streams[CHANNEL_OF[event.headers["streamtype"]]] = event.stream_id
+            self.session.accept(event.stream_id)
 
 
 OP_CONTINUATION, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x2, 0x8, 0x9, 0xA
@@ -197,7 +254,7 @@ class WebSocketChannels:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str) -> None:
         self.reader, self.writer = reader, writer
-        self.half_close = protocol == WEBSOCKET_PROTOCOLS[0]
+        self.half_close = protocol == V5
         self.opcode, self.partial = OP_BINARY, b""
 
     async def receive(self) -> Event | None:
@@ -224,8 +281,13 @@ class WebSocketChannels:
     async def finish(self, status: bytes) -> None:
         """Write the Status on the error channel, then a normal close frame."""
         await self.send(ERROR, status)
-        self.writer.write(_ws_frame(OP_CLOSE, struct.pack(">H", 1000)))
-        await self.writer.drain()
+        await self.close()
+
+    async def close(self) -> None:
+        """A normal close frame: the session is over."""
+        if not self.writer.is_closing():
+            self.writer.write(_ws_frame(OP_CLOSE, struct.pack(">H", 1000)))
+            await self.writer.drain()
 
     async def _message(self) -> tuple[int, bytes]:
         """The next whole message (fragments joined); control frames come as they arrive."""
@@ -252,6 +314,52 @@ class WebSocketChannels:
 Channels = SpdyChannels | WebSocketChannels
 
 
+def upgrade_websocket(
+    headers: dict[str, str],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    protocols: tuple[str, ...],
+) -> WebSocketChannels:
+    """Switch to WebSocket with the first offered subprotocol that is in `protocols` ("" in it: a client
+    that offers none is served too); raise Refusal before switching."""
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+    protocol = next((p for p in offered if p in protocols), None)
+    if protocol is None or "sec-websocket-key" not in headers:
+        supported = [p for p in protocols if p]
+        raise Refusal(
+            HTTPStatus.BAD_REQUEST,
+            f"requested protocol(s) are not supported: {offered}; supports {supported}",
+        )
+    answer = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    answer |= {"Sec-WebSocket-Protocol": protocol} if protocol else {}
+    answer["Sec-WebSocket-Accept"] = websocket_accept(headers["sec-websocket-key"])
+    respond(writer, HTTPStatus.SWITCHING_PROTOCOLS, headers=answer)
+    return WebSocketChannels(reader, writer, protocol)
+
+
+def upgrade_spdy(headers: dict[str, str], writer: asyncio.StreamWriter, protocol: str) -> None:
+    """Switch to SPDY/3.1 when the client offers `protocol` (k8s.io/streaming httpstream.Handshake);
+    raise Refusal before switching."""
+    offered = [p.strip() for p in headers.get("x-stream-protocol-version", "").split(",") if p.strip()]
+    if not offered:
+        raise Refusal(HTTPStatus.BAD_REQUEST, "unable to upgrade: header X-Stream-Protocol-Version is empty")
+    if protocol not in offered:
+        raise Refusal(
+            HTTPStatus.FORBIDDEN,
+            f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
+            f"server accepts [{protocol}]",
+            {"X-Accepted-Stream-Protocol-Versions": protocol},
+        )
+    if "spdy/3.1" not in headers.get("upgrade", "").lower():
+        raise Refusal(HTTPStatus.BAD_REQUEST, "unable to upgrade: missing upgrade headers in request")
+    answer = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": protocol}
+    respond(writer, HTTPStatus.SWITCHING_PROTOCOLS, headers=answer)
+
+
+def is_websocket(headers: dict[str, str]) -> bool:
+    return headers.get("upgrade", "").lower() == "websocket"
+
+
 async def upgrade(
     headers: dict[str, str],
     reader: asyncio.StreamReader,
@@ -259,37 +367,13 @@ async def upgrade(
     expected: int,
     first_output: int,
 ) -> Channels:
-    """Switch to WebSocket when asked, else to SPDY/3.1 (k8s.io/streaming httpstream.Handshake), and
-    return once the session carries its `expected` channels; raise Refusal before switching."""
-    if headers.get("upgrade", "").lower() == "websocket":
-        offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
-        protocol = next((p for p in offered if p in WEBSOCKET_PROTOCOLS), None)
-        if protocol is None or "sec-websocket-key" not in headers:
-            supported = list(WEBSOCKET_PROTOCOLS)
-            raise Refusal(
-                HTTPStatus.BAD_REQUEST,
-                f"requested protocol(s) are not supported: {offered}; supports {supported}",
-            )
-        answer = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Protocol": protocol}
-        answer["Sec-WebSocket-Accept"] = websocket_accept(headers["sec-websocket-key"])
-        respond(writer, HTTPStatus.SWITCHING_PROTOCOLS, headers=answer)
-        channels = WebSocketChannels(reader, writer, protocol)
+    """A remote-command session: WebSocket when asked, else SPDY/3.1, returned once the session
+    carries its `expected` channels; raise Refusal before switching."""
+    if is_websocket(headers):
+        channels = upgrade_websocket(headers, reader, writer, WEBSOCKET_PROTOCOLS)
         await channels.send(first_output, b"")  # an empty message tells the client the session is up
         return channels
-    offered = [p.strip() for p in headers.get("x-stream-protocol-version", "").split(",") if p.strip()]
-    if not offered:
-        raise Refusal(HTTPStatus.BAD_REQUEST, "unable to upgrade: header X-Stream-Protocol-Version is empty")
-    if SPDY_PROTOCOL not in offered:
-        raise Refusal(
-            HTTPStatus.FORBIDDEN,
-            f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
-            f"server accepts [{SPDY_PROTOCOL}]",
-            {"X-Accepted-Stream-Protocol-Versions": SPDY_PROTOCOL},
-        )
-    if "spdy/3.1" not in headers.get("upgrade", "").lower():
-        raise Refusal(HTTPStatus.BAD_REQUEST, "unable to upgrade: missing upgrade headers in request")
-    answer = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": SPDY_PROTOCOL}
-    respond(writer, HTTPStatus.SWITCHING_PROTOCOLS, headers=answer)
-    channels = SpdyChannels(reader, writer)
-    await asyncio.wait_for(channels.open(expected), STREAMS_TIMEOUT_S)
-    return channels
+    upgrade_spdy(headers, writer, SPDY_PROTOCOL)
+    spdy = SpdyChannels(reader, writer)
+    await asyncio.wait_for(spdy.open(expected), STREAMS_TIMEOUT_S)
+    return spdy
