@@ -1,13 +1,16 @@
-"""The node agent's kubelet API through the real API server and kubectl: logs (follow, previous) and
-exec, over each way a client reaches it (kubectl's WebSocket, which the API server turns into SPDY;
-SPDY itself; a v4 WebSocket, which the API server passes through), and the Summary API through the
-node proxy (/api/v1/nodes/NODE/proxy/stats/summary)."""
+"""The node agent's kubelet API through the real API server and kubectl: logs (follow, previous), exec,
+attach (kubectl attach, kubectl run -i/-it --rm) and port forwarding, over each way a client reaches it
+(kubectl's WebSocket, which the API server turns into SPDY; SPDY itself; a v4 WebSocket, which the API
+server passes through: the Python client's port forwarding), and the Summary API through the node proxy
+(/api/v1/nodes/NODE/proxy/stats/summary)."""
 
+import http.client
 import json
 import os
 import queue
 import re
 import shlex
+import socket
 import ssl
 import subprocess
 import threading
@@ -18,11 +21,13 @@ import urllib.request
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import websocket
 from kubernetes import client
+from kubernetes.stream import portforward
 
 from harness.localfleet.nodeagent import streams
 from tests.conftest import wait_for
@@ -41,6 +46,14 @@ for n in itertools.count():
     time.sleep(0.2)
 """
 TRANSPORTS = {"websocket": {}, "spdy": {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}}
+FORWARD_TRANSPORTS = {"websocket": {}, "spdy": {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}}
+WEB_PORT, SILENT_PORT = 8000, 8001  # the web pod serves on the first; nobody listens on the second
+WEB = (
+    'echo "served by $HOSTNAME" > /srv/web/index.html && '
+    f"exec python3 -m http.server {WEB_PORT} --bind 127.0.0.1 --directory /srv/web"
+)
+GREETER = "import sys; print('hello', sys.stdin.readline().strip(), flush=True)"
+FORWARDING = re.compile(r"^Forwarding from 127\.0\.0\.1:(\d+) -> ")
 BURN_CORES, HOLD_MIB = 0.5, 64  # the burner's CPU limit (its CFS quota) and the memory it holds
 NS_PER_S, MIB = 1_000_000_000, 1 << 20
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
@@ -96,6 +109,106 @@ def kubectl_argv(fleet_dir: Path, kubectl_bin: Path, talker: client.V1Pod) -> Ku
     """The argv of a kubectl command in the talker's namespace."""
     base = [str(kubectl_bin), "--kubeconfig", str(fleet_dir / "kubeconfig"), "--context", CONTEXT]
     return lambda *args: [*base, "-n", talker.metadata.namespace, *args]
+
+
+@pytest.fixture(scope="module")
+def web(api, talker: client.V1Pod) -> client.V1Pod:
+    """A Ready pod in the talker's namespace serving HTTP on 127.0.0.1:WEB_PORT only: reachable from
+    inside its network namespace, not at its pod IP."""
+    core, namespace = client.CoreV1Api(api(CONTEXT)), talker.metadata.namespace
+    listening = f"import socket; socket.create_connection(('127.0.0.1', {WEB_PORT}), 1)"
+    container = {
+        "name": "web",
+        "image": "python:3.11",
+        "command": ["sh", "-c", WEB],
+        "readinessProbe": {"exec": {"command": ["python3", "-c", listening]}, "periodSeconds": 1},
+        "volumeMounts": [{"name": "site", "mountPath": "/srv/web"}],
+    }
+    spec = {"terminationGracePeriodSeconds": 1, "containers": [container]}
+    spec["volumes"] = [{"name": "site", "emptyDir": {}}]
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "web"}, "spec": spec})
+
+    def ready() -> client.V1Pod | None:
+        pod = core.read_namespaced_pod("web", namespace)
+        conditions = pod.status.conditions or []
+        return pod if any(c.type == "Ready" and c.status == "True" for c in conditions) else None
+
+    return wait_for(ready, 60, "the web pod to be ready")
+
+
+def _lines(process: subprocess.Popen) -> queue.Queue[str]:
+    """The lines a process writes to stdout and stderr, as they come."""
+    lines: queue.Queue[str] = queue.Queue()
+    for stream in (process.stdout, process.stderr):
+        threading.Thread(target=lambda s=stream: [lines.put(line) for line in s], daemon=True).start()
+    return lines
+
+
+def _line_with(lines: queue.Queue[str], text: str, deadline_s: float) -> str:
+    """The next line holding `text`, within the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        if text in line:
+            return line
+
+
+class _Screen:
+    """What a program writes to a terminal, read as it comes (by a thread of its own)."""
+
+    def __init__(self, terminal: int) -> None:
+        self.text, self.changed = "", threading.Condition()
+        threading.Thread(target=self._read, args=(terminal,), daemon=True).start()
+
+    def _read(self, terminal: int) -> None:
+        while True:
+            try:
+                data = os.read(terminal, 4096)
+            except OSError:  # the program has gone, or the terminal was closed
+                return
+            if not data:
+                return
+            with self.changed:
+                self.text += data.decode(errors="replace")
+                self.changed.notify_all()
+
+    def wait_for(self, text: str, deadline_s: float) -> None:
+        with self.changed:
+            if not self.changed.wait_for(lambda: text in self.text, deadline_s):
+                raise AssertionError(f"{text!r} did not show within {deadline_s} s: {self.text!r}")
+
+
+@contextmanager
+def _port_forward(argv: list[str], env: dict) -> Iterator[tuple[subprocess.Popen, int, queue.Queue[str]]]:
+    """`kubectl port-forward ... :PORT` running: (the process, the local port it chose, its output)."""
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ | env
+    )
+    lines = _lines(process)
+    try:
+        yield process, int(FORWARDING.match(_line_with(lines, "Forwarding from 127.0.0.1:", 30))[1]), lines
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _get(port: int) -> tuple[int, str]:
+    """GET / from a local port: (status, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", "/")
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        connection.close()
+
+
+def _gone(core: client.CoreV1Api, namespace: str, name: str) -> bool:
+    try:
+        core.read_namespaced_pod(name, namespace)
+    except client.ApiException as error:
+        return error.status == 404
+    return False
 
 
 def _run(argv: list[str], stdin: str | None = None, env: dict | None = None) -> tuple[int, str, str]:
@@ -305,6 +418,134 @@ def test_stats_summary_shows_what_a_pod_burns(api, burner_and_idler: tuple[str, 
     assert last["node"]["nodeName"] == node
     assert last["node"]["cpu"]["usageCoreNanoSeconds"] >= burner_now["cpu"]["usageCoreNanoSeconds"]
     assert last["node"]["memory"]["workingSetBytes"] >= burner_now["memory"]["workingSetBytes"]
+
+
+@pytest.mark.parametrize("transport", FORWARD_TRANSPORTS)
+def test_port_forward_reaches_a_server_on_the_pods_localhost(
+    kubectl_argv: Kubectl, web: client.V1Pod, transport: str
+) -> None:
+    """kubectl port-forward on a port it chooses; two connections, each a pair of streams of one session.
+    The server listens on the pod's 127.0.0.1 only, so the node agent dialled inside its namespace."""
+    argv = kubectl_argv("port-forward", f"pod/{web.metadata.name}", f":{WEB_PORT}")
+    with _port_forward(argv, FORWARD_TRANSPORTS[transport]) as (_, port, lines):
+        for _ in range(2):
+            assert _get(port) == (200, f"served by {web.metadata.name}\n")
+        assert f"Handling connection for {port}" in _line_with(lines, "Handling connection", 10)
+
+
+def test_port_forward_to_a_port_nobody_listens_on(kubectl_argv: Kubectl, web: client.V1Pod) -> None:
+    """The kubelet's error reaches kubectl on the error stream, naming the port; kubectl then gives up."""
+    name = web.metadata.name
+    with _port_forward(kubectl_argv("port-forward", f"pod/{name}", f":{SILENT_PORT}"), {}) as forward:
+        process, port, lines = forward
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.recv(1)  # kubectl closes it
+        error = _line_with(lines, "an error occurred forwarding", 30)
+        assert (
+            f"an error occurred forwarding {port} -> {SILENT_PORT}: error forwarding port {SILENT_PORT}"
+            in error
+        )
+        assert f" to pod {name}, uid {web.metadata.uid}: " in error and "connection refused" in error
+        process.wait(timeout=30)
+        assert "lost connection to pod" in _line_with(lines, "error: ", 10)
+
+
+def test_python_client_port_forward_over_a_websocket(api, web: client.V1Pod) -> None:
+    """kubernetes.stream.portforward (v4 WebSocket, passed through by the API server): one port answers,
+    the other's error channel names it."""
+    core, name = client.CoreV1Api(api(CONTEXT)), web.metadata.name
+    forward = portforward(
+        core.connect_get_namespaced_pod_portforward,
+        name,
+        web.metadata.namespace,
+        ports=f"{WEB_PORT},{SILENT_PORT}",
+    )
+    try:
+        connection = forward.socket(WEB_PORT)
+        connection.settimeout(30)
+        connection.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(1 << 16):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(f"served by {name}\n".encode())
+        error = wait_for(lambda: forward.error(SILENT_PORT), 30, "the error of the port nobody listens on")
+        assert f"error forwarding port {SILENT_PORT} to pod {name}" in error and "connection refused" in error
+        assert forward.error(WEB_PORT) is None
+    finally:
+        forward.close()
+
+
+def test_attach_shows_live_output(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:
+    """kubectl attach prints what the container writes from the moment of attach on, as it comes."""
+    name = talker.metadata.name
+    code, out, err = _run(kubectl_argv("logs", name, "--tail=1"))
+    assert code == 0 and out.startswith("tick "), (out, err)
+    before = int(out.split()[1])
+    attached = subprocess.Popen(
+        kubectl_argv("attach", name, "-c", "talker"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = _lines(attached)
+    try:
+        ticks = [_line_with(lines, "tick ", 30) for _ in range(3)]
+        numbers = [int(line.split()[1]) for line in ticks]
+        assert numbers[0] > before and numbers == list(range(numbers[0], numbers[0] + 3)), (before, ticks)
+        assert time.time() - float(ticks[-1].split()[2]) < 2.0  # live, not read back later
+    finally:
+        attached.terminate()
+        attached.wait(timeout=10)
+
+
+def test_run_interactive_attaches_then_removes_its_pod(
+    api, kubectl_argv: Kubectl, talker: client.V1Pod
+) -> None:
+    """kubectl run -i --rm: the container waits on its stdin (a pipe the node keeps open) until kubectl
+    attaches and writes; the answer comes back over the attach; the pod is deleted when it ends."""
+    name, namespace = f"greeter-{uuid.uuid4().hex[:6]}", talker.metadata.namespace
+    argv = kubectl_argv("run", "-i", "--rm", name, "--image=python:3.11", "--restart=Never", "--")
+    code, out, err = _run([*argv, "python3", "-c", GREETER], stdin="there\n")
+    assert code == 0 and "hello there\n" in out, (out, err)
+    assert "falling back" not in err, err
+    wait_for(lambda: _gone(client.CoreV1Api(api(CONTEXT)), namespace, name), 30, f"pod {name} to be gone")
+
+
+def test_run_with_a_terminal_prints_the_output_then_removes_its_pod(
+    api, kubectl_argv: Kubectl, talker: client.V1Pod
+) -> None:
+    """kubectl run -it --rm of a command that ends at once (kubectl given a terminal by `script`): the
+    output shows (read from the log if the container has ended before kubectl attaches), the pod goes."""
+    name, namespace = f"hi-{uuid.uuid4().hex[:6]}", talker.metadata.namespace
+    argv = kubectl_argv("run", "-it", "--rm", name, "--image=busybox", "--restart=Never", "--")
+    command = shlex.join([*argv, "sh", "-c", "echo hi from $HOSTNAME"])
+    code, out, err = _run(["script", "-qec", command, "/dev/null"], stdin="")
+    assert code == 0 and f"hi from {name}" in out, (out, err)
+    wait_for(lambda: _gone(client.CoreV1Api(api(CONTEXT)), namespace, name), 30, f"pod {name} to be gone")
+
+
+def test_run_an_interactive_shell_on_a_terminal(api, kubectl_argv: Kubectl, talker: client.V1Pod) -> None:
+    """kubectl run -it --rm NAME -- sh, typed at on a terminal: Enter runs a line, `exit 3` ends the
+    session with kubectl's exit code 3, and the pod is deleted."""
+    name, namespace = f"shell-{uuid.uuid4().hex[:6]}", talker.metadata.namespace
+    argv = kubectl_argv("run", "-it", "--rm", name, "--image=busybox", "--restart=Never", "--", "sh")
+    terminal, side = os.openpty()
+    kubectl = subprocess.Popen(argv, stdin=side, stdout=side, stderr=side)
+    os.close(side)
+    screen = _Screen(terminal)
+    try:
+        screen.wait_for("If you don't see a command prompt", 60)  # kubectl is about to attach
+        os.write(terminal, b"echo hello $HOSTNAME\r")
+        screen.wait_for(f"hello {name}", 30)
+        os.write(terminal, b"exit 3\r")
+        assert kubectl.wait(timeout=60) == 3, screen.text
+        assert "falling back" not in screen.text, screen.text
+    finally:
+        if kubectl.poll() is None:
+            kubectl.kill()
+            kubectl.wait(timeout=10)
+        os.close(terminal)
+    wait_for(lambda: _gone(client.CoreV1Api(api(CONTEXT)), namespace, name), 30, f"pod {name} to be gone")
 
 
 def test_logs_previous_after_a_restart(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:

@@ -40,8 +40,6 @@ async def run_session(
 ) -> None:
     """Attach `channels` to the container's current run until the run ends or the client hangs up."""
     process, run = container.process, container.restarts
-    if process is None:
-        return
     tty = bool(container.spec.tty)
     log = containerlogs.log_path(worker, container.spec.name, run)
     offset = log.stat().st_size if log.exists() else 0
@@ -49,7 +47,7 @@ async def run_session(
     inbound = asyncio.ensure_future(_inbound(channels, container.stdin if wanted["stdin"] else None, tty))
     try:
         while True:
-            live = container.process is process and process.returncode is None
+            live = process is not None and container.process is process and process.returncode is None
             data = containerlogs.read_at(log, offset)
             offset += len(data)
             if data and output is not None:
