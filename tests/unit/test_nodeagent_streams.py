@@ -238,6 +238,30 @@ def test_websocket_port_forward_announces_ports_then_forwards(monkeypatch: pytes
     asyncio.run(scenario())
 
 
+def test_port_forward_websocket_subprotocols() -> None:
+    """v4 is chosen from what the Python client offers; a client that offers none is served without one;
+    v5 alone is refused (the kubelet's port forwarding has no v5)."""
+    key = {"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+    async def upgrade(offered: str | None, wire: Wire) -> streams.WebSocketChannels:
+        headers = key | ({"sec-websocket-protocol": offered} if offered else {})
+        return streams.upgrade_websocket(
+            headers, asyncio.StreamReader(), wire, portforward.WEBSOCKET_PROTOCOLS
+        )
+
+    for offered, chosen in ((f"{streams.V5}, {streams.V4}", streams.V4), (None, "")):
+        wire = Wire()
+        channels = asyncio.run(upgrade(offered, wire))
+        head = wire.data.decode()
+        assert (
+            head.startswith("HTTP/1.1 101 ") and "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+        )
+        assert (f"Sec-WebSocket-Protocol: {chosen}" in head) == bool(chosen) and not channels.half_close
+    with pytest.raises(streams.Refusal) as refused:
+        asyncio.run(upgrade(streams.V5, Wire()))
+    assert refused.value.code == 400 and "supports ['v4.channel.k8s.io']" in refused.value.message
+
+
 def test_attach_terminal_translation() -> None:
     assert attach.terminal_input(b"echo hi\r") == b"echo hi\n"
     assert attach.terminal_output(b"a\nb\r\nc") == b"a\r\nb\r\nc"

@@ -149,7 +149,7 @@ class Forward:
         """Data the client sent; `fin`: it sends no more (the pod's side is half-closed)."""
         if self.writer is None:
             self.pending.append(data)
-        elif data and not self.client_done.is_set():
+        elif data and not (self.client_done.is_set() or self.writer.is_closing()):
             with contextlib.suppress(OSError):
                 self.writer.write(data)
                 await self.writer.drain()
