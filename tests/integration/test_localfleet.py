@@ -158,16 +158,27 @@ def _fleet_processes(folder: Path, program: str = "") -> list[int]:
 TOKEN_FOLDER = Path("/var/run/secrets/kubernetes.io/serviceaccount").resolve()  # /var/run: a link to /run
 
 
-def _token_holders() -> set[int]:
-    """Processes whose mount namespace has a service-account token folder mounted (pods' containers)."""
-    found = set()
+def _token_holders(folder: Path) -> set[int]:
+    """The fleet's processes (descendants of those naming `folder`) whose mount namespace has a
+    service-account token folder mounted: its pods' containers. Other fleets (another test worker's) come
+    and go meanwhile."""
+    fleet, found = set(_fleet_processes(folder)), set()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             points = (line.split()[4] for line in (proc / "mountinfo").read_text().splitlines())
-            if str(TOKEN_FOLDER) in points:
+            if str(TOKEN_FOLDER) in points and _ancestors(int(proc.name)) & fleet:
                 found.add(int(proc.name))
         except OSError:
             continue
+    return found
+
+
+def _ancestors(pid: int) -> set[int]:
+    """The pids above `pid` up to init."""
+    found = set()
+    while pid > 1:
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        found.add(pid)
     return found
 
 
@@ -175,7 +186,7 @@ def test_two_fleets_side_by_side_and_down_leaves_nothing(fleet_dir: Path, tmp_pa
     """...and taking one down leaves the other's pods their service-account tokens: removing a mount
     point another fleet's container uses would detach it there (its next client finds no in-cluster
     configuration)."""
-    holders = _token_holders()
+    holders = _token_holders(fleet_dir)
     assert holders, "the shared fleet's pods have their tokens mounted"
     second = tmp_path / "second"
     run_cli("fleet", "up", "--dir", second, "--clusters", 1, "--no-backups")
