@@ -96,7 +96,12 @@ def take(fleet: Fleet, access: FleetAccess, look_at: Look = look) -> Snapshot:
                 unsettled[(app.name, cluster)] = unsettled_pods(access, app, cluster)
             except Exception:  # a cluster whose API does not answer has nothing settled to compare
                 continue
-    return Snapshot(answers, unsettled, frozenset(c.name for c in fleet.clusters if c.role == "active"))
+    return Snapshot(answers, unsettled, active_clusters(fleet))
+
+
+def active_clusters(fleet: Fleet) -> frozenset[str]:
+    """The clusters the fleet file makes active: where global traffic belongs."""
+    return frozenset(c.name for c in fleet.clusters if c.role == "active")
 
 
 def differences(before: Snapshot, now: Snapshot) -> list[str]:

@@ -66,7 +66,7 @@ def served_from_home(folder: Path) -> bool:
     """Every app's global endpoint answers, served by an active cluster: after a test restarted the primary's
     app, the global load balancer has failed back, so the next drill does not find the fleet mid-failover."""
     fleet = load_fleet(folder / "fleet.yaml")
-    home = {c.name for c in fleet.clusters if c.role == "active"}
+    home = steadystate.active_clusters(fleet)
     for app in fleet.apps:
         answer = steadystate.look(app, app.global_endpoint) if app.global_endpoint else None
         if answer is not None and not (answer.ok and answer.served_by in home):

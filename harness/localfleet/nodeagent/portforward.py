@@ -78,12 +78,19 @@ def ports_of(query: dict[str, list[str]]) -> list[int]:
         if not value:
             raise streams.Refusal(HTTPStatus.BAD_REQUEST, 'query parameter "port" cannot be empty')
         for text in value.split(","):
-            if not text.isdigit() or int(text) > 0xFFFF:
-                raise streams.Refusal(HTTPStatus.BAD_REQUEST, f'unable to parse "{value}" as a port')
-            if int(text) < 1:
-                raise streams.Refusal(HTTPStatus.BAD_REQUEST, f'port "{value}" must be > 0')
+            if problem := port_problem(text):
+                raise streams.Refusal(HTTPStatus.BAD_REQUEST, problem)
             ports.append(int(text))
     return ports
+
+
+def port_problem(text: str) -> str:
+    """Why `text` is not a port, worded as the kubelet words it, or ""."""
+    if not text.isdigit() or int(text) > 0xFFFF:
+        return f'unable to parse "{text}" as a port'
+    if int(text) < 1:
+        return f'port "{text}" must be > 0'
+    return ""
 
 
 def _connect_inside(netns: Path, port: int) -> socket.socket:
@@ -211,10 +218,8 @@ def _stream_problem(headers: dict[str, str]) -> str:
     port, kind = headers.get("port", ""), headers.get("streamtype", "")
     if not port:
         return '"port" header is required'
-    if not port.isdigit() or int(port) > 0xFFFF:
-        return f'unable to parse "{port}" as a port'
-    if int(port) < 1:
-        return f'port "{port}" must be > 0'
+    if problem := port_problem(port):
+        return problem
     if not kind:
         return '"streamtype" header is required'
     if kind not in ("data", "error"):
