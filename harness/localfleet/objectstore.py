@@ -88,13 +88,13 @@ def start(state: FleetState, minio: Path, deadline_s: float) -> Store:
     log = str(state.folder / "logs" / "backup" / "objectstore.log")
     start_process(state, processes.ProcessSpec(KEY, namespace, argv, env, log, address))
     store = Store(url(state), BUCKET, REGION, folder / "velero-credentials")
-    _wait_live(store.url, deadline_s, log)
-    _make_bucket(store, user, password)
+    deadline = time.monotonic() + deadline_s
+    _wait_live(store.url, deadline, deadline_s, log)
+    _make_bucket(store, user, password, deadline)
     return store
 
 
-def _wait_live(base: str, deadline_s: float, log: str) -> None:
-    deadline = time.monotonic() + deadline_s
+def _wait_live(base: str, deadline: float, deadline_s: float, log: str) -> None:
     while True:
         try:
             with urllib.request.urlopen(f"{base}/minio/health/live", timeout=2) as reply:
@@ -130,14 +130,19 @@ def signed_headers(
     return {**headers, "Authorization": f"AWS4-HMAC-SHA256 {credential}"}
 
 
-def _make_bucket(store: Store, user: str, password: str) -> None:
+def _make_bucket(store: Store, user: str, password: str, deadline: float) -> None:
+    """Make the bucket; MinIO is live before it is ready and answers 503 until it is, so retry that."""
     path = f"/{store.bucket}"
-    headers = signed_headers("PUT", store.url, path, user, password, store.region, dt.datetime.now(dt.UTC))
-    request = urllib.request.Request(f"{store.url}{path}", method="PUT", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10):
-            return
-    except urllib.error.HTTPError as error:
-        raise ObjectStoreError(
-            f"the backup store refused to make bucket {store.bucket}: HTTP {error.code}"
-        ) from None
+    while True:
+        now = dt.datetime.now(dt.UTC)
+        headers = signed_headers("PUT", store.url, path, user, password, store.region, now)
+        request = urllib.request.Request(f"{store.url}{path}", method="PUT", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                return
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or time.monotonic() > deadline:
+                raise ObjectStoreError(
+                    f"the backup store refused to make bucket {store.bucket}: HTTP {error.code}"
+                ) from None
+        time.sleep(0.2)

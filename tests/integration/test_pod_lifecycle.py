@@ -77,8 +77,14 @@ def test_init_containers_run_in_order_and_share_the_pods_volume(
     main = _shell("main", "cat /work/order; exec sleep 3600")
     core.create_namespaced_pod(namespace, _pod("ordered", [main], [first, second]))
 
-    wait_for(_shows(kubectl, namespace, "ordered", "Init:0/2"), 60, "kubectl to show Init:0/2")
-    pod = core.read_namespaced_pod("ordered", namespace)
+    def first_running() -> client.V1Pod | None:
+        # the pod waits for its namespace's kube-root-ca.crt, which the controller manager publishes
+        pod = core.read_namespaced_pod("ordered", namespace)
+        statuses = pod.status.init_container_statuses or []
+        return pod if statuses and statuses[0].state.running else None
+
+    pod = wait_for(first_running, 60, "the first init container to run")
+    assert _status_column(kubectl, namespace, "ordered") == "Init:0/2"
     initialized = _condition(pod, "Initialized")
     assert pod.status.phase == "Pending"
     assert (initialized.status, initialized.reason) == ("False", "ContainersNotInitialized")
