@@ -5,8 +5,11 @@ holds a container: its memory limit from limits.memory, cpu.shares from requests
 limits.cpu; cpuacct counts its CPU time for /stats/summary (where the machine mounts cpu and cpuacct
 together, both are one folder). `<node>` is limited to the node's allocatable memory (as the kubelet
 limits kubepods), and `<node>/agent` in the freezer holds the node agent, so freezing `<node>` freezes
-the node and all its pods. `<node>` is the node's network namespace name, which starts with its fleet's
-prefix: `fleet down` removes a fleet's cgroups by that prefix.
+the node and all its pods. Every node stands for a machine of its own, yet all of them share this one: the
+cpu.shares of `fleetdrill` are SHARES_PER_CPU for each node in it, so the pods of each node weigh as much as
+one of the machine's processes (one weight for the pods of every node together starved a node's app behind
+its stress pod whenever the machine was busy). `<node>` is the node's network namespace name, which
+starts with its fleet's prefix: `fleet down` removes a fleet's cgroups by that prefix.
 """
 
 import contextlib
@@ -30,7 +33,7 @@ WITHOUT = {
     "cpuacct": "CPU usage in /stats/summary",
     "freezer": "`fleetdrill fleet freeze`",
 }
-MIN_SHARES, SHARES_PER_CPU = 2, 1024
+MIN_SHARES, SHARES_PER_CPU, MAX_SHARES = 2, 1024, 262_144
 CFS_PERIOD_US, MIN_QUOTA_US = 100_000, 1_000
 REMOVE_DEADLINE_S = 10.0
 
@@ -101,7 +104,18 @@ def remove_fleet(prefix: str) -> list[int]:
                 raise FleetDrillError(f"cannot remove the fleet's cgroup {folder}: {error}") from error
         with contextlib.suppress(OSError):
             (root / PARENT).rmdir()  # fails while another fleet uses it
+    weigh_nodes()
     return killed
+
+
+def weigh_nodes() -> None:
+    """Give `fleetdrill` SHARES_PER_CPU of CPU shares for each node in it (see the module's docstring)."""
+    folder = hierarchies().get("cpu")
+    if folder is None or not (folder / PARENT).is_dir():
+        return
+    nodes = sum(1 for child in (folder / PARENT).iterdir() if child.is_dir())
+    with contextlib.suppress(OSError):  # the last node of the last fleet removed it meanwhile
+        _write(folder / PARENT / "cpu.shares", min(MAX_SHARES, max(1, nodes) * SHARES_PER_CPU))
 
 
 def node_dir(controller: str, node: str) -> Path | None:
@@ -141,6 +155,7 @@ class NodeCgroups:
             if controller == "freezer":
                 (folder / AGENT).mkdir(exist_ok=True)
                 _write(folder / AGENT / "cgroup.procs", os.getpid())
+        weigh_nodes()
 
     def create(self, uid: str, container: str, resources: client.V1ResourceRequirements | None) -> list[Path]:
         """Fresh cgroups for a container, with its limits; the folders its process must join."""
