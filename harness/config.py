@@ -200,6 +200,8 @@ def placeholders(template: str) -> list[str]:
 
 CLOUD_KEY = re.compile(r"^cloud\[([A-Za-z_][A-Za-z0-9_]*)\]$")
 """A cloud id placeholder, {cloud[KEY]}: the key of clusters[].cloud."""
+CLOUD_IN_TEXT = re.compile(r"\{cloud\[([A-Za-z_][A-Za-z0-9_]*)\]\}")
+"""{cloud[KEY]} anywhere in a text (a chaostoolkit step's strings)."""
 
 
 def _allowed(placeholder: str, allowed: tuple[str, ...]) -> bool:
@@ -436,13 +438,18 @@ ONE_CLUSTER = ("cluster", "context", "region", "zones", "cloud")
 and its cloud ids ({cloud[KEY]}, from clusters[].cloud)."""
 PLACEHOLDERS = {  # what each provider method fills in its templates
     "lose_cluster": ONE_CLUSTER,
-    "restore_cluster": ONE_CLUSTER,
+    "restore_cluster": (*ONE_CLUSTER, "handle"),
     "partition": ("clusters", "contexts", "regions", "name"),
-    "heal": ("name",),
+    "heal": ("name", "handle"),
     "traffic_crosses": ("clusters", "contexts", "regions"),
     "lose_node": (*ONE_CLUSTER, "node"),
-    "restore_node": (*ONE_CLUSTER, "node"),
+    "restore_node": (*ONE_CLUSTER, "node", "handle"),
 }
+HANDED_TO = {"lose_cluster": "restore_cluster", "partition": "heal", "lose_node": "restore_node"}
+"""Each lose step and the restore step that gets what it returned as {handle} (on one line; "" when it
+returned nothing or never returned: a crash while it ran)."""
+HANDLE_PATH = re.compile(r"[^.\s]+(\.[^.\s]+)*")
+"""A chaostoolkit lose step's `handle`: keys and list indexes joined by "." (experiment.id)."""
 
 
 class CommandSettings(_Model):
@@ -450,26 +457,30 @@ class CommandSettings(_Model):
 
     Each is an argv list (no shell); {cluster} and its kubeconfig {context}, {region}, {zones} and its
     cloud ids {cloud[KEY]} (clusters[].cloud), {clusters}, {contexts} and {regions} (comma-separated),
-    {name} (a partition's) and {node} are filled in where the step has them. A step left out refuses the
-    faults that need it.
+    {name} (a partition's), {node} and {handle} (the last line a lose step printed on stdout that is not
+    blank, given to its restore step: e.g. the id of what it started) are filled in where the step has
+    them. A step left out refuses the faults that need it.
     """
 
     lose_cluster: Argv | None = None
-    """Take a whole cluster away; gets {cluster} and {context}."""
+    """Take a whole cluster away; gets {cluster} and {context}. Its last line of output is restore_cluster's
+    {handle}."""
     restore_cluster: Argv | None = None
-    """Bring a lost cluster back (idempotent); gets {cluster} and {context}."""
+    """Bring a lost cluster back (idempotent); gets {cluster}, {context} and {handle}."""
     partition: Argv | None = None
-    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}."""
+    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}. Its last line of
+    output is heal's {handle}."""
     heal: Argv | None = None
-    """End the partition {name} (idempotent)."""
+    """End the partition {name} (idempotent); gets {handle}."""
     traffic_crosses: Argv | None = None
     """Look across a partition from outside it, the evidence that it took effect: exit 0 when traffic from
     the rest of the fleet still reaches {clusters} ({contexts}, {regions}), 1 when it no longer does;
     another status is an error. Left out, a partition through this provider cannot be proven."""
     lose_node: Argv | None = None
-    """Stop a node dead; gets {cluster}, {context} and {node}."""
+    """Stop a node dead; gets {cluster}, {context} and {node}. Its last line of output is restore_node's
+    {handle}."""
     restore_node: Argv | None = None
-    """Bring a lost node back (idempotent); gets {cluster}, {context} and {node}."""
+    """Bring a lost node back (idempotent); gets {cluster}, {context}, {node} and {handle}."""
     timeout: PositiveDuration = 600.0
     """Longest a command may run."""
 
@@ -485,31 +496,50 @@ class ChaosToolkitSettings(_Model):
 
     Each step is an activity's `provider` mapping (type python with module, func and arguments; or process,
     or http), run by chaoslib; string arguments get the same placeholders as the command provider's. The
-    restore steps are the rollbacks of the lose steps.
+    restore steps are the rollbacks of the lose steps, and get as {handle} what the lose step's activity
+    returned: a python function's value (its JSON), a process's last line of stdout, an http call's body;
+    with `handle: PATH` beside the lose step's provider keys, only the part at PATH (e.g. experiment.id).
     """
 
     model_config = ConfigDict(populate_by_name=True)
     lose_cluster: dict[str, Any] | None = None
-    """Take a whole cluster away; gets {cluster} and {context}."""
+    """Take a whole cluster away; gets {cluster} and {context}; what it returns is restore_cluster's
+    {handle}."""
     restore_cluster: dict[str, Any] | None = None
-    """Rollback of lose_cluster; gets {cluster} and {context}."""
+    """Rollback of lose_cluster; gets {cluster}, {context} and {handle}."""
     partition: dict[str, Any] | None = None
-    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}."""
+    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}; what it returns
+    is heal's {handle}."""
     heal: dict[str, Any] | None = None
-    """Rollback of partition; gets {name}."""
+    """Rollback of partition; gets {name} and {handle}."""
     traffic_crosses: dict[str, Any] | None = None
     """A probe looking across a partition from outside it: a python probe returns True while traffic from
     the rest of the fleet still reaches {clusters} ({contexts}, {regions}) and False once it does not; a
     process probe exits 0 or 1 for the same. Left out, a partition through this provider cannot be proven."""
     lose_node: dict[str, Any] | None = None
-    """Stop a node dead; gets {cluster}, {context} and {node}."""
+    """Stop a node dead; gets {cluster}, {context} and {node}; what it returns is restore_node's {handle}."""
     restore_node: dict[str, Any] | None = None
-    """Rollback of lose_node; gets {cluster}, {context} and {node}."""
+    """Rollback of lose_node; gets {cluster}, {context}, {node} and {handle}."""
     configuration: dict[str, Any] = {}
     """Chaos Toolkit configuration passed to every activity, with the step's placeholders filled in: e.g.
     `aws_region: "{region}"` is the region of the cluster the step acts on (chaosaws reads aws_region)."""
     secrets: dict[str, Any] = {}
     """Chaos Toolkit secrets passed to every activity (never logged)."""
+
+    @model_validator(mode="after")
+    def _handles_where_handed(self) -> "ChaosToolkitSettings":
+        """`handle` (fleetdrill's key, not the activity's) only in a lose step, as a path."""
+        for step in PLACEHOLDERS:
+            if "handle" not in (mapping := getattr(self, step) or {}):
+                continue
+            path = mapping["handle"]
+            if step not in HANDED_TO:
+                expected = f"no handle (only {', '.join(HANDED_TO)} hand one over)"
+                raise _Invalid(expected, path, (step, "handle"))
+            if not (isinstance(path, str) and HANDLE_PATH.fullmatch(path)):
+                expected = 'a path into what the step returns, keys and list indexes joined by "."'
+                raise _Invalid(expected, path, (step, "handle"))
+        return self
 
 
 PROVIDER_SETTINGS: dict[str, type[BaseModel]] = {
@@ -675,17 +705,12 @@ class Fleet(_Model):
 
     @model_validator(mode="after")
     def _cloud_ids_known(self) -> "Fleet":
-        """A command step that uses {cloud[KEY]} has KEY in every cluster's cloud ids."""
-        settings = self.infrastructure.typed_settings()
-        if not isinstance(settings, CommandSettings):
-            return self
-        for step in PLACEHOLDERS:
-            for template in getattr(settings, step) or ():
-                for key in (m[1] for name in placeholders(template) if (m := CLOUD_KEY.match(name))):
-                    for i, cluster in enumerate(self.clusters):
-                        if key not in cluster.cloud:
-                            expected = f"a key {key} (infrastructure.settings.{step} uses {{cloud[{key}]}})"
-                            raise _Invalid(expected, dict(cluster.cloud), ("clusters", i, "cloud"))
+        """A step that uses {cloud[KEY]} has KEY in every cluster's cloud ids."""
+        for step, key in _cloud_keys(self.infrastructure.typed_settings()):
+            for i, cluster in enumerate(self.clusters):
+                if key not in cluster.cloud:
+                    expected = f"a key {key} (infrastructure.settings.{step} uses {{cloud[{key}]}})"
+                    raise _Invalid(expected, dict(cluster.cloud), ("clusters", i, "cloud"))
         return self
 
     @model_validator(mode="after")
@@ -731,6 +756,15 @@ class Fleet(_Model):
         """The kubeconfig context of `cluster` (a name or a Cluster)."""
         found = self.cluster(cluster) if isinstance(cluster, str) else cluster
         return found.context or found.name
+
+
+def _cloud_keys(settings: BaseModel | None) -> list[tuple[str, str]]:
+    """(field, KEY) for every {cloud[KEY]} in a provider's steps (and a chaostoolkit configuration)."""
+    if settings is None:
+        return []
+    filled = [name for name in type(settings).model_fields if name in PLACEHOLDERS or name == "configuration"]
+    texts = {name: json.dumps(getattr(settings, name), default=str) for name in filled}
+    return [(name, key) for name, text in texts.items() for key in CLOUD_IN_TEXT.findall(text)]
 
 
 def _unique(field: str, keys: list[Any], part: str) -> None:

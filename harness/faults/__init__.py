@@ -3,7 +3,8 @@
 One module per family: pods (pod-kill), nodes (node-drain, node-loss), workload (soft-cluster-loss),
 resources (node-stress, quota-squeeze), network (deny-all-policy), cluster (cluster-loss), partition
 (wan-partition), scratch (scratch-namespace), experiment (chaostoolkit-experiment: what a Chaos Toolkit
-experiment changes); kube holds what the API faults share, actions makes any kind a Chaos Toolkit action.
+experiment changes); kube holds what the API faults share, provided what the provider's faults share,
+handover what their lose steps hand to their restore steps; actions makes any kind a Chaos Toolkit action.
 """
 
 from harness.faults.base import (

@@ -10,7 +10,8 @@ first, the fault in the ledger before it acts (`fleetdrill recover` reverts it a
 evidence that it took effect (an action whose fault does not show fails, reverted). The run stays open
 until revert_fault in the same process reverts the fault, waits for the fleet to be as it was found and
 writes the run's record (reports/RUN_ID/action-KIND). revert_fault in another process, or for a fault
-not in force, reverts it and drops it from the ledger, harmlessly.
+not in force, reverts it with what its ledger entries say its steps returned and drops it from the
+ledger, harmlessly.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from harness import paths
 from harness.config import load_fleet
 from harness.errors import FleetDrillError
 from harness.faults.base import Fault
+from harness.faults.handover import Handover
 from harness.faults.ledger import Ledger, fault_from_record, new_run_id
 
 KIND_MODULES = (
@@ -126,8 +128,9 @@ def revert_fault(
     reports: str | None = None,
 ) -> dict[str, Any]:
     """Chaos Toolkit rollback: revert the fault and end its drill run (the fleet as found, the record where
-    the action said); for a fault this process did not inject, revert it and drop it from the ledger. Takes
-    the action's arguments, so a rollback repeats them (`reports` was the action's). Returns its record."""
+    the action said); for a fault this process did not inject, revert it with what its ledger entries kept
+    and drop it from the ledger. Takes the action's arguments, so a rollback repeats them (`reports` was the
+    action's). Returns its record."""
     fault = _fault(kind, targets, params)
     opened = _OPEN.pop(fault.key, None)
     if opened is not None:
@@ -135,15 +138,17 @@ def revert_fault(
         return fault.to_record()
     from harness.fleet import FleetAccess
 
+    book = Ledger(Path(ledger) if ledger else paths.default_ledger())
+    entries = [
+        e for e in book.entries() if e.fault.get("kind") == kind and fault_from_record(e.fault) == fault
+    ]
     access = FleetAccess(load_fleet(fleet))
     try:
-        fault.revert(access)
+        fault.revert_handed(access, Handover({k: v for entry in entries for k, v in entry.handles.items()}))
     finally:
         access.close()
-    book = Ledger(Path(ledger) if ledger else paths.default_ledger())
-    for entry in book.entries():
-        if entry.fault.get("kind") == kind and fault_from_record(entry.fault) == fault:
-            book.remove(entry.id)
+    for entry in entries:
+        book.remove(entry.id)
     return fault.to_record()
 
 

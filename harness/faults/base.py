@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from harness.errors import FleetDrillError
+from harness.faults.handover import Handover
 from harness.timeline import Event, Timeline
 
 if TYPE_CHECKING:
@@ -158,6 +159,15 @@ class Fault(ABC):
     def revert(self, ctx: FaultContext) -> None:
         """Undo the fault; harmless when it is already reverted, or was never or only partly injected."""
 
+    def inject_handing(self, ctx: FaultContext, handover: Handover) -> None:
+        """inject, keeping in `handover` what each step returned for the step that reverts it (the
+        FaultStack's way in); a fault whose steps hand nothing over keeps this: inject."""
+        self.inject(ctx)
+
+    def revert_handed(self, ctx: FaultContext, handover: Handover) -> None:
+        """revert with what inject_handing kept (read back from the ledger by recover); by default: revert."""
+        self.revert(ctx)
+
     @abstractmethod
     def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
         """What shows, from outside the faulted part, that the fault has taken effect since injection
@@ -256,6 +266,7 @@ Guard = Callable[[Fault, frozenset[str]], None]
 class _InForce:
     fault: Fault
     entry_id: str | None  # None in a dry run
+    handover: Handover
 
 
 class FaultStack:
@@ -334,24 +345,30 @@ class FaultStack:
         if self._guard is not None and not fault.recovery:
             self._guard(fault, self.faulted_clusters())
         if self.dry_run:
-            item = _InForce(fault, None)
+            item = _InForce(fault, None, Handover())
             self._in_force.append(item)
             self.planned.append(fault)
             return item, self._record("fault.planned", item)
         with _shielded():
             entry_id = self._ledger.add(fault, self._run_id).id
-            item = _InForce(fault, entry_id)
+            item = _InForce(fault, entry_id, Handover(on_keep=lambda handles: self._keep(entry_id, handles)))
             self._in_force.append(item)
         started = self._record("fault.injecting", item)  # t0: a failure from here on may be the fault's
         try:
-            fault.inject(self._ctx)
+            fault.inject_handing(self._ctx, item.handover)
         except BaseException:
             self._revert(item)
             raise
-        event = self._record("fault.injected", item, started=started.t_mono)
+        handed = {"handles": item.handover.handles} if item.handover.handles else {}
+        event = self._record("fault.injected", item, started=started.t_mono, **handed)
         with _shielded():
             self._ledger.mark(entry_id, "applied")
         return item, event
+
+    def _keep(self, entry_id: str, handles: dict[str, str]) -> None:
+        """Write what the fault's steps returned so far to its ledger entry, before its next step runs."""
+        with _shielded():
+            self._ledger.keep(entry_id, handles)
 
     def _revert(self, item: _InForce) -> None:
         with _shielded():
@@ -359,7 +376,7 @@ class FaultStack:
                 return
             if item.entry_id is not None:
                 try:
-                    item.fault.revert(self._ctx)
+                    item.fault.revert_handed(self._ctx, item.handover)
                 except Exception as exc:
                     self._record("fault.revert_failed", item, error=f"{type(exc).__name__}: {exc}")
                     raise RevertError(
@@ -370,7 +387,7 @@ class FaultStack:
                 self._record("fault.reverted", item)
             self._in_force.remove(item)
 
-    def _record(self, name: str, item: _InForce, **extra: str | float) -> Event:
+    def _record(self, name: str, item: _InForce, **extra: object) -> Event:
         """A fault's event (fault.*); a recovery change's is recovery.* (a failover is not a fault)."""
         record, targets = item.fault.to_record(), item.fault.targets
         detail = {"id": item.entry_id, **{key: record[key] for key in ("kind", "targets", "params")}, **extra}

@@ -3,34 +3,28 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from harness.errors import FleetDrillError
-from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.faults.base import Evidence, FaultContext, Observed
 from harness.faults.evidence import all_of, api_unreachable, endpoint_down
-from harness.infra import Provider
+from harness.faults.handover import Handover
+from harness.faults.provided import HandsOver, provider
 from harness.timeline import Event
 
 
-def provider(ctx: FaultContext) -> Provider:
-    """The fleet's infrastructure provider; one clear error when the fleet file names none."""
-    if ctx.infra is None:
-        raise FleetDrillError("this fault needs an infrastructure provider: set infrastructure.provider")
-    return ctx.infra
-
-
 @dataclass(frozen=True)
-class ClusterLoss(Fault, kind="cluster-loss"):
-    """Every process of the target cluster stops at once; reverting brings it back on its data."""
+class ClusterLoss(HandsOver, kind="cluster-loss"):
+    """Every process of the target cluster stops at once; reverting brings it back on its data, each
+    cluster's restore step given what its lose step returned."""
 
     cuts_api: ClassVar[bool] = True
     by_provider: ClassVar[bool] = True
 
-    def inject(self, ctx: FaultContext) -> None:
+    def inject_handing(self, ctx: FaultContext, handover: Handover) -> None:
         for cluster in self.targets:
-            provider(ctx).lose_cluster(cluster)
+            handover.keep(cluster, provider(ctx).lose_cluster(cluster))
 
-    def revert(self, ctx: FaultContext) -> None:
+    def revert_handed(self, ctx: FaultContext, handover: Handover) -> None:
         for cluster in self.targets:
-            provider(ctx).restore_cluster(cluster)
+            provider(ctx).restore_cluster(cluster, handover.get(cluster))
 
     def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
         """Every target's app endpoint stops answering the drill's probes (its API server too when no

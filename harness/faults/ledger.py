@@ -3,7 +3,8 @@
 One JSON file, rewritten whole on each change: written to a temporary file in the same folder, fsynced,
 renamed over the old one, then the folder is fsynced; a reader or a crash sees the old ledger or the new
 one, never a torn one. Writers take an exclusive flock on `<ledger>.lock` around read-modify-write. An
-entry is written "intended" before its fault acts, "applied" once injected, and removed once reverted.
+entry is written "intended" before its fault acts, "applied" once injected, and removed once reverted; what
+its injecting steps return (harness.faults.handover) is written to it as each returns.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from harness.errors import FleetDrillError
 from harness.faults.base import KINDS, Fault, FaultContext, RevertError, describe_record, revert_order
+from harness.faults.handover import Handover
 
 State = Literal["intended", "applied", "reverted"]
 STATES: tuple[State, ...] = get_args(State)
@@ -92,7 +94,8 @@ def _as_kept(fault: Fault) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One fault in the ledger: its record (Fault.to_record), state, and who put it there, when."""
+    """One fault in the ledger: its record (Fault.to_record), state, who put it there, when, and what its
+    injecting steps returned."""
 
     id: str
     fault: dict[str, Any]
@@ -103,12 +106,17 @@ class LedgerEntry:
     created_at: float
     """Wall-clock seconds since the epoch."""
     updated_at: float
+    """When the state last changed."""
+    handles: dict[str, str] = field(default_factory=dict)
+    """What the fault's injecting steps returned, by what each acted on, for the steps that revert it."""
 
     def describe(self) -> str:
-        """One line: the fault, its state, and the run that applied it."""
+        """One line: the fault, its state, the run that applied it, and what its steps handed over."""
         since = datetime.fromtimestamp(self.updated_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         where = f"run {self.run_id}, pid {self.pid} on {self.host}"
-        return f"{describe_record(self.fault)} [{self.state} since {since}, {where}]"
+        handed = ", ".join(f"{key}: {handle}" for key, handle in self.handles.items())
+        handed = f"; handed over {handed}" if handed else ""
+        return f"{describe_record(self.fault)} [{self.state} since {since}, {where}{handed}]"
 
     @property
     def holder(self) -> str:
@@ -135,6 +143,8 @@ class Ledger:
             found = [LedgerEntry(**entry) for entry in data["entries"]]
             if any(entry.state not in STATES for entry in found):
                 raise ValueError(f"a state other than {', '.join(STATES)}")
+            if not all(_texts(entry.handles) for entry in found):
+                raise ValueError("handles other than a mapping of texts")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise LedgerError(
                 f"{self.path}: not a fault ledger ({exc}); faults it lists may still be in force: "
@@ -160,9 +170,16 @@ class Ledger:
         """Set an entry's state; LedgerError when it is not in the ledger."""
         if state not in STATES:
             raise ValueError(f"expected a ledger state ({', '.join(STATES)}), got {state!r}")
+        return self._update(entry_id, state=state, updated_at=time.time())
+
+    def keep(self, entry_id: str, handles: Mapping[str, str]) -> LedgerEntry:
+        """Set what an entry's injecting steps returned so far; LedgerError when it is not in the ledger."""
+        return self._update(entry_id, handles=dict(handles))
+
+    def _update(self, entry_id: str, **changes: Any) -> LedgerEntry:
         with self._change() as entries:
             i = self._index(entries, entry_id)
-            entries[i] = dataclasses.replace(entries[i], state=state, updated_at=time.time())
+            entries[i] = dataclasses.replace(entries[i], **changes)
             return entries[i]
 
     def remove(self, entry_id: str) -> None:
@@ -268,11 +285,16 @@ def _recover_one(ledger: Ledger, entry: LedgerEntry, ctx: FaultContext, force: b
         why = "its drill is still running (it reverts its own faults); stop it, or pass --force"
         return Recovered(entry, "skipped", why)
     try:
-        fault_from_record(entry.fault).revert(ctx)
+        fault_from_record(entry.fault).revert_handed(ctx, Handover(entry.handles))
     except Exception as exc:
         return Recovered(entry, "failed", f"{type(exc).__name__}: {exc}")
     ledger.remove(entry.id)
     return Recovered(entry, "reverted")
+
+
+def _texts(value: object) -> bool:
+    """`value` is a mapping of texts to texts (an entry's handles)."""
+    return isinstance(value, dict) and all(isinstance(x, str) for item in value.items() for x in item)
 
 
 def _still_running(entry: LedgerEntry) -> bool:

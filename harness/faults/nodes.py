@@ -12,8 +12,9 @@ from kubernetes.client.exceptions import ApiException
 from harness.errors import FleetDrillError
 from harness.faults import kube
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
-from harness.faults.cluster import provider
 from harness.faults.evidence import all_of
+from harness.faults.handover import Handover
+from harness.faults.provided import HandsOver, provider
 from harness.timeline import Event
 
 MIRROR = "kubernetes.io/config.mirror"
@@ -137,9 +138,10 @@ class NodeDrain(Fault, kind="node-drain"):
 
 
 @dataclass(frozen=True)
-class NodeLoss(Fault, kind="node-loss"):
+class NodeLoss(HandsOver, kind="node-loss"):
     """The nodes stop dead through the infrastructure provider (the machine hangs or loses power): the
-    Node goes NotReady once the node monitor grace period passes. Revert brings them back."""
+    Node goes NotReady once the node monitor grace period passes. Revert brings them back, each node's
+    restore step given what its lose step returned."""
 
     nodes: tuple[str, ...]
 
@@ -150,13 +152,13 @@ class NodeLoss(Fault, kind="node-loss"):
         if len(self.targets) != 1:
             raise ValueError(f"node-loss: expected the one cluster the nodes are in, got {self.targets!r}")
 
-    def inject(self, ctx: FaultContext) -> None:
+    def inject_handing(self, ctx: FaultContext, handover: Handover) -> None:
         for node in self.nodes:
-            provider(ctx).lose_node(self.targets[0], node)
+            handover.keep(node, provider(ctx).lose_node(self.targets[0], node))
 
-    def revert(self, ctx: FaultContext) -> None:
+    def revert_handed(self, ctx: FaultContext, handover: Handover) -> None:
         for node in self.nodes:
-            provider(ctx).restore_node(self.targets[0], node)
+            provider(ctx).restore_node(self.targets[0], node, handover.get(node))
 
     effect_deadline_s = 90.0  # a kubelet renews its Lease every leaseDurationSeconds / 4 (10 s by default)
 

@@ -4,15 +4,17 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from harness.faults.base import Evidence, Fault, FaultContext, Observed
-from harness.faults.cluster import provider
+from harness.faults.base import Evidence, FaultContext, Observed
 from harness.faults.evidence import endpoint_answers
+from harness.faults.handover import Handover
+from harness.faults.provided import HandsOver, provider
 from harness.timeline import Event
 
 
 @dataclass(frozen=True)
-class WanPartition(Fault, kind="wan-partition"):
-    """Packets between the target clusters and every other part of the fleet are dropped, both ways."""
+class WanPartition(HandsOver, kind="wan-partition"):
+    """Packets between the target clusters and every other part of the fleet are dropped, both ways; the heal
+    step is given what the partition step returned."""
 
     cuts_api: ClassVar[bool] = True
     by_provider: ClassVar[bool] = True
@@ -22,11 +24,11 @@ class WanPartition(Fault, kind="wan-partition"):
         """A name derived from the targets, so a revert after a crash finds the same partition."""
         return re.sub(r"[^a-z0-9]+", "_", "_".join(sorted(self.targets)).lower())
 
-    def inject(self, ctx: FaultContext) -> None:
-        provider(ctx).partition(list(self.targets), self.name)
+    def inject_handing(self, ctx: FaultContext, handover: Handover) -> None:
+        handover.keep(self.name, provider(ctx).partition(list(self.targets), self.name))
 
-    def revert(self, ctx: FaultContext) -> None:
-        provider(ctx).heal(self.name)
+    def revert_handed(self, ctx: FaultContext, handover: Handover) -> None:
+        provider(ctx).heal(self.name, handover.get(self.name))
 
     def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
         """Packets from the rest of the fleet no longer reach the targets (the provider looks from the

@@ -11,28 +11,34 @@ from harness.config import ChaosToolkitSettings, CommandSettings, Fleet
 
 
 class Provider(Protocol):
-    """What infrastructure faults need from the world the fleet runs in; every restore is idempotent."""
+    """What infrastructure faults need from the world the fleet runs in; every restore is idempotent.
 
-    def lose_cluster(self, cluster: str) -> None:
-        """Take the whole cluster away at once (control plane, nodes, pods, ingress)."""
+    A lose step (lose_cluster, partition, lose_node) may return a handle, one line of text its restore step
+    (restore_cluster, heal, restore_node) needs, such as an AWS FIS experiment id; the restore step gets it
+    back as `handle`, "" when there was none or the lose step never returned (a crash while it ran).
+    """
 
-    def restore_cluster(self, cluster: str) -> None:
+    def lose_cluster(self, cluster: str) -> str | None:
+        """Take the whole cluster away at once (control plane, nodes, pods, ingress); its handle."""
+
+    def restore_cluster(self, cluster: str, handle: str = "") -> None:
         """Bring a lost cluster back on its data; idempotent."""
 
-    def partition(self, clusters: list[str], name: str) -> None:
-        """Cut the clusters off from the rest of the fleet (packets dropped, both ways)."""
+    def partition(self, clusters: list[str], name: str) -> str | None:
+        """Cut the clusters off from the rest of the fleet (packets dropped, both ways); its handle."""
 
-    def heal(self, name: str) -> None:
+    def heal(self, name: str, handle: str = "") -> None:
         """End the partition `name`; idempotent."""
 
     def traffic_crosses(self, clusters: list[str]) -> bool | None:
         """Whether packets from the rest of the fleet still reach the clusters, looked at from outside them
         (the evidence that a partition took effect); None when this provider cannot look."""
 
-    def lose_node(self, cluster: str, node: str) -> None:
-        """Stop the node dead (its kubelet and pods stop answering; the machine is not shut down cleanly)."""
+    def lose_node(self, cluster: str, node: str) -> str | None:
+        """Stop the node dead (its kubelet and pods stop answering; the machine is not shut down cleanly);
+        its handle."""
 
-    def restore_node(self, cluster: str, node: str) -> None:
+    def restore_node(self, cluster: str, node: str, handle: str = "") -> None:
         """Bring a lost node back; idempotent."""
 
 

@@ -4,11 +4,14 @@ A step is an activity's `provider` mapping (python: module, func, arguments; pro
 chaostoolkit extension (chaosaws, chaosgcp, chaosazure, chaosk8s, your own module) can lose and restore a
 cluster or node, or partition and heal; the restore steps are the rollbacks of the lose steps. Activities
 are checked with chaoslib when the fleet is loaded; configuration and secrets are loaded as chaostoolkit
-loads an experiment's, and secrets never appear in messages.
+loads an experiment's, and secrets never appear in messages. What a lose step's activity returns (a python
+function's value, a process's last line of stdout, an http call's body; the part at its `handle` path
+when set) is the handle its restore step gets as {handle}.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +22,13 @@ from chaoslib.secret import load_secrets
 
 from harness.config import PLACEHOLDERS, ChaosToolkitSettings, Fleet
 from harness.errors import ConfigError, FleetDrillError
-from harness.infra.steps import Steps, places
+from harness.infra.steps import Steps, as_handle, last_line, places
 
 STEPS = tuple(PLACEHOLDERS)
 ROLLBACKS = ("restore_cluster", "heal", "restore_node")
 PROBES = ("traffic_crosses",)
+HANDLE = "handle"
+"""fleetdrill's own key beside a lose step's provider mapping: the path of its handle in what it returns."""
 
 
 def fill(value: Any, values: dict[str, Any]) -> Any:
@@ -42,6 +47,47 @@ def fill(value: Any, values: dict[str, Any]) -> Any:
     return value
 
 
+def returned(kind: str | None, result: Any) -> Any:
+    """What an activity returned, as its step hands it over: a python function's value, a process's last line
+    of stdout, an http call's body (never a process's stderr nor an http call's headers)."""
+    if kind == "process" and isinstance(result, dict):
+        return last_line(str(result.get("stdout") or ""))
+    if kind == "http" and isinstance(result, dict):
+        return result.get("body")
+    return result
+
+
+def as_text(value: Any) -> str:
+    """A returned value as text: a string itself, None nothing, anything else its JSON (what JSON cannot
+    hold, such as the datetimes in a boto3 response, as its text)."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    try:
+        return json.dumps(value, default=str, separators=(",", ":"))
+    except (TypeError, ValueError):  # keys JSON cannot hold, a cycle
+        return str(value)
+
+
+def pick(text: str, path: str, where: str) -> str:
+    """The part at `path` (keys and list indexes joined by ".") of the JSON in `text`, as text; a
+    FleetDrillError naming `where` shows what was there when it is not."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = text
+    for part in path.split("."):
+        if isinstance(found, dict) and part in found:
+            found = found[part]
+        elif isinstance(found, list) and part.isdigit() and int(part) < len(found):
+            found = found[int(part)]
+        else:
+            shown = as_handle(as_text(found)) or "nothing"
+            raise FleetDrillError(
+                f"{where}: expected {path} in what the step returned, found no {part!r} in {shown}"
+            )
+    return as_text(found)
+
+
 def activity(step: str, provider: dict[str, Any]) -> dict[str, Any]:
     """The Chaos Toolkit activity for a step: a probe for a step that looks, else an action (in the
     rollbacks, for a restore step)."""
@@ -58,12 +104,16 @@ class ChaosToolkitProvider(Steps):
     secrets: dict[str, Any] = field(repr=False)
     contexts: dict[str, str]
     places: dict[str, dict[str, Any]] = field(default_factory=dict)
+    handle_paths: dict[str, str] = field(default_factory=dict)
+    """By lose step, the path of its handle in what it returns (its `handle` key)."""
 
     @classmethod
     def from_settings(cls, settings: ChaosToolkitSettings, fleet: Fleet) -> ChaosToolkitProvider:
         """Check every step with chaoslib (its module and function must exist); ConfigError on the first
         that does not pass."""
-        steps = {step: getattr(settings, step) for step in STEPS if getattr(settings, step) is not None}
+        given = {step: getattr(settings, step) for step in STEPS if getattr(settings, step) is not None}
+        steps = {step: {k: v for k, v in provider.items() if k != HANDLE} for step, provider in given.items()}
+        paths = {step: provider[HANDLE] for step, provider in given.items() if HANDLE in provider}
         for step, provider in steps.items():
             try:
                 ensure_activity_is_valid(activity(step, provider))
@@ -79,14 +129,15 @@ class ChaosToolkitProvider(Steps):
                 f"infrastructure.settings: cannot load configuration or secrets: {exc}"
             ) from None
         contexts = {c.name: fleet.context_for(c) for c in fleet.clusters}
-        return cls(steps, configuration, secrets, contexts, places(fleet))
+        return cls(steps, configuration, secrets, contexts, places(fleet), paths)
 
     def _configured(self, values: dict[str, Any]) -> dict[str, Any]:
         """The configuration for one step: its placeholders filled with the step's values, so a value such
         as chaosaws' `aws_region: "{region}"` follows the cluster the step acts on."""
         return fill(self.configuration, values)
 
-    def run_step(self, step: str, values: dict[str, Any]) -> Any:
+    def run_step(self, step: str, values: dict[str, Any]) -> str:
+        """Run the step's activity; what it returned as text (its part at the step's handle path)."""
         where = f"infrastructure.settings.{step}"
         provider = self.steps.get(step)
         if provider is None:
@@ -104,7 +155,9 @@ class ChaosToolkitProvider(Steps):
         failed = _failure(provider.get("type"), result)
         if failed:
             raise FleetDrillError(f"{where}: Chaos Toolkit {kind} {what} failed: {failed}")
-        return result
+        text = as_text(returned(provider.get("type"), result))
+        path = self.handle_paths.get(step)
+        return text if path is None else pick(text, path, f"{where}.{HANDLE}")
 
     def look_across(self, values: dict[str, Any]) -> bool | None:
         """A python probe's True or False; a process probe's exit 0 (crosses) or 1 (does not)."""

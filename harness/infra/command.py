@@ -2,7 +2,8 @@
 
 Commands are argv lists run without a shell, so a cluster or node name can never become shell syntax;
 each placeholder is replaced inside its own argument. A failing command is one line naming the step, the
-command, its exit code and the tail of its stderr.
+command, its exit code and the tail of its stderr. What a lose step returns is the last line it prints on
+stdout that is not blank (a script may log above it); its restore step gets it as {handle}.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from harness.config import CommandSettings
 from harness.errors import FleetDrillError
-from harness.infra.steps import Steps
+from harness.infra.steps import Steps, last_line
 
 STDERR_TAIL = 300
 
@@ -33,9 +34,11 @@ def stderr_tail(text: str) -> str:
     return flat if len(flat) <= STDERR_TAIL else "..." + flat[-STDERR_TAIL:]
 
 
-def run_command(argv: list[str], where: str, timeout_s: float, answers: tuple[int, ...] = (0,)) -> int:
-    """Run argv without a shell; its exit status, one of `answers`. Any other is a CommandError naming
-    `where`, the command, its exit code and stderr's tail."""
+def run_command(
+    argv: list[str], where: str, timeout_s: float, answers: tuple[int, ...] = (0,)
+) -> subprocess.CompletedProcess[str]:
+    """Run argv without a shell; how it ended, its exit status one of `answers`. Any other is a CommandError
+    naming `where`, the command, its exit code and stderr's tail."""
     shown = " ".join(argv)
     try:
         done = subprocess.run(
@@ -50,7 +53,7 @@ def run_command(argv: list[str], where: str, timeout_s: float, answers: tuple[in
     if done.returncode not in answers:
         said = stderr_tail(done.stderr) or "no stderr"
         raise CommandError(f"{where}: `{shown}` exited {done.returncode}: {said}")
-    return done.returncode
+    return done
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,15 @@ class CommandProvider(Steps):
     contexts: dict[str, str]
     places: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def run_step(self, step: str, values: dict[str, Any]) -> None:
+    def run_step(self, step: str, values: dict[str, Any]) -> str:
+        """Run the step's command; the last line it printed that is not blank."""
         template = getattr(self.settings, step)
         where = f"infrastructure.settings.{step}"
         if template is None:
             raise CommandError(
                 f"{where}: not set, and this fault needs it: add the command to the fleet file"
             )
-        run_command(render(template, values), where, self.settings.timeout)
+        return last_line(run_command(render(template, values), where, self.settings.timeout).stdout)
 
     def look_across(self, values: dict[str, Any]) -> bool | None:
         """Exit 0: traffic crosses; 1: it does not; anything else is a CommandError."""
@@ -77,4 +81,4 @@ class CommandProvider(Steps):
         if template is None:
             return None
         argv, where = render(template, values), "infrastructure.settings.traffic_crosses"
-        return run_command(argv, where, self.settings.timeout, answers=(0, 1)) == 0
+        return run_command(argv, where, self.settings.timeout, answers=(0, 1)).returncode == 0

@@ -8,6 +8,21 @@ from typing import Any
 
 from harness.config import Fleet
 
+HANDLE_MAX = 500
+"""The longest handle kept (harness.faults.handover); a longer one is cut."""
+
+
+def as_handle(text: str) -> str:
+    """What a lose step returned, as its handle: its lines, stripped, on one line, at most HANDLE_MAX
+    characters."""
+    flat = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return flat if len(flat) <= HANDLE_MAX else flat[: HANDLE_MAX - 3] + "..."
+
+
+def last_line(output: str) -> str:
+    """The last line of a step's output that is not blank, stripped: what a command step returns."""
+    return next((line.strip() for line in reversed(output.splitlines()) if line.strip()), "")
+
 
 def places(fleet: Fleet) -> dict[str, dict[str, Any]]:
     """By cluster name, what a step acting on it gets besides its name and context: region, zones
@@ -20,8 +35,8 @@ def places(fleet: Fleet) -> dict[str, dict[str, Any]]:
 
 class Steps(ABC):
     """A Provider whose every method runs the step of the same name with its values (config.PLACEHOLDERS:
-    cluster, context, region, zones, cloud; clusters, contexts, regions, name, node); a subclass says how a
-    step runs."""
+    cluster, context, region, zones, cloud; clusters, contexts, regions, name, node; handle, what the lose
+    step returned, for its restore step); a subclass says how a step runs."""
 
     contexts: Mapping[str, str]
     """Kubeconfig context by cluster name."""
@@ -29,8 +44,13 @@ class Steps(ABC):
     """Region, zones and cloud ids by cluster name (places())."""
 
     @abstractmethod
-    def run_step(self, step: str, values: dict[str, Any]) -> Any:
-        """Run the step named after the provider method, with its placeholder values."""
+    def run_step(self, step: str, values: dict[str, Any]) -> str:
+        """Run the step named after the provider method, with its placeholder values; what it returned, as
+        text ("" for nothing)."""
+
+    def _lose(self, step: str, values: dict[str, Any]) -> str:
+        """Run a lose step; its handle."""
+        return as_handle(self.run_step(step, values))
 
     def _context(self, cluster: str) -> str:
         return self.contexts.get(cluster, cluster)
@@ -40,11 +60,11 @@ class Steps(ABC):
         where = self.places.get(cluster, {"region": "", "zones": "", "cloud": {}})
         return {"cluster": cluster, "context": self._context(cluster), **where}
 
-    def lose_cluster(self, cluster: str) -> None:
-        self.run_step("lose_cluster", self._one(cluster))
+    def lose_cluster(self, cluster: str) -> str:
+        return self._lose("lose_cluster", self._one(cluster))
 
-    def restore_cluster(self, cluster: str) -> None:
-        self.run_step("restore_cluster", self._one(cluster))
+    def restore_cluster(self, cluster: str, handle: str = "") -> None:
+        self.run_step("restore_cluster", {**self._one(cluster), "handle": handle})
 
     @abstractmethod
     def look_across(self, values: dict[str, Any]) -> bool | None:
@@ -56,17 +76,17 @@ class Steps(ABC):
         regions = ",".join(dict.fromkeys(str(self.places.get(c, {}).get("region", "")) for c in clusters))
         return {"clusters": ",".join(clusters), "contexts": contexts, "regions": regions}
 
-    def partition(self, clusters: list[str], name: str) -> None:
-        self.run_step("partition", {**self._cut(clusters), "name": name})
+    def partition(self, clusters: list[str], name: str) -> str:
+        return self._lose("partition", {**self._cut(clusters), "name": name})
 
-    def heal(self, name: str) -> None:
-        self.run_step("heal", {"name": name})
+    def heal(self, name: str, handle: str = "") -> None:
+        self.run_step("heal", {"name": name, "handle": handle})
 
     def traffic_crosses(self, clusters: list[str]) -> bool | None:
         return self.look_across(self._cut(clusters))
 
-    def lose_node(self, cluster: str, node: str) -> None:
-        self.run_step("lose_node", {**self._one(cluster), "node": node})
+    def lose_node(self, cluster: str, node: str) -> str:
+        return self._lose("lose_node", {**self._one(cluster), "node": node})
 
-    def restore_node(self, cluster: str, node: str) -> None:
-        self.run_step("restore_node", {**self._one(cluster), "node": node})
+    def restore_node(self, cluster: str, node: str, handle: str = "") -> None:
+        self.run_step("restore_node", {**self._one(cluster), "node": node, "handle": handle})

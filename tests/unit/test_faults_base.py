@@ -241,6 +241,22 @@ def test_ledger_add_mark_remove(ledger: Ledger, tmp_path: Path) -> None:
         ledger.mark(second.id, "gone")  # type: ignore[arg-type]
 
 
+def test_an_entry_keeps_what_its_steps_handed_over(ledger: Ledger, tmp_path: Path) -> None:
+    entry = ledger.add(marker(tmp_path, "a"), "run-1")
+    assert entry.handles == {}
+    kept = ledger.keep(entry.id, {"a": "EXP-1"})
+    assert (kept.handles, kept.state, kept.updated_at) == ({"a": "EXP-1"}, "intended", entry.updated_at)
+    assert ledger.entries() == [kept] and kept.describe().endswith("; handed over a: EXP-1]")
+    data = json.loads(ledger.path.read_text())
+    del data["entries"][0]["handles"]  # written before entries had handles
+    ledger.path.write_text(json.dumps(data))
+    assert ledger.entries() == [entry]
+    data["entries"][0]["handles"] = {"a": 1}
+    ledger.path.write_text(json.dumps(data))
+    with pytest.raises(LedgerError, match="handles other than a mapping of texts"):
+        ledger.entries()
+
+
 def test_a_failed_write_keeps_the_old_ledger_whole(
     ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

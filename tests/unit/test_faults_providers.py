@@ -1,8 +1,13 @@
 """Infrastructure providers driven by the fleet file: `command` (the user's scripts, argv lists with
-templated arguments) and `chaostoolkit` (any Chaos Toolkit activity, run by chaoslib), as faults use them."""
+templated arguments) and `chaostoolkit` (any Chaos Toolkit activity, run by chaoslib), as faults use them;
+the hand-over of what a lose step returns to its restore step, through the ledger and `recover`."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -11,13 +16,16 @@ import yaml
 
 from harness.config import CommandSettings, fleet_json_schema, load_fleet
 from harness.errors import ConfigError, FleetDrillError
-from harness.faults import KubeContext
+from harness.faults import FaultStack, KubeContext, Ledger, recover
+from harness.faults.actions import revert_fault
 from harness.faults.cluster import ClusterLoss
 from harness.faults.nodes import NodeLoss
 from harness.faults.partition import WanPartition
 from harness.infra import provider_for
-from harness.infra.chaostoolkit import ChaosToolkitProvider, fill
+from harness.infra.chaostoolkit import ChaosToolkitProvider, as_text, fill, returned
 from harness.infra.command import CommandProvider
+from harness.infra.steps import HANDLE_MAX
+from harness.timeline import Timeline
 
 FLEET = {
     "name": "unit",
@@ -153,7 +161,7 @@ def test_a_command_that_cannot_run_says_why(settings: dict, message: str) -> Non
     [
         (
             {"heal": ["heal.sh", "{cluster}"]},
-            "infrastructure.settings.heal[1]: expected text whose only placeholders are {name}, "
+            "infrastructure.settings.heal[1]: expected text whose only placeholders are {name}, {handle}, "
             "got '{cluster}'",
         ),
         (
@@ -385,3 +393,240 @@ def test_the_chaostoolkit_configuration_follows_the_cluster_a_step_acts_on(
     provider.lose_cluster("east")
     provider.lose_cluster("west")
     assert calls(tmp_path) == ["lose east in us-east", "lose west in eu-west"]
+
+
+# --- the hand-over: what a lose step returns, kept for its restore step -----------------------------
+
+CLOUD = """\
+printf '%s|' "$@" >> {log}; echo >> {log}
+if [ "$1" = lose ]; then
+  echo "starting an experiment on $2 ..."
+  [ "$2" = "$FLEETDRILL_TEST_CRASH_ON" ] && kill -9 $PPID
+  printf 'EXP-%s-0001\\n\\n' "$2"
+fi
+"""
+"""A fake cloud: `lose CLUSTER` logs a line, then prints the id of what it started (a crash while it runs
+for $FLEETDRILL_TEST_CRASH_ON: it kills its caller first); every call's argv goes to the log."""
+
+RUNNER = """
+import sys
+from harness.config import load_fleet
+from harness.faults import FaultStack, KubeContext, Ledger
+from harness.faults.cluster import ClusterLoss
+from harness.infra import provider_for
+from harness.timeline import Timeline
+
+ctx = KubeContext(infra=provider_for(load_fleet(sys.argv[1])))
+FaultStack(ctx, Ledger(sys.argv[2]), Timeline(), "crashed-run").push(ClusterLoss(targets=("east", "west")))
+"""
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Path:
+    """A command provider's fleet file over the fake cloud."""
+    fake = script(tmp_path, "cloud.sh", CLOUD.format(log=tmp_path / "calls"))
+    steps = {
+        "lose_cluster": [fake, "lose", "{cluster}"],
+        "restore_cluster": [fake, "restore", "{cluster}", "{handle}"],
+    }
+    return fleet_file(tmp_path, "command", steps)
+
+
+def test_the_restore_step_gets_what_the_lose_step_printed_last(tmp_path: Path, cloud: Path) -> None:
+    ledger, timeline = Ledger(tmp_path / "ledger.json"), Timeline()
+    stack = FaultStack(KubeContext(infra=provider_for(load_fleet(cloud))), ledger, timeline, "run-1")
+    with stack.applied(ClusterLoss(targets=("east", "west"))) as injected:
+        (entry,) = ledger.entries()
+        assert entry.handles == {"east": "EXP-east-0001", "west": "EXP-west-0001"}
+        assert injected.detail["handles"] == entry.handles
+    assert calls(tmp_path) == [
+        "lose|east|",
+        "lose|west|",
+        "restore|east|EXP-east-0001|",
+        "restore|west|EXP-west-0001|",
+    ]
+    assert ledger.entries() == []
+
+
+def test_after_a_crash_the_ledger_holds_the_handle_and_recover_hands_it_over(
+    tmp_path: Path, cloud: Path
+) -> None:
+    """The runner dies while west's lose step runs: east's id is in the ledger already, west has none."""
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    ledger = Ledger(tmp_path / "ledger.json")
+    env = {**os.environ, "FLEETDRILL_TEST_CRASH_ON": "west"}
+    died = subprocess.run(
+        [sys.executable, runner, cloud, ledger.path], env=env, capture_output=True, check=False
+    )
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    (entry,) = ledger.entries()
+    assert (entry.state, entry.handles) == ("intended", {"east": "EXP-east-0001"})
+
+    (report,) = recover(ledger.path, KubeContext(infra=provider_for(load_fleet(cloud))))
+    assert report.outcome == "reverted" and "handed over east: EXP-east-0001" in report.line()
+    assert calls(tmp_path) == ["lose|east|", "lose|west|", "restore|east|EXP-east-0001|", "restore|west||"]
+    assert ledger.entries() == []
+
+
+def test_a_chaostoolkit_rollback_in_another_process_reads_the_handles_from_the_ledger(
+    tmp_path: Path, cloud: Path
+) -> None:
+    """revert_fault for a fault this process did not inject (the action's process is gone)."""
+    ledger = Ledger(tmp_path / "ledger.json")
+    ctx = KubeContext(infra=provider_for(load_fleet(cloud)))
+    FaultStack(ctx, ledger, Timeline(), "run-1").push(ClusterLoss(targets=("east",)))  # never undone
+    revert_fault("cluster-loss", ["east"], str(cloud), ledger=str(ledger.path))
+    assert calls(tmp_path) == ["lose|east|", "restore|east|EXP-east-0001|"]
+    assert ledger.entries() == []
+
+
+def test_a_command_s_handle_is_its_last_line_one_line_at_most_so_long(tmp_path: Path) -> None:
+    chatty = script(tmp_path, "chatty.sh", "echo 'node gone'; echo; printf '  a  b\\n\\n'\n")
+    long = script(tmp_path, "long.sh", "yes x | head -n 2000 | tr -d '\\n'\n")
+    provider = CommandProvider(CommandSettings(lose_node=(chatty,), partition=(long,)), {})
+    assert provider.lose_node("east", "n-1") == "a  b"
+    handle = provider.partition(["east"], "p")
+    assert len(handle) == HANDLE_MAX and handle.endswith("x...")
+
+
+CLOUD_SDK = """
+import datetime
+
+
+def start_experiment(experiment_template_id, tags):
+    started = datetime.datetime(2025, 1, 2, tzinfo=datetime.timezone.utc)
+    experiment = {"id": "EXP" + tags["cluster"], "startTime": started, "templateId": experiment_template_id}
+    return {"ResponseMetadata": {"HTTPStatusCode": 200}, "experiment": experiment}
+
+
+def stop_experiment(experiment_id, log):
+    with open(log, "a") as file:
+        file.write(f"stop {experiment_id}\\n")
+
+
+def stop_instance(name):
+    return f"i-0{len(name)}  "
+
+
+def start_instances(instance_ids, log):
+    with open(log, "a") as file:
+        file.write(f"start {instance_ids}\\n")
+"""
+"""A cloud SDK as chaosaws wraps it: start_experiment returns the API's answer, datetimes included."""
+
+
+@pytest.fixture
+def sdk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """chaostoolkit settings whose lose steps return an experiment and an instance id."""
+    (tmp_path / "cloud_sdk.py").write_text(textwrap.dedent(CLOUD_SDK))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    log = str(tmp_path / "calls")
+
+    def step(func: str, **arguments: object) -> dict:
+        return {"type": "python", "module": "cloud_sdk", "func": func, "arguments": arguments}
+
+    return {
+        "lose_cluster": {
+            **step("start_experiment", experiment_template_id="EXT{cluster}", tags={"cluster": "{cluster}"}),
+            "handle": "experiment.id",
+        },
+        "restore_cluster": step("stop_experiment", experiment_id="{handle}", log=log),
+        "lose_node": step("stop_instance", name="{node}"),
+        "restore_node": step("start_instances", instance_ids=["{handle}"], log=log),
+    }
+
+
+def test_a_chaostoolkit_activity_s_return_value_reaches_its_rollback(tmp_path: Path, sdk: dict) -> None:
+    ledger, timeline = Ledger(tmp_path / "ledger.json"), Timeline()
+    ctx = KubeContext(infra=provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", sdk))))
+    stack = FaultStack(ctx, ledger, timeline, "run-1")
+    with (
+        stack.applied(ClusterLoss(targets=("east",))),
+        stack.applied(NodeLoss(targets=("west",), nodes=("w-12",))),
+    ):
+        assert [entry.handles for entry in ledger.entries()] == [{"east": "EXPeast"}, {"w-12": "i-04"}]
+    assert calls(tmp_path) == ["start ['i-04']", "stop EXPeast"]
+    injected = [event.detail["handles"] for event in timeline.events() if event.name == "fault.injected"]
+    assert injected == [{"east": "EXPeast"}, {"w-12": "i-04"}]
+
+
+def test_recover_gives_a_chaostoolkit_rollback_the_id_the_ledger_kept(tmp_path: Path, sdk: dict) -> None:
+    ledger = Ledger(tmp_path / "ledger.json")
+    ctx = KubeContext(infra=provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", sdk))))
+    FaultStack(ctx, ledger, Timeline(), "run-1").push(ClusterLoss(targets=("east",)))  # never undone
+    assert [report.outcome for report in recover(ledger.path, ctx)] == ["reverted"]
+    assert calls(tmp_path) == ["stop EXPeast"]
+
+
+def test_without_a_handle_path_the_whole_return_value_is_handed_over_as_json(
+    tmp_path: Path, sdk: dict
+) -> None:
+    del sdk["lose_cluster"]["handle"]
+    provider = provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", sdk)))
+    assert provider is not None
+    assert provider.lose_cluster("east") == (
+        '{"ResponseMetadata":{"HTTPStatusCode":200},"experiment":{"id":"EXPeast",'
+        '"startTime":"2025-01-02 00:00:00+00:00","templateId":"EXTeast"}}'
+    )
+
+
+def test_a_handle_path_that_misses_says_what_the_step_returned(tmp_path: Path, sdk: dict) -> None:
+    sdk["lose_cluster"]["handle"] = "experiment.arn"
+    provider = provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", sdk)))
+    assert provider is not None
+    with pytest.raises(FleetDrillError) as raised:
+        provider.lose_cluster("east")
+    assert str(raised.value) == (
+        "infrastructure.settings.lose_cluster.handle: expected experiment.arn in what the step returned, "
+        "found no 'arn' in "
+        '{"id":"EXPeast","startTime":"2025-01-02 00:00:00+00:00","templateId":"EXTeast"}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "handle", "message"),
+    [
+        (
+            "restore_cluster",
+            "id",
+            "restore_cluster.handle: expected no handle (only lose_cluster, partition, lose_node hand one "
+            "over), got 'id'",
+        ),
+        ("lose_cluster", ["experiment", "id"], "lose_cluster.handle: expected a path into what the step"),
+        ("lose_node", "experiment..id", "lose_node.handle: expected a path into what the step returns"),
+    ],
+)
+def test_a_bad_handle_is_one_line_naming_the_field(
+    tmp_path: Path, sdk: dict, step: str, handle: object, message: str
+) -> None:
+    sdk[step] = {**sdk[step], "handle": handle}
+    with pytest.raises(ConfigError) as raised:
+        load_fleet(fleet_file(tmp_path, "chaostoolkit", sdk))
+    assert str(raised.value).startswith(f"{tmp_path / 'fleet.yaml'}: infrastructure.settings.{message}")
+
+
+def test_a_process_hands_over_its_last_line_of_stdout_and_an_http_call_its_body() -> None:
+    process = {"status": 0, "stdout": "stopping\ni-0abc\n", "stderr": "token=s3cr3t"}
+    assert as_text(returned("process", process)) == "i-0abc"
+    http = {"status": 202, "headers": {"Set-Cookie": "session=s3cr3t"}, "body": {"operation": "op-1"}}
+    assert as_text(returned("http", http)) == '{"operation":"op-1"}'
+    assert as_text(returned("python", None)) == ""
+
+
+def test_a_chaostoolkit_step_s_cloud_id_is_checked_against_every_cluster(tmp_path: Path) -> None:
+    settings = {
+        "lose_cluster": {"type": "python", "module": "m", "func": "f", "arguments": {"id": "{cloud[fis]}"}},
+        "configuration": {"aws_assume_role_arn": "arn:aws:iam::{cloud[account]}:role/drill"},
+    }
+    path = fleet_file(tmp_path, "chaostoolkit", settings)
+    data = yaml.safe_load(path.read_text())
+    data["clusters"][0]["cloud"] = {"fis": "EXT1", "account": "1"}
+    data["clusters"][1]["cloud"] = {"fis": "EXT2"}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as raised:
+        load_fleet(path)
+    assert str(raised.value) == (
+        f"{path}: clusters[1].cloud: expected a key account (infrastructure.settings.configuration uses "
+        "{cloud[account]}), got a mapping"
+    )
