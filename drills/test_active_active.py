@@ -12,7 +12,7 @@ BASELINE_S = 2.0
 
 @pytest.mark.destructive
 @pytest.mark.quarterly
-@pytest.mark.drill(app="orders")
+@pytest.mark.drill(app="orders", uses={"cluster-loss": "every"})
 def test_lose_one_cluster_and_global_traffic_continues(drill: Drill, cluster_name: str) -> None:
     app = drill.app("orders")
     bound = app.objectives.rto or 30.0

@@ -21,11 +21,13 @@ from harness.fleet import service_port, service_proxy
 BASELINE_S = 2.0
 MORE_WRITES = 20
 """Sentinel writes acknowledged after the backup and before the fault: the data the restore must not hold."""
+RESTORE_TARGET = ("standby", "passive")
+"""The roles restored into: the first that has clusters."""
 
 
 def restore_target(fleet: Fleet) -> str:
     """The first standby cluster, else the passive one."""
-    for role in ("standby", "passive"):
+    for role in RESTORE_TARGET:
         found = [c.name for c in fleet.clusters if c.role == role]
         if found:
             return found[0]
@@ -35,7 +37,16 @@ def restore_target(fleet: Fleet) -> str:
 @pytest.mark.destructive
 @pytest.mark.quarterly
 @pytest.mark.gameday
-@pytest.mark.drill(app="orders")
+@pytest.mark.drill(
+    app="orders",
+    uses={
+        "velero-backup": "active",
+        "cluster-loss": "active",
+        "scratch-namespace": RESTORE_TARGET,
+        "velero-restore": RESTORE_TARGET,
+        "service-proxy": RESTORE_TARGET,
+    },
+)
 def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: Failover) -> None:
     if not app.service:
         pytest.fail(f"app {app.name} names no service in the fleet file: the restore is reached through it")

@@ -18,7 +18,7 @@ LATENCY_PERCENTILE = 99.0
 
 @pytest.mark.destructive
 @pytest.mark.quarterly
-@pytest.mark.drill(app="orders")
+@pytest.mark.drill(app="orders", uses={"quota-squeeze": "active", "node-stress": "active"})
 def test_exhaust_the_primary_clusters_nodes(drill: Drill) -> None:
     app = drill.app("orders")
     primary = drill.fleet.primary().name

@@ -16,6 +16,7 @@ from harness.localfleet.state import STATE, FleetState
 
 DEFAULT_FLEET_DIR = paths.default_fleet_dir()
 DRILLS = Path(__file__).resolve().parents[1] / "drills"
+SUITES = ("gate", "quarterly", "gameday")
 
 
 def _progress() -> build.Progress:
@@ -179,11 +180,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """The pre-flight DR readiness check of each app (or the named one): one line per check; non-zero
-    when anything the DR path needs is missing."""
+    """The pre-flight DR readiness check of each app (or the named one), the permissions the selected drills
+    need in each cluster, and where the harness runs: one line per check; non-zero when anything the DR
+    path needs is missing."""
     from datetime import timedelta
 
-    from harness import units
+    from harness import catalogue, needs, placement, rbac, units
     from harness.fleet import FleetAccess
     from harness.preflight import preflight
 
@@ -192,9 +194,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         margin = timedelta(seconds=units.parse_duration(args.margin))
     except ValueError:
         raise FleetDrillError(f"--margin: expected a duration such as 168h, got {args.margin!r}") from None
-    names = [args.app] if args.app else [app.name for app in fleet.apps]
+    names = [fleet.app(args.app).name] if args.app else [app.name for app in fleet.apps]
     if not names:
         raise FleetDrillError(f"{args.fleet}: apps: expected at least one app to check, got none")
+    known = needs.parts()
+    drills = [d for d in catalogue.collect(args.drills, args.fleet, args.suite, known) if d.app in names]
     access, failed = FleetAccess(fleet), 0
     try:
         for name in names:
@@ -202,8 +206,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             print(f"app {name}:")
             print("\n".join(f"  {line}" for line in readiness.lines()))
             failed += len(readiness.problems)
+        down = access.unreachable()
+        where = placement.declared(fleet) or placement.in_cluster(fleet, access, down)
+        review = rbac.review(fleet, access, needs.needs(fleet, drills), down)
     finally:
         access.close()
+    selection = f"{args.drills}" + (f", suite {args.suite}" if args.suite else "")
+    if drills:
+        print(f"permissions of {len(drills)} selected drill(s) ({selection}):")
+        print("\n".join(f"  {line}" for line in review.lines(len(drills))))
+    else:
+        print(f"permissions: no drill of {selection} names app {', '.join(names)}; none asked")
+    for line in placement.warnings(fleet, where, drills):
+        print(line)
+    failed += len(review.findings)
     print(f"{failed} problem(s) on the DR path" if failed else "ready: every check passed")
     return 1 if failed else 0
 
@@ -319,7 +335,7 @@ def parser() -> argparse.ArgumentParser:
             "--drills", type=Path, default=DRILLS, help="drill files or folder (default: drills/)"
         )
         sub.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports")
-        sub.add_argument("--suite", choices=("gate", "quarterly", "gameday"), help="only this suite's drills")
+        sub.add_argument("--suite", choices=SUITES, help="only this suite's drills")
         sub.add_argument("--dry-run", action="store_true", help="print each drill's plan; change nothing")
         sub.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
         return sub
@@ -360,6 +376,10 @@ def parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--margin", default="168h", help="credentials must stay valid longer than this (default 168h)"
     )
+    doctor.add_argument(
+        "--drills", type=Path, default=DRILLS, help="the drills whose permissions to check (default: drills/)"
+    )
+    doctor.add_argument("--suite", choices=SUITES, help="only this suite's drills (default: every drill)")
     promote = commands.add_parser(
         "promote",
         help="fail an app over by hand: point the Gslb at a cluster and promote the app's data there",

@@ -650,6 +650,22 @@ class Stress(_Model):
     """An image whose entrypoint is stress-ng (or stress): it gets --cpu, --cpu-load, --vm and --vm-bytes."""
 
 
+class Runner(_Model):
+    """Where the harness runs: `fleetdrill doctor` warns when a selected drill would cut it off (loses its
+    cluster, or partitions its region)."""
+
+    cluster: Name | None = None
+    """The cluster of the fleet it runs in (e.g. its CronJob's); its region is then that cluster's."""
+    region: Text | None = None
+    """The region it runs in, for a machine or a cluster outside the fleet (with cluster: that cluster's)."""
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> "Runner":
+        if self.cluster is None and self.region is None:
+            raise _Invalid("at least one of cluster, region", {})
+        return self
+
+
 class Fleet(_Model):
     """A fleet of Kubernetes clusters and the apps drills run against (fleet.yaml)."""
 
@@ -673,6 +689,8 @@ class Fleet(_Model):
     """Guards for destructive drills."""
     stress: Stress = Stress()
     """What resource-exhaustion drills put on the nodes."""
+    runner: Runner | None = None
+    """Where the harness runs (unset: found when it runs in a pod of a fleet cluster, else unknown)."""
     local: dict[str, Any] = {}
     """Written by the embedded local fleet only: its settings and timings."""
 
@@ -695,6 +713,7 @@ class Fleet(_Model):
         if self.safety.lease_cluster not in (None, *names):
             what = f"a cluster name ({', '.join(names)})"
             raise _Invalid(what, self.safety.lease_cluster, ("safety", "lease_cluster"))
+        self._runner_fits(names)
         contexts = [self.context_for(c) for c in self.clusters]
         for i, context in enumerate(self.safety.allowlist):
             if context not in contexts:
@@ -702,6 +721,18 @@ class Fleet(_Model):
                     f"a context of a cluster ({', '.join(contexts)})", context, ("safety", "allowlist", i)
                 )
         return self
+
+    def _runner_fits(self, names: list[str]) -> None:
+        """runner.cluster is a cluster of the fleet; with runner.region, that cluster's region."""
+        runner = self.runner
+        if runner is None or runner.cluster is None:
+            return
+        if runner.cluster not in names:
+            raise _Invalid(f"a cluster name ({', '.join(names)})", runner.cluster, ("runner", "cluster"))
+        region = self.cluster(runner.cluster).region
+        if runner.region not in (None, region):
+            expected = f"the region of cluster {runner.cluster} ({region})"
+            raise _Invalid(expected, runner.region, ("runner", "region"))
 
     @model_validator(mode="after")
     def _cloud_ids_known(self) -> "Fleet":

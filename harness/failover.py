@@ -20,6 +20,7 @@ from harness.errors import FleetDrillError
 from harness.faults import FaultStack
 from harness.fleet import ClusterError, FleetAccess
 from harness.infra.command import render, run_command
+from harness.permissions import APP, VELERO, Permission, verbs
 from harness.timeline import Timeline
 from harness.velero import BackupSpec, Velero
 
@@ -28,6 +29,22 @@ from harness.velero import BackupSpec, Velero
 # legacy object is read-only), so the canonical group comes first and the legacy one is the fallback.
 GSLB_GROUPS, GSLB_VERSION, GSLB_PLURAL = ("k8gb.io", "k8gb.absa.oss"), "v1beta1", "gslbs"
 CHANGED_AT = "fleetdrill.io/changed-at"
+STRATEGY_PERMISSIONS: dict[str, tuple[Permission, ...]] = {
+    # the Gslb in every cluster; the canonical group is always tried first (a denial there stops it), the
+    # legacy one is reached only where k8gb.io is not served
+    "promote": (Permission("patch", GSLB_PLURAL, GSLB_GROUPS[0], APP),),
+    "observe": (),
+    "command": (),  # the user's script brings its own credentials
+}
+"""What each failover strategy (and its fail-back) calls in the clusters' APIs."""
+BACKUP_PERMISSIONS = verbs("create get", "backups", "velero.io", VELERO)
+"""What `back_up` has the velero CLI call in the cluster backed up."""
+RESTORE_PERMISSIONS = (
+    Permission("get", "namespaces"),  # restore_namespace: beside the app, or into its own namespace
+    Permission("get", "backups", "velero.io", VELERO),  # the synced backup; `velero restore create` too
+    *verbs("create get", "restores", "velero.io", VELERO),
+)
+"""What restoring into a cluster calls there (restore_namespace, and the velero CLI for the rest)."""
 POLL_S = 0.05
 SYNC_DEADLINE_S = 150.0  # Velero syncs a storage location's backups into a cluster once a minute
 

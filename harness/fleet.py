@@ -20,12 +20,15 @@ from harness.config import Cluster, Fleet
 from harness.errors import FleetDrillError
 from harness.infra import Provider, provider_for
 from harness.kubeconfig import KubeconfigError
+from harness.permissions import EVERY, Permission
 
 T = TypeVar("T")
 RETRIES = 1  # urllib3's default is 3: against a lost cluster, each call would hide four timeouts
 REACH_TIMEOUT_S = 5.0
 REACH = "that the API server runs and this machine reaches it (after a crashed run: fleetdrill recover)"
 NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+SERVICE_PROXY_PERMISSIONS = (Permission("get", "services/proxy", namespace=EVERY),)
+"""What probes through service_proxy need: its namespace (a restore's) may be made during the drill."""
 
 
 class ClusterError(FleetDrillError):

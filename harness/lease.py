@@ -37,10 +37,14 @@ from kubernetes.client.exceptions import ApiException
 
 from harness.config import Fleet
 from harness.faults.base import Fault, Guard, interrupt_main_thread, signals_as_interrupts
+from harness.permissions import verbs
 from harness.safety import DrillAborted, SafetyError
 
 NAMESPACE = "fleetdrill"
 NAME = "fleetdrill-drill"
+LEASE_PERMISSIONS = verbs("get create update", "leases", "coordination.k8s.io", NAMESPACE)
+"""What holding, renewing and releasing a copy of a drill lease calls where it is held (the namespace is made
+when missing, if the identity may: not asked, since it is made once)."""
 _ATTEMPTS = 3  # reads and writes in a row before conflicting writers make us give up
 
 

@@ -77,7 +77,9 @@ def _duration(text: str) -> float:
 @pytest.hookimpl(tryfirst=True)  # before allure-pytest and junitxml read where their output goes
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "drill(app, roles): a DR drill against an app; roles: clusters to run it on"
+        "markers",
+        "drill(app, roles, uses): a DR drill against an app; roles: clusters to run it on; uses: what it "
+        "does, by part and roles (harness.catalogue; `fleetdrill doctor` asks for what that needs)",
     )
     config.addinivalue_line("markers", "destructive: the drill injects faults; needs an allowlisted context")
     config.addinivalue_line("markers", "gate: fast and safe, for every rollout")

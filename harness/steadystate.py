@@ -20,11 +20,14 @@ from kubernetes.client import CoreV1Api
 
 from harness.config import App, Fleet
 from harness.fleet import FleetAccess
+from harness.permissions import APP, Permission
 from harness.traffic import status_codes
 
 POLL_S = 0.5
 PROBE_TIMEOUT_S = 2.0
 API_TIMEOUT_S = 10.0
+AS_FOUND_PERMISSIONS = (Permission("list", "pods", namespace=APP),)
+"""What the fleet as found (unsettled_pods) reads in each cluster the app has an endpoint in."""
 
 
 @dataclass(frozen=True)

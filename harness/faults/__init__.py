@@ -7,6 +7,9 @@ experiment changes); kube holds what the API faults share, provided what the pro
 handover what their lose steps hand to their restore steps; actions makes any kind a Chaos Toolkit action.
 """
 
+import importlib
+import pkgutil
+
 from harness.faults.base import (
     KINDS,
     Evidence,
@@ -31,6 +34,14 @@ from harness.faults.ledger import (
     recover,
 )
 
+
+def all_kinds() -> dict[str, type[Fault]]:
+    """Every fault kind, each family's module imported (KINDS holds those of the modules imported so far)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return dict(KINDS)
+
+
 __all__ = [
     "KINDS",
     "Evidence",
@@ -46,6 +57,7 @@ __all__ = [
     "RecoverError",
     "Recovered",
     "RevertError",
+    "all_kinds",
     "fault_from_record",
     "interrupt_main_thread",
     "new_run_id",

@@ -17,10 +17,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 from harness.errors import FleetDrillError
 from harness.faults.handover import Handover
+from harness.permissions import Permission
 from harness.timeline import Event, Timeline
 
 if TYPE_CHECKING:
@@ -106,6 +107,12 @@ class Fault(ABC):
     recovery: ClassVar[bool] = False
     """A change the drill made to recover (a failover), not a fault: never guarded as one, and undone only
     after every fault is reverted (failing back needs the lost cluster back)."""
+    cuts_off: ClassVar[Literal["cluster", "region"] | None] = None
+    """Where a harness running there is cut off from the fleet by it: in a target cluster (a cluster loss),
+    or in a target's region (a partition); `fleetdrill doctor` warns such a runner (harness.placement)."""
+    permissions: ClassVar[tuple[Permission, ...]] = ()
+    """What its inject, revert and effect call in each target cluster's API (the namespace scope APP is the
+    one the drills give it: the app's); `fleetdrill doctor` asks for them (harness.needs)."""
     targets: tuple[str, ...]
     """Names of the clusters the fault touches."""
 

@@ -20,6 +20,7 @@ from kubernetes import client
 from harness.errors import FleetDrillError
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.evidence import all_of
+from harness.permissions import APP, verbs
 from harness.timeline import Event
 
 GROUP, VERSION = "chaos-mesh.org", "v1alpha1"
@@ -76,6 +77,11 @@ class ChaosMeshFault(Fault):
     namespace: str
     spec: dict[str, Any]
     deadline_s: float = 60.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A kind's permissions: its Chaos Mesh objects in the namespace the drills give it (the app's)."""
+        super().__init_subclass__(**kwargs)
+        cls.permissions = verbs("create get delete", cls.plural, GROUP, APP)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,7 +1,7 @@
 """Losing a whole cluster through the infrastructure provider (the hard loss of a region's cluster)."""
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from harness.faults.base import Evidence, FaultContext, Observed
 from harness.faults.evidence import all_of, api_unreachable, endpoint_down
@@ -17,6 +17,7 @@ class ClusterLoss(HandsOver, kind="cluster-loss"):
 
     cuts_api: ClassVar[bool] = True
     by_provider: ClassVar[bool] = True
+    cuts_off: ClassVar[Literal["cluster", "region"] | None] = "cluster"
 
     def inject_handing(self, ctx: FaultContext, handover: Handover) -> None:
         for cluster in self.targets:

@@ -7,7 +7,7 @@ so there it is an object in the API and nothing more (its tests check the API on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from kubernetes.client import NetworkingV1Api
 from kubernetes.client.exceptions import ApiException
@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 from harness.faults import kube
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.evidence import all_of, endpoint_down
+from harness.permissions import APP, Permission, verbs
 from harness.timeline import Event
 
 Direction = Literal["ingress", "egress", "both"]
@@ -26,6 +27,9 @@ class DenyAllPolicy(Fault, kind="deny-all-policy"):
     """A deny-all NetworkPolicy in `namespace` of each target cluster for the pods with `pod_labels` (all
     pods when empty), cutting their `direction` traffic. Revert deletes the policy."""
 
+    permissions: ClassVar[tuple[Permission, ...]] = verbs(
+        "create delete", "networkpolicies", "networking.k8s.io", APP
+    )
     namespace: str
     pod_labels: dict[str, str] = field(default_factory=dict)
     direction: Direction = "both"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from kubernetes.client import V1DeleteOptions, V1Eviction, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
@@ -15,6 +15,7 @@ from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.evidence import all_of
 from harness.faults.handover import Handover
 from harness.faults.provided import HandsOver, provider
+from harness.permissions import EVERY, Permission, verbs
 from harness.timeline import Event
 
 MIRROR = "kubernetes.io/config.mirror"
@@ -37,6 +38,11 @@ class NodeDrain(Fault, kind="node-drain"):
     eviction wait, and the drain fails when pods are still there after timeout_s. Revert uncordons the
     nodes this fault cordoned (evicted pods come back through their controllers, elsewhere)."""
 
+    permissions: ClassVar[tuple[Permission, ...]] = (
+        *verbs("list get patch", "nodes"),
+        Permission("list", "pods", namespace=EVERY),
+        Permission("create", "pods/eviction", namespace=EVERY),
+    )
     nodes: tuple[str, ...] = ()
     selector: str = ""
     grace_period_s: int | None = None
@@ -143,6 +149,9 @@ class NodeLoss(HandsOver, kind="node-loss"):
     Node goes NotReady once the node monitor grace period passes. Revert brings them back, each node's
     restore step given what its lose step returned."""
 
+    permissions: ClassVar[tuple[Permission, ...]] = (
+        Permission("get", "leases", "coordination.k8s.io", NODE_LEASES),
+    )
     nodes: tuple[str, ...]
 
     def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from harness.faults.base import Evidence, FaultContext, Observed
 from harness.faults.evidence import endpoint_answers
@@ -18,6 +18,7 @@ class WanPartition(HandsOver, kind="wan-partition"):
 
     cuts_api: ClassVar[bool] = True
     by_provider: ClassVar[bool] = True
+    cuts_off: ClassVar[Literal["cluster", "region"] | None] = "region"
 
     @property
     def name(self) -> str:

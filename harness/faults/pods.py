@@ -6,12 +6,13 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from harness.errors import FleetDrillError
 from harness.faults import kube
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.evidence import after, all_of
+from harness.permissions import APP, Permission, verbs
 from harness.timeline import Event
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ class PodKill(Fault, kind="pod-kill"):
     kills twice (the ledger only ever reverts, so a crash never re-injects).
     """
 
+    permissions: ClassVar[tuple[Permission, ...]] = (
+        *verbs("list delete", "pods", namespace=APP),
+        *(Permission("list", kind, "apps", APP) for kind in ("deployments", "statefulsets", "daemonsets")),
+    )
     namespace: str
     selector: str = ""
     mode: Mode = "one"

@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
@@ -16,6 +16,7 @@ from harness.errors import FleetDrillError
 from harness.faults import kube
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.evidence import all_of
+from harness.permissions import APP, EVERY, Permission, verbs
 from harness.timeline import Event
 
 MIB = 2**20
@@ -26,6 +27,8 @@ HOLD_SHARE = 0.5
 """Of the memory a stress pod requested, the least its working set must hold to count as stress."""
 SAMPLE_S = 1.0
 """How long CPU time is watched to measure what a stress pod burns."""
+STRESS_NAMESPACE = "default"
+"""Where stress pods go unless the drill says otherwise."""
 
 
 def requested(pods: list[Any]) -> dict[str, Decimal]:
@@ -74,7 +77,13 @@ class NodeStress(Fault, kind="node-stress"):
     still leaves free: nothing else fits there, and what runs there competes for what is left. Revert
     deletes the stress pods."""
 
-    namespace: str = "default"
+    permissions: ClassVar[tuple[Permission, ...]] = (
+        *verbs("list get", "nodes"),
+        Permission("get", "nodes/proxy"),  # the kubelet's Summary API: what the stress pods consume
+        Permission("list", "pods", namespace=EVERY),
+        *verbs("create list deletecollection", "pods", namespace=STRESS_NAMESPACE),
+    )
+    namespace: str = STRESS_NAMESPACE
     nodes: tuple[str, ...] = ()
     selector: str = ""
     cpu_fraction: float = 1.0
@@ -179,6 +188,10 @@ class QuotaSqueeze(Fault, kind="quota-squeeze"):
     pods capped at the number running now: no new pod starts there, so a pod that dies is not replaced.
     Revert deletes the quota."""
 
+    permissions: ClassVar[tuple[Permission, ...]] = (
+        Permission("list", "pods", namespace=APP),
+        *verbs("create get delete", "resourcequotas", namespace=APP),
+    )
     namespace: str
     hard: dict[str, str] = field(default_factory=dict)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from kubernetes.client import CoreV1Api
 from kubernetes.client.exceptions import ApiException
@@ -10,6 +11,7 @@ from kubernetes.client.exceptions import ApiException
 from harness.errors import FleetDrillError
 from harness.faults import kube
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.permissions import Permission, verbs
 from harness.timeline import Event
 
 
@@ -19,6 +21,7 @@ class ScratchNamespace(Fault, kind="scratch-namespace"):
     that name exists there already. Revert deletes it, and everything in it, and waits until it is gone (a
     namespace without the label is never deleted)."""
 
+    permissions: ClassVar[tuple[Permission, ...]] = verbs("create get delete", "namespaces")
     namespace: str
     delete_timeout_s: float = 120.0
 

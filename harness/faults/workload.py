@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.faults import kube
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.evidence import all_of
+from harness.permissions import APP, Permission, verbs
 from harness.timeline import Event
 
 SCALED_BY = kube.PREFIX + "scaled-by"
@@ -23,6 +24,10 @@ class SoftClusterLoss(Fault, kind="soft-cluster-loss"):
     scaled to zero; its replicas are recorded on the workload first. Revert uncordons the nodes this fault
     cordoned and restores the recorded replicas (the pods then start again; the drill measures that)."""
 
+    permissions: ClassVar[tuple[Permission, ...]] = (
+        *verbs("list get patch", "nodes"),
+        *(p for kind in _SCALABLE for p in verbs("get patch", f"{kind}s", "apps", APP)),
+    )
     namespace: str
     workload: str
 

@@ -1,5 +1,6 @@
 """The examples in fixtures/examples say what really runs: every fleetdrill command in the CI workflow
-parses as the CLI takes it, and the cloud fleet files load as fleetdrill loads a fleet file."""
+parses as the CLI takes it, the cloud fleet files load as fleetdrill loads a fleet file, and the
+CronJob's identity holds every permission the drills may need."""
 
 import datetime
 import shlex
@@ -8,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import cli
-from harness.config import ChaosToolkitSettings, load_fleet
+from harness import cli, needs
+from harness.config import App, ChaosToolkitSettings, load_fleet
+from harness.failover import STRATEGY_PERMISSIONS as STRATEGIES
 from harness.infra.chaostoolkit import as_text, pick
+from harness.permissions import Permission
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "examples"
 
@@ -83,3 +86,44 @@ def test_the_eks_example_stops_the_fis_experiment_its_lose_step_started() -> Non
     assert isinstance(settings, ChaosToolkitSettings) and settings.restore_cluster is not None
     assert settings.restore_cluster["func"] == "stop_experiment"
     assert settings.restore_cluster["arguments"] == {"experiment_id": "{handle}"}
+
+
+def granted(rules: list[dict], permission: Permission) -> bool:
+    """Whether RBAC rules grant the permission (resources as RBAC spells them: "pods/eviction")."""
+    return any(
+        {permission.group, "*"} & set(rule.get("apiGroups", []))
+        and {permission.resource, "*"} & set(rule.get("resources", []))
+        and {permission.verb, "*"} & set(rule.get("verbs", []))
+        for rule in rules
+    )
+
+
+def every_permission() -> set[Permission]:
+    """Every permission any part of the harness declares, whatever strategy an app has."""
+    failovers = [{"strategy": strategy, "command": ["failover.sh"]} for strategy in STRATEGIES]
+    apps = [App(name="a", namespace="a", workload="deployment/a", failover=f) for f in failovers]
+    declared = [*needs.parts().values(), needs.LEASE, needs.AS_FOUND]
+    return {permission for part in declared for app in apps for permission in part.permissions(app)}
+
+
+def test_the_cronjobs_roles_grant_every_permission_the_drills_may_need() -> None:
+    """What `fleetdrill doctor` asks for, the example's ServiceAccount holds: its ClusterRole everywhere, its
+    Role in the drill leases' namespace."""
+    documents = list(yaml.safe_load_all((EXAMPLES / "cronjob.yaml").read_text()))
+    (cluster_role,) = [d for d in documents if d["kind"] == "ClusterRole"]
+    (role,) = [d for d in documents if d["kind"] == "Role"]
+    missing = [
+        p.text()
+        for p in sorted(every_permission(), key=Permission.text)
+        if not granted(cluster_role["rules"], p)
+        and not (p.namespace == role["metadata"]["namespace"] and granted(role["rules"], p))
+    ]
+    assert missing == [], missing
+
+
+def test_the_grant_check_sees_a_permission_no_rule_grants() -> None:
+    rules = [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list"]}]
+    assert granted(rules, Permission("get", "nodes"))
+    assert not granted(rules, Permission("get", "nodes/proxy"))
+    assert not granted(rules, Permission("delete", "pods", namespace="shop"))
+    assert not granted(rules, Permission("get", "leases", "coordination.k8s.io", "fleetdrill"))

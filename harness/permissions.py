@@ -1,0 +1,49 @@
+"""A permission the harness needs from a cluster's API server, as RBAC grants it: a verb on a resource (of an
+API group) in a namespace scope.
+
+Each part that calls the Kubernetes API declares what it calls next to its code: a fault kind's
+`permissions` (harness.faults), failover.STRATEGY_PERMISSIONS, BACKUP_PERMISSIONS and RESTORE_PERMISSIONS,
+lease.LEASE_PERMISSIONS, fleet.SERVICE_PROXY_PERMISSIONS, steadystate.AS_FOUND_PERMISSIONS. harness.needs
+gathers those the selected drills use; harness.rbac asks each cluster for them.
+"""
+
+from dataclasses import dataclass, replace
+
+APP = "{app}"
+"""The namespace scope of the drill's app (apps[].namespace)."""
+VELERO = "{velero}"
+"""The namespace Velero runs in (velero.namespace)."""
+EVERY = "*"
+"""Every namespace: one the drill makes, or any; only a ClusterRole (bound cluster-wide) grants it."""
+CLUSTER = ""
+"""No namespace: a cluster-scoped resource (nodes, namespaces)."""
+
+
+@dataclass(frozen=True)
+class Permission:
+    """`verb` on `resource` ("pods", or "pods/eviction" for a subresource) of API `group` ("" the core
+    group) in `namespace`: APP, VELERO, EVERY, CLUSTER, or a namespace's name."""
+
+    verb: str
+    resource: str
+    group: str = ""
+    namespace: str = CLUSTER
+
+    def resolved(self, app_namespace: str, velero_namespace: str) -> "Permission":
+        """The permission with APP and VELERO replaced by the namespaces they stand for."""
+        named = {APP: app_namespace, VELERO: velero_namespace}
+        return replace(self, namespace=named.get(self.namespace, self.namespace))
+
+    def text(self) -> str:
+        """In words: "delete pods in namespace orders", "patch nodes", "get services/proxy in every
+        namespace", "patch gslbs.k8gb.io in namespace orders"."""
+        resource, _, sub = self.resource.partition("/")
+        what = f"{resource}.{self.group}" if self.group else resource
+        what += f"/{sub}" if sub else ""
+        where = {CLUSTER: "", EVERY: " in every namespace"}.get(self.namespace)
+        return f"{self.verb} {what}{f' in namespace {self.namespace}' if where is None else where}"
+
+
+def verbs(verbs: str, resource: str, group: str = "", namespace: str = CLUSTER) -> tuple[Permission, ...]:
+    """One permission per verb of `verbs` (space-separated) on the same resource and scope."""
+    return tuple(Permission(verb, resource, group, namespace) for verb in verbs.split())

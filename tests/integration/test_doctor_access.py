@@ -1,0 +1,83 @@
+"""`fleetdrill doctor`'s permission check and runner placement against the local fleet's real RBAC: its admin
+identity may do all the drill catalogue needs; its read-only identity (bound to `view`) is refused each
+write, one line each naming the user to grant it to; a runner declared in the primary's cluster is warned
+of every drill that cuts it off. Read-only: nothing in the fleet changes."""
+
+from pathlib import Path
+
+import pytest
+
+from harness import catalogue, needs, rbac
+from harness.cli import DRILLS
+from harness.config import Fleet, dump_fleet, load_fleet
+from harness.fleet import FleetAccess
+from tests.conftest import run_cli
+
+WRITES = ("create", "delete", "deletecollection", "patch", "update")
+
+
+@pytest.fixture(scope="module")
+def fleet(fleet_dir: Path) -> Fleet:
+    return load_fleet(fleet_dir / "fleet.yaml")
+
+
+@pytest.fixture(scope="module")
+def drill_needs(fleet_dir: Path, fleet: Fleet) -> list[needs.Need]:
+    drills = catalogue.collect(DRILLS, fleet_dir / "fleet.yaml", None, needs.parts())
+    return needs.needs(fleet, [d for d in drills if d.app == "orders"])
+
+
+def reviewed(fleet: Fleet, wanted: list[needs.Need]) -> rbac.Review:
+    access = FleetAccess(fleet)
+    try:
+        return rbac.review(fleet, access, wanted)
+    finally:
+        access.close()
+
+
+@pytest.fixture(scope="module")
+def as_viewer(fleet: Fleet) -> Fleet:
+    """The fleet reached through each cluster's read-only context."""
+    clusters = tuple(c.model_copy(update={"context": c.readonly_context}) for c in fleet.clusters)
+    return fleet.model_copy(update={"clusters": clusters})
+
+
+def test_the_admin_may_do_all_the_drill_catalogue_needs(fleet: Fleet, drill_needs: list[needs.Need]) -> None:
+    review = reviewed(fleet, drill_needs)
+    assert review.findings == () and review.asked == len(drill_needs) > 0, review.lines(9)
+    assert review.clusters == tuple(c.name for c in fleet.clusters)
+
+
+def test_the_read_only_identity_is_refused_each_write_in_one_line(
+    as_viewer: Fleet, drill_needs: list[needs.Need]
+) -> None:
+    lines = reviewed(as_viewer, drill_needs).lines(9)
+    print("\n".join(lines))  # the full listing, for whoever reads the test log
+    writes = [n for n in drill_needs if n.permission.verb in WRITES]
+    for need in writes:
+        prefix = f"FAIL {need.cluster}: cannot {need.permission.text()} (needed by: {need.why()}): "
+        assert any(line.startswith(prefix) for line in lines), (prefix, lines)
+    assert (
+        "FAIL us-east: cannot create resourcequotas in namespace orders (needed by: quota-squeeze in "
+        "test_exhaust_the_primary_clusters_nodes): grant it to user fleetdrill-viewer (a Role in orders, or "
+        "a ClusterRole, and a binding)"
+    ) in lines
+    assert not any("not asked" in line for line in lines), lines
+
+
+def test_doctor_warns_a_runner_in_the_primarys_cluster_of_each_drill_that_cuts_it_off(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(dump_fleet(fleet) + "runner: {cluster: us-east}\n")
+    out = run_cli("doctor", "--fleet", fleet_file, "--suite", "quarterly", check=False).stdout
+    assert "permissions of 9 selected drill(s) (" in out, out
+    assert "  ok   every permission the 9 selected drill(s) need is allowed (" in out, out
+    warned = sorted(line.split()[2] for line in out.splitlines() if line.startswith("WARN runner: "))
+    assert warned == [
+        "test_lose_one_cluster_and_global_traffic_continues",
+        "test_lose_the_primary_cluster",
+        "test_lose_the_primary_while_the_standby_region_is_cut_off",
+        "test_partition_the_primary_region",
+        "test_restore_the_backup_into_the_standby",
+    ], out
