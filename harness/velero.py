@@ -268,6 +268,10 @@ class Velero:
     def create_backup(self, name: str, spec: BackupSpec = BackupSpec()) -> None:
         self.run("backup", "create", name, *spec.flags())
 
+    def create_backup_from_schedule(self, name: str, schedule: str) -> None:
+        """A backup now from a schedule's template, labelled with the schedule's name as its own are."""
+        self.run("backup", "create", name, "--from-schedule", schedule)
+
     def get_backup(self, name: str, *, timeout: float | None = None) -> Backup:
         return self._one("backup", name, Backup.from_json, timeout)
 

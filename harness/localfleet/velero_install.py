@@ -177,5 +177,5 @@ def schedule_backups(install: Install, deadline_s: float) -> None:
     spec = BackupSpec(include_namespaces=(APP,), default_volumes_to_fs_backup=True)
     cli.create_schedule(SCHEDULE, SCHEDULE_CRON, spec)
     first = f"{SCHEDULE}-first"
-    cli.run("backup", "create", first, "--from-schedule", SCHEDULE)
+    cli.create_backup_from_schedule(first, SCHEDULE)
     cli.wait_for_backup(first, deadline_s)
