@@ -99,6 +99,7 @@ def collect(drills: Path, fleet_file: Path, suite: str | None, known: Collection
     once whatever its parameters; ConfigError when they cannot be collected."""
     collector = _Collector()
     argv = [str(drills), "--collect-only", "-q", "-p", "no:cacheprovider", "--fleet", str(fleet_file)]
+    argv += ["--rootdir", str(drills.resolve().parent)]  # errors name drills/FILE wherever this runs from
     said = io.StringIO()
     with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
         code = pytest.main([*argv, *(["--suite", suite] if suite else [])], plugins=[collector])

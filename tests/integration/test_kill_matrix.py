@@ -28,6 +28,7 @@ from kubernetes import client
 from harness.config import load_fleet
 from harness.faults import Fault, FaultStack, Ledger, fault_from_record, new_run_id
 from harness.faults.cluster import ClusterLoss
+from harness.faults.handover import Handover
 from harness.faults.kube import FAULT_LABEL, pod_ready
 from harness.faults.network import DenyAllPolicy
 from harness.faults.nodes import NodeDrain, NodeLoss
@@ -181,23 +182,23 @@ def run_to_kill_point(fleet_file: str, ledger: str, record: str, point: str, rea
     """The runner: apply the fault, and at `point` announce it and wait to be killed."""
     fault = fault_from_record(json.loads(record))
     kind = type(fault)
-    inject, revert = kind.inject, kind.revert
+    inject, revert = kind.inject_handing, kind.revert_handed  # the FaultStack's ways in and out
 
     def stop_here(at: str) -> None:
         if at == point:
             Path(reached).write_text(point)
             time.sleep(600)  # killed long before
 
-    def hooked_inject(self: Fault, ctx: object) -> None:
+    def hooked_inject(self: Fault, ctx: object, handover: Handover) -> None:
         stop_here("ledger-written")
-        inject(self, ctx)
+        inject(self, ctx, handover)
         stop_here("injected")
 
-    def hooked_revert(self: Fault, ctx: object) -> None:
-        revert(self, ctx)
+    def hooked_revert(self: Fault, ctx: object, handover: Handover) -> None:
+        revert(self, ctx, handover)
         stop_here("reverting")
 
-    kind.inject, kind.revert = hooked_inject, hooked_revert  # type: ignore[method-assign]
+    kind.inject_handing, kind.revert_handed = hooked_inject, hooked_revert  # type: ignore[method-assign]
     access = FleetAccess(load_fleet(fleet_file))
     with FaultStack(access, Ledger(ledger), Timeline(), new_run_id()) as stack:
         stack.push(fault)
