@@ -57,6 +57,7 @@ def _progress() -> build.Progress:
 
 def cmd_fleet_build(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    supervisor.check_programs()
     binaries = build.ensure_binaries(args.bin_dir, _progress())
     folders = ", ".join(sorted({str(path.parent) for path in binaries.values()}))
     print(f"{len(binaries)} binaries ready in {folders} ({time.monotonic() - started:.1f} s)")

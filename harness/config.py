@@ -635,7 +635,7 @@ class Safety(_Model):
 
 
 STRESS_IMAGE = "alexeiled/stress-ng"
-"""A public image whose entrypoint is stress-ng (the local fleet's catalogue runs its stress process)."""
+"""A public image whose entrypoint is stress-ng (the local fleet's catalogue runs Debian's stress-ng)."""
 
 
 class Stress(_Model):
@@ -647,7 +647,8 @@ class Stress(_Model):
     memory: Share = 0.8
     """Share of each node's free allocatable memory a stress pod requests and holds (filled to 90%)."""
     image: Text = STRESS_IMAGE
-    """An image whose entrypoint is stress-ng (or stress): it gets --cpu, --cpu-load, --vm and --vm-bytes."""
+    """An image whose entrypoint is stress-ng (or stress): it gets --cpu, --cpu-load, --vm, --vm-bytes and
+    --vm-hang."""
 
 
 class Runner(_Model):

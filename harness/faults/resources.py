@@ -43,11 +43,13 @@ def requested(pods: list[Any]) -> dict[str, Decimal]:
 
 
 def stress_pod(name: str, node: str, owner: str, cpu_m: int, memory: int, image: str) -> dict[str, Any]:
-    """A Guaranteed pod bound to `node` that spins `cpu_m` millicores and holds most of `memory` bytes."""
+    """A Guaranteed pod bound to `node` that spins `cpu_m` millicores and holds most of `memory` bytes: its
+    memory worker writes every page once, then sleeps holding them (`--vm-hang 0`, in stress and stress-ng
+    alike; without it the worker unmaps and maps again, and the working set comes and goes)."""
     workers = max(1, math.ceil(cpu_m / 1000))
     args = ["--cpu", str(workers), "--cpu-load", str(min(100, max(1, cpu_m // (workers * 10))))]
     if memory >= MIB:
-        args += ["--vm", "1", "--vm-bytes", f"{int(memory * VM_SHARE) // MIB}M"]
+        args += ["--vm", "1", "--vm-bytes", f"{int(memory * VM_SHARE) // MIB}M", "--vm-hang", "0"]
     amounts = {"cpu": f"{max(cpu_m, 1)}m", "memory": f"{max(memory, MIB) // MIB}Mi"}
     return {
         "apiVersion": "v1",

@@ -55,6 +55,15 @@ def check_privileges() -> None:
             raise FleetDrillError(f"`{tool}` is missing: install Debian's iproute2 and util-linux")
 
 
+def check_programs() -> None:
+    """Debian's stress and stress-ng, which the node agents run for stress images and StressChaos."""
+    if missing := images.missing_programs():
+        raise FleetDrillError(
+            f"{' and '.join(missing)} missing: the local fleet's stress images and StressChaos run them;"
+            f" install Debian's packages (apt-get install {' '.join(missing)}, as .ci/bootstrap does)"
+        )
+
+
 def up(
     folder: Path,
     clusters: int = 3,
@@ -68,6 +77,7 @@ def up(
     """Start a fleet in folder and return once every API server is ready and its controllers work (and,
     with backups, once Velero in every cluster reaches the fleet's backup store)."""
     check_privileges()
+    check_programs()
     folder = folder.resolve()
     if (folder / STATE).exists():
         raise FleetDrillError(

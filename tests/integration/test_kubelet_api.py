@@ -347,7 +347,7 @@ def burner_and_idler(api) -> Iterator[tuple[str, str]]:
             "name": "burner",
             "image": "polinux/stress",
             "command": ["stress"],
-            "args": ["--cpu", "1", "--vm", "1", "--vm-bytes", f"{HOLD_MIB}M"],
+            "args": ["--cpu", "1", "--vm", "1", "--vm-bytes", f"{HOLD_MIB}M", "--vm-hang", "0"],
             "resources": {"requests": amounts, "limits": amounts},
         }
         idler = {"name": "idler", "image": "busybox", "command": ["sleep", "3600"]}

@@ -1,19 +1,23 @@
-"""StressChaos: stress workers (python -m harness.localfleet.stress) inside a target container's cgroups,
-so they use the CPU and memory of that container's node and count against its limits, as Chaos Mesh's
-daemon runs stress-ng inside the container's cgroup. Each worker's environment carries the chaos UID,
-so a restarted controller finds and stops the workers of a fault in force."""
+"""StressChaos: the real stress-ng (Debian's) inside a target container's cgroups, so its workers use the
+CPU and memory of that container's node and count against its limits, as Chaos Mesh's daemon runs
+stress-ng inside the container's cgroup. Its environment, which its workers inherit, carries the chaos
+UID, so a restarted controller finds and stops the workers of a fault in force."""
 
 import contextlib
 import os
 import re
 import signal
 import subprocess
-import sys
+import tempfile
 from pathlib import Path
 
 from harness.localfleet.chaos import containers
+from harness.localfleet.nodeagent.images import STRESS_PROGRAMS, missing_programs
 
 MARKER = "FLEETDRILL_CHAOS"
+HELD = 'read -r _ && exec "$@" </dev/null'
+"""A shell that waits for a line on stdin, then becomes the program: moved into the container's cgroups
+meanwhile, the program starts its workers there (Chaos Mesh's daemon holds it with its pause helper)."""
 SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGT]?)(i?B?)$|^([0-9]+(?:\.[0-9]+)?)%$")
 POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
 
@@ -34,8 +38,9 @@ def total_memory() -> int:
 
 
 def stress_args(stressors: dict) -> list[str]:
-    """The stress program's options: --cpu N --cpu-load L for cpu, --vm N --vm-bytes SIZE/N for memory
-    (Chaos Mesh's size is what all memory workers take together)."""
+    """stress-ng's options: --cpu N --cpu-load L for cpu, --vm N --vm-keep --vm-bytes SIZE/N for memory
+    (Chaos Mesh's size is what all memory workers take together; --vm-keep, as Chaos Mesh passes it, keeps
+    the memory mapped and rewrites it instead of unmapping and mapping it again)."""
     args: list[str] = []
     cpu, memory = stressors.get("cpu"), stressors.get("memory")
     if cpu:
@@ -43,33 +48,40 @@ def stress_args(stressors: dict) -> list[str]:
     if memory:
         workers = memory["workers"]
         size = size_bytes(memory.get("size") or "256MB", total_memory())
-        args += ["--vm", str(workers), "--vm-bytes", str(max(size // workers, 1))]
+        args += ["--vm", str(workers), "--vm-keep", "--vm-bytes", str(max(size // workers, 1))]
     if not args:
         raise ValueError("stressors: give cpu or memory (stressngStressors is not supported here)")
     return args
 
 
 def start(uid: str, container: str, chaos_uid: str, stressors: dict) -> int:
-    """Start the stress program and move it into the container's cgroups at once, before it has started
-    any worker (those inherit its cgroups); return its pid."""
+    """Start stress-ng held, move it into the container's cgroups before it has started any worker (those
+    inherit its cgroups), then let it run; return its pid."""
     folders = containers.container_cgroups(uid, container)
     if not folders or not containers.pids(uid, container):
         raise containers.NotRunning(f"container {container} of pod {uid} has no process on this machine")
+    if "stress-ng" in missing_programs():
+        raise FileNotFoundError(
+            "stress-ng is not installed on this node's machine (Debian's stress-ng package)"
+        )
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness.localfleet.stress", *stress_args(stressors)],
+        ["sh", "-c", HELD, "stress-ng", str(STRESS_PROGRAMS["stress-ng"]), *stress_args(stressors)],
         env={**os.environ, MARKER: chaos_uid},
-        stdin=subprocess.DEVNULL,
+        cwd=tempfile.gettempdir(),  # stress-ng's temporary path is its working directory: writable
+        stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    try:
-        for folder in folders:
-            (folder / "cgroup.procs").write_text(str(process.pid))
-    except OSError:
-        process.kill()
-        process.wait(timeout=10)
-        raise
+    with process.stdin:  # closed on every path: a held shell that reads no line exits
+        try:
+            for folder in folders:
+                (folder / "cgroup.procs").write_text(str(process.pid))
+        except OSError:
+            process.kill()
+            process.wait(timeout=10)
+            raise
+        process.stdin.write(b"go\n")
     return process.pid
 
 

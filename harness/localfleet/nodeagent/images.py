@@ -1,7 +1,10 @@
 """The image catalogue: no registry is reachable, so an image name maps to what runs for it.
 
-The sample app's image runs our sample app, a stress image (polinux/stress, progrium/stress,
-alexeiled/stress-ng, fleetdrill.io/stress) our stress process with the pod's stress options; Velero's
+The sample app's image runs our sample app; a stress image runs the real stress or stress-ng from
+Debian's packages of those names (polinux/stress and progrium/stress: stress; alexeiled/stress-ng and
+fleetdrill.io/stress: stress-ng), with the pod's command and args, in a writable folder of its own (the
+container's, as a real one starts in its own root filesystem: stress-ng keeps its temporary files in
+its working directory and refuses to start where it cannot write); Velero's
 image runs the built velero programs (server, node agent, restore helper) and its AWS plugin's image
 copies the built plugin into the pod's plugin volume, as the image's entrypoint does; Chaos Mesh's
 controller-manager image (ghcr.io/chaos-mesh/chaos-mesh) runs our chaos controller; any
@@ -19,8 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SAMPLE_APP_IMAGE = "fleetdrill.io/orders"
-STRESS_IMAGES = ("polinux/stress", "progrium/stress", "alexeiled/stress-ng", "fleetdrill.io/stress")
-STRESS_PROGRAMS = ("stress", "stress-ng")
+STRESS_IMAGES = {
+    "polinux/stress": "stress",
+    "progrium/stress": "stress",
+    "alexeiled/stress-ng": "stress-ng",
+    "fleetdrill.io/stress": "stress-ng",
+}
+"""A stress image and the program its entrypoint runs."""
+STRESS_PROGRAMS = {"stress": Path("/usr/bin/stress"), "stress-ng": Path("/usr/bin/stress-ng")}
+"""The real programs, from Debian's packages of the same names (.ci/bootstrap installs them)."""
 VELERO_IMAGE = "velero/velero"
 VELERO_PROGRAMS = ("velero", "velero-restore-helper", "velero-helper")
 VELERO_AWS_PLUGIN_IMAGE = "velero/velero-plugin-for-aws"
@@ -38,6 +48,8 @@ class Resolved:
 
     argv: list[str]
     note: str = ""
+    own_folder: bool = False
+    """Start in a writable folder of the container's own when the pod names no workingDir."""
 
 
 def _repository(image: str) -> str:
@@ -51,8 +63,8 @@ def resolve(image: str, command: list[str], args: list[str]) -> Resolved:
     """The argv for a container of `image` with the pod's command and args."""
     if _repository(image) == SAMPLE_APP_IMAGE:
         return Resolved([sys.executable, "-m", "harness.localfleet.sampleapp", *args])
-    if any(_repository(image) in (name, f"docker.io/{name}") for name in STRESS_IMAGES):
-        return _stress(image, command, args)
+    if stress := STRESS_IMAGES.get(_repository(image).removeprefix("docker.io/")):
+        return _stress(image, stress, command, args)
     if _repository(image) in CHAOS_IMAGES:
         return Resolved([sys.executable, "-m", "harness.localfleet.chaos", *args])
     if _repository(image) in (VELERO_IMAGE, f"docker.io/{VELERO_IMAGE}"):
@@ -67,11 +79,19 @@ def resolve(image: str, command: list[str], args: list[str]) -> Resolved:
     return Resolved(IDLE, f"image {image} is not in the catalogue; running an idle process")
 
 
-def _stress(image: str, command: list[str], args: list[str]) -> Resolved:
-    """A stress image runs harness.localfleet.stress with the options given to stress or stress-ng."""
-    if command and Path(command[0]).name not in STRESS_PROGRAMS:
+def missing_programs() -> list[str]:
+    """The stress programs this machine lacks (each from the Debian package of its name)."""
+    return [name for name, path in STRESS_PROGRAMS.items() if not os.access(path, os.X_OK)]
+
+
+def _stress(image: str, entrypoint: str, command: list[str], args: list[str]) -> Resolved:
+    """A stress image runs its entrypoint's program (or the pod's command: stress or stress-ng)."""
+    program = Path(command[0]).name if command else entrypoint
+    if program not in STRESS_PROGRAMS:
         return Resolved(IDLE, f"image {image}: only stress and stress-ng run here, not {command[0]!r}")
-    return Resolved([sys.executable, "-m", "harness.localfleet.stress", *command[1:], *args])
+    if program in missing_programs():
+        return Resolved(IDLE, f"image {image}: {program} is not installed here (Debian's {program} package)")
+    return Resolved([str(STRESS_PROGRAMS[program]), *command[1:], *args], own_folder=True)
 
 
 def _velero_bin() -> Path | None:

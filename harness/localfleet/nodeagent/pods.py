@@ -259,15 +259,15 @@ class PodWorker(threading.Thread):
         spec, uid = container.spec, self.pod.metadata.uid
         try:
             resolved = images.resolve(spec.image, spec.command or [], spec.args or [])
-            env = {"HOME": str(self._home(container))} | self.env_for(
-                self.pod, spec, self.sandbox.ip if self.sandbox else ""
-            )
+            home = str(self._home(container))
+            env = {"HOME": home} | self.env_for(self.pod, spec, self.sandbox.ip if self.sandbox else "")
+            workdir = spec.working_dir or (home if resolved.own_folder else None)
             log = self.volumes.pod_dir(uid) / "logs" / spec.name / f"{container.restarts}.log"
             cgroups = self.runtime.cgroups.create(uid, spec.name, spec.resources)
             mounts = [*self._mounts(spec), *self._termination_log(container)]
             stdin = StdinPipe(bool(spec.stdin_once)) if spec.stdin else None
             process = self.runtime.start(
-                self.sandbox, resolved.argv, env, mounts, spec.working_dir, log, cgroups, stdin
+                self.sandbox, resolved.argv, env, mounts, workdir, log, cgroups, stdin
             )
         except (EnvError, client.ApiException, SandboxError, OSError) as error:
             reason = "CreateContainerConfigError" if isinstance(error, EnvError) else "CreateContainerError"
