@@ -131,7 +131,7 @@ class StressChaos(Kind):
             raise containers.NotRunning(f"pod of {record_id} is gone")
         args = stressing.stress_args(obj["spec"].get("stressors") or {})
         pid = stressing.start(uid, container, obj["metadata"]["uid"], obj["spec"].get("stressors") or {})
-        return f"stress {' '.join(args)} in the container's cgroups (pid {pid})"
+        return f"stress-ng {' '.join(args)} in the container's cgroups (pid {pid})"
 
     def recover(self, obj: dict, record_id: str, cluster: Cluster) -> str:
         uid, container = self._uid(record_id, cluster)
