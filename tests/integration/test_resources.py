@@ -90,7 +90,9 @@ def test_container_over_its_memory_limit_is_oomkilled_and_restarted(core, namesp
     killed = wait_for(oom_killed, 60, "the container to be OOMKilled")
     first_kill = time.monotonic()
     assert killed.last_state.terminated.exit_code == 1
-    output = core.read_namespaced_pod_log("hog", namespace, previous=True)
+    output = core.read_namespaced_pod_log(
+        "hog", namespace, previous=True, _preload_content=False
+    ).data.decode()
     assert re.search(r"worker \d+ got signal 9\n", output) and "failed run completed" in output, output
     again = wait_for(
         lambda: (found := status()) and (found.state.running or found.restart_count >= 2),

@@ -1,11 +1,16 @@
 """The chaos controller's pure parts: CRDs, pod selection and modes, status records, rules, stress sizes."""
 
+import os
 import random
+import signal
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from harness.localfleet.chaos import crds, netfaults, records, selection, stressing
+from harness.localfleet.chaos import containers, crds, netfaults, records, selection, stressing
 
 
 def pod(name: str, namespace: str = "orders", phase: str = "Running", **labels: str) -> dict:
@@ -175,3 +180,23 @@ def test_stress_options_from_chaos_mesh_stressors() -> None:
     assert args == ["--cpu", "2", "--cpu-load", "50", "--vm", "2", "--vm-keep", "--vm-bytes", str(50 << 20)]
     with pytest.raises(ValueError, match="give cpu or memory"):
         stressing.stress_args({})
+
+
+def test_a_chaos_marks_its_process_and_the_descendants_that_lost_the_mark(monkeypatch) -> None:
+    """stress-ng's workers write their titles over their environment: found as the marked one's children."""
+    shell = subprocess.Popen(["sh", "-c", "env -i sleep 30 & wait"], env={**os.environ, "MARK": "x"})
+    children = Path(f"/proc/{shell.pid}/task/{shell.pid}/children")
+    try:
+        deadline = time.monotonic() + 10
+        while not children.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (child,) = map(int, children.read_text().split())
+        monkeypatch.setattr(
+            containers, "pids", lambda uid, container: sorted([shell.pid, child, os.getpid()])
+        )
+        assert containers.marked("uid", "main", "MARK=x") == sorted([shell.pid, child])
+        assert containers.marked("uid", "main", "MARK=y") == []
+        os.kill(child, signal.SIGKILL)
+    finally:
+        shell.kill()
+        shell.wait()

@@ -64,11 +64,23 @@ def kill(uid: str, container: str) -> list[int]:
 
 def marked(uid: str, container: str, marker: str) -> list[int]:
     """Processes in the container's cgroups with an environment entry that starts with `marker`
-    (KEY=VALUE for one chaos, KEY= for any)."""
-    wanted = marker.encode()
-    found = []
-    for pid in pids(uid, container):
+    (KEY=VALUE for one chaos, KEY= for any), and their descendants there: stress-ng's workers write
+    their titles over their copy of the environment."""
+    wanted, inside = marker.encode(), pids(uid, container)
+    found = set()
+    for pid in inside:
         with contextlib.suppress(OSError):
             if any(e.startswith(wanted) for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")):
-                found.append(pid)
-    return found
+                found.add(pid)
+    parents = {pid: _parent(pid) for pid in inside}
+    while grown := {pid for pid, parent in parents.items() if parent in found} - found:
+        found |= grown
+    return sorted(found)
+
+
+def _parent(pid: int) -> int:
+    """The parent's pid (0 when the process is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
