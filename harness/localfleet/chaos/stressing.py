@@ -1,7 +1,8 @@
 """StressChaos: the real stress-ng (Debian's) inside a target container's cgroups, so its workers use the
 CPU and memory of that container's node and count against its limits, as Chaos Mesh's daemon runs
-stress-ng inside the container's cgroup. Its environment, which its workers inherit, carries the chaos
-UID, so a restarted controller finds and stops the workers of a fault in force."""
+stress-ng inside the container's cgroup. Its environment carries the chaos UID (its workers, which write
+their titles over theirs, are its descendants), so a restarted controller finds and stops the stress of
+a fault in force."""
 
 import contextlib
 import os
