@@ -67,7 +67,13 @@ def cmd_fleet_build(args: argparse.Namespace) -> int:
 def cmd_fleet_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     state = supervisor.up(
-        args.dir, args.clusters, args.nodes, args.bin_dir, _progress(), backups=not args.no_backups
+        args.dir,
+        args.clusters,
+        args.nodes,
+        args.bin_dir,
+        _progress(),
+        backups=not args.no_backups,
+        dns=args.dns,
     )
     print(f"fleet up in {time.monotonic() - started:.1f} s: {', '.join(c.name for c in state.clusters)}")
     print(f"kubeconfig: {state.folder / 'kubeconfig'}")
@@ -175,7 +181,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Start the local fleet when none runs, then run the drill catalogue against it."""
     folder = args.dir
     if not (folder / STATE).exists():
-        cmd_fleet_up(argparse.Namespace(dir=folder, clusters=3, nodes=3, bin_dir=None, no_backups=False))
+        cmd_fleet_up(
+            argparse.Namespace(dir=folder, clusters=3, nodes=3, bin_dir=None, no_backups=False, dns=False)
+        )
     args.fleet = folder / "fleet.yaml"
     return cmd_run(args)
 
@@ -317,6 +325,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=_positive, default=3, help="nodes per cluster (default 3)")
     up.add_argument(
         "--no-backups", action="store_true", help="without the backup store and Velero (starts faster)"
+    )
+    up.add_argument(
+        "--dns",
+        action="store_true",
+        help="with CoreDNS: the sample app's global name published as the GSLB fails over, and a caching"
+        " resolver for the runner (fleet.yaml: apps[].dns)",
     )
     action("down", cmd_fleet_down, "stop every process of the fleet and remove its namespaces")
     action("status", cmd_fleet_status, "per cluster and component: up, address, pid, RSS")

@@ -369,6 +369,24 @@ class ServedBy(_Model):
         return self
 
 
+DnsServer = Annotated[str, Field(pattern=r"^[0-9.]+:[0-9]{1,5}$|^[0-9.]+$")]
+
+
+class GlobalDns(_Model):
+    """A DNS-based global load balancer (k8gb, Route 53 health checks): what `observe` watches."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    """The app's global name, as clients resolve it."""
+    authoritative: DnsServer
+    """The server authoritative for the name, ADDR[:PORT] (port 53 unless given)."""
+    resolver: DnsServer | None = None
+    """The runner's resolver, ADDR[:PORT]; the global endpoint's probes resolve through it when set."""
+    health_interval: PositiveDuration
+    """Seconds between the load balancer's health checks of each cluster."""
+    failure_threshold: Annotated[StrictInt, Field(ge=1)]
+    """Failed health checks in a row that take a cluster out of the answer."""
+
+
 class App(_Model):
     """An application deployed across the fleet, probed during drills."""
 
@@ -401,6 +419,8 @@ class App(_Model):
     """What the app must achieve through a drill."""
     failover: Failover = Failover()
     """How drills fail the app over."""
+    dns: GlobalDns | None = None
+    """A DNS-based failover of the global endpoint: the answers and TTLs observed, the RTO split in phases."""
 
 
 class BackupStore(_Model):

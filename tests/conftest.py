@@ -95,16 +95,20 @@ def require_root() -> None:
 
 @contextmanager
 def started_fleet(
-    tmp_path_factory: pytest.TempPathFactory, name: str, clusters: int = 3, backups: bool = False
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    clusters: int = 3,
+    backups: bool = False,
+    dns: bool = False,
 ) -> Iterator[Path]:
-    """A local fleet (three clusters unless told; with the backup store and Velero when asked) owned by
-    this test session, taken down at the end whatever happens."""
+    """A local fleet (three clusters unless told; with the backup store and Velero, and with CoreDNS, when
+    asked) owned by this test session, taken down at the end whatever happens."""
     remove_stale_test_fleets()
     folder = tmp_path_factory.mktemp(name)
     (folder / OWNER).write_text(str(os.getpid()))
     try:
-        without = [] if backups else ["--no-backups"]
-        run_cli("fleet", "up", "--dir", folder, "--clusters", clusters, *without)
+        options = ([] if backups else ["--no-backups"]) + (["--dns"] if dns else [])
+        run_cli("fleet", "up", "--dir", folder, "--clusters", clusters, *options)
         yield folder
     finally:
         if (folder / STATE).exists() or any(c.folder == folder for c in registry.claims().values()):

@@ -19,6 +19,8 @@ REPLICATION_LAG_S = 0.5
 HEALTH_INTERVAL_S = 1.0
 HEALTH_FALL = 2
 HEALTH_TIMEOUT_S = 0.5
+DNS_TTL_S = 5
+"""The TTL the sample app's Gslb asks for its global name (k8gb's spec.strategy.dnsTtlSeconds)."""
 
 
 def settings(cluster: str, role: str, peers: dict[str, str]) -> dict:
@@ -37,7 +39,7 @@ def settings(cluster: str, role: str, peers: dict[str, str]) -> dict:
 def gslb(primary: str) -> dict:
     """The k8gb-style Gslb object: fail over away from the primary cluster."""
     rule = {
-        "host": f"{APP}.fleet.local",
+        "host": global_name(),
         "http": {
             "paths": [
                 {
@@ -52,7 +54,10 @@ def gslb(primary: str) -> dict:
         "apiVersion": f"{kwatch.GROUP}/{kwatch.VERSION}",
         "kind": "Gslb",
         "metadata": {"name": APP, "namespace": APP},
-        "spec": {"ingress": {"rules": [rule]}, "strategy": {"type": "failover", "primaryGeoTag": primary}},
+        "spec": {
+            "ingress": {"rules": [rule]},
+            "strategy": {"type": "failover", "primaryGeoTag": primary, "dnsTtlSeconds": DNS_TTL_S},
+        },
     }
 
 
@@ -89,7 +94,20 @@ def ingress_argv(kubeconfig: Path, context: str, address: str) -> list[str]:
     ]
 
 
-def gslb_argv(kubeconfig: Path, backends: dict[str, str], address: str, ground_truth: Path) -> list[str]:
+def global_name() -> str:
+    """The sample app's global name (its Gslb's host), which a fleet with DNS publishes."""
+    return f"{APP}.fleet.local"
+
+
+def gslb_argv(
+    kubeconfig: Path,
+    backends: dict[str, str],
+    address: str,
+    ground_truth: Path,
+    dns: tuple[Path, str] | None = None,
+) -> list[str]:
+    """The GSLB's command line; with dns (zone file, authoritative server's address) it publishes DNS."""
+    published = [f"--dns-zone-file={dns[0]}", f"--dns-server={dns[1]}"] if dns else []
     return [
         sys.executable,
         "-m",
@@ -104,6 +122,7 @@ def gslb_argv(kubeconfig: Path, backends: dict[str, str], address: str, ground_t
         f"--fall={HEALTH_FALL}",
         f"--timeout={HEALTH_TIMEOUT_S}",
         f"--ground-truth={ground_truth}",
+        *published,
     ]
 
 

@@ -115,7 +115,8 @@ VELERO = GoModule(
     ("github.com/vmware-tanzu/velero/pkg/buildinfo.Version",),
 )
 MINIO = GoModule("minio", {"minio": "github.com/minio/minio"}, "github.com/minio/minio")
-MODULES = (KUBE, CNI, VELERO, MINIO)
+COREDNS = GoModule("coredns", {"coredns": "./cmd/coredns"}, "github.com/coredns/coredns")
+MODULES = (KUBE, CNI, VELERO, MINIO, COREDNS)
 Progress = Callable[[str, int, int], None]
 
 

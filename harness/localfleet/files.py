@@ -6,10 +6,11 @@ from pathlib import Path
 
 import yaml
 
-from harness.localfleet import apps, controlplane, pki
+from harness.localfleet import apps, controlplane, dnsserver, pki
+from harness.localfleet.dnsserver import DnsPlan
 from harness.localfleet.state import FleetState
 
-OWNED = ("clusters", "pki", "logs", "kubeconfig", "fleet.yaml", "backup-store")
+OWNED = ("clusters", "pki", "logs", "kubeconfig", "fleet.yaml", "backup-store", "dns")
 
 
 def reset(folder: Path) -> None:
@@ -64,7 +65,19 @@ def write_kubeconfig(state: FleetState, ca: pki.KeyPair) -> Path:
     return path
 
 
-def _sample_app(state: FleetState) -> dict:
+def _dns(dns: DnsPlan) -> dict:
+    """The sample app's DNS failover as the harness sees it: its global name, the servers to ask, and the
+    GSLB's health checks (the bound interval x failure threshold + TTL)."""
+    return {
+        "name": apps.global_name(),
+        "authoritative": f"{dns.authoritative}:{dnsserver.PORT}",
+        "resolver": f"{dns.resolver}:{dnsserver.PORT}",
+        "health_interval": f"{apps.HEALTH_INTERVAL_S:g}s",
+        "failure_threshold": apps.HEALTH_FALL,
+    }
+
+
+def _sample_app(state: FleetState, dns: DnsPlan | None) -> dict:
     """The sample app as the harness sees it: its endpoints and the objectives drills judge it by."""
     endpoints = {
         c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
@@ -88,13 +101,17 @@ def _sample_app(state: FleetState) -> dict:
         "failover": {  # promotion at an epoch above every cluster's fences a returning old primary
             "promote": {"path": "/promote", "body": {"epoch": "$epoch"}, "epoch_path": "/status"},
         },
-    }
+    } | ({"dns": _dns(dns)} if dns else {})
 
 
 def write_fleet_file(
-    state: FleetState, timings: controlplane.LocalTimings, velero: dict | None = None
+    state: FleetState,
+    timings: controlplane.LocalTimings,
+    velero: dict | None = None,
+    dns: DnsPlan | None = None,
 ) -> Path:
-    """The fleet file the harness reads for this local fleet (with its `velero` section when Velero runs)."""
+    """The fleet file the harness reads for this local fleet (with its `velero` section when Velero runs, and
+    the app's `dns` when the fleet runs DNS)."""
     fleet = {
         "name": f"local-{state.index}",
         "kubeconfig": "kubeconfig",
@@ -109,7 +126,7 @@ def write_fleet_file(
             }
             for c in state.clusters
         ],
-        "apps": [_sample_app(state)],
+        "apps": [_sample_app(state, dns)],
         "infrastructure": {"provider": "localfleet", "settings": {"dir": str(state.folder)}},
         "safety": {"allowlist": [c.name for c in state.clusters]},
         # Every node of the fleet, its load balancer and the runner share this machine's cores while each

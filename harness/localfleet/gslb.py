@@ -10,12 +10,15 @@ cluster's last known object still counts, so its API being gone changes nothing 
 Health: the first check of a backend sets its state; then `fall` failures in a row mark it
 unhealthy and `rise` successes healthy. failover serves the first healthy backend whose name or
 geo tag is primaryGeoTag, else the first healthy one in --backends order; roundRobin serves every
-healthy backend in turn. GET /-/gslb reports the state as JSON.
+healthy backend in turn. GET /-/gslb reports the state as JSON. With --dns-zone-file, every change of
+the serving clusters or the strategy rewrites that zone file (dnsserver.py: CoreDNS serves it): the Gslb
+host's A records are the serving clusters' ingress addresses, with spec.strategy.dnsTtlSeconds as TTL
+(k8gb's default, 30 s, when unset), as k8gb publishes them.
 
     python -m harness.localfleet.gslb --kubeconfig K --contexts A,B,C --listen ADDR:PORT --namespace NS
         --name GSLB --backends A=http://ADDR:PORT,... [--geo-tags A=TAG,...] [--interval 1.0]
         [--timeout 0.5] [--fall 2] [--rise 2] [--health-path /readyz] [--ground-truth PATH]
-        [--positions-interval 0.25]
+        [--positions-interval 0.25] [--dns-zone-file PATH --dns-server ADDR]
 """
 
 import argparse
@@ -33,7 +36,7 @@ from urllib.parse import urlsplit
 
 from kubernetes import client, config
 
-from harness.localfleet import groundtruth
+from harness.localfleet import dnsserver, groundtruth
 from harness.localfleet.ingress import (
     Address,
     Pool,
@@ -50,6 +53,8 @@ from harness.localfleet.replication_truth import watch_positions
 
 log = logging.getLogger("gslb")
 FLUSH_INTERVAL_S = 0.2
+DEFAULT_TTL_S = 30
+"""k8gb's dnsTtlSeconds when the Gslb sets none."""
 
 
 def _hostport(address: Address) -> str:
@@ -87,9 +92,10 @@ class Strategy:
     type: str
     primary: str
     host: str
+    ttl: int = DEFAULT_TTL_S
 
     def __str__(self) -> str:
-        return f"{self.type}, primaryGeoTag {self.primary or '-'}, host {self.host or '-'}"
+        return f"{self.type}, primaryGeoTag {self.primary or '-'}, host {self.host or '-'}, TTL {self.ttl} s"
 
 
 class Gslb:
@@ -107,6 +113,7 @@ class Gslb:
         self.since = time.time()
         self.pool, self.health_pool = Pool(), Pool()
         self._turn = itertools.count()
+        self._serial = int(time.time())
         self._status_due = threading.Event()
         self.batch = groundtruth.Batch(Path(args.ground_truth)) if args.ground_truth else None
 
@@ -123,13 +130,17 @@ class Gslb:
             spec = won[1].get("spec") or {}
             rules = (spec.get("ingress") or {}).get("rules") or [{}]
             kind = spec.get("strategy") or {}
-            strategy = Strategy(kind.get("type", ""), kind.get("primaryGeoTag", ""), rules[0].get("host", ""))
+            ttl = kind.get("dnsTtlSeconds", DEFAULT_TTL_S)
+            strategy = Strategy(
+                kind.get("type", ""), kind.get("primaryGeoTag", ""), rules[0].get("host", ""), ttl
+            )
             self.source = (won[0], changed_at(won[1]).isoformat())
         if strategy != self.strategy:
             self.strategy = strategy
             log.info("strategy: %s (from %s)", strategy, self.source and ", changed at ".join(self.source))
             self._truth("strategy", strategy=strategy and strategy.__dict__, source=self.source)
             self._decide()
+            self._publish()
 
     async def check_forever(self) -> None:
         """Check every backend each interval, concurrently."""
@@ -176,6 +187,26 @@ class Gslb:
             self._truth("serving", serving=names, previous=self.serving, reason=self._why())
             self.serving, self.since = names, time.time()
             self._status_due.set()
+            self._publish()
+
+    def _publish(self) -> None:
+        """Write the DNS zone: the serving clusters' ingress addresses for the Gslb host."""
+        if not self.args.dns_zone_file or any(b.healthy is None for b in self.backends):
+            return
+        host = self.strategy.host if self.strategy else ""
+        records = {host: [b.address[0] for b in self.backends if b.name in self.serving]}
+        ttl = self.strategy.ttl if self.strategy else DEFAULT_TTL_S
+        self._serial += 1
+        text = dnsserver.zone_text(
+            dnsserver.ZONE,
+            self.args.dns_server,
+            records if dnsserver.in_zone(host) else {},
+            ttl,
+            self._serial,
+        )
+        dnsserver.write_zone(Path(self.args.dns_zone_file), text)
+        log.info("DNS: %s -> %s (TTL %d s, serial %d)", host, records.get(host), ttl, self._serial)
+        self._truth("dns", host=host, addresses=records.get(host, []), ttl=ttl, serial=self._serial)
 
     def _why(self) -> str:
         strategy = self.strategy
@@ -327,6 +358,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--positions-interval", type=float, default=0.25, help="seconds between replication-position reads"
     )
+    parser.add_argument("--dns-zone-file", help="publish the serving clusters in this zone file")
+    parser.add_argument("--dns-server", default="", help="the authoritative server's address (its NS record)")
     args = parser.parse_args(argv)
     backends = []
     for name, url in args.backends.items():

@@ -7,14 +7,15 @@ import time
 from harness.errors import FleetDrillError
 from harness.localfleet import apps, files, groundtruth, netns, network, processes, provisioner
 from harness.localfleet.chaos import install as chaos_mesh
+from harness.localfleet.dnsserver import DnsPlan
 from harness.localfleet.state import FleetState, start_process
 
 GLOBAL_KEY = "global/gslb"
 
 
-def start(state: FleetState) -> None:
+def start(state: FleetState, dns: DnsPlan | None = None) -> None:
     """A volume provisioner, the sample app and its Gslb in every cluster, an ingress per cluster, and the
-    global endpoint."""
+    global endpoint (publishing the serving clusters in the fleet's DNS, with dns)."""
     kubeconfig = state.folder / "kubeconfig"
     backends = {
         c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
@@ -53,7 +54,8 @@ def start(state: FleetState) -> None:
     network.add_segment(state.plan, segment)
     netns.create(global_ns)
     address = str(network.attach(state.plan, segment, global_ns, 2))
-    argv = apps.gslb_argv(kubeconfig, backends, address, state.folder / groundtruth.FILE)
+    published = (dns.zone_file, dns.authoritative) if dns else None
+    argv = apps.gslb_argv(kubeconfig, backends, address, state.folder / groundtruth.FILE, published)
     start_process(
         state,
         processes.ProcessSpec(

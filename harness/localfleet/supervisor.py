@@ -18,6 +18,7 @@ from harness.errors import FleetDrillError
 from harness.localfleet import (
     build,
     controlplane,
+    dnsserver,
     files,
     freeze,
     groundtruth,
@@ -73,9 +74,11 @@ def up(
     say: Say = print,
     timings: controlplane.LocalTimings | None = None,
     backups: bool = False,
+    dns: bool = False,
 ) -> FleetState:
     """Start a fleet in folder and return once every API server is ready and its controllers work (and,
-    with backups, once Velero in every cluster reaches the fleet's backup store)."""
+    with backups, once Velero in every cluster reaches the fleet's backup store; with dns, once CoreDNS
+    answers for the apps' global names)."""
     check_privileges()
     check_programs()
     folder = folder.resolve()
@@ -103,16 +106,23 @@ def up(
         state.save()
         readiness.wait_ready(state, READY_DEADLINE_S)
         files.write_kubeconfig(state, ca)
+        published = None
+        if dns:
+            say("starting CoreDNS: the global names' authoritative server and the runner's resolver")
+            published = dnsserver.start(state, binaries["coredns"])
+            state.save()
         say("deploying the sample app, the ingresses and the global load balancer")
-        services.start(state)
+        services.start(state, published)
         state.save()
         services.wait_serving(state, READY_DEADLINE_S)
+        if published:
+            dnsserver.wait_answering(published, READY_DEADLINE_S)
         velero = None
         if backups:
             say("starting the backup store and installing Velero in every cluster")
             velero = velero_install.start(state, binaries, READY_DEADLINE_S)
             state.save()
-        files.write_fleet_file(state, timings, velero)
+        files.write_fleet_file(state, timings, velero, published)
         return state
     except BaseException:
         down(folder)

@@ -1,0 +1,142 @@
+"""The fleet's DNS, opt-in (`fleet up --dns`): the real CoreDNS as the authoritative server of the apps'
+global names, as k8gb answers them, and a second CoreDNS as the runner's caching resolver.
+
+The authoritative server serves the zone file the GSLB writes (gslb.py: the serving clusters' ingress
+addresses for each Gslb host, with the Gslb's spec.strategy.dnsTtlSeconds as TTL) through CoreDNS's `file`
+plugin, which reloads it within a second of a new SOA serial. The resolver forwards to it and caches each
+answer for its TTL (`cache`), so a client behind it keeps a lost cluster's address until the TTL runs
+out, as behind any resolver. Each runs in a network namespace of its own on the global segment.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+
+from harness.errors import FleetDrillError
+from harness.localfleet import netns, network, processes
+from harness.localfleet.state import FleetState, start_process
+
+ZONE = "fleet.local"
+PORT = 53
+AUTHORITATIVE_HOST, RESOLVER_HOST = 4, 5
+"""Offsets on the global segment (2 is the GSLB's)."""
+RELOAD = "1s"
+NEGATIVE_TTL_S = 1
+"""The SOA minimum: how long a resolver may cache "no such record" (no cluster serving)."""
+
+
+@dataclass(frozen=True)
+class DnsPlan:
+    """Where the fleet's DNS lives."""
+
+    folder: Path
+    authoritative: str
+    resolver: str
+
+    @property
+    def zone_file(self) -> Path:
+        return self.folder / f"{ZONE}.zone"
+
+
+def plan_for(state: FleetState) -> DnsPlan:
+    segment = state.plan.global_segment
+    return DnsPlan(
+        state.folder / "dns", str(segment.host(AUTHORITATIVE_HOST)), str(segment.host(RESOLVER_HOST))
+    )
+
+
+def zone_text(zone: str, nameserver: str, records: dict[str, list[str]], ttl_s: int, serial: int) -> str:
+    """A zone file: SOA and NS (the authoritative server), and an A record per address of each name."""
+    origin = zone.rstrip(".") + "."
+    lines = [
+        f"$ORIGIN {origin}",
+        f"@ {ttl_s} IN SOA ns.{origin} hostmaster.{origin} {serial} 1 1 60 {NEGATIVE_TTL_S}",
+        f"@ {ttl_s} IN NS ns.{origin}",
+        f"ns {ttl_s} IN A {nameserver}",
+    ]
+    for name, addresses in sorted(records.items()):
+        lines += [f"{name.rstrip('.')}. {ttl_s} IN A {address}" for address in addresses]
+    return "\n".join(lines) + "\n"
+
+
+def write_zone(path: Path, text: str) -> None:
+    """Replace the zone file at once (CoreDNS never reads half of it)."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(text)
+    staging.rename(path)
+
+
+def in_zone(name: str, zone: str = ZONE) -> bool:
+    name, zone = name.rstrip(".").lower(), zone.rstrip(".").lower()
+    return name == zone or name.endswith(f".{zone}")
+
+
+def authoritative_corefile(dns: DnsPlan) -> str:
+    return (
+        f"{ZONE}:{PORT} {{\n  bind {dns.authoritative}\n  errors\n"
+        f"  file {dns.zone_file} {{\n    reload {RELOAD}\n  }}\n}}\n"
+    )
+
+
+def resolver_corefile(dns: DnsPlan) -> str:
+    """Forward everything to the authoritative server; cache each answer for its own TTL."""
+    return (
+        f".:{PORT} {{\n  bind {dns.resolver}\n  errors\n  cache\n  forward . {dns.authoritative}:{PORT}\n}}\n"
+    )
+
+
+def start(state: FleetState, coredns: Path) -> DnsPlan:
+    """Both CoreDNS servers, each in its namespace on the global segment, and an empty zone to begin."""
+    dns = plan_for(state)
+    dns.folder.mkdir(parents=True, exist_ok=True)
+    write_zone(dns.zone_file, zone_text(ZONE, dns.authoritative, {}, 5, 1))
+    for role, offset, corefile in (
+        ("authoritative", AUTHORITATIVE_HOST, authoritative_corefile(dns)),
+        ("resolver", RESOLVER_HOST, resolver_corefile(dns)),
+    ):
+        namespace = f"{network.prefix(state.plan)}dns-{role[:4]}"
+        netns.create(namespace)
+        address = str(network.attach(state.plan, state.plan.global_segment, namespace, offset))
+        conf = dns.folder / f"Corefile.{role}"
+        conf.write_text(corefile)
+        start_process(
+            state,
+            processes.ProcessSpec(
+                f"global/dns-{role}",
+                namespace,
+                [str(coredns), "-conf", str(conf)],
+                {"GOGC": "50"},
+                str(state.folder / "logs" / "global" / f"dns-{role}.log"),
+                address,
+            ),
+        )
+    return dns
+
+
+def wait_answering(dns: DnsPlan, deadline_s: float) -> None:
+    """Poll until both servers answer the zone's SOA."""
+    deadline = time.monotonic() + deadline_s
+    waiting = [dns.authoritative, dns.resolver]
+    while waiting:
+        waiting = [server for server in waiting if not _answers_soa(server)]
+        if waiting and time.monotonic() > deadline:
+            raise FleetDrillError(
+                f"CoreDNS at {', '.join(waiting)} does not answer after {deadline_s:.0f} s; "
+                f"logs in {dns.folder.parent / 'logs' / 'global'}"
+            )
+        if waiting:
+            time.sleep(0.05)
+
+
+def _answers_soa(server: str) -> bool:
+    try:
+        query = dns.message.make_query(f"{ZONE}.", dns.rdatatype.SOA)
+        return bool(dns.query.udp(query, server, timeout=0.5, port=PORT).answer)
+    except (dns.exception.DNSException, OSError):
+        return False
