@@ -10,11 +10,14 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from harness import measure
 from harness.config import App, Fleet
 from harness.data import SentinelWriter
+from harness.dnsphases import judge as judge_dns
+from harness.dnsphases import split as split_dns
+from harness.dnswatch import DnsAnswer, DnsWatcher
 from harness.errors import ConfigError, FleetDrillError
 from harness.failover import BackupPoint
 from harness.faults import Fault, FaultStack
@@ -28,6 +31,8 @@ from harness.timeline import Timeline
 from harness.traffic import Prober, status_codes
 
 GLOBAL = "global"
+GLOBAL_NAME = "global-name"
+"""The probes of apps[].dns.name when the global endpoint is another host (an address, a CDN)."""
 RESTORED = "restored"
 STEADY_WRITES = 5  # sentinel writes in a row acknowledged: the data path is part of the steady state
 FAILED_OVER = ("gslb.updated", "data.promoted", "failover.commanded", "failover.observed")
@@ -65,6 +70,7 @@ class Observation:
     app: App
     samples: dict[str, list[ProbeSample]] = field(default_factory=dict)
     writes: list[SentinelWrite] = field(default_factory=list)
+    dns: list[DnsAnswer] = field(default_factory=list)
     stream: str = ""
     seq_base: int = 0
     start: float = 0.0
@@ -107,6 +113,12 @@ class Drill:
         """
         targets = {GLOBAL: urljoin(app.global_endpoint or "", app.health_path)}
         targets |= {cluster: urljoin(url, app.health_path) for cluster, url in app.endpoints.items()}
+        resolvers, watcher = {}, None
+        if app.dns is not None:  # a DNS-based failover: the name's probes resolve as the runner's clients do
+            name, url = _global_name(app)
+            targets[name] = urljoin(url, app.health_path)
+            resolvers = {name: app.dns.resolver} if app.dns.resolver else {}
+            watcher = DnsWatcher(app.dns)
         bound = app.objectives.latency
         observation = Observation(app)
         self.observations[app.name] = observation
@@ -115,6 +127,7 @@ class Drill:
             rate_hz=self.settings.probe_rate_hz,
             timeout_s=_probe_timeout(self.settings, app),
             latency_bound_s=bound,
+            resolvers=resolvers,
             **_contract(app),
         )
         writer = None
@@ -128,6 +141,8 @@ class Drill:
             with ExitStack() as running:  # the probes stop first: they close the window
                 if writer is not None:
                     self._writers[app.name] = running.enter_context(writer)
+                if watcher is not None:
+                    running.enter_context(watcher)
                 self._live[app.name] = running.enter_context(prober)
                 rule = self.fleet.safety.abort
                 if rule is not None:
@@ -144,6 +159,7 @@ class Drill:
         finally:  # a drill that fails inside the block keeps its raw data too
             observation.samples |= {target: prober.samples(target) for target in targets}
             observation.writes = writer.writes() if writer is not None else []
+            observation.dns = watcher.answers() if watcher is not None else []
             self.timeline.record("probes.stopped", detail={"app": app.name})
 
     def _availability(self, app: App) -> Callable[[float], float | None]:
@@ -447,11 +463,40 @@ class Drill:
             "writes": len(observation.writes),
             "rto_phases": measure.rto_phases(self.timeline.events(), t0, t0 + (result.rto or 0)).to_dict(),
         }
+        if app.dns is not None:
+            verdicts.append(self._judge_dns(app, observation, t0, figures))
         if survivor is not None:
             verdicts.append(self._judge_rpo(app, survivor, t0, figures))
         self.figures[app.name] = figures
         self.verdicts += verdicts
         return verdicts
+
+    def _judge_dns(
+        self, app: App, observation: Observation, t0: float, figures: dict[str, object]
+    ) -> Verdict:
+        """The RTO of the app's global name, split into the phases of a DNS failover (dnsphases.py) and
+        judged against the RTO objective; its figures go to figures["dns"]."""
+        assert app.dns is not None
+        name = _global_name(app)[0]
+        samples = observation.samples.get(name, [])
+        result = measure.rto(
+            samples, t0, self.settings.stable_count, self.settings.stable_seconds, app.objectives.latency
+        )
+        settings = app.dns
+        split = split_dns(
+            observation.dns,
+            samples,
+            t0,
+            result.recovery_start,
+            settings.health_interval,
+            settings.failure_threshold,
+        )
+        figures["dns"] = {
+            "target": name,
+            "rto_s": result.rto,
+            "answers": len(observation.dns),
+        } | split.to_dict()
+        return judge_dns(split, result.rto, app.objectives.rto)
 
     def judge_restore(
         self, app: App, t0: float, point: BackupPoint, proxy: ServiceProxy, cluster: str
@@ -532,6 +577,18 @@ class Drill:
         loss = measure.rpo(observation.writes, present, t0)
         figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count, "lost_ids": list(loss.lost)}
         return measure.judge_backup_point(loss, observation.writes, present, point.started, point.completed)
+
+
+def _global_name(app: App) -> tuple[str, str]:
+    """The probe target of apps[].dns.name and its URL: the global endpoint's own when it names that host,
+    else the global endpoint's URL with the name as its host."""
+    assert app.dns is not None
+    url = app.global_endpoint or f"http://{app.dns.name}/"
+    parts = urlsplit(url)
+    if parts.hostname == app.dns.name:
+        return GLOBAL, url
+    netloc = app.dns.name + (f":{parts.port}" if parts.port else "")
+    return GLOBAL_NAME, urlunsplit(parts._replace(netloc=netloc))
 
 
 def _probe_timeout(settings: DrillSettings, app: App) -> float:

@@ -34,6 +34,8 @@ class ProbeSample(_Record):
     error: str | None
     latency: float
     served_by: str | None
+    address: str | None = None
+    """The address the probe's connection went to (for a name, what it resolved to); None before one."""
 
     def __post_init__(self) -> None:
         if self.received < self.sent:
@@ -57,9 +59,10 @@ class ProbeSample(_Record):
         status: int | None = None,
         error: str | None = None,
         served_by: str | None = None,
+        address: str | None = None,
     ) -> ProbeSample:
         """A sample with its latency computed from sent and received."""
-        return cls(target, sent, received, ok, status, error, received - sent, served_by)
+        return cls(target, sent, received, ok, status, error, received - sent, served_by, address)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProbeSample:

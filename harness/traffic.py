@@ -22,6 +22,10 @@ A failed sample's error reads "<kind>: <detail>", kind one of: timeout, refused,
 connection ended before a complete response), dns, tls, protocol (a malformed response), network, status
 (a status the app does not accept), identity (an answer without the declared identity: not the app),
 stopped (still in flight when probing stopped).
+
+Every sample keeps the address its connection went to. A target given a resolver (resolvers: target ->
+ADDR[:PORT] of a DNS server) has its host name resolved through that server for each new connection, with
+the probe's own deadline, as a client behind that resolver would (harness.dnswatch: DNS-based failover).
 """
 
 from __future__ import annotations
@@ -37,12 +41,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import takewhile
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
+from harness.dnswatch import ask
 from harness.errors import ConfigError, FleetDrillError
 from harness.measure import availability, probe_failed
 from harness.samples import ProbeSample
@@ -256,12 +261,15 @@ class _Conn(asyncio.Protocol):
     def __init__(self, opened: float) -> None:
         self.opened = opened
         self.closed = False
+        self.peer: str | None = None
         self._transport: asyncio.Transport
         self._buffer = bytearray()
         self._done: Callable[[_Response | str], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else None
 
     def send(self, request: bytes, done: Callable[[_Response | str], None]) -> None:
         self._done = done
@@ -324,8 +332,8 @@ class _Exchange:
 class _Target:
     """One target's grid, connections and records; records change under the prober's lock."""
 
-    def __init__(self, name: str, endpoint: _Endpoint) -> None:
-        self.name, self.endpoint = name, endpoint
+    def __init__(self, name: str, endpoint: _Endpoint, resolver: str | None = None) -> None:
+        self.name, self.endpoint, self.resolver = name, endpoint, resolver
         self.origin = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.idle: deque[_Conn] = deque()
@@ -362,6 +370,7 @@ class Prober:
         max_conn_age_s: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
         headers: Mapping[str, str] | None = None,
+        resolvers: Mapping[str, str] | None = None,
     ) -> None:
         if not targets:
             raise ConfigError("Prober needs at least one target")
@@ -382,8 +391,12 @@ class Prober:
         self._interval, self._timeout, self._bound = 1.0 / rate_hz, timeout_s, latency_bound_s
         self._timed_out = f"timeout: no response within {timeout_s:g} s"
         self._max_age = max_conn_age_s
+        resolvers = resolvers or {}
+        if unknown := set(resolvers) - set(targets):
+            raise ConfigError(f"Prober resolvers name no target: {', '.join(sorted(unknown))}")
         self._targets = {
-            name: _Target(name, _Endpoint.parse(name, url, headers or {})) for name, url in targets.items()
+            name: _Target(name, _Endpoint.parse(name, url, headers or {}), resolvers.get(name))
+            for name, url in targets.items()
         }
         self._ssl = ssl_context
         if any(t.endpoint.tls for t in self._targets.values()) and ssl_context is None:
@@ -589,10 +602,19 @@ class Prober:
     async def _connect(self, ex: _Exchange) -> None:
         endpoint = ex.target.endpoint
         tls = self._ssl if endpoint.tls else None
+        host = endpoint.host
+        if ex.target.resolver is not None:
+            left = max(0.01, ex.sent + self._timeout - time.monotonic())
+            answer = await asyncio.to_thread(ask, host, ex.target.resolver, "resolver", left)
+            if not answer.addresses:
+                ex.connecting = None
+                self._finish(ex, f"dns: {host} at {ex.target.resolver}: {answer.error or 'no address'}")
+                return
+            host = answer.addresses[0]
         try:
             _, conn = await asyncio.get_running_loop().create_connection(
                 lambda: _Conn(time.monotonic()),
-                endpoint.host,
+                host,
                 endpoint.port,
                 ssl=tls,
                 server_hostname=endpoint.host if tls else None,
@@ -615,10 +637,11 @@ class Prober:
         ex.timer.cancel()
         if ex.connecting is not None:
             ex.connecting.cancel()
+        address = ex.conn.peer if ex.conn is not None else None
         if isinstance(result, str):
-            sample = ProbeSample.of(target.name, ex.sent, received, ok=False, error=result)
+            sample = ProbeSample.of(target.name, ex.sent, received, ok=False, error=result, address=address)
         else:
-            sample = self._contract.judge(target.name, ex.sent, received, result)
+            sample = replace(self._contract.judge(target.name, ex.sent, received, result), address=address)
         if ex.conn is not None:
             if isinstance(result, _Response) and result.keep_alive and not ex.conn.closed:
                 target.idle.append(ex.conn)

@@ -51,6 +51,8 @@ class RawFiles:
 
     probes: str = "probes.jsonl"
     sentinel: str = "sentinel.jsonl"
+    dns: str = "dns.jsonl"
+    """The global name's answers from its authoritative server and the runner's resolver (apps[].dns)."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ objectives_vs_measured.csv: one row per objective judged in a drill: the app(s),
   objective, what was required, what was measured and the verdict with its reason.
 trend.csv: the measured figures of every run in the history (seconds; availability as a fraction).
 records/: each drill's full record: figures, verdicts with the moments that decided them, the timeline.
-raw/: the probe requests (probes.jsonl) and numbered data writes (sentinel.jsonl) every figure comes from.
+raw/: the probe requests (probes.jsonl), numbered data writes (sentinel.jsonl) and, for a DNS failover, the
+  global name's answers (dns.jsonl) every figure comes from.
 environment.json: run, fleet, clusters and regions, tool versions.
 MANIFEST.sha256: SHA-256 of every other file. Check with `sha256sum -c MANIFEST.sha256` in this folder,
   or `fleetdrill report {run_id} --verify`.

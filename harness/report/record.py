@@ -1,6 +1,6 @@
 """The JSON record of one drill run, with the raw probe and sentinel data behind every figure.
 
-reports/RUN_ID/DRILL/record.json, probes.jsonl, sentinel.jsonl. No secrets: the record names
+reports/RUN_ID/DRILL/record.json, probes.jsonl, sentinel.jsonl, dns.jsonl. No secrets: the record names
 clusters, contexts and endpoints, never credentials, and anything token-looking that slips into it
 (a failure message quoting a header or a kubeconfig) is masked.
 """
@@ -100,6 +100,10 @@ def write(
             for samples in observation.samples.values():
                 for sample in samples:
                     probes.write(json.dumps({"app": app, **sample.to_dict()}) + "\n")
+    with (folder / "dns.jsonl").open("w") as answers:
+        for app, observation in drill.observations.items():
+            for answer in observation.dns:
+                answers.write(json.dumps({"app": app, **answer.to_dict()}) + "\n")
     with (folder / "sentinel.jsonl").open("w") as sentinel:
         for app, observation in drill.observations.items():
             for write_ in observation.writes:
