@@ -490,6 +490,7 @@ class Drill:
             result.recovery_start,
             settings.health_interval,
             settings.failure_threshold,
+            observation.end,
         )
         figures["dns"] = {
             "target": name,

@@ -23,15 +23,18 @@ connection ended before a complete response), dns, tls, protocol (a malformed re
 (a status the app does not accept), identity (an answer without the declared identity: not the app),
 stopped (still in flight when probing stopped).
 
-Every sample keeps the address its connection went to. A target given a resolver (resolvers: target ->
-ADDR[:PORT] of a DNS server) has its host name resolved through that server for each new connection, with
-the probe's own deadline, as a client behind that resolver would (harness.dnswatch: DNS-based failover).
+Every sample keeps the address it went to (connected or not: a failed connect to a lost cluster's address
+keeps that address; a host name the system resolves is known only once connected). A target given a
+resolver (resolvers: target -> ADDR[:PORT] of a DNS server) has its host name resolved through that server
+for each new connection, with the probe's own deadline, as a client behind that resolver would
+(harness.dnswatch: DNS-based failover).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import math
 import resource
@@ -320,10 +323,11 @@ class _Conn(asyncio.Protocol):
 class _Exchange:
     """One probe request, from its slot to its sample."""
 
-    __slots__ = ("conn", "connecting", "done", "sent", "target", "timer")
+    __slots__ = ("address", "conn", "connecting", "done", "sent", "target", "timer")
 
     def __init__(self, target: _Target, sent: float) -> None:
         self.target, self.sent, self.done = target, sent, False
+        self.address: str | None = None  # where it connects to, once known (before it is connected)
         self.conn: _Conn | None = None
         self.connecting: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle
@@ -611,6 +615,8 @@ class Prober:
                 self._finish(ex, f"dns: {host} at {ex.target.resolver}: {answer.error or 'no address'}")
                 return
             host = answer.addresses[0]
+        with contextlib.suppress(ValueError):  # a name the system resolves is known once connected
+            ex.address = str(ipaddress.ip_address(host))
         try:
             _, conn = await asyncio.get_running_loop().create_connection(
                 lambda: _Conn(time.monotonic()),
@@ -637,7 +643,7 @@ class Prober:
         ex.timer.cancel()
         if ex.connecting is not None:
             ex.connecting.cancel()
-        address = ex.conn.peer if ex.conn is not None else None
+        address = ex.conn.peer if ex.conn is not None else ex.address
         if isinstance(result, str):
             sample = ProbeSample.of(target.name, ex.sent, received, ok=False, error=result, address=address)
         else:
