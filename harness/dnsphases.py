@@ -8,10 +8,12 @@ Each phase ends at a moment seen from outside, all sent times (monotonic seconds
 - DNS switch: until the first probe of the global name connected to another address (the client's own
   connections and lookups moved);
 - first good request: until the stable recovery that ends the RTO.
-The watcher asks about once a second, so the first two ends are known to within its interval; a phase
-never ends before the one it follows (an end seen early counts as the previous one's). The bound the
-health-check settings imply is interval x failure threshold (detection) plus the TTL the lost answer
-carried (cache expiry).
+The watcher asks about once a second, so it sees the first two ends up to a second late, while the probes
+(50 a second, resolving through the same resolver) see theirs at once. A later end proves the earlier ones
+(no probe reaches the new address before the resolver gives it out; the resolver cannot give out what the
+authoritative server does not yet answer), so each end is the earliest of its own and every later one.
+The bound the health-check settings imply is interval x failure threshold (detection) plus the TTL the
+lost answer carried (cache expiry).
 """
 
 from __future__ import annotations
@@ -96,12 +98,13 @@ def split(
         ([p for p in after if p.address], "the global name's probes recorded no address after t0"),
         (after, "no probe of the global name after t0"),
     )
-    ends = (
+    seen = [
         next((a.sent for a in series[0][0] if _moved(a, before)), None),
         next((a.sent for a in series[1][0] if _moved(a, before)), None),
         next((p.sent for p in series[2][0] if p.address not in before), None),
         recovery_start,
-    )
+    ]
+    ends = [min((t for t in seen[i:] if t is not None), default=None) for i in range(len(seen))]
     for phase, (seen, why) in zip(PHASES, series, strict=True):
         if not seen:
             return DnsSplit(before, ttl, detection_bound, bound, error=f"{phase}: {why}")
@@ -109,7 +112,7 @@ def split(
     bounds = (detection_bound, float(ttl) if ttl is not None else None, None, None)
     for name, phase_end, phase_bound in zip(PHASES, ends, bounds, strict=True):
         finished = phase_end is not None
-        stop = max(phase_end if phase_end is not None else end, start)
+        stop = max(phase_end if phase_end is not None else end, start)  # t0 after a later end: 0 s
         phases.append(DnsPhase(name, start, stop, stop - start, phase_bound, finished))
         if not finished:
             break

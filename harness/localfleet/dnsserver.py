@@ -91,11 +91,16 @@ def resolver_corefile(dns: DnsPlan) -> str:
     )
 
 
-def start(state: FleetState, coredns: Path) -> DnsPlan:
-    """Both CoreDNS servers, each in its namespace on the global segment, and an empty zone to begin."""
+def prepare(state: FleetState) -> DnsPlan:
+    """The fleet's DNS folder with an empty zone (the GSLB, started next, writes it once it decides)."""
     dns = plan_for(state)
     dns.folder.mkdir(parents=True, exist_ok=True)
     write_zone(dns.zone_file, zone_text(ZONE, dns.authoritative, {}, 5, 1))
+    return dns
+
+
+def start(state: FleetState, coredns: Path, dns: DnsPlan) -> None:
+    """Both CoreDNS servers, each in its namespace on the global segment (the GSLB's, made before)."""
     for role, offset, corefile in (
         ("authoritative", AUTHORITATIVE_HOST, authoritative_corefile(dns)),
         ("resolver", RESOLVER_HOST, resolver_corefile(dns)),
@@ -116,27 +121,26 @@ def start(state: FleetState, coredns: Path) -> DnsPlan:
                 address,
             ),
         )
-    return dns
 
 
-def wait_answering(dns: DnsPlan, deadline_s: float) -> None:
-    """Poll until both servers answer the zone's SOA."""
+def wait_answering(dns: DnsPlan, name: str, deadline_s: float) -> None:
+    """Poll until both servers answer `name` with an address (the GSLB published it)."""
     deadline = time.monotonic() + deadline_s
     waiting = [dns.authoritative, dns.resolver]
     while waiting:
-        waiting = [server for server in waiting if not _answers_soa(server)]
+        waiting = [server for server in waiting if not _answers(server, name)]
         if waiting and time.monotonic() > deadline:
             raise FleetDrillError(
-                f"CoreDNS at {', '.join(waiting)} does not answer after {deadline_s:.0f} s; "
+                f"CoreDNS at {', '.join(waiting)} does not answer {name} after {deadline_s:.0f} s; "
                 f"logs in {dns.folder.parent / 'logs' / 'global'}"
             )
         if waiting:
             time.sleep(0.05)
 
 
-def _answers_soa(server: str) -> bool:
+def _answers(server: str, name: str) -> bool:
     try:
-        query = dns.message.make_query(f"{ZONE}.", dns.rdatatype.SOA)
+        query = dns.message.make_query(f"{name}.", dns.rdatatype.A)
         return bool(dns.query.udp(query, server, timeout=0.5, port=PORT).answer)
     except (dns.exception.DNSException, OSError):
         return False

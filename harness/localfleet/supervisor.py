@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.errors import FleetDrillError
 from harness.localfleet import (
+    apps,
     build,
     controlplane,
     dnsserver,
@@ -106,17 +107,17 @@ def up(
         state.save()
         readiness.wait_ready(state, READY_DEADLINE_S)
         files.write_kubeconfig(state, ca)
-        published = None
-        if dns:
-            say("starting CoreDNS: the global names' authoritative server and the runner's resolver")
-            published = dnsserver.start(state, binaries["coredns"])
-            state.save()
+        published = dnsserver.prepare(state) if dns else None
         say("deploying the sample app, the ingresses and the global load balancer")
         services.start(state, published)
         state.save()
+        if published:
+            say("starting CoreDNS: the global names' authoritative server and the runner's resolver")
+            dnsserver.start(state, binaries["coredns"], published)
+            state.save()
         services.wait_serving(state, READY_DEADLINE_S)
         if published:
-            dnsserver.wait_answering(published, READY_DEADLINE_S)
+            dnsserver.wait_answering(published, apps.global_name(), READY_DEADLINE_S)
         velero = None
         if backups:
             say("starting the backup store and installing Velero in every cluster")

@@ -7,6 +7,7 @@ import itertools
 import socket
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dns.message
@@ -222,3 +223,17 @@ def test_the_published_zone_parses_and_holds_the_serving_addresses() -> None:
     assert sorted(r.address for r in records) == [OLD, NEW] and records.ttl == 5
     assert zone.find_rdataset("@", dns.rdatatype.SOA)[0].serial == 42
     assert dnsserver.in_zone("orders.fleet.local.") and not dnsserver.in_zone("orders.example.com")
+
+
+def test_an_end_the_watcher_saw_late_is_the_earlier_end_a_later_phase_proves() -> None:
+    """The watcher asked the resolver at 108 (moved) while the probes reached NEW at 106.5: the resolver had
+    moved by 106.5, and the phases still sum to the RTO."""
+    series, probes = failover(ttl=5, resolver_moves=108.0)
+    probes = [replace(p, ok=True, error=None, address=NEW) if p.sent >= 106.5 else p for p in probes]
+    result = split(series, probes, 100.0, 106.5, health_interval_s=1.0, failure_threshold=2, end=END)
+    assert [(p.name, round(p.seconds, 2)) for p in result.phases] == [
+        ("detection", 3.0),
+        ("cache expiry", 3.5),
+        ("DNS switch", 0.0),
+        ("first good request", 0.0),
+    ]
