@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import dns.message
 import dns.rcode
@@ -17,13 +18,14 @@ import dns.rrset
 import dns.zone
 import pytest
 
-from harness.config import GlobalDns
+from harness.config import GlobalDns, load_fleet
 from harness.dnsphases import judge, split
-from harness.dnswatch import DnsAnswer, DnsWatcher, ask
+from harness.dnswatch import DnsAnswer, DnsWatcher, address_of, ask
 from harness.localfleet import dnsserver
 from harness.samples import ProbeSample
 from harness.traffic import Prober
 from tests.conftest import wait_for
+from tests.unit.test_config import changed, error_of, write
 
 NAME = "app.example.test"
 
@@ -237,3 +239,11 @@ def test_an_end_the_watcher_saw_late_is_the_earlier_end_a_later_phase_proves() -
         ("DNS switch", 0.0),
         ("first good request", 0.0),
     ]
+
+
+def test_a_bad_dns_setting_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    dns_ = {"name": NAME, "authoritative": "ns1.example", "health_interval": "1s", "failure_threshold": 2}
+    message = error_of(write(tmp_path, changed("apps.0.dns", dns_)))
+    assert message.startswith("apps[0].dns.authoritative:") and "ns1.example" in message
+    settings_ = load_fleet(write(tmp_path, changed("apps.0.dns", dns_ | {"authoritative": "10.0.0.1:5353"})))
+    assert address_of(settings_.app("orders").dns.authoritative) == ("10.0.0.1", 5353)  # type: ignore[union-attr]
