@@ -35,9 +35,11 @@ class ClusterLoss(HandsOver, kind="cluster-loss"):
 
 
 def lost(ctx: FaultContext, observed: Observed, cluster: str, since: float) -> Evidence:
-    """The cluster is lost as seen from outside: its endpoint is down (or, unprobed, its API server)."""
-    down = endpoint_down(observed, cluster, since)
+    """The cluster is lost as seen from outside: its endpoint is down (or, unprobed, its API server). The
+    API server is asked first: against a lost one the question takes its whole timeout, during which the
+    endpoint's probes fail too, so the answer and the probes are read at the same moment."""
     api_error = api_unreachable(ctx, cluster)
+    down = endpoint_down(observed, cluster, since)
     api = f"its API server is unreachable ({api_error})" if api_error else "its API server still answers"
     if down is None:
         return Evidence(api_error is not None, f"{cluster}'s endpoints are not probed; {api}")
