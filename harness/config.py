@@ -347,7 +347,76 @@ class CommandSentinels(_Model):
         return self
 
 
-Sentinels = Annotated[HttpSentinels | CommandSentinels, Field(discriminator="adapter")]
+class _Withheld:
+    """A bad value the fleet file holds that an error must not repeat: it may hold a password."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"{self.what} (not shown)"
+
+
+def _conninfo(value: str) -> str:
+    """A libpq connection string without a password (the password comes from password_env or libpq)."""
+    from psycopg import Error  # here: psycopg loads only for fleet files that use it
+    from psycopg.conninfo import conninfo_to_dict
+
+    expected = "a libpq conninfo ('host=H port=P dbname=D user=U' or a postgresql:// URI)"
+    if not value.strip():
+        raise _Invalid(expected, value)
+    try:
+        params = conninfo_to_dict(value)
+    except Error:
+        raise _Invalid(expected, _Withheld("a string libpq cannot parse")) from None
+    if "password" in params:
+        expected = "a conninfo without a password (name its variable in password_env, or use PGPASSFILE)"
+        raise _Invalid(expected, _Withheld("a conninfo with a password"))
+    return value
+
+
+def _whole_seconds(value: object) -> float:
+    seconds = _duration(value)
+    if seconds >= 2 and seconds.is_integer():
+        return seconds
+    raise _Invalid('a whole number of seconds, at least 2 (libpq\'s rule), such as "5s"', value)
+
+
+Conninfo = Annotated[str, AfterValidator(_conninfo), Field(min_length=1)]
+ConnectTimeout = Annotated[float, BeforeValidator(_whole_seconds), _AS_TEXT, _DURATION_SCHEMA]
+SQL_NAME = r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_PATTERNS[SQL_NAME] = "a lowercase SQL name, optionally schema-qualified (e.g. fleetdrill_sentinels)"
+_PATTERNS[ENV_NAME] = "an environment variable's name (letters, digits and '_')"
+
+
+class PostgresqlSentinels(_Model):
+    """Sentinels kept in a table of the app's own PostgreSQL database: written to the primary, read back
+    from one cluster's database. The conninfo strings hold no password: it comes from the variable
+    `password_env` names, else from libpq itself (PGPASSWORD, PGPASSFILE or ~/.pgpass)."""
+
+    adapter: Literal["postgresql"]
+    primary: Conninfo
+    """Where writes go: the primary as the app reaches it. A multi-host conninfo with
+    target_session_attrs=read-write follows a failover (libpq picks the host that takes writes)."""
+    clusters: dict[Name, Conninfo] = {}
+    """Each cluster's database by cluster name: read back after failover, and written directly (the
+    split-brain check)."""
+    restored: Conninfo | None = None
+    """A restored copy's database (backup-restore drills), reached by its own conninfo: SQL does not go
+    through the API server's proxy the http adapter reads a restored app through."""
+    password_env: Annotated[str, Field(pattern=ENV_NAME)] | None = None
+    """The environment variable holding the password (unset: libpq's PGPASSWORD or password file)."""
+    table: Annotated[str, Field(pattern=SQL_NAME)] = "fleetdrill_sentinels"
+    """The sentinel table (seq, stream, payload, written_at), created on the primary when absent."""
+    connect_timeout: ConnectTimeout = 5.0
+    """Longest a connection may take to open, per host: whole seconds, at least 2 (as libpq counts)."""
+    statement_timeout: PositiveDuration = 5.0
+    """Longest a write or read may run: the server cancels it then, and the harness gives up a second
+    later (a server that stops answering leaves the write unknown)."""
+
+
+Sentinels = Annotated[HttpSentinels | CommandSentinels | PostgresqlSentinels, Field(discriminator="adapter")]
 
 
 class ServedBy(_Model):
@@ -386,7 +455,7 @@ class App(_Model):
     """URL of the app in each cluster, by cluster name."""
     sentinels: Sentinels | None = None
     """Where numbered sentinel records are written during drills and read back after failover or restore,
-    for RPO and data integrity (adapter http or command); without it no drill can judge RPO."""
+    for RPO and data integrity (adapter http, command or postgresql); without it no drill can judge RPO."""
     health_path: UrlPath = "/"
     """Path probed for health on the endpoints."""
     accepted_statuses: Annotated[
@@ -706,6 +775,11 @@ class Fleet(_Model):
             for key in app.endpoints:
                 if key not in names:
                     raise _Invalid(f"a cluster name ({', '.join(names)})", key, ("apps", i, "endpoints", key))
+            databases = app.sentinels.clusters if isinstance(app.sentinels, PostgresqlSentinels) else {}
+            for key in databases:
+                if key not in names:
+                    where = ("apps", i, "sentinels", "clusters", key)
+                    raise _Invalid(f"a cluster name ({', '.join(names)})", key, where)
             write = app.sentinels.write if isinstance(app.sentinels, HttpSentinels) else None
             relative = write is not None and write.path.startswith("/")
             if write is not None and relative and not (app.endpoints or app.global_endpoint):
@@ -877,7 +951,7 @@ def _located(error: Any, root: type[BaseModel]) -> tuple[tuple[str | int, ...], 
     elif kind == "missing":
         text = "missing required field"
     elif kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1], root), n=1)
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(error["loc"][:-1], root), n=1)
         text = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     else:
         got = error["input"]
@@ -928,11 +1002,16 @@ def _tagged(annotation: Any, tag: str) -> Any:
 
 
 def _fields_at(loc: tuple[str | int, ...], root: type[BaseModel]) -> list[str]:
-    """The field names (aliases) of the model found at `loc` below `root`."""
-    model: type[BaseModel] = root
+    """The field names (aliases) of the model found at `loc` (as pydantic gives it, with the tags of
+    discriminated unions) below `root`."""
+    annotation: Any = root
     for part in loc:
-        if isinstance(part, str):
-            model = _model_in(model.model_fields[part].annotation)
+        model = _model_in(annotation)
+        if isinstance(part, str) and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+        elif isinstance(part, str):
+            annotation = _tagged(annotation, part)
+    model = _model_in(annotation)
     return [field.alias or name for name, field in model.model_fields.items()]
 
 

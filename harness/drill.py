@@ -23,12 +23,10 @@ from harness.fleet import FleetAccess, ServiceProxy
 from harness.gameday import Operators
 from harness.safety import AbortMonitor
 from harness.samples import ProbeSample, SentinelWrite, Verdict
-from harness.sentinels import SentinelStore, Where, store_for
+from harness.sentinels import GLOBAL, RESTORED, SentinelStore, Where, store_for
 from harness.timeline import Timeline
 from harness.traffic import Prober, status_codes
 
-GLOBAL = "global"
-RESTORED = "restored"
 STEADY_WRITES = 5  # sentinel writes in a row acknowledged: the data path is part of the steady state
 FAILED_OVER = ("gslb.updated", "data.promoted", "failover.commanded", "failover.observed")
 """Timeline events that say the drill failed over to their cluster."""

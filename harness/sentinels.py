@@ -2,13 +2,15 @@
 to the app and read back from one of its copies, for RPO and data integrity (ARCHITECTURE.md,
 "Measurement definitions").
 
-Two adapters, chosen per app:
+Three adapters, chosen per app:
 - `http`: the app's own API. A write is a request (`write.method` to `write.path`, its JSON body from the
   `write.body` template), acknowledged by a 2xx and refused by any other answer; no answer leaves it
   unknown. A read is `GET {read.path}?since=SEQ&stream=STREAM`, answering `{ITEMS: [{"seq": N, ...}, ...],
   NEXT: SEQ | null}` (`read.items`, `read.next`), page by page while NEXT is set.
 - `command`: the user's scripts (a database table, a queue), argv lists without a shell. A write exits 0
   when acknowledged; a read prints the records, one per line.
+- `postgresql`: a table in the app's own database (pgsentinels.py): an INSERT on the primary, a SELECT
+  from a cluster's database or a restored copy's.
 
 A failed read is never "lost": it raises FleetDrillError, and the drill's verdict is an error.
 """
@@ -25,11 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from harness.config import App, CommandSentinels, HttpSentinels, fill_json
+from harness.config import App, CommandSentinels, HttpSentinels, PostgresqlSentinels, fill_json
 from harness.errors import ConfigError, FleetDrillError
 from harness.infra.command import render, stderr_tail
 from harness.samples import WriteOutcome
 
+GLOBAL = "global"
+"""The target of writes through the app's global endpoint (the postgresql adapter: its primary)."""
+RESTORED = "restored"
+"""The target of a restored copy of the app."""
 READ_TIMEOUT_S = 10.0
 """How long one HTTP read (a page) may take."""
 
@@ -91,9 +97,13 @@ def store_for(app: App, where_in_file: str, identity_header: str | None = None) 
         return HttpStore(app.sentinels, identity_header)
     if isinstance(app.sentinels, CommandSentinels):
         return CommandStore(app.sentinels)
+    if isinstance(app.sentinels, PostgresqlSentinels):
+        from harness.pgsentinels import PostgresqlStore  # here: psycopg loads only for apps that use it
+
+        return PostgresqlStore(app.sentinels, where_in_file)
     raise ConfigError(
         f"app {app.name!r} declares no sentinels, so its data cannot be written and read back: set "
-        f"{where_in_file} (adapter http or command)"
+        f"{where_in_file} (adapter http, command or postgresql)"
     )
 
 

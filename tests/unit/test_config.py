@@ -203,7 +203,7 @@ BAD_VALUES = [
     (
         "apps.0.sentinels.adapter",
         "postgres",
-        "apps[0].sentinels.adapter: expected one of http, command, got 'postgres'",
+        "apps[0].sentinels.adapter: expected one of http, command, postgresql, got 'postgres'",
     ),
     (
         "apps.0.sentinels",
