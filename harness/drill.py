@@ -379,8 +379,8 @@ class Drill:
     def judge_split_brain(self, old: str, old_writes: list[SentinelWrite], new: str, t0: float) -> Verdict:
         """Never two writers, from what was measured (measure.judge_split_brain): the old primary's direct
         writes, and the sentinel's writes through the global endpoint since t0, each credited to the cluster
-        that answered it (the app's served-by header); without one, the global writes since the drill failed
-        over to `new` are credited to it."""
+        that answered it (the app's served-by header, or the database host for postgresql sentinels);
+        without one, the global writes since the drill failed over to `new` are credited to it."""
         observation = next(iter(self.observations.values()))
         since = [w for w in observation.writes if w.ended_at is None or w.ended_at >= t0]
         if any(w.served_by for w in since):

@@ -9,7 +9,9 @@ cluster. Its outcome is what the database answered:
 - unknown: no answer (a connection that could not open or was lost, a FATAL, no answer within the
   statement timeout and a second): the write may or may not have committed.
 The table (seq, stream, payload, written_at; keyed by stream and seq) is created if absent before a
-channel's first write.
+channel's first write. A write is credited to the cluster whose database took it: the target's, or for
+the primary, the cluster whose `clusters` entry lists the host and port libpq connected to (the
+split-brain check counts who took writes by it).
 
 A read selects a stream's rows above a seq from `clusters[NAME]` (the survivor after failover) or
 `restored` (a restored copy). A restored database is reached by its own conninfo entry: the proxy and TLS
@@ -27,6 +29,7 @@ import math
 import os
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +45,7 @@ GRACE_S = 1.0
 """How much longer than the statement timeout the harness waits for the server's answer."""
 PAYLOAD = "fleetdrill sentinel"
 APPLICATION_NAME = "fleetdrill-sentinels"
+DEFAULT_PORT = 5432
 SHOWN = ("host", "hostaddr", "port", "dbname", "user")
 """The conninfo keys an error may name."""
 
@@ -121,6 +125,16 @@ class Database:
         return self.scrub(f"{type(exc).__name__}: {said}")
 
 
+def addresses(conninfo: str) -> set[tuple[str, int]]:
+    """The (host, port) pairs a conninfo lists, as written (one port for all hosts, 5432 by default)."""
+    params = conninfo_to_dict(conninfo)
+    hosts = str(params.get("host") or "").split(",")
+    ports = [port or str(DEFAULT_PORT) for port in str(params.get("port") or "").split(",")]
+    if len(ports) == 1:
+        ports *= len(hosts)
+    return {(host, int(port)) for host, port in zip(hosts, ports, strict=False) if port.isdigit()}
+
+
 def answered_error(exc: BaseException) -> bool:
     """Whether the server answered the statement with an ERROR (rolled back, the session still open)."""
     return isinstance(exc, psycopg.Error) and exc.diag.severity_nonlocalized == "ERROR"
@@ -129,13 +143,16 @@ def answered_error(exc: BaseException) -> bool:
 class PostgresqlChannel:
     """Writes sentinels with INSERTs over one connection, reopened after a lost one."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, owners: Mapping[tuple[str, int], str] | None = None) -> None:
+        """`owners`: which cluster's database each (host, port) is, to credit writes through the primary."""
         spec = database.spec
         hosts = len(str(conninfo_to_dict(database.conninfo).get("host") or "").split(","))
         self.timeout_s = max(spec.connect_timeout * hosts, spec.statement_timeout + GRACE_S)
         """The longest step of a write: opening the connection (each host in turn), a statement."""
         self._db: Database = database
+        self._owners = owners or {}
         self._conn: psycopg.Connection[Any] | None = None
+        self._served_by: str | None = None
         self._table = sql.Identifier(*spec.table.split("."))
         self._table_ready = False
         self._insert = sql.SQL("INSERT INTO {} (seq, stream, payload) VALUES (%s, %s, %s)").format(
@@ -143,16 +160,18 @@ class PostgresqlChannel:
         )
 
     def send(self, seq: int, stream: str) -> Attempt:
-        served_by = None if self._db.target == GLOBAL else self._db.target
         deadline: _Deadline | None = None
         try:
             if self._conn is None:
                 self._conn = self._db.connect()
+                self._served_by = self._owner(self._conn)
+            served_by = self._served_by
             deadline = _Deadline(self._conn, self._db.spec.statement_timeout + GRACE_S)
             with deadline:
                 self._ensure_table(self._conn)
                 self._conn.execute(self._insert, [seq, stream, PAYLOAD])
         except psycopg.Error as exc:
+            served_by = self._served_by if self._conn is not None else None
             fired = deadline is not None and deadline.fired
             if answered_error(exc) and not fired:
                 return Attempt("refused", self._db.why(exc), served_by)
@@ -161,6 +180,13 @@ class PostgresqlChannel:
                 return Attempt("unknown", f"no answer within {deadline.seconds:g} s", served_by)
             return Attempt("unknown", self._db.why(exc), served_by)
         return Attempt("acked", None, served_by)
+
+    def _owner(self, conn: psycopg.Connection[Any]) -> str | None:
+        """The cluster whose database the connection reached: the target's own, or for the primary, the
+        cluster whose conninfo lists the host and port libpq chose (None when no cluster's does)."""
+        if self._db.target != GLOBAL:
+            return self._db.target
+        return self._owners.get((conn.info.host, conn.info.port))
 
     def _ensure_table(self, conn: psycopg.Connection[Any]) -> None:
         """Create the sentinel table when it is absent (looked up first: a standby refuses any CREATE)."""
@@ -217,7 +243,9 @@ class PostgresqlStore(SentinelStore):
         return value
 
     def channel(self, where: Where) -> WriteChannel:
-        return PostgresqlChannel(self.database(where.target))
+        listed = [(address, name) for name, info in self.spec.clusters.items() for address in addresses(info)]
+        owners = {address: name for address, name in listed if [a for a, _ in listed].count(address) == 1}
+        return PostgresqlChannel(self.database(where.target), owners)
 
     def records(self, where: Where, since: int, stream: str) -> dict[int, Any]:
         db = self.database(where.target)

@@ -84,7 +84,7 @@ def test_writes_acked_on_the_primary_are_read_back_from_the_replica(primary: Ser
     store = store_of(primary.conninfo(), {"us-east": primary.conninfo(), "eu-west": replica.conninfo()})
     writes = write(store, GLOBAL, "drill-a", range(100, 120))
     write(store, GLOBAL, "drill-b", range(100, 105))  # another drill's stream is not read back
-    assert {w.served_by for w in writes} == {None}  # the primary's conninfo names no cluster
+    assert {w.served_by for w in writes} == {"us-east"}  # the cluster whose conninfo names that server
     lsn = primary.written()
     wait_for(lambda: replica.replayed(lsn), CATCH_UP_S, f"the replica to replay the WAL up to {lsn}")
 
@@ -93,6 +93,17 @@ def test_writes_acked_on_the_primary_are_read_back_from_the_replica(primary: Ser
     assert records[100]["stream"] == "drill-a" and records[100]["payload"] == "fleetdrill sentinel"
     assert store.present(Where("eu-west", ""), 114, "drill-a") == set(range(115, 120))
     assert store.present(Where("us-east", ""), 99, "drill-b") == set(range(100, 105))
+
+
+def test_a_multi_host_primary_writes_to_the_server_taking_writes(primary: Server, replica: Server) -> None:
+    """libpq skips the replica listed first (target_session_attrs=read-write): the writes land on the
+    primary and are credited to its cluster."""
+    both = f"host=127.0.0.1,127.0.0.1 port={replica.port},{primary.port} dbname=shop user=fleetdrill"
+    clusters = {"us-east": primary.conninfo(), "eu-west": replica.conninfo()}
+    store = store_of(f"{both} target_session_attrs=read-write", clusters)
+    writes = write(store, GLOBAL, "multi-host", range(1, 4))
+    assert {w.served_by for w in writes} == {"us-east"}
+    assert store.present(Where("us-east", ""), 0, "multi-host") == {1, 2, 3}
 
 
 def test_a_write_to_the_read_only_replica_is_refused(primary: Server, replica: Server) -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from harness.config import load_fleet
 from harness.errors import ConfigError
-from harness.pgsentinels import Database, PostgresqlStore
+from harness.pgsentinels import Database, PostgresqlStore, addresses
 from harness.sentinels import GLOBAL, RESTORED, Where, store_for
 
 SECRET = "hunter2-do-not-print"
@@ -162,6 +162,19 @@ def test_a_target_without_a_database_or_an_unset_password_names_the_field(
         ConfigError, match=r"SHOP_DB_PASSWORD \(apps\[0\]\.sentinels\.password_env\) is not set"
     ):
         sentinels.channel(Where(GLOBAL, ""))
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "listed"),
+    [
+        ("host=a,b port=6432,6433", {("a", 6432), ("b", 6433)}),
+        ("host=a,b port=6432", {("a", 6432), ("b", 6432)}),  # one port for every host
+        ("postgresql://dr@a:6432,b/shop", {("a", 6432), ("b", 5432)}),
+        ("dbname=shop", {("", 5432)}),
+    ],
+)
+def test_the_addresses_a_conninfo_lists(conninfo: str, listed: set[tuple[str, int]]) -> None:
+    assert addresses(conninfo) == listed
 
 
 def test_without_password_env_libpq_finds_the_password(tmp_path: Path) -> None:
