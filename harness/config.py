@@ -4,11 +4,13 @@ Regenerate the committed schema with: python -m harness.config > harness/schema/
 """
 
 import difflib
+import functools
 import json
 import re
 import string
+from abc import abstractmethod
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast, get_args
+from typing import Annotated, Any, ClassVar, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -24,11 +26,13 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
+    create_model,
     model_validator,
 )
 
 from harness import units
 from harness.errors import ConfigError
+from harness.infra.registry import STEPS, Step, handing_over, restoring
 from harness.traffic import STATUS_SPEC, status_codes
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -502,26 +506,45 @@ class Velero(_Model):
     replication meets the RPO and backups are the last line of defence."""
 
 
-ONE_CLUSTER = ("cluster", "context", "region", "zones", "cloud")
-"""What a step acting on one cluster gets: its name, kubeconfig context, region, zones (comma-separated)
-and its cloud ids ({cloud[KEY]}, from clusters[].cloud)."""
-PLACEHOLDERS = {  # what each provider method fills in its templates
-    "lose_cluster": ONE_CLUSTER,
-    "restore_cluster": (*ONE_CLUSTER, "handle"),
-    "partition": ("clusters", "contexts", "regions", "name"),
-    "heal": ("name", "handle"),
-    "traffic_crosses": ("clusters", "contexts", "regions"),
-    "lose_node": (*ONE_CLUSTER, "node"),
-    "restore_node": (*ONE_CLUSTER, "node", "handle"),
-}
-HANDED_TO = {"lose_cluster": "restore_cluster", "partition": "heal", "lose_node": "restore_node"}
-"""Each lose step and the restore step that gets what it returned as {handle} (on one line; "" when it
-returned nothing or never returned: a crash while it ran)."""
 HANDLE_PATH = re.compile(r"[^.\s]+(\.[^.\s]+)*")
 """A chaostoolkit lose step's `handle`: keys and list indexes joined by "." (experiment.id)."""
 
 
-class CommandSettings(_Model):
+def _gets(step: Step) -> str:
+    return ", ".join("{cloud[KEY]}" if name == "cloud" else "{" + name + "}" for name in step.placeholders)
+
+
+class _StepSettings(_Model):
+    """What the settings of a provider driven by the fleet file share: one field per step of the registry
+    (harness.infra.registry), added by `with_steps`."""
+
+    step_type: ClassVar[Any]
+    """The type of one step's setting."""
+
+    @classmethod
+    @abstractmethod
+    def step_doc(cls, step: Step) -> str:
+        """The documentation of one step's field."""
+
+    @classmethod
+    def with_steps(cls) -> type["_StepSettings"]:
+        """The model with a field per registered step (made once per set of steps)."""
+        return _with_steps(cls, tuple(STEPS.values()))
+
+    def step(self, name: str) -> Any:
+        """The setting of the step `name`; None when it is left out (or was registered after this model)."""
+        return getattr(self, name, None)
+
+
+@functools.cache
+def _with_steps(base: type[_StepSettings], steps: tuple[Step, ...]) -> type[_StepSettings]:
+    fields: dict[str, Any] = {
+        step.name: (base.step_type | None, Field(None, description=base.step_doc(step))) for step in steps
+    }
+    return create_model(base.__name__, __base__=base, __doc__=base.__doc__, __module__=__name__, **fields)
+
+
+class CommandSettings(_StepSettings):
     """infrastructure.settings of the command provider: your scripts, one command per fault step.
 
     Each is an argv list (no shell); {cluster} and its kubeconfig {context}, {region}, {zones} and its
@@ -531,36 +554,27 @@ class CommandSettings(_Model):
     them. A step left out refuses the faults that need it.
     """
 
-    lose_cluster: Argv | None = None
-    """Take a whole cluster away; gets {cluster} and {context}. Its last line of output is restore_cluster's
-    {handle}."""
-    restore_cluster: Argv | None = None
-    """Bring a lost cluster back (idempotent); gets {cluster}, {context} and {handle}."""
-    partition: Argv | None = None
-    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}. Its last line of
-    output is heal's {handle}."""
-    heal: Argv | None = None
-    """End the partition {name} (idempotent); gets {handle}."""
-    traffic_crosses: Argv | None = None
-    """Look across a partition from outside it, the evidence that it took effect: exit 0 when traffic from
-    the rest of the fleet still reaches {clusters} ({contexts}, {regions}), 1 when it no longer does;
-    another status is an error. Left out, a partition through this provider cannot be proven."""
-    lose_node: Argv | None = None
-    """Stop a node dead; gets {cluster}, {context} and {node}. Its last line of output is restore_node's
-    {handle}."""
-    restore_node: Argv | None = None
-    """Bring a lost node back (idempotent); gets {cluster}, {context}, {node} and {handle}."""
+    step_type: ClassVar[Any] = Argv
     timeout: PositiveDuration = 600.0
     """Longest a command may run."""
 
+    @classmethod
+    def step_doc(cls, step: Step) -> str:
+        text = f"{step.does}; gets {_gets(step)}."
+        if step.hands_over:
+            text += f" Its last line of output is {step.restored_by}'s {{handle}}."
+        if step.looks:
+            text += " Exit 0 for yes, 1 for no; another status is an error."
+        return text
+
     @model_validator(mode="after")
     def _known_placeholders(self) -> "CommandSettings":
-        for method in PLACEHOLDERS:
-            _check_templates(PLACEHOLDERS[method], list(getattr(self, method) or ()), (method,))
+        for step in STEPS.values():
+            _check_templates(step.placeholders, list(self.step(step.name) or ()), (step.name,))
         return self
 
 
-class ChaosToolkitSettings(_Model):
+class ChaosToolkitSettings(_StepSettings):
     """infrastructure.settings of the chaostoolkit provider: a Chaos Toolkit activity provider per step.
 
     Each step is an activity's `provider` mapping (type python with module, func and arguments; or process,
@@ -571,50 +585,45 @@ class ChaosToolkitSettings(_Model):
     """
 
     model_config = ConfigDict(populate_by_name=True)
-    lose_cluster: dict[str, Any] | None = None
-    """Take a whole cluster away; gets {cluster} and {context}; what it returns is restore_cluster's
-    {handle}."""
-    restore_cluster: dict[str, Any] | None = None
-    """Rollback of lose_cluster; gets {cluster}, {context} and {handle}."""
-    partition: dict[str, Any] | None = None
-    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}; what it returns
-    is heal's {handle}."""
-    heal: dict[str, Any] | None = None
-    """Rollback of partition; gets {name} and {handle}."""
-    traffic_crosses: dict[str, Any] | None = None
-    """A probe looking across a partition from outside it: a python probe returns True while traffic from
-    the rest of the fleet still reaches {clusters} ({contexts}, {regions}) and False once it does not; a
-    process probe exits 0 or 1 for the same. Left out, a partition through this provider cannot be proven."""
-    lose_node: dict[str, Any] | None = None
-    """Stop a node dead; gets {cluster}, {context} and {node}; what it returns is restore_node's {handle}."""
-    restore_node: dict[str, Any] | None = None
-    """Rollback of lose_node; gets {cluster}, {context}, {node} and {handle}."""
+    step_type: ClassVar[Any] = dict[str, Any]
     configuration: dict[str, Any] = {}
     """Chaos Toolkit configuration passed to every activity, with the step's placeholders filled in: e.g.
     `aws_region: "{region}"` is the region of the cluster the step acts on (chaosaws reads aws_region)."""
     secrets: dict[str, Any] = {}
     """Chaos Toolkit secrets passed to every activity (never logged)."""
 
+    @classmethod
+    def step_doc(cls, step: Step) -> str:
+        lose = restoring(step)
+        text = f"Rollback of {lose.name}. " if lose else ""
+        text += f"{step.does}; gets {_gets(step)}."
+        if step.hands_over:
+            text += f" What it returns is {step.restored_by}'s {{handle}}."
+        if step.looks:
+            text += " A probe: a python probe returns True or False, a process probe exits 0 or 1."
+        return text
+
     @model_validator(mode="after")
     def _handles_where_handed(self) -> "ChaosToolkitSettings":
         """`handle` (fleetdrill's key, not the activity's) only in a lose step, as a path."""
-        for step in PLACEHOLDERS:
-            if "handle" not in (mapping := getattr(self, step) or {}):
+        for step in STEPS.values():
+            if "handle" not in (mapping := self.step(step.name) or {}):
                 continue
             path = mapping["handle"]
-            if step not in HANDED_TO:
-                expected = f"no handle (only {', '.join(HANDED_TO)} hand one over)"
-                raise _Invalid(expected, path, (step, "handle"))
+            if not step.hands_over:
+                handing = ", ".join(lose.name for lose in handing_over())
+                raise _Invalid(f"no handle (only {handing} hand one over)", path, (step.name, "handle"))
             if not (isinstance(path, str) and HANDLE_PATH.fullmatch(path)):
                 expected = 'a path into what the step returns, keys and list indexes joined by "."'
-                raise _Invalid(expected, path, (step, "handle"))
+                raise _Invalid(expected, path, (step.name, "handle"))
         return self
 
 
-PROVIDER_SETTINGS: dict[str, type[BaseModel]] = {
-    "command": CommandSettings,
-    "chaostoolkit": ChaosToolkitSettings,
-}
+def provider_settings(provider: str) -> type[_StepSettings] | None:
+    """The model of a provider's settings, a field per registered step; None for a provider that checks its
+    own (localfleet) or has none."""
+    base = {"command": CommandSettings, "chaostoolkit": ChaosToolkitSettings}.get(provider)
+    return None if base is None else base.with_steps()
 
 
 def _settings_schema(schema: dict[str, Any]) -> None:
@@ -624,7 +633,8 @@ def _settings_schema(schema: dict[str, Any]) -> None:
             "if": {"properties": {"provider": {"const": name}}, "required": ["provider"]},
             "then": {"properties": {"settings": model.model_json_schema(by_alias=True)}},
         }
-        for name, model in PROVIDER_SETTINGS.items()
+        for name in ("command", "chaostoolkit")
+        if (model := provider_settings(name)) is not None
     ]
 
 
@@ -651,7 +661,7 @@ class Infrastructure(_Model):
 
     @model_validator(mode="after")
     def _settings_fit(self) -> "Infrastructure":
-        model = PROVIDER_SETTINGS.get(self.provider)
+        model = provider_settings(self.provider)
         if model is not None:
             try:
                 model.model_validate(self.settings)
@@ -662,7 +672,7 @@ class Infrastructure(_Model):
 
     def typed_settings(self) -> BaseModel | None:
         """The settings as the provider's model (None when the provider checks its own)."""
-        model = PROVIDER_SETTINGS.get(self.provider)
+        model = provider_settings(self.provider)
         return None if model is None else model.model_validate(self.settings)
 
 
@@ -868,7 +878,7 @@ def _cloud_keys(settings: BaseModel | None) -> list[tuple[str, str]]:
     """(field, KEY) for every {cloud[KEY]} in a provider's steps (and a chaostoolkit configuration)."""
     if settings is None:
         return []
-    filled = [name for name in type(settings).model_fields if name in PLACEHOLDERS or name == "configuration"]
+    filled = [name for name in type(settings).model_fields if name in STEPS or name == "configuration"]
     texts = {name: json.dumps(getattr(settings, name), default=str) for name in filled}
     return [(name, key) for name, text in texts.items() for key in CLOUD_IN_TEXT.findall(text)]
 

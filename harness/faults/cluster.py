@@ -7,6 +7,7 @@ from harness.faults.base import Evidence, FaultContext, Observed
 from harness.faults.evidence import all_of, api_unreachable, endpoint_down
 from harness.faults.handover import Handover
 from harness.faults.provided import HandsOver, provider
+from harness.infra.registry import LOSE_CLUSTER, RESTORE_CLUSTER, Target
 from harness.timeline import Event
 
 
@@ -21,11 +22,11 @@ class ClusterLoss(HandsOver, kind="cluster-loss"):
 
     def inject_handing(self, ctx: FaultContext, handover: Handover) -> None:
         for cluster in self.targets:
-            handover.keep(cluster, provider(ctx).lose_cluster(cluster))
+            handover.keep(cluster, provider(ctx).run(LOSE_CLUSTER, Target(cluster=cluster)))
 
     def revert_handed(self, ctx: FaultContext, handover: Handover) -> None:
         for cluster in self.targets:
-            provider(ctx).restore_cluster(cluster, handover.get(cluster))
+            provider(ctx).run(RESTORE_CLUSTER, Target(cluster=cluster), handover.get(cluster))
 
     def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
         """Every target's app endpoint stops answering the drill's probes (its API server too when no
