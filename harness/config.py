@@ -21,6 +21,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
+    SerializeAsAny,
     StrictBool,
     StrictInt,
     ValidationError,
@@ -226,9 +228,6 @@ def _check_templates(allowed: tuple[str, ...], templates: list[str], loc: tuple[
             raise _Invalid(f"text whose only placeholders are {wanted}", template, (*loc, i))
 
 
-FAILOVER_PLACEHOLDERS = ("app", "namespace", "cluster", "context")
-
-
 def fill_json(template: Any, values: dict[str, Any]) -> Any:
     """A JSON body template with its values: a string that is exactly "$NAME" becomes the value itself (a
     number stays a number), and $NAME inside a longer string becomes its text."""
@@ -243,51 +242,55 @@ def fill_json(template: Any, values: dict[str, Any]) -> Any:
     return template
 
 
-class PromoteCall(_Model):
-    """The HTTP call that makes the app's data primary in the cluster taking over."""
-
-    path: UrlPath
-    """A path on the endpoint of the cluster taking over."""
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    """The request's method; a 2xx answer means promoted."""
-    body: dict[str, Any] = {}
-    """The JSON body; "$epoch" becomes the new epoch (one above every reachable cluster's, see epoch_path)."""
-    epoch_path: UrlPath | None = None
-    """A path on every cluster's endpoint answering a JSON object with the cluster's fencing epoch (term,
-    timeline) at epoch_field: promotion outranks every epoch it finds, so a primary that never stepped
-    down is fenced when it returns."""
-    epoch_field: Text = "epoch"
-    """The field of epoch_path's answer, and of the promote call's answer, holding the epoch."""
-
-    @model_validator(mode="after")
-    def _epoch_known(self) -> "PromoteCall":
-        if self.epoch_path is None and "$epoch" in json.dumps(self.body):
-            raise _Invalid("epoch_path set when the body uses $epoch", None, ("epoch_path",))
-        return self
+Model = _Model
+"""The base of the fleet file's models, for those outside this module (a failover strategy's settings)."""
+Invalid = _Invalid
+"""What a fleet-file model outside this module (a failover strategy's settings) raises for a bad value."""
+check_templates = _check_templates
+"""Check that templates (argv lists) use only the allowed {placeholders}, for the same models."""
 
 
 class Failover(_Model):
-    """How a drill fails an app over to another cluster."""
+    """How a drill fails an app over to another cluster: `strategy`, and beside it the settings of the
+    strategies (harness.strategies: each adds its own fields by subclassing this model)."""
 
-    strategy: Literal["promote", "observe", "command"] = "promote"
-    """promote: point the k8gb Gslb at the cluster, then make the app's data primary there with the
-    `promote` call when set; observe: do nothing, the GSLB and the app fail over by themselves; command:
-    run `command`."""
-    promote: PromoteCall | None = None
-    """For strategy promote: the HTTP call that makes the app's data primary in the cluster taking over
-    (none: the Gslb moves traffic, the app's data needs no promotion)."""
-    command: Annotated[tuple[Text, ...], Field(min_length=1)] | None = None
-    """For strategy command: your failover script as an argv list (no shell), with {app}, {namespace},
-    {cluster} (the one taking over) and its {context} filled in; exit status 0 means done."""
-    timeout: PositiveDuration = 300.0
-    """Longest the command may run."""
+    strategy: str = "promote"
+    """Which failover strategy (harness.strategies): promote, observe, command, or one registered there."""
 
-    @model_validator(mode="after")
-    def _command_when_needed(self) -> "Failover":
-        if self.strategy == "command" and not self.command:
-            raise _Invalid("a command (an argv list) for strategy command", self.command, ("command",))
-        _check_templates(FAILOVER_PLACEHOLDERS, list(self.command or ()), ("command",))
-        return self
+
+@functools.cache
+def _failover_model(settings: tuple[type[Failover], ...], names: tuple[str, ...], doc: str) -> type[Failover]:
+    bases = tuple(dict.fromkeys(model for model in settings if model is not Failover)) or (Failover,)
+    strategy: Any = Literal[names]  # type: ignore[valid-type]
+    return create_model(
+        "Failover",
+        __base__=bases,
+        __doc__=Failover.__doc__,
+        __module__=__name__,
+        strategy=(strategy, Field("promote", description=doc)),
+    )
+
+
+def failover_model() -> type[Failover]:
+    """apps[].failover's model: `strategy`, one of the registered strategies, and the fields of each
+    strategy's settings."""
+    from harness.strategies import all_strategies
+
+    strategies = all_strategies().values()
+    doc = "; ".join(f"{s.name}: {s.does}" for s in strategies) + "."
+    return _failover_model(tuple(s.settings for s in strategies), tuple(s.name for s in strategies), doc)
+
+
+def _as_failover(value: Any) -> Failover:
+    """apps[].failover validated by failover_model()."""
+    model = failover_model()
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value.model_dump() if isinstance(value, Failover) else value)
+    except ValidationError as exc:
+        loc, text = _located(exc.errors(include_url=False)[0], model)
+        raise _Nested(text, loc) from None
 
 
 WriteTarget = Annotated[str, AfterValidator(_write_target)]
@@ -472,7 +475,9 @@ class App(_Model):
     (not the app: an ingress default backend, a proxy), and drills can check which cluster serves."""
     objectives: Objectives = Objectives()
     """What the app must achieve through a drill."""
-    failover: Failover = Failover()
+    failover: Annotated[
+        SerializeAsAny[Failover], PlainValidator(_as_failover, json_schema_input_type=Failover)
+    ] = Field(default_factory=lambda: failover_model()())
     """How drills fail the app over."""
 
 
@@ -1038,12 +1043,14 @@ def dump_fleet(fleet: Fleet) -> str:
 
 
 def fleet_json_schema() -> dict[str, Any]:
-    """JSON schema of the fleet file, for editors."""
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        **Fleet.model_json_schema(by_alias=True),
-    }
+    """JSON schema of the fleet file, for editors; apps[].failover as the registered strategies make it."""
+    schema = Fleet.model_json_schema(by_alias=True)
+    failover = failover_model().model_json_schema(by_alias=True)
+    schema["$defs"] |= failover.pop("$defs", {}) | {"Failover": failover}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 if __name__ == "__main__":
-    print(json.dumps(fleet_json_schema(), indent=2))
+    from harness import config  # this module as the strategies import it, not as __main__
+
+    print(json.dumps(config.fleet_json_schema(), indent=2))

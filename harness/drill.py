@@ -24,12 +24,11 @@ from harness.gameday import Operators
 from harness.safety import AbortMonitor
 from harness.samples import ProbeSample, SentinelWrite, Verdict
 from harness.sentinels import GLOBAL, RESTORED, SentinelStore, Where, store_for
+from harness.strategies import failed_over_events
 from harness.timeline import Timeline
 from harness.traffic import Prober, status_codes
 
 STEADY_WRITES = 5  # sentinel writes in a row acknowledged: the data path is part of the steady state
-FAILED_OVER = ("gslb.updated", "data.promoted", "failover.commanded", "failover.observed")
-"""Timeline events that say the drill failed over to their cluster."""
 STEADY_REGAIN_S = 5.0
 """After the steady state's hold, how long the app may take to be healthy again (one slow probe)."""
 RPO_REACH = 2.0
@@ -387,7 +386,8 @@ class Drill:
             old_writes = [*old_writes, *(w for w in since if w.served_by == old)]
             new_writes = [w for w in since if w.served_by == new]
         else:
-            moved = [e.t_mono for e in self.timeline.events() if e.cluster == new and e.name in FAILED_OVER]
+            failed_over = failed_over_events()
+            moved = [e.t_mono for e in self.timeline.events() if e.cluster == new and e.name in failed_over]
             new_writes = [w for w in since if w.ended_at is None or w.ended_at >= max([t0, *moved])]
         verdict = measure.judge_split_brain({old: old_writes, new: new_writes}, t0)
         self.verdicts.append(verdict)

@@ -2,9 +2,10 @@
 API group) in a namespace scope.
 
 Each part that calls the Kubernetes API declares what it calls next to its code: a fault kind's
-`permissions` (harness.faults), failover.STRATEGY_PERMISSIONS, BACKUP_PERMISSIONS and RESTORE_PERMISSIONS,
-lease.LEASE_PERMISSIONS, fleet.SERVICE_PROXY_PERMISSIONS, steadystate.AS_FOUND_PERMISSIONS. harness.needs
-gathers those the selected drills use; harness.rbac asks each cluster for them.
+`permissions` (harness.faults), each failover strategy's (harness.strategies), failover.BACKUP_PERMISSIONS
+and RESTORE_PERMISSIONS, lease.LEASE_PERMISSIONS, fleet.SERVICE_PROXY_PERMISSIONS,
+steadystate.AS_FOUND_PERMISSIONS. harness.needs gathers those the selected drills use; harness.rbac asks
+each cluster for them.
 """
 
 from dataclasses import dataclass, replace

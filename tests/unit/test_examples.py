@@ -11,9 +11,9 @@ import yaml
 
 from harness import cli, needs
 from harness.config import App, ChaosToolkitSettings, PostgresqlSentinels, load_fleet
-from harness.failover import STRATEGY_PERMISSIONS as STRATEGIES
 from harness.infra.chaostoolkit import as_text, pick
 from harness.permissions import Permission
+from harness.strategies import all_strategies
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "examples"
 
@@ -113,7 +113,7 @@ def granted(rules: list[dict], permission: Permission) -> bool:
 
 def every_permission() -> set[Permission]:
     """Every permission any part of the harness declares, whatever strategy an app has."""
-    failovers = [{"strategy": strategy, "command": ["failover.sh"]} for strategy in STRATEGIES]
+    failovers = [{"strategy": strategy, "command": ["failover.sh"]} for strategy in all_strategies()]
     apps = [App(name="a", namespace="a", workload="deployment/a", failover=f) for f in failovers]
     declared = [*needs.parts().values(), needs.LEASE, needs.AS_FOUND]
     return {permission for part in declared for app in apps for permission in part.permissions(app)}
