@@ -39,6 +39,26 @@ class UnreachableError(ClusterError):
     """A cluster's API server does not answer, or refuses the kubeconfig's credentials."""
 
 
+def served_group_versions(
+    api: client.ApiClient, resource: str, group_versions: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Which of `group_versions` ("group/version") serve `resource`, by API discovery: the group versions the
+    API server lists (/apis), then the resources of each listed one; ApiException or a network error when
+    the API cannot be asked."""
+    listed = client.ApisApi(api).get_api_versions(_request_timeout=REACH_TIMEOUT_S)
+    offered = {version.group_version for group in listed.groups or () for version in group.versions or ()}
+    found = []
+    for group_version in group_versions:
+        if group_version in offered:
+            group, version = group_version.split("/")
+            answer = client.CustomObjectsApi(api).get_api_resources(
+                group, version, _request_timeout=REACH_TIMEOUT_S
+            )
+            if any(r.name == resource for r in answer.resources or ()):
+                found.append(group_version)
+    return tuple(found)
+
+
 def context_ref(fleet: Fleet, cluster: Cluster) -> kubeconfig.ContextRef:
     """The cluster's kubeconfig context, with the fleet file's fields that name it."""
     index = fleet.clusters.index(cluster)
@@ -98,6 +118,7 @@ class FleetAccess:
         self._clients: dict[str, client.ApiClient] = {}
         self._lock = threading.Lock()
         self._infra: Provider | None = provider_for(fleet)
+        self._served: dict[tuple[str, str, tuple[str, ...]], tuple[str, ...]] = {}
 
     @property
     def infra(self) -> Provider | None:
@@ -124,6 +145,19 @@ class FleetAccess:
                 settings.retries = RETRIES
                 self._clients[cluster] = client.ApiClient(settings)
             return self._clients[cluster]
+
+    def served(self, cluster: str, resource: str, group_versions: tuple[str, ...]) -> tuple[str, ...]:
+        """Which of `group_versions` ("group/version") serve `resource` in the cluster, in their order, by API
+        discovery; asked once per cluster and resource for the life of this FleetAccess (a drill run).
+        ApiException or a network error when the cluster cannot be asked (not remembered)."""
+        key = (cluster, resource, group_versions)
+        with self._lock:
+            known = self._served.get(key)
+        if known is None:
+            known = served_group_versions(self.api_client(cluster), resource, group_versions)
+            with self._lock:
+                self._served[key] = known
+        return known
 
     def check_reachable(self, cluster: str) -> None:
         """The cluster's API server answers GET /api with the kubeconfig's credentials, else one line:

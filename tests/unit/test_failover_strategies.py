@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes.client import ApiException
 
 from harness import failover, k8gb
 from harness.config import Fleet, load_fleet
@@ -67,34 +66,6 @@ def test_the_observe_strategy_only_records(tmp_path: Path) -> None:
     access, timeline = access_with(tmp_path, {"strategy": "observe"}), Timeline()
     failover.fail_over(access, access.fleet.app("shop"), "west", timeline)
     assert [(e.name, e.cluster) for e in timeline.events()] == [("failover.observed", "west")]
-
-
-class Gslbs:
-    """A CustomObjectsApi holding Gslbs under the API groups given: any other group answers 404."""
-
-    def __init__(self, *groups: str, status: int = 404) -> None:
-        self.groups, self.status, self.patched = groups, status, []
-
-    def patch_namespaced_custom_object(self, group: str, version: str, namespace: str, *args, **kwargs):
-        if group not in self.groups:
-            raise ApiException(status=self.status)
-        self.patched.append((group, version, namespace, *args[:2]))
-
-
-def test_the_gslb_is_patched_under_k8gb_s_api_group_else_the_legacy_one(tmp_path: Path) -> None:
-    """k8gb moved to k8gb.io (k8gb-io/k8gb#2203); k8gb.absa.oss is served until users migrate, and a migrated
-    legacy object is read-only: the canonical group first, the legacy one where the canonical has none."""
-    app = access_with(tmp_path, {"strategy": "promote"}).fleet.app("shop")
-    patch = {"spec": {"strategy": {"primaryGeoTag": "west"}}}
-    migrated = Gslbs("k8gb.io", "k8gb.absa.oss")
-    assert k8gb.patch_gslb(migrated, app, patch) == "k8gb.io"
-    assert migrated.patched == [("k8gb.io", "v1beta1", "shop-ns", "gslbs", "shop")]
-    legacy = Gslbs("k8gb.absa.oss")
-    assert k8gb.patch_gslb(legacy, app, patch) == "k8gb.absa.oss"
-    with pytest.raises(k8gb.GslbError, match=r"no Gslb shop-ns/shop in API group k8gb.io or k8gb.absa.oss"):
-        k8gb.patch_gslb(Gslbs(), app, patch)
-    with pytest.raises(ApiException):  # forbidden is an answer, not a missing group
-        k8gb.patch_gslb(Gslbs(status=403), app, patch)
 
 
 class Roles(BaseHTTPRequestHandler):
