@@ -4,7 +4,7 @@ step that undoes it and whether it hands that step a handle, or that it only loo
 Everything else reads this registry: the fleet file's provider settings and their JSON schema
 (harness.config), the values each step is given (harness.infra.steps), which steps the chaostoolkit
 provider runs as rollbacks or probes, and the faults that run them. A new step is one `register` call here
-(or in the module of the fault that uses it) and its test.
+and its test.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ ONE_CLUSTER = ("cluster", "context", "region", "zones", "cloud")
 and its cloud ids ({cloud[KEY]}, from clusters[].cloud)."""
 CUT = ("clusters", "contexts", "regions")
 """What a step about a cut around clusters gets: their names, contexts and regions, comma-separated."""
+VALUES = (*ONE_CLUSTER, *CUT, "name", "node", "handle")
+"""Every value a step can be given (harness.infra.steps makes them from its Target and handle)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Step:
     """It only looks (a probe answering yes or no) and changes nothing."""
 
     def __post_init__(self) -> None:
+        unknown = [name for name in self.placeholders if name not in VALUES]
+        if unknown:
+            raise ValueError(f"step {self.name}: no value for placeholder {', '.join(unknown)} ({VALUES})")
         if self.hands_over and self.restored_by is None:
             raise ValueError(f"step {self.name}: hands a handle over, but names no step that restores it")
 

@@ -16,7 +16,7 @@ from harness.infra.command import CommandProvider
 from harness.infra.localfleet import LocalFleetProvider
 from harness.infra.registry import ONE_CLUSTER, STEPS, Step, Target
 
-LOSE_ZONE = Step("lose_zone", (*ONE_CLUSTER, "zone"), "Take a zone away", "restore_zone", hands_over=True)
+LOSE_ZONE = Step("lose_zone", ONE_CLUSTER, "Take a zone away", "restore_zone", hands_over=True)
 RESTORE_ZONE = Step("restore_zone", (*ONE_CLUSTER, "handle"), "Bring a zone back")
 
 
@@ -109,3 +109,5 @@ def test_a_step_is_registered_once() -> None:
         registry.register(Step("heal", ("name",), "again"))
     with pytest.raises(ValueError, match="names no step that restores it"):
         Step("lose_rack", ONE_CLUSTER, "Take a rack away", hands_over=True)
+    with pytest.raises(ValueError, match="no value for placeholder rack"):
+        Step("lose_rack", (*ONE_CLUSTER, "rack"), "Take a rack away")
