@@ -259,8 +259,10 @@ class Failover(_Model):
 
 
 @functools.cache
-def _failover_model(settings: tuple[type[Failover], ...], names: tuple[str, ...], doc: str) -> type[Failover]:
-    bases = tuple(dict.fromkeys(model for model in settings if model is not Failover)) or (Failover,)
+def _failover_model(
+    settings: tuple[type[BaseModel] | None, ...], names: tuple[str, ...], doc: str
+) -> type[Failover]:
+    bases = tuple(dict.fromkeys(model for model in settings if model is not None)) or (Failover,)
     strategy: Any = Literal[names]  # type: ignore[valid-type]
     return create_model(
         "Failover",

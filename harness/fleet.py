@@ -18,7 +18,8 @@ from kubernetes import client, config
 from harness import kubeconfig
 from harness.config import Cluster, Fleet
 from harness.errors import FleetDrillError
-from harness.infra import Provider, provider_for
+from harness.infra import Provider
+from harness.infra.providers import provider_for
 from harness.kubeconfig import KubeconfigError
 from harness.permissions import EVERY, Permission
 

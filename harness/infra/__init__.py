@@ -2,18 +2,15 @@
 
 A provider is chosen by the fleet file's `infrastructure.provider`: `localfleet` drives the embedded
 local fleet; `command` runs the user's scripts; `chaostoolkit` runs Chaos Toolkit activities; `none`
-refuses such faults with a clear message. The steps a provider runs are declared once, in
-harness.infra.registry.
+refuses such faults with a clear message (harness.infra.providers chooses). The steps a provider runs are
+declared once, in harness.infra.registry.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from harness.infra.registry import Step, Target
-
-if TYPE_CHECKING:
-    from harness.config import Fleet
 
 
 class Provider(Protocol):
@@ -31,27 +28,3 @@ class Provider(Protocol):
     def look(self, step: Step, target: Target) -> bool | None:
         """Run a step that `looks` (traffic_crosses: whether packets from the rest of the fleet still reach
         the target's clusters, looked at from outside them); None when this provider cannot look."""
-
-
-def provider_for(fleet: Fleet) -> Provider | None:
-    """The fleet's provider, or None when the fleet file names none."""
-    from harness.config import ChaosToolkitSettings, CommandSettings
-
-    infrastructure = fleet.infrastructure
-    if infrastructure.provider == "localfleet":
-        from harness.infra.localfleet import LocalFleetProvider
-
-        return LocalFleetProvider.from_settings(infrastructure.settings)
-    settings = infrastructure.typed_settings()
-    if isinstance(settings, CommandSettings):
-        from harness.infra.command import CommandProvider
-        from harness.infra.steps import places
-
-        return CommandProvider(
-            settings, {c.name: fleet.context_for(c) for c in fleet.clusters}, places(fleet)
-        )
-    if isinstance(settings, ChaosToolkitSettings):
-        from harness.infra.chaostoolkit import ChaosToolkitProvider
-
-        return ChaosToolkitProvider.from_settings(settings, fleet)
-    return None

@@ -13,16 +13,11 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from harness.config import Failover
+from pydantic import BaseModel
+
 from harness.errors import ConfigError
 from harness.permissions import Permission
-
-if TYPE_CHECKING:
-    from harness.config import App
-    from harness.fleet import FleetAccess
-    from harness.timeline import Timeline
 
 
 @dataclass(frozen=True)
@@ -31,14 +26,16 @@ class Strategy:
 
     name: str
     """Its name in apps[].failover.strategy."""
-    run: Callable[[FleetAccess, App, str, Timeline], None]
-    """Fail the app over to the cluster named, each step on the timeline (failing back is the same call)."""
+    run: Callable[..., None]
+    """run(access, app, cluster, timeline): fail the app over to the cluster named, each step on the timeline
+    (failing back is the same call). Its types are harness.fleet's and harness.config's, which this module
+    does not import: they import it."""
     events: tuple[str, ...]
     """The timeline events it records on the cluster it failed over to."""
     does: str
     """What it does, in a sentence, for the fleet file's documentation."""
-    settings: type[Failover] = Failover
-    """Its fields in apps[].failover: a subclass of config.Failover (Failover itself: none)."""
+    settings: type[BaseModel] | None = None
+    """Its fields in apps[].failover: a subclass of config.Failover (None: it has none)."""
     permissions: tuple[Permission, ...] = ()
     """What it (and its fail-back) calls in every cluster's API."""
     changes_fleet: bool = True

@@ -21,9 +21,9 @@ from harness.faults.actions import revert_fault
 from harness.faults.cluster import ClusterLoss
 from harness.faults.nodes import NodeLoss
 from harness.faults.partition import WanPartition
-from harness.infra import provider_for
 from harness.infra.chaostoolkit import ChaosToolkitProvider, as_text, fill, returned
 from harness.infra.command import CommandProvider
+from harness.infra.providers import provider_for
 from harness.infra.registry import (
     HEAL,
     LOSE_CLUSTER,
@@ -424,7 +424,7 @@ import sys
 from harness.config import load_fleet
 from harness.faults import FaultStack, KubeContext, Ledger
 from harness.faults.cluster import ClusterLoss
-from harness.infra import provider_for
+from harness.infra.providers import provider_for
 from harness.timeline import Timeline
 
 ctx = KubeContext(infra=provider_for(load_fleet(sys.argv[1])))

@@ -11,9 +11,10 @@ import yaml
 
 from harness.config import ChaosToolkitSettings, CommandSettings, fleet_json_schema, load_fleet
 from harness.errors import ConfigError, FleetDrillError
-from harness.infra import provider_for, registry
+from harness.infra import registry
 from harness.infra.command import CommandProvider
 from harness.infra.localfleet import LocalFleetProvider
+from harness.infra.providers import provider_for
 from harness.infra.registry import ONE_CLUSTER, STEPS, Step, Target
 
 LOSE_ZONE = Step("lose_zone", ONE_CLUSTER, "Take a zone away", "restore_zone", hands_over=True)
