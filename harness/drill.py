@@ -163,8 +163,7 @@ class Drill:
             {RESTORED: proxy.url + app.health_path},
             rate_hz=self.settings.probe_rate_hz,
             timeout_s=_probe_timeout(self.settings, app),
-            ssl_context=proxy.ssl_context,
-            headers=proxy.headers,
+            auth=proxy.auth,
             **_contract(app, proxied=True),
         )
         self.timeline.record("probes.started", detail={"app": app.name, "targets": [RESTORED]})
@@ -481,8 +480,7 @@ class Drill:
             proxy.url,
             self.fleet.context_for(self.fleet.cluster(cluster)),
             proxy.namespace,
-            proxy.ssl_context,
-            proxy.headers,
+            proxy.auth,
         )
         verdicts.append(self._judge_restored_data(app, restored, t0, point, figures))
         self.figures[app.name] = figures

@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 
 from harness import kubeconfig
+from harness.auth import ClusterAuth, RequestAuth
 from harness.config import Cluster, Fleet
 from harness.errors import FleetDrillError
 from harness.infra import Provider
@@ -75,11 +76,6 @@ def context_ref(fleet: Fleet, cluster: Cluster) -> kubeconfig.ContextRef:
     )
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
-
-
 def cause(error: BaseException) -> tuple[str, str]:
     """A failed API call as (short cause, what to check): no retry dump, no credential."""
     if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
@@ -116,6 +112,7 @@ class FleetAccess:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
+        self._auth: dict[str, ClusterAuth] = {}
         self._clients: dict[str, client.ApiClient] = {}
         self._lock = threading.Lock()
         self._infra: Provider | None = provider_for(fleet)
@@ -129,22 +126,22 @@ class FleetAccess:
     def infra_effect_timeout_s(self) -> float | None:
         return self.fleet.infrastructure.effect_timeout
 
+    def auth(self, cluster: str) -> ClusterAuth:
+        """The cluster's kubeconfig context and its credentials, kept fresh (harness.auth); KubeconfigError
+        when its kubeconfig or context cannot be used."""
+        with self._lock:
+            if cluster not in self._auth:
+                self._auth[cluster] = ClusterAuth(context_ref(self.fleet, self.fleet.cluster(cluster)))
+                self._auth[cluster].configuration.retries = RETRIES
+            return self._auth[cluster]
+
     def api_client(self, cluster: str) -> client.ApiClient:
-        """The cluster's ApiClient (its own configuration: several clusters are driven at once);
-        KubeconfigError when its kubeconfig or context cannot be used."""
+        """The cluster's ApiClient (its own configuration: several clusters are driven at once), renewing
+        its credentials before each call; KubeconfigError when its kubeconfig or context cannot be used."""
+        auth = self.auth(cluster)
         with self._lock:
             if cluster not in self._clients:
-                ref = context_ref(self.fleet, self.fleet.cluster(cluster))
-                kubeconfig.read(ref)
-                settings = client.Configuration()
-                try:
-                    config.load_kube_config(str(ref.path), context=ref.context, client_configuration=settings)
-                except (config.ConfigException, OSError, ValueError) as error:  # e.g. a missing cert file
-                    raise ref.error(
-                        f"cannot be loaded ({_first_line(error)})", "fix the kubeconfig"
-                    ) from None
-                settings.retries = RETRIES
-                self._clients[cluster] = client.ApiClient(settings)
+                self._clients[cluster] = auth.api_client()
             return self._clients[cluster]
 
     def served(self, cluster: str, resource: str, group_versions: tuple[str, ...]) -> tuple[str, ...]:
@@ -222,18 +219,20 @@ class FleetAccess:
     def close(self) -> None:
         for api in self._clients.values():
             api.close()
+        for auth in self._auth.values():
+            auth.close()
         self._clients.clear()
+        self._auth.clear()
 
 
 @dataclass(frozen=True)
 class ServiceProxy:
     """A Service reached through its cluster's API server (`.../services/NAME/proxy/PATH`), authenticated
     as the kubeconfig says: how a drill reaches an app no endpoint of the fleet file routes to, such as one
-    restored beside the original. The headers carry the credentials: never log them."""
+    restored beside the original. `auth` gives the credential per request (it is renewed meanwhile)."""
 
     url: str
-    ssl_context: ssl.SSLContext | None = field(repr=False)
-    headers: dict[str, str] = field(repr=False)
+    auth: RequestAuth = field(repr=False)
     namespace: str
     """The namespace of the Service."""
 
@@ -245,19 +244,10 @@ def service_port(api: client.ApiClient, namespace: str, service: str) -> str:
     return port.name or str(port.port)
 
 
-def service_proxy(api: client.ApiClient, namespace: str, service: str, port: str) -> ServiceProxy:
-    """The API server's proxy to `port` (name or number) of `service` in `namespace`, with the client's
-    TLS and credentials."""
-    settings = api.configuration
-    context = None
-    if settings.host.startswith("https"):
-        context = ssl.create_default_context(cafile=settings.ssl_ca_cert)
-        if not settings.verify_ssl:
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        if settings.cert_file:
-            context.load_cert_chain(settings.cert_file, settings.key_file)
-    # the kubernetes client (36+) keeps a kubeconfig's or exec plugin's token under BearerToken; older
-    # code set "authorization" (kubernetes-client/python#2595): read either, as the client itself does
-    token = settings.get_api_key_with_prefix("BearerToken", alias="authorization")
-    url = f"{settings.host.rstrip('/')}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
-    return ServiceProxy(url, context, {"Authorization": token} if token else {}, namespace)
+def service_proxy(auth: ClusterAuth, namespace: str, service: str, port: str) -> ServiceProxy:
+    """The API server's proxy to `port` (name or number) of `service` in `namespace`, with the context's
+    TLS and credentials as of each request."""
+    host = auth.configuration.host.rstrip("/")
+    return ServiceProxy(
+        f"{host}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy", auth, namespace
+    )
