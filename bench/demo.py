@@ -2,8 +2,10 @@
 
 Prints each run's outcome (passed, or the first line of what failed) and wall time, then passes of N;
 asserts nothing. The hog (`--load`) keeps every core of the machine busy, as other jobs on a shared CI
-runner do, so a verdict that depends on how busy the machine is shows here.
-    python bench/demo.py [--runs 5] [--load]
+runner do, so a verdict that depends on how busy the machine is shows here. `--shuffle SEED` runs the drills
+of run N in the order seed SEED+N shuffles them into (the plugin's --shuffle), so a drill that leaves the
+fleet degraded for the next one shows too.
+    python bench/demo.py [--runs 5] [--load] [--shuffle SEED]
 """
 
 import argparse
@@ -47,8 +49,9 @@ def hog(on: bool) -> Iterator[None]:
             worker.join()
 
 
-def one_demo(folder: Path) -> tuple[bool, float, str]:
-    """A demo on a fresh fleet in folder: passed, wall seconds (fleet up included), first failure."""
+def one_demo(folder: Path, seed: int | None) -> tuple[bool, float, str]:
+    """A demo on a fresh fleet in folder, its drills shuffled by seed when set: passed, wall seconds (fleet up
+    included), first failure."""
     started = time.monotonic()
     try:
         demo = fleetdrill(
@@ -60,6 +63,7 @@ def one_demo(folder: Path) -> tuple[bool, float, str]:
             "--",
             "--ledger",
             str(folder / "ledger.json"),
+            *(() if seed is None else ("--shuffle", str(seed))),
         )
     finally:
         fleetdrill("fleet", "down", "--dir", str(folder / "fleet"))
@@ -77,16 +81,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="how many demos (default 5)")
     parser.add_argument("--load", action="store_true", help="a CPU hog on every core beside them")
+    parser.add_argument("--shuffle", type=int, metavar="SEED", help="run N's drills shuffled by SEED+N")
     args = parser.parse_args()
     passes = 0
     with hog(args.load):
         for run in range(1, args.runs + 1):
             with tempfile.TemporaryDirectory(prefix="fleetdrill-demo-") as tmp:
-                passed, seconds, why = one_demo(Path(tmp))
+                seed = None if args.shuffle is None else args.shuffle + run
+                passed, seconds, why = one_demo(Path(tmp), seed)
             passes += passed
             print(
-                f"demo {run}: {'passed' if passed else 'FAILED'} in {seconds:.0f} s"
-                + (f": {why}" if why else "")
+                f"demo {run}{'' if seed is None else f' (--shuffle {seed})'}: "
+                f"{'passed' if passed else 'FAILED'} in {seconds:.0f} s" + (f": {why}" if why else "")
             )
     print(f"{passes} of {args.runs} demos passed{' under load' if args.load else ''}")
 

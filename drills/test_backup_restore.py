@@ -55,7 +55,7 @@ def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: F
     run = uuid.uuid4().hex[:8]
     into = restore_namespace(drill.access, app, target, run)
     port = service_port(drill.access.api_client(primary), app.namespace, app.service)
-    proxy = service_proxy(drill.access.api_client(target), into, app.service, port)
+    proxy = service_proxy(drill.access.auth(target), into, app.service, port)
     with drill.observe(app):
         assert drill.steady(app, primary, BASELINE_S, deadline), (
             f"steady state: {primary} does not serve {app.name}: {drill.why_not_steady(app, primary)}"

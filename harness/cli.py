@@ -236,15 +236,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     """Fail an app over by hand, as the promote strategy does: the Gslb's primary, then the data primary
     (for game days, and as the script of a `command` failover strategy)."""
-    from harness import failover
     from harness.fleet import FleetAccess
+    from harness.strategies.promote import promote
     from harness.timeline import Timeline
 
     fleet = load_fleet(args.fleet)
     app, cluster = fleet.app(args.app), fleet.cluster(args.to)
     access, timeline = FleetAccess(fleet), Timeline()
     try:
-        failover.promote(access, app, cluster.name, timeline)
+        promote(access, app, cluster.name, timeline)
     finally:
         access.close()
     promoted = timeline.events("data.promoted")

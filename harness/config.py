@@ -4,11 +4,13 @@ Regenerate the committed schema with: python -m harness.config > harness/schema/
 """
 
 import difflib
+import functools
 import json
 import re
 import string
+from abc import abstractmethod
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast, get_args
+from typing import Annotated, Any, ClassVar, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -19,16 +21,20 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
+    SerializeAsAny,
     StrictBool,
     StrictInt,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
+    create_model,
     model_validator,
 )
 
 from harness import units
 from harness.errors import ConfigError
+from harness.infra.registry import STEPS, Step, handing_over, restoring
 from harness.traffic import STATUS_SPEC, status_codes
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -222,9 +228,6 @@ def _check_templates(allowed: tuple[str, ...], templates: list[str], loc: tuple[
             raise _Invalid(f"text whose only placeholders are {wanted}", template, (*loc, i))
 
 
-FAILOVER_PLACEHOLDERS = ("app", "namespace", "cluster", "context")
-
-
 def fill_json(template: Any, values: dict[str, Any]) -> Any:
     """A JSON body template with its values: a string that is exactly "$NAME" becomes the value itself (a
     number stays a number), and $NAME inside a longer string becomes its text."""
@@ -239,51 +242,57 @@ def fill_json(template: Any, values: dict[str, Any]) -> Any:
     return template
 
 
-class PromoteCall(_Model):
-    """The HTTP call that makes the app's data primary in the cluster taking over."""
-
-    path: UrlPath
-    """A path on the endpoint of the cluster taking over."""
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    """The request's method; a 2xx answer means promoted."""
-    body: dict[str, Any] = {}
-    """The JSON body; "$epoch" becomes the new epoch (one above every reachable cluster's, see epoch_path)."""
-    epoch_path: UrlPath | None = None
-    """A path on every cluster's endpoint answering a JSON object with the cluster's fencing epoch (term,
-    timeline) at epoch_field: promotion outranks every epoch it finds, so a primary that never stepped
-    down is fenced when it returns."""
-    epoch_field: Text = "epoch"
-    """The field of epoch_path's answer, and of the promote call's answer, holding the epoch."""
-
-    @model_validator(mode="after")
-    def _epoch_known(self) -> "PromoteCall":
-        if self.epoch_path is None and "$epoch" in json.dumps(self.body):
-            raise _Invalid("epoch_path set when the body uses $epoch", None, ("epoch_path",))
-        return self
+Model = _Model
+"""The base of the fleet file's models, for those outside this module (a failover strategy's settings)."""
+Invalid = _Invalid
+"""What a fleet-file model outside this module (a failover strategy's settings) raises for a bad value."""
+check_templates = _check_templates
+"""Check that templates (argv lists) use only the allowed {placeholders}, for the same models."""
 
 
 class Failover(_Model):
-    """How a drill fails an app over to another cluster."""
+    """How a drill fails an app over to another cluster: `strategy`, and beside it the settings of the
+    strategies (harness.strategies: each adds its own fields by subclassing this model)."""
 
-    strategy: Literal["promote", "observe", "command"] = "promote"
-    """promote: point the k8gb Gslb at the cluster, then make the app's data primary there with the
-    `promote` call when set; observe: do nothing, the GSLB and the app fail over by themselves; command:
-    run `command`."""
-    promote: PromoteCall | None = None
-    """For strategy promote: the HTTP call that makes the app's data primary in the cluster taking over
-    (none: the Gslb moves traffic, the app's data needs no promotion)."""
-    command: Annotated[tuple[Text, ...], Field(min_length=1)] | None = None
-    """For strategy command: your failover script as an argv list (no shell), with {app}, {namespace},
-    {cluster} (the one taking over) and its {context} filled in; exit status 0 means done."""
-    timeout: PositiveDuration = 300.0
-    """Longest the command may run."""
+    strategy: str = "promote"
+    """Which failover strategy (harness.strategies): promote, observe, command, or one registered there."""
 
-    @model_validator(mode="after")
-    def _command_when_needed(self) -> "Failover":
-        if self.strategy == "command" and not self.command:
-            raise _Invalid("a command (an argv list) for strategy command", self.command, ("command",))
-        _check_templates(FAILOVER_PLACEHOLDERS, list(self.command or ()), ("command",))
-        return self
+
+@functools.cache
+def _failover_model(
+    settings: tuple[type[BaseModel] | None, ...], names: tuple[str, ...], doc: str
+) -> type[Failover]:
+    bases = tuple(dict.fromkeys(model for model in settings if model is not None)) or (Failover,)
+    strategy: Any = Literal[names]  # type: ignore[valid-type]
+    return create_model(
+        "Failover",
+        __base__=bases,
+        __doc__=Failover.__doc__,
+        __module__=__name__,
+        strategy=(strategy, Field("promote", description=doc)),
+    )
+
+
+def failover_model() -> type[Failover]:
+    """apps[].failover's model: `strategy`, one of the registered strategies, and the fields of each
+    strategy's settings."""
+    from harness.strategies import all_strategies
+
+    strategies = all_strategies().values()
+    doc = "; ".join(f"{s.name}: {s.does}" for s in strategies) + "."
+    return _failover_model(tuple(s.settings for s in strategies), tuple(s.name for s in strategies), doc)
+
+
+def _as_failover(value: Any) -> Failover:
+    """apps[].failover validated by failover_model()."""
+    model = failover_model()
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value.model_dump() if isinstance(value, Failover) else value)
+    except ValidationError as exc:
+        loc, text = _located(exc.errors(include_url=False)[0], model)
+        raise _Nested(text, loc) from None
 
 
 WriteTarget = Annotated[str, AfterValidator(_write_target)]
@@ -347,7 +356,76 @@ class CommandSentinels(_Model):
         return self
 
 
-Sentinels = Annotated[HttpSentinels | CommandSentinels, Field(discriminator="adapter")]
+class _Withheld:
+    """A bad value the fleet file holds that an error must not repeat: it may hold a password."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"{self.what} (not shown)"
+
+
+def _conninfo(value: str) -> str:
+    """A libpq connection string without a password (the password comes from password_env or libpq)."""
+    from psycopg import Error  # here: psycopg loads only for fleet files that use it
+    from psycopg.conninfo import conninfo_to_dict
+
+    expected = "a libpq conninfo ('host=H port=P dbname=D user=U' or a postgresql:// URI)"
+    if not value.strip():
+        raise _Invalid(expected, value)
+    try:
+        params = conninfo_to_dict(value)
+    except Error:
+        raise _Invalid(expected, _Withheld("a string libpq cannot parse")) from None
+    if "password" in params:
+        expected = "a conninfo without a password (name its variable in password_env, or use PGPASSFILE)"
+        raise _Invalid(expected, _Withheld("a conninfo with a password"))
+    return value
+
+
+def _whole_seconds(value: object) -> float:
+    seconds = _duration(value)
+    if seconds >= 2 and seconds.is_integer():
+        return seconds
+    raise _Invalid('a whole number of seconds, at least 2 (libpq\'s rule), such as "5s"', value)
+
+
+Conninfo = Annotated[str, AfterValidator(_conninfo), Field(min_length=1)]
+ConnectTimeout = Annotated[float, BeforeValidator(_whole_seconds), _AS_TEXT, _DURATION_SCHEMA]
+SQL_NAME = r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_PATTERNS[SQL_NAME] = "a lowercase SQL name, optionally schema-qualified (e.g. fleetdrill_sentinels)"
+_PATTERNS[ENV_NAME] = "an environment variable's name (letters, digits and '_')"
+
+
+class PostgresqlSentinels(_Model):
+    """Sentinels kept in a table of the app's own PostgreSQL database: written to the primary, read back
+    from one cluster's database. The conninfo strings hold no password: it comes from the variable
+    `password_env` names, else from libpq itself (PGPASSWORD, PGPASSFILE or ~/.pgpass)."""
+
+    adapter: Literal["postgresql"]
+    primary: Conninfo
+    """Where writes go: the primary as the app reaches it. A multi-host conninfo with
+    target_session_attrs=read-write follows a failover (libpq picks the host that takes writes)."""
+    clusters: dict[Name, Conninfo] = {}
+    """Each cluster's database by cluster name: read back after failover, and written directly (the
+    split-brain check)."""
+    restored: Conninfo | None = None
+    """A restored copy's database (backup-restore drills), reached by its own conninfo: SQL does not go
+    through the API server's proxy the http adapter reads a restored app through."""
+    password_env: Annotated[str, Field(pattern=ENV_NAME)] | None = None
+    """The environment variable holding the password (unset: libpq's PGPASSWORD or password file)."""
+    table: Annotated[str, Field(pattern=SQL_NAME)] = "fleetdrill_sentinels"
+    """The sentinel table (seq, stream, payload, written_at), created on the primary when absent."""
+    connect_timeout: ConnectTimeout = 5.0
+    """Longest a connection may take to open, per host: whole seconds, at least 2 (as libpq counts)."""
+    statement_timeout: PositiveDuration = 5.0
+    """Longest a write or read may run: the server cancels it then, and the harness gives up a second
+    later (a server that stops answering leaves the write unknown)."""
+
+
+Sentinels = Annotated[HttpSentinels | CommandSentinels | PostgresqlSentinels, Field(discriminator="adapter")]
 
 
 class ServedBy(_Model):
@@ -404,7 +482,7 @@ class App(_Model):
     """URL of the app in each cluster, by cluster name."""
     sentinels: Sentinels | None = None
     """Where numbered sentinel records are written during drills and read back after failover or restore,
-    for RPO and data integrity (adapter http or command); without it no drill can judge RPO."""
+    for RPO and data integrity (adapter http, command or postgresql); without it no drill can judge RPO."""
     health_path: UrlPath = "/"
     """Path probed for health on the endpoints."""
     accepted_statuses: Annotated[
@@ -417,7 +495,9 @@ class App(_Model):
     (not the app: an ingress default backend, a proxy), and drills can check which cluster serves."""
     objectives: Objectives = Objectives()
     """What the app must achieve through a drill."""
-    failover: Failover = Failover()
+    failover: Annotated[
+        SerializeAsAny[Failover], PlainValidator(_as_failover, json_schema_input_type=Failover)
+    ] = Field(default_factory=lambda: failover_model()())
     """How drills fail the app over."""
     dns: GlobalDns | None = None
     """A DNS-based failover of the global endpoint: the answers and TTLs observed, the RTO split in phases."""
@@ -453,26 +533,45 @@ class Velero(_Model):
     replication meets the RPO and backups are the last line of defence."""
 
 
-ONE_CLUSTER = ("cluster", "context", "region", "zones", "cloud")
-"""What a step acting on one cluster gets: its name, kubeconfig context, region, zones (comma-separated)
-and its cloud ids ({cloud[KEY]}, from clusters[].cloud)."""
-PLACEHOLDERS = {  # what each provider method fills in its templates
-    "lose_cluster": ONE_CLUSTER,
-    "restore_cluster": (*ONE_CLUSTER, "handle"),
-    "partition": ("clusters", "contexts", "regions", "name"),
-    "heal": ("name", "handle"),
-    "traffic_crosses": ("clusters", "contexts", "regions"),
-    "lose_node": (*ONE_CLUSTER, "node"),
-    "restore_node": (*ONE_CLUSTER, "node", "handle"),
-}
-HANDED_TO = {"lose_cluster": "restore_cluster", "partition": "heal", "lose_node": "restore_node"}
-"""Each lose step and the restore step that gets what it returned as {handle} (on one line; "" when it
-returned nothing or never returned: a crash while it ran)."""
 HANDLE_PATH = re.compile(r"[^.\s]+(\.[^.\s]+)*")
 """A chaostoolkit lose step's `handle`: keys and list indexes joined by "." (experiment.id)."""
 
 
-class CommandSettings(_Model):
+def _gets(step: Step) -> str:
+    return ", ".join("{cloud[KEY]}" if name == "cloud" else "{" + name + "}" for name in step.placeholders)
+
+
+class _StepSettings(_Model):
+    """What the settings of a provider driven by the fleet file share: one field per step of the registry
+    (harness.infra.registry), added by `with_steps`."""
+
+    step_type: ClassVar[Any]
+    """The type of one step's setting."""
+
+    @classmethod
+    @abstractmethod
+    def step_doc(cls, step: Step) -> str:
+        """The documentation of one step's field."""
+
+    @classmethod
+    def with_steps(cls) -> type["_StepSettings"]:
+        """The model with a field per registered step (made once per set of steps)."""
+        return _with_steps(cls, tuple(STEPS.values()))
+
+    def step(self, name: str) -> Any:
+        """The setting of the step `name`; None when it is left out (or was registered after this model)."""
+        return getattr(self, name, None)
+
+
+@functools.cache
+def _with_steps(base: type[_StepSettings], steps: tuple[Step, ...]) -> type[_StepSettings]:
+    fields: dict[str, Any] = {
+        step.name: (base.step_type | None, Field(None, description=base.step_doc(step))) for step in steps
+    }
+    return create_model(base.__name__, __base__=base, __doc__=base.__doc__, __module__=__name__, **fields)
+
+
+class CommandSettings(_StepSettings):
     """infrastructure.settings of the command provider: your scripts, one command per fault step.
 
     Each is an argv list (no shell); {cluster} and its kubeconfig {context}, {region}, {zones} and its
@@ -482,36 +581,27 @@ class CommandSettings(_Model):
     them. A step left out refuses the faults that need it.
     """
 
-    lose_cluster: Argv | None = None
-    """Take a whole cluster away; gets {cluster} and {context}. Its last line of output is restore_cluster's
-    {handle}."""
-    restore_cluster: Argv | None = None
-    """Bring a lost cluster back (idempotent); gets {cluster}, {context} and {handle}."""
-    partition: Argv | None = None
-    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}. Its last line of
-    output is heal's {handle}."""
-    heal: Argv | None = None
-    """End the partition {name} (idempotent); gets {handle}."""
-    traffic_crosses: Argv | None = None
-    """Look across a partition from outside it, the evidence that it took effect: exit 0 when traffic from
-    the rest of the fleet still reaches {clusters} ({contexts}, {regions}), 1 when it no longer does;
-    another status is an error. Left out, a partition through this provider cannot be proven."""
-    lose_node: Argv | None = None
-    """Stop a node dead; gets {cluster}, {context} and {node}. Its last line of output is restore_node's
-    {handle}."""
-    restore_node: Argv | None = None
-    """Bring a lost node back (idempotent); gets {cluster}, {context}, {node} and {handle}."""
+    step_type: ClassVar[Any] = Argv
     timeout: PositiveDuration = 600.0
     """Longest a command may run."""
 
+    @classmethod
+    def step_doc(cls, step: Step) -> str:
+        text = f"{step.does}; gets {_gets(step)}."
+        if step.hands_over:
+            text += f" Its last line of output is {step.restored_by}'s {{handle}}."
+        if step.looks:
+            text += " Exit 0 for yes, 1 for no; another status is an error."
+        return text
+
     @model_validator(mode="after")
     def _known_placeholders(self) -> "CommandSettings":
-        for method in PLACEHOLDERS:
-            _check_templates(PLACEHOLDERS[method], list(getattr(self, method) or ()), (method,))
+        for step in STEPS.values():
+            _check_templates(step.placeholders, list(self.step(step.name) or ()), (step.name,))
         return self
 
 
-class ChaosToolkitSettings(_Model):
+class ChaosToolkitSettings(_StepSettings):
     """infrastructure.settings of the chaostoolkit provider: a Chaos Toolkit activity provider per step.
 
     Each step is an activity's `provider` mapping (type python with module, func and arguments; or process,
@@ -522,50 +612,45 @@ class ChaosToolkitSettings(_Model):
     """
 
     model_config = ConfigDict(populate_by_name=True)
-    lose_cluster: dict[str, Any] | None = None
-    """Take a whole cluster away; gets {cluster} and {context}; what it returns is restore_cluster's
-    {handle}."""
-    restore_cluster: dict[str, Any] | None = None
-    """Rollback of lose_cluster; gets {cluster}, {context} and {handle}."""
-    partition: dict[str, Any] | None = None
-    """Cut clusters off from the rest of the fleet; gets {clusters}, {contexts} and {name}; what it returns
-    is heal's {handle}."""
-    heal: dict[str, Any] | None = None
-    """Rollback of partition; gets {name} and {handle}."""
-    traffic_crosses: dict[str, Any] | None = None
-    """A probe looking across a partition from outside it: a python probe returns True while traffic from
-    the rest of the fleet still reaches {clusters} ({contexts}, {regions}) and False once it does not; a
-    process probe exits 0 or 1 for the same. Left out, a partition through this provider cannot be proven."""
-    lose_node: dict[str, Any] | None = None
-    """Stop a node dead; gets {cluster}, {context} and {node}; what it returns is restore_node's {handle}."""
-    restore_node: dict[str, Any] | None = None
-    """Rollback of lose_node; gets {cluster}, {context}, {node} and {handle}."""
+    step_type: ClassVar[Any] = dict[str, Any]
     configuration: dict[str, Any] = {}
     """Chaos Toolkit configuration passed to every activity, with the step's placeholders filled in: e.g.
     `aws_region: "{region}"` is the region of the cluster the step acts on (chaosaws reads aws_region)."""
     secrets: dict[str, Any] = {}
     """Chaos Toolkit secrets passed to every activity (never logged)."""
 
+    @classmethod
+    def step_doc(cls, step: Step) -> str:
+        lose = restoring(step)
+        text = f"Rollback of {lose.name}. " if lose else ""
+        text += f"{step.does}; gets {_gets(step)}."
+        if step.hands_over:
+            text += f" What it returns is {step.restored_by}'s {{handle}}."
+        if step.looks:
+            text += " A probe: a python probe returns True or False, a process probe exits 0 or 1."
+        return text
+
     @model_validator(mode="after")
     def _handles_where_handed(self) -> "ChaosToolkitSettings":
         """`handle` (fleetdrill's key, not the activity's) only in a lose step, as a path."""
-        for step in PLACEHOLDERS:
-            if "handle" not in (mapping := getattr(self, step) or {}):
+        for step in STEPS.values():
+            if "handle" not in (mapping := self.step(step.name) or {}):
                 continue
             path = mapping["handle"]
-            if step not in HANDED_TO:
-                expected = f"no handle (only {', '.join(HANDED_TO)} hand one over)"
-                raise _Invalid(expected, path, (step, "handle"))
+            if not step.hands_over:
+                handing = ", ".join(lose.name for lose in handing_over())
+                raise _Invalid(f"no handle (only {handing} hand one over)", path, (step.name, "handle"))
             if not (isinstance(path, str) and HANDLE_PATH.fullmatch(path)):
                 expected = 'a path into what the step returns, keys and list indexes joined by "."'
-                raise _Invalid(expected, path, (step, "handle"))
+                raise _Invalid(expected, path, (step.name, "handle"))
         return self
 
 
-PROVIDER_SETTINGS: dict[str, type[BaseModel]] = {
-    "command": CommandSettings,
-    "chaostoolkit": ChaosToolkitSettings,
-}
+def provider_settings(provider: str) -> type[_StepSettings] | None:
+    """The model of a provider's settings, a field per registered step; None for a provider that checks its
+    own (localfleet) or has none."""
+    base = {"command": CommandSettings, "chaostoolkit": ChaosToolkitSettings}.get(provider)
+    return None if base is None else base.with_steps()
 
 
 def _settings_schema(schema: dict[str, Any]) -> None:
@@ -575,7 +660,8 @@ def _settings_schema(schema: dict[str, Any]) -> None:
             "if": {"properties": {"provider": {"const": name}}, "required": ["provider"]},
             "then": {"properties": {"settings": model.model_json_schema(by_alias=True)}},
         }
-        for name, model in PROVIDER_SETTINGS.items()
+        for name in ("command", "chaostoolkit")
+        if (model := provider_settings(name)) is not None
     ]
 
 
@@ -602,7 +688,7 @@ class Infrastructure(_Model):
 
     @model_validator(mode="after")
     def _settings_fit(self) -> "Infrastructure":
-        model = PROVIDER_SETTINGS.get(self.provider)
+        model = provider_settings(self.provider)
         if model is not None:
             try:
                 model.model_validate(self.settings)
@@ -613,7 +699,7 @@ class Infrastructure(_Model):
 
     def typed_settings(self) -> BaseModel | None:
         """The settings as the provider's model (None when the provider checks its own)."""
-        model = PROVIDER_SETTINGS.get(self.provider)
+        model = provider_settings(self.provider)
         return None if model is None else model.model_validate(self.settings)
 
 
@@ -726,6 +812,11 @@ class Fleet(_Model):
             for key in app.endpoints:
                 if key not in names:
                     raise _Invalid(f"a cluster name ({', '.join(names)})", key, ("apps", i, "endpoints", key))
+            databases = app.sentinels.clusters if isinstance(app.sentinels, PostgresqlSentinels) else {}
+            for key in databases:
+                if key not in names:
+                    where = ("apps", i, "sentinels", "clusters", key)
+                    raise _Invalid(f"a cluster name ({', '.join(names)})", key, where)
             write = app.sentinels.write if isinstance(app.sentinels, HttpSentinels) else None
             relative = write is not None and write.path.startswith("/")
             if write is not None and relative and not (app.endpoints or app.global_endpoint):
@@ -814,7 +905,7 @@ def _cloud_keys(settings: BaseModel | None) -> list[tuple[str, str]]:
     """(field, KEY) for every {cloud[KEY]} in a provider's steps (and a chaostoolkit configuration)."""
     if settings is None:
         return []
-    filled = [name for name in type(settings).model_fields if name in PLACEHOLDERS or name == "configuration"]
+    filled = [name for name in type(settings).model_fields if name in STEPS or name == "configuration"]
     texts = {name: json.dumps(getattr(settings, name), default=str) for name in filled}
     return [(name, key) for name, text in texts.items() for key in CLOUD_IN_TEXT.findall(text)]
 
@@ -897,7 +988,7 @@ def _located(error: Any, root: type[BaseModel]) -> tuple[tuple[str | int, ...], 
     elif kind == "missing":
         text = "missing required field"
     elif kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc[:-1], root), n=1)
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(error["loc"][:-1], root), n=1)
         text = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     else:
         got = error["input"]
@@ -948,11 +1039,16 @@ def _tagged(annotation: Any, tag: str) -> Any:
 
 
 def _fields_at(loc: tuple[str | int, ...], root: type[BaseModel]) -> list[str]:
-    """The field names (aliases) of the model found at `loc` below `root`."""
-    model: type[BaseModel] = root
+    """The field names (aliases) of the model found at `loc` (as pydantic gives it, with the tags of
+    discriminated unions) below `root`."""
+    annotation: Any = root
     for part in loc:
-        if isinstance(part, str):
-            model = _model_in(model.model_fields[part].annotation)
+        model = _model_in(annotation)
+        if isinstance(part, str) and part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+        elif isinstance(part, str):
+            annotation = _tagged(annotation, part)
+    model = _model_in(annotation)
     return [field.alias or name for name, field in model.model_fields.items()]
 
 
@@ -969,12 +1065,14 @@ def dump_fleet(fleet: Fleet) -> str:
 
 
 def fleet_json_schema() -> dict[str, Any]:
-    """JSON schema of the fleet file, for editors."""
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        **Fleet.model_json_schema(by_alias=True),
-    }
+    """JSON schema of the fleet file, for editors; apps[].failover as the registered strategies make it."""
+    schema = Fleet.model_json_schema(by_alias=True)
+    failover = failover_model().model_json_schema(by_alias=True)
+    schema["$defs"] |= failover.pop("$defs", {}) | {"Failover": failover}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 if __name__ == "__main__":
-    print(json.dumps(fleet_json_schema(), indent=2))
+    from harness import config  # this module as the strategies import it, not as __main__
+
+    print(json.dumps(config.fleet_json_schema(), indent=2))

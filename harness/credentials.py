@@ -9,10 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import socket
 import ssl
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,13 +20,8 @@ from urllib.parse import urlsplit
 import yaml
 from cryptography import x509
 
+from harness import execplugin
 from harness.kubeconfig import named
-from harness.report.redact import redact
-
-EXEC_TIMEOUT_S = 30.0
-DEVICE_CODE = ("devicecode", "device-code", "--use-device-code")
-"""Arguments of a plugin that logs in with a device code (kubelogin --login devicecode, `az aks
-get-credentials`' default): it prints a code and waits for a person."""
 
 
 @dataclass(frozen=True)
@@ -133,54 +126,29 @@ def kubeconfig_entry(path: Path, context: str) -> KubeconfigEntry:
     return KubeconfigEntry(context, str(cluster.get("server", "")), credentials)
 
 
-def exec_plugin(spec: dict[str, Any], base: Path, timeout_s: float = EXEC_TIMEOUT_S) -> Expiry:
-    """Run a kubeconfig user's exec credential plugin (aws eks get-token, gke-gcloud-auth-plugin, kubelogin)
-    as the kubernetes client runs it, unattended: no terminal, stdin closed. It must print an
-    ExecCredential with a token or client certificate within timeout_s; a plugin that needs a person (a
-    terminal, a device-code login) is refused without running. Only whether it worked is kept: no
-    credential it printed reaches a result. The client runs it again whenever its credential expires, so
-    the credential's own expiry is not a problem (not_after None)."""
-    command = str(spec.get("command") or "")
-    args = [str(arg) for arg in spec.get("args") or []]
-    what = f"exec credential plugin {command}"
-    if spec.get("interactiveMode") == "Always":
-        return Expiry(
-            what, None, "needs a terminal (interactiveMode: Always): a scheduled drill cannot log in"
-        )
-    if any(arg.lower() in DEVICE_CODE for arg in args):
+def exec_plugin(spec: dict[str, Any], base: Path, timeout_s: float = execplugin.TIMEOUT_S) -> Expiry:
+    """Run a kubeconfig user's exec credential plugin unattended (execplugin.run): it must hand out a
+    credential that has not expired yet, in time, without a person. Only whether it did is kept: no
+    credential it printed reaches a result. The harness runs it again before each credential expires
+    (harness.auth), so a short lifetime is not a problem (not_after None)."""
+    what = f"exec credential plugin {spec.get('command') or ''}"
+    try:
+        issued = execplugin.run(spec, base, timeout_s=timeout_s)
+    except execplugin.PluginError as error:
+        return Expiry(what, None, str(error))
+    ends = [issued.expires] if issued.expires is not None else []
+    if issued.cert is not None:
+        try:
+            ends.append(certificate_expiry(issued.cert))
+        except ValueError:
+            return Expiry(what, None, "handed out a client certificate that is not PEM")
+    now = datetime.now(UTC)
+    if ends and min(ends) <= now:
         return Expiry(
             what,
             None,
-            "logs in with a device code, which waits for a person: convert the kubeconfig to a "
-            "non-interactive login (kubelogin convert-kubeconfig -l azurecli, spn, msi or workloadidentity)",
+            f"handed out a credential that had already expired ({min(ends):%Y-%m-%d %H:%M:%S} UTC)",
         )
-    program = str(base / command) if "/" in command and not Path(command).is_absolute() else command
-    info = {"apiVersion": spec.get("apiVersion"), "kind": "ExecCredential", "spec": {"interactive": False}}
-    env = {**os.environ, **{str(e.get("name")): str(e.get("value")) for e in spec.get("env") or []}}
-    env["KUBERNETES_EXEC_INFO"] = json.dumps(info)
-    try:
-        done = subprocess.run(
-            [program, *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=env,
-        )
-    except FileNotFoundError:
-        hint = f" ({spec['installHint'].strip().splitlines()[0]})" if spec.get("installHint") else ""
-        return Expiry(what, None, f"{command!r} is not installed on this machine{hint}")
-    except subprocess.TimeoutExpired:
-        return Expiry(what, None, f"gave no credential within {timeout_s:g} s (does it wait for a login?)")
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
-        return Expiry(what, None, f"exited {done.returncode}: {redact(last)[:300]}")
-    try:
-        status = json.loads(done.stdout).get("status") or {}
-    except (ValueError, AttributeError):
-        status = {}
-    if not (status.get("token") or status.get("clientCertificateData")):
-        return Expiry(what, None, "printed no ExecCredential with a token or client certificate")
     return Expiry(what, None)
 
 

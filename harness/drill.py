@@ -26,17 +26,14 @@ from harness.fleet import FleetAccess, ServiceProxy
 from harness.gameday import Operators
 from harness.safety import AbortMonitor
 from harness.samples import ProbeSample, SentinelWrite, Verdict
-from harness.sentinels import SentinelStore, Where, store_for
+from harness.sentinels import GLOBAL, RESTORED, SentinelStore, Where, store_for
+from harness.strategies import failed_over_events
 from harness.timeline import Timeline
 from harness.traffic import Prober, status_codes
 
-GLOBAL = "global"
 GLOBAL_NAME = "global-name"
 """The probes of apps[].dns.name when the global endpoint is another host (an address, a CDN)."""
-RESTORED = "restored"
 STEADY_WRITES = 5  # sentinel writes in a row acknowledged: the data path is part of the steady state
-FAILED_OVER = ("gslb.updated", "data.promoted", "failover.commanded", "failover.observed")
-"""Timeline events that say the drill failed over to their cluster."""
 STEADY_REGAIN_S = 5.0
 """After the steady state's hold, how long the app may take to be healthy again (one slow probe)."""
 RPO_REACH = 2.0
@@ -182,8 +179,7 @@ class Drill:
             {RESTORED: proxy.url + app.health_path},
             rate_hz=self.settings.probe_rate_hz,
             timeout_s=_probe_timeout(self.settings, app),
-            ssl_context=proxy.ssl_context,
-            headers=proxy.headers,
+            auth=proxy.auth,
             **_contract(app, proxied=True),
         )
         self.timeline.record("probes.started", detail={"app": app.name, "targets": [RESTORED]})
@@ -397,15 +393,16 @@ class Drill:
     def judge_split_brain(self, old: str, old_writes: list[SentinelWrite], new: str, t0: float) -> Verdict:
         """Never two writers, from what was measured (measure.judge_split_brain): the old primary's direct
         writes, and the sentinel's writes through the global endpoint since t0, each credited to the cluster
-        that answered it (the app's served-by header); without one, the global writes since the drill failed
-        over to `new` are credited to it."""
+        that answered it (the app's served-by header, or the database host for postgresql sentinels);
+        without one, the global writes since the drill failed over to `new` are credited to it."""
         observation = next(iter(self.observations.values()))
         since = [w for w in observation.writes if w.ended_at is None or w.ended_at >= t0]
         if any(w.served_by for w in since):
             old_writes = [*old_writes, *(w for w in since if w.served_by == old)]
             new_writes = [w for w in since if w.served_by == new]
         else:
-            moved = [e.t_mono for e in self.timeline.events() if e.cluster == new and e.name in FAILED_OVER]
+            failed_over = failed_over_events()
+            moved = [e.t_mono for e in self.timeline.events() if e.cluster == new and e.name in failed_over]
             new_writes = [w for w in since if w.ended_at is None or w.ended_at >= max([t0, *moved])]
         verdict = measure.judge_split_brain({old: old_writes, new: new_writes}, t0)
         self.verdicts.append(verdict)
@@ -529,8 +526,7 @@ class Drill:
             proxy.url,
             self.fleet.context_for(self.fleet.cluster(cluster)),
             proxy.namespace,
-            proxy.ssl_context,
-            proxy.headers,
+            proxy.auth,
         )
         verdicts.append(self._judge_restored_data(app, restored, t0, point, figures))
         self.figures[app.name] = figures

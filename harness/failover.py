@@ -1,42 +1,25 @@
-"""Failover strategies, each step on the timeline: observe (the GSLB moves traffic by itself), promote
-(move the k8gb Gslb's primary, then make the app's data primary on the target cluster by the fleet file's
-promote call), command (the
-user's own failover script), chosen per app in the fleet file (`apps[].failover`); and restore to a
-standby (a Velero backup of the app's namespace, restored into another cluster)."""
+"""Failing an app over and back by the strategy its fleet file names (`apps[].failover`; the strategies are
+in harness.strategies), each step on the timeline; and restore to a standby (a Velero backup of the app's
+namespace, restored into another cluster)."""
 
-import datetime as dt
-import json
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kubernetes import client
 
-from harness.config import App, PromoteCall, fill_json
+from harness.config import App
 from harness.errors import FleetDrillError
 from harness.faults import FaultStack
-from harness.fleet import ClusterError, FleetAccess
-from harness.infra.command import render, run_command
-from harness.permissions import APP, VELERO, Permission, verbs
+from harness.fleet import FleetAccess
+from harness.permissions import VELERO, Permission, verbs
+from harness.strategies import strategy
+from harness.strategies.promote import promote
 from harness.timeline import Timeline
 from harness.velero import BackupSpec, Velero
 
-# The k8gb Gslb resource (v1beta1) and the annotation that orders changes. k8gb's API group is k8gb.io
-# since k8gb-io/k8gb#2203; k8gb.absa.oss, the legacy group, is served during the migration (a migrated
-# legacy object is read-only), so the canonical group comes first and the legacy one is the fallback.
-GSLB_GROUPS, GSLB_VERSION, GSLB_PLURAL = ("k8gb.io", "k8gb.absa.oss"), "v1beta1", "gslbs"
-CHANGED_AT = "fleetdrill.io/changed-at"
-STRATEGY_PERMISSIONS: dict[str, tuple[Permission, ...]] = {
-    # the Gslb in every cluster; the canonical group is always tried first (a denial there stops it), the
-    # legacy one is reached only where k8gb.io is not served
-    "promote": (Permission("patch", GSLB_PLURAL, GSLB_GROUPS[0], APP),),
-    "observe": (),
-    "command": (),  # the user's script brings its own credentials
-}
-"""What each failover strategy (and its fail-back) calls in the clusters' APIs."""
 BACKUP_PERMISSIONS = verbs("create get", "backups", "velero.io", VELERO)
 """What `back_up` has the velero CLI call in the cluster backed up."""
 RESTORE_PERMISSIONS = (
@@ -69,81 +52,6 @@ def wait_until(condition: Callable[[], bool], deadline_s: float, what: str) -> N
         raise FailoverError(f"{what}: not done after {deadline_s:g} s")
 
 
-def move_gslb_primary(access: FleetAccess, app: App, cluster: str) -> list[str]:
-    """Point the app's Gslb at `cluster` in every reachable cluster; return the clusters updated."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    patch = {
-        "metadata": {"annotations": {CHANGED_AT: stamp}},
-        "spec": {"strategy": {"primaryGeoTag": cluster}},
-    }
-
-    def update(name: str) -> str:
-        patch_gslb(client.CustomObjectsApi(access.api_client(name)), app, patch)
-        return name
-
-    results = access.each(update)
-    updated = [name for name, result in results.items() if not isinstance(result, ClusterError)]
-    if not updated:
-        raise FailoverError(f"no cluster took the Gslb change: {'; '.join(map(str, results.values()))}")
-    return updated
-
-
-def patch_gslb(api: client.CustomObjectsApi, app: App, patch: dict) -> str:
-    """Patch the app's Gslb in its namespace under k8gb's canonical API group, else the legacy one (a group
-    the cluster does not serve, or without the object, answers 404); returns the group patched."""
-    for group in GSLB_GROUPS:
-        try:
-            api.patch_namespaced_custom_object(
-                group, GSLB_VERSION, app.namespace, GSLB_PLURAL, app.name, patch, _request_timeout=(1, 3)
-            )
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
-            continue
-        return group
-    raise FailoverError(
-        f"no Gslb {app.namespace}/{app.name} in API group {' or '.join(GSLB_GROUPS)} ({GSLB_VERSION})"
-    )
-
-
-def newest_epoch(app: App, call: PromoteCall) -> int:
-    """The highest epoch any reachable cluster's app reports at its epoch_path (0 when none answers)."""
-
-    def epoch(url: str) -> int:
-        try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}{call.epoch_path}", timeout=1) as response:
-                return int(json.loads(response.read())[call.epoch_field])
-        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
-            return 0  # a lost or cut-off cluster: the newer epoch fences it when it returns
-
-    with ThreadPoolExecutor(max_workers=max(1, len(app.endpoints))) as pool:
-        return max([0, *pool.map(epoch, app.endpoints.values())])
-
-
-def promote_data(app: App, call: PromoteCall, cluster: str) -> int | None:
-    """Make the app's data primary in `cluster` by the fleet file's promote call, at an epoch above every
-    reachable cluster's when it names an epoch_path (so a primary that never stepped down is outranked
-    too); return the epoch the app answers (None without an epoch_path)."""
-    url = app.endpoints.get(cluster)
-    if not url:
-        raise FailoverError(f"app {app.name}: no endpoint for cluster {cluster} in the fleet file")
-    values = {"epoch": newest_epoch(app, call) + 1} if call.epoch_path else {}
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}{call.path}",
-        data=json.dumps(fill_json(call.body, values)).encode(),
-        method=call.method,
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            answer = response.read()
-        return int(json.loads(answer)[call.epoch_field]) if call.epoch_path else None
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as error:
-        raise FailoverError(
-            f"promoting {app.name} in {cluster} ({call.method} {call.path}): {error}"
-        ) from error
-
-
 def app_serves(app: App, cluster: str) -> bool:
     """The app answers its health path in `cluster`."""
     try:
@@ -165,31 +73,7 @@ def fail_back(access: FleetAccess, app: App, cluster: str, timeline: Timeline, d
 
 def fail_over(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> None:
     """Fail the app over to `cluster` by the strategy its fleet file names (`apps[].failover.strategy`)."""
-    settings = app.failover
-    if settings.strategy == "promote":
-        promote(access, app, cluster, timeline)
-    elif settings.strategy == "command":
-        context = access.fleet.context_for(access.fleet.cluster(cluster))
-        values = {"app": app.name, "namespace": app.namespace, "cluster": cluster, "context": context}
-        argv = render(settings.command or (), values)
-        with timeline.phase("failover command", cluster=cluster):
-            run_command(argv, f"apps.{app.name}.failover.command", settings.timeout)
-        timeline.record("failover.commanded", cluster=cluster, detail={"program": argv[0]})
-    else:
-        timeline.record("failover.observed", cluster=cluster, detail={"app": app.name})
-
-
-def promote(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> None:
-    """Fail over to `cluster`: traffic switch through the Gslb, then the data primary; each step timed."""
-    with timeline.phase("traffic switch", cluster=cluster):
-        updated = move_gslb_primary(access, app, cluster)
-    timeline.record("gslb.updated", cluster=cluster, detail={"clusters": updated})
-    call = app.failover.promote
-    if call is None:  # the Gslb moves traffic; the app's data needs no promotion
-        return
-    with timeline.phase("promote", cluster=cluster):
-        epoch = promote_data(app, call, cluster)
-    timeline.record("data.promoted", cluster=cluster, detail={"epoch": epoch})
+    strategy(app.failover.strategy).run(access, app, cluster, timeline)
 
 
 @dataclass(frozen=True)
@@ -268,12 +152,15 @@ class Failover:
     def fail_over(self, app: App, cluster: str) -> None:
         from harness.faults.failedover import FailedOver  # it fails back through this module
 
-        if app.failover.strategy != "observe":  # observe: the GSLB and the app fail back by themselves
+        if strategy(
+            app.failover.strategy
+        ).changes_fleet:  # observe: the GSLB and the app fail back by themselves
             primary = self.access.fleet.primary().name
             self.stack.push(FailedOver(targets=(cluster,), app=app.name, primary=primary))
         fail_over(self.access, app, cluster, self.timeline)
 
     def promote(self, app: App, cluster: str) -> None:
+        """Fail over as the promote strategy does, whatever the app's strategy (for game days)."""
         promote(self.access, app, cluster, self.timeline)
 
     def fail_back(self, app: App, cluster: str, deadline_s: float) -> None:

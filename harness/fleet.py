@@ -13,12 +13,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 
 from harness import kubeconfig
+from harness.auth import ClusterAuth, RequestAuth
 from harness.config import Cluster, Fleet
 from harness.errors import FleetDrillError
-from harness.infra import Provider, provider_for
+from harness.infra import Provider
+from harness.infra.providers import provider_for
 from harness.kubeconfig import KubeconfigError
 from harness.permissions import EVERY, Permission
 
@@ -39,6 +41,26 @@ class UnreachableError(ClusterError):
     """A cluster's API server does not answer, or refuses the kubeconfig's credentials."""
 
 
+def served_group_versions(
+    api: client.ApiClient, resource: str, group_versions: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Which of `group_versions` ("group/version") serve `resource`, by API discovery: the group versions the
+    API server lists (/apis), then the resources of each listed one; ApiException or a network error when
+    the API cannot be asked."""
+    listed = client.ApisApi(api).get_api_versions(_request_timeout=REACH_TIMEOUT_S)
+    offered = {version.group_version for group in listed.groups or () for version in group.versions or ()}
+    found = []
+    for group_version in group_versions:
+        if group_version in offered:
+            group, version = group_version.split("/")
+            answer = client.CustomObjectsApi(api).get_api_resources(
+                group, version, _request_timeout=REACH_TIMEOUT_S
+            )
+            if any(r.name == resource for r in answer.resources or ()):
+                found.append(group_version)
+    return tuple(found)
+
+
 def context_ref(fleet: Fleet, cluster: Cluster) -> kubeconfig.ContextRef:
     """The cluster's kubeconfig context, with the fleet file's fields that name it."""
     index = fleet.clusters.index(cluster)
@@ -52,11 +74,6 @@ def context_ref(fleet: Fleet, cluster: Cluster) -> kubeconfig.ContextRef:
         else f"kubeconfig (or {own}) in the fleet file",
         context_field=f"clusters[{index}].context in the fleet file",
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
 
 
 def cause(error: BaseException) -> tuple[str, str]:
@@ -95,9 +112,11 @@ class FleetAccess:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
+        self._auth: dict[str, ClusterAuth] = {}
         self._clients: dict[str, client.ApiClient] = {}
         self._lock = threading.Lock()
         self._infra: Provider | None = provider_for(fleet)
+        self._served: dict[tuple[str, str, tuple[str, ...]], tuple[str, ...]] = {}
 
     @property
     def infra(self) -> Provider | None:
@@ -107,23 +126,36 @@ class FleetAccess:
     def infra_effect_timeout_s(self) -> float | None:
         return self.fleet.infrastructure.effect_timeout
 
+    def auth(self, cluster: str) -> ClusterAuth:
+        """The cluster's kubeconfig context and its credentials, kept fresh (harness.auth); KubeconfigError
+        when its kubeconfig or context cannot be used."""
+        with self._lock:
+            if cluster not in self._auth:
+                self._auth[cluster] = ClusterAuth(context_ref(self.fleet, self.fleet.cluster(cluster)))
+                self._auth[cluster].configuration.retries = RETRIES
+            return self._auth[cluster]
+
     def api_client(self, cluster: str) -> client.ApiClient:
-        """The cluster's ApiClient (its own configuration: several clusters are driven at once);
-        KubeconfigError when its kubeconfig or context cannot be used."""
+        """The cluster's ApiClient (its own configuration: several clusters are driven at once), renewing
+        its credentials before each call; KubeconfigError when its kubeconfig or context cannot be used."""
+        auth = self.auth(cluster)
         with self._lock:
             if cluster not in self._clients:
-                ref = context_ref(self.fleet, self.fleet.cluster(cluster))
-                kubeconfig.read(ref)
-                settings = client.Configuration()
-                try:
-                    config.load_kube_config(str(ref.path), context=ref.context, client_configuration=settings)
-                except (config.ConfigException, OSError, ValueError) as error:  # e.g. a missing cert file
-                    raise ref.error(
-                        f"cannot be loaded ({_first_line(error)})", "fix the kubeconfig"
-                    ) from None
-                settings.retries = RETRIES
-                self._clients[cluster] = client.ApiClient(settings)
+                self._clients[cluster] = auth.api_client()
             return self._clients[cluster]
+
+    def served(self, cluster: str, resource: str, group_versions: tuple[str, ...]) -> tuple[str, ...]:
+        """Which of `group_versions` ("group/version") serve `resource` in the cluster, in their order, by API
+        discovery; asked once per cluster and resource for the life of this FleetAccess (a drill run).
+        ApiException or a network error when the cluster cannot be asked (not remembered)."""
+        key = (cluster, resource, group_versions)
+        with self._lock:
+            known = self._served.get(key)
+        if known is None:
+            known = served_group_versions(self.api_client(cluster), resource, group_versions)
+            with self._lock:
+                self._served[key] = known
+        return known
 
     def check_reachable(self, cluster: str) -> None:
         """The cluster's API server answers GET /api with the kubeconfig's credentials, else one line:
@@ -187,18 +219,20 @@ class FleetAccess:
     def close(self) -> None:
         for api in self._clients.values():
             api.close()
+        for auth in self._auth.values():
+            auth.close()
         self._clients.clear()
+        self._auth.clear()
 
 
 @dataclass(frozen=True)
 class ServiceProxy:
     """A Service reached through its cluster's API server (`.../services/NAME/proxy/PATH`), authenticated
     as the kubeconfig says: how a drill reaches an app no endpoint of the fleet file routes to, such as one
-    restored beside the original. The headers carry the credentials: never log them."""
+    restored beside the original. `auth` gives the credential per request (it is renewed meanwhile)."""
 
     url: str
-    ssl_context: ssl.SSLContext | None = field(repr=False)
-    headers: dict[str, str] = field(repr=False)
+    auth: RequestAuth = field(repr=False)
     namespace: str
     """The namespace of the Service."""
 
@@ -210,19 +244,10 @@ def service_port(api: client.ApiClient, namespace: str, service: str) -> str:
     return port.name or str(port.port)
 
 
-def service_proxy(api: client.ApiClient, namespace: str, service: str, port: str) -> ServiceProxy:
-    """The API server's proxy to `port` (name or number) of `service` in `namespace`, with the client's
-    TLS and credentials."""
-    settings = api.configuration
-    context = None
-    if settings.host.startswith("https"):
-        context = ssl.create_default_context(cafile=settings.ssl_ca_cert)
-        if not settings.verify_ssl:
-            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        if settings.cert_file:
-            context.load_cert_chain(settings.cert_file, settings.key_file)
-    # the kubernetes client (36+) keeps a kubeconfig's or exec plugin's token under BearerToken; older
-    # code set "authorization" (kubernetes-client/python#2595): read either, as the client itself does
-    token = settings.get_api_key_with_prefix("BearerToken", alias="authorization")
-    url = f"{settings.host.rstrip('/')}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
-    return ServiceProxy(url, context, {"Authorization": token} if token else {}, namespace)
+def service_proxy(auth: ClusterAuth, namespace: str, service: str, port: str) -> ServiceProxy:
+    """The API server's proxy to `port` (name or number) of `service` in `namespace`, with the context's
+    TLS and credentials as of each request."""
+    host = auth.configuration.host.rstrip("/")
+    return ServiceProxy(
+        f"{host}/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy", auth, namespace
+    )

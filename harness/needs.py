@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from harness.catalogue import SelectedDrill
 from harness.config import App, Fleet
-from harness.failover import BACKUP_PERMISSIONS, RESTORE_PERMISSIONS, STRATEGY_PERMISSIONS
+from harness.failover import BACKUP_PERMISSIONS, RESTORE_PERMISSIONS
 from harness.faults import all_kinds
 from harness.fleet import SERVICE_PROXY_PERMISSIONS
 from harness.lease import LEASE_PERMISSIONS, LeasePlaces
 from harness.permissions import Permission
 from harness.steadystate import AS_FOUND_PERMISSIONS
+from harness.strategies import strategy
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Part:
 
 
 PARTS = {
-    "failover": Part("failover", lambda app: STRATEGY_PERMISSIONS[app.failover.strategy], everywhere=True),
+    "failover": Part("failover", lambda app: strategy(app.failover.strategy).permissions, everywhere=True),
     "velero-backup": Part("velero backup", lambda app: BACKUP_PERMISSIONS),
     "velero-restore": Part("velero restore", lambda app: RESTORE_PERMISSIONS),
     "service-proxy": Part("service proxy", lambda app: SERVICE_PROXY_PERMISSIONS),

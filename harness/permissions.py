@@ -2,9 +2,10 @@
 API group) in a namespace scope.
 
 Each part that calls the Kubernetes API declares what it calls next to its code: a fault kind's
-`permissions` (harness.faults), failover.STRATEGY_PERMISSIONS, BACKUP_PERMISSIONS and RESTORE_PERMISSIONS,
-lease.LEASE_PERMISSIONS, fleet.SERVICE_PROXY_PERMISSIONS, steadystate.AS_FOUND_PERMISSIONS. harness.needs
-gathers those the selected drills use; harness.rbac asks each cluster for them.
+`permissions` (harness.faults), each failover strategy's (harness.strategies), failover.BACKUP_PERMISSIONS
+and RESTORE_PERMISSIONS, lease.LEASE_PERMISSIONS, fleet.SERVICE_PROXY_PERMISSIONS,
+steadystate.AS_FOUND_PERMISSIONS. harness.needs gathers those the selected drills use; harness.rbac asks
+each cluster for them (a resource that moved between API groups in the group the cluster serves it in).
 """
 
 from dataclasses import dataclass, replace
@@ -22,12 +23,20 @@ CLUSTER = ""
 @dataclass(frozen=True)
 class Permission:
     """`verb` on `resource` ("pods", or "pods/eviction" for a subresource) of API `group` ("" the core
-    group) in `namespace`: APP, VELERO, EVERY, CLUSTER, or a namespace's name."""
+    group) in `namespace`: APP, VELERO, EVERY, CLUSTER, or a namespace's name. A resource that moved between
+    API groups lists in `served_in` the group versions that may serve it ("k8gb.io/v1beta1",
+    "k8gb.absa.oss/v1beta1"): it is asked in the group each cluster serves it in (`in_groups`)."""
 
     verb: str
     resource: str
     group: str = ""
     namespace: str = CLUSTER
+    served_in: tuple[str, ...] = ()
+
+    def in_groups(self, group_versions: tuple[str, ...]) -> tuple["Permission", ...]:
+        """The permission in each of `group_versions`' groups (those a cluster serves it in), as asked."""
+        groups = dict.fromkeys(group_version.split("/")[0] for group_version in group_versions)
+        return tuple(replace(self, group=group, served_in=()) for group in groups)
 
     def resolved(self, app_namespace: str, velero_namespace: str) -> "Permission":
         """The permission with APP and VELERO replaced by the namespaces they stand for."""

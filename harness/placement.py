@@ -13,8 +13,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubernetes import client, config
+from kubernetes import client
 
+from harness import auth
 from harness.catalogue import SelectedDrill
 from harness.config import Fleet
 from harness.faults import all_kinds
@@ -56,12 +57,9 @@ def cluster_uid(api: client.ApiClient) -> str | None:
 def own_cluster_uid() -> str | None:
     """The kube-system uid of the cluster this pod runs in, through its service account; None when it
     cannot be read."""
-    settings = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=settings)
-    except config.ConfigException:
+    api = auth.in_cluster()
+    if api is None:
         return None
-    api = client.ApiClient(settings)
     try:
         return cluster_uid(api)
     finally:

@@ -2,6 +2,7 @@
 
 import argparse
 import functools
+import random
 import re
 import threading
 import time
@@ -53,6 +54,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=900.0,
         metavar="DURATION",
         help="--suite gameday: longest a pause waits for the operators before the drill stops (default 15m)",
+    )
+    group.addoption(
+        "--shuffle",
+        type=int,
+        metavar="SEED",
+        help="run the drills in the order this seed shuffles them into: each finds the fleet as the one "
+        "before left it",
     )
     group.addoption(
         "--soak",
@@ -165,12 +173,20 @@ def _run_settings(item: pytest.Item) -> RunSettings:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """--suite keeps only the drills marked with it."""
+    """--suite keeps only the drills marked with it; --shuffle orders them by its seed."""
     suite = config.getoption("--suite")
     if suite:
         kept = [item for item in items if item.get_closest_marker(suite)]
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
+    seed = config.getoption("--shuffle")
+    if seed is not None:
+        random.Random(seed).shuffle(items)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = config.getoption("--shuffle")
+    return None if seed is None else f"fleetdrill: drills in the order of --shuffle {seed}"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

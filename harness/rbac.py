@@ -4,7 +4,7 @@ who needs it and whom to grant it to, one per cluster that could not be asked, o
 allowed. Clusters already reported as unreachable are not asked again."""
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kubernetes import client
 
@@ -94,6 +94,25 @@ def denied(need: Need, answer: Answer, who: str) -> Finding:
     return Finding(need.cluster, f"cannot {need.permission.text()} (needed by: {need.why()}): {fix}")
 
 
+def as_asked(access: FleetAccess, need: Need) -> tuple[Need, ...] | tuple[Finding]:
+    """The need as its cluster is asked: a permission whose resource moved between API groups in the group
+    the cluster serves it in (the first of `served_in` it serves), in each of them when API discovery cannot
+    say; a Finding when the cluster serves it in none."""
+    permission = need.permission
+    if not permission.served_in:
+        return (need,)
+    resource = permission.resource.partition("/")[0]
+    try:
+        served = access.served(need.cluster, resource, permission.served_in)[:1]
+    except (client.ApiException, *NETWORK_ERRORS, ValueError):
+        served = permission.served_in
+    if not served:
+        where = " nor ".join(permission.served_in)
+        text = f"cannot {permission.verb} {resource}: served in neither {where} (needed by: {need.why()})"
+        return (Finding(need.cluster, text),)
+    return tuple(replace(need, permission=p) for p in permission.in_groups(served))
+
+
 @dataclass(frozen=True)
 class Review:
     """What the clusters answered for the selected drills' needs."""
@@ -129,7 +148,10 @@ def review(fleet: Fleet, access: FleetAccess, needs: Sequence[Need], skip: Colle
 
     def check(cluster: str) -> list[Finding]:
         api, found, who = access.api_client(cluster), [], ""
-        for need in by_cluster[cluster]:
+        for need in (asked for wanted in by_cluster[cluster] for asked in as_asked(access, wanted)):
+            if isinstance(need, Finding):
+                found.append(need)
+                continue
             try:
                 answer = ask(api, need.permission)
             except (client.ApiException, *NETWORK_ERRORS) as error:

@@ -2,13 +2,15 @@
 to the app and read back from one of its copies, for RPO and data integrity (ARCHITECTURE.md,
 "Measurement definitions").
 
-Two adapters, chosen per app:
+Three adapters, chosen per app:
 - `http`: the app's own API. A write is a request (`write.method` to `write.path`, its JSON body from the
   `write.body` template), acknowledged by a 2xx and refused by any other answer; no answer leaves it
   unknown. A read is `GET {read.path}?since=SEQ&stream=STREAM`, answering `{ITEMS: [{"seq": N, ...}, ...],
   NEXT: SEQ | null}` (`read.items`, `read.next`), page by page while NEXT is set.
 - `command`: the user's scripts (a database table, a queue), argv lists without a shell. A write exits 0
   when acknowledged; a read prints the records, one per line.
+- `postgresql`: a table in the app's own database (pgsentinels.py): an INSERT on the primary, a SELECT
+  from a cluster's database or a restored copy's.
 
 A failed read is never "lost": it raises FleetDrillError, and the drill's verdict is an error.
 """
@@ -20,16 +22,20 @@ import json
 import ssl
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from harness.config import App, CommandSentinels, HttpSentinels, fill_json
+from harness.auth import RequestAuth
+from harness.config import App, CommandSentinels, HttpSentinels, PostgresqlSentinels, fill_json
 from harness.errors import ConfigError, FleetDrillError
 from harness.infra.command import render, stderr_tail
 from harness.samples import WriteOutcome
 
+GLOBAL = "global"
+"""The target of writes through the app's global endpoint (the postgresql adapter: its primary)."""
+RESTORED = "restored"
+"""The target of a restored copy of the app."""
 READ_TIMEOUT_S = 10.0
 """How long one HTTP read (a page) may take."""
 
@@ -37,14 +43,13 @@ READ_TIMEOUT_S = 10.0
 @dataclass(frozen=True)
 class Where:
     """Where sentinels go or are read: the app in one cluster, its global endpoint (target "global"), or a
-    restored copy reached through a proxy (`headers` and `ssl_context` for it)."""
+    restored copy reached through a proxy (`auth`: its credentials, read per request)."""
 
     target: str
     endpoint: str
     context: str = ""
     namespace: str = ""
-    ssl_context: ssl.SSLContext | None = None
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    auth: RequestAuth | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,13 @@ def store_for(app: App, where_in_file: str, identity_header: str | None = None) 
         return HttpStore(app.sentinels, identity_header)
     if isinstance(app.sentinels, CommandSentinels):
         return CommandStore(app.sentinels)
+    if isinstance(app.sentinels, PostgresqlSentinels):
+        from harness.pgsentinels import PostgresqlStore  # here: psycopg loads only for apps that use it
+
+        return PostgresqlStore(app.sentinels, where_in_file)
     raise ConfigError(
         f"app {app.name!r} declares no sentinels, so its data cannot be written and read back: set "
-        f"{where_in_file} (adapter http or command)"
+        f"{where_in_file} (adapter http, command or postgresql)"
     )
 
 
@@ -127,13 +136,22 @@ class HttpChannel:
         self, spec: HttpSentinels, where: Where, identity_header: str | None, timeout_s: float
     ) -> None:
         self.timeout_s = timeout_s
-        self._spec, self._identity, self._headers = spec, identity_header, dict(where.headers)
-        url = _on(where.endpoint, spec.write.path)
-        self._conn, self._path = _connection(url, timeout_s, where.ssl_context)
+        self._spec, self._identity, self._auth = spec, identity_header, where.auth
+        self._url = _on(where.endpoint, spec.write.path)
+        self._tls = _credentials(where.auth)[1]
+        self._conn, self._path = _connection(self._url, timeout_s, self._tls)
 
     def send(self, seq: int, stream: str) -> Attempt:
         body = json.dumps(fill_json(self._spec.write.body, {"seq": seq, "stream": stream})).encode()
-        headers = {"Content-Type": "application/json", **self._headers}
+        try:
+            auth, tls = _credentials(self._auth)
+        except FleetDrillError as exc:  # its message names the context, never the credential
+            return Attempt("unknown", f"credentials: {exc}")
+        if tls is not self._tls:  # a new client certificate: a new connection
+            self._conn.close()
+            self._tls = tls
+            self._conn, self._path = _connection(self._url, self.timeout_s, tls)
+        headers = {"Content-Type": "application/json", **auth}
         try:
             self._conn.request(self._spec.write.method, self._path, body, headers)
             with self._conn.getresponse() as response:
@@ -187,10 +205,19 @@ def _seq_of(record: object) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
+def _credentials(auth: RequestAuth | None) -> tuple[dict[str, str], ssl.SSLContext | None]:
+    """The headers and TLS of a request as of now, renewed first when due (none without auth)."""
+    if auth is None:
+        return {}, None
+    auth.fresh()
+    return auth.headers(), auth.ssl_context()
+
+
 def _get_json(url: str, where: Where) -> Any:
-    conn, path = _connection(url, READ_TIMEOUT_S, where.ssl_context)
+    headers, tls = _credentials(where.auth)
+    conn, path = _connection(url, READ_TIMEOUT_S, tls)
     try:
-        conn.request("GET", path, headers={"Accept": "application/json", **where.headers})
+        conn.request("GET", path, headers={"Accept": "application/json", **headers})
         with conn.getresponse() as response:
             body = response.read()
     except (OSError, http.client.HTTPException) as exc:

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import math
 import resource
 import socket
@@ -50,10 +51,13 @@ from itertools import takewhile
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
+from harness.auth import RequestAuth
 from harness.dnswatch import ask
 from harness.errors import ConfigError, FleetDrillError
 from harness.measure import availability, probe_failed
 from harness.samples import ProbeSample
+
+log = logging.getLogger(__name__)
 
 _MAX_RESPONSE = 1 << 20
 _CLOSED = "closed: the connection ended before a complete response"
@@ -106,10 +110,11 @@ class _Endpoint:
     host: str
     port: int
     tls: bool
-    request: bytes
+    head: bytes
+    """The request without its credentials' headers and the blank line that ends it."""
 
     @classmethod
-    def parse(cls, name: str, url: str, headers: Mapping[str, str]) -> _Endpoint:
+    def parse(cls, name: str, url: str) -> _Endpoint:
         parts = urlsplit(url)
         try:
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -117,9 +122,8 @@ class _Endpoint:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             host = parts.netloc.rpartition("@")[2]
-            extra = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
             head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fleetdrill-probe\r\nAccept: */*\r\n"
-            return cls(parts.hostname, port, parts.scheme == "https", (head + extra + "\r\n").encode("ascii"))
+            return cls(parts.hostname, port, parts.scheme == "https", head.encode("ascii"))
         except ValueError as exc:
             raise ConfigError(f"probe target {name!r}: bad URL {url!r}: {exc}") from None
 
@@ -261,8 +265,8 @@ class _Contract:
 class _Conn(asyncio.Protocol):
     """One HTTP/1.1 connection carrying one request at a time; `done` gets a _Response or an error text."""
 
-    def __init__(self, opened: float) -> None:
-        self.opened = opened
+    def __init__(self, opened: float, tls: ssl.SSLContext | None) -> None:
+        self.opened, self.tls = opened, tls
         self.closed = False
         self.peer: str | None = None
         self._transport: asyncio.Transport
@@ -372,8 +376,7 @@ class Prober:
         identity_field: str | None = None,
         max_in_flight: int | None = None,
         max_conn_age_s: float = 5.0,
-        ssl_context: ssl.SSLContext | None = None,
-        headers: Mapping[str, str] | None = None,
+        auth: RequestAuth | None = None,
         resolvers: Mapping[str, str] | None = None,
     ) -> None:
         if not targets:
@@ -399,12 +402,14 @@ class Prober:
         if unknown := set(resolvers) - set(targets):
             raise ConfigError(f"Prober resolvers name no target: {', '.join(sorted(unknown))}")
         self._targets = {
-            name: _Target(name, _Endpoint.parse(name, url, headers or {}), resolvers.get(name))
+            name: _Target(name, _Endpoint.parse(name, url), resolvers.get(name))
             for name, url in targets.items()
         }
-        self._ssl = ssl_context
-        if any(t.endpoint.tls for t in self._targets.values()) and ssl_context is None:
-            self._ssl = ssl.create_default_context()
+        self._ssl = (
+            ssl.create_default_context() if any(t.endpoint.tls for t in self._targets.values()) else None
+        )
+        self._auth = auth
+        self._renewing: asyncio.Future[None] | None = None
         _ensure_descriptors(len(targets) * self._max_in_flight + 64)
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -432,6 +437,8 @@ class Prober:
         """Start probing; returns once the schedule runs."""
         if self._thread is not None:
             raise FleetDrillError("this Prober was already started; make a new one")
+        if self._auth is not None:
+            self._auth.fresh()  # the first credential, before the schedule: later ones are renewed off it
         self._thread = threading.Thread(target=self._main, name="fleetdrill-prober", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -588,24 +595,43 @@ class Prober:
             return
         loop = asyncio.get_running_loop()
         ex = _Exchange(target, time.monotonic())
+        request, tls = self._credentials(target.endpoint)
         ex.timer = loop.call_at(ex.sent + self._timeout, self._finish, ex, self._timed_out)
         with self._lock:
             target.exchanges.add(ex)
             target.sent += 1
         while target.idle and ex.conn is None:  # first in, first out: every idle one is checked in turn
             conn = target.idle.popleft()
-            if not conn.closed and ex.sent - conn.opened < self._max_age:
+            if not conn.closed and ex.sent - conn.opened < self._max_age and conn.tls is tls:
                 ex.conn = conn
             else:
                 conn.abort()
         if ex.conn is None:
-            ex.connecting = loop.create_task(self._connect(ex))
+            ex.connecting = loop.create_task(self._connect(ex, request, tls))
         else:
-            ex.conn.send(target.endpoint.request, partial(self._finish, ex))
+            ex.conn.send(request, partial(self._finish, ex))
 
-    async def _connect(self, ex: _Exchange) -> None:
+    def _credentials(self, endpoint: _Endpoint) -> tuple[bytes, ssl.SSLContext | None]:
+        """The next request to the endpoint and the TLS of a new connection: the auth's credential as of
+        now. When it is due for renewal, the renewal (which may run a plugin) runs off the loop meanwhile."""
+        if self._auth is None:
+            return endpoint.head + b"\r\n", self._ssl if endpoint.tls else None
+        if self._renewing is None and self._auth.due():
+            self._renewing = asyncio.get_running_loop().run_in_executor(None, self._auth.fresh)
+            self._renewing.add_done_callback(self._renewed)
+        extra = "".join(f"{key}: {value}\r\n" for key, value in self._auth.headers().items())
+        tls = self._auth.ssl_context() if endpoint.tls else None
+        return endpoint.head + extra.encode("latin-1") + b"\r\n", tls
+
+    def _renewed(self, renewal: asyncio.Future[None]) -> None:
+        """A renewal ended: a failed one is logged (its message holds no credential) and tried again once due;
+        the probes tell what the old credential still gets."""
+        self._renewing = None
+        if not renewal.cancelled() and renewal.exception() is not None:
+            log.warning("probes: credentials not renewed: %s", renewal.exception())
+
+    async def _connect(self, ex: _Exchange, request: bytes, tls: ssl.SSLContext | None) -> None:
         endpoint = ex.target.endpoint
-        tls = self._ssl if endpoint.tls else None
         host = endpoint.host
         if ex.target.resolver is not None:
             left = max(0.01, ex.sent + self._timeout - time.monotonic())
@@ -619,7 +645,7 @@ class Prober:
             ex.address = str(ipaddress.ip_address(host))
         try:
             _, conn = await asyncio.get_running_loop().create_connection(
-                lambda: _Conn(time.monotonic()),
+                lambda: _Conn(time.monotonic(), tls),
                 host,
                 endpoint.port,
                 ssl=tls,
@@ -634,7 +660,7 @@ class Prober:
             conn.abort()
             return
         ex.conn = conn
-        conn.send(endpoint.request, partial(self._finish, ex))
+        conn.send(request, partial(self._finish, ex))
 
     def _finish(self, ex: _Exchange, result: _Response | str) -> None:
         if ex.done:

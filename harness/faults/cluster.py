@@ -7,6 +7,7 @@ from harness.faults.base import Evidence, FaultContext, Observed
 from harness.faults.evidence import all_of, api_unreachable, endpoint_down
 from harness.faults.handover import Handover
 from harness.faults.provided import HandsOver, provider
+from harness.infra.registry import LOSE_CLUSTER, RESTORE_CLUSTER, Target
 from harness.timeline import Event
 
 
@@ -21,11 +22,11 @@ class ClusterLoss(HandsOver, kind="cluster-loss"):
 
     def inject_handing(self, ctx: FaultContext, handover: Handover) -> None:
         for cluster in self.targets:
-            handover.keep(cluster, provider(ctx).lose_cluster(cluster))
+            handover.keep(cluster, provider(ctx).run(LOSE_CLUSTER, Target(cluster=cluster)))
 
     def revert_handed(self, ctx: FaultContext, handover: Handover) -> None:
         for cluster in self.targets:
-            provider(ctx).restore_cluster(cluster, handover.get(cluster))
+            provider(ctx).run(RESTORE_CLUSTER, Target(cluster=cluster), handover.get(cluster))
 
     def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
         """Every target's app endpoint stops answering the drill's probes (its API server too when no
@@ -35,9 +36,11 @@ class ClusterLoss(HandsOver, kind="cluster-loss"):
 
 
 def lost(ctx: FaultContext, observed: Observed, cluster: str, since: float) -> Evidence:
-    """The cluster is lost as seen from outside: its endpoint is down (or, unprobed, its API server)."""
-    down = endpoint_down(observed, cluster, since)
+    """The cluster is lost as seen from outside: its endpoint is down (or, unprobed, its API server). The
+    API server is asked first: against a lost one the question takes its whole timeout, during which the
+    endpoint's probes fail too, so the answer and the probes are read at the same moment."""
     api_error = api_unreachable(ctx, cluster)
+    down = endpoint_down(observed, cluster, since)
     api = f"its API server is unreachable ({api_error})" if api_error else "its API server still answers"
     if down is None:
         return Evidence(api_error is not None, f"{cluster}'s endpoints are not probed; {api}")

@@ -15,6 +15,7 @@ from harness.faults.base import Evidence, Fault, FaultContext, Observed
 from harness.faults.evidence import all_of
 from harness.faults.handover import Handover
 from harness.faults.provided import HandsOver, provider
+from harness.infra.registry import LOSE_NODE, RESTORE_NODE, Target
 from harness.permissions import EVERY, Permission, verbs
 from harness.timeline import Event
 
@@ -163,11 +164,12 @@ class NodeLoss(HandsOver, kind="node-loss"):
 
     def inject_handing(self, ctx: FaultContext, handover: Handover) -> None:
         for node in self.nodes:
-            handover.keep(node, provider(ctx).lose_node(self.targets[0], node))
+            handover.keep(node, provider(ctx).run(LOSE_NODE, Target(cluster=self.targets[0], node=node)))
 
     def revert_handed(self, ctx: FaultContext, handover: Handover) -> None:
         for node in self.nodes:
-            provider(ctx).restore_node(self.targets[0], node, handover.get(node))
+            on = Target(cluster=self.targets[0], node=node)
+            provider(ctx).run(RESTORE_NODE, on, handover.get(node))
 
     effect_deadline_s = 90.0  # a kubelet renews its Lease every leaseDurationSeconds / 4 (10 s by default)
 

@@ -8,6 +8,7 @@ from harness.faults.base import Evidence, FaultContext, Observed
 from harness.faults.evidence import endpoint_answers
 from harness.faults.handover import Handover
 from harness.faults.provided import HandsOver, provider
+from harness.infra.registry import HEAL, PARTITION, TRAFFIC_CROSSES, Target
 from harness.timeline import Event
 
 
@@ -26,15 +27,16 @@ class WanPartition(HandsOver, kind="wan-partition"):
         return re.sub(r"[^a-z0-9]+", "_", "_".join(sorted(self.targets)).lower())
 
     def inject_handing(self, ctx: FaultContext, handover: Handover) -> None:
-        handover.keep(self.name, provider(ctx).partition(list(self.targets), self.name))
+        cut = Target(clusters=self.targets, name=self.name)
+        handover.keep(self.name, provider(ctx).run(PARTITION, cut))
 
     def revert_handed(self, ctx: FaultContext, handover: Handover) -> None:
-        provider(ctx).heal(self.name, handover.get(self.name))
+        provider(ctx).run(HEAL, Target(name=self.name), handover.get(self.name))
 
     def effect(self, ctx: FaultContext, observed: Observed, started: Event) -> Evidence:
         """Packets from the rest of the fleet no longer reach the targets (the provider looks from the
         other side of the cut); what each target's endpoint does meanwhile is part of the evidence."""
-        crosses = provider(ctx).traffic_crosses(list(self.targets))
+        crosses = provider(ctx).look(TRAFFIC_CROSSES, Target(clusters=self.targets))
         sides = [e.detail for c in self.targets if (e := endpoint_answers(observed, c, started.t_mono))]
         if crosses is None:
             cut = "the provider cannot observe traffic across the cut (infrastructure.provider)"

@@ -20,13 +20,11 @@ from chaoslib.configuration import load_configuration
 from chaoslib.exceptions import ChaosException
 from chaoslib.secret import load_secrets
 
-from harness.config import PLACEHOLDERS, ChaosToolkitSettings, Fleet
+from harness.config import ChaosToolkitSettings, Fleet
 from harness.errors import ConfigError, FleetDrillError
+from harness.infra.registry import STEPS, restoring
 from harness.infra.steps import Steps, as_handle, last_line, places
 
-STEPS = tuple(PLACEHOLDERS)
-ROLLBACKS = ("restore_cluster", "heal", "restore_node")
-PROBES = ("traffic_crosses",)
 HANDLE = "handle"
 """fleetdrill's own key beside a lose step's provider mapping: the path of its handle in what it returns."""
 
@@ -91,7 +89,7 @@ def pick(text: str, path: str, where: str) -> str:
 def activity(step: str, provider: dict[str, Any]) -> dict[str, Any]:
     """The Chaos Toolkit activity for a step: a probe for a step that looks, else an action (in the
     rollbacks, for a restore step)."""
-    kind = "probe" if step in PROBES else "action"
+    kind = "probe" if STEPS[step].looks else "action"
     return {"type": kind, "name": f"fleetdrill-{step.replace('_', '-')}", "provider": provider}
 
 
@@ -111,7 +109,7 @@ class ChaosToolkitProvider(Steps):
     def from_settings(cls, settings: ChaosToolkitSettings, fleet: Fleet) -> ChaosToolkitProvider:
         """Check every step with chaoslib (its module and function must exist); ConfigError on the first
         that does not pass."""
-        given = {step: getattr(settings, step) for step in STEPS if getattr(settings, step) is not None}
+        given = {step: provider for step in STEPS if (provider := settings.step(step)) is not None}
         steps = {step: {k: v for k, v in provider.items() if k != HANDLE} for step, provider in given.items()}
         paths = {step: provider[HANDLE] for step, provider in given.items() if HANDLE in provider}
         for step, provider in steps.items():
@@ -145,7 +143,7 @@ class ChaosToolkitProvider(Steps):
                 f"{where}: not set, and this fault needs it: add the activity to the fleet file"
             )
         what = provider.get("func") or provider.get("path") or provider.get("url") or provider.get("type")
-        kind = "rollback" if step in ROLLBACKS else "action"
+        kind = "rollback" if restoring(STEPS[step]) else "action"
         try:
             result = run_activity(
                 activity(step, fill(provider, values)), self._configured(values), self.secrets
@@ -159,15 +157,15 @@ class ChaosToolkitProvider(Steps):
         path = self.handle_paths.get(step)
         return text if path is None else pick(text, path, f"{where}.{HANDLE}")
 
-    def look_across(self, values: dict[str, Any]) -> bool | None:
-        """A python probe's True or False; a process probe's exit 0 (crosses) or 1 (does not)."""
-        provider = self.steps.get("traffic_crosses")
+    def look_across(self, step: str, values: dict[str, Any]) -> bool | None:
+        """A python probe's True or False; a process probe's exit 0 (yes) or 1 (no)."""
+        provider = self.steps.get(step)
         if provider is None:
             return None
-        where = "infrastructure.settings.traffic_crosses"
+        where = f"infrastructure.settings.{step}"
         try:
             result = run_activity(
-                activity("traffic_crosses", fill(provider, values)), self._configured(values), self.secrets
+                activity(step, fill(provider, values)), self._configured(values), self.secrets
             )
         except Exception as exc:
             raise FleetDrillError(f"{where}: Chaos Toolkit probe failed: {exc}") from None

@@ -67,7 +67,7 @@ class CommandProvider(Steps):
 
     def run_step(self, step: str, values: dict[str, Any]) -> str:
         """Run the step's command; the last line it printed that is not blank."""
-        template = getattr(self.settings, step)
+        template = self.settings.step(step)
         where = f"infrastructure.settings.{step}"
         if template is None:
             raise CommandError(
@@ -75,10 +75,10 @@ class CommandProvider(Steps):
             )
         return last_line(run_command(render(template, values), where, self.settings.timeout).stdout)
 
-    def look_across(self, values: dict[str, Any]) -> bool | None:
-        """Exit 0: traffic crosses; 1: it does not; anything else is a CommandError."""
-        template = self.settings.traffic_crosses
+    def look_across(self, step: str, values: dict[str, Any]) -> bool | None:
+        """Exit 0: yes (traffic crosses); 1: no; anything else is a CommandError."""
+        template = self.settings.step(step)
         if template is None:
             return None
-        argv, where = render(template, values), "infrastructure.settings.traffic_crosses"
+        argv, where = render(template, values), f"infrastructure.settings.{step}"
         return run_command(argv, where, self.settings.timeout, answers=(0, 1)).returncode == 0

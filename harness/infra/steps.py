@@ -1,4 +1,4 @@
-"""The provider methods as named steps with their placeholder values, for providers driven by settings."""
+"""The steps (harness.infra.registry) with their placeholder values, for providers driven by settings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.config import Fleet
+from harness.infra.registry import Step, Target
 
 HANDLE_MAX = 500
 """The longest handle kept (harness.faults.handover); a longer one is cut."""
@@ -34,8 +35,8 @@ def places(fleet: Fleet) -> dict[str, dict[str, Any]]:
 
 
 class Steps(ABC):
-    """A Provider whose every method runs the step of the same name with its values (config.PLACEHOLDERS:
-    cluster, context, region, zones, cloud; clusters, contexts, regions, name, node; handle, what the lose
+    """A Provider that runs each step (harness.infra.registry) with the values its placeholders name
+    (cluster, context, region, zones, cloud; clusters, contexts, regions, name, node; handle, what the lose
     step returned, for its restore step); a subclass says how a step runs."""
 
     contexts: Mapping[str, str]
@@ -45,48 +46,40 @@ class Steps(ABC):
 
     @abstractmethod
     def run_step(self, step: str, values: dict[str, Any]) -> str:
-        """Run the step named after the provider method, with its placeholder values; what it returned, as
-        text ("" for nothing)."""
+        """Run the step named `step` with its placeholder values; what it returned, as text ("" for
+        nothing)."""
 
-    def _lose(self, step: str, values: dict[str, Any]) -> str:
-        """Run a lose step; its handle."""
-        return as_handle(self.run_step(step, values))
+    @abstractmethod
+    def look_across(self, step: str, values: dict[str, Any]) -> bool | None:
+        """Run the looking step named `step` with its values: whether it says yes; None without the step."""
+
+    def run(self, step: Step, target: Target, handle: str = "") -> str | None:
+        """Run the step; a step that hands over returns its handle."""
+        text = self.run_step(step.name, self.values(step, target, handle))
+        return as_handle(text) if step.hands_over else None
+
+    def look(self, step: Step, target: Target) -> bool | None:
+        return self.look_across(step.name, self.values(step, target))
+
+    def values(self, step: Step, target: Target, handle: str = "") -> dict[str, Any]:
+        """What `step` gets for `target`: the values its placeholders name."""
+        available: dict[str, Any] = {"handle": handle}
+        if target.cluster:
+            where = self.places.get(target.cluster, {"region": "", "zones": "", "cloud": {}})
+            available |= {"cluster": target.cluster, "context": self._context(target.cluster), **where}
+        if target.node:
+            available["node"] = target.node
+        if target.clusters:
+            available |= self._cut(target.clusters)
+        if target.name:
+            available["name"] = target.name
+        return {name: value for name, value in available.items() if name in step.placeholders}
 
     def _context(self, cluster: str) -> str:
         return self.contexts.get(cluster, cluster)
 
-    def _one(self, cluster: str) -> dict[str, Any]:
-        """The values of a step acting on `cluster`."""
-        where = self.places.get(cluster, {"region": "", "zones": "", "cloud": {}})
-        return {"cluster": cluster, "context": self._context(cluster), **where}
-
-    def lose_cluster(self, cluster: str) -> str:
-        return self._lose("lose_cluster", self._one(cluster))
-
-    def restore_cluster(self, cluster: str, handle: str = "") -> None:
-        self.run_step("restore_cluster", {**self._one(cluster), "handle": handle})
-
-    @abstractmethod
-    def look_across(self, values: dict[str, Any]) -> bool | None:
-        """Run the traffic_crosses step with its values: whether traffic crosses; None without the step."""
-
-    def _cut(self, clusters: list[str]) -> dict[str, Any]:
+    def _cut(self, clusters: tuple[str, ...]) -> dict[str, Any]:
         """The values of a step about the cut around `clusters`."""
         contexts = ",".join(self._context(cluster) for cluster in clusters)
         regions = ",".join(dict.fromkeys(str(self.places.get(c, {}).get("region", "")) for c in clusters))
         return {"clusters": ",".join(clusters), "contexts": contexts, "regions": regions}
-
-    def partition(self, clusters: list[str], name: str) -> str:
-        return self._lose("partition", {**self._cut(clusters), "name": name})
-
-    def heal(self, name: str, handle: str = "") -> None:
-        self.run_step("heal", {"name": name, "handle": handle})
-
-    def traffic_crosses(self, clusters: list[str]) -> bool | None:
-        return self.look_across(self._cut(clusters))
-
-    def lose_node(self, cluster: str, node: str) -> str:
-        return self._lose("lose_node", {**self._one(cluster), "node": node})
-
-    def restore_node(self, cluster: str, node: str, handle: str = "") -> None:
-        self.run_step("restore_node", {**self._one(cluster), "node": node, "handle": handle})

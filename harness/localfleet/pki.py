@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
-LEAF_DAYS = 365
+LEAF_LIFETIME = dt.timedelta(days=365)
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,10 @@ def issue(
     dns: tuple[str, ...] = (),
     server: bool = False,
     client: bool = False,
-    days: int = LEAF_DAYS,
+    lifetime: dt.timedelta = LEAF_LIFETIME,
 ) -> KeyPair:
-    """A leaf certificate signed by the CA: serving (with SANs), client (CN user, O groups), or both."""
+    """A leaf certificate signed by the CA, valid for `lifetime` from now: serving (with SANs), client (CN
+    user, O groups), or both."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert)
     ca_key = serialization.load_pem_private_key(ca.key, password=None)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -107,7 +108,7 @@ def issue(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     )

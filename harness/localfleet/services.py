@@ -5,10 +5,10 @@ load balancer."""
 import time
 
 from harness.errors import FleetDrillError
-from harness.localfleet import apps, files, groundtruth, netns, network, processes, provisioner
+from harness.localfleet import apps, each, files, groundtruth, netns, network, processes, provisioner
 from harness.localfleet.chaos import install as chaos_mesh
 from harness.localfleet.dnsserver import DnsPlan
-from harness.localfleet.state import FleetState, start_process
+from harness.localfleet.state import ClusterRecord, FleetState, start_process
 
 GLOBAL_KEY = "global/gslb"
 
@@ -33,9 +33,14 @@ def start(state: FleetState, dns: DnsPlan | None = None) -> None:
                 str(state.folder / "logs" / cluster.name / "provisioner.log"),
             ),
         )
+
+    def deploy(cluster: ClusterRecord) -> None:
         provisioner.install_class(kubeconfig, cluster.name)  # the app's claim finds its default class
         apps.deploy(kubeconfig, cluster.name, cluster.role, backends, primary)
         chaos_mesh.install(kubeconfig, cluster.name)  # Chaos Mesh's CRDs and our controller for them
+
+    each.at_once(deploy, state.clusters)
+    for cluster in state.clusters:
         cluster_plan, ingress_ns = state.plan.cluster(cluster.index), f"{cluster.netns_prefix(state.plan)}ing"
         netns.create(ingress_ns)
         address = str(network.attach(state.plan, cluster_plan.segment, ingress_ns, 3))

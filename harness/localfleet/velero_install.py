@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import FleetDrillError
-from harness.localfleet import objectstore
+from harness.localfleet import each, objectstore
 from harness.localfleet.apps import APP
 from harness.localfleet.objectstore import Store
 from harness.localfleet.state import FleetState
@@ -153,10 +153,12 @@ def start(state: FleetState, binaries: dict[str, Path], deadline_s: float) -> di
         )
         for cluster in state.clusters
     ]
-    for install in installs:
+
+    def install_and_wait(install: Install) -> None:
         apply(install, deadline_s)
-    for install in installs:
         wait_available(install, deadline_s)
+
+    each.at_once(install_and_wait, installs)
     for install in installs:
         if not install.read_only:
             schedule_backups(install, deadline_s)

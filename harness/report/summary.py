@@ -23,8 +23,9 @@ def show(published: Published, console: Console | None = None) -> None:
     )
     for column in ("drill", "cluster", "objective", "measured", "verdict", "reason"):
         table.add_column(column, overflow="fold", no_wrap=column == "verdict")
+    titles = {drill.name: drill.title for drill in run.drills}  # drills in words, as in the HTML report
     for drill, cluster, objective, _expected, measured, verdict, reason in summary_rows(run):
-        cells = (escape(text) for text in (drill, cluster, objective, measured))
+        cells = (escape(text) for text in (titles[drill], cluster, objective, measured))
         table.add_row(*cells, f"[{STYLES.get(verdict, '')}]{verdict}", escape(reason_line(reason)))
     console.print(table)
     console.print(f"HTML report: {published.report}")

@@ -13,6 +13,13 @@ VELERO_CLUSTERS = ("us-east", "eu-west")
 
 
 @pytest.fixture(scope="module")
+def drill_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
+    """A three-cluster fleet of the module's own, without backups: its drills break it."""
+    with started_fleet(tmp_path_factory, "drill-fleet") as folder:
+        yield folder
+
+
+@pytest.fixture(scope="module")
 def velero_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
     """A two-cluster fleet of the module's own with the backup store and Velero: us-east active (its
     storage location ReadWrite), eu-west a DR target (ReadOnly). The Velero modules each get one, so they

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import PLACEHOLDERS
+from harness.infra.registry import STEPS as REGISTERED
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = tuple(PLACEHOLDERS)  # every provider step
+STEPS = tuple(REGISTERED)  # every provider step
 # drill file, pytest -k, and what the provider does nothing about
 FAULTING_DRILLS = [
     ("test_active_passive.py", "", "cluster-loss on us-east"),

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin
 
-import pytest
 import yaml
 from kubernetes import client, config
 
@@ -22,16 +21,9 @@ from harness.faults import Ledger
 from harness.fleet import FleetAccess
 from harness.localfleet import supervisor
 from harness.timeline import Timeline
-from tests.conftest import run_cli, served_from_home, started_fleet, wait_for
+from tests.conftest import run_cli, served_from_home, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def drill_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
-    """A fleet of this module's own: its tests break it."""
-    with started_fleet(tmp_path_factory, "drill-fleet") as folder:
-        yield folder
 
 
 def drill_argv(

@@ -15,6 +15,7 @@ from harness.faults import Ledger
 from tests.conftest import served_from_home, wait_for
 from tests.integration.test_broken_fleets import STEPS, fleet_file
 from tests.integration.test_drills import run_drill
+from tests.integration.test_exec_auth import LIFETIME_S, exec_fleet_file, issuances
 
 SOURCE, TARGET, APP = "us-east", "eu-west", "orders"
 EXCLUDES = "backup.velero.io/backup-volumes-excludes"
@@ -37,6 +38,23 @@ def test_the_backup_restore_drill_restores_the_data_up_to_the_backup_point(
     assert "backup.completed" in events and "restore.completed" in events, events
     assert not [n for n in velero_core[TARGET].list_namespace().items if "-restore-" in n.metadata.name]
     assert not Ledger(velero_dir / "ledger.json").open_entries(), "the scratch namespace is reverted"
+
+
+def test_the_backup_restore_drill_passes_with_exec_plugin_credentials_that_expire_during_it(
+    velero_dir: Path, tmp_path: Path
+) -> None:
+    """Every user an exec plugin handing out client certificates of 20 s: the harness's clients renew
+    theirs, the probes of the restored app through the API server's proxy carry the renewed one, and the
+    velero CLI (client-go) runs the plugin itself."""
+    log = tmp_path / "plugin.log"
+    done, record = run_drill(
+        velero_dir, tmp_path, "test_backup_restore.py", fleet_file=exec_fleet_file(velero_dir, log)
+    )
+    assert done.returncode == 0 and record["verdict"] == "pass", done.stdout[-3000:]
+    harness_runs, velero_runs = issuances(log), issuances(log, velero=True)
+    assert velero_runs, f"velero never ran the plugin: {log.read_text()}"
+    target = harness_runs[f"{TARGET}-admin"]
+    assert target[-1] - target[0] > LIFETIME_S, f"the restore target's credential was never renewed: {target}"
 
 
 def test_the_backup_restore_drill_fails_when_the_app_s_volume_is_excluded_from_backups(

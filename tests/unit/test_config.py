@@ -164,7 +164,7 @@ BAD_VALUES = [
     (
         "apps.0.failover",
         {"strategy": "dns"},
-        "apps[0].failover.strategy: expected one of promote, observe, command, got 'dns'",
+        "apps[0].failover.strategy: expected one of command, observe, promote, got 'dns'",
     ),
     ("stress", {"cpu": 1.5}, "stress.cpu: expected a share in [0, 1] such as 0.5, got 1.5"),
     (
@@ -203,7 +203,7 @@ BAD_VALUES = [
     (
         "apps.0.sentinels.adapter",
         "postgres",
-        "apps[0].sentinels.adapter: expected one of http, command, got 'postgres'",
+        "apps[0].sentinels.adapter: expected one of http, command, postgresql, got 'postgres'",
     ),
     (
         "apps.0.sentinels",

@@ -21,7 +21,7 @@ from harness.config import CommandSentinels, HttpSentinels
 from harness.data import SentinelWriter, new_seq_base
 from harness.errors import ConfigError, FleetDrillError
 from harness.samples import SentinelWrite
-from harness.sentinels import CommandStore, HttpStore, Where
+from harness.sentinels import Attempt, CommandStore, HttpStore, Where
 from tests.conftest import wait_for
 
 
@@ -151,6 +151,39 @@ def acked(writer: SentinelWriter) -> list[SentinelWrite]:
     return [w for w in writer.writes() if w.acked_at is not None]
 
 
+class SlowThird:
+    """A channel that acknowledges at once, except its third write, which takes five beats."""
+
+    timeout_s = 1.0
+
+    def __init__(self) -> None:
+        self.sent: list[float] = []
+
+    def send(self, seq: int, stream: str) -> Attempt:
+        self.sent.append(time.monotonic())
+        if len(self.sent) == 3:
+            time.sleep(0.1)  # the slow write under test, not a synchronisation
+        return Attempt("acked")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_slow_write_skips_beats_and_never_bursts_to_catch_up() -> None:
+    channel = SlowThird()
+    with SentinelWriter(channel, rate_hz=50) as writer:  # type: ignore[arg-type]
+        wait_for(lambda: len(channel.sent) >= 8, 10, "8 writes")
+    sent, beat = channel.sent, 0.02
+    # writes wake on beats, each at most one beat late (a later wake skips the beats it missed), so any
+    # k+1 writes span at least k-1 beats, however busy the machine; a burst to catch up would not
+    pairs = [(i, j) for i in range(len(sent)) for j in range(i + 1, len(sent))]
+    crowded = [(i, j) for i, j in pairs if sent[j] - sent[i] < (j - i - 1) * beat]
+    assert not crowded, f"writes closer than the beat allows: {crowded}"
+    assert sent[3] - sent[2] >= 0.1, "the write after the slow one waits for it"
+    seqs = [w.seq for w in writer.writes()]
+    assert seqs == list(range(writer.seq_base, writer.seq_base + len(sent)))
+
+
 def test_writer_writes_consecutive_seqs_from_its_base_on_a_steady_beat(store: Store) -> None:
     with writer_to(store.base, rate_hz=50, seq_base=1000) as writer:
         wait_for(lambda: len(writer.writes()) >= 15, 10, "15 writes")
@@ -160,7 +193,9 @@ def test_writer_writes_consecutive_seqs_from_its_base_on_a_steady_beat(store: St
     times = [w.acked_at for w in writes]
     assert times == sorted(times)
     mean = (times[-1] - times[0]) / (len(times) - 1)
-    assert 0.016 <= mean <= 0.03, f"writes every {mean * 1000:.1f} ms, not every 20 ms"
+    # never faster than the beat; slower only by the beats a late wake-up skips on a loaded runner (the
+    # writer does not burst to catch up): three beats is what a busy 2-core CI runner was seen to need
+    assert 0.016 <= mean <= 0.06, f"writes every {mean * 1000:.1f} ms, not every 20 ms"
     assert writer.stream == "fleetdrill-1000"
     assert {w.seq for w in writes} <= set(store.orders["fleetdrill-1000"])
     assert store.orders["fleetdrill-1000"][1000] == {

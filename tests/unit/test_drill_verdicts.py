@@ -6,15 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from harness.auth import ClusterAuth
 from harness.config import load_fleet
 from harness.drill import GLOBAL, RESTORED, Drill, DrillSettings, Observation
 from harness.errors import FleetDrillError
 from harness.failover import BackupPoint
-from harness.fleet import ServiceProxy
+from harness.fleet import service_proxy
 from harness.report import record
 from harness.samples import ProbeSample, Verdict
 from harness.sentinels import HttpStore
 from harness.timeline import Timeline
+from tests.unit.test_auth import write_kubeconfig
 
 FLEET = """
 name: verdicts
@@ -101,11 +103,12 @@ def test_objectives_set_are_judged_from_what_was_measured(drill: Drill) -> None:
 
 
 def test_an_rto_the_fleet_file_does_not_set_is_an_error_in_a_restore_too(
-    drill: Drill, monkeypatch: pytest.MonkeyPatch
+    drill: Drill, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     observed(drill, "unset", RESTORED)
     monkeypatch.setattr(HttpStore, "present", lambda *_args, **_kw: set())
-    proxy = ServiceProxy("https://192.0.2.1/api/v1/namespaces/x/services/unset:http/proxy", None, {}, "x")
+    auth = ClusterAuth(write_kubeconfig(tmp_path, "https://192.0.2.1", {"token": "t"}))
+    proxy = service_proxy(auth, "x", "unset", "http")  # nothing is sent: its store is patched
     point = BackupPoint("unset-drill", T0 - 4, T0 - 3)
     rto = by_objective(drill.judge_restore(drill.app("unset"), T0, point, proxy, "west"))["RTO"]
     assert rto.status == "error" and "apps[1].objectives.rto" in rto.message, rto

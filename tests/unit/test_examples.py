@@ -1,6 +1,6 @@
 """The examples in fixtures/examples say what really runs: every fleetdrill command in the CI workflow
-parses as the CLI takes it, the cloud fleet files load as fleetdrill loads a fleet file, and the
-CronJob's identity holds every permission the drills may need."""
+parses as the CLI takes it, the cloud and PostgreSQL fleet files load as fleetdrill loads a fleet file,
+and the CronJob's identity holds every permission the drills may need."""
 
 import datetime
 import shlex
@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from harness import cli, needs
-from harness.config import App, ChaosToolkitSettings, load_fleet
-from harness.failover import STRATEGY_PERMISSIONS as STRATEGIES
+from harness.config import App, ChaosToolkitSettings, PostgresqlSentinels, load_fleet
 from harness.infra.chaostoolkit import as_text, pick
 from harness.permissions import Permission
+from harness.strategies import all_strategies
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "examples"
 
@@ -48,6 +48,19 @@ def test_a_cloud_fleet_example_is_a_fleet_file_with_cloud_steps(name: str) -> No
     (app,) = fleet.apps
     assert app.served_by and app.sentinels and app.objectives.rto and app.objectives.rpo
     assert set(app.endpoints) == {cluster.name for cluster in fleet.clusters}
+
+
+def test_the_postgresql_example_keeps_sentinels_in_the_app_s_database() -> None:
+    """Every cluster a drill reads back from has its database, the restored copy too, and no password is
+    in the file (the loader refuses one)."""
+    fleet = load_fleet(EXAMPLES / "fleet-postgresql.yaml")
+    (app,) = fleet.apps
+    sentinels = app.sentinels
+    assert isinstance(sentinels, PostgresqlSentinels) and sentinels.password_env
+    assert set(sentinels.clusters) == set(app.endpoints) and sentinels.restored
+    assert "target_session_attrs=read-write" in sentinels.primary
+    assert app.objectives.rpo and app.failover.strategy == "command"
+    assert {c.role for c in fleet.clusters} == {"active", "passive", "standby"}
 
 
 FIS_ANSWER = {  # start_experiment's answer, as boto3 gives it (AWS CLI reference, fis start-experiment)
@@ -99,11 +112,13 @@ def granted(rules: list[dict], permission: Permission) -> bool:
 
 
 def every_permission() -> set[Permission]:
-    """Every permission any part of the harness declares, whatever strategy an app has."""
-    failovers = [{"strategy": strategy, "command": ["failover.sh"]} for strategy in STRATEGIES]
+    """Every permission any part of the harness declares, whatever strategy an app has, in every API group
+    a moved resource may be served in."""
+    failovers = [{"strategy": strategy, "command": ["failover.sh"]} for strategy in all_strategies()]
     apps = [App(name="a", namespace="a", workload="deployment/a", failover=f) for f in failovers]
     declared = [*needs.parts().values(), needs.LEASE, needs.AS_FOUND]
-    return {permission for part in declared for app in apps for permission in part.permissions(app)}
+    found = {permission for part in declared for app in apps for permission in part.permissions(app)}
+    return {asked for p in found for asked in (p.in_groups(p.served_in) if p.served_in else (p,))}
 
 
 def test_the_cronjobs_roles_grant_every_permission_the_drills_may_need() -> None:

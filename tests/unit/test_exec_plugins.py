@@ -2,11 +2,15 @@
 hand out a credential in time, without a person; no credential it prints reaches a result."""
 
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from harness import cli
 from harness.credentials import exec_plugin
+from harness.localfleet import pki
+from tests.unit.test_auth import exec_user, write_kubeconfig
 
 CREDENTIAL = {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential"}
 
@@ -19,7 +23,8 @@ def plugin(folder: Path, body: str) -> dict:
 
 
 def test_a_plugin_that_hands_out_a_token_passes_and_the_token_stays_out(tmp_path: Path) -> None:
-    status = {"token": "secret-token-value", "expirationTimestamp": "2026-12-04T16:00:00Z"}
+    expires = (datetime.now(UTC) + timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ")  # EKS's lifetime
+    status = {"token": "secret-token-value", "expirationTimestamp": expires}
     body = "assert not json.loads(os.environ['KUBERNETES_EXEC_INFO'])['spec']['interactive']\n"
     body += f"assert sys.stdin.read() == ''\nprint(json.dumps({ {**CREDENTIAL, 'status': status}!r}))"
     found = exec_plugin(plugin(tmp_path, body), tmp_path)
@@ -54,3 +59,42 @@ def test_a_plugin_not_installed_says_so_with_its_install_hint(tmp_path: Path) ->
     spec = {"command": "aws-not-here", "args": ["eks", "get-token"], "installHint": "Install the AWS CLI.\n"}
     found = exec_plugin(spec, tmp_path)
     assert found.problem == "'aws-not-here' is not installed on this machine (Install the AWS CLI.)"
+
+
+@pytest.mark.parametrize("ca", [False, True], ids=["token", "client certificate"])
+def test_a_plugin_that_hands_out_an_expired_credential_fails(tmp_path: Path, ca: bool) -> None:
+    authority = None
+    if ca:
+        authority = tmp_path / "pki"
+        pki.new_ca("unit").write(authority, "ca")
+    spec = exec_user(tmp_path / "plugin.log", -60, authority)["exec"]
+    found = exec_plugin(spec, tmp_path)
+    assert str(found.problem).startswith("handed out a credential that had already expired ("), found
+    assert "token-1" not in str(found.problem) and "BEGIN" not in str(found.problem)
+
+
+DR_FLEET = """
+name: unit
+kubeconfig: kubeconfig
+clusters:
+  - {name: east, context: east, region: us-east, role: active}
+apps:
+  - {name: shop, namespace: shop, workload: deployment/shop}
+"""
+
+
+def test_doctor_fails_an_expired_exec_credential_on_the_dr_path_naming_the_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    authority = tmp_path / "pki"
+    pki.new_ca("unit").write(authority, "ca")
+    user = exec_user(tmp_path / "plugin.log", -60, authority)
+    write_kubeconfig(tmp_path, "https://127.0.0.1:1", user, (authority / "ca.crt").read_bytes())
+    (tmp_path / "fleet.yaml").write_text(DR_FLEET)
+    assert cli.main(["doctor", "--fleet", str(tmp_path / "fleet.yaml")]) == 1
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "already expired" in line)
+    assert line.startswith("  FAIL east: kubeconfig context: expected usable, found "), line
+    assert f"{tmp_path}/kubeconfig: context east of cluster east: exec credential plugin " in line
+    assert line.endswith("check the plugin's login and this machine's clock"), line
+    assert "BEGIN" not in out and "Traceback" not in out

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes.client import ApiException
 
-from harness import failover
+from harness import failover, k8gb
 from harness.config import Fleet, load_fleet
 from harness.fleet import FleetAccess
 from harness.infra.command import CommandError
+from harness.strategies import promote
 from harness.timeline import Timeline
 
 WRITE_ARGS = "import sys; open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))"
@@ -68,36 +68,6 @@ def test_the_observe_strategy_only_records(tmp_path: Path) -> None:
     assert [(e.name, e.cluster) for e in timeline.events()] == [("failover.observed", "west")]
 
 
-class Gslbs:
-    """A CustomObjectsApi holding Gslbs under the API groups given: any other group answers 404."""
-
-    def __init__(self, *groups: str, status: int = 404) -> None:
-        self.groups, self.status, self.patched = groups, status, []
-
-    def patch_namespaced_custom_object(self, group: str, version: str, namespace: str, *args, **kwargs):
-        if group not in self.groups:
-            raise ApiException(status=self.status)
-        self.patched.append((group, version, namespace, *args[:2]))
-
-
-def test_the_gslb_is_patched_under_k8gb_s_api_group_else_the_legacy_one(tmp_path: Path) -> None:
-    """k8gb moved to k8gb.io (k8gb-io/k8gb#2203); k8gb.absa.oss is served until users migrate, and a migrated
-    legacy object is read-only: the canonical group first, the legacy one where the canonical has none."""
-    app = access_with(tmp_path, {"strategy": "promote"}).fleet.app("shop")
-    patch = {"spec": {"strategy": {"primaryGeoTag": "west"}}}
-    migrated = Gslbs("k8gb.io", "k8gb.absa.oss")
-    assert failover.patch_gslb(migrated, app, patch) == "k8gb.io"
-    assert migrated.patched == [("k8gb.io", "v1beta1", "shop-ns", "gslbs", "shop")]
-    legacy = Gslbs("k8gb.absa.oss")
-    assert failover.patch_gslb(legacy, app, patch) == "k8gb.absa.oss"
-    with pytest.raises(
-        failover.FailoverError, match=r"no Gslb shop-ns/shop in API group k8gb.io or k8gb.absa.oss"
-    ):
-        failover.patch_gslb(Gslbs(), app, patch)
-    with pytest.raises(ApiException):  # forbidden is an answer, not a missing group
-        failover.patch_gslb(Gslbs(status=403), app, patch)
-
-
 class Roles(BaseHTTPRequestHandler):
     """An app's epoch at /role and its promote call at /take-over (PUT {"term": N})."""
 
@@ -144,7 +114,7 @@ def test_the_promote_call_is_the_fleet_files_and_outranks_every_epoch(
         n: f"http://127.0.0.1:{s.server_address[1]}/" for n, s in apps.items()
     }
     app = load_fleet_document(tmp_path, document).app("shop")
-    assert failover.promote_data(app, app.failover.promote, "west") == 8, "one above east's 7"
+    assert promote.promote_data(app, app.failover.promote, "west") == 8, "one above east's 7"
     assert apps["west"].calls == [("/take-over", {"term": 8})]  # type: ignore[attr-defined]
     assert apps["east"].calls == []  # type: ignore[attr-defined]
 
@@ -153,7 +123,7 @@ def test_promote_without_a_promote_call_only_moves_the_gslb(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     access, timeline = access_with(tmp_path, {"strategy": "promote"}), Timeline()
-    monkeypatch.setattr(failover, "move_gslb_primary", lambda *_args: ["east", "west"])
+    monkeypatch.setattr(k8gb, "move_primary", lambda *_args: ["east", "west"])
     failover.fail_over(access, access.fleet.app("shop"), "west", timeline)
     names = [e.name for e in timeline.events()]
     assert names == ["traffic switch.start", "traffic switch.end", "gslb.updated"], "no data.promoted"

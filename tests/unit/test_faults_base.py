@@ -45,8 +45,10 @@ PAUSE_AT = "FLEETDRILL_TEST_PAUSE_AT"
 
 def reach(folder: Path, target: str, stage: str) -> None:
     if os.environ.get(PAUSE_AT) == f"{target}:{stage}":
-        (folder / "reached").write_text(f"{target}:{stage}")
-        time.sleep(120)
+        partial = folder / "reached.partial"  # renamed whole: the test kills the runner once it exists
+        partial.write_text(f"{target}:{stage}")
+        partial.rename(folder / "reached")
+        time.sleep(120)  # paused here until the test kills it
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,18 @@ from harness.faults.actions import revert_fault
 from harness.faults.cluster import ClusterLoss
 from harness.faults.nodes import NodeLoss
 from harness.faults.partition import WanPartition
-from harness.infra import provider_for
 from harness.infra.chaostoolkit import ChaosToolkitProvider, as_text, fill, returned
 from harness.infra.command import CommandProvider
+from harness.infra.providers import provider_for
+from harness.infra.registry import (
+    HEAL,
+    LOSE_CLUSTER,
+    LOSE_NODE,
+    PARTITION,
+    RESTORE_CLUSTER,
+    TRAFFIC_CROSSES,
+    Target,
+)
 from harness.infra.steps import HANDLE_MAX
 from harness.timeline import Timeline
 
@@ -120,17 +129,17 @@ def test_a_step_gets_its_cluster_s_region_zones_and_cloud_ids(tmp_path: Path, lo
 
 
 def test_a_name_is_one_argument_never_shell(tmp_path: Path, logger: str) -> None:
-    provider = CommandProvider(CommandSettings(lose_node=(logger, "{node}")), {})
-    provider.lose_node("east", "n; touch pwned $(id) `id`")
+    provider = CommandProvider(CommandSettings.with_steps()(lose_node=(logger, "{node}")), {})
+    provider.run(LOSE_NODE, Target(cluster="east", node="n; touch pwned $(id) `id`"))
     assert calls(tmp_path) == ["n; touch pwned $(id) `id`|"]
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
 
 
 def test_a_failing_script_is_one_line_with_its_exit_code_and_stderr_tail(tmp_path: Path) -> None:
     failing = script(tmp_path, "fail.sh", 'seq 1 200 >&2; echo "cluster $1 is not mine" >&2; exit 3\n')
-    provider = CommandProvider(CommandSettings(restore_cluster=(failing, "{cluster}")), {})
+    provider = CommandProvider(CommandSettings.with_steps()(restore_cluster=(failing, "{cluster}")), {})
     with pytest.raises(FleetDrillError) as raised:
-        provider.restore_cluster("east")
+        provider.run(RESTORE_CLUSTER, Target(cluster="east"))
     message = str(raised.value)
     assert "\n" not in message and len(message) < 500
     assert message.startswith(f"infrastructure.settings.restore_cluster: `{failing} east` exited 3: ...")
@@ -153,7 +162,7 @@ def test_a_failing_script_is_one_line_with_its_exit_code_and_stderr_tail(tmp_pat
 )
 def test_a_command_that_cannot_run_says_why(settings: dict, message: str) -> None:
     with pytest.raises(FleetDrillError, match="^" + message.replace("(", r"\(")):
-        CommandProvider(CommandSettings(**settings), {}).heal("p")
+        CommandProvider(CommandSettings.with_steps()(**settings), {}).run(HEAL, Target(name="p"))
 
 
 @pytest.mark.parametrize(
@@ -264,7 +273,7 @@ def test_chaostoolkit_runs_any_action_by_module_path(
         match=r"^infrastructure.settings.restore_cluster: Chaos Toolkit rollback restore failed: "
         "RuntimeError: cloud API said no for east",
     ):
-        provider.restore_cluster("east")
+        provider.run(RESTORE_CLUSTER, Target(cluster="east"))
 
 
 def test_a_failing_process_activity_says_its_exit_code(
@@ -277,9 +286,9 @@ def test_a_failing_process_activity_says_its_exit_code(
         match=r"^infrastructure.settings.heal: Chaos Toolkit rollback /bin/sh failed: exited 4: "
         "partition east is gone$",
     ):
-        provider.heal("east")
+        provider.run(HEAL, Target(name="east"))
     with pytest.raises(FleetDrillError, match=r"^infrastructure\.settings\.lose_node: not set"):
-        provider.lose_node("east", "n")
+        provider.run(LOSE_NODE, Target(cluster="east", node="n"))
 
 
 def test_an_activity_chaoslib_cannot_load_is_refused_with_the_fleet(tmp_path: Path) -> None:
@@ -316,18 +325,20 @@ def test_the_command_provider_looks_across_a_cut_with_the_users_script(tmp_path:
     provider = provider_for(load_fleet(fleet_file(tmp_path, "command", settings)))
     assert isinstance(provider, CommandProvider)
     answer.write_text("0")
-    assert provider.traffic_crosses(["east"]) is True
+    assert provider.look(TRAFFIC_CROSSES, Target(clusters=("east",))) is True
     answer.write_text("1")
-    assert provider.traffic_crosses(["east", "west"]) is False
+    assert provider.look(TRAFFIC_CROSSES, Target(clusters=("east", "west"))) is False
     answer.write_text("3")
     with pytest.raises(FleetDrillError, match=r"^infrastructure.settings.traffic_crosses: `.*` exited 3"):
-        provider.traffic_crosses(["east"])
+        provider.look(TRAFFIC_CROSSES, Target(clusters=("east",)))
     assert calls(tmp_path)[:2] == [
         "look|east|arn:aws:eks:us-east-1:1:cluster/east|us-east|",
         "look|east,west|arn:aws:eks:us-east-1:1:cluster/east,west|us-east,eu-west|",
     ]
     without = provider_for(load_fleet(fleet_file(tmp_path, "command", {"heal": ["true"]})))
-    assert without is not None and without.traffic_crosses(["east"]) is None, "cannot look: not a yes or no"
+    assert without is not None and without.look(TRAFFIC_CROSSES, Target(clusters=("east",))) is None, (
+        "cannot look: not a yes or no"
+    )
 
 
 PROBES = """
@@ -366,9 +377,9 @@ def test_a_chaostoolkit_probe_looks_across_a_cut(
     assert isinstance(provider, ChaosToolkitProvider)
     if expected is None:
         with pytest.raises(FleetDrillError, match=r"expected the probe to return True or False"):
-            provider.traffic_crosses(["east"])
+            provider.look(TRAFFIC_CROSSES, Target(clusters=("east",)))
     else:
-        assert provider.traffic_crosses(["east"]) is expected
+        assert provider.look(TRAFFIC_CROSSES, Target(clusters=("east",))) is expected
 
 
 REGIONAL = """
@@ -390,8 +401,8 @@ def test_the_chaostoolkit_configuration_follows_the_cluster_a_step_acts_on(
     settings = {"lose_cluster": lose, "configuration": {"aws_region": "{region}"}}
     provider = provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", settings)))
     assert isinstance(provider, ChaosToolkitProvider)
-    provider.lose_cluster("east")
-    provider.lose_cluster("west")
+    provider.run(LOSE_CLUSTER, Target(cluster="east"))
+    provider.run(LOSE_CLUSTER, Target(cluster="west"))
     assert calls(tmp_path) == ["lose east in us-east", "lose west in eu-west"]
 
 
@@ -413,7 +424,7 @@ import sys
 from harness.config import load_fleet
 from harness.faults import FaultStack, KubeContext, Ledger
 from harness.faults.cluster import ClusterLoss
-from harness.infra import provider_for
+from harness.infra.providers import provider_for
 from harness.timeline import Timeline
 
 ctx = KubeContext(infra=provider_for(load_fleet(sys.argv[1])))
@@ -484,9 +495,9 @@ def test_a_chaostoolkit_rollback_in_another_process_reads_the_handles_from_the_l
 def test_a_command_s_handle_is_its_last_line_one_line_at_most_so_long(tmp_path: Path) -> None:
     chatty = script(tmp_path, "chatty.sh", "echo 'node gone'; echo; printf '  a  b\\n\\n'\n")
     long = script(tmp_path, "long.sh", "yes x | head -n 2000 | tr -d '\\n'\n")
-    provider = CommandProvider(CommandSettings(lose_node=(chatty,), partition=(long,)), {})
-    assert provider.lose_node("east", "n-1") == "a  b"
-    handle = provider.partition(["east"], "p")
+    provider = CommandProvider(CommandSettings.with_steps()(lose_node=(chatty,), partition=(long,)), {})
+    assert provider.run(LOSE_NODE, Target(cluster="east", node="n-1")) == "a  b"
+    handle = provider.run(PARTITION, Target(clusters=("east",), name="p"))
     assert len(handle) == HANDLE_MAX and handle.endswith("x...")
 
 
@@ -565,7 +576,7 @@ def test_without_a_handle_path_the_whole_return_value_is_handed_over_as_json(
     del sdk["lose_cluster"]["handle"]
     provider = provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", sdk)))
     assert provider is not None
-    assert provider.lose_cluster("east") == (
+    assert provider.run(LOSE_CLUSTER, Target(cluster="east")) == (
         '{"ResponseMetadata":{"HTTPStatusCode":200},"experiment":{"id":"EXPeast",'
         '"startTime":"2025-01-02 00:00:00+00:00","templateId":"EXTeast"}}'
     )
@@ -576,7 +587,7 @@ def test_a_handle_path_that_misses_says_what_the_step_returned(tmp_path: Path, s
     provider = provider_for(load_fleet(fleet_file(tmp_path, "chaostoolkit", sdk)))
     assert provider is not None
     with pytest.raises(FleetDrillError) as raised:
-        provider.lose_cluster("east")
+        provider.run(LOSE_CLUSTER, Target(cluster="east"))
     assert str(raised.value) == (
         "infrastructure.settings.lose_cluster.handle: expected experiment.arn in what the step returned, "
         "found no 'arn' in "

@@ -66,11 +66,13 @@ def test_reads(drill):
 """
 
 
-def closed_port() -> int:
-    """A port nothing listens on."""
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port nothing listens on, held (bound, never listening) for the test: a port only looked up and
+    let go may be taken by another test's server meanwhile."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 def write_fleet(folder: Path, server: str) -> Path:
@@ -96,10 +98,9 @@ def expected_lines(folder: Path, port: int) -> list[str]:
 
 
 @pytest.fixture
-def down(tmp_path: Path) -> tuple[Path, list[str]]:
+def down(tmp_path: Path, closed_port: int) -> tuple[Path, list[str]]:
     """A fleet file whose every cluster has a problem, and the line of each."""
-    port = closed_port()
-    return write_fleet(tmp_path, f"https://127.0.0.1:{port}"), expected_lines(tmp_path, port)
+    return write_fleet(tmp_path, f"https://127.0.0.1:{closed_port}"), expected_lines(tmp_path, closed_port)
 
 
 def test_each_problem_is_one_line_naming_file_context_and_fix(down: tuple[Path, list[str]]) -> None:

@@ -1,6 +1,7 @@
 """The pytest plugin, driven as users drive it (pytester runs pytest on drill files we write)."""
 
 import json
+import random
 import textwrap
 from pathlib import Path
 
@@ -91,6 +92,24 @@ def test_drills_run_once_per_cluster_of_their_roles(pytester: pytest.Pytester, f
 
 def test_suite_selects_its_drills(pytester: pytest.Pytester, fleet_file: Path) -> None:
     run(pytester, fleet_file, "--suite", "gate").assert_outcomes(passed=2, deselected=3)
+
+
+def test_shuffle_runs_the_drills_in_its_seed_s_order(pytester: pytest.Pytester, fleet_file: Path) -> None:
+    """--shuffle SEED: the drills in random.Random(SEED)'s shuffle of their collected order, the same for
+    the same seed, and said in the header (the order a failure depends on can be run again)."""
+
+    def order(*args: str) -> list[str]:
+        result = run(pytester, fleet_file, "--collect-only", "-q", *args)
+        return [line for line in result.stdout.lines if "::" in line]
+
+    collected = order()
+    shuffled = order("--shuffle", "3")
+    expected = list(collected)
+    random.Random(3).shuffle(expected)
+    assert len(collected) == 5 and shuffled == expected != collected
+    assert order("--shuffle", "3") == shuffled
+    header = run(pytester, fleet_file, "--collect-only", "--shuffle", "3").stdout.str()
+    assert "fleetdrill: drills in the order of --shuffle 3" in header
 
 
 PLANNED = """

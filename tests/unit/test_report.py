@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from harness.config import load_fleet
 from harness.drill import Drill
@@ -315,9 +316,14 @@ def test_a_drill_is_titled_in_words_in_the_summary_and_its_heading(
 ) -> None:
     folder = write_run(tmp_path, NEW, monkeypatch)
     assert _record(folder)["title"] == "Active-passive: lose the primary cluster"
-    page = Page(publish.publish(tmp_path, NEW).report.read_text())
+    published = publish.publish(tmp_path, NEW)
+    page = Page(published.report.read_text())
     assert {row[0] for row in page.tables[0][1:]} == {"Active-passive: lose the primary cluster"}
     assert "Active-passive: lose the primary cluster PASS" in page.headings
+    console = Console(record=True, width=200)
+    summary.show(published, console)
+    terminal = console.export_text()
+    assert "Active-passive: lose the primary cluster" in terminal and "test_lose_the_primary" not in terminal
     old = _record(folder)
     del old["title"]  # a record written before drills had titles
     (folder / "record.json").write_text(json.dumps(old))

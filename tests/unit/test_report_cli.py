@@ -134,3 +134,28 @@ def test_report_names_a_bad_run_id_in_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip() == (
         "fleetdrill: error: RUN_ID: run id '../etc': expected letters, digits, '_', '.' or '-'"
     )
+
+
+@pytest.mark.parametrize(
+    ("package", "says", "found"),
+    [
+        ({"name": "allure", "version": "3.0.0"}, "", True),  # read from package.json: never run
+        ({"name": "allure", "version": "2.30.0"}, "3.0.0", False),
+        (None, "3.1.0", True),  # no npm package beside it: asked
+        ({"name": "something-else", "version": "3.0.0"}, "2.30.0", False),
+    ],
+)
+def test_allure_3_is_known_by_its_npm_package_else_by_asking_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, package: dict | None, says: str, found: bool
+) -> None:
+    bin_dir, package_dir = tmp_path / "bin", tmp_path / "lib" / "allure"
+    bin_dir.mkdir()
+    package_dir.mkdir(parents=True)
+    script = package_dir / "cli.js"
+    script.write_text(f"#!/bin/sh\n[ -n '{says}' ] && echo '{says}' && exit 0\nexit 1\n")
+    script.chmod(0o755)
+    if package is not None:
+        (package_dir / "package.json").write_text(json.dumps(package))
+    (bin_dir / "allure").symlink_to(script)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert allure_html.allure_command() == (str(bin_dir / "allure") if found else None)

@@ -1,48 +1,57 @@
-"""The API server's service proxy carries the kubeconfig's credentials: a static token, or one an exec
-credential plugin (aws eks get-token, gke-gcloud-auth-plugin, kubelogin) hands out."""
+"""The API server's service proxy carries the kubeconfig's credentials as of each request: a static token,
+or the one an exec credential plugin (aws eks get-token, gke-gcloud-auth-plugin, kubelogin) hands out,
+renewed before it expires while the probes and the sentinel reads go on."""
 
-import json
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from kubernetes import config
+import pytest
 
+from harness.auth import ClusterAuth
+from harness.config import HttpSentinels
 from harness.fleet import service_proxy
-
-PLUGIN = """import json
-print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
-                  "status": {"token": "from-the-plugin"}}))
-"""
-
-
-def kubeconfig(user: dict) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": user}],
-        "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "ctx",
-    }
+from harness.sentinels import HttpStore, Where
+from harness.traffic import Prober
+from tests.conftest import wait_for
+from tests.unit.test_auth import exec_user, runs, serve, write_kubeconfig
 
 
-def test_a_token_user_reaches_the_proxy_with_its_token() -> None:
-    api = config.new_client_from_config_dict(kubeconfig({"token": "static-token"}))
-    proxy = service_proxy(api, "shop", "shop", "http")
-    assert proxy.headers == {"Authorization": "Bearer static-token"}
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[tuple[str | None, int | None]]]]:
+    """A server recording each request's Authorization header."""
+    yield from serve()
+
+
+def test_a_token_user_reaches_the_proxy_with_its_token(tmp_path: Path) -> None:
+    auth = ClusterAuth(write_kubeconfig(tmp_path, "http://127.0.0.1:1", {"token": "static-token"}))
+    proxy = service_proxy(auth, "shop", "shop", "http")
+    assert proxy.auth.headers() == {"Authorization": "Bearer static-token"}
     assert proxy.url == "http://127.0.0.1:1/api/v1/namespaces/shop/services/shop:http/proxy"
+    assert "static-token" not in repr(proxy)
 
 
-def test_an_exec_plugin_user_reaches_the_proxy_with_the_plugin_s_token(tmp_path: Path) -> None:
-    plugin = tmp_path / "plugin.py"
-    plugin.write_text(PLUGIN)
-    user = {
-        "exec": {
-            "apiVersion": "client.authentication.k8s.io/v1",
-            "command": sys.executable,
-            "args": [str(plugin)],
-            "interactiveMode": "Never",
-        }
-    }
-    api = config.new_client_from_config_dict(json.loads(json.dumps(kubeconfig(user))))
-    assert service_proxy(api, "shop", "shop", "80").headers == {"Authorization": "Bearer from-the-plugin"}
+def test_a_renewed_token_reaches_the_proxy_s_next_request(tmp_path: Path, recorder: tuple[str, list]) -> None:
+    url, seen = recorder
+    log = tmp_path / "plugin.log"
+    proxy = service_proxy(
+        ClusterAuth(write_kubeconfig(tmp_path, url, exec_user(log, 3))), "shop", "shop", "80"
+    )
+
+    def tokens() -> set[str | None]:
+        return {token for token, _ in list(seen)}
+
+    with Prober(
+        {"restored": proxy.url + "/readyz"}, rate_hz=20, max_conn_age_s=60, auth=proxy.auth
+    ) as prober:
+        wait_for(lambda: "Bearer token-1" in tokens(), 5, "probes with the plugin's first token")
+        wait_for(lambda: "Bearer token-2" in tokens(), 10, "probes with the renewed token")
+        sent = len(seen)
+        wait_for(lambda: len(seen) > sent + 5, 5, "more probes")
+    assert [token for token, _ in seen[sent:]] == ["Bearer token-2"] * len(seen[sent:]), "no stale copy"
+    assert all(sample.ok for sample in prober.samples("restored")), "no probe went out unauthenticated"
+    assert runs(log) == 2
+    spec = {"adapter": "http", "write": {"path": "/w"}, "read": {"path": "/r", "items": "items"}}
+    store = HttpStore(HttpSentinels.model_validate(spec))
+    wait_for(lambda: proxy.auth.due(), 5, "the second token to come within its margin")
+    assert store.records(Where("restored", proxy.url, auth=proxy.auth), 0, "s") == {}
+    assert seen[-1][0] == "Bearer token-3", "a sentinel read renews it first"
