@@ -848,11 +848,17 @@ class Fleet(_Model):
 
     @model_validator(mode="after")
     def _cloud_ids_known(self) -> "Fleet":
-        """A step that uses {cloud[KEY]} has KEY in every cluster's cloud ids."""
-        for step, key in _cloud_keys(self.infrastructure.typed_settings()):
+        """A step, or an app's failover, that uses {cloud[KEY]} has KEY in every cluster's cloud ids."""
+        steps = _cloud_keys(self.infrastructure.typed_settings())
+        uses = [(f"infrastructure.settings.{step}", key) for step, key in steps]
+        for n, app in enumerate(self.apps):
+            uses += [
+                (f"apps[{n}].failover", key) for key in CLOUD_IN_TEXT.findall(app.failover.model_dump_json())
+            ]
+        for where, key in uses:
             for i, cluster in enumerate(self.clusters):
                 if key not in cluster.cloud:
-                    expected = f"a key {key} (infrastructure.settings.{step} uses {{cloud[{key}]}})"
+                    expected = f"a key {key} ({where} uses {{cloud[{key}]}})"
                     raise _Invalid(expected, dict(cluster.cloud), ("clusters", i, "cloud"))
         return self
 

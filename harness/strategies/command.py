@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from harness.config import Failover, Invalid, PositiveDuration, Text, check_templates
 from harness.infra.command import render, run_command
+from harness.infra.steps import places
 from harness.strategies import Strategy, register
 
 if TYPE_CHECKING:
@@ -16,8 +17,10 @@ if TYPE_CHECKING:
     from harness.fleet import FleetAccess
     from harness.timeline import Timeline
 
-PLACEHOLDERS = ("app", "namespace", "cluster", "context")
-"""What a failover command gets: the app, its namespace, the cluster taking over and its context."""
+PLACEHOLDERS = ("app", "namespace", "cluster", "context", "region", "zones", "cloud")
+"""What a failover command gets: the app, its namespace, and of the cluster taking over its name, context,
+region, zones (comma-separated) and cloud ids ({cloud[KEY]}, from clusters[].cloud: a Route 53 record's
+set identifier, a load balancer's ARN)."""
 
 
 class CommandFailover(Failover):
@@ -25,7 +28,8 @@ class CommandFailover(Failover):
 
     command: Annotated[tuple[Text, ...], Field(min_length=1)] | None = None
     """For strategy command: your failover script as an argv list (no shell), with {app}, {namespace},
-    {cluster} (the one taking over) and its {context} filled in; exit status 0 means done."""
+    {cluster} (the one taking over) and its {context}, {region}, {zones} and {cloud[KEY]} filled in; exit
+    status 0 means done."""
     timeout: PositiveDuration = 300.0
     """Longest the command may run."""
 
@@ -42,6 +46,7 @@ def run(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> None
     settings = cast(CommandFailover, app.failover)  # the fleet's Failover model derives from every strategy's
     context = access.fleet.context_for(access.fleet.cluster(cluster))
     values = {"app": app.name, "namespace": app.namespace, "cluster": cluster, "context": context}
+    values |= places(access.fleet)[cluster]
     argv = render(settings.command or (), values)
     with timeline.phase("failover command", cluster=cluster):
         run_command(argv, f"apps.{app.name}.failover.command", settings.timeout)

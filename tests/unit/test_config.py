@@ -175,9 +175,9 @@ BAD_VALUES = [
     ("stress", {"cpu": 1.5}, "stress.cpu: expected a share in [0, 1] such as 0.5, got 1.5"),
     (
         "apps.0.failover",
-        {"strategy": "command", "command": ["./flip.sh", "{region}"]},
+        {"strategy": "command", "command": ["./flip.sh", "{node}"]},
         "apps[0].failover.command[1]: expected text whose only placeholders are {app}, {namespace}, "
-        "{cluster}, {context}, got '{region}'",
+        "{cluster}, {context}, {region}, {zones}, {cloud[KEY]}, got '{node}'",
     ),
     (
         "apps.0.global_endpoint",

@@ -12,6 +12,8 @@ import yaml
 from harness import cli, needs
 from harness.config import App, ChaosToolkitSettings, PostgresqlSentinels, load_fleet
 from harness.infra.chaostoolkit import as_text, pick
+from harness.infra.command import render
+from harness.infra.steps import places
 from harness.permissions import Permission
 from harness.strategies import all_strategies
 
@@ -45,9 +47,26 @@ def test_a_cloud_fleet_example_is_a_fleet_file_with_cloud_steps(name: str) -> No
     assert isinstance(settings, ChaosToolkitSettings) and settings.lose_cluster and settings.restore_cluster
     assert all(cluster.cloud and cluster.zones for cluster in fleet.clusters)
     assert set(fleet.safety.allowlist) == {fleet.context_for(cluster) for cluster in fleet.clusters}
-    (app,) = fleet.apps
-    assert app.served_by and app.sentinels and app.objectives.rto and app.objectives.rpo
-    assert set(app.endpoints) == {cluster.name for cluster in fleet.clusters}
+    for app in fleet.apps:
+        assert app.served_by and app.sentinels and app.objectives.rto and app.objectives.rpo
+        assert set(app.endpoints) == {cluster.name for cluster in fleet.clusters}
+
+
+def test_the_eks_example_fails_payments_over_with_a_route_53_change() -> None:
+    """The command strategy with the cluster's cloud ids: the change batch and CLI profile of the cluster
+    taking over."""
+    fleet = load_fleet(EXAMPLES / "fleet-eks.yaml")
+    app = fleet.app("payments")
+    assert app.failover.strategy == "command"
+    values = {
+        "app": app.name,
+        "namespace": app.namespace,
+        "cluster": "usw2",
+        "context": fleet.context_for("usw2"),
+    }
+    argv = render(app.failover.command or (), values | places(fleet)["usw2"])  # type: ignore[attr-defined]
+    assert argv[:3] == ["aws", "--profile", "dr-444455556666"] and "change-resource-record-sets" in argv
+    assert argv[-1] == "file://dr/payments-to-usw2.json"
 
 
 def test_the_postgresql_example_keeps_sentinels_in_the_app_s_database() -> None:

@@ -3,6 +3,7 @@ placeholders filled in, timed on the timeline; observe only records that the fle
 promote moves the Gslb, then makes the call the fleet file describes."""
 
 import json
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import yaml
 
 from harness import failover, k8gb
 from harness.config import Fleet, load_fleet
+from harness.errors import ConfigError
 from harness.fleet import FleetAccess
 from harness.infra.command import CommandError
 from harness.strategies import promote
@@ -50,6 +52,42 @@ def test_the_command_strategy_runs_the_script_with_its_placeholders(tmp_path: Pa
     names = [e.name for e in timeline.events()]
     assert names == ["failover command.start", "failover command.end", "failover.commanded"]
     assert timeline.events("failover.commanded")[0].detail == {"program": sys.executable}
+
+
+def test_the_command_strategy_gets_the_cluster_s_region_zones_and_cloud_ids(tmp_path: Path) -> None:
+    """A Route 53 failover script needs the record set of the cluster taking over: {cloud[KEY]}."""
+    out = tmp_path / "args"
+    command = [sys.executable, "-c", WRITE_ARGS, str(out), "{region}", "{zones}", "{cloud[route53_set]}"]
+    document = {
+        "name": "unit",
+        "clusters": [
+            {"name": "east", "region": "us-east-1", "role": "active", "cloud": {"route53_set": "use1"}},
+            {
+                "name": "west",
+                "region": "us-west-2",
+                "zones": ["us-west-2a", "us-west-2b"],
+                "role": "passive",
+                "cloud": {"route53_set": "usw2"},
+            },
+        ],
+        "apps": [
+            {
+                "name": "shop",
+                "namespace": "shop",
+                "workload": "deployment/shop",
+                "failover": {"strategy": "command", "command": command},
+            }
+        ],
+    }
+    access = FleetAccess(load_fleet_document(tmp_path, document))
+    failover.fail_over(access, access.fleet.app("shop"), "west", Timeline())
+    assert out.read_text() == "us-west-2 us-west-2a,us-west-2b usw2"
+    del document["clusters"][0]["cloud"]
+    expected = (
+        "clusters[0].cloud: expected a key route53_set (apps[0].failover uses {cloud[route53_set]}), got {}"
+    )
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_fleet_document(tmp_path, document)
 
 
 def test_a_failing_command_is_one_line_with_its_stderr(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -147,12 +146,26 @@ def test_the_fleet_file_sets_how_long_provider_faults_have_to_show_their_effect(
     assert ClusterLoss(targets=("east",)).effect_deadline(KubeContext()) == ClusterLoss.effect_deadline_s
 
 
+class Clock:
+    """The stress evidence's clock: time moves only when it sleeps, so the kubelet's CPU counters and the
+    time they are divided by agree however busy the machine running the test is."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class Nodes:
     """A CoreV1Api with stress pods on nodes whose kubelet reports CPU time at `burns` cores and `holds`
-    bytes of working set per pod (the Summary API through the node proxy)."""
+    bytes of working set per pod (the Summary API through the node proxy), on `clock`."""
 
-    def __init__(self, phases: list[str], burns: float, holds: int) -> None:
-        self.phases, self.burns, self.holds = phases, burns, holds
+    def __init__(self, phases: list[str], burns: float, holds: int, clock: Clock) -> None:
+        self.phases, self.burns, self.holds, self.clock = phases, burns, holds, clock
 
     def list_namespaced_pod(self, namespace: str, **_options: object) -> SimpleNamespace:
         amounts = {"cpu": "500m", "memory": "256Mi"}
@@ -171,7 +184,7 @@ class Nodes:
 
     def connect_get_node_proxy_with_path(self, node: str, path: str, **_options: object) -> SimpleNamespace:
         assert path == "stats/summary"
-        used = {"usageCoreNanoSeconds": int(self.burns * time.monotonic() * 1e9)}
+        used = {"usageCoreNanoSeconds": int(self.burns * self.clock.monotonic() * 1e9)}
         entry = {
             "podRef": {"namespace": "default", "name": f"stress-{node.rpartition('-')[2]}"},
             "cpu": used,
@@ -200,8 +213,9 @@ def test_stress_shows_only_when_its_pods_burn_and_hold_what_they_requested(
     monkeypatch: pytest.MonkeyPatch, phases: list[str], burns: float, holds: int, effective: bool, said: str
 ) -> None:
     """Running is not enough: a pod whose image burns nothing (not stress-ng) is no stress."""
-    monkeypatch.setattr(resources, "SAMPLE_S", 0.1)
-    monkeypatch.setattr(kube, "core", lambda _client: Nodes(phases, burns, holds))
+    clock = Clock()
+    monkeypatch.setattr(resources, "time", clock)
+    monkeypatch.setattr(kube, "core", lambda _client: Nodes(phases, burns, holds, clock))
     stress = NodeStress(targets=("east",))
     evidence = stress.effect(
         KubeContext({"east": unreachable_api()}), Probes({}), Event("fault.injecting", 0.0, 0.0)
