@@ -9,6 +9,7 @@ fleet degraded for the next one shows too.
 """
 
 import argparse
+import json
 import multiprocessing
 import re
 import signal
@@ -74,7 +75,19 @@ def one_demo(folder: Path, seed: int | None) -> tuple[bool, float, str]:
         if m
     ]
     why = failures[0] if failures else (demo.stderr.strip().splitlines() or [f"exit {demo.returncode}"])[-1]
-    return demo.returncode == 0, seconds, "" if demo.returncode == 0 else why[:300]
+    said = recorded_failures(folder / "reports")  # pytest drops the message when the drill's id is long
+    return demo.returncode == 0, seconds, "" if demo.returncode == 0 else "; ".join([why, *said])[:600]
+
+
+def recorded_failures(reports: Path) -> list[str]:
+    """`DRILL: first line of its message` of every drill record that did not pass."""
+    found = []
+    for path in sorted(reports.glob("*/*/record.json")):
+        record = json.loads(path.read_text())
+        if record.get("verdict") != "pass":
+            first = (str(record.get("message") or "").splitlines() or ["(no message)"])[0]
+            found.append(f"{path.parent.name}: {first}")
+    return found
 
 
 def main() -> None:
