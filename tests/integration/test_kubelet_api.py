@@ -1,9 +1,10 @@
 """The node agent's kubelet API through the real API server and kubectl: logs (follow, previous), exec,
-attach (kubectl attach, kubectl run -i/-it --rm) and port forwarding, over each way a client reaches it
-(kubectl's WebSocket, which the API server turns into SPDY; SPDY itself; a v4 WebSocket, which the API
-server passes through: the Python client's port forwarding), and the Summary API through the node proxy
-(/api/v1/nodes/NODE/proxy/stats/summary)."""
+attach (kubectl attach, kubectl run -i/-it --rm, a container's terminal) and port forwarding, over each
+way a client reaches it (kubectl's WebSocket, which the API server turns into SPDY; SPDY itself; a v4
+WebSocket, which the API server passes through: the Python client's port forwarding), and the Summary
+API through the node proxy (/api/v1/nodes/NODE/proxy/stats/summary)."""
 
+import fcntl
 import http.client
 import json
 import os
@@ -12,7 +13,9 @@ import re
 import shlex
 import socket
 import ssl
+import struct
 import subprocess
+import termios
 import threading
 import time
 import urllib.error
@@ -57,6 +60,8 @@ FORWARDING = re.compile(r"^Forwarding from 127\.0\.0\.1:(\d+) -> ")
 BURN_CORES, HOLD_MIB = 0.5, 64  # the burner's CPU limit (its CFS quota) and the memory it holds
 NS_PER_S, MIB = 1_000_000_000, 1 << 20
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
+PROMPT = "fleetdrill$ "  # the shells' PS1
+ANSWER_S = 3.0  # how long a typed command's answer is awaited before it is typed again
 
 Kubectl = Callable[..., list[str]]
 
@@ -172,10 +177,39 @@ class _Screen:
                 self.text += data.decode(errors="replace")
                 self.changed.notify_all()
 
-    def wait_for(self, text: str, deadline_s: float) -> None:
+    def wait_for(self, text: str, deadline_s: float, since: int = 0) -> None:
+        """Wait until `text` shows (after the first `since` characters)."""
         with self.changed:
-            if not self.changed.wait_for(lambda: text in self.text, deadline_s):
+            if not self.changed.wait_for(lambda: text in self.text[since:], deadline_s):
                 raise AssertionError(f"{text!r} did not show within {deadline_s} s: {self.text!r}")
+
+    def answer(self, terminal: int, keys: bytes, text: str, deadline_s: float) -> None:
+        """Type `keys` until `text` shows after them (what they run may need a moment to apply)."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            since = len(self.text)
+            os.write(terminal, keys)
+            try:
+                return self.wait_for(text, min(ANSWER_S, max(deadline - time.monotonic(), 0.01)), since)
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+
+
+def _client_terminal(rows: int = 24, columns: int = 80) -> tuple[int, int]:
+    """A terminal for kubectl (master, kubectl's end) of this size that echoes nothing itself, so what
+    echoes came from the container's terminal."""
+    master, side = os.openpty()
+    attributes = termios.tcgetattr(side)
+    attributes[3] &= ~termios.ECHO
+    termios.tcsetattr(side, termios.TCSANOW, attributes)
+    _size(master, rows, columns)
+    return master, side
+
+
+def _size(terminal: int, rows: int, columns: int) -> None:
+    """Set a terminal's window size (the kernel signals SIGWINCH to its foreground process group)."""
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
 @contextmanager
@@ -525,18 +559,24 @@ def test_run_with_a_terminal_prints_the_output_then_removes_its_pod(
 
 
 def test_run_an_interactive_shell_on_a_terminal(api, kubectl_argv: Kubectl, talker: client.V1Pod) -> None:
-    """kubectl run -it --rm NAME -- sh, typed at on a terminal: Enter runs a line, `exit 3` ends the
+    """kubectl run -it --rm NAME -- sh, typed at on a terminal that does not echo: the shell has a terminal
+    of its own, so Enter shows its prompt and what is typed echoes; a line runs, `exit 3` ends the
     session with kubectl's exit code 3, and the pod is deleted."""
     name, namespace = f"shell-{uuid.uuid4().hex[:6]}", talker.metadata.namespace
-    argv = kubectl_argv("run", "-it", "--rm", name, "--image=busybox", "--restart=Never", "--", "sh")
-    terminal, side = os.openpty()
+    argv = kubectl_argv(
+        "run", "-it", "--rm", name, "--image=busybox", "--restart=Never", f"--env=PS1={PROMPT}", "--", "sh"
+    )
+    terminal, side = _client_terminal()
     kubectl = subprocess.Popen(argv, stdin=side, stdout=side, stderr=side)
     os.close(side)
     screen = _Screen(terminal)
     try:
         screen.wait_for("If you don't see a command prompt", 60)  # kubectl is about to attach
-        os.write(terminal, b"echo hello $HOSTNAME\r")
-        screen.wait_for(f"hello {name}", 30)
+        screen.answer(terminal, b"\r", PROMPT, 30)  # the shell may have prompted before kubectl attached
+        since = len(screen.text)
+        os.write(terminal, b"echo hel''lo $HOSTNAME\r")
+        screen.wait_for("echo hel''lo $HOSTNAME\r\n", 30, since)  # echoed by the container's terminal
+        screen.wait_for(f"hello {name}\r\n{PROMPT}", 30, since)
         os.write(terminal, b"exit 3\r")
         assert kubectl.wait(timeout=60) == 3, screen.text
         assert "falling back" not in screen.text, screen.text
@@ -546,6 +586,57 @@ def test_run_an_interactive_shell_on_a_terminal(api, kubectl_argv: Kubectl, talk
             kubectl.wait(timeout=10)
         os.close(terminal)
     wait_for(lambda: _gone(client.CoreV1Api(api(CONTEXT)), namespace, name), 30, f"pod {name} to be gone")
+
+
+@pytest.fixture
+def console(api, talker: client.V1Pod) -> Iterator[str]:
+    """The name of a running pod, in the talker's namespace, whose shell has a terminal and stdin."""
+    core, namespace = client.CoreV1Api(api(CONTEXT)), talker.metadata.namespace
+    name = f"console-{uuid.uuid4().hex[:6]}"
+    container = {
+        "name": "console",
+        "image": "busybox",
+        "command": ["sh"],
+        "stdin": True,
+        "tty": True,
+        "env": [{"name": "PS1", "value": PROMPT}],
+    }
+    spec = {"terminationGracePeriodSeconds": 0, "containers": [container]}
+    core.create_namespaced_pod(namespace, {"metadata": {"name": name}, "spec": spec})
+    try:
+        wait_for(
+            lambda: core.read_namespaced_pod(name, namespace).status.phase == "Running", 60, "the console"
+        )
+        yield name
+    finally:
+        core.delete_namespaced_pod(name, namespace)
+
+
+def test_attach_to_a_container_with_a_terminal(kubectl_argv: Kubectl, console: str) -> None:
+    """kubectl attach -it, kubectl on a 37x101 terminal of its own that echoes nothing: what is typed
+    echoes, a command's output comes back, `stty size` shows the size kubectl sent and then the size its
+    terminal is changed to; kubectl logs then shows the session with newline line ends."""
+    terminal, side = _client_terminal(37, 101)
+    argv = ["setsid", "--ctty", *kubectl_argv("attach", "-it", console, "-c", "console")]
+    kubectl = subprocess.Popen(argv, stdin=side, stdout=side, stderr=side)  # its controlling terminal
+    os.close(side)
+    screen = _Screen(terminal)
+    try:
+        screen.wait_for("If you don't see a command prompt", 60)
+        started = time.monotonic()
+        screen.answer(terminal, b"echo marker-$((6*7))\r", "marker-42", 30)
+        print(f"kubectl attach -it: a typed command answered in {time.monotonic() - started:.3f} s")
+        screen.wait_for("echo marker-$((6*7))\r\nmarker-42", 1)  # echoed by the container's terminal
+        screen.answer(terminal, b"stty size\r", "37 101", 30)
+        _size(terminal, 24, 132)  # kubectl hears SIGWINCH and sends the new size
+        screen.answer(terminal, b"stty size\r", "24 132", 30)
+    finally:
+        kubectl.terminate()
+        kubectl.wait(timeout=10)
+        os.close(terminal)
+    code, out, err = _run(kubectl_argv("logs", console))
+    assert code == 0 and f"{PROMPT}echo marker-$((6*7))\nmarker-42\n" in out, (out, err)
+    assert "\r" not in out and "24 132\n" in out, out
 
 
 def test_logs_previous_after_a_restart(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:

@@ -1,6 +1,6 @@
 """The node agent's stream framing and port forwarding, driven by hand-made client frames: the SPDY
 session's events and answers, port forwarding over SPDY and WebSocket to a local server (dialled from
-inside this process's own network namespace), its refusals, and attach's terminal translations."""
+inside this process's own network namespace), its refusals, and a stdinOnce pipe."""
 
 import asyncio
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.localfleet.nodeagent import attach, portforward, streams
+from harness.localfleet.nodeagent import portforward, streams
 from harness.localfleet.nodeagent.runtime import StdinPipe
 
 OWN_NETNS = Path("/proc/self/ns/net")
@@ -260,11 +260,6 @@ def test_port_forward_websocket_subprotocols() -> None:
     with pytest.raises(streams.Refusal) as refused:
         asyncio.run(upgrade(streams.V5, Wire()))
     assert refused.value.code == 400 and "supports ['v4.channel.k8s.io']" in refused.value.message
-
-
-def test_attach_terminal_translation() -> None:
-    assert attach.terminal_input(b"echo hi\r") == b"echo hi\n"
-    assert attach.terminal_output(b"a\nb\r\nc") == b"a\r\nb\r\nc"
 
 
 def test_stdin_pipe_once_closes_for_good() -> None:

@@ -1,61 +1,69 @@
 """The kubelet's attach: a stream session joined to a running container's stdin and output.
 
 Output is what the container writes from the moment of attach on, read from its run's log file as it
-grows (the runtime writes the container's stdout and stderr there, merged, so it all goes to one output
-channel: stdout, or stderr when only stderr is wanted). The session ends when that run ends, with a
-Success Status (the kubelet's ServeAttach), or when the client hangs up.
-Input goes to the container's stdin when its spec asks for one (spec.stdin): a pipe the node agent
-keeps open (runtime.StdinPipe). With spec.stdinOnce the pipe is closed, and the container reads EOF,
-once the first attach that writes to it ends or closes its stdin. A container without spec.stdin
-ignores input.
-A container with spec.tty gets no terminal here (its stdin is a pipe, its output a file): a tty
-session translates as a terminal's defaults would (input CR to LF, output LF to CRLF), but nothing
-echoes what is typed, and programs that check for a terminal (shells' prompts) see none.
+grows. Without a tty the runtime writes the container's stdout and stderr there, merged, so it all goes
+to one output channel: stdout, or stderr when only stderr is wanted. With a tty (the container's spec
+decides, as the kubelet's GetAttach does) the log is what its terminal outputs, a terminal's line ends
+included, and it goes to stdout; the terminal's copier wakes the session at each piece of output.
+The session ends when that run's output ends (the process exits; with a tty, once every process has
+closed the terminal), with a Success Status (the kubelet's ServeAttach), or when the client hangs up.
+Input goes to the container when its spec asks for stdin (spec.stdin): to its terminal's master, or to a
+pipe the node agent keeps open (runtime.StdinPipe). With spec.stdinOnce and no tty the pipe is closed,
+and the container reads EOF, once the first attach that writes to it ends or closes its stdin; a
+terminal stays open (containerd's rule: closing it would hang up the session). The resize channel sets
+the terminal's window size. A container without spec.stdin ignores input.
 """
 
 import asyncio
 import contextlib
 import os
 
-from harness.localfleet.nodeagent import containerexec, containerlogs, streams
+from harness.localfleet.nodeagent import containerexec, containerlogs, streams, terminal
 from harness.localfleet.nodeagent.pods import Container, PodWorker
 from harness.localfleet.nodeagent.runtime import StdinPipe
+from harness.localfleet.nodeagent.terminal import Terminal
 
 FOLLOW_POLL_S = containerlogs.FOLLOW_POLL_S
 FINISH_TIMEOUT_S = containerexec.FINISH_TIMEOUT_S
 
 
-def terminal_input(data: bytes) -> bytes:
-    """What a terminal's line discipline passes on by default (ICRNL): Enter is a newline."""
-    return data.replace(b"\r", b"\n")
-
-
-def terminal_output(data: bytes) -> bytes:
-    """What a terminal shows by default (ONLCR): each newline starts a new line at its left."""
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
 async def run_session(
     channels: streams.Channels, worker: PodWorker, container: Container, wanted: dict[str, bool]
 ) -> None:
-    """Attach `channels` to the container's current run until the run ends or the client hangs up."""
-    process, run = container.process, container.restarts
-    tty = bool(container.spec.tty)
+    """Attach `channels` to the container's current run until its output ends or the client hangs up."""
+    process, run, tty = container.process, container.restarts, container.terminal
     log = containerlogs.log_path(worker, container.spec.name, run)
     offset = log.stat().st_size if log.exists() else 0
-    output = streams.STDOUT if wanted["stdout"] else streams.STDERR if wanted["stderr"] else None
-    inbound = asyncio.ensure_future(_inbound(channels, container.stdin if wanted["stdin"] else None, tty))
+    output = streams.STDOUT if wanted["stdout"] else None
+    if tty is None and output is None and wanted["stderr"]:
+        output = streams.STDERR
+    stdin = (tty if tty is not None else container.stdin) if container.spec.stdin else None
+    inbound = asyncio.ensure_future(_inbound(channels, stdin if wanted["stdin"] else None, tty))
+    loop, woken = asyncio.get_running_loop(), asyncio.Event()
+    inbound.add_done_callback(lambda _: woken.set())
+
+    def wake() -> None:  # called from the terminal's copier thread
+        with contextlib.suppress(RuntimeError):  # the session's loop has closed
+            loop.call_soon_threadsafe(woken.set)
+
+    if tty is not None:
+        tty.listen(wake)
     try:
         while True:
-            live = process is not None and container.process is process and process.returncode is None
+            woken.clear()
+            if tty is not None:
+                live = not tty.ended.is_set()
+            else:
+                live = process is not None and container.process is process and process.returncode is None
             data = containerlogs.read_at(log, offset)
             offset += len(data)
             if data and output is not None:
                 with contextlib.suppress(OSError):
-                    await channels.send(output, terminal_output(data) if tty else data)
+                    await channels.send(output, data)
             if not live:
                 break
-            await asyncio.wait([inbound], timeout=FOLLOW_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), FOLLOW_POLL_S)
             if inbound.done():
                 return
         with contextlib.suppress(OSError):
@@ -63,42 +71,51 @@ async def run_session(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(inbound, FINISH_TIMEOUT_S)
     finally:
+        if tty is not None:
+            tty.unlisten(wake)
         inbound.cancel()
         await asyncio.gather(inbound, return_exceptions=True)
 
 
-async def _inbound(channels: streams.Channels, pipe: StdinPipe | None, tty: bool) -> None:
-    """Copy the client's stdin to the container's until the client closes it or hangs up (resizes go
-    nowhere: there is no terminal to size); return when the client has gone."""
-    stdin = pipe.dup() if pipe is not None else None
+async def _inbound(
+    channels: streams.Channels, stdin: StdinPipe | Terminal | None, tty: Terminal | None
+) -> None:
+    """Copy the client's stdin to the container's, and its terminal sizes to the container's terminal,
+    until the client closes its stdin or hangs up; return when the client has gone."""
+    writing = stdin.dup() if stdin is not None else None
+    sizing = tty.dup() if tty is not None else None
     try:
-        if stdin is not None:
-            os.set_blocking(stdin, False)
+        if writing is not None:
+            os.set_blocking(writing, False)
         while (event := await channels.receive()) is not None:
             channel, data, ended = event
-            if channel != streams.STDIN or stdin is None:
+            if channel == streams.RESIZE and sizing is not None:
+                terminal.resize(sizing, data)
+            if channel != streams.STDIN or writing is None:
                 continue
             try:
-                await _write(stdin, terminal_input(data) if tty else data)
+                await _write(writing, data)
             except OSError:  # the container closed its stdin, or has gone
                 ended = True
             if ended:
-                _done_writing(stdin, pipe)
-                stdin = None
+                _done_writing(writing, stdin)
+                writing = None
     finally:
-        if stdin is not None:
-            _done_writing(stdin, pipe)
+        if writing is not None:
+            _done_writing(writing, stdin)
+        if sizing is not None:
+            os.close(sizing)
 
 
-def _done_writing(stdin: int, pipe: StdinPipe) -> None:
-    """Close this attach's copy of the pipe; the first attach of a stdinOnce container closes it all."""
-    os.close(stdin)
-    if pipe.once:
-        pipe.close()
+def _done_writing(fd: int, stdin: StdinPipe | Terminal) -> None:
+    """Close this attach's copy of stdin; the first attach of a stdinOnce container closes its pipe."""
+    os.close(fd)
+    if stdin.once:
+        stdin.close()
 
 
 async def _write(fd: int, data: bytes) -> None:
-    """Write all of data to a non-blocking pipe, waiting while it is full."""
+    """Write all of data to a non-blocking pipe or terminal, waiting while it is full."""
     loop = asyncio.get_running_loop()
     while data:
         try:

@@ -8,15 +8,13 @@ killed. The exit goes to the error channel as the v4 protocol's metav1.Status.
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import signal
-import struct
-import termios
 from pathlib import Path
 
 from harness.localfleet.nodeagent import streams
+from harness.localfleet.nodeagent.terminal import resize
 
 FINISH_TIMEOUT_S = 60.0  # how long a finished session waits for its client to hang up
 
@@ -106,11 +104,7 @@ async def _inbound(
     while (event := await channels.receive()) is not None:
         channel, data, ended = event
         if channel == streams.RESIZE and terminal is not None:
-            for line in data.splitlines():
-                with contextlib.suppress(ValueError, KeyError, OSError):
-                    size = json.loads(line)
-                    winsize = struct.pack("HHHH", size["Height"], size["Width"], 0, 0)
-                    fcntl.ioctl(terminal, termios.TIOCSWINSZ, winsize)
+            resize(terminal, data)
         elif channel == streams.STDIN and terminal is not None:
             with contextlib.suppress(OSError):
                 os.write(terminal, data)

@@ -1,7 +1,9 @@
 """Container logs for the kubelet's API: one run's log file served as the kubelet serves it.
 
 The runtime writes a container's raw output to `logs/<container>/<run>.log` under the pod's folder,
-one file per run, with no time per line (a CRI runtime writes one). The kubelet's `timestamps`,
+one file per run, with no time per line (a CRI runtime writes one). A line is served as a CRI runtime
+logs it: a line ending in CR LF (a terminal's, when the container has a tty) ends in LF (containerd's
+log writer drops either line end, and the kubelet's reader prints LF). The kubelet's `timestamps`,
 `sinceSeconds` and `sinceTime` need those times, so a LogClock samples every running container's log
 size every CLOCK_S. A byte is dated by the first sample at or past it, that is, by the file's
 modification time then: no earlier than the write (give or take a tick of the kernel's coarse clock)
@@ -101,6 +103,11 @@ def log_path(worker: PodWorker, name: str, run: int) -> Path:
     return worker.volumes.pod_dir(worker.pod.metadata.uid) / "logs" / name / f"{run}.log"
 
 
+def logged(line: bytes) -> bytes:
+    """The line as the runtime's log has it: a CR LF line end becomes LF."""
+    return line[:-2] + b"\n" if line.endswith(b"\r\n") else line
+
+
 def _stamp(moment: float) -> bytes:
     """RFC 3339 with nine fractional digits, as the CRI log reader prints (RFC3339NanoFixed)."""
     whole = int(moment)
@@ -184,7 +191,8 @@ class LogClock:
             for line, end in entries:
                 moment = self.time_of(key, path, end)
                 if options.since is None or moment >= options.since:
-                    shown.append(_stamp(moment) + b" " + line if options.timestamps else line)
+                    entry = logged(line)
+                    shown.append(_stamp(moment) + b" " + entry if options.timestamps else entry)
             out = b"".join(shown)
             if options.limit is not None:
                 out = out[: options.limit - sent]

@@ -17,6 +17,7 @@ from kubernetes import client
 from harness.localfleet.nodeagent.backoff import Backoff
 from harness.localfleet.nodeagent.probes import ContainerProbes
 from harness.localfleet.nodeagent.runtime import StdinPipe
+from harness.localfleet.nodeagent.terminal import Terminal
 
 INIT, SIDECAR, APP = "init", "sidecar", "app"
 NEVER = float("inf")
@@ -35,7 +36,8 @@ def kind_of(spec: client.V1Container, init: bool) -> str:
 
 @dataclass
 class Container:
-    """One container's runs: its process, stdin, probes, restarts, last exit and why it waits."""
+    """One container's runs: its process, stdin or terminal, probes, restarts, last exit and why it
+    waits."""
 
     spec: client.V1Container
     kind: str
@@ -52,7 +54,8 @@ class Container:
     waiting_reason: str = "ContainerCreating"
     waiting_message: str = ""
     termination_log: Path | None = None
-    stdin: StdinPipe | None = None  # this run's stdin, when the spec asks for one
+    stdin: StdinPipe | None = None  # this run's stdin, when the spec asks for one and no tty
+    terminal: Terminal | None = None  # this run's terminal, when the spec asks for a tty
 
     @property
     def succeeded(self) -> bool:

@@ -6,8 +6,10 @@ it replaces itself with the container's program, so the pid the agent tracks is 
 
 import argparse
 import ctypes
+import fcntl
 import os
 import sys
+import termios
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--bind", type=_bind, action="append", default=[], help="SOURCE:TARGET[:ro]")
     parser.add_argument("--cgroup", action="append", default=[])
     parser.add_argument("--workdir")
+    parser.add_argument("--tty", action="store_true", help="make stdin, a terminal, the controlling one")
     parser.add_argument("--ready-fd", type=int, help="closed at exec: the container runs in its namespaces")
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -72,6 +75,8 @@ def main() -> None:
     enter(args.netns, args.bind, args.cgroup)
     if args.workdir:
         os.chdir(args.workdir)
+    if args.tty:  # the runtime started us as a session leader: the terminal becomes its own
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     if args.ready_fd is not None:
         os.set_inheritable(args.ready_fd, False)  # closed by exec, which the runtime waits for
     try:

@@ -38,6 +38,7 @@ from harness.localfleet.nodeagent.runtime import (
     stop_all,
     terminate,
 )
+from harness.localfleet.nodeagent.terminal import Terminal
 from harness.localfleet.nodeagent.volumes import VolumeError, Volumes
 
 __all__ = ["Container", "PodWorker", "stamp"]
@@ -47,6 +48,7 @@ RETRY_S = 1.0
 EVICTION_GRACE_S = 1  # the kubelet's immediateEvictionGracePeriodSeconds (hard thresholds)
 MESSAGE_BYTES = 4096  # the kubelet reads at most this much of a termination log
 FALLBACK_BYTES, FALLBACK_LINES = 2048, 80  # FallbackToLogsOnError: the tail of the output
+DRAIN_S = 2.0  # how long an exited container's terminal may take to copy its last output to the log
 REPLACE_LIST = {"$patch": "replace"}  # strategic merge: replace the list (a new sandbox has a new address)
 
 
@@ -260,14 +262,16 @@ class PodWorker(threading.Thread):
         try:
             resolved = images.resolve(spec.image, spec.command or [], spec.args or [])
             home = str(self._home(container))
-            env = {"HOME": home} | self.env_for(self.pod, spec, self.sandbox.ip if self.sandbox else "")
+            defaults = {"HOME": home} | ({"TERM": "xterm"} if spec.tty else {})  # TERM: oci.WithTTY's
+            env = defaults | self.env_for(self.pod, spec, self.sandbox.ip if self.sandbox else "")
             workdir = spec.working_dir or (home if resolved.own_folder else None)
             log = self.volumes.pod_dir(uid) / "logs" / spec.name / f"{container.restarts}.log"
             cgroups = self.runtime.cgroups.create(uid, spec.name, spec.resources)
             mounts = [*self._mounts(spec), *self._termination_log(container)]
-            stdin = StdinPipe(bool(spec.stdin_once)) if spec.stdin else None
+            stdin = StdinPipe(bool(spec.stdin_once)) if spec.stdin and not spec.tty else None
+            terminal = Terminal() if spec.tty else None
             process = self.runtime.start(
-                self.sandbox, resolved.argv, env, mounts, workdir, log, cgroups, stdin
+                self.sandbox, resolved.argv, env, mounts, workdir, log, cgroups, stdin, terminal
             )
         except (EnvError, client.ApiException, SandboxError, OSError) as error:
             reason = "CreateContainerConfigError" if isinstance(error, EnvError) else "CreateContainerError"
@@ -277,7 +281,7 @@ class PodWorker(threading.Thread):
         if container.last_exit is not None:
             container.backoff.restarted(now)
         container.process, container.started_wall, container.note = process, time.time(), resolved.note
-        container.stdin = stdin
+        container.stdin, container.terminal = stdin, terminal
         container.kill_at, container.waiting_message = NEVER, ""
         container.probes = ContainerProbes(spec, now)
         threading.Thread(target=self._await_exit, args=(process,), daemon=True).start()
@@ -302,6 +306,8 @@ class PodWorker(threading.Thread):
 
     def _exited(self, container: Container, code: int, now: float) -> None:
         exit_code = 128 - code if code < 0 else code
+        if container.terminal is not None:  # its last output in the log before the status says it ended
+            container.terminal.drain(DRAIN_S)
         uid, name = self.pod.metadata.uid, container.spec.name
         oom_killed = self.runtime.cgroups.oom_killed(uid, name)
         self._attempt(lambda: self.runtime.cgroups.remove(uid, name))
@@ -316,7 +322,7 @@ class PodWorker(threading.Thread):
             container.last_exit["message"] = message
         if container.stdin is not None:
             container.stdin.close()
-        container.stdin = None
+        container.stdin = container.terminal = None
         container.process, container.probes, container.kill_at = None, None, NEVER
         policy, killed = self._restart_policy(), container.restart_after_kill
         container.restart_after_kill = False

@@ -16,6 +16,7 @@ from harness.errors import FleetDrillError
 from harness.localfleet import netns
 from harness.localfleet.nodeagent import podexec
 from harness.localfleet.nodeagent.cgroups import NodeCgroups
+from harness.localfleet.nodeagent.terminal import Terminal
 
 EXEC_DEADLINE_S = 30.0
 
@@ -140,9 +141,12 @@ class Runtime:
         log: Path,
         cgroups: list[Path],
         stdin: StdinPipe | None = None,
+        terminal: Terminal | None = None,
     ) -> subprocess.Popen:
         """Start a container process inside the sandbox and its cgroups, with its volumes bound at their
-        mount paths; its stdin is the pipe `stdin` (closed here if the start fails), else /dev/null."""
+        mount paths. With a `terminal`, that is its stdin, stdout, stderr and controlling terminal, and
+        what it outputs goes to `log`; otherwise its stdin is the pipe `stdin`, else /dev/null, and its
+        output goes to `log`. Both are closed here if the start fails."""
         shim = [
             sys.executable,
             "-S",  # the shim needs only the standard library: skip site, start faster
@@ -155,31 +159,40 @@ class Runtime:
             shim += ["--bind", f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}"]
         if workdir:
             shim += ["--workdir", workdir]
+        if terminal is not None:
+            shim += ["--tty"]
         for folder in cgroups:
             shim += ["--cgroup", str(folder)]
         ready, ready_writer = os.pipe()
         try:
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("ab") as out:
+                if terminal is not None:
+                    stdio = {name: terminal.child_end for name in ("stdin", "stdout", "stderr")}
+                else:
+                    source = subprocess.DEVNULL if stdin is None else stdin.child_end
+                    stdio = {"stdin": source, "stdout": out, "stderr": subprocess.STDOUT}
                 process = subprocess.Popen(
                     [*shim, "--ready-fd", str(ready_writer), "--", *argv],
                     env=env,
-                    stdin=subprocess.DEVNULL if stdin is None else stdin.child_end,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
+                    **stdio,
                     start_new_session=True,
                     pass_fds=(ready_writer,),
                 )
             os.close(ready_writer)
             _wait_for_exec(ready, process)
         except BaseException:
-            if stdin is not None:
-                stdin.close()
+            for end in (stdin, terminal):
+                if end is not None:
+                    end.close()
             raise
         finally:
             os.close(ready)
-            if stdin is not None:
-                os.close(stdin.child_end)
+            for end in (stdin, terminal):
+                if end is not None:
+                    os.close(end.child_end)
+        if terminal is not None:
+            terminal.pump(log)
         return process
 
 
