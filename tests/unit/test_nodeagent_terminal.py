@@ -29,6 +29,7 @@ def test_a_terminal_line_end_is_logged_as_a_newline() -> None:
 def test_the_terminal_echoes_sizes_and_logs_until_every_process_closes_it(tmp_path: Path) -> None:
     tty, log = Terminal(), tmp_path / "0.log"
     sizing = tty.dup()
+    os.set_blocking(sizing, False)  # as an attach does: the copier's reads do not block either
     terminal.resize(sizing, b'{"Width":101,"Height":37}\n')
     script = "stty size; read line; echo got $line"
     process = subprocess.Popen(

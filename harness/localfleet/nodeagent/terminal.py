@@ -93,9 +93,11 @@ class Terminal:
 
     def _copy(self, log: Path) -> None:
         try:
+            readable = select.poll()
+            readable.register(self._master, select.POLLIN)
             with log.open("ab", buffering=0) as out:
                 while True:  # attaches make the master non-blocking: wait until it is readable
-                    select.select([self._master], [], [])
+                    readable.poll()
                     try:
                         data = os.read(self._master, READ_BYTES)
                     except BlockingIOError:
