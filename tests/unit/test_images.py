@@ -1,5 +1,6 @@
 """The image catalogue: which argv a container runs, by Kubernetes' command/args rules."""
 
+import signal
 import sys
 from pathlib import Path
 
@@ -60,3 +61,46 @@ def test_the_fleet_says_which_debian_package_to_install_when_stress_is_missing(m
         FleetDrillError, match=r"stress and stress-ng missing: .*\(apt-get install stress stress-ng"
     ):
         supervisor.check_programs()
+
+
+def _postgres_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *majors: int) -> Path:
+    """A Debian-like /usr/lib/postgresql with a server of each major version."""
+    for major in majors:
+        (tmp_path / str(major) / "bin").mkdir(parents=True)
+        for program in ("postgres", "pg_isready"):
+            (tmp_path / str(major) / "bin" / program).touch(mode=0o755)
+    monkeypatch.setattr(images, "POSTGRES_ROOT", tmp_path)
+    return tmp_path
+
+
+def test_the_postgres_image_runs_its_entrypoint_with_the_servers_bin_folder_first_on_path(
+    tmp_path, monkeypatch
+) -> None:
+    root = _postgres_root(tmp_path, monkeypatch, 15, 16)
+    resolved = resolve("postgres:15", [], ["-c", "max_connections=50"])
+    entrypoint = [sys.executable, "-m", "harness.localfleet.pgentrypoint"]
+    assert resolved.argv == [*entrypoint, "-c", "max_connections=50"] and not resolved.note
+    assert resolved.env["PATH"].split(":")[0] == str(root / "15" / "bin")
+    assert resolved.env["PGDATA"] == "/var/lib/postgresql/data" and resolved.env["PG_MAJOR"] == "15"
+    assert resolved.stop_signal == signal.SIGINT, "the image's STOPSIGNAL: fast shutdown"
+    assert resolve("busybox", [], ["sleep", "1"]).stop_signal == signal.SIGTERM
+    assert resolve("docker.io/library/postgres:16.4-bookworm", [], []).env["PG_MAJOR"] == "16"
+    assert resolve("postgres", [], []).env["PG_MAJOR"] == "16", "no tag: the newest installed"
+    explicit = resolve("postgres:15-alpine", ["docker-entrypoint.sh"], ["postgres"]).argv
+    assert explicit == [*entrypoint, "postgres"]
+
+
+def test_a_postgres_command_other_than_the_entrypoint_runs_as_it_is(tmp_path, monkeypatch) -> None:
+    _postgres_root(tmp_path, monkeypatch, 15)
+    assert resolve("postgres:15", ["pg_isready"], ["-U", "postgres"]).argv == ["pg_isready", "-U", "postgres"]
+    missing = resolve("postgres:15", ["pgbouncer"], [])
+    assert missing.argv == IDLE and "'pgbouncer' is not available here" in missing.note
+
+
+def test_a_postgres_version_not_installed_here_says_which_are(tmp_path, monkeypatch) -> None:
+    _postgres_root(tmp_path, monkeypatch, 15)
+    for tag, wanted in (("14", "PostgreSQL 14"), ("17.2", "PostgreSQL 17")):
+        resolved = resolve(f"postgres:{tag}", [], [])
+        assert resolved.argv == IDLE and f"{wanted} is not installed here (installed: 15;" in resolved.note
+    _postgres_root(tmp_path / "empty", monkeypatch)
+    assert "PostgreSQL is not installed here (installed: none;" in resolve("postgres:latest", [], []).note

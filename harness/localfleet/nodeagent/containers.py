@@ -7,6 +7,7 @@ or due, so it is one ahead of restartCount while a restart waits out its back-of
 """
 
 import datetime as dt
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Container:
     termination_log: Path | None = None
     stdin: StdinPipe | None = None  # this run's stdin, when the spec asks for one and no tty
     terminal: Terminal | None = None  # this run's terminal, when the spec asks for a tty
+    stop_signal: int = signal.SIGTERM  # the image's STOPSIGNAL, as containerd sends it
 
     @property
     def succeeded(self) -> bool:

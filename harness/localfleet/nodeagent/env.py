@@ -1,8 +1,9 @@
 """A container's environment, built as the kubelet builds it (pkg/kubelet/kubelet_pods.go).
 
-Service variables first (the `kubernetes` Service always; every Service of the pod's namespace when
-enableServiceLinks), then envFrom, then env: `$(VAR)` references expanded, valueFrom resolved from
-pod fields, container resources, ConfigMap and Secret keys. Everything is read through the API.
+The image's environment first, then Service variables (the `kubernetes` Service always; every
+Service of the pod's namespace when enableServiceLinks), then envFrom, then env: `$(VAR)` references
+expanded, valueFrom resolved from pod fields, container resources, ConfigMap and
+Secret keys. Everything is read through the API.
 """
 
 import base64
@@ -110,7 +111,15 @@ class EnvBuilder:
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
 
-    def __call__(self, pod: client.V1Pod, spec: client.V1Container, pod_ip: str) -> dict[str, str]:
+    def __call__(
+        self,
+        pod: client.V1Pod,
+        spec: client.V1Container,
+        pod_ip: str,
+        image_env: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        """The container's environment: the image's (`image_env`, its PATH replacing the machine's), then
+        the Services', then the pod's own."""
         services = service_variables(self._services(pod))
         sources = _Sources(self.core, pod.metadata.namespace)
         own: dict[str, str] = {}
@@ -128,7 +137,7 @@ class EnvBuilder:
             if value is not None:
                 own[var.name] = value
         base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": pod.metadata.name}
-        return base | services | own
+        return base | (image_env or {}) | services | own
 
     def _services(self, pod: client.V1Pod) -> list[client.V1Service]:
         """The `kubernetes` Service, then (with service links, the default) the pod's namespace's Services."""

@@ -7,7 +7,10 @@ container's, as a real one starts in its own root filesystem: stress-ng keeps it
 its working directory and refuses to start where it cannot write); Velero's
 image runs the built velero programs (server, node agent, restore helper) and its AWS plugin's image
 copies the built plugin into the pod's plugin volume, as the image's entrypoint does; Chaos Mesh's
-controller-manager image (ghcr.io/chaos-mesh/chaos-mesh) runs our chaos controller; any
+controller-manager image (ghcr.io/chaos-mesh/chaos-mesh) runs our chaos controller; the official
+postgres image (tags 15 and up) runs the PostgreSQL of its major version that Debian's packages installed
+(/usr/lib/postgresql/N/bin, first on the container's PATH, so exec probes and `kubectl exec` find
+pg_isready and psql) behind our version of its entrypoint (harness.localfleet.pgentrypoint); any
 other image runs an idle process that is Running and Ready, so `kubectl create deployment
 --image=nginx` works. The pod's own command wins when the catalogue can run it (a real program on
 this machine); without a command its args are the argv, as for an image with no ENTRYPOINT (the base
@@ -17,8 +20,9 @@ says so.
 
 import os
 import shutil
+import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SAMPLE_APP_IMAGE = "fleetdrill.io/orders"
@@ -39,6 +43,11 @@ VELERO_BIN_ENV = "FLEETDRILL_VELERO_BIN_DIR"
 """Where the node agent finds the built velero programs (the supervisor sets it)."""
 CHAOS_IMAGES = ("ghcr.io/chaos-mesh/chaos-mesh", "fleetdrill.io/chaos")
 """Chaos Mesh's controller-manager image runs our chaos controller (harness.localfleet.chaos)."""
+POSTGRES_IMAGES = ("postgres", "docker.io/postgres", "library/postgres", "docker.io/library/postgres")
+POSTGRES_ROOT = Path("/usr/lib/postgresql")
+"""Debian's PostgreSQL servers, one folder per major version (.ci/bootstrap installs `postgresql`)."""
+POSTGRES_OLDEST = 15
+POSTGRES_ENTRYPOINT = "docker-entrypoint.sh"
 IDLE = [sys.executable, "-c", "import signal; signal.pause()"]
 
 
@@ -50,6 +59,16 @@ class Resolved:
     note: str = ""
     own_folder: bool = False
     """Start in a writable folder of the container's own when the pod names no workingDir."""
+    env: dict[str, str] = field(default_factory=dict)
+    """The image's own environment (its ENV lines), beneath the pod's."""
+    stop_signal: int = signal.SIGTERM
+    """The image's STOPSIGNAL: what the runtime sends to stop the container (containerd honours it)."""
+
+
+def _tag(image: str) -> str:
+    """The image's tag, "" when it has none."""
+    last = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[1] if ":" in last else ""
 
 
 def _repository(image: str) -> str:
@@ -71,6 +90,8 @@ def resolve(image: str, command: list[str], args: list[str]) -> Resolved:
         return _velero(image, command, args)
     if _repository(image) in (VELERO_AWS_PLUGIN_IMAGE, f"docker.io/{VELERO_AWS_PLUGIN_IMAGE}"):
         return _velero_plugin(image)
+    if _repository(image) in POSTGRES_IMAGES:
+        return _postgres(image, command, args)
     argv = [*command, *args] if command else args  # an image outside the catalogue: no ENTRYPOINT known
     if argv and shutil.which(argv[0]):
         return Resolved(argv)
@@ -115,3 +136,40 @@ def _velero_plugin(image: str) -> Resolved:
     if folder is None:
         return Resolved(IDLE, f"image {image}: the velero plugin was not built here")
     return Resolved(["cp", str(folder / VELERO_AWS_PLUGIN), f"/target/{VELERO_AWS_PLUGIN}"])
+
+
+def postgres_majors() -> list[int]:
+    """The PostgreSQL major versions installed here, oldest first."""
+    found = [p.parent.parent.name for p in POSTGRES_ROOT.glob("*/bin/postgres")]
+    return sorted(int(name) for name in found if name.isdigit())
+
+
+def postgres_major(tag: str, installed: list[int]) -> int | None:
+    """The major version a postgres tag asks for (15, 15.4, 15-bookworm, 16.2-alpine); a tag without
+    one (none, latest, alpine, bookworm) takes the newest installed."""
+    digits = tag.split(".", 1)[0].split("-", 1)[0]
+    if digits.isdigit():
+        return int(digits)
+    return installed[-1] if installed else None
+
+
+def _postgres(image: str, command: list[str], args: list[str]) -> Resolved:
+    """The postgres image: ENTRYPOINT docker-entrypoint.sh, CMD postgres, STOPSIGNAL SIGINT (the server's
+    fast shutdown: SIGTERM is its smart one, which waits for every client); ENV PATH with the server's bin
+    folder first, PG_MAJOR, PGDATA. A command other than the entrypoint runs as it is, as in the image."""
+    installed = postgres_majors()
+    major = postgres_major(_tag(image), installed)
+    if major is None or major < POSTGRES_OLDEST or major not in installed:
+        have = ", ".join(map(str, installed)) or "none"
+        wanted = f"PostgreSQL {major}" if major is not None else "PostgreSQL"
+        return Resolved(IDLE, f"image {image}: {wanted} is not installed here (installed: {have}; "
+                        f"tags {POSTGRES_OLDEST} and up run Debian's postgresql-N)")  # fmt: skip
+    bin_dir = POSTGRES_ROOT / str(major) / "bin"
+    path = f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    env = {"PATH": path, "PG_MAJOR": str(major), "PGDATA": "/var/lib/postgresql/data", "LANG": "C.UTF-8"}
+    if not command or Path(command[0]).name == POSTGRES_ENTRYPOINT:
+        entrypoint = [sys.executable, "-m", "harness.localfleet.pgentrypoint"]
+        return Resolved([*entrypoint, *command[1:], *args], env=env, stop_signal=signal.SIGINT)
+    if shutil.which(command[0], path=path) is None:
+        return Resolved(IDLE, f"image {image}: {command[0]!r} is not available here; running an idle process")
+    return Resolved([*command, *args], env=env, stop_signal=signal.SIGINT)

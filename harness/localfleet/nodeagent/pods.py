@@ -262,8 +262,9 @@ class PodWorker(threading.Thread):
         try:
             resolved = images.resolve(spec.image, spec.command or [], spec.args or [])
             home = str(self._home(container))
+            pod_ip = self.sandbox.ip if self.sandbox else ""
             defaults = {"HOME": home} | ({"TERM": "xterm"} if spec.tty else {})  # TERM: oci.WithTTY's
-            env = defaults | self.env_for(self.pod, spec, self.sandbox.ip if self.sandbox else "")
+            env = defaults | self.env_for(self.pod, spec, pod_ip, resolved.env)
             workdir = spec.working_dir or (home if resolved.own_folder else None)
             log = self.volumes.pod_dir(uid) / "logs" / spec.name / f"{container.restarts}.log"
             cgroups = self.runtime.cgroups.create(uid, spec.name, spec.resources)
@@ -282,6 +283,7 @@ class PodWorker(threading.Thread):
             container.backoff.restarted(now)
         container.process, container.started_wall, container.note = process, time.time(), resolved.note
         container.stdin, container.terminal = stdin, terminal
+        container.stop_signal = resolved.stop_signal
         container.kill_at, container.waiting_message = NEVER, ""
         container.probes = ContainerProbes(spec, now)
         threading.Thread(target=self._await_exit, args=(process,), daemon=True).start()
@@ -300,7 +302,7 @@ class PodWorker(threading.Thread):
         probe = getattr(container.spec, f"{failed}_probe")
         grace = probe.termination_grace_period_seconds
         print(f"pod {self._label()}: {container.spec.name} failed its {failed} probe; killing it", flush=True)
-        terminate(container.process)
+        terminate(container.process, container.stop_signal)
         container.kill_at = now + (self._grace() if grace is None else grace)
         container.restart_after_kill = self._restart_policy() != "Never"
 
@@ -429,7 +431,7 @@ class PodWorker(threading.Thread):
         sidecars = [c for c in self.containers if c.kind == SIDECAR]
         for group in [[c for c in self.containers if c.kind != SIDECAR], *([c] for c in reversed(sidecars))]:
             running = [c for c in group if c.process is not None]
-            codes = stop_all([c.process for c in running], deadline)
+            codes = stop_all([(c.process, c.stop_signal) for c in running], deadline)
             for container, code in zip(running, codes, strict=True):
                 self._exited(container, code, time.monotonic())
         for container in self.containers:
@@ -452,7 +454,7 @@ class PodWorker(threading.Thread):
 
     def _release(self, keep_data: bool) -> None:
         """Stop what still runs and free the sandbox; the volumes go with the pod, not with the agent."""
-        stop_all([c.process for c in self.containers if c.process is not None], time.monotonic())
+        stop_all([(c.process, c.stop_signal) for c in self.containers if c.process], time.monotonic())
         self._attempt(lambda: self.runtime.remove_sandbox(self.pod.metadata.uid))
         self._attempt(lambda: self.runtime.cgroups.remove(self.pod.metadata.uid))
         if not keep_data:

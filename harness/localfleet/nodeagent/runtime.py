@@ -214,21 +214,22 @@ def _signal(process: subprocess.Popen, signum: int) -> None:
             os.killpg(process.pid, signum)
 
 
-def terminate(process: subprocess.Popen) -> None:
-    _signal(process, signal.SIGTERM)
+def terminate(process: subprocess.Popen, signum: int = signal.SIGTERM) -> None:
+    """Ask the container to stop with its stop signal (the image's STOPSIGNAL, else SIGTERM)."""
+    _signal(process, signum)
 
 
 def kill(process: subprocess.Popen) -> None:
     _signal(process, signal.SIGKILL)
 
 
-def stop_all(processes: list[subprocess.Popen], deadline: float) -> list[int]:
-    """SIGTERM to every process, SIGKILL to those still running at the (monotonic) deadline; return
-    their exit codes."""
-    for process in processes:
-        terminate(process)
+def stop_all(stops: list[tuple[subprocess.Popen, int]], deadline: float) -> list[int]:
+    """Each process's stop signal to it, SIGKILL to those still running at the (monotonic) deadline;
+    return their exit codes."""
+    for process, signum in stops:
+        terminate(process, signum)
     codes = []
-    for process in processes:
+    for process, _ in stops:
         try:
             codes.append(process.wait(timeout=max(deadline - time.monotonic(), 0)))
         except subprocess.TimeoutExpired:
