@@ -126,10 +126,11 @@ def gslb_argv(
     ]
 
 
-def serves(url: str) -> bool:
-    """The URL answers 200 (the app is ready behind it)."""
+def serves(url: str, by: str | None = None) -> bool:
+    """The URL answers 200 (the app is ready behind it), from cluster `by` when given (X-Served-By)."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
+            served_by = response.headers.get("X-Served-By") or ""
+            return response.status == 200 and (by is None or served_by.startswith(f"{by}/"))
     except (urllib.error.URLError, OSError):
         return False

@@ -75,16 +75,21 @@ def start(state: FleetState, dns: DnsPlan | None = None) -> None:
 
 
 def wait_serving(state: FleetState, deadline_s: float) -> None:
-    """Poll until every cluster's ingress and the global endpoint serve the sample app as ready."""
-    urls = [f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}/readyz" for c in state.clusters]
-    urls.append(f"{apps.global_url(state.plan)}/readyz")
+    """Poll until every cluster's ingress serves the sample app as ready, and the global endpoint serves it
+    from the active cluster (a passive one answering first, while the load balancer's health checks still
+    settle, would take the first writes and refuse them)."""
+    primary = next(c.name for c in state.clusters if c.role == "active")
+    urls: dict[str, str | None] = {
+        f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}/readyz": None for c in state.clusters
+    }
+    urls[f"{apps.global_url(state.plan)}/readyz"] = primary
     deadline = time.monotonic() + deadline_s
     while urls:
-        urls = [url for url in urls if not apps.serves(url)]
+        urls = {url: by for url, by in urls.items() if not apps.serves(url, by)}
         if urls and time.monotonic() > deadline:
             raise FleetDrillError(
-                f"the sample app does not serve at {', '.join(urls)} after {deadline_s:.0f} s; "
-                f"logs in {state.folder / 'logs'}"
+                f"the sample app does not serve at {', '.join(urls)} (the global endpoint from {primary}) "
+                f"after {deadline_s:.0f} s; logs in {state.folder / 'logs'}"
             )
         if urls:
             time.sleep(0.05)
