@@ -1,6 +1,7 @@
 """The fleet's services above the clusters: the sample app in every cluster, an ingress per cluster and
 the global load balancer, all deployed or configured through the Kubernetes API."""
 
+import json
 import sys
 import urllib.error
 import urllib.request
@@ -134,3 +135,14 @@ def serves(url: str, by: str | None = None) -> bool:
             return response.status == 200 and (by is None or served_by.startswith(f"{by}/"))
     except (urllib.error.URLError, OSError):
         return False
+
+
+def takes_writes(url: str) -> bool:
+    """The sample app's /status at the URL says it is a primary that is not fenced: at start a primary
+    refuses writes until a peer has answered its status poll, which can come after /readyz answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return isinstance(status, dict) and status.get("role") == "primary" and status.get("fenced") is False

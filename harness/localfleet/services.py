@@ -2,7 +2,9 @@
 app with its Gslb, Chaos Mesh's CRDs and controller, and an ingress in every cluster, and the global
 load balancer."""
 
+import functools
 import time
+from collections.abc import Callable
 
 from harness.errors import FleetDrillError
 from harness.localfleet import apps, each, files, groundtruth, netns, network, processes, provisioner
@@ -75,21 +77,30 @@ def start(state: FleetState, dns: DnsPlan | None = None) -> None:
 
 
 def wait_serving(state: FleetState, deadline_s: float) -> None:
-    """Poll until every cluster's ingress serves the sample app as ready, and the global endpoint serves it
-    from the active cluster (a passive one answering first, while the load balancer's health checks still
-    settle, would take the first writes and refuse them)."""
-    primary = next(c.name for c in state.clusters if c.role == "active")
-    urls: dict[str, str | None] = {
-        f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}/readyz": None for c in state.clusters
+    """Poll until every cluster's ingress serves the sample app as ready, the active cluster's app takes
+    writes (its primary confirmed by a peer), and the global endpoint serves it from the active cluster
+    (a passive one answering first, while the load balancer's health checks still settle, would take the
+    first writes and refuse them)."""
+    primary = next(c for c in state.clusters if c.role == "active")
+    ingress = {
+        c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
     }
-    urls[f"{apps.global_url(state.plan)}/readyz"] = primary
+    checks: dict[str, Callable[[], bool]] = {
+        f"{url}/readyz": functools.partial(apps.serves, f"{url}/readyz") for url in ingress.values()
+    }
+    checks[f"{ingress[primary.name]}/status (a writable primary)"] = functools.partial(
+        apps.takes_writes, f"{ingress[primary.name]}/status"
+    )
+    checks[f"{apps.global_url(state.plan)}/readyz (from {primary.name})"] = functools.partial(
+        apps.serves, f"{apps.global_url(state.plan)}/readyz", primary.name
+    )
     deadline = time.monotonic() + deadline_s
-    while urls:
-        urls = {url: by for url, by in urls.items() if not apps.serves(url, by)}
-        if urls and time.monotonic() > deadline:
+    while checks:
+        checks = {what: check for what, check in checks.items() if not check()}
+        if checks and time.monotonic() > deadline:
             raise FleetDrillError(
-                f"the sample app does not serve at {', '.join(urls)} (the global endpoint from {primary}) "
-                f"after {deadline_s:.0f} s; logs in {state.folder / 'logs'}"
+                f"the sample app does not serve at {', '.join(checks)} after {deadline_s:.0f} s; "
+                f"logs in {state.folder / 'logs'}"
             )
-        if urls:
+        if checks:
             time.sleep(0.05)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from harness.localfleet import apps
 from harness.localfleet.sampleapp import App, Config
 from harness.localfleet.sampleapp_store import FENCED, LOG
 from tests.conftest import wait_for
@@ -320,10 +321,11 @@ def test_a_primary_with_no_reachable_peer_stays_fenced_but_serves_reads(fleet: C
     assert (reply["role"], reply["fenced"], reply["fence_reason"]) == ("primary", True, FENCED)
     assert post(a, 1)[:2] == (503, {"error": FENCED, "role": "primary", "epoch": 1})
     assert call(f"{a}/readyz")[0] == 200
+    assert not apps.takes_writes(f"{a}/status"), "fleet up must not take a ready primary for a writable one"
     assert call(f"{a}/orders")[:2] == (200, {"orders": [], "next": None})
     f.start("b")
     wait_for(lambda: writable(a), 10, "b to confirm a's primacy")
-    assert post(a, 1)[0] == 201
+    assert apps.takes_writes(f"{a}/status") and post(a, 1)[0] == 201
 
 
 def test_a_primary_cut_off_from_every_peer_fences_itself(fleet: Callable[..., Fleet]) -> None:
