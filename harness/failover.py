@@ -18,7 +18,7 @@ from harness.permissions import VELERO, Permission, verbs
 from harness.strategies import strategy
 from harness.strategies.promote import promote
 from harness.timeline import Timeline
-from harness.velero import BackupSpec, Velero
+from harness.velero import BackupSpec, Velero, restart_server
 
 BACKUP_PERMISSIONS = verbs("create get", "backups", "velero.io", VELERO)
 """What `back_up` has the velero CLI call in the cluster backed up."""
@@ -28,6 +28,8 @@ RESTORE_PERMISSIONS = (
     *verbs("create get", "restores", "velero.io", VELERO),
 )
 """What restoring into a cluster calls there (restore_namespace, and the velero CLI for the rest)."""
+SYNC_RESTART_PERMISSIONS = (Permission("patch", "deployments", "apps", VELERO),)
+"""What restarting the restore target's Velero server to sync calls there (velero.restart_to_sync)."""
 POLL_S = 0.05
 SYNC_DEADLINE_S = 150.0  # Velero syncs a storage location's backups into a cluster once a minute
 
@@ -93,10 +95,12 @@ def back_up(
     name: str,
     timeline: Timeline,
     deadline_s: float,
+    restart_target: Callable[[], None] | None = None,
 ) -> BackupPoint:
     """Back up the app's namespace in `source`, its volumes through Velero's file-system backup, then wait
     until Velero in `target` sees the backup (after a sync of the storage location): a DR cluster cannot
-    restore a backup it does not see yet."""
+    restore a backup it does not see yet. With `restart_target`, the target's Velero server is restarted
+    first: its first pass syncs the location (else the next sync can be a minute away)."""
     spec = BackupSpec(include_namespaces=(app.namespace,), default_volumes_to_fs_backup=True)
     with timeline.phase("backup", cluster=source):
         started = time.monotonic()
@@ -106,6 +110,9 @@ def back_up(
     detail = {"backup": name, "items": backup.items_backed_up}
     timeline.record("backup.completed", cluster=source, detail=detail)
     with timeline.phase("backup sync", cluster=target):
+        if restart_target is not None:
+            restart_target()
+            timeline.record("velero.restarted", cluster=target, detail={"why": "to sync the backup"})
         velero(target).wait_for_backup_visible(name, SYNC_DEADLINE_S)
     return BackupPoint(name, started, completed)
 
@@ -173,7 +180,13 @@ class Failover:
                 self.stack.forget(fault)
 
     def back_up(self, app: App, source: str, target: str, name: str, deadline_s: float) -> BackupPoint:
-        return back_up(self.velero, app, source, target, name, self.timeline, deadline_s)
+        settings = self.access.fleet.velero
+        restart = (
+            (lambda: restart_server(self.access.api_client(target), settings.namespace))
+            if settings.restart_to_sync
+            else None
+        )
+        return back_up(self.velero, app, source, target, name, self.timeline, deadline_s, restart)
 
     def restore_to_standby(self, app: App, backup: str, cluster: str, into: str, deadline_s: float) -> None:
         restore_to_standby(self.velero(cluster), app, backup, cluster, into, self.timeline, deadline_s)

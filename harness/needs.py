@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harness.catalogue import SelectedDrill
 from harness.config import App, Fleet
-from harness.failover import BACKUP_PERMISSIONS, RESTORE_PERMISSIONS
+from harness.failover import BACKUP_PERMISSIONS, RESTORE_PERMISSIONS, SYNC_RESTART_PERMISSIONS
 from harness.faults import all_kinds
 from harness.fleet import SERVICE_PROXY_PERMISSIONS
 from harness.lease import LEASE_PERMISSIONS, LeasePlaces
@@ -23,30 +23,37 @@ from harness.strategies import strategy
 
 @dataclass(frozen=True)
 class Part:
-    """Something a drill does through the Kubernetes API: its name in lines, what it needs for the drill's
-    app, and whether it acts on every cluster whatever the drill names."""
+    """Something a drill does through the Kubernetes API: its name in lines, what it needs in the fleet for
+    the drill's app, and whether it acts on every cluster whatever the drill names."""
 
     label: str
-    permissions: Callable[[App], tuple[Permission, ...]]
+    permissions: Callable[[Fleet, App], tuple[Permission, ...]]
     everywhere: bool = False
 
 
 PARTS = {
-    "failover": Part("failover", lambda app: strategy(app.failover.strategy).permissions, everywhere=True),
-    "velero-backup": Part("velero backup", lambda app: BACKUP_PERMISSIONS),
-    "velero-restore": Part("velero restore", lambda app: RESTORE_PERMISSIONS),
-    "service-proxy": Part("service proxy", lambda app: SERVICE_PROXY_PERMISSIONS),
+    "failover": Part(
+        "failover", lambda fleet, app: strategy(app.failover.strategy).permissions, everywhere=True
+    ),
+    "velero-backup": Part("velero backup", lambda fleet, app: BACKUP_PERMISSIONS),
+    "velero-restore": Part(
+        "velero restore",
+        lambda fleet, app: (
+            RESTORE_PERMISSIONS + (SYNC_RESTART_PERMISSIONS if fleet.velero.restart_to_sync else ())
+        ),
+    ),
+    "service-proxy": Part("service proxy", lambda fleet, app: SERVICE_PROXY_PERMISSIONS),
 }
 """The parts that are not fault kinds, by the name drills use in their marker."""
-LEASE = Part("drill lease", lambda app: LEASE_PERMISSIONS)
-AS_FOUND = Part("as-found check", lambda app: AS_FOUND_PERMISSIONS)
+LEASE = Part("drill lease", lambda fleet, app: LEASE_PERMISSIONS)
+AS_FOUND = Part("as-found check", lambda fleet, app: AS_FOUND_PERMISSIONS)
 
 
 def parts() -> dict[str, Part]:
     """Every part a drill may use, by name: the fault kinds a drill injects (not recovery changes: its
     failover is the `failover` part) and PARTS."""
     faults = {
-        kind: Part(kind, lambda app, declared=cls.permissions: declared)
+        kind: Part(kind, lambda fleet, app, declared=cls.permissions: declared)
         for kind, cls in all_kinds().items()
         if not cls.recovery
     }
@@ -80,7 +87,7 @@ def needs(fleet: Fleet, drills: Sequence[SelectedDrill]) -> list[Need]:
     wanted: dict[tuple[str, Permission], list[tuple[str, str]]] = {}
 
     def want(part: Part, clusters: Iterable[str], app: App, drill: SelectedDrill) -> None:
-        for permission in part.permissions(app):
+        for permission in part.permissions(fleet, app):
             resolved = permission.resolved(app.namespace, fleet.velero.namespace)
             for cluster in clusters:
                 users = wanted.setdefault((cluster, resolved), [])

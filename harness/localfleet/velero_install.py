@@ -166,6 +166,7 @@ def start(state: FleetState, binaries: dict[str, Path], deadline_s: float) -> di
         "binary": str(binaries["velero"]),
         "namespace": NAMESPACE,
         "sync_period": f"{SYNC_PERIOD_S}s",
+        "restart_to_sync": True,
         "store": store.as_fleet_section(),
         "max_backup_age": MAX_BACKUP_AGE,
     }

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from harness import cli, needs
-from harness.config import App, ChaosToolkitSettings, PostgresqlSentinels, load_fleet
+from harness.config import App, ChaosToolkitSettings, Fleet, PostgresqlSentinels, load_fleet
 from harness.infra.chaostoolkit import as_text, pick
 from harness.infra.command import render
 from harness.infra.steps import places
@@ -135,8 +135,9 @@ def every_permission() -> set[Permission]:
     a moved resource may be served in."""
     failovers = [{"strategy": strategy, "command": ["failover.sh"]} for strategy in all_strategies()]
     apps = [App(name="a", namespace="a", workload="deployment/a", failover=f) for f in failovers]
+    fleet = Fleet(name="f", clusters=[{"name": "c", "region": "r"}], velero={"restart_to_sync": True})
     declared = [*needs.parts().values(), needs.LEASE, needs.AS_FOUND]
-    found = {permission for part in declared for app in apps for permission in part.permissions(app)}
+    found = {permission for part in declared for app in apps for permission in part.permissions(fleet, app)}
     return {asked for p in found for asked in (p.in_groups(p.served_in) if p.served_in else (p,))}
 
 

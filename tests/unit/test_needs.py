@@ -75,6 +75,14 @@ def test_roles_pick_the_clusters_of_the_first_role_the_fleet_has_or_every_cluste
     assert "create restores.velero.io in namespace backups" in velero
 
 
+def test_restarting_velero_to_sync_needs_patch_on_its_deployment_only_in_the_restore_target() -> None:
+    restore = drill(("velero-restore", "standby"), destructive=False)
+    restart = ("south", "patch deployments.apps in namespace backups")
+    assert restart not in table(needs.needs(fleet(velero={"namespace": "backups"}), [restore]))
+    asked = table(needs.needs(fleet(velero={"namespace": "backups", "restart_to_sync": True}), [restore]))
+    assert restart in asked and not {p for c, p in asked if c != "south"}
+
+
 def test_the_lease_is_asked_only_where_safety_lease_cluster_holds_it() -> None:
     found = needs.needs(fleet(safety={"lease_cluster": "west"}), [drill(("cluster-loss", "every"))])
     assert {c for c, p in table(found) if "leases" in p} == {"west"}
