@@ -156,6 +156,18 @@ class Failover:
     velero: Callable[[str], Velero]
     stack: FaultStack
 
+    @classmethod
+    def prepared(
+        cls, access: FleetAccess, timeline: Timeline, velero: Callable[[str], Velero], stack: FaultStack
+    ) -> "Failover":
+        """The failover of a drill that has injected nothing yet: each app's strategy looks up what it
+        needs from the clusters now, while every cluster answers."""
+        for app in access.fleet.apps:
+            prepare = strategy(app.failover.strategy).prepare
+            if prepare is not None:
+                prepare(access, app)
+        return cls(access, timeline, velero, stack)
+
     def fail_over(self, app: App, cluster: str) -> None:
         from harness.faults.failedover import FailedOver  # it fails back through this module
 

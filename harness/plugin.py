@@ -306,8 +306,9 @@ def velero(request: pytest.FixtureRequest, fleet: Fleet) -> Callable[[str], Vele
 def failover(drill: Drill) -> Failover:
     """The failover strategies, each step timed on the drill's timeline (planned only, in a dry run)."""
     velero = functools.partial(Velero.for_cluster, drill.fleet)
-    kind = PlannedFailover if isinstance(drill, PlannedDrill) else Failover
-    return kind(drill.access, drill.timeline, velero, drill.stack)
+    if isinstance(drill, PlannedDrill):
+        return PlannedFailover(drill.access, drill.timeline, velero, drill.stack)
+    return Failover.prepared(drill.access, drill.timeline, velero, drill.stack)
 
 
 def _progress(config: pytest.Config, name: str) -> Callable[[Event], None]:

@@ -40,6 +40,9 @@ class Strategy:
     """What it (and its fail-back) calls in every cluster's API."""
     changes_fleet: bool = True
     """It changes the fleet (a failover the drill undoes by failing back); observe changes nothing."""
+    prepare: Callable[..., None] | None = None
+    """prepare(access, app): what it looks up in the clusters before a drill injects anything (API
+    discovery), so a cluster lost later does not hold the failover up until its requests time out."""
 
 
 STRATEGIES: dict[str, Strategy] = {}

@@ -95,6 +95,12 @@ def promote_data(app: App, call: PromoteCall, cluster: str) -> int | None:
         ) from error
 
 
+def discover_gslbs(access: FleetAccess, app: App) -> None:
+    """Learn the API group every cluster serves the Gslb in (cached for the run); a cluster that cannot
+    be asked now is asked again when the Gslb moves."""
+    access.each(lambda cluster: k8gb.gslb_group(access, cluster))
+
+
 def promote(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> None:
     """Fail over to `cluster`: traffic switch through the Gslb, then the data primary; each step timed."""
     with timeline.phase("traffic switch", cluster=cluster):
@@ -117,5 +123,6 @@ PROMOTE = register(
         " call when set",
         settings=PromoteFailover,
         permissions=(k8gb.PATCH,),  # the Gslb, in every cluster
+        prepare=discover_gslbs,
     )
 )

@@ -211,3 +211,20 @@ def test_doctor_names_a_cluster_that_serves_no_gslb() -> None:
 def test_a_permission_in_a_fixed_group_is_asked_as_it_is() -> None:
     need = Need("east", Permission("get", "nodes"), (("node-drain", "test_x"),))
     assert rbac.as_asked(Discovered(()), need) == (need,)  # type: ignore[arg-type]
+
+
+def test_a_prepared_failover_asks_discovery_before_any_fault_and_not_during_the_failover(
+    tmp_path: Path, api: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster lost after the drill began would hold the failover up for its discovery's timeouts (twice
+    5 s): the failover fixture asks every cluster first, and the failover itself only patches."""
+    from harness.failover import Failover
+
+    api.served = {"k8gb.io/v1beta1": GSLB}  # type: ignore[attr-defined]
+    access = access_to(tmp_path, api, monkeypatch)
+    prepared = Failover.prepared(access, Timeline(), lambda cluster: None, None)  # type: ignore[arg-type]
+    log = api.log  # type: ignore[attr-defined]
+    asked = len(log)
+    assert ("GET", "/apis") in log, "discovery is asked when the failover is prepared"
+    k8gb.move_primary(prepared.access, access.fleet.app("shop"), "west")
+    assert {verb for verb, _ in log[asked:]} == {"PATCH"}
