@@ -194,7 +194,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     path needs is missing."""
     from datetime import timedelta
 
-    from harness import catalogue, needs, placement, rbac, units
+    from harness import catalogue, needs, placement, promready, rbac, units
     from harness.fleet import FleetAccess
     from harness.preflight import preflight
 
@@ -229,6 +229,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for line in placement.warnings(fleet, where, drills):
         print(line)
     failed += len(review.findings)
+    metrics = promready.readiness(fleet, [fleet.app(name) for name in names])
+    if metrics:
+        print("prometheus:")
+        print("\n".join(f"  {check.line()}" for check in metrics))
+        failed += sum(not check.ok for check in metrics)
     print(f"{failed} problem(s) on the DR path" if failed else "ready: every check passed")
     return 1 if failed else 0
 

@@ -155,10 +155,53 @@ Status = Annotated[int | str, BeforeValidator(_status), WithJsonSchema(_STATUS_S
 HeaderName = Annotated[str, Field(pattern=HEADER)]
 Argv = Annotated[tuple[Text, ...], Field(min_length=1)]
 UrlPath = Annotated[str, Field(pattern=r"^/")]
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_PATTERNS[ENV_NAME] = "an environment variable's name (letters, digits and '_')"
+EnvName = Annotated[str, Field(pattern=ENV_NAME)]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class Prometheus(_Model):
+    """A Prometheus server's HTTP API that holds the cluster's metrics."""
+
+    url: Url
+    """Base URL of its HTTP API (the /api/v1/... paths are appended)."""
+    bearer_token_env: EnvName | None = None
+    """The environment variable holding a bearer token to send (managed Prometheus, a proxy in front)."""
+    token_command: Argv | None = None
+    """A command (argv, no shell) whose standard output is a bearer token (an exec-style credential such
+    as `gcloud auth print-access-token`): run before the first request, again every token_refresh and
+    whenever the server answers 401 or 403."""
+    token_refresh: PositiveDuration = 300.0
+    """How long a token_command's token is used before the command runs again."""
+    username: Text | None = None
+    """The user of HTTP basic auth; its password comes from the variable password_env names."""
+    password_env: EnvName | None = None
+    """The environment variable holding the basic-auth password."""
+    ca_file: Kubeconfig | None = None
+    """A PEM CA bundle that signs the server's certificate (relative to the fleet file, "~" expanded);
+    unset: the system's CAs."""
+    timeout: PositiveDuration = 10.0
+    """Longest one request may take (a query that runs longer is an error, never a pass)."""
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "Prometheus":
+        parts = urlsplit(self.url)
+        if parts.password is not None:
+            raise _Invalid(
+                "a URL without a password (name its variable in password_env)",
+                _Withheld("a URL with a password"),
+                ("url",),
+            )
+        chosen = [n for n in ("bearer_token_env", "token_command", "username") if getattr(self, n)]
+        if len(chosen) > 1:
+            raise _Invalid("at most one of bearer_token_env, token_command, username", chosen)
+        if (self.username is None) != (self.password_env is None):
+            raise _Invalid("username and password_env together", "only one of them")
+        return self
 
 
 class Cluster(_Model):
@@ -184,6 +227,55 @@ class Cluster(_Model):
     """active serves traffic, passive is warm and takes over, standby is restored into from backups."""
     environment: Literal["dev", "staging", "prod"] = "dev"
     """prod clusters need safety.allow_prod for destructive drills."""
+    prometheus: Prometheus | None = None
+    """The cluster's Prometheus, for objectives and aborts on metrics."""
+
+
+CLUSTER_PLACEHOLDER = "{cluster}"
+"""In a PromQL query: the name of the cluster it is evaluated for (the literal text, as PromQL's own
+braces never hold a bare word)."""
+Comparison = Literal["<", "<=", ">", ">="]
+
+
+class PromqlObjective(_Model):
+    """An objective from the app's own metrics: every value of a PromQL query over a window of the drill
+    compared with a bound. A query that returns no data is an error, never a pass."""
+
+    name: Name
+    """The objective's name in verdicts and reports."""
+    query: Text
+    """A PromQL expression (e.g. an error ratio); {cluster} is replaced by the cluster's name when scope
+    is cluster."""
+    comparison: Comparison
+    """How each value must compare with bound: <, <=, > or >=."""
+    bound: float
+    """The bound every value of every series the query returns must keep."""
+    scope: Literal["cluster", "fleet"] = "fleet"
+    """fleet: the query runs once on the fleet-wide Prometheus (the top-level `prometheus`); cluster: once
+    per cluster the app runs in (apps[].endpoints; every cluster without them), on the cluster's
+    Prometheus (else the fleet-wide one, then the query must use {cluster}), or split by cluster_label."""
+    cluster_label: Text | None = None
+    """With scope cluster: run the query once on the fleet-wide Prometheus and judge each cluster by the
+    series whose label of this name holds the cluster's name (a federated or Thanos view)."""
+    window: Literal["drill", "recovery"] = "drill"
+    """drill: from the first probe to the last; recovery: from the measured recovery (t0 + RTO) on."""
+    step: PositiveDuration | None = None
+    """The range query's resolution (default: the window over 500 points, at least 1 s)."""
+    max_gap: PositiveDuration = 30.0
+    """A longer stretch of the window without any value (at its ends too) is missing data: an error."""
+    slo_target: Availability | None = None
+    """The SLO the query's error ratio (0..1) is measured against: the figures then hold the error budget's
+    burn rate over the window and the share of slo_period's budget the drill spent."""
+    slo_period: PositiveDuration = 30 * 86400.0
+    """The SLO's period, whose budget the drill's share is of."""
+
+    @model_validator(mode="after")
+    def _scope_fits(self) -> "PromqlObjective":
+        if self.scope == "fleet" and CLUSTER_PLACEHOLDER in self.query:
+            raise _Invalid("a query without {cluster} (scope is fleet; set scope: cluster)", self.query)
+        if self.scope == "fleet" and self.cluster_label is not None:
+            raise _Invalid("no cluster_label with scope fleet", self.cluster_label, ("cluster_label",))
+        return self
 
 
 class Objectives(_Model):
@@ -197,6 +289,8 @@ class Objectives(_Model):
     """Fewest successful probes allowed, as a fraction of all probes in the drill."""
     latency: PositiveDuration | None = None
     """Latency bound: a probe slower than this counts as failed."""
+    promql: tuple[PromqlObjective, ...] = ()
+    """Objectives from the app's metrics in Prometheus, judged after every drill that judges the app."""
 
 
 def placeholders(template: str) -> list[str]:
@@ -394,9 +488,7 @@ def _whole_seconds(value: object) -> float:
 Conninfo = Annotated[str, AfterValidator(_conninfo), Field(min_length=1)]
 ConnectTimeout = Annotated[float, BeforeValidator(_whole_seconds), _AS_TEXT, _DURATION_SCHEMA]
 SQL_NAME = r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$"
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _PATTERNS[SQL_NAME] = "a lowercase SQL name, optionally schema-qualified (e.g. fleetdrill_sentinels)"
-_PATTERNS[ENV_NAME] = "an environment variable's name (letters, digits and '_')"
 
 
 class PostgresqlSentinels(_Model):
@@ -717,14 +809,59 @@ class BlastRadius(_Model):
     """Most of the fleet's clusters a drill may fault at once, in percent."""
 
 
-class Abort(_Model):
-    """Stop a drill and revert its faults when global availability stays too low."""
+class AbortQuery(_Model):
+    """Stop a drill when a PromQL query's value crosses a bound."""
 
     model_config = ConfigDict(populate_by_name=True)
-    availability_below: Availability
+    name: Name
+    """The condition's name, in the abort's reason."""
+    query: Text
+    """A PromQL expression evaluated at each check; no data, or a failed query, stops the drill (write
+    `... or vector(0)` where no series means healthy)."""
+    above: float | None = None
+    """Abort when any series' value is above this."""
+    below: float | None = None
+    """Abort when any series' value is below this."""
+    for_: Duration = Field(0.0, alias="for")
+    """How long the condition must hold, check after check."""
+    prometheus: Name | None = None
+    """The cluster whose Prometheus answers (unset: the fleet-wide one)."""
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "AbortQuery":
+        if (self.above is None) == (self.below is None):
+            raise _Invalid("exactly one of above, below", {"above": self.above, "below": self.below})
+        return self
+
+
+class AbortAlert(_Model):
+    """Stop a drill when a Prometheus alert fires (its state firing in /api/v1/alerts)."""
+
+    alert: Text
+    """The alert's name (its alertname label)."""
+    prometheus: Name | None = None
+    """The cluster whose Prometheus evaluates the rule (unset: the fleet-wide one)."""
+
+
+class Abort(_Model):
+    """Stop a drill and revert its faults: when global availability stays too low, a PromQL condition holds
+    or an alert fires (at least one of them)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    availability_below: Availability | None = None
     """Abort when availability over the window falls below this."""
     for_: Duration = Field(0.0, alias="for")
     """How long availability must stay below the threshold."""
+    promql: tuple[AbortQuery, ...] = ()
+    """Abort when one of these PromQL conditions holds (checked every abort check)."""
+    alerts: tuple[AbortAlert, ...] = ()
+    """Abort when one of these alerts fires."""
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> "Abort":
+        if self.availability_below is None and not self.promql and not self.alerts:
+            raise _Invalid("at least one of availability_below, promql, alerts", {})
+        return self
 
 
 class Safety(_Model):
@@ -803,6 +940,8 @@ class Fleet(_Model):
     """What resource-exhaustion drills put on the nodes."""
     runner: Runner | None = None
     """Where the harness runs (unset: found when it runs in a pod of a fleet cluster, else unknown)."""
+    prometheus: Prometheus | None = None
+    """A fleet-wide Prometheus (global, federated, Thanos) for objectives of scope fleet and aborts."""
     local: dict[str, Any] = {}
     """Written by the embedded local fleet only: its settings and timings."""
 
@@ -831,6 +970,7 @@ class Fleet(_Model):
             what = f"a cluster name ({', '.join(names)})"
             raise _Invalid(what, self.safety.lease_cluster, ("safety", "lease_cluster"))
         self._runner_fits(names)
+        self._prometheus_known()
         contexts = [self.context_for(c) for c in self.clusters]
         for i, context in enumerate(self.safety.allowlist):
             if context not in contexts:
@@ -838,6 +978,41 @@ class Fleet(_Model):
                     f"a context of a cluster ({', '.join(contexts)})", context, ("safety", "allowlist", i)
                 )
         return self
+
+    def _prometheus_known(self) -> None:
+        """Every PromQL objective and metric abort has a Prometheus to ask."""
+        fleetwide = self.prometheus is not None
+        for i, app in enumerate(self.apps):
+            for j, objective in enumerate(app.objectives.promql):
+                where = ("apps", i, "objectives", "promql", j)
+                if objective.scope == "fleet" or objective.cluster_label is not None:
+                    if not fleetwide:
+                        what = "scope fleet" if objective.scope == "fleet" else "cluster_label"
+                        raise _Invalid(
+                            f"a top-level prometheus ({what} asks the fleet-wide one)", None, where
+                        )
+                    continue
+                for cluster in promql_clusters(self, app):
+                    if cluster.prometheus is not None:
+                        continue
+                    if not fleetwide or CLUSTER_PLACEHOLDER not in objective.query:
+                        expected = (
+                            f"clusters[{cluster.name}].prometheus, or a top-level prometheus and "
+                            "{cluster} in the query"
+                        )
+                        raise _Invalid(expected, objective.query, (*where, "query"))
+        abort = self.safety.abort
+        asks = [(("promql", i), q.prometheus) for i, q in enumerate(abort.promql)] if abort else []
+        asks += [(("alerts", i), a.prometheus) for i, a in enumerate(abort.alerts)] if abort else []
+        for loc, name in asks:
+            where = ("safety", "abort", *loc, "prometheus")
+            if name is None and not fleetwide:
+                raise _Invalid("a cluster name, or a top-level prometheus", None, where)
+            with_one = [c.name for c in self.clusters if c.prometheus is not None]
+            if name is not None and name not in with_one:
+                raise _Invalid(
+                    f"a cluster with a prometheus ({', '.join(with_one) or 'none has one'})", name, where
+                )
 
     def _runner_fits(self, names: list[str]) -> None:
         """runner.cluster is a cluster of the fleet; with runner.region, that cluster's region."""
@@ -910,6 +1085,12 @@ class Fleet(_Model):
         """The kubeconfig context of `cluster` (a name or a Cluster)."""
         found = self.cluster(cluster) if isinstance(cluster, str) else cluster
         return found.context or found.name
+
+
+def promql_clusters(fleet: Fleet, app: App) -> list[Cluster]:
+    """The clusters a PromQL objective of scope cluster is judged in: those the app has endpoints in, else
+    every cluster."""
+    return [c for c in fleet.clusters if c.name in app.endpoints] or list(fleet.clusters)
 
 
 def _cloud_keys(settings: BaseModel | None) -> list[tuple[str, str]]:

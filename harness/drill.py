@@ -24,8 +24,11 @@ from harness.faults import Fault, FaultStack
 from harness.faults.evidence import FaultNotEffective, Injection, await_effect
 from harness.fleet import FleetAccess, ServiceProxy
 from harness.gameday import Operators
-from harness.safety import AbortMonitor
-from harness.samples import ProbeSample, SentinelWrite, Verdict
+from harness.promabort import abort_checks
+from harness.prometheus import Prometheuses
+from harness.promslo import MetricSeries, Windows, evaluate
+from harness.safety import AbortMonitor, AvailabilityBelow
+from harness.samples import ProbeSample, RtoResult, SentinelWrite, Verdict
 from harness.sentinels import GLOBAL, RESTORED, SentinelStore, Where, store_for
 from harness.strategies import failed_over_events
 from harness.timeline import Timeline
@@ -96,6 +99,10 @@ class Drill:
         self._live: dict[str, Prober] = {}
         self._restored: dict[str, Prober] = {}
         self._writers: dict[str, SentinelWriter] = {}
+        self.prometheus = Prometheuses(fleet)
+        """The fleet's Prometheus clients, for PromQL objectives and aborts (made when first used)."""
+        self.metric_series: list[MetricSeries] = []
+        """The raw series behind every PromQL objective judged."""
 
     def app(self, name: str) -> App:
         return self.fleet.app(name)
@@ -144,9 +151,10 @@ class Drill:
                 rule = self.fleet.safety.abort
                 if rule is not None:
                     interval = self.settings.abort_check_s
-                    running.enter_context(
-                        AbortMonitor(rule, self._availability(app), self.timeline, interval_s=interval)
-                    )
+                    checks = abort_checks(rule, self.prometheus)
+                    if rule.availability_below is not None:
+                        checks.insert(0, AvailabilityBelow(rule, self._availability(app), interval))
+                    running.enter_context(AbortMonitor(checks, self.timeline, interval_s=interval))
                 try:
                     yield observation
                 finally:
@@ -464,6 +472,7 @@ class Drill:
             verdicts.append(self._judge_dns(app, observation, t0, figures))
         if survivor is not None:
             verdicts.append(self._judge_rpo(app, survivor, t0, figures))
+        verdicts += self._judge_promql(app, observation.start, observation.end, t0, result, figures)
         self.figures[app.name] = figures
         self.verdicts += verdicts
         return verdicts
@@ -529,9 +538,24 @@ class Drill:
             proxy.auth,
         )
         verdicts.append(self._judge_restored_data(app, restored, t0, point, figures))
+        verdicts += self._judge_promql(app, observation.start, end, t0, result, figures)
         self.figures[app.name] = figures
         self.verdicts += verdicts
         return verdicts
+
+    def _judge_promql(
+        self, app: App, start: float, end: float, t0: float, result: RtoResult, figures: dict[str, object]
+    ) -> list[Verdict]:
+        """The app's PromQL objectives over the drill window (or from the measured recovery on), their raw
+        series kept for the record; figures["promql"] lists what each measured."""
+        if not app.objectives.promql:
+            return []
+        recovery = None if result.rto is None else t0 + result.rto
+        why = f"the recovery was not measured (RTO outcome {result.outcome})"
+        done = evaluate(self.fleet, app, self.prometheus, Windows(start, end, t0, recovery, why))
+        self.metric_series += done.series
+        figures["promql"] = done.figures
+        return done.verdicts
 
     def _against(self, app: App, field: str, objective: str, judge: Callable[[float], Verdict]) -> Verdict:
         """`judge` against the app's objective `field`; an error verdict naming the field (apps[N].objectives

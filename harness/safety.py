@@ -7,10 +7,10 @@ to apply, knowing what is already faulted. The drill lease is in harness.lease.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from harness.config import Abort, Fleet
 from harness.errors import FleetDrillError
@@ -97,43 +97,71 @@ Availability = Callable[[float], float | None]
 """Global availability (0..1) over the last `window_s` seconds, or None while there are no samples."""
 
 
-class AbortMonitor:
-    """Abort the drill when global availability falls below safety.abort.availability_below.
+@dataclass(frozen=True)
+class Trip:
+    """Why an abort condition stops the drill, and the figures that tripped it (for the timeline)."""
 
-    While the `with` block runs, a thread asks `availability(window_s)` every `interval_s`, with window_s
-    the rule's `for` (or interval_s when that is 0); None never trips, a failing check always does. On a
-    trip, "drill.aborted" is recorded with the reason and DrillAborted is raised in the main thread, so
-    fault stacks unwind and revert. Enter it in the main thread.
+    reason: str
+    detail: dict[str, Any]
+
+
+class AbortCheck(Protocol):
+    """One abort condition, checked again and again while the drill observes: a Trip when it holds."""
+
+    def __call__(self) -> Trip | None: ...
+
+
+@dataclass(frozen=True)
+class AvailabilityBelow:
+    """safety.abort.availability_below: global availability over the rule's `for` (or one check interval
+    when that is 0) below the threshold; None (no samples yet) never trips."""
+
+    rule: Abort
+    availability: Availability
+    interval_s: float
+
+    def __call__(self) -> Trip | None:
+        window, threshold = self.rule.for_ or self.interval_s, self.rule.availability_below
+        assert threshold is not None
+        value = self.availability(window)
+        if value is None or value >= threshold:
+            return None
+        reason = (
+            f"global availability {value:.2%} over the last {format_duration(window)} fell below "
+            f"safety.abort.availability_below {threshold:.2%}"
+        )
+        return Trip(reason, {"availability": value, "threshold": threshold, "window_s": window})
+
+
+class AbortMonitor:
+    """Abort the drill when one of the fleet file's abort conditions holds (safety.abort: availability,
+    PromQL conditions, firing alerts).
+
+    While the `with` block runs, a thread runs every check every `interval_s`; a failing check always
+    trips. On a trip, "drill.aborted" is recorded with the reason and DrillAborted is raised in the main
+    thread, so fault stacks unwind and revert. Enter it in the main thread.
     """
 
-    def __init__(
-        self, rule: Abort, availability: Availability, timeline: Timeline, *, interval_s: float = 1.0
-    ) -> None:
-        self._rule, self._availability, self._timeline = rule, availability, timeline
+    def __init__(self, checks: Sequence[AbortCheck], timeline: Timeline, *, interval_s: float = 1.0) -> None:
+        self._checks, self._timeline = tuple(checks), timeline
         self._interval = interval_s
         self._stop = threading.Event()
         self._exits = ExitStack()
         self.reason: str | None = None
 
     def check(self) -> str | None:
-        """Evaluate the rule once; on a trip, record "drill.aborted" and return the reason."""
-        window, threshold = self._rule.for_ or self._interval, self._rule.availability_below
-        value: float | None = None
-        try:
-            value = self._availability(window)
-        except Exception as exc:
-            reason = f"the abort check failed ({type(exc).__name__}: {exc}), so the drill stops to be safe"
-        else:
-            if value is None or value >= threshold:
-                return None
-            reason = (
-                f"global availability {value:.2%} over the last {format_duration(window)} fell below "
-                f"safety.abort.availability_below {threshold:.2%}"
-            )
-        self.reason = reason
-        detail = {"reason": reason, "availability": value, "threshold": threshold, "window_s": window}
-        self._timeline.record("drill.aborted", detail=detail)
-        return reason
+        """Evaluate every condition once; on the first trip, record "drill.aborted" and return the reason."""
+        for check in self._checks:
+            try:
+                trip = check()
+            except Exception as exc:
+                why = f"the abort check failed ({type(exc).__name__}: {exc}), so the drill stops to be safe"
+                trip = Trip(why, {})
+            if trip is not None:
+                self.reason = trip.reason
+                self._timeline.record("drill.aborted", detail={"reason": trip.reason, **trip.detail})
+                return trip.reason
+        return None
 
     def __enter__(self) -> AbortMonitor:
         self._exits.enter_context(signals_as_interrupts())

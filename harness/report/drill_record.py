@@ -53,6 +53,8 @@ class RawFiles:
     sentinel: str = "sentinel.jsonl"
     dns: str = "dns.jsonl"
     """The global name's answers from its authoritative server and the runner's resolver (apps[].dns)."""
+    promql: str = "promql.jsonl"
+    """The series behind each PromQL objective (apps[].objectives.promql), times monotonic as the probes'."""
 
 
 @dataclass(frozen=True)

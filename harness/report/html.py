@@ -113,6 +113,9 @@ def _summary(run: Run) -> str:
 def _objective_text(objectives: dict[str, Any]) -> str:
     parts = []
     for key, value in objectives.items():
+        if key == "promql":
+            parts += [f"PromQL {o.get('name')} {o.get('comparison')} {o.get('bound')}" for o in value]
+            continue
         parts.append(f"{key} {value:.3%}" if key == "availability" else f"{key} {value}")
     return ", ".join(parts) or "none set"
 
@@ -182,9 +185,16 @@ def _drill(drill: DrillResult) -> str:
             "bands are the drill's phases, the red line at 0 is the moment the fault took effect, the green "
             "dashed line the moment users were served again (the measured RTO).</p>"
         )
+        metrics = plots.promql_png(drill, app)
+        if metrics is not None:
+            parts.append(_image(metrics, f"PromQL objectives of {drill.title}, app {app}"))
+            parts.append(
+                '<p class="note">The series each PromQL objective\'s range query returned, on the same time '
+                "axis and bands as the probes above; the dashed line is the bound every value must keep.</p>"
+            )
     raw = ", ".join(
         f'<a href="{escape(drill.folder.name)}/{escape(drill.raw_path(k).name)}">{escape(k)}</a>'
-        for k in ("probes", "sentinel")
+        for k in ("probes", "sentinel", "promql")
     )
     parts.append(f"{_events(drill)}<p class='note'>Raw data behind these figures: {raw}.</p></section>")
     return "".join(parts)

@@ -108,6 +108,58 @@ def timeline_png(
     return _png(figure)
 
 
+def promql_png(drill: DrillResult, app: str) -> bytes | None:
+    """Each PromQL objective's series over time (one panel per objective and place), its bound dashed,
+    on the probe timeline's axis (seconds since t0) with the same fault and phase bands; None without
+    series."""
+    rows = [row for row in drill.promql if row.get("app") == app and row.get("points")]
+    panels: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        panels.setdefault((str(row["objective"]), str(row.get("cluster") or "")), []).append(row)
+    if not panels:
+        return None
+    times = [t for row in rows for t, _ in row["points"]]
+    zero = drill.t0 if drill.t0 is not None else min(times)
+    figure, axes = plt.subplots(
+        len(panels), 1, figsize=(10, 1.9 * len(panels) + 0.6), sharex=True, squeeze=False
+    )
+    column = [ax for (ax,) in axes]
+    for ax, ((objective, cluster), series) in zip(column, sorted(panels.items()), strict=True):
+        for index, row in enumerate(series):
+            xs, ys = [t - zero for t, _ in row["points"]], [v for _, v in row["points"]]
+            labels = ", ".join(
+                f"{k}={v}" for k, v in sorted(row.get("labels", {}).items()) if k != "__name__"
+            )
+            ax.plot(
+                xs, ys, "-", lw=1.2, color=PHASE_COLOURS[index % len(PHASE_COLOURS)], label=labels or None
+            )
+        first = series[0]
+        ax.axhline(
+            first["bound"],
+            color="grey",
+            ls="--",
+            lw=1,
+            label=f"must stay {first['comparison']} {first['bound']:g}",
+        )
+        ax.set_title(
+            f"PromQL {objective}{f' on {cluster}' if cluster else ''}: {first['query']}"[:120], fontsize=9
+        )
+    column[-1].set_xlabel("seconds since the fault was injected" if drill.t0 is not None else "seconds")
+    _shade(drill, zero, max(times), tuple(column))
+    for ax in column:
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(
+            unique.values(),
+            unique.keys(),
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=7,
+            frameon=False,
+        )
+    return _png(figure)
+
+
 def _shade(drill: DrillResult, zero: float, end: float, axes: tuple[Any, ...]) -> None:
     """Faults in red, each timeline phase in a colour of its own, the fault moment as a line; the labels
     go on the last axes, for its legend."""

@@ -1,8 +1,8 @@
 """The JSON record of one drill run, with the raw probe and sentinel data behind every figure.
 
-reports/RUN_ID/DRILL/record.json, probes.jsonl, sentinel.jsonl, dns.jsonl. No secrets: the record names
-clusters, contexts and endpoints, never credentials, and anything token-looking that slips into it
-(a failure message quoting a header or a kubeconfig) is masked.
+reports/RUN_ID/DRILL/record.json, probes.jsonl, sentinel.jsonl, dns.jsonl, promql.jsonl. No secrets: the
+record names clusters, contexts and endpoints, never credentials, and anything token-looking that slips into
+it (a failure message quoting a header or a kubeconfig) is masked.
 """
 
 import json
@@ -104,6 +104,9 @@ def write(
         for app, observation in drill.observations.items():
             for answer in observation.dns:
                 answers.write(json.dumps({"app": app, **answer.to_dict()}) + "\n")
+    with (folder / "promql.jsonl").open("w") as metrics:
+        for series in drill.metric_series:
+            metrics.write(json.dumps(series.to_dict()) + "\n")
     with (folder / "sentinel.jsonl").open("w") as sentinel:
         for app, observation in drill.observations.items():
             for write_ in observation.writes:

@@ -137,6 +137,11 @@ class DrillResult:
         return _read_jsonl(self.raw_path("probes"))
 
     @cached_property
+    def promql(self) -> list[dict[str, Any]]:
+        """The raw series behind the PromQL objectives (app, objective, cluster, query, labels, points)."""
+        return _read_jsonl(self.raw_path("promql"))
+
+    @cached_property
     def sentinel(self) -> list[dict[str, Any]]:
         """The raw sentinel writes behind RPO (app, stream, seq, acked_at)."""
         return _read_jsonl(self.raw_path("sentinel"))

@@ -91,9 +91,31 @@ def figure_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
     if isinstance(latency, dict):
         text = ", ".join(f"p{float(p):g} {milliseconds(v)}" for p, v in latency.items())
         rows.append(("latency percentiles", text, "answered requests: p99 = 99 % were at least this fast"))
-    skip = {*FIGURES, "latency_s", "rto_phases", "lost_ids"}  # every lost id stays in record.json only
+    for found in figures.get("promql") or []:
+        rows.append(promql_row(found))
+    skip = {
+        *FIGURES,
+        "latency_s",
+        "rto_phases",
+        "lost_ids",
+        "promql",
+    }  # every lost id stays in record.json only
     rows += [(key, str(value), "") for key, value in figures.items() if key not in skip]
     return rows
+
+
+def promql_row(found: dict[str, Any]) -> tuple[str, str, str]:
+    """(name, value, meaning) of what one PromQL objective measured in one place."""
+    where = f" on {found['cluster']}" if found.get("cluster") else ""
+    name = f"PromQL {found.get('objective')}{where}"
+    value = "-" if found.get("worst") is None else f"{found['worst']:g} at worst"
+    if found.get("burn_rate") is not None:
+        spent = percent(found.get("budget_spent"))
+        value += f"; error budget burned {found['burn_rate']:.3g}x, {spent} of the period's"
+    meaning = (
+        f"{found.get('query')} over the {found.get('window')} window, on Prometheus {found.get('prometheus')}"
+    )
+    return name, value, meaning
 
 
 def phase_rows(figures: dict[str, Any]) -> list[tuple[str, str]]:

@@ -275,7 +275,11 @@ BAD_VALUES = [
         150,
         "safety.blast_radius.max_percent: expected an integer <= 100, got 150",
     ),
-    ("safety.abort.availability_below", "~", "safety.abort.availability_below: missing required field"),
+    (
+        "safety.abort.availability_below",
+        "~",
+        "safety.abort: expected at least one of availability_below, promql, alerts",
+    ),
     ("safety.abort.availability_below", 1.5, f"safety.abort.availability_below: {FRACTION}, got 1.5"),
     ("safety.abort.for", "soon", f"safety.abort.for: {DURATION}, got 'soon'"),
     ("safety.lease_duration", 0, f"safety.lease_duration: {DURATION}, above zero, got 0"),

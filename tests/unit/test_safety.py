@@ -20,6 +20,7 @@ from harness.faults import FaultStack, KubeContext, Ledger
 from harness.fleet import FleetAccess
 from harness.safety import (
     AbortMonitor,
+    AvailabilityBelow,
     DrillAborted,
     Guard,
     Plan,
@@ -157,7 +158,7 @@ def test_abort_check_trips_below_the_threshold_only() -> None:
         windows.append(window_s)
         return next(values)
 
-    monitor = AbortMonitor(rule, availability, timeline)
+    monitor = AbortMonitor([AvailabilityBelow(rule, availability, 1.0)], timeline)
     assert [monitor.check() for _ in range(3)] == [None, None, None]
     reason = monitor.check()
     assert reason == (
@@ -177,7 +178,7 @@ def test_a_failing_abort_check_aborts_and_for_0_uses_the_interval() -> None:
         raise ConnectionError("probe store gone")
 
     rule = Abort.model_validate({"availability_below": 0.5})
-    monitor = AbortMonitor(rule, broken, Timeline(), interval_s=0.25)
+    monitor = AbortMonitor([AvailabilityBelow(rule, broken, 0.25)], Timeline(), interval_s=0.25)
     assert monitor.check() == (
         "the abort check failed (ConnectionError: probe store gone), so the drill stops to be safe"
     )
@@ -201,7 +202,7 @@ def test_the_abort_monitor_interrupts_the_drill_and_faults_are_reverted(tmp_path
     with (
         pytest.raises(DrillAborted, match=r"^drill aborted: global availability 20\.00% over the last 1m"),
         stack,
-        AbortMonitor(rule, availability, timeline, interval_s=0.02),
+        AbortMonitor([AvailabilityBelow(rule, availability, 0.02)], timeline, interval_s=0.02),
         stack.applied(FileFault(str(tmp_path), targets=("east",))),
     ):
         wait_for(lambda: False, 10, "the abort monitor to interrupt the drill")
