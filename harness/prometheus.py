@@ -63,6 +63,8 @@ class _Token:
         self._argv, self._refresh, self._timeout = argv, refresh_s, timeout_s
         self._value: str | None = None
         self._taken = 0.0
+        self.runs = 0
+        """How often the command ran."""
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -73,6 +75,7 @@ class _Token:
             stale = time.monotonic() - self._taken >= self._refresh
             if renew or stale or self._value is None:
                 self._value, self._taken = self._run(), time.monotonic()
+                self.runs += 1
             return self._value
 
     def _run(self) -> str:
@@ -130,13 +133,15 @@ class PrometheusClient:
 
     def query(self, promql: str, at: float | None = None) -> list[Series]:
         """An instant query (at unix time `at`, default now): one point per series."""
-        form = {"query": promql} | ({"time": f"{at:.3f}"} if at is not None else {})
+        form = {"query": promql, "timeout": f"{self.settings.timeout:g}s"}
+        form |= {"time": f"{at:.3f}"} if at is not None else {}
         data = self._call("/api/v1/query", form)
         return _series(data, self.where)
 
     def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
         """A range query from `start` to `end` (unix times) every `step` seconds."""
         form = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        form["timeout"] = f"{self.settings.timeout:g}s"  # the server gives up too
         return _series(self._call("/api/v1/query_range", form), self.where)
 
     def alerts(self) -> list[Alert]:

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -216,32 +217,38 @@ class FakeClients:
         return self._alerts
 
 
-def test_cluster_scope_asks_each_cluster_and_the_recovery_window_needs_a_recovery(tmp_path: Path) -> None:
+def test_each_place_is_judged_and_the_recovery_window_needs_a_recovery(tmp_path: Path) -> None:
     document = with_objectives(
         objective(scope="cluster", query='err{c="{cluster}"}'),
-        objective(name="lag", scope="cluster", cluster_label="cluster", window="recovery"),
+        objective(name="lag", scope="cluster", cluster_label="cluster"),
+        objective(name="after", window="recovery"),
         prometheus={"url": "http://thanos:9090"},
     )
     document["clusters"][0]["prometheus"] = {"url": "http://prom.us-east:9090"}
     fleet = load(tmp_path, document)
-    import time
-
-    now = time.monotonic()
-    points = [Series({"cluster": "us-east"}, tuple((time.time() - 60 + i, 0.0) for i in range(61)))]
-    clients = FakeClients({'err{c="us-east"}': points, 'err{c="eu-west"}': points})
-    done = evaluate(fleet, fleet.apps[0], clients, Windows(now - 60, now, now - 50, None, "not recovered"))  # type: ignore[arg-type]
-    assert clients.asked == [("us-east", 'err{c="us-east"}'), ("fleet", 'err{c="eu-west"}')]
+    now, wall = time.monotonic(), time.time()
+    points = [Series({"cluster": "us-east"}, tuple((wall - 60 + i, 0.0) for i in range(61)))]
+    clients = FakeClients({'err{c="us-east"}': points, 'err{c="eu-west"}': points, "error_ratio": points})
+    windows = Windows(now - 60, now, now - 50, None, "not recovered")
+    done = evaluate(fleet, fleet.apps[0], clients, windows)  # type: ignore[arg-type]
+    assert clients.asked == [
+        ("us-east", 'err{c="us-east"}'),
+        ("fleet", 'err{c="eu-west"}'),
+        ("fleet", "error_ratio"),
+        ("fleet", "error_ratio"),
+    ]
     assert [(v.objective, v.status) for v in done.verdicts] == [
         ("PromQL errors on us-east", "pass"),
         ("PromQL errors on eu-west", "pass"),
-        ("PromQL lag on us-east", "error"),
-        ("PromQL lag on eu-west", "error"),
+        ("PromQL lag on us-east", "pass"),
+        ("PromQL lag on eu-west", "error"),  # no series labelled cluster="eu-west"
+        ("PromQL after", "error"),
     ]
+    assert "no data: the query returned no series" in done.verdicts[3].message
     assert (
-        done.verdicts[2].message
-        == "PromQL lag on us-east not judged: error_ratio: no recovery window: not recovered"
+        done.verdicts[4].message == "PromQL after not judged: error_ratio: no recovery window: not recovered"
     )
-    assert len(done.series) == 2 and done.series[0].points[0][0] == pytest.approx(now - 60, abs=0.5)
+    assert len(done.series) == 3 and done.series[0].points[0][0] == pytest.approx(now - 60, abs=0.5)
 
 
 # --- aborts ------------------------------------------------------------------------------------------
@@ -362,6 +369,20 @@ def test_a_token_command_runs_again_when_its_token_is_refused(api: str, tmp_path
         refused.value
     )
     assert SECRET not in str(refused.value)
+
+
+def test_a_token_command_runs_again_after_token_refresh(api: str, tmp_path: Path) -> None:
+    script = tmp_path / "token.py"
+    script.write_text(f"print({SECRET!r})\n")
+    FakeApi.wanted = [f"Bearer {SECRET}"]
+    every = Prometheus(url=api, token_command=[sys.executable, str(script)], token_refresh="1h")
+    client = PrometheusClient(every, "fleet")
+    client.query("up")
+    client.query("up")
+    assert client._token is not None and client._token.runs == 1
+    client._token._taken -= 3600  # an hour on: token_refresh has passed
+    client.query("up")
+    assert client._token.runs == 2
 
 
 def test_a_failing_token_command_never_shows_its_output(tmp_path: Path) -> None:

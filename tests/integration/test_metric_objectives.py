@@ -23,7 +23,7 @@ from harness.safety import AbortMonitor, DrillAborted
 from harness.timeline import Timeline
 from tests.conftest import wait_for
 from tests.fakefaults import FileFault
-from tests.prometheus import PASSWORD, Server, running_prometheus
+from tests.promserver import PASSWORD, Server, running_prometheus
 
 PASSWORD_ENV = "FLEETDRILL_TEST_PROM_PASSWORD"
 RULES = {
