@@ -119,7 +119,9 @@ def promql_png(drill: DrillResult, app: str) -> bytes | None:
     if not panels:
         return None
     times = [t for row in rows for t, _ in row["points"]]
-    zero = drill.t0 if drill.t0 is not None else min(times)
+    probes = _samples(drill, app)  # the probe timeline's span too, so the two plots line up
+    times += [s.sent for s in probes] + [s.received for s in probes]
+    zero = drill.t0 if drill.t0 is not None else min(s.sent for s in probes) if probes else min(times)
     figure, axes = plt.subplots(
         len(panels), 1, figsize=(10, 1.9 * len(panels) + 0.6), sharex=True, squeeze=False
     )
@@ -145,6 +147,7 @@ def promql_png(drill: DrillResult, app: str) -> bytes | None:
             f"PromQL {objective}{f' on {cluster}' if cluster else ''}: {first['query']}"[:120], fontsize=9
         )
     column[-1].set_xlabel("seconds since the fault was injected" if drill.t0 is not None else "seconds")
+    column[-1].set_xlim(min(times) - zero, max(times) - zero)
     _shade(drill, zero, max(times), tuple(column))
     for ax in column:
         handles, labels = ax.get_legend_handles_labels()

@@ -198,7 +198,8 @@ class FakeClients:
     """Prometheuses answering from canned series, recording the queries asked."""
 
     def __init__(self, answers: dict[str, list[Series]], alerts: list[Alert] | None = None) -> None:
-        self.answers, self._alerts, self.asked = answers, alerts or [], []
+        self.answers, self.asked = answers, []
+        self._alerts = alerts if alerts is not None else []
 
     def get(self, where: str | None) -> "FakeClients":
         self.where = where or "fleet"
@@ -466,3 +467,39 @@ def test_a_drill_judges_promql_objectives_and_its_record_and_report_agree(tmp_pa
     assert len(result.promql[0]["points"]) == 16
     page = html.render(runs.load_run(tmp_path / "reports", "run-1"), [])
     assert 'alt="PromQL objectives of' in page and "PromQL errors &lt; 0.05" in page
+
+
+def test_a_drill_whose_abort_is_an_alert_stops_and_reverts_when_it_fires(api: str, tmp_path: Path) -> None:
+    from harness.config import Fleet
+    from harness.drill import Drill, DrillSettings
+    from harness.faults import FaultStack, KubeContext, Ledger
+    from harness.safety import DrillAborted
+    from harness.timeline import Timeline
+    from tests.conftest import wait_for
+    from tests.fakefaults import FileFault
+
+    fleet = Fleet.model_validate(
+        {
+            "name": "alerting",
+            "clusters": [{"name": "east", "region": "r1"}],
+            "apps": [
+                {"name": "shop", "namespace": "shop", "workload": "deployment/shop", "global_endpoint": api}
+            ],
+            "prometheus": {"url": "http://prometheus.example:9090"},
+            "safety": {"allowlist": ["east"], "abort": {"alerts": [{"alert": "ShopDown"}]}},
+        }
+    )
+    ledger, timeline = Ledger(tmp_path / "ledger.json"), Timeline()
+    stack = FaultStack(KubeContext(), ledger, timeline, "run-1")
+    drill = Drill("abort", fleet, None, stack, timeline, DrillSettings(abort_check_s=0.05))  # type: ignore[arg-type]
+    alerts: list[Alert] = []
+    drill.prometheus = FakeClients({}, alerts)  # type: ignore[assignment]
+    with pytest.raises(DrillAborted) as aborted, stack, drill.observe(fleet.app("shop")):
+        stack.push(FileFault(str(tmp_path), targets=("east",)))
+        alerts.append(Alert("ShopDown", "firing", {"alertname": "ShopDown"}))
+        wait_for(lambda: False, 20, "the alert to stop the drill")
+    assert (
+        str(aborted.value)
+        == "drill aborted: alert ShopDown is firing on Prometheus fleet; its faults are reverted"
+    )
+    assert not (tmp_path / "east").exists() and ledger.entries() == [], "the fault was reverted"
