@@ -87,11 +87,19 @@ def _attachments(drill: DrillResult) -> list[tuple[Any, str, Any]]:
         png = plots.timeline_png(drill, app, bound, figures.get("rto_s"))
         if png is not None:
             found.append((png, f"timeline plot ({app})", AttachmentType.PNG))
+        metrics = plots.promql_png(drill, app)
+        if metrics is not None:
+            found.append((metrics, f"PromQL objectives plot ({app})", AttachmentType.PNG))
     data = record.to_data()
     for name in ("figures", "verdicts"):
         found.append((json.dumps(data[name], indent=1), name, AttachmentType.JSON))
     found.append((json.dumps(data["timeline"]["events"], indent=1), "timeline", AttachmentType.JSON))
-    for kind, rows in (("probe series", drill.probes), ("sentinel series", drill.sentinel)):
+    series = (
+        ("probe series", drill.probes),
+        ("sentinel series", drill.sentinel),
+        ("PromQL series", drill.promql),
+    )
+    for kind, rows in series:
         if rows:
             found.append(("".join(json.dumps(r) + "\n" for r in rows), kind, AttachmentType.JSON))
     return found

@@ -3,7 +3,7 @@
 objectives_vs_measured.csv  per app and drill: each objective, what was required, what was measured, verdict
 trend.csv                   the history of the measured figures across runs
 records/DRILL.json          each drill's full record (figures, verdicts with deciding moments, timeline)
-raw/DRILL/*.jsonl           the raw probe and sentinel data behind every figure
+raw/DRILL/*.jsonl           the raw probe, sentinel, DNS and PromQL data behind every figure
 environment.json            run, fleet, clusters, versions of the tools
 README.txt                  what each file is and how to check the pack
 MANIFEST.sha256             SHA-256 of every other file (`sha256sum -c MANIFEST.sha256` checks it too)
@@ -32,8 +32,9 @@ objectives_vs_measured.csv: one row per objective judged in a drill: the app(s),
   objective, what was required, what was measured and the verdict with its reason.
 trend.csv: the measured figures of every run in the history (seconds; availability as a fraction).
 records/: each drill's full record: figures, verdicts with the moments that decided them, the timeline.
-raw/: the probe requests (probes.jsonl), numbered data writes (sentinel.jsonl) and, for a DNS failover, the
-  global name's answers (dns.jsonl) every figure comes from.
+raw/: the probe requests (probes.jsonl), numbered data writes (sentinel.jsonl), for a DNS failover the
+  global name's answers (dns.jsonl), and the series of each PromQL objective (promql.jsonl) every figure
+  comes from.
 environment.json: run, fleet, clusters and regions, tool versions.
 MANIFEST.sha256: SHA-256 of every other file. Check with `sha256sum -c MANIFEST.sha256` in this folder,
   or `fleetdrill report {run_id} --verify`.
@@ -92,9 +93,9 @@ def build(run: Run, history: list[dict[str, Any]]) -> Path:
     }
     for drill in run.drills:
         files[f"records/{drill.folder.name}.json"] = drill.record.to_json()
-        for kind in ("probes", "sentinel"):
+        for kind in ("probes", "sentinel", "dns", "promql"):
             source = drill.raw_path(kind)
-            if source.exists():
+            if source.exists() and source.stat().st_size:  # a drill without DNS or PromQL has none
                 files[f"raw/{drill.folder.name}/{source.name}"] = redact(source.read_text())
     for name, text in files.items():
         path = pack / name
