@@ -148,6 +148,8 @@ Text = Annotated[str, Field(min_length=1)]
 CloudKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Url = Annotated[str, AfterValidator(_url), WithJsonSchema({"type": "string", "format": "uri"})]
 Kubeconfig = Annotated[Path, AfterValidator(_resolve)]
+FilePath = Kubeconfig
+"""A file named in the fleet file, resolved as a kubeconfig is (relative to the fleet file, "~" expanded)."""
 _STATUS_SCHEMA = {
     "anyOf": [{"type": "integer", "minimum": 200, "maximum": 499}, {"type": "string", "pattern": "^[234]xx$"}]
 }
@@ -181,7 +183,7 @@ class Prometheus(_Model):
     """The user of HTTP basic auth; its password comes from the variable password_env names."""
     password_env: EnvName | None = None
     """The environment variable holding the basic-auth password."""
-    ca_file: Kubeconfig | None = None
+    ca_file: FilePath | None = None
     """A PEM CA bundle that signs the server's certificate (relative to the fleet file, "~" expanded);
     unset: the system's CAs."""
     timeout: PositiveDuration = 10.0

@@ -23,6 +23,7 @@ from typing import Any
 
 from harness.config import Fleet, Prometheus
 from harness.errors import FleetDrillError
+from harness.report.redact import redact
 
 FLEET = "fleet"
 """The fleet-wide Prometheus (the fleet file's top-level `prometheus`), where a cluster name would go."""
@@ -185,9 +186,7 @@ class PrometheusClient:
             request.add_header("Authorization", header)
         said = f"Prometheus {self.where} ({self.url}) {path}"
         try:
-            with urllib.request.urlopen(
-                request, timeout=self.settings.timeout, context=self._context()
-            ) as answer:
+            with self._opener().open(request, timeout=self.settings.timeout) as answer:
                 raw = answer.read()
         except urllib.error.HTTPError as error:
             text = _error_text(error)
@@ -206,6 +205,13 @@ class PrometheusClient:
         if not isinstance(decoded, dict) or decoded.get("status") != "success":
             raise PrometheusError(f"{said}: {decoded.get('error') if isinstance(decoded, dict) else decoded}")
         return decoded.get("data", {})
+
+    def _opener(self) -> urllib.request.OpenerDirector:
+        """An opener with the TLS context that follows no redirect (it would carry the credential to
+        wherever the redirect points)."""
+        return urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=self._context()), _NoRedirect()
+        )
 
     def _context(self) -> ssl.SSLContext:
         """The TLS context: the system's CAs, or the ca_file's."""
@@ -229,6 +235,15 @@ class PrometheusClient:
         return None
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error naming where it points: set the fleet file's url to that."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        raise urllib.error.HTTPError(
+            req.full_url, code, f"redirected to {newurl}: use that as url", headers, fp
+        )
+
+
 class _Refused(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -244,14 +259,16 @@ def _environment(name: str, field: str, where: str) -> str:
 
 def _error_text(error: urllib.error.HTTPError) -> str:
     """The API's `error` field, or the start of the body (a proxy's page), on one line."""
+    if 300 <= error.code < 400:
+        return str(error.reason)
     try:
         raw = error.read().decode(errors="replace")
     except OSError:
-        return error.reason or ""
+        return str(error.reason or "")
     try:
-        return str(json.loads(raw).get("error") or error.reason)
+        return redact(str(json.loads(raw).get("error") or error.reason))
     except (ValueError, AttributeError):
-        return " ".join(raw.split())[:ERROR_BODY_CHARS] or str(error.reason)
+        return redact(" ".join(raw.split())[:ERROR_BODY_CHARS]) or str(error.reason)
 
 
 def _series(data: Any, where: str) -> list[Series]:

@@ -300,6 +300,12 @@ class FakeApi(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.seen.append(self.headers.get("Authorization"))
+        if self.wanted == ["redirect"]:
+            self.send_response(307)
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.headers.get("Authorization") not in self.wanted:
             self._answer(401, {"status": "error", "error": "Unauthorized"})
             return
@@ -384,6 +390,18 @@ def test_a_token_command_runs_again_after_token_refresh(api: str, tmp_path: Path
     client._token._taken -= 3600  # an hour on: token_refresh has passed
     client.query("up")
     assert client._token.runs == 2
+
+
+def test_a_redirect_is_not_followed_with_the_credential(api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROM_TOKEN", SECRET)
+    FakeApi.wanted = ["redirect"]
+    client = PrometheusClient(Prometheus(url=api, bearer_token_env="PROM_TOKEN"), "fleet")
+    with pytest.raises(PrometheusError) as redirected:
+        client.query("up")
+    assert str(redirected.value) == (
+        f"Prometheus fleet ({api}) /api/v1/query: HTTP 307: redirected to http://127.0.0.1:9/elsewhere: "
+        "use that as url"
+    )
 
 
 def test_a_failing_token_command_never_shows_its_output(tmp_path: Path) -> None:
