@@ -227,3 +227,29 @@ def test_wrong_credentials_and_an_unknown_ca_are_refused_without_showing_a_secre
         assert secret not in str(refused.value) and PASSWORD not in str(refused.value)
     with pytest.raises(PrometheusError, match="CERTIFICATE_VERIFY_FAILED"):
         PrometheusClient(settings(prometheus, ca_file=None), "fleet").query("up")
+
+
+def test_fleetdrill_doctor_prints_the_prometheus_checks_and_fails_on_no_data(
+    prometheus: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fleetdrill doctor` on a fleet file with Prometheus: its section of lines, and exit 1 for a query
+    without data (the Kubernetes checks, tested on their own, find nothing here)."""
+    from harness import cli, preflight
+    from harness.config import dump_fleet
+    from harness.fleet import FleetAccess
+    from harness.preflight import Readiness
+
+    goals = [objective("gone", "drill_metric_nobody_exports", "<", 1)]
+    (tmp_path / "fleet.yaml").write_text(dump_fleet(fleet(prometheus, goals)))
+    (tmp_path / "drills").mkdir()
+    monkeypatch.setattr(FleetAccess, "unreachable", lambda self, clusters=None: {})
+    monkeypatch.setattr(preflight, "preflight", lambda fleet, access, app, margin: Readiness(app, ()))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    code = cli.main(["doctor", "--fleet", str(tmp_path / "fleet.yaml"), "--drills", str(tmp_path / "drills")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out[out.index("prometheus:") + 3 :] == [
+        "  FAIL fleet: app shop PromQL objective gone: expected drill_metric_nobody_exports returns data, "
+        "found no data on Prometheus fleet: it would be an error in a drill",
+        "1 problem(s) on the DR path",
+    ]
