@@ -49,7 +49,7 @@ def running_prometheus(folder: Path, targets: list[str], rules: dict[str, object
     ends; it is killed then, whatever happened."""
     binary = shutil.which("prometheus")
     if binary is None:
-        pytest.skip("Debian's prometheus package is not installed (.ci/bootstrap installs it)")
+        pytest.fail("Debian's prometheus package is not installed (.ci/bootstrap installs it)")
     folder.mkdir(parents=True, exist_ok=True)
     ca = pki.new_ca("fleetdrill-test-prometheus")
     ca_file = folder / "ca.crt"
