@@ -95,17 +95,22 @@ def timeline_png(
                 ls="--",
                 label="recovered (t0 + RTO)" if ax is latency else None,
             )
-    handles, labels = latency.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))  # a phase run twice is listed once
-    latency.legend(
+    _legend(latency, 8)
+    return _png(figure)
+
+
+def _legend(ax: Any, fontsize: int) -> None:
+    """The axes' legend right of it, each label once (a phase run twice is listed once)."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(
         unique.values(),
         unique.keys(),
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
-        fontsize=8,
+        fontsize=fontsize,
         frameon=False,
     )
-    return _png(figure)
 
 
 def promql_png(drill: DrillResult, app: str) -> bytes | None:
@@ -150,16 +155,7 @@ def promql_png(drill: DrillResult, app: str) -> bytes | None:
     column[-1].set_xlim(min(times) - zero, max(times) - zero)
     _shade(drill, zero, max(times), tuple(column))
     for ax in column:
-        handles, labels = ax.get_legend_handles_labels()
-        unique = dict(zip(labels, handles, strict=True))
-        ax.legend(
-            unique.values(),
-            unique.keys(),
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-            fontsize=7,
-            frameon=False,
-        )
+        _legend(ax, 7)
     return _png(figure)
 
 
