@@ -58,7 +58,7 @@ def _progress() -> build.Progress:
 def cmd_fleet_build(args: argparse.Namespace) -> int:
     started = time.monotonic()
     supervisor.check_programs()
-    binaries = build.ensure_binaries(args.bin_dir, _progress())
+    binaries = build.ensure_binaries(args.bin_dir, _progress(), build.OPTIONAL if args.prometheus else ())
     folders = ", ".join(sorted({str(path.parent) for path in binaries.values()}))
     print(f"{len(binaries)} binaries ready in {folders} ({time.monotonic() - started:.1f} s)")
     return 0
@@ -74,6 +74,7 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
         _progress(),
         backups=not args.no_backups,
         dns=args.dns,
+        prometheus=args.prometheus,
     )
     print(f"fleet up in {time.monotonic() - started:.1f} s: {', '.join(c.name for c in state.clusters)}")
     print(f"kubeconfig: {state.folder / 'kubeconfig'}")
@@ -324,7 +325,9 @@ def parser() -> argparse.ArgumentParser:
             )
         return sub
 
-    action("build", cmd_fleet_build, "build the Kubernetes binaries into the cache (minutes the first time)")
+    action(
+        "build", cmd_fleet_build, "build the Kubernetes binaries into the cache (minutes the first time)"
+    ).add_argument("--prometheus", action="store_true", help="and Prometheus, for `fleet up --prometheus`")
     up = action("up", cmd_fleet_up, "start a local fleet")
     up.add_argument("--clusters", type=_positive, default=3, help="number of clusters (default 3)")
     up.add_argument("--nodes", type=_positive, default=3, help="nodes per cluster (default 3)")
@@ -336,6 +339,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with CoreDNS: the sample app's global name published as the GSLB fails over, and a caching"
         " resolver for the runner (fleet.yaml: apps[].dns)",
+    )
+    up.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="with a Prometheus in every cluster, scraping it through service discovery"
+        " (fleet.yaml: clusters[].prometheus; built from its Go module the first time)",
     )
     action("down", cmd_fleet_down, "stop every process of the fleet and remove its namespaces")
     action("status", cmd_fleet_status, "per cluster and component: up, address, pid, RSS")

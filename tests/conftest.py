@@ -100,14 +100,19 @@ def started_fleet(
     clusters: int = 3,
     backups: bool = False,
     dns: bool = False,
+    prometheus: bool = False,
 ) -> Iterator[Path]:
-    """A local fleet (three clusters unless told; with the backup store and Velero, and with CoreDNS, when
-    asked) owned by this test session, taken down at the end whatever happens."""
+    """A local fleet (three clusters unless told; with the backup store and Velero, with CoreDNS, and with
+    Prometheus, when asked) owned by this test session, taken down at the end whatever happens."""
     remove_stale_test_fleets()
     folder = tmp_path_factory.mktemp(name)
     (folder / OWNER).write_text(str(os.getpid()))
     try:
-        options = ([] if backups else ["--no-backups"]) + (["--dns"] if dns else [])
+        options = (
+            ([] if backups else ["--no-backups"])
+            + (["--dns"] if dns else [])
+            + (["--prometheus"] if prometheus else [])
+        )
         run_cli("fleet", "up", "--dir", folder, "--clusters", clusters, *options)
         yield folder
     finally:

@@ -16,6 +16,8 @@ from harness.localfleet.addresses import FleetPlan
 MANIFEST = Path(__file__).resolve().parents[2] / "fixtures" / "apps" / "orders.yaml"
 APP = "orders"
 HTTP_PORT = 80
+INGRESS_METRICS_PORT = 10254
+"""Where an ingress serves its Prometheus metrics, with `fleet up --prometheus` (ingress-nginx's port)."""
 REPLICATION_LAG_S = 0.5
 HEALTH_INTERVAL_S = 1.0
 HEALTH_FALL = 2
@@ -82,16 +84,25 @@ def global_url(plan: FleetPlan) -> str:
     return f"http://{plan.global_segment.host(2)}:{HTTP_PORT}"
 
 
-def ingress_argv(kubeconfig: Path, context: str, address: str) -> list[str]:
+def ingress_argv(
+    kubeconfig: Path,
+    context: str,
+    address: str,
+    metrics: bool = False,
+    port: int = HTTP_PORT,
+    service: tuple[str, str] = (APP, APP),
+) -> list[str]:
+    """An ingress on `address`:`port` for `service` (namespace, name), serving its metrics when asked."""
     return [
         sys.executable,
         "-m",
         "harness.localfleet.ingress",
         f"--kubeconfig={kubeconfig}",
         f"--context={context}",
-        f"--listen={address}:{HTTP_PORT}",
-        f"--namespace={APP}",
-        f"--service={APP}",
+        f"--listen={address}:{port}",
+        f"--namespace={service[0]}",
+        f"--service={service[1]}",
+        *([f"--metrics-listen={address}:{INGRESS_METRICS_PORT}"] if metrics else []),
     ]
 
 

@@ -36,6 +36,10 @@ class GoModule:
     """The module whose pinned version names the build (and, for Kubernetes, stamps the binaries)."""
     version_stamps: tuple[str, ...] = ()
     """Package variables set to the pinned version at link time, as the project's own release build does."""
+    tags: tuple[str, ...] = ()
+    """Build tags, as the project's own release build can be given them."""
+    release: Callable[[str], str] = str
+    """The release a pinned module version stands for (Prometheus 3.16.0 is its module's v0.316.0)."""
 
     @property
     def folder(self) -> Path:
@@ -59,7 +63,8 @@ class GoModule:
         """Stamp the real release version, as the project's release build does."""
         version = self.pin(self.pinned)
         if self.pinned != "k8s.io/kubernetes":
-            return " ".join(["-s", "-w", *(f"-X {variable}={version}" for variable in self.version_stamps)])
+            release = self.release(version)
+            return " ".join(["-s", "-w", *(f"-X {variable}={release}" for variable in self.version_stamps)])
         major, minor = version.lstrip("v").split(".")[:2]
         flags = ["-s", "-w"]
         for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -77,7 +82,7 @@ class GoModule:
         for path in sorted(self.folder.rglob("*")):
             if path.is_file():
                 digest.update(path.relative_to(self.folder).as_posix().encode() + path.read_bytes())
-        digest.update(self.ldflags().encode())
+        digest.update(self.ldflags().encode() + ",".join(self.tags).encode())
         return f"{self.name}-{self.pin(self.pinned)}-{digest.hexdigest()[:12]}"
 
 
@@ -117,6 +122,26 @@ VELERO = GoModule(
 MINIO = GoModule("minio", {"minio": "github.com/minio/minio"}, "github.com/minio/minio")
 COREDNS = GoModule("coredns", {"coredns": "./cmd/coredns"}, "github.com/coredns/coredns")
 MODULES = (KUBE, CNI, VELERO, MINIO, COREDNS)
+
+
+def prometheus_release(version: str) -> str:
+    """Prometheus' release from its module version: v0.316.0 is 3.16.0 (major and minor in the minor)."""
+    _, minor, patch = version.lstrip("v").split(".")[:3]
+    return f"{int(minor) // 100}.{int(minor) % 100}.{patch}"
+
+
+PROMETHEUS = GoModule(
+    "prometheus",
+    {"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+    "github.com/prometheus/prometheus",
+    ("github.com/prometheus/common/version.Version",),
+    # Only the service discovery a cluster's Prometheus uses (file and http are always in): the
+    # project's documented build tags for leaving out the others, which saves most of the build.
+    ("remove_all_sd", "enable_kubernetes_sd"),
+    prometheus_release,
+)
+OPTIONAL = (PROMETHEUS,)
+"""Built only when asked for (`fleet build --prometheus`, `fleet up --prometheus`)."""
 Progress = Callable[[str, int, int], None]
 
 
@@ -142,24 +167,27 @@ def check_go(required: tuple[int, ...]) -> str:
     return go
 
 
-def find_binaries(bin_dir: Path) -> dict[str, Path]:
+def find_binaries(bin_dir: Path, extra: tuple[GoModule, ...] = ()) -> dict[str, Path]:
     """Binaries from a folder of official releases; one line naming what is missing."""
-    wanted = [name for module in MODULES for name in module.binaries]
+    wanted = [name for module in (*MODULES, *extra) for name in module.binaries]
     missing = [name for name in wanted if not os.access(bin_dir / name, os.X_OK)]
     if missing:
         raise BuildError(f"--bin-dir {bin_dir}: missing executables: {', '.join(missing)}")
     return {name: bin_dir / name for name in wanted}
 
 
-def ensure_binaries(bin_dir: Path | None = None, progress: Progress | None = None) -> dict[str, Path]:
-    """Every binary the local fleet runs, built once into the cache (or taken from bin_dir)."""
+def ensure_binaries(
+    bin_dir: Path | None = None, progress: Progress | None = None, extra: tuple[GoModule, ...] = ()
+) -> dict[str, Path]:
+    """Every binary the local fleet runs (and those of the `extra` modules, from OPTIONAL), built once into
+    the cache (or taken from bin_dir)."""
     bin_dir = bin_dir or (
         Path(os.environ["FLEETDRILL_BIN_DIR"]) if os.environ.get("FLEETDRILL_BIN_DIR") else None
     )
     if bin_dir:
-        return find_binaries(bin_dir)
+        return find_binaries(bin_dir, extra)
     found: dict[str, Path] = {}
-    for module in MODULES:
+    for module in (*MODULES, *extra):
         target = cache_root() / "bin" / module.key()
         if not (target / STAMP).exists():
             build(module, target, progress)
@@ -197,12 +225,24 @@ def build(module: GoModule, target: Path, progress: Progress | None = None) -> N
     report("downloading Go modules", 0, 0)
     _run(["go", "mod", "download"], cwd, env, "downloading Go modules")
     packages = list(module.binaries.values())
-    listed = _run(["go", "list", "-deps", *packages], cwd, env, "listing packages")
+    tags = [f"-tags={','.join(module.tags)}"] if module.tags else []
+    listed = _run(["go", "list", "-deps", *tags, *packages], cwd, env, "listing packages")
     total = len(listed.splitlines())
     staging = target.with_name(f".{target.name}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    argv = ["go", "build", "-v", "-trimpath", "-ldflags", module.ldflags(), "-o", f"{staging}/", *packages]
+    argv = [
+        "go",
+        "build",
+        "-v",
+        "-trimpath",
+        *tags,
+        "-ldflags",
+        module.ldflags(),
+        "-o",
+        f"{staging}/",
+        *packages,
+    ]
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )

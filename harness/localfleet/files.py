@@ -109,9 +109,10 @@ def write_fleet_file(
     timings: controlplane.LocalTimings,
     velero: dict | None = None,
     dns: DnsPlan | None = None,
+    prometheus: dict[str, str] | None = None,
 ) -> Path:
-    """The fleet file the harness reads for this local fleet (with its `velero` section when Velero runs, and
-    the app's `dns` when the fleet runs DNS)."""
+    """The fleet file the harness reads for this local fleet (with its `velero` section when Velero runs,
+    the app's `dns` when the fleet runs DNS, and each cluster's `prometheus` URL when Prometheus runs)."""
     fleet = {
         "name": f"local-{state.index}",
         "kubeconfig": "kubeconfig",
@@ -123,6 +124,7 @@ def write_fleet_file(
                 "region": c.region,
                 "role": c.role,
                 "environment": "dev",
+                **({"prometheus": {"url": prometheus[c.name]}} if prometheus else {}),
             }
             for c in state.clusters
         ],

@@ -7,8 +7,11 @@ then 502. While the API is unreachable it keeps the endpoints it last saw. The p
 the standard library with keep-alive pools towards upstreams; bodies are buffered whole. The GSLB
 (gslb.py) reuses `serve`, `Pool` and `forward`.
 
+With --metrics-listen it serves Prometheus metrics there (GET /metrics, as ingress-nginx does on its
+port 10254): ingress_requests_total{upstream, status} and ingress_ready_endpoints{upstream} (the Service).
+
     python -m harness.localfleet.ingress --kubeconfig K --context C --listen ADDR:PORT \
-        --namespace NS --service SVC [--port-name NAME]
+        --namespace NS --service SVC [--port-name NAME] [--metrics-listen ADDR:PORT]
 """
 
 import argparse
@@ -20,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import prometheus_client
 from kubernetes import client, config
 
 from harness.localfleet.kwatch import Reflector
@@ -36,6 +40,12 @@ Address = tuple[str, int]
 Headers = list[tuple[str, str]]
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 log = logging.getLogger("ingress")
+REQUESTS = prometheus_client.Counter(
+    "ingress_requests_total", "Requests answered by the ingress", ["upstream", "status"]
+)
+READY_ENDPOINTS = prometheus_client.Gauge(
+    "ingress_ready_endpoints", "Ready endpoints of the ingress's Service", ["upstream"]
+)
 
 
 @dataclass
@@ -254,8 +264,14 @@ class Ingress:
             log.info("endpoints of %s changed: ready %s (%d not ready)", self.service, listed, not_ready)
             self.endpoints = ready
             self.pool.retain(set(ready))
+            READY_ENDPOINTS.labels(self.service).set(len(ready))
 
     async def handle(self, request: Request) -> Response:
+        response = await self._answer(request)
+        REQUESTS.labels(self.service, str(response.status)).inc()
+        return response
+
+    async def _answer(self, request: Request) -> Response:
         endpoints = self.endpoints
         if not endpoints:
             return text(503, "Service Unavailable", f"no ready endpoint for service {self.service}")
@@ -273,6 +289,9 @@ async def run(args: argparse.Namespace) -> None:
         label_selector=f"kubernetes.io/service-name={args.service}",
     )
     Reflector(f"endpointslices of {ingress.service}", lister, ingress.on_slices, log.info).start()
+    if args.metrics_listen:
+        host, port = parse_address(args.metrics_listen)
+        prometheus_client.start_http_server(port, host)
     server = await serve(ingress.handle, parse_address(args.listen))
     host, port = server.sockets[0].getsockname()[:2]
     log.info("listening on %s:%d for %s in %s", host, port, ingress.service, args.context)
@@ -289,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--service", required=True)
     parser.add_argument("--port-name", help="the Service port to use (default: each slice's first port)")
+    parser.add_argument("--metrics-listen", help="ADDR:PORT to serve Prometheus metrics on (default: none)")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger().handlers[0].addFilter(lambda r: not r.name.startswith("urllib3"))  # its retries

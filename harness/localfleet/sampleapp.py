@@ -25,6 +25,7 @@ API (JSON; every response carries X-Served-By: <cluster>/<pod>; stream defaults 
   GET /status                                 {"cluster", "pod", "role", "epoch", "fenced", "fence_reason",
       "position", "last_seq": {stream: seq}, "replicated_to": {peer: position}, "peers": {peer: last poll}}
   GET /config                                 {"dir", "files": {relative path: sha256}}
+  GET /metrics                                Prometheus' text format (harness.localfleet.sampleapp_metrics)
   POST /replicate {"epoch", "from", "entries"} applied idempotently; 409 {"epoch"} when its epoch is stale
   POST /promote {"epoch"?}                    become primary at epoch+1 (or the given one if higher)
 
@@ -62,6 +63,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from harness.localfleet.sampleapp_metrics import CONTENT_TYPE, AppMetrics
 from harness.localfleet.sampleapp_store import PRIMARY, REPLICA, Order, Primacy, Store
 
 DEFAULT_STREAM = "default"
@@ -180,6 +182,7 @@ class App:
         self.cond = threading.Condition()  # guards all of the above; notified on every change
         self.stopping = False
         self.threads: list[threading.Thread] = []
+        self.metrics = AppMetrics(self.oldest_unshipped)
         self.server = Server(self)
 
     def start(self) -> None:
@@ -338,6 +341,15 @@ class App:
                 self.cond.notify_all()
             return 200, {"cluster": self.cfg.cluster, "role": self.node.role, "epoch": self.node.epoch}
 
+    def oldest_unshipped(self) -> dict[str, float | None]:
+        """Per peer, the commit time of the oldest write not yet shipped to it (None: none waits)."""
+        with self.cond:
+            primary, end = self.node.role == PRIMARY, self.store.position
+            return {
+                peer: self.store.committed_at[start] if primary and start < end else None
+                for peer, start in self.positions.items()
+            }
+
     def status(self) -> dict[str, Any]:
         with self.cond:
             fence = self.node.fence_reason()
@@ -381,7 +393,11 @@ class Handler(BaseHTTPRequestHandler):
         self._serve("POST")
 
     def _serve(self, method: str) -> None:
+        started = time.monotonic()
         url = urlsplit(self.path)
+        if method == "GET" and url.path == "/metrics":
+            self._write(200, CONTENT_TYPE, self.server.app.metrics.render())
+            return
         query = {name: values[-1] for name, values in parse_qs(url.query).items()}
         try:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
@@ -391,9 +407,12 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as error:
             log.exception("%s %s failed", method, self.path)
             status, reply = 500, {"error": repr(error)}
-        data = json.dumps(reply).encode()
+        self._write(status, "application/json", json.dumps(reply).encode())
+        self.server.app.metrics.observe(method, status, time.monotonic() - started)
+
+    def _write(self, status: int, content_type: str, data: bytes) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -15,9 +15,10 @@ from harness.localfleet.state import ClusterRecord, FleetState, start_process
 GLOBAL_KEY = "global/gslb"
 
 
-def start(state: FleetState, dns: DnsPlan | None = None) -> None:
-    """A volume provisioner, the sample app and its Gslb in every cluster, an ingress per cluster, and the
-    global endpoint (publishing the serving clusters in the fleet's DNS, with dns)."""
+def start(state: FleetState, dns: DnsPlan | None = None, metrics: bool = False) -> None:
+    """A volume provisioner, the sample app and its Gslb in every cluster, an ingress per cluster (serving
+    its Prometheus metrics, with metrics), and the global endpoint (publishing the serving clusters in the
+    fleet's DNS, with dns)."""
     kubeconfig = state.folder / "kubeconfig"
     backends = {
         c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
@@ -51,7 +52,7 @@ def start(state: FleetState, dns: DnsPlan | None = None) -> None:
             processes.ProcessSpec(
                 f"{cluster.name}/ingress",
                 ingress_ns,
-                apps.ingress_argv(kubeconfig, cluster.name, address),
+                apps.ingress_argv(kubeconfig, cluster.name, address, metrics),
                 {"PYTHONUNBUFFERED": "1"},
                 str(state.folder / "logs" / cluster.name / "ingress.log"),
                 address,

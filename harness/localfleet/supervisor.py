@@ -28,6 +28,7 @@ from harness.localfleet import (
     nodes,
     pki,
     processes,
+    prometheus_install,
     readiness,
     registry,
     services,
@@ -76,10 +77,11 @@ def up(
     timings: controlplane.LocalTimings | None = None,
     backups: bool = False,
     dns: bool = False,
+    prometheus: bool = False,
 ) -> FleetState:
     """Start a fleet in folder and return once every API server is ready and its controllers work (and,
     with backups, once Velero in every cluster reaches the fleet's backup store; with dns, once CoreDNS
-    answers for the apps' global names)."""
+    answers for the apps' global names; with prometheus, once every cluster's Prometheus is ready)."""
     check_privileges()
     check_programs()
     folder = folder.resolve()
@@ -87,7 +89,7 @@ def up(
         raise FleetDrillError(
             f"a local fleet already runs in {folder}: `fleetdrill fleet down --dir {folder}` first"
         )
-    binaries = ensure_binaries(bin_dir, progress)
+    binaries = ensure_binaries(bin_dir, progress, (build.PROMETHEUS,) if prometheus else ())
     down_orphans()
     timings = timings or controlplane.LocalTimings()
     files.reset(folder)
@@ -109,7 +111,7 @@ def up(
         files.write_kubeconfig(state, ca)
         published = dnsserver.prepare(state) if dns else None
         say("deploying the sample app, the ingresses and the global load balancer")
-        services.start(state, published)
+        services.start(state, published, metrics=prometheus)
         state.save()
         if published:
             say("starting CoreDNS: the global names' authoritative server and the runner's resolver")
@@ -123,7 +125,12 @@ def up(
             say("starting the backup store and installing Velero in every cluster")
             velero = velero_install.start(state, binaries, READY_DEADLINE_S)
             state.save()
-        files.write_fleet_file(state, timings, velero, published)
+        monitors = None
+        if prometheus:
+            say("deploying Prometheus in every cluster")
+            monitors = prometheus_install.start(state, READY_DEADLINE_S)
+            state.save()
+        files.write_fleet_file(state, timings, velero, published, monitors)
         return state
     except BaseException:
         down(folder)
@@ -187,6 +194,8 @@ def _start_nodes(
         env = {"PYTHONUNBUFFERED": "1"}
         if "velero" in binaries:  # the image catalogue runs Velero's images from these programs
             env[images.VELERO_BIN_ENV] = str(binaries["velero"].parent)
+        if "prometheus" in binaries:  # ... and Prometheus' image from the built server
+            env[images.PROMETHEUS_BIN_ENV] = str(binaries["prometheus"].parent)
         start_process(
             state,
             processes.ProcessSpec(

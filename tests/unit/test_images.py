@@ -104,3 +104,18 @@ def test_a_postgres_version_not_installed_here_says_which_are(tmp_path, monkeypa
         assert resolved.argv == IDLE and f"{wanted} is not installed here (installed: 15;" in resolved.note
     _postgres_root(tmp_path / "empty", monkeypatch)
     assert "PostgreSQL is not installed here (installed: none;" in resolve("postgres:latest", [], []).note
+
+
+def test_prometheus_image_runs_the_built_server_with_the_image_cmd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(images.PROMETHEUS_BIN_ENV, "/cache/prometheus-v0.316.0")
+    server = "/cache/prometheus-v0.316.0/prometheus"
+    resolved = resolve("prom/prometheus:v3.16.0", [], [])
+    assert resolved.argv == [server, *images.PROMETHEUS_ARGS] and resolved.own_folder
+    assert resolve("quay.io/prometheus/prometheus", [], ["--config.file=/c.yml"]).argv == [
+        server,
+        "--config.file=/c.yml",
+    ]
+    assert resolve("prom/prometheus", ["/bin/prometheus"], ["--version"]).argv == [server, "--version"]
+    assert resolve("prom/prometheus", ["/bin/promtool"], []).argv == images.IDLE
+    monkeypatch.delenv(images.PROMETHEUS_BIN_ENV)
+    assert "fleet up --prometheus" in resolve("prom/prometheus:latest", [], []).note

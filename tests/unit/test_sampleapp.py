@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.localfleet import apps
 from harness.localfleet.sampleapp import App, Config
@@ -411,3 +412,37 @@ def test_config_lists_mounted_files_by_name_and_sha256(fleet: Callable[..., Flee
     g = fleet("b")
     g.start("b")
     assert call(f"{g.url('b')}/config")[1] == {"dir": None, "files": {}}
+
+
+def _metrics(url: str) -> dict[tuple[str, tuple], float]:
+    """GET /metrics parsed: value by (sample name, sorted labels)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_requests_by_method_and_status_and_show_the_replication_lag(
+    fleet: Callable[..., Fleet],
+) -> None:
+    f = fleet("ab", ORDERS_REPLICATION_LAG="30")
+    f.start("b")
+    f.start("a")
+    a = f.url("a")
+    wait_for(lambda: writable(a), 10, "a to confirm its primacy")
+    before = _metrics(a)
+    assert before[("orders_replication_lag_seconds", (("peer", "b"),))] == 0, "nothing waits yet"
+    assert post(a, 1)[0] == 201 and call(f"{a}/orders/9")[0] == 404
+    wait_for(lambda: _metrics(a)[("orders_replication_lag_seconds", (("peer", "b"),))] > 0.2, 10, "a lag")
+    after = _metrics(a)
+    assert after[("http_requests_total", (("method", "POST"), ("status", "201")))] == 1
+    assert after[("http_requests_total", (("method", "GET"), ("status", "404")))] == 1
+    assert after[("http_request_duration_seconds_count", (("method", "POST"),))] == 1
+    assert after[("http_request_duration_seconds_bucket", (("le", "+Inf"), ("method", "POST")))] == 1
+    assert _metrics(f.url("b"))[("orders_replication_lag_seconds", (("peer", "a"),))] == 0, (
+        "a replica ships none"
+    )

@@ -10,7 +10,10 @@ copies the built plugin into the pod's plugin volume, as the image's entrypoint 
 controller-manager image (ghcr.io/chaos-mesh/chaos-mesh) runs our chaos controller; the official
 postgres image (tags 15 and up) runs the PostgreSQL of its major version that Debian's packages installed
 (/usr/lib/postgresql/N/bin, first on the container's PATH, so exec probes and `kubectl exec` find
-pg_isready and psql) behind our version of its entrypoint (harness.localfleet.pgentrypoint); any
+pg_isready and psql) behind our version of its entrypoint (harness.localfleet.pgentrypoint); Prometheus'
+image (prom/prometheus, any tag) runs the Prometheus server built from its Go module (`fleet build
+--prometheus`; Debian's package leaves out Kubernetes service discovery), with the image's default
+arguments when the pod gives none; any
 other image runs an idle process that is Running and Ready, so `kubectl create deployment
 --image=nginx` works. The pod's own command wins when the catalogue can run it (a real program on
 this machine); without a command its args are the argv, as for an image with no ENTRYPOINT (the base
@@ -48,6 +51,11 @@ POSTGRES_ROOT = Path("/usr/lib/postgresql")
 """Debian's PostgreSQL servers, one folder per major version (.ci/bootstrap installs `postgresql`)."""
 POSTGRES_OLDEST = 15
 POSTGRES_ENTRYPOINT = "docker-entrypoint.sh"
+PROMETHEUS_IMAGES = ("prom/prometheus", "docker.io/prom/prometheus", "quay.io/prometheus/prometheus")
+PROMETHEUS_BIN_ENV = "FLEETDRILL_PROMETHEUS_BIN_DIR"
+"""Where the node agent finds the built prometheus server (the supervisor sets it with --prometheus)."""
+PROMETHEUS_ARGS = ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
+"""The image's CMD (its ENTRYPOINT is /bin/prometheus), as on Docker Hub."""
 IDLE = [sys.executable, "-c", "import signal; signal.pause()"]
 
 
@@ -92,6 +100,8 @@ def resolve(image: str, command: list[str], args: list[str]) -> Resolved:
         return _velero_plugin(image)
     if _repository(image) in POSTGRES_IMAGES:
         return _postgres(image, command, args)
+    if _repository(image) in PROMETHEUS_IMAGES:
+        return _prometheus(image, command, args)
     argv = [*command, *args] if command else args  # an image outside the catalogue: no ENTRYPOINT known
     if argv and shutil.which(argv[0]):
         return Resolved(argv)
@@ -173,3 +183,16 @@ def _postgres(image: str, command: list[str], args: list[str]) -> Resolved:
     if shutil.which(command[0], path=path) is None:
         return Resolved(IDLE, f"image {image}: {command[0]!r} is not available here; running an idle process")
     return Resolved([*command, *args], env=env, stop_signal=signal.SIGINT)
+
+
+def _prometheus(image: str, command: list[str], args: list[str]) -> Resolved:
+    """Prometheus' image: ENTRYPOINT /bin/prometheus, CMD its config file and storage path (args replace
+    the CMD), WORKDIR /prometheus (here a folder of the container's own)."""
+    folder = os.environ.get(PROMETHEUS_BIN_ENV)
+    program = Path(command[0]).name if command else "prometheus"
+    if not folder or program != "prometheus":
+        return Resolved(
+            IDLE, f"image {image}: {program!r} is not a built program here (fleet up --prometheus)"
+        )
+    rest = [*command[1:], *args] if command else (args or PROMETHEUS_ARGS)
+    return Resolved([str(Path(folder) / "prometheus"), *rest], own_folder=True)

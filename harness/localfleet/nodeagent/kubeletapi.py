@@ -1,15 +1,17 @@
 """The kubelet's HTTP API on the node's InternalIP, port 10250: container logs, exec, attach, port
-forwarding and the Summary API.
+forwarding, the Summary API and the metrics endpoints (/metrics, /metrics/resource: nodeagent/metrics.py).
 
 Only the API server calls it: pods/log, pods/exec, pods/attach, pods/portforward and nodes/proxy proxy
 here (--kubelet-preferred-address-types).
 Authentication: TLS with a client certificate signed by the fleet CA; without one the answer is 401,
 and a certificate from another CA fails the handshake.
-Authorization: the kubelet would send the API server a SubjectAccessReview for nodes/stats (/stats/*)
-or nodes/proxy (the rest; webhook mode, pkg/kubelet/server/auth.go). Here the certificate's groups must
-include system:masters instead. That gives the same answer for every identity the fleet issues: the API
-server's kubelet client is in system:masters, and the node and viewer identities have neither
-subresource. It also needs no round trip to an API server that a drill may have just taken away.
+Authorization: the kubelet would send the API server a SubjectAccessReview for nodes/stats (/stats/*),
+nodes/metrics (/metrics/*) or nodes/proxy (the rest; webhook mode, pkg/kubelet/server/auth.go). Here
+the certificate's groups must include system:masters instead. That gives the same answer for every
+identity the fleet issues: the API server's kubelet client is in system:masters, and the node and
+viewer identities have none of those subresources. It also needs no round trip to an API server that a
+drill may have just taken away. Prometheus therefore scrapes /metrics and /metrics/resource through the
+API server (nodes/proxy: /api/v1/nodes/NODE/proxy/metrics/resource), as the API server's client.
 Refusals are worded as the kubelet words them (pkg/kubelet/server/server.go).
 """
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
-from harness.localfleet.nodeagent import attach, containerexec, containerlogs, portforward, streams
+from harness.localfleet.nodeagent import attach, containerexec, containerlogs, metrics, portforward, streams
 from harness.localfleet.nodeagent.pods import Container, PodWorker
 from harness.localfleet.nodeagent.summary import NodeSummary
 
@@ -75,6 +77,7 @@ class KubeletApi:
         self.context.load_verify_locations(client_ca)
         self.context.verify_mode = ssl.CERT_OPTIONAL
         self.clock = containerlogs.LogClock()
+        self.registry = metrics.kubelet_registry(stats.node, lambda: list(self.workers.values()))
 
     def start(self) -> None:
         threading.Thread(target=asyncio.run, args=(self._serve(),), name="kubelet-api", daemon=True).start()
@@ -104,6 +107,12 @@ class KubeletApi:
                     await self._port_forward(request, reader, writer, namespace, pod, uid)
                 case ["stats", "summary"] if request.method == "GET":
                     await self._summary(writer)
+                case ["metrics"] if request.method == "GET":
+                    await _reply(
+                        writer, metrics.CONTENT_TYPE, metrics.kubelet_metrics(self.registry).encode()
+                    )
+                case ["metrics", "resource"] if request.method == "GET":
+                    await _reply(writer, metrics.CONTENT_TYPE, self._resource_metrics().encode())
                 case _:
                     raise streams.Refusal(HTTPStatus.NOT_FOUND, "404 page not found\n")
         except streams.Refusal as refusal:
@@ -123,7 +132,7 @@ class KubeletApi:
         if ("organizationName", "system:masters") not in subject:
             user = next((value for name, value in subject if name == "commonName"), "")
             verb = VERBS.get(request.method, request.method.lower())
-            subresource = "stats" if request.parts[0] == "stats" else "proxy"
+            subresource = request.parts[0] if request.parts[0] in ("stats", "metrics") else "proxy"
             raise streams.Refusal(
                 HTTPStatus.FORBIDDEN,
                 f"Forbidden (user={user}, verb={verb}, resource=nodes, subresource(s)=[{subresource}])\n",
@@ -152,11 +161,15 @@ class KubeletApi:
     async def _summary(self, writer: asyncio.StreamWriter) -> None:
         """GET /stats/summary: the node's and its pods' CPU and memory, read now."""
         body = json.dumps(self.stats.summary(list(self.workers.values())), separators=(",", ":")).encode()
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s" % (len(body), body)
-        )
-        await writer.drain()
+        await _reply(writer, "application/json", body)
+
+    def _resource_metrics(self) -> str:
+        """GET /metrics/resource: the same figures in the kubelet's resource metrics."""
+        try:
+            found = self.stats.read(list(self.workers.values()))
+        except OSError:
+            found = None
+        return metrics.resource_metrics(found)
 
     async def _logs(
         self,
@@ -254,6 +267,14 @@ class KubeletApi:
         else:
             streams.upgrade_spdy(request.headers, writer, portforward.PROTOCOL)
             await portforward.SpdyPortForward(streams.SpdySession(reader, writer), target).serve()
+
+
+async def _reply(writer: asyncio.StreamWriter, content_type: str, body: bytes) -> None:
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (content_type.encode(), len(body), body)
+    )
+    await writer.drain()
 
 
 def _stream_options(query: dict[str, list[str]]) -> dict[str, bool]:

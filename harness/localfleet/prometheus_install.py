@@ -1,0 +1,316 @@
+"""Prometheus in every cluster (`fleet up --prometheus`), deployed as users deploy it: a Deployment of the
+prom/prometheus image (the node agent's catalogue runs Debian's prometheus server) with a ServiceAccount,
+a ClusterRole and its binding for discovery, the config in a ConfigMap and a Service.
+
+It scrapes through Kubernetes service discovery with its in-cluster config (the service account's token
+and CA, KUBERNETES_SERVICE_HOST/PORT): the API server (the `kubernetes` Service's EndpointSlice), every
+node's kubelet /metrics and /metrics/resource (through the API server's nodes/proxy, as the API server's
+client: the node agents let in only system:masters), every node's kube-proxy (its metrics port on the
+node's InternalIP), the ingress (a Service without selector whose EndpointSlice names the ingress's
+metrics address: it runs outside the pods) and every pod annotated prometheus.io/scrape (the sample
+app). The fleet has no cluster DNS, so the config names the API server by the `kubernetes` Service's
+cluster IP where users write kubernetes.default.svc.
+
+From the machine, each Prometheus is reached as the sample app is: through the cluster's ingress
+address, on port 9090 (a second ingress process there proxies to the Service).
+"""
+
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config, utils
+
+from harness.errors import FleetDrillError
+from harness.localfleet import apps, each, processes
+from harness.localfleet.nodes import PROXY_METRICS_PORT
+from harness.localfleet.state import FleetState, start_process
+
+NAMESPACE, NAME = "monitoring", "prometheus"
+IMAGE = "prom/prometheus:v3.16.0"
+"""The release gobuild/prometheus pins (module version v0.316.0)."""
+PORT = 9090
+SCRAPE_INTERVAL_S = 5
+"""Short, so a drill's window holds enough samples; the API server's large /metrics every 15 s."""
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+INGRESS_SERVICE = "ingress-metrics"
+
+
+class PrometheusInstallError(FleetDrillError):
+    """Prometheus could not be installed or did not become ready."""
+
+
+def _in_cluster(job: str, **rest: object) -> dict:
+    """A scrape job over HTTPS with the service account's token and the cluster's CA."""
+    return {
+        "job_name": job,
+        "scheme": "https",
+        "tls_config": {"ca_file": f"{SERVICE_ACCOUNT_DIR}/ca.crt"},
+        "authorization": {"credentials_file": f"{SERVICE_ACCOUNT_DIR}/token"},
+        **rest,
+    }
+
+
+def _node_proxy(job: str, api_server: str, path: str) -> dict:
+    """The kubelet's `path` on every node, through the API server's nodes/proxy."""
+    return _in_cluster(
+        job,
+        kubernetes_sd_configs=[{"role": "node"}],
+        relabel_configs=[
+            {"action": "labelmap", "regex": "__meta_kubernetes_node_label_(.+)"},
+            {"target_label": "__address__", "replacement": api_server},
+            {
+                "source_labels": ["__meta_kubernetes_node_name"],
+                "regex": "(.+)",
+                "target_label": "__metrics_path__",
+                "replacement": f"/api/v1/nodes/${{1}}/proxy{path}",
+            },
+        ],
+    )
+
+
+def scrape_config(cluster: str, api_server: str) -> dict:
+    """prometheus.yml for one cluster; `api_server` is the `kubernetes` Service's HOST:PORT."""
+    annotated = [
+        {
+            "source_labels": ["__meta_kubernetes_service_annotation_prometheus_io_scrape"],
+            "action": "keep",
+            "regex": "true",
+        },
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+    ]
+    pods = [
+        {
+            "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+            "action": "keep",
+            "regex": "true",
+        },
+        {
+            "source_labels": ["__address__", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
+            "regex": r"([^:]+)(?::\d+)?;(\d+)",
+            "replacement": "$1:$2",
+            "target_label": "__address__",
+        },
+        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        {"source_labels": ["__meta_kubernetes_pod_label_app"], "target_label": "app"},
+    ]
+    return {
+        "global": {
+            "scrape_interval": f"{SCRAPE_INTERVAL_S}s",
+            "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
+            "external_labels": {"cluster": cluster},
+        },
+        "scrape_configs": [
+            _in_cluster(
+                "kubernetes-apiservers",
+                scrape_interval="15s",
+                kubernetes_sd_configs=[{"role": "endpointslice", "namespaces": {"names": ["default"]}}],
+                relabel_configs=[
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_service_name",
+                            "__meta_kubernetes_endpointslice_port_name",
+                        ],
+                        "action": "keep",
+                        "regex": "kubernetes;https",
+                    }
+                ],
+            ),
+            _node_proxy("kubernetes-nodes", api_server, "/metrics"),
+            _node_proxy("kubernetes-nodes-resource", api_server, "/metrics/resource"),
+            {
+                "job_name": "kube-proxy",
+                "kubernetes_sd_configs": [{"role": "node"}],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_node_address_InternalIP"],
+                        "target_label": "__address__",
+                        "replacement": f"${{1}}:{PROXY_METRICS_PORT}",
+                    },
+                    {"source_labels": ["__meta_kubernetes_node_name"], "target_label": "node"},
+                ],
+            },
+            {
+                "job_name": "kubernetes-service-endpoints",
+                "kubernetes_sd_configs": [{"role": "endpointslice"}],
+                "relabel_configs": annotated,
+            },
+            {
+                "job_name": "kubernetes-pods",
+                "kubernetes_sd_configs": [{"role": "pod"}],
+                "relabel_configs": pods,
+            },
+        ],
+    }
+
+
+def manifests(cluster: str, api_server: str, ingress_address: str) -> list[dict]:
+    """Prometheus' objects in one cluster, and the ingress's metrics Service with its EndpointSlice."""
+    labels = {"app": NAME}
+    meta = {"name": NAME, "namespace": NAMESPACE, "labels": labels}
+    container = {
+        "name": NAME,
+        "image": IMAGE,
+        "args": [
+            "--config.file=/etc/prometheus/prometheus.yml",
+            "--storage.tsdb.path=/prometheus",
+            "--storage.tsdb.retention.time=1d",
+        ],
+        "ports": [{"name": "web", "containerPort": PORT}],
+        "readinessProbe": {"httpGet": {"path": "/-/ready", "port": "web"}, "periodSeconds": 1},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/prometheus"},
+            {"name": "storage", "mountPath": "/prometheus"},
+        ],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": NAME,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": NAME}},
+                        {"name": "storage", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+    rules = [
+        {
+            "apiGroups": [""],
+            "resources": ["nodes", "nodes/proxy", "nodes/metrics", "services", "endpoints", "pods"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {"nonResourceURLs": ["/metrics", "/metrics/*"], "verbs": ["get"]},
+    ]
+    ingress_meta = {
+        "name": INGRESS_SERVICE,
+        "namespace": NAMESPACE,
+        "annotations": {"prometheus.io/scrape": "true"},
+    }
+    ingress_port = {"name": "metrics", "port": apps.INGRESS_METRICS_PORT, "protocol": "TCP"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": NAME},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": NAME},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+            "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta,
+            "data": {"prometheus.yml": yaml.safe_dump(scrape_config(cluster, api_server), sort_keys=False)},
+        },
+        deployment,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {"selector": labels, "ports": [{"name": "web", "port": PORT, "targetPort": "web"}]},
+        },
+        {"apiVersion": "v1", "kind": "Service", "metadata": ingress_meta, "spec": {"ports": [ingress_port]}},
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": INGRESS_SERVICE,
+                "namespace": NAMESPACE,
+                "labels": {
+                    "kubernetes.io/service-name": INGRESS_SERVICE,
+                    "endpointslice.kubernetes.io/managed-by": "localfleet.fleetdrill.io",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [ingress_port],
+            "endpoints": [{"addresses": [ingress_address], "conditions": {"ready": True}}],
+        },
+    ]
+
+
+def install(kubeconfig: Path, context: str, ingress_address: str) -> None:
+    """Apply Prometheus' objects in one cluster."""
+    api = config.new_client_from_config(str(kubeconfig), context=context)
+    try:
+        kubernetes = client.CoreV1Api(api).read_namespaced_service("kubernetes", "default")
+        api_server = f"{kubernetes.spec.cluster_ip}:{kubernetes.spec.ports[0].port}"
+        for document in manifests(context, api_server, ingress_address):
+            utils.create_from_dict(api, document)
+    finally:
+        api.close()
+
+
+def url(state: FleetState, cluster_index: int) -> str:
+    """Where the machine reaches a cluster's Prometheus: its ingress address, port 9090."""
+    return f"http://{state.plan.cluster(cluster_index).ingress}:{PORT}"
+
+
+def start(state: FleetState, deadline_s: float) -> dict[str, str]:
+    """Prometheus in every cluster, its port on every ingress address; once each answers ready, the URL
+    of each cluster's Prometheus."""
+    kubeconfig = state.folder / "kubeconfig"
+    each.at_once(
+        lambda c: install(kubeconfig, c.name, str(state.plan.cluster(c.index).ingress)), state.clusters
+    )
+    for cluster in state.clusters:
+        address = str(state.plan.cluster(cluster.index).ingress)
+        argv = apps.ingress_argv(kubeconfig, cluster.name, address, port=PORT, service=(NAMESPACE, NAME))
+        start_process(
+            state,
+            processes.ProcessSpec(
+                f"{cluster.name}/prometheus-ingress",
+                f"{cluster.netns_prefix(state.plan)}ing",
+                argv,
+                {"PYTHONUNBUFFERED": "1"},
+                str(state.folder / "logs" / cluster.name / "prometheus-ingress.log"),
+                address,
+            ),
+        )
+    urls = {c.name: url(state, c.index) for c in state.clusters}
+    waiting, deadline = dict(urls), time.monotonic() + deadline_s
+    while waiting:
+        waiting = {name: base for name, base in waiting.items() if not _ready(base)}
+        if waiting and time.monotonic() > deadline:
+            raise PrometheusInstallError(
+                f"Prometheus is not ready at {', '.join(waiting.values())} after {deadline_s:.0f} s; "
+                f"logs in {state.folder / 'logs'}"
+            )
+        if waiting:
+            time.sleep(0.2)
+    return urls
+
+
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/-/ready", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
