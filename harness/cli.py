@@ -183,7 +183,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     folder = args.dir
     if not (folder / STATE).exists():
         cmd_fleet_up(
-            argparse.Namespace(dir=folder, clusters=3, nodes=3, bin_dir=None, no_backups=False, dns=False)
+            argparse.Namespace(
+                dir=folder, clusters=3, nodes=3, bin_dir=None, no_backups=False, dns=False, prometheus=False
+            )
         )
     args.fleet = folder / "fleet.yaml"
     return cmd_run(args)
