@@ -1,5 +1,6 @@
-"""A real Prometheus (Debian's `prometheus` package) for tests: a process on an ephemeral port serving TLS
-with basic auth (--web.config.file), scraping an exporter the test serves, evaluating a rules file.
+"""A real Prometheus (the local fleet's, built from its Go module) for tests: a process on an ephemeral
+port serving TLS with basic auth (--web.config.file), scraping an exporter the test serves, evaluating a
+rules file.
 
     with running_prometheus(folder, targets=["127.0.0.1:PORT"], rules=RULES) as server:
         server.url, server.ca_file, server.username, server.password
@@ -8,7 +9,6 @@ with basic auth (--web.config.file), scraping an exporter the test serves, evalu
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -16,10 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import yaml
 
-from harness.localfleet import pki
+from harness.localfleet import build, pki
 
 USERNAME = "drill"
 PASSWORD = "drill-pw-4c1d"
@@ -47,9 +46,7 @@ def _free_port() -> int:
 def running_prometheus(folder: Path, targets: list[str], rules: dict[str, object]) -> Iterator[Server]:
     """Prometheus scraping `targets` every second and evaluating `rules` every second, until the block
     ends; it is killed then, whatever happened."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("Debian's prometheus package is not installed (.ci/bootstrap installs it)")
+    binary = str(build.ensure_binaries(extra=(build.PROMETHEUS,))["prometheus"])
     folder.mkdir(parents=True, exist_ok=True)
     ca = pki.new_ca("fleetdrill-test-prometheus")
     ca_file = folder / "ca.crt"

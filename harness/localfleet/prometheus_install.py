@@ -1,6 +1,6 @@
 """Prometheus in every cluster (`fleet up --prometheus`), deployed as users deploy it: a Deployment of the
-prom/prometheus image (the node agent's catalogue runs Debian's prometheus server) with a ServiceAccount,
-a ClusterRole and its binding for discovery, the config in a ConfigMap and a Service.
+prom/prometheus image (the node agent's catalogue runs the Prometheus built from its Go module) with a
+ServiceAccount, a ClusterRole and its binding for discovery, the config in a ConfigMap and a Service.
 
 It scrapes through Kubernetes service discovery with its in-cluster config (the service account's token
 and CA, KUBERNETES_SERVICE_HOST/PORT): the API server (the `kubernetes` Service's EndpointSlice), every
