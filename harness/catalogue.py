@@ -3,7 +3,8 @@
     @pytest.mark.drill(app="orders", uses={"cluster-loss": "active", "failover": "passive"})
 
 Each key names a part (a fault kind, or one of harness.needs.PARTS); each value the clusters it acts on: a
-role, a list of roles (the clusters of the first of them the fleet has), or "every" (every cluster).
+role, a list of roles (the clusters of the first of them the fleet has), "every" (every cluster) or
+"non-prod" (every cluster whose environment is not prod).
 `fleetdrill doctor` collects the drills as `fleetdrill run --drills ... --suite ...` selects them (pytest
 collection: nothing runs, no cluster is asked), then asks for what they need (harness.needs) and warns of a
 runner they would cut off (harness.placement).
@@ -22,19 +23,27 @@ from harness.errors import ConfigError
 
 ROLES = ("active", "passive", "standby")
 EVERY = "every"
+NON_PROD = "non-prod"
+ALONE = (EVERY, NON_PROD)
+"""The values that stand alone, never in a list of roles."""
 
 
 @dataclass(frozen=True)
 class Use:
-    """One part a drill uses, and the roles of the clusters it acts on ((EVERY,): every cluster)."""
+    """One part a drill uses, and the roles of the clusters it acts on ((EVERY,): every cluster; (NON_PROD,):
+    every cluster not in prod)."""
 
     part: str
     roles: tuple[str, ...]
 
     def clusters(self, fleet: Fleet) -> tuple[str, ...]:
-        """The clusters of the first of the roles the fleet has (every cluster for EVERY)."""
+        """The clusters of the first of the roles the fleet has (every cluster for EVERY; for NON_PROD every
+        one not in prod, none in a fleet that does not segment environments: such a drill faults none)."""
         if self.roles == (EVERY,):
             return tuple(cluster.name for cluster in fleet.clusters)
+        if self.roles == (NON_PROD,):
+            others = (cluster.name for cluster in fleet.clusters if cluster.environment != "prod")
+            return tuple(others) if fleet.segmented() else ()
         for role in self.roles:
             found = tuple(cluster.name for cluster in fleet.clusters if cluster.role == role)
             if found:
@@ -68,11 +77,11 @@ def uses_of(name: str, declared: object, known: Collection[str]) -> tuple[Use, .
         if part not in known:
             raise ConfigError(f"{where}: expected a part ({', '.join(sorted(known))}), got {part!r}")
         spec = (roles,) if isinstance(roles, str) else roles
-        alone = isinstance(spec, tuple | list) and (EVERY not in spec or len(spec) == 1)
-        if not (alone and spec and all(role in (*ROLES, EVERY) for role in spec)):
+        alone = isinstance(spec, tuple | list) and (not set(ALONE) & set(spec) or len(spec) == 1)
+        if not (alone and spec and all(role in (*ROLES, *ALONE) for role in spec)):
             raise ConfigError(
-                f"{where}[{part!r}]: expected a role ({', '.join(ROLES)}), a list of them, or {EVERY!r}, "
-                f"got {roles!r}"
+                f"{where}[{part!r}]: expected a role ({', '.join(ROLES)}), a list of them, {EVERY!r} or "
+                f"{NON_PROD!r}, got {roles!r}"
             )
         found.append(Use(part, tuple(spec)))
     return tuple(found)

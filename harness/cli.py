@@ -9,7 +9,7 @@ from pathlib import Path
 from types import FrameType
 
 from harness import paths
-from harness.config import load_fleet
+from harness.config import ENVIRONMENTS, load_fleet
 from harness.errors import FleetDrillError
 from harness.localfleet import apps, build, freeze, supervisor
 from harness.localfleet.state import STATE, FleetState
@@ -75,6 +75,7 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
         backups=not args.no_backups,
         dns=args.dns,
         prometheus=args.prometheus,
+        environments=args.environments,
     )
     print(f"fleet up in {time.monotonic() - started:.1f} s: {', '.join(c.name for c in state.clusters)}")
     print(f"kubeconfig: {state.folder / 'kubeconfig'}")
@@ -184,7 +185,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not (folder / STATE).exists():
         cmd_fleet_up(
             argparse.Namespace(
-                dir=folder, clusters=3, nodes=3, bin_dir=None, no_backups=False, dns=False, prometheus=False
+                dir=folder,
+                clusters=3,
+                nodes=3,
+                bin_dir=None,
+                no_backups=False,
+                dns=False,
+                prometheus=False,
+                environments=(),
             )
         )
     args.fleet = folder / "fleet.yaml"
@@ -302,6 +310,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _environments(text: str) -> tuple[str, ...]:
+    """--environments: a comma-separated list of dev, staging and prod."""
+    found = tuple(part.strip() for part in text.split(","))
+    bad = [part for part in found if part not in ENVIRONMENTS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(ENVIRONMENTS)}, got {', '.join(map(repr, bad))}"
+        )
+    return found
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="fleetdrill", description="Chaos and DR drills for Kubernetes fleets.")
     commands = top.add_subparsers(dest="command", required=True)
@@ -335,6 +354,14 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=_positive, default=3, help="nodes per cluster (default 3)")
     up.add_argument(
         "--no-backups", action="store_true", help="without the backup store and Velero (starts faster)"
+    )
+    up.add_argument(
+        "--environments",
+        type=_environments,
+        default=(),
+        metavar="ENV,...",
+        help="one environment per cluster, in order (e.g. prod,staging,dev): fleet.yaml's"
+        " clusters[].environment; the sample app replicates only within one (default: none declared)",
     )
     up.add_argument(
         "--dns",

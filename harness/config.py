@@ -160,6 +160,8 @@ UrlPath = Annotated[str, Field(pattern=r"^/")]
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _PATTERNS[ENV_NAME] = "an environment variable's name (letters, digits and '_')"
 EnvName = Annotated[str, Field(pattern=ENV_NAME)]
+Environment = Literal["dev", "staging", "prod"]
+ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
 
 
 class _Model(BaseModel):
@@ -227,8 +229,9 @@ class Cluster(_Model):
     step's arguments, beside {region} and {zones}."""
     role: Literal["active", "passive", "standby"] = "standby"
     """active serves traffic, passive is warm and takes over, standby is restored into from backups."""
-    environment: Literal["dev", "staging", "prod"] = "dev"
-    """prod clusters need safety.allow_prod for destructive drills."""
+    environment: Environment = "dev"
+    """prod clusters need safety.allow_prod for destructive drills; the environment isolation drill faults
+    every other cluster and measures prod (a fleet that sets no cluster's environment is not segmented)."""
     prometheus: Prometheus | None = None
     """The cluster's Prometheus, for objectives and aborts on metrics."""
 
@@ -1069,6 +1072,10 @@ class Fleet(_Model):
                 return app
         known = ", ".join(a.name for a in self.apps) or "none defined"
         raise ConfigError(f"fleet {self.name!r}: expected an app name ({known}), got {name!r}")
+
+    def segmented(self) -> bool:
+        """Some cluster sets its environment (clusters[].environment): the fleet separates environments."""
+        return any("environment" in cluster.model_fields_set for cluster in self.clusters)
 
     def primary(self) -> Cluster:
         """The active cluster, when exactly one cluster is active."""

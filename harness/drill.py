@@ -6,13 +6,13 @@ and `judge`, and the plugin writes the record whatever happened.
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from harness import measure
+from harness import isolation, measure
 from harness.config import App, Fleet
 from harness.data import SentinelWriter
 from harness.dnsphases import judge as judge_dns
@@ -362,11 +362,11 @@ class Drill:
         reach = RPO_REACH * (app.objectives.rpo or 0.0) + 2 * self.settings.max_quiet_s
         return max(baseline_s, reach)
 
-    def soak(self) -> None:
-        """Keep measuring for soak_s after recovery: the drill window availability is judged over, and
-        proof that recovery holds."""
+    def soak(self, seconds: float | None = None) -> None:
+        """Keep measuring for `seconds` (soak_s unless given), as after recovery: the drill window
+        availability is judged over, and proof that recovery holds."""
         with self.timeline.phase("soak"):
-            time.sleep(self.settings.soak_s)
+            time.sleep(self.settings.soak_s if seconds is None else seconds)
 
     def wait_served_by(
         self, app: App, cluster: str | None, deadline_s: float, besides: str | None = None
@@ -473,6 +473,19 @@ class Drill:
         if survivor is not None:
             verdicts.append(self._judge_rpo(app, survivor, t0, figures))
         verdicts += self._judge_promql(app, observation.start, observation.end, t0, result, figures)
+        self.figures[app.name] = figures
+        self.verdicts += verdicts
+        return verdicts
+
+    def judge_isolation(self, app: App, steps: Sequence[isolation.Step]) -> list[Verdict]:
+        """Prod's objectives while every non-prod cluster was faulted (`steps`, harness.isolation), from the
+        probes between the first fault and the end of observing."""
+        self._pause(f"next: the verdicts of {app.name}")
+        observation, interval = self.observations[app.name], 1 / self.settings.probe_rate_hz
+        gap_factor = max(3.0, self.settings.max_probe_gap_s / interval)
+        verdicts, figures = isolation.judge(
+            self.fleet, app, observation.samples, steps, observation.end, interval, gap_factor
+        )
         self.figures[app.name] = figures
         self.verdicts += verdicts
         return verdicts

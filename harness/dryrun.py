@@ -75,7 +75,7 @@ class PlannedDrill(Drill):
     def steady(self, app: App, cluster: str | None, hold_s: float, deadline_s: float) -> bool:
         return True
 
-    def soak(self) -> None:
+    def soak(self, seconds: float | None = None) -> None:
         """Nothing to measure."""
 
     def wait_served_by(
@@ -95,7 +95,7 @@ class PlannedDrill(Drill):
     def judge(self, *args: Any, **kwargs: Any) -> list[Verdict]:
         raise PlanComplete
 
-    judge_restore = judge_split_brain = judge_drift = judge
+    judge_restore = judge_split_brain = judge_drift = judge_isolation = judge
 
 
 class PlannedFailover(Failover):

@@ -101,9 +101,11 @@ def started_fleet(
     backups: bool = False,
     dns: bool = False,
     prometheus: bool = False,
+    environments: str = "",
 ) -> Iterator[Path]:
-    """A local fleet (three clusters unless told; with the backup store and Velero, with CoreDNS, and with
-    Prometheus, when asked) owned by this test session, taken down at the end whatever happens."""
+    """A local fleet (three clusters unless told; with the backup store and Velero, with CoreDNS, with
+    Prometheus, and with environments (`--environments`), when asked) owned by this test session, taken
+    down at the end whatever happens."""
     remove_stale_test_fleets()
     folder = tmp_path_factory.mktemp(name)
     (folder / OWNER).write_text(str(os.getpid()))
@@ -113,6 +115,7 @@ def started_fleet(
             + (["--dns"] if dns else [])
             + (["--prometheus"] if prometheus else [])
         )
+        options += ["--environments", environments] if environments else []
         run_cli("fleet", "up", "--dir", folder, "--clusters", clusters, *options)
         yield folder
     finally:

@@ -123,9 +123,9 @@ def write_fleet_file(
                 "readonly_context": f"{c.name}-readonly",
                 "region": c.region,
                 "role": c.role,
-                "environment": "dev",
                 **({"prometheus": {"url": prometheus[c.name]}} if prometheus else {}),
             }
+            | ({"environment": c.environment} if c.environment else {})
             for c in state.clusters
         ],
         "apps": [_sample_app(state, dns)],

@@ -15,13 +15,20 @@ Environment:
   ORDERS_CONFIG_DIR       optional folder of mounted ConfigMap/Secret files, listed by GET /config
   ORDERS_POLL_INTERVAL    seconds between rounds of GET /status to every peer (default 1)
   ORDERS_FENCE_TIMEOUT    seconds a primary stays writable after its last peer answer (default 5; 0: forever)
+  ORDERS_DEPENDS_ON       comma-separated name=URL of services the app needs (default none): each is asked
+                          GET URL every ORDERS_POLL_INTERVAL, and /readyz answers 503 naming the first that
+                          did not answer 2xx in the last round (a readiness check of downstream services:
+                          the coupling the environment isolation drill's broken fleet wires across
+                          environments)
 
 API (JSON; every response carries X-Served-By: <cluster>/<pod>; stream defaults to "default"):
   POST /orders {"seq", "payload", "stream"?}  201 committed {"seq", "stream", "epoch", "cluster"}; 200 the
       same payload again; 409 another payload; 503 {"error": "not primary" | "fenced: cannot confirm primacy"}
   GET /orders/{seq}[?stream=]                 200 the order | 404
   GET /orders?since=N[&stream=][&limit=L]     {"orders": [seq > N, by seq, at most L (100)], "next": seq|null}
-  GET /healthz, /readyz                       200 (the log is loaded before the port opens; fenced is ready)
+  GET /healthz                                200 (the log is loaded before the port opens)
+  GET /readyz                                 200 (fenced is ready); 503 {"error": "dependency NAME ..."}
+      while a service of ORDERS_DEPENDS_ON did not answer its last poll (not ready until its first answer)
   GET /status                                 {"cluster", "pod", "role", "epoch", "fenced", "fence_reason",
       "position", "last_seq": {stream: seq}, "replicated_to": {peer: position}, "peers": {peer: last poll}}
   GET /config                                 {"dir", "files": {relative path: sha256}}
@@ -89,6 +96,7 @@ class Config:
     config_dir: Path | None = None
     poll_interval: float = 1.0
     fence_timeout: float = 5.0
+    depends_on: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Config":
@@ -112,12 +120,7 @@ class Config:
         role = env.get("ORDERS_ROLE", REPLICA)
         if role not in (PRIMARY, REPLICA):
             raise ValueError(f"ORDERS_ROLE: expected primary or replica, got {role!r}")
-        peers = {}
-        for item in filter(None, (p.strip() for p in env.get("ORDERS_PEERS", "").split(","))):
-            name, _, url = (part.strip() for part in item.partition("="))
-            if not name or not url.startswith(("http://", "https://")):
-                raise ValueError(f"ORDERS_PEERS: expected cluster=http://host:port, got {item!r}")
-            peers[name] = url.rstrip("/")
+        peers = _named_urls(env, "ORDERS_PEERS", "cluster=http://host:port")
         peers.pop(env["ORDERS_CLUSTER"], None)
         return cls(
             data_dir=Path(env["ORDERS_DATA_DIR"]),
@@ -130,7 +133,19 @@ class Config:
             config_dir=Path(env["ORDERS_CONFIG_DIR"]) if env.get("ORDERS_CONFIG_DIR") else None,
             poll_interval=seconds("ORDERS_POLL_INTERVAL", 1.0),
             fence_timeout=seconds("ORDERS_FENCE_TIMEOUT", 5.0),
+            depends_on=_named_urls(env, "ORDERS_DEPENDS_ON", "name=http://host:port/path"),
         )
+
+
+def _named_urls(env: Mapping[str, str], variable: str, form: str) -> dict[str, str]:
+    """A comma-separated list of name=URL; a ValueError names the variable and the bad item."""
+    found = {}
+    for item in filter(None, (p.strip() for p in env.get(variable, "").split(","))):
+        name, _, url = (part.strip() for part in item.partition("="))
+        if not name or not url.startswith(("http://", "https://")):
+            raise ValueError(f"{variable}: expected {form}, got {item!r}")
+        found[name] = url.rstrip("/")
+    return found
 
 
 def _int(value: object, what: str) -> int:
@@ -169,6 +184,15 @@ def _call(url: str, body: object = None) -> Reply | None:
     return (status, reply) if isinstance(reply, dict) else None
 
 
+def _answers(url: str) -> bool:
+    """GET url answers 2xx within PEER_TIMEOUT_S."""
+    try:
+        with urllib.request.urlopen(url, timeout=PEER_TIMEOUT_S) as response:
+            return 200 <= response.status < 300
+    except (OSError, http.client.HTTPException):
+        return False
+
+
 class App:
     """One orders instance: its store, role and epoch, HTTP server, status poller and one shipper per peer."""
 
@@ -179,6 +203,7 @@ class App:
         self.node = Primacy(self.store, cfg.role, bool(cfg.peers), cfg.fence_timeout)
         self.peers: dict[str, dict[str, Any]] = {name: {"reachable": False} for name in cfg.peers}
         self.positions = dict.fromkeys(cfg.peers, 0)
+        self.unready: str | None = "dependencies not asked yet" if cfg.depends_on else None
         self.cond = threading.Condition()  # guards all of the above; notified on every change
         self.stopping = False
         self.threads: list[threading.Thread] = []
@@ -189,6 +214,8 @@ class App:
         self._spawn(self.server.serve_forever, 0.1)  # the period at which shutdown() is noticed
         if self.cfg.peers:
             self._spawn(self._poll_loop)
+        if self.cfg.depends_on:
+            self._spawn(self._dependency_loop)
         for name, url in self.cfg.peers.items():
             self._spawn(self._ship_loop, name, url)
 
@@ -226,6 +253,17 @@ class App:
                 if answered:
                     self.node.confirm()
                 self.cond.notify_all()
+                if self.cond.wait_for(lambda: self.stopping, self.cfg.poll_interval):
+                    return
+
+    def _dependency_loop(self) -> None:
+        """Rounds of GET to every service of ORDERS_DEPENDS_ON: the app is ready only while all answered."""
+        while True:
+            down = [name for name, url in self.cfg.depends_on.items() if not _answers(url)]
+            with self.cond:
+                self.unready = (
+                    f"dependency {down[0]} ({self.cfg.depends_on[down[0]]}) unreachable" if down else None
+                )
                 if self.cond.wait_for(lambda: self.stopping, self.cfg.poll_interval):
                     return
 
@@ -269,8 +307,12 @@ class App:
                     retry_at = time.monotonic() + self.cfg.poll_interval
 
     def route(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
-        if method == "GET" and path in ("/healthz", "/readyz"):
+        if method == "GET" and path == "/healthz":
             return 200, {"ok": True}
+        if method == "GET" and path == "/readyz":
+            with self.cond:
+                unready = self.unready
+            return (503, {"error": unready}) if unready else (200, {"ok": True})
         if method == "GET" and path == "/status":
             return 200, self.status()
         if method == "GET" and path == "/config":

@@ -39,7 +39,10 @@ def start(state: FleetState, dns: DnsPlan | None = None, metrics: bool = False) 
 
     def deploy(cluster: ClusterRecord) -> None:
         provisioner.install_class(kubeconfig, cluster.name)  # the app's claim finds its default class
-        apps.deploy(kubeconfig, cluster.name, cluster.role, backends, primary)
+        peers = {  # a fleet of environments keeps each one's data in it: no replication across them
+            c.name: backends[c.name] for c in state.clusters if c.environment == cluster.environment
+        }
+        apps.deploy(kubeconfig, cluster.name, cluster.role, peers, primary)
         chaos_mesh.install(kubeconfig, cluster.name)  # Chaos Mesh's CRDs and our controller for them
 
     each.at_once(deploy, state.clusters)

@@ -15,13 +15,15 @@ STATE = "state.json"
 
 @dataclass(frozen=True)
 class ClusterRecord:
-    """A cluster of the fleet: its name, region, number in the address plan, and role."""
+    """A cluster of the fleet: its name, region, number in the address plan, role, and environment (None:
+    the fleet file declares none)."""
 
     name: str
     region: str
     index: int
     role: str
     nodes: int = 0
+    environment: str | None = None
 
     def netns_prefix(self, fleet: FleetPlan) -> str:
         return f"{network.prefix(fleet)}c{self.index}-"
@@ -71,14 +73,21 @@ class FleetState:
         return cls(folder, data["index"], [ClusterRecord(**c) for c in data["clusters"]], data["processes"])
 
 
-def cluster_records(count: int, nodes: int) -> list[ClusterRecord]:
-    """Clusters spread over three regions; the first is active, the second passive, the rest standby."""
+def cluster_records(count: int, nodes: int, environments: tuple[str, ...] = ()) -> list[ClusterRecord]:
+    """Clusters spread over three regions; the first is active, the second passive, the rest standby; with
+    environments, one per cluster in the same order (FleetDrillError when their number is not `count`)."""
+    if environments and len(environments) != count:
+        raise FleetDrillError(
+            f"--environments: expected one environment per cluster ({count}), got {len(environments)}: "
+            f"{','.join(environments)}"
+        )
     records = []
     for i in range(count):
         region = REGIONS[i % len(REGIONS)]
         name = region if i < len(REGIONS) else f"{region}-{i // len(REGIONS) + 1}"
         role = ("active", "passive")[i] if i < 2 else "standby"
-        records.append(ClusterRecord(name, region, i, role, nodes))
+        environment = environments[i] if environments else None
+        records.append(ClusterRecord(name, region, i, role, nodes, environment))
     return records
 
 

@@ -78,10 +78,13 @@ def up(
     backups: bool = False,
     dns: bool = False,
     prometheus: bool = False,
+    environments: tuple[str, ...] = (),
 ) -> FleetState:
     """Start a fleet in folder and return once every API server is ready and its controllers work (and,
     with backups, once Velero in every cluster reaches the fleet's backup store; with dns, once CoreDNS
-    answers for the apps' global names; with prometheus, once every cluster's Prometheus is ready)."""
+    answers for the apps' global names; with prometheus, once every cluster's Prometheus is ready). With
+    environments, cluster N is in the Nth (its fleet file's clusters[].environment) and the sample app
+    replicates only within an environment."""
     check_privileges()
     check_programs()
     folder = folder.resolve()
@@ -92,8 +95,9 @@ def up(
     binaries = ensure_binaries(bin_dir, progress, (build.PROMETHEUS,) if prometheus else ())
     down_orphans()
     timings = timings or controlplane.LocalTimings()
+    records = cluster_records(clusters, nodes, environments)
     files.reset(folder)
-    state = FleetState(folder, registry.claim(folder), cluster_records(clusters, nodes), {})
+    state = FleetState(folder, registry.claim(folder), records, {})
     try:
         state.save()
         say(f"starting {clusters} clusters in {folder} (fleet #{state.index}, {state.plan.infra})")

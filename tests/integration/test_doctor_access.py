@@ -88,8 +88,8 @@ def test_doctor_warns_a_runner_in_the_primarys_cluster_of_each_drill_that_cuts_i
     fleet_file = tmp_path / "fleet.yaml"
     fleet_file.write_text(dump_fleet(fleet) + "runner: {cluster: us-east}\n")
     out = run_cli("doctor", "--fleet", fleet_file, "--suite", "quarterly", check=False).stdout
-    assert "permissions of 9 selected drill(s) (" in out, out
-    assert "  ok   every permission the 9 selected drill(s) need is allowed (" in out, out
+    assert "permissions of 10 selected drill(s) (" in out, out
+    assert "  ok   every permission the 10 selected drill(s) need is allowed (" in out, out
     warned = sorted(line.split()[2] for line in out.splitlines() if line.startswith("WARN runner: "))
     assert warned == [
         "test_lose_one_cluster_and_global_traffic_continues",

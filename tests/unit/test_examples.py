@@ -1,6 +1,7 @@
 """The examples in fixtures/examples say what really runs: every fleetdrill command in the CI workflow
-parses as the CLI takes it, the cloud and PostgreSQL fleet files load as fleetdrill loads a fleet file,
-and the CronJob's identity holds every permission the drills may need."""
+parses as the CLI takes it, the cloud, hybrid and PostgreSQL fleet files load as fleetdrill loads a fleet
+file (the hybrid one's per-cluster scripts run through its real provider), and the CronJob's identity
+holds every permission the drills may need."""
 
 import datetime
 import shlex
@@ -10,9 +11,11 @@ import pytest
 import yaml
 
 from harness import cli, needs
-from harness.config import App, ChaosToolkitSettings, Fleet, PostgresqlSentinels, load_fleet
+from harness.config import App, ChaosToolkitSettings, CommandSettings, Fleet, PostgresqlSentinels, load_fleet
 from harness.infra.chaostoolkit import as_text, pick
 from harness.infra.command import render
+from harness.infra.providers import provider_for
+from harness.infra.registry import LOSE_CLUSTER, RESTORE_CLUSTER, Target
 from harness.infra.steps import places
 from harness.permissions import Permission
 from harness.strategies import all_strategies
@@ -67,6 +70,47 @@ def test_the_eks_example_fails_payments_over_with_a_route_53_change() -> None:
     argv = render(app.failover.command or (), values | places(fleet)["usw2"])  # type: ignore[attr-defined]
     assert argv[:3] == ["aws", "--profile", "dr-444455556666"] and "change-resource-record-sets" in argv
     assert argv[-1] == "file://dr/payments-to-usw2.json"
+
+
+def test_the_hybrid_example_runs_each_cluster_s_own_scripts_through_one_command_provider(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An on-premises cluster and two clouds: the command provider runs dr/PLATFORM/STEP for each cluster
+    (stand-in scripts here, which log their arguments and print a handle), and each restore step gets
+    the handle its lose step printed."""
+    fleet = load_fleet(EXAMPLES / "fleet-hybrid.yaml")
+    assert isinstance(fleet.infrastructure.typed_settings(), CommandSettings)
+    platforms = {c.name: c.cloud["platform"] for c in fleet.clusters}
+    assert platforms == {"dc1": "onprem", "euc1": "eks", "euw3": "gke"}
+    assert fleet.cluster("dc1").kubeconfig is not None, "the data centre's cluster has its own kubeconfig"
+    assert set(fleet.safety.allowlist) == {fleet.context_for(cluster) for cluster in fleet.clusters}
+    assert set(fleet.app("storefront").endpoints) == set(platforms)
+    log = tmp_path / "ran.log"
+    for platform in set(platforms.values()):
+        for step in ("lose-cluster", "restore-cluster"):
+            script = tmp_path / "dr" / platform / step
+            script.parent.mkdir(parents=True, exist_ok=True)
+            script.write_text(
+                f'#!/bin/sh\necho "{platform}/{step} $*" >> {log}\necho "{platform}-$1-handle"\n'
+            )
+            script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)  # the example's scripts are relative to where fleetdrill runs
+    provider = provider_for(fleet)
+    assert provider is not None
+    for cluster in platforms:
+        handle = provider.run(LOSE_CLUSTER, Target(cluster=cluster))
+        provider.run(RESTORE_CLUSTER, Target(cluster=cluster), handle or "")
+    lines = log.read_text().splitlines()
+    assert lines[:2] == [
+        "onprem/lose-cluster dc1 eu-central-dc1 /DC1/host/k8s-prod/Resources/shop-dc1 "
+        "vcenter.dc1.shop.internal",
+        "onprem/restore-cluster dc1 eu-central-dc1 /DC1/host/k8s-prod/Resources/shop-dc1 "
+        "vcenter.dc1.shop.internal onprem-dc1-handle",
+    ]
+    assert lines[2].startswith("eks/lose-cluster euc1 eu-central-1 EXT5hR8kW2nQ7vYp3 111122223333")
+    assert (
+        lines[5] == "gke/restore-cluster euw3 europe-west3 shop-euw3/default-pool shop-prod gke-euw3-handle"
+    )
 
 
 def test_the_postgresql_example_keeps_sentinels_in_the_app_s_database() -> None:

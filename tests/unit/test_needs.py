@@ -83,6 +83,15 @@ def test_restarting_velero_to_sync_needs_patch_on_its_deployment_only_in_the_res
     assert restart in asked and not {p for c, p in asked if c != "south"}
 
 
+def test_non_prod_picks_every_cluster_whose_environment_is_not_prod() -> None:
+    segmented = [{**c, "environment": e} for c, e in zip(CLUSTERS, ("prod", "staging", "dev"), strict=True)]
+    assert Use("cluster-loss", ("non-prod",)).clusters(fleet(clusters=segmented)) == ("west", "south")
+    assert Use("cluster-loss", ("non-prod",)).clusters(fleet()) == (), "an unsegmented fleet: none faulted"
+    assert catalogue.uses_of("d.py::t", {"cluster-loss": "non-prod"}, needs.parts()) == (
+        Use("cluster-loss", ("non-prod",)),
+    )
+
+
 def test_the_lease_is_asked_only_where_safety_lease_cluster_holds_it() -> None:
     found = needs.needs(fleet(safety={"lease_cluster": "west"}), [drill(("cluster-loss", "every"))])
     assert {c for c, p in table(found) if "leases" in p} == {"west"}
@@ -109,6 +118,7 @@ def test_a_permission_many_drills_need_is_asked_once_naming_the_first_and_how_ma
         ({"cluster-loss": []}, "[cluster-loss]: expected a role"),
         ({"failover": ("passive", 3)}, "[failover]: expected a role"),
         ({"failover": ("every", "passive")}, "[failover]: expected a role"),
+        ({"cluster-loss": ("non-prod", "standby")}, "a list of them, every or non-prod, got"),
     ],
 )
 def test_a_wrong_uses_is_one_line_naming_the_drill_and_what_is_expected(

@@ -174,9 +174,25 @@ def test_config_from_env_parses_defaults_and_names_bad_variables(tmp_path: Path)
         ("ORDERS_LISTEN", "localhost:http"),
         ("ORDERS_REPLICATION_LAG", "-1"),
         ("ORDERS_FENCE_TIMEOUT", "soon"),
+        ("ORDERS_DEPENDS_ON", "catalogue=ftp://x"),
     ]:
         with pytest.raises(ValueError, match=name):
             Config.from_env({**base, name: value})
+
+
+def test_readiness_follows_the_services_it_depends_on(fleet: Callable[..., Fleet]) -> None:
+    f = fleet("ab")
+    f.start("b")
+    dependency = f"{f.url('b')}/healthz"
+    f.start("a", ORDERS_PEERS="", ORDERS_DEPENDS_ON=f"catalogue={dependency}")
+    a = f.url("a")
+    wait_for(lambda: call(f"{a}/readyz")[0] == 200, 10, "a to be ready once its dependency answers")
+    f.stop("b")
+    wait_for(lambda: call(f"{a}/readyz")[0] == 503, 10, "a to be unready without its dependency")
+    assert call(f"{a}/readyz")[1] == {"error": f"dependency catalogue ({dependency}) unreachable"}
+    assert call(f"{a}/healthz")[0] == 200  # alive: only readiness follows the dependency
+    f.start("b")
+    wait_for(lambda: call(f"{a}/readyz")[0] == 200, 10, "a to be ready again")
 
 
 def test_writes_reads_and_pages_per_stream(fleet: Callable[..., Fleet]) -> None:
