@@ -7,8 +7,8 @@ objective, at each prod endpoint and the global endpoint. A prod endpoint that d
 naming the coupling seen: which endpoint, after which non-prod cluster's loss (each loss holds HOLD_S
 alone before the next, so an outage begins in the window of the loss it follows). Prod is never a target:
 every non-prod cluster passes the safety rules (allowlist, blast radius, all at once) before the first
-fault. A fleet that sets no cluster's environment does not segment and is skipped (a skip, never a pass);
-one with no prod cluster, or no other, is an error.
+fault. A fleet whose clusters are all dev (the default) does not segment and is skipped (a skip, never a
+pass); one with no prod cluster, or no other, is an error.
 """
 
 import pytest
@@ -19,7 +19,7 @@ from harness.drill import Drill
 from harness.faults.cluster import ClusterLoss
 
 BASELINE_S = 2.0
-HOLD_S = 4.0
+HOLD_S = 3.0
 """How long each non-prod loss holds alone before the next: a readiness check that asks a dependency every
 second (with a 1 s timeout) shows the coupling well within it."""
 

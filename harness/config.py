@@ -231,7 +231,7 @@ class Cluster(_Model):
     """active serves traffic, passive is warm and takes over, standby is restored into from backups."""
     environment: Environment = "dev"
     """prod clusters need safety.allow_prod for destructive drills; the environment isolation drill faults
-    every other cluster and measures prod (a fleet that sets no cluster's environment is not segmented)."""
+    every other cluster and measures prod (a fleet whose clusters are all dev is not segmented)."""
     prometheus: Prometheus | None = None
     """The cluster's Prometheus, for objectives and aborts on metrics."""
 
@@ -1074,8 +1074,9 @@ class Fleet(_Model):
         raise ConfigError(f"fleet {self.name!r}: expected an app name ({known}), got {name!r}")
 
     def segmented(self) -> bool:
-        """Some cluster sets its environment (clusters[].environment): the fleet separates environments."""
-        return any("environment" in cluster.model_fields_set for cluster in self.clusters)
+        """Some cluster is in an environment other than the default, dev: the fleet separates environments
+        (a fleet file that sets none, or only dev, does not)."""
+        return any(cluster.environment != "dev" for cluster in self.clusters)
 
     def primary(self) -> Cluster:
         """The active cluster, when exactly one cluster is active."""

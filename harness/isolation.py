@@ -17,7 +17,7 @@ LATENCY_PERCENTILE = 99.0
 
 
 class NotSegmented(FleetDrillError):
-    """The fleet file sets no cluster's environment: the fleet does not segment, there is nothing to drill."""
+    """Every cluster of the fleet is dev (the default): it does not segment, there is nothing to drill."""
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,13 @@ class Step:
 
 
 def segments(fleet: Fleet) -> Segments:
-    """The fleet's prod and non-prod clusters. NotSegmented when no cluster sets its environment;
+    """The fleet's prod and non-prod clusters. NotSegmented when every cluster is dev (the default);
     ConfigError when there is no prod cluster to measure or no other cluster to fault."""
     if not fleet.segmented():
         raise NotSegmented(
-            f"fleet {fleet.name} sets no cluster's environment (clusters[].environment): it does not segment "
-            "environments, so there is no isolation to drill (`fleetdrill fleet up --environments "
-            "prod,staging,dev` starts a local fleet that does)"
+            f"fleet {fleet.name} does not segment environments: every cluster is dev "
+            "(clusters[].environment, dev unless set), so there is no prod to isolate "
+            "(`fleetdrill fleet up --environments prod,staging,dev` starts a local fleet that segments)"
         )
     prod = tuple(c.name for c in fleet.clusters if c.environment == PROD)
     others = tuple(c.name for c in fleet.clusters if c.environment != PROD)

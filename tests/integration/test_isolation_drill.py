@@ -4,6 +4,7 @@ service in staging; a fleet without environments skips it, one without prod is a
 cluster the safety rules refuse stops it before any fault. One fleet serves every case: the broken
 fleet's dependency is set and undone through the sample app's settings."""
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import yaml
 from harness.config import load_fleet
 from harness.faults import Ledger
 from tests.conftest import started_fleet
-from tests.integration.test_drills import app_settings, run_drill
+from tests.integration.test_drills import ROOT, app_settings, drill_argv, run_drill
 
 DRILL = "test_environment_isolation.py"
 SOAK = ("--soak", "4s")
@@ -95,7 +96,7 @@ def test_a_fleet_without_environments_skips_and_one_without_prod_is_an_error(
     flat = variant(env_fleet, "flat", {"environments": dict.fromkeys(("us-east", "eu-west", "ap-south"))})
     done, record = run_drill(env_fleet, tmp_path / "flat", DRILL, fleet_file=flat)
     assert done.returncode == 0 and (record["verdict"], record["outcome"]) == ("skip", "skipped")
-    assert "sets no cluster's environment" in done.stdout + record["message"]
+    assert "does not segment environments: every cluster is dev" in done.stdout + record["message"]
     no_prod = variant(env_fleet, "no-prod", {"environments": {"us-east": "dev"}})
     done, record = run_drill(env_fleet, tmp_path / "no-prod", DRILL, fleet_file=no_prod)
     assert done.returncode != 0 and record["verdict"] == "error", done.stdout[-3000:]
@@ -109,3 +110,9 @@ def test_a_refused_non_prod_cluster_stops_the_drill_before_any_fault(env_fleet: 
     assert done.returncode != 0, done.stdout[-3000:]
     assert "refused: cluster ap-south (context ap-south) is not in safety.allowlist" in record["message"]
     assert not faults_injected(record), "refused before acting: not even eu-west was lost"
+    argv = drill_argv(env_fleet, tmp_path / "dry", DRILL, "--dry-run", "--allow-prod", "-rs")
+    planned = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    assert (
+        "would: 1. cluster-loss on eu-west: allowed; faulted at once: eu-west "
+        "2. cluster-loss on ap-south: allowed; faulted at once: ap-south, eu-west"
+    ) in " ".join(planned.split()), planned[-2000:]

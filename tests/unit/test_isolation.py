@@ -57,9 +57,10 @@ def test_prod_is_measured_and_every_other_environment_faulted() -> None:
     assert isolation.segments(make_fleet()) == isolation.Segments(("east",), ("west", "south"))
 
 
-def test_a_fleet_that_sets_no_environment_does_not_segment() -> None:
-    with pytest.raises(isolation.NotSegmented, match=r"fleet unit sets no cluster's environment"):
-        isolation.segments(make_fleet((None, None, None)))
+@pytest.mark.parametrize("environments", [(None, None, None), ("dev", "dev", None)])
+def test_a_fleet_of_dev_clusters_only_does_not_segment(environments: tuple) -> None:
+    with pytest.raises(isolation.NotSegmented, match=r"fleet unit does not segment environments: every"):
+        isolation.segments(make_fleet(environments))
 
 
 @pytest.mark.parametrize(
