@@ -368,13 +368,15 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     """Keep the call's outcome for the drill's record: failed on an assertion or pytest.fail, error on any
-    other exception (as allure tells failed from broken)."""
+    other exception (as allure tells failed from broken); a skip keeps its reason."""
     report = yield
     if report.when == "call":
-        outcome = report.outcome
+        outcome, message = report.outcome, report.longreprtext[-2000:] if report.failed else ""
         if report.failed and not (call.excinfo and call.excinfo.errisinstance(FAILURES)):
             outcome = "error"
-        item.stash[outcome_key] = (outcome, report.longreprtext[-2000:] if report.failed else "")
+        if report.skipped and isinstance(report.longrepr, tuple):  # (path, line, "Skipped: REASON")
+            message = str(report.longrepr[2]).removeprefix("Skipped: ")
+        item.stash[outcome_key] = (outcome, message)
     return report
 
 

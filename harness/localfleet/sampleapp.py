@@ -309,9 +309,8 @@ class App:
     def route(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
         if method == "GET" and path == "/healthz":
             return 200, {"ok": True}
-        if method == "GET" and path == "/readyz":
-            with self.cond:
-                unready = self.unready
+        if method == "GET" and path == "/readyz":  # lock-free, as probes want: one reference read
+            unready = self.unready
             return (503, {"error": unready}) if unready else (200, {"ok": True})
         if method == "GET" and path == "/status":
             return 200, self.status()

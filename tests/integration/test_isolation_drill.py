@@ -17,7 +17,7 @@ from tests.conftest import started_fleet
 from tests.integration.test_drills import ROOT, app_settings, drill_argv, run_drill
 
 DRILL = "test_environment_isolation.py"
-SOAK = ("--soak", "4s")
+SOAK = ("--soak", "2s")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,9 @@ def test_a_fleet_without_environments_skips_and_one_without_prod_is_an_error(
     flat = variant(env_fleet, "flat", {"environments": dict.fromkeys(("us-east", "eu-west", "ap-south"))})
     done, record = run_drill(env_fleet, tmp_path / "flat", DRILL, fleet_file=flat)
     assert done.returncode == 0 and (record["verdict"], record["outcome"]) == ("skip", "skipped")
-    assert "does not segment environments: every cluster is dev" in done.stdout + record["message"]
+    assert (
+        record["message"].startswith("fleet local-") and "does not segment environments" in record["message"]
+    )
     no_prod = variant(env_fleet, "no-prod", {"environments": {"us-east": "dev"}})
     done, record = run_drill(env_fleet, tmp_path / "no-prod", DRILL, fleet_file=no_prod)
     assert done.returncode != 0 and record["verdict"] == "error", done.stdout[-3000:]

@@ -345,6 +345,7 @@ def test_the_record_history_allure_and_exit_code_agree_that_such_drills_never_pa
     unset = {v["message"] for v in records["test_no_objectives"]["verdicts"] if v["status"] == "error"}
     assert {"rto", "availability"} == {m.rpartition(".")[2] for m in unset}, unset
     assert "teardown: RevertError: unit-stuck on west" in records["test_revert_fails"]["message"]
+    assert records["test_skipped"]["message"] == "no standby cluster", "a skip's record says why"
     assert "fail-back: east does not serve again" in records["test_fail_back_raises"]["message"]
     history = [json.loads(line) for line in (reports / "history.jsonl").read_text().splitlines()]
     assert {e["drill"]: e["verdict"] for e in history} == {n: r["verdict"] for n, r in records.items()}
