@@ -107,6 +107,7 @@ def judge(
             "probes": len(chosen),
             "longest_outage_s": worst.duration if worst else 0.0,
             "outage_began_s": worst.start - start if worst else None,
+            "served_by_non_prod": _served_elsewhere(chosen, prod),
         }
         verdicts += [_named(v, target, _coupling(target, worst, steps)) for v in judged]
     return verdicts, {"faulted": [_step_figures(s, start) for s in steps], "prod": measured}
@@ -158,6 +159,16 @@ def _named(verdict: Verdict, target: str, coupling: str) -> Verdict:
         message,
         verdict.moments,
     )
+
+
+def _served_elsewhere(chosen: Sequence[ProbeSample], prod: Sequence[str]) -> dict[str, int]:
+    """How many probes a cluster outside prod answered, by cluster (the answers' served-by identity)."""
+    found: dict[str, int] = {}
+    for sample in chosen:
+        origin = (sample.served_by or "").split("/")[0]
+        if origin and origin not in prod:
+            found[origin] = found.get(origin, 0) + 1
+    return found
 
 
 def _listed(steps: Sequence[Step]) -> str:

@@ -64,6 +64,9 @@ def test_prod_holds_while_staging_and_dev_are_lost(env_fleet: Path, tmp_path: Pa
     assert (
         figures_of(record)["us-east"]["availability"] >= 0.8 and figures_of(record)["us-east"]["probes"] > 300
     )
+    assert all(not f["served_by_non_prod"] for f in figures_of(record).values()), (
+        "prod traffic stayed in prod"
+    )
     assert "us-east" not in faults_injected(record), "prod is never faulted"
     effective = [e["cluster"] for e in record["timeline"]["events"] if e["name"] == "fault.effective"]
     assert effective == ["eu-west", "ap-south"], "each loss proven before it counts"

@@ -36,13 +36,16 @@ def make_fleet(environments: tuple[str | None, ...] = ENVIRONMENTS, **more: Any)
     return Fleet.model_validate(document | more)
 
 
-def series(target: str, start: float, end: float, failing: tuple[float, float] | None = None) -> list:
-    """Probes every INTERVAL from start to end, failed (HTTP 503) inside `failing`."""
+def series(
+    target: str, start: float, end: float, failing: tuple[float, float] | None = None, by: str = "east"
+) -> list:
+    """Probes every INTERVAL from start to end, answered by cluster `by`, failed (HTTP 503) inside
+    `failing`."""
     found = []
     for i in range(round((end - start) / INTERVAL)):
         t = start + i * INTERVAL
         bad = failing is not None and failing[0] <= t < failing[1]
-        found.append(ProbeSample.of(target, t, t + 0.01, status=503 if bad else 200, served_by="east/p"))
+        found.append(ProbeSample.of(target, t, t + 0.01, status=503 if bad else 200, served_by=f"{by}/p"))
     return found
 
 
@@ -117,12 +120,17 @@ def test_a_prod_endpoint_that_degrades_names_the_non_prod_loss_it_followed() -> 
         "(faulted then: west (staging)); availability 6.00% below objective 90.00%"
     ), miss.message
     assert figures["prod"]["east"]["outage_began_s"] == pytest.approx(1.2)
+    assert figures["prod"]["east"]["served_by_non_prod"] == {}
     assert {v.status for v in verdicts if v.objective.startswith("global")} == {"pass"}
 
 
 def test_an_outage_after_the_second_loss_names_it_and_both() -> None:
     samples = {"east": series("east", 0.0, 30.0, failing=(16.0, 30.0)), GLOBAL: series(GLOBAL, 0.0, 30.0)}
-    [miss, *_] = [v for v in judge(make_fleet(), samples)[0] if v.status == "fail"]
+    samples[GLOBAL] += series(GLOBAL, 30.0, 31.0, by="south")  # after the window: not counted
+    samples[GLOBAL][120:130] = series(GLOBAL, 12.0, 13.0, by="south")
+    verdicts, figures = judge(make_fleet(), samples)
+    assert figures["prod"][GLOBAL]["served_by_non_prod"] == {"south": 10}, "prod traffic answered by dev"
+    [miss, *_] = [v for v in verdicts if v.status == "fail"]
     assert "after non-prod cluster south (dev) was lost (faulted then: west (staging), south (dev))" in (
         miss.message
     )
