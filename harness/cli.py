@@ -11,7 +11,7 @@ from types import FrameType
 from harness import paths
 from harness.config import ENVIRONMENTS, load_fleet
 from harness.errors import FleetDrillError
-from harness.localfleet import apps, build, freeze, supervisor
+from harness.localfleet import apps, build, freeze, postgres, supervisor
 from harness.localfleet.state import STATE, FleetState
 
 DEFAULT_FLEET_DIR = paths.default_fleet_dir()
@@ -76,11 +76,19 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
         dns=args.dns,
         prometheus=args.prometheus,
         environments=args.environments,
+        with_postgres=args.postgres,
     )
     print(f"fleet up in {time.monotonic() - started:.1f} s: {', '.join(c.name for c in state.clusters)}")
     print(f"kubeconfig: {state.folder / 'kubeconfig'}")
     print(f"fleet file: {state.folder / 'fleet.yaml'}")
     print(f"global endpoint of the sample app: {apps.global_url(state.plan)}/")
+    if args.postgres:
+        servers = ", ".join(
+            f"{c.name} ({'primary' if c.role == 'active' else 'replica'}) {host}:{port}"
+            for c in state.clusters
+            for host, port in [postgres.endpoint(state, c.name)]
+        )
+        print(f"PostgreSQL (user postgres, password in each cluster's Secret postgres/postgres): {servers}")
     return 0
 
 
@@ -193,6 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 dns=False,
                 prometheus=False,
                 environments=(),
+                postgres=False,
             )
         )
     args.fleet = folder / "fleet.yaml"
@@ -374,6 +383,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with a Prometheus in every cluster, scraping it through service discovery"
         " (fleet.yaml: clusters[].prometheus; built from its Go module the first time)",
+    )
+    up.add_argument(
+        "--postgres",
+        action="store_true",
+        help="with PostgreSQL (fixtures/apps/postgres.yaml): the primary in the active cluster, a streaming"
+        " replica in every other, each cluster's server on its ingress address, port 5432",
     )
     action("down", cmd_fleet_down, "stop every process of the fleet and remove its namespaces")
     action("status", cmd_fleet_status, "per cluster and component: up, address, pid, RSS")

@@ -102,10 +102,11 @@ def started_fleet(
     dns: bool = False,
     prometheus: bool = False,
     environments: str = "",
+    postgres: bool = False,
 ) -> Iterator[Path]:
     """A local fleet (three clusters unless told; with the backup store and Velero, with CoreDNS, with
-    Prometheus, and with environments (`--environments`), when asked) owned by this test session, taken
-    down at the end whatever happens."""
+    Prometheus, with environments (`--environments`), and with PostgreSQL's replication, when asked) owned
+    by this test session, taken down at the end whatever happens."""
     remove_stale_test_fleets()
     folder = tmp_path_factory.mktemp(name)
     (folder / OWNER).write_text(str(os.getpid()))
@@ -116,6 +117,7 @@ def started_fleet(
             + (["--prometheus"] if prometheus else [])
         )
         options += ["--environments", environments] if environments else []
+        options += ["--postgres"] if postgres else []
         run_cli("fleet", "up", "--dir", folder, "--clusters", clusters, *options)
         yield folder
     finally:

@@ -27,6 +27,7 @@ from harness.localfleet import (
     network,
     nodes,
     pki,
+    postgres,
     processes,
     prometheus_install,
     readiness,
@@ -79,12 +80,14 @@ def up(
     dns: bool = False,
     prometheus: bool = False,
     environments: tuple[str, ...] = (),
+    with_postgres: bool = False,
 ) -> FleetState:
     """Start a fleet in folder and return once every API server is ready and its controllers work (and,
     with backups, once Velero in every cluster reaches the fleet's backup store; with dns, once CoreDNS
-    answers for the apps' global names; with prometheus, once every cluster's Prometheus is ready). With
-    environments, cluster N is in the Nth (its fleet file's clusters[].environment) and the sample app
-    replicates only within an environment."""
+    answers for the apps' global names; with prometheus, once every cluster's Prometheus is ready;
+    with_postgres, once every replica streams from the primary). With environments, cluster N is in the
+    Nth (its fleet file's clusters[].environment) and the sample app replicates only within an
+    environment."""
     check_privileges()
     check_programs()
     folder = folder.resolve()
@@ -117,6 +120,10 @@ def up(
         say("deploying the sample app, the ingresses and the global load balancer")
         services.start(state, published, metrics=prometheus)
         state.save()
+        if with_postgres:
+            say("deploying PostgreSQL: the primary in the active cluster, a streaming replica in the others")
+            postgres.start(state)
+            state.save()
         if published:
             say("starting CoreDNS: the global names' authoritative server and the runner's resolver")
             dnsserver.start(state, binaries["coredns"], published)
@@ -124,6 +131,8 @@ def up(
         services.wait_serving(state, READY_DEADLINE_S)
         if published:
             dnsserver.wait_answering(published, apps.global_name(), READY_DEADLINE_S)
+        if with_postgres:
+            postgres.wait_streaming(state, READY_DEADLINE_S)
         velero = None
         if backups:
             say("starting the backup store and installing Velero in every cluster")

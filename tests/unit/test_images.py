@@ -9,6 +9,7 @@ import pytest
 from harness.errors import FleetDrillError
 from harness.localfleet import supervisor
 from harness.localfleet.nodeagent import images
+from harness.localfleet.nodeagent.env import expand_all
 from harness.localfleet.nodeagent.images import IDLE, resolve
 
 
@@ -119,3 +120,18 @@ def test_prometheus_image_runs_the_built_server_with_the_image_cmd(monkeypatch: 
     assert resolve("prom/prometheus", ["/bin/promtool"], []).argv == images.IDLE
     monkeypatch.delenv(images.PROMETHEUS_BIN_ENV)
     assert "fleet up --prometheus" in resolve("prom/prometheus:latest", [], []).note
+
+
+def test_command_and_args_expand_the_containers_environment_as_the_kubelet_does() -> None:
+    env = {"MODE": "on", "NAMES": ""}
+    parts = [
+        "-c",
+        "synchronous_commit=$(MODE)",
+        "-c",
+        "synchronous_standby_names=$(NAMES)",
+        "$$(MODE)",
+        "$(NONE)",
+    ]
+    assert expand_all(parts, env) == [
+        "-c", "synchronous_commit=on", "-c", "synchronous_standby_names=", "$(MODE)", "$(NONE)"
+    ]  # fmt: skip

@@ -68,6 +68,12 @@ def expand(value: str, *sources: dict[str, str]) -> str:
     return REFERENCE.sub(replace, value)
 
 
+def expand_all(parts: list[str], env: dict[str, str]) -> list[str]:
+    """A container's command or args with `$(NAME)` expanded from its environment, as the kubelet does
+    before it starts the container (kubecontainer.ExpandContainerCommandAndArgs)."""
+    return [expand(part, env) for part in parts]
+
+
 class _Sources:
     """The ConfigMaps and Secrets of one namespace, each read at most once per container start."""
 

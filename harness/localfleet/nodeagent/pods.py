@@ -26,7 +26,7 @@ from harness.localfleet.nodeagent.containers import (
     kind_of,
     stamp,
 )
-from harness.localfleet.nodeagent.env import EnvBuilder, EnvError
+from harness.localfleet.nodeagent.env import EnvBuilder, EnvError, expand_all
 from harness.localfleet.nodeagent.probes import ContainerProbes, Prober, Target
 from harness.localfleet.nodeagent.runtime import (
     Mount,
@@ -260,11 +260,13 @@ class PodWorker(threading.Thread):
         """Start the container's next run; a missing env source or a failed start waits and retries."""
         spec, uid = container.spec, self.pod.metadata.uid
         try:
-            resolved = images.resolve(spec.image, spec.command or [], spec.args or [])
+            image_env = images.resolve(spec.image, spec.command or [], spec.args or []).env
             home = str(self._home(container))
             pod_ip = self.sandbox.ip if self.sandbox else ""
             defaults = {"HOME": home} | ({"TERM": "xterm"} if spec.tty else {})  # TERM: oci.WithTTY's
-            env = defaults | self.env_for(self.pod, spec, pod_ip, resolved.env)
+            env = defaults | self.env_for(self.pod, spec, pod_ip, image_env)
+            command, args = (expand_all(spec.command or [], env), expand_all(spec.args or [], env))
+            resolved = images.resolve(spec.image, command, args)
             workdir = spec.working_dir or (home if resolved.own_folder else None)
             log = self.volumes.pod_dir(uid) / "logs" / spec.name / f"{container.restarts}.log"
             cgroups = self.runtime.cgroups.create(uid, spec.name, spec.resources)

@@ -1,0 +1,172 @@
+"""PostgreSQL streaming replication across the fleet's clusters (`fleet up --postgres`): the app of
+fixtures/apps/postgres.yaml in every cluster, the primary in the active one, a replica in each other one,
+which copies the primary with `pg_basebackup -R` through the active cluster's ingress.
+
+Each cluster's ingress namespace gets a TCP pass-through on port 5432 to the Service postgres/postgres
+(tcpingress.py): the replicas reach the primary there across the fleet network, and the host reaches every
+cluster's server there. The passwords are fresh per fleet, in the Secret postgres of every cluster (the
+replication password must be the same everywhere); nothing of them is written to the fleet folder.
+"""
+
+import base64
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import yaml
+from kubernetes import client, config, utils
+
+from harness import pgreplication
+from harness.errors import FleetDrillError
+from harness.localfleet import each, processes
+from harness.localfleet.state import ClusterRecord, FleetState, start_process
+
+MANIFEST = Path(__file__).resolve().parents[2] / "fixtures" / "apps" / "postgres.yaml"
+NAMESPACE = SERVICE = SECRET = "postgres"
+PORT = 5432
+SUPERUSER, DATABASE, REPLICATION_USER = "postgres", "postgres", "replicator"
+CONNECT_TIMEOUT_S = 3
+
+
+def role_settings(cluster: str, role: str, primary_host: str) -> dict:
+    """The per-cluster ConfigMap postgres-role: primary in the active cluster, replica elsewhere."""
+    return {
+        "metadata": {"name": "postgres-role", "namespace": NAMESPACE},
+        "data": {
+            "ROLE": "primary" if role == "active" else "replica",
+            "CLUSTER": cluster,
+            "PRIMARY_HOST": primary_host,
+            "PRIMARY_PORT": str(PORT),
+        },
+    }
+
+
+def secret(password: str, replication_password: str) -> dict:
+    return {
+        "metadata": {"name": SECRET, "namespace": NAMESPACE},
+        "stringData": {
+            "password": password,
+            "replication-user": REPLICATION_USER,
+            "replication-password": replication_password,
+        },
+    }
+
+
+def deploy(kubeconfig: Path, cluster: ClusterRecord, primary_host: str, passwords: dict) -> None:
+    """The namespace, the Secret and the role's ConfigMap, then the rest of the manifest, in one cluster."""
+    api = config.new_client_from_config(str(kubeconfig), context=cluster.name)
+    try:
+        documents = list(yaml.safe_load_all(MANIFEST.read_text()))
+        utils.create_from_dict(api, documents[0])  # the namespace
+        core = client.CoreV1Api(api)
+        core.create_namespaced_secret(NAMESPACE, passwords)
+        core.create_namespaced_config_map(NAMESPACE, role_settings(cluster.name, cluster.role, primary_host))
+        for document in documents[1:]:
+            utils.create_from_dict(api, document)
+    finally:
+        api.close()
+
+
+def endpoint(state: FleetState, cluster: str) -> tuple[str, int]:
+    """Where a cluster's server answers: its ingress address, port 5432."""
+    return str(state.plan.cluster(state.cluster(cluster).index).ingress), PORT
+
+
+def relay_argv(kubeconfig: Path, cluster: str, address: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "harness.localfleet.tcpingress",
+        f"--kubeconfig={kubeconfig}",
+        f"--context={cluster}",
+        f"--listen={address}:{PORT}",
+        f"--namespace={NAMESPACE}",
+        f"--service={SERVICE}",
+        "--port-name=postgres",
+    ]
+
+
+def start(state: FleetState) -> None:
+    """Deploy the app in every cluster at once and open each ingress's TCP port 5432 (after
+    services.start, which made the ingress namespaces)."""
+    kubeconfig = state.folder / "kubeconfig"
+    active = next(c for c in state.clusters if c.role == "active")
+    primary_host = endpoint(state, active.name)[0]
+    passwords = secret(secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+    each.at_once(lambda c: deploy(kubeconfig, c, primary_host, passwords), state.clusters)
+    for cluster in state.clusters:
+        address = endpoint(state, cluster.name)[0]
+        start_process(
+            state,
+            processes.ProcessSpec(
+                f"{cluster.name}/ingress-postgres",
+                f"{cluster.netns_prefix(state.plan)}ing",
+                relay_argv(kubeconfig, cluster.name, address),
+                {"PYTHONUNBUFFERED": "1"},
+                str(state.folder / "logs" / cluster.name / "ingress-postgres.log"),
+                address,
+            ),
+        )
+
+
+def password(kubeconfig: Path, cluster: str) -> str:
+    """The superuser's password, read from the cluster's Secret postgres (as a user reads it)."""
+    api = config.new_client_from_config(str(kubeconfig), context=cluster)
+    try:
+        data = client.CoreV1Api(api).read_namespaced_secret(SECRET, NAMESPACE).data or {}
+    finally:
+        api.close()
+    return base64.b64decode(data["password"]).decode()
+
+
+def connect(state: FleetState, cluster: str, secret_password: str) -> psycopg.Connection:
+    """An autocommit connection to a cluster's server through its ingress, as the superuser."""
+    host, port = endpoint(state, cluster)
+    return psycopg.connect(
+        host=host,
+        port=port,
+        user=SUPERUSER,
+        password=secret_password,
+        dbname=DATABASE,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        autocommit=True,
+    )
+
+
+def _answers(state: FleetState, secret_password: str, cluster: str) -> bool:
+    try:
+        connect(state, cluster, secret_password).close()
+    except psycopg.Error:
+        return False
+    return True
+
+
+def _streaming(state: FleetState, secret_password: str, active: str) -> set[str]:
+    try:
+        with connect(state, active, secret_password) as connection:
+            return {s.application_name for s in pgreplication.standbys(connection) if s.state == "streaming"}
+    except psycopg.Error:
+        return set()
+
+
+def wait_streaming(state: FleetState, deadline_s: float) -> None:
+    """Poll until every cluster's server answers through its ingress and the primary's pg_stat_replication
+    shows every other cluster's replica streaming."""
+    active = next(c.name for c in state.clusters if c.role == "active")
+    secret_password = password(state.folder / "kubeconfig", active)
+    silent = {c.name for c in state.clusters}
+    waiting = {c.name for c in state.clusters if c.role != "active"}
+    deadline = time.monotonic() + deadline_s
+    while silent or waiting:
+        silent = {c for c in silent if not _answers(state, secret_password, c)}
+        waiting -= _streaming(state, secret_password, active) if not silent else set()
+        if (silent or waiting) and time.monotonic() > deadline:
+            raise FleetDrillError(
+                f"PostgreSQL after {deadline_s:.0f} s: not answering through the ingress in"
+                f" {', '.join(sorted(silent)) or 'none'}; not streaming from {active}:"
+                f" {', '.join(sorted(waiting)) or 'none'}; logs in {state.folder / 'logs'}"
+            )
+        if silent or waiting:
+            time.sleep(0.5)

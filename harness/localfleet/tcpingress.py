@@ -1,0 +1,117 @@
+"""The ingress's TCP pass-through: one port of the cluster's ingress address relayed to the ready endpoints
+of one Service, as ingress-nginx's tcp-services ConfigMap does (`"5432": "postgres/postgres:5432"`).
+
+Bytes are copied both ways unchanged, so the protocol, its TLS and its authentication are the server's
+end to end. A new connection goes to the next ready endpoint (round robin), to the one after on a failed
+connect; a relayed connection stays on its endpoint until either side closes it (a half-close is passed
+on). Endpoints come from the Service's EndpointSlices through a list+watch, as the HTTP ingress's.
+
+    python -m harness.localfleet.tcpingress --kubeconfig K --context C --listen ADDR:PORT \
+        --namespace NS --service SVC [--port-name NAME]
+"""
+
+import argparse
+import asyncio
+import functools
+import itertools
+import logging
+
+from kubernetes import client, config
+
+from harness.localfleet.ingress import CONNECT_TIMEOUT_S, Address, parse_address, ready_endpoints
+from harness.localfleet.kwatch import Reflector
+
+CHUNK = 64 * 1024
+log = logging.getLogger("tcpingress")
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until the reader's end, then half-close the writer's side."""
+    try:
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        writer.close()
+
+
+class Relay:
+    """Connections to the listening port, each relayed to a ready endpoint the reflector last saw."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, service: str, port_name: str | None) -> None:
+        self.service = service
+        self.endpoints: list[Address] = []
+        self._loop = loop
+        self._port_name = port_name
+        self._turn = itertools.count()
+
+    def on_slices(self, reflector: Reflector) -> None:
+        """Reflector callback (its thread): hand the new endpoint set to the event loop."""
+        ready, not_ready = ready_endpoints(list(reflector.store.values()), self._port_name)
+        self._loop.call_soon_threadsafe(self._apply, ready, not_ready)
+
+    def _apply(self, ready: list[Address], not_ready: int) -> None:
+        if ready != self.endpoints:
+            listed = ", ".join(f"{a}:{p}" for a, p in ready) or "none"
+            log.info("endpoints of %s changed: ready %s (%d not ready)", self.service, listed, not_ready)
+            self.endpoints = ready
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        endpoints, turn = self.endpoints, next(self._turn)
+        for i in range(min(2, len(endpoints))):
+            address = endpoints[(turn + i) % len(endpoints)]
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    return await asyncio.open_connection(*address)
+            except (OSError, TimeoutError) as error:
+                log.info("connect to %s:%d failed: %s", *address, error or "timed out")
+        return None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await self._connect()
+        if upstream is None:
+            writer.close()
+            return
+        up_reader, up_writer = upstream
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            up_writer.close()
+            writer.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    api = config.new_client_from_config(args.kubeconfig, context=args.context)
+    relay = Relay(asyncio.get_running_loop(), f"{args.namespace}/{args.service}", args.port_name)
+    lister = functools.partial(
+        client.DiscoveryV1Api(api).list_namespaced_endpoint_slice,
+        args.namespace,
+        label_selector=f"kubernetes.io/service-name={args.service}",
+    )
+    Reflector(f"endpointslices of {relay.service}", lister, relay.on_slices, log.info).start()
+    server = await asyncio.start_server(relay.handle, *parse_address(args.listen), backlog=1024)
+    host, port = server.sockets[0].getsockname()[:2]
+    log.info("relaying %s:%d to %s in %s", host, port, relay.service, args.context)
+    await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.localfleet.tcpingress", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--context", required=True)
+    parser.add_argument("--listen", required=True, help="ADDR:PORT")
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--port-name", help="the Service port to use (default: each slice's first port)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger().handlers[0].addFilter(lambda r: not r.name.startswith("urllib3"))
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

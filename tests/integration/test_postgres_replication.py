@@ -1,0 +1,213 @@
+"""PostgreSQL streaming replication across the local fleet's clusters (`fleet up --postgres`): the replica
+in eu-west streams from the primary in us-east through us-east's ingress, its lag is what the network
+makes it (a cut replication path or a bandwidth limit makes it grow, and it catches up after), and
+pg_promote() makes it writable. Everything is read from the host through each cluster's exposed endpoint."""
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+from kubernetes import config
+
+from harness import pgreplication
+from harness.faults.base import KubeContext
+from harness.faults.chaosmesh import NetworkChaosFault
+from harness.localfleet import postgres
+from harness.localfleet.state import FleetState
+from tests.conftest import started_fleet, wait_for
+
+PRIMARY, REPLICA = "us-east", "eu-west"
+SERVERS = {"labelSelectors": {"app": "postgres"}, "namespaces": [postgres.NAMESPACE]}
+PAYLOAD = "x" * 1000
+BATCH = 50
+"""Rows a statement under the bandwidth limit (5 statements a second, about 275 kB of WAL): the writer's
+round trips slow down with the link (its answers queue behind the WAL), its WAL must not."""
+KEPT_UP = 256 * 1024  # lag bytes of a replica keeping up with that load
+GROWN = 384 * 1024
+MORE = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def pg_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
+    """A two-cluster fleet of the module's own with PostgreSQL: its last test promotes the replica."""
+    with started_fleet(tmp_path_factory, "pgrepl", clusters=2, postgres=True) as folder:
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def state(pg_dir: Path) -> FleetState:
+    return FleetState.load(pg_dir)
+
+
+@pytest.fixture(scope="module")
+def secret_password(pg_dir: Path) -> str:
+    return postgres.password(pg_dir / "kubeconfig", PRIMARY)
+
+
+@pytest.fixture(scope="module")
+def ctx(pg_dir: Path) -> Iterator[KubeContext]:
+    clients = {
+        name: config.new_client_from_config(str(pg_dir / "kubeconfig"), context=name)
+        for name in (PRIMARY, REPLICA)
+    }
+    yield KubeContext(clients)
+    for api_client in clients.values():
+        api_client.close()
+
+
+@pytest.fixture(scope="module")
+def primary(state: FleetState, secret_password: str) -> Iterator[psycopg.Connection]:
+    with postgres.connect(state, PRIMARY, secret_password) as connection:
+        connection.execute("create table ticks (id bigserial primary key, payload text not null)")
+        yield connection
+
+
+@pytest.fixture(scope="module")
+def replica(
+    state: FleetState, secret_password: str, primary: psycopg.Connection
+) -> Iterator[psycopg.Connection]:
+    with postgres.connect(state, REPLICA, secret_password) as connection:
+        yield connection
+
+
+@contextmanager
+def writing(
+    state: FleetState, secret_password: str, rows: int = 1, per_s: float = 100
+) -> Iterator[list[int]]:
+    """Statements of `rows` rows written to the primary, `per_s` a second at most (by default about 110 kB
+    of WAL a second), on a connection of their own, until the block ends; yields the count of committed
+    statements (one item)."""
+    committed, stop, errors = [0], threading.Event(), []
+
+    def write() -> None:
+        try:
+            with postgres.connect(state, PRIMARY, secret_password) as connection:
+                while not stop.wait(1 / per_s):
+                    connection.execute(
+                        "insert into ticks (payload) select %s from generate_series(1, %s)", (PAYLOAD, rows)
+                    )
+                    committed[0] += 1
+        except psycopg.Error as error:
+            errors.append(error)
+
+    writer = threading.Thread(target=write, name="writer")
+    writer.start()
+    try:
+        wait_for(lambda: committed[0] >= 3 or errors, 10, "the writer's first commits")
+        yield committed
+    finally:
+        stop.set()
+        writer.join(30)
+    assert not errors, f"the writer failed: {errors[0]}"
+
+
+def lag(primary: psycopg.Connection, replica: psycopg.Connection) -> int:
+    return pgreplication.lag_bytes(primary, replica)
+
+
+def caught_up(primary: psycopg.Connection, replica: psycopg.Connection, position: int) -> bool:
+    return (pgreplication.replayed_lsn(replica) or 0) >= position
+
+
+def holds(replica: psycopg.Connection, payload: str) -> bool:
+    """Whether the replica has the row (False while even the table has not reached it)."""
+    try:
+        return bool(replica.execute("select 1 from ticks where payload = %s", (payload,)).fetchone())
+    except psycopg.errors.UndefinedTable:
+        return False
+
+
+def test_the_replica_streams_from_the_primary_through_its_ingress(
+    state: FleetState, primary: psycopg.Connection, replica: psycopg.Connection
+) -> None:
+    standbys = pgreplication.standbys(primary)
+    assert [(s.application_name, s.state, s.sync_state) for s in standbys] == [
+        (REPLICA, "streaming", "async")
+    ], "asynchronous by default, the replica named by its cluster"
+    via = primary.execute("select host(client_addr) from pg_stat_replication").fetchone()[0]
+    assert via == postgres.endpoint(state, PRIMARY)[0], "the replica reaches the primary through the ingress"
+    marker = uuid.uuid4().hex
+    primary.execute("insert into ticks (payload) values (%s)", (marker,))
+    wait_for(lambda: holds(replica, marker), 10, "the row written on the primary on the replica")
+    assert pgreplication.in_recovery(replica)
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        replica.execute("insert into ticks (payload) values ('refused')")
+
+
+def test_lag_grows_while_the_replication_path_is_cut_and_recovers_after(
+    state: FleetState,
+    secret_password: str,
+    ctx: KubeContext,
+    primary: psycopg.Connection,
+    replica: psycopg.Connection,
+) -> None:
+    cut = NetworkChaosFault(
+        targets=(REPLICA,),
+        namespace=postgres.NAMESPACE,
+        spec={
+            "action": "partition",
+            "mode": "all",
+            "direction": "both",
+            "selector": SERVERS,
+            "externalTargets": [f"{postgres.endpoint(state, PRIMARY)[0]}/32"],
+            "duration": "5m",
+        },
+    )
+    with writing(state, secret_password):
+        wait_for(lambda: lag(primary, replica) < KEPT_UP, 20, "the replica to keep up before the cut")
+        cut.inject(ctx)  # returns once Chaos Mesh's record says the drop rules are in the replica's pod
+        try:
+            first = wait_for(lambda: (n := lag(primary, replica)) > GROWN and n, 20, "the lag to grow")
+            replayed = pgreplication.replayed_lsn(replica)
+            wait_for(lambda: lag(primary, replica) > first + MORE, 20, "the lag to keep growing")
+            assert pgreplication.replayed_lsn(replica) == replayed, "the replica replayed across the cut"
+        finally:
+            cut.revert(ctx)
+        healed = pgreplication.current_lsn(primary)
+        wait_for(lambda: caught_up(primary, replica, healed), 45, "the replica to catch up after the heal")
+
+
+def test_lag_grows_under_a_bandwidth_limit_and_recovers_after(
+    state: FleetState,
+    secret_password: str,
+    ctx: KubeContext,
+    primary: psycopg.Connection,
+    replica: psycopg.Connection,
+) -> None:
+    limit = NetworkChaosFault(
+        targets=(PRIMARY,),
+        namespace=postgres.NAMESPACE,
+        spec={
+            "action": "bandwidth",
+            "mode": "all",
+            "selector": SERVERS,
+            "bandwidth": {"rate": "256kbps", "limit": 20000, "buffer": 10000},
+            "duration": "5m",
+        },
+    )
+    with writing(state, secret_password, BATCH, 5):
+        wait_for(lambda: lag(primary, replica) < KEPT_UP, 20, "the replica to keep up before the limit")
+        limit.inject(ctx)  # returns once Chaos Mesh's record says the primary's egress is limited
+        try:
+            first = wait_for(lambda: (n := lag(primary, replica)) > GROWN and n, 20, "the lag to grow")
+            replayed = pgreplication.replayed_lsn(replica) or 0
+            wait_for(lambda: lag(primary, replica) > first + MORE, 20, "the lag to keep growing")
+            assert (pgreplication.replayed_lsn(replica) or 0) > replayed, "a slow link, not a cut one"
+        finally:
+            limit.revert(ctx)
+        lifted = pgreplication.current_lsn(primary)
+        wait_for(lambda: caught_up(primary, replica, lifted), 45, "the replica to catch up after the limit")
+
+
+def test_pg_promote_makes_the_replica_writable(
+    primary: psycopg.Connection, replica: psycopg.Connection
+) -> None:
+    """Last: the fleet's replica is a primary afterwards."""
+    assert replica.execute("select pg_promote(wait => true, wait_seconds => 30)").fetchone() == (True,)
+    assert not pgreplication.in_recovery(replica)
+    replica.execute("insert into ticks (payload) values ('after promotion')")
+    assert replica.execute("select count(*) from ticks where payload = 'after promotion'").fetchone() == (1,)
