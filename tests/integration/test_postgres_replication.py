@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from kubernetes import config
+from kubernetes import client, config
 
 from harness import pgreplication
 from harness.faults.base import KubeContext
@@ -196,16 +196,48 @@ def test_lag_grows_under_a_bandwidth_limit_and_recovers_after(
             first = wait_for(lambda: (n := lag(primary, replica)) > GROWN and n, 20, "the lag to grow")
             replayed = pgreplication.replayed_lsn(replica) or 0
             wait_for(lambda: lag(primary, replica) > first + MORE, 20, "the lag to keep growing")
-            assert (pgreplication.replayed_lsn(replica) or 0) > replayed, "a slow link, not a cut one"
+            wait_for(
+                lambda: (pgreplication.replayed_lsn(replica) or 0) > replayed,
+                20,
+                "the replica to go on replaying over the slow link (a slow link, not a cut one)",
+            )
         finally:
             limit.revert(ctx)
         lifted = pgreplication.current_lsn(primary)
         wait_for(lambda: caught_up(primary, replica, lifted), 45, "the replica to catch up after the limit")
 
 
-def test_pg_promote_makes_the_replica_writable(
-    primary: psycopg.Connection, replica: psycopg.Connection
+def sync_states(state: FleetState, secret_password: str) -> dict[str, str]:
+    """The primary's standbys and their sync_state, {} while it does not answer (restarting)."""
+    try:
+        with postgres.connect(state, PRIMARY, secret_password) as connection:
+            return {s.application_name: s.sync_state for s in pgreplication.standbys(connection)}
+    except psycopg.OperationalError:
+        return {}
+
+
+def test_synchronous_replication_is_the_apps_setting(
+    state: FleetState, secret_password: str, ctx: KubeContext, replica: psycopg.Connection
 ) -> None:
+    """The ConfigMap postgres-replication of fixtures/apps/postgres.yaml sets it; a restarted primary (its
+    StatefulSet makes a new pod) takes it up: with remote_apply a commit returns once the replica shows it."""
+    core = client.CoreV1Api(ctx.api_client(PRIMARY))
+    settings = {"SYNCHRONOUS_STANDBY_NAMES": f'FIRST 1 ("{REPLICA}")', "SYNCHRONOUS_COMMIT": "remote_apply"}
+    core.patch_namespaced_config_map("postgres-replication", postgres.NAMESPACE, {"data": settings})
+    core.delete_namespaced_pod("postgres-0", postgres.NAMESPACE)
+    wait_for(
+        lambda: sync_states(state, secret_password) == {REPLICA: "sync"},
+        90,
+        "the restarted primary to stream to its synchronous replica",
+    )
+    with postgres.connect(state, PRIMARY, secret_password) as connection:
+        assert connection.execute("show synchronous_commit").fetchone() == ("remote_apply",)
+        marker = uuid.uuid4().hex
+        connection.execute("insert into ticks (payload) values (%s)", (marker,))
+    assert holds(replica, marker), "a commit acknowledged before the synchronous replica applied it"
+
+
+def test_pg_promote_makes_the_replica_writable(replica: psycopg.Connection) -> None:
     """Last: the fleet's replica is a primary afterwards."""
     assert replica.execute("select pg_promote(wait => true, wait_seconds => 30)").fetchone() == (True,)
     assert not pgreplication.in_recovery(replica)
