@@ -11,7 +11,7 @@ from types import FrameType
 from harness import paths
 from harness.config import ENVIRONMENTS, load_fleet
 from harness.errors import FleetDrillError
-from harness.localfleet import apps, build, freeze, postgres, supervisor
+from harness.localfleet import apps, build, freeze, supervisor
 from harness.localfleet.state import STATE, FleetState
 
 DEFAULT_FLEET_DIR = paths.default_fleet_dir()
@@ -83,6 +83,8 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
     print(f"fleet file: {state.folder / 'fleet.yaml'}")
     print(f"global endpoint of the sample app: {apps.global_url(state.plan)}/")
     if args.postgres:
+        from harness.localfleet import postgres  # psycopg loads only for a fleet with it
+
         servers = ", ".join(
             f"{c.name} ({'primary' if c.role == 'active' else 'replica'}) {host}:{port}"
             for c in state.clusters

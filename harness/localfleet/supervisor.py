@@ -27,7 +27,6 @@ from harness.localfleet import (
     network,
     nodes,
     pki,
-    postgres,
     processes,
     prometheus_install,
     readiness,
@@ -121,6 +120,8 @@ def up(
         services.start(state, published, metrics=prometheus)
         state.save()
         if with_postgres:
+            from harness.localfleet import postgres  # psycopg loads only for a fleet with it
+
             say("deploying PostgreSQL: the primary in the active cluster, a streaming replica in the others")
             postgres.start(state)
             state.save()
