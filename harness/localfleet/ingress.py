@@ -280,15 +280,39 @@ class Ingress:
         return await forward(self.pool, request, candidates)
 
 
-async def run(args: argparse.Namespace) -> None:
+def watch_service(args: argparse.Namespace, on_slices: Callable[[Reflector], None]) -> None:
+    """List and watch the Service's EndpointSlices (args: service_arguments'), calling on_slices with the
+    reflector on each change."""
     api = config.new_client_from_config(args.kubeconfig, context=args.context)
-    ingress = Ingress(asyncio.get_running_loop(), f"{args.namespace}/{args.service}", args.port_name)
     lister = functools.partial(
         client.DiscoveryV1Api(api).list_namespaced_endpoint_slice,
         args.namespace,
         label_selector=f"kubernetes.io/service-name={args.service}",
     )
-    Reflector(f"endpointslices of {ingress.service}", lister, ingress.on_slices, log.info).start()
+    Reflector(f"endpointslices of {args.namespace}/{args.service}", lister, on_slices, log.info).start()
+
+
+def service_arguments(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The command line of a process relaying one port to a Service's ready endpoints."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--context", required=True)
+    parser.add_argument("--listen", required=True, help="ADDR:PORT (port 0: any; the log says which)")
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--port-name", help="the Service port to use (default: each slice's first port)")
+    return parser
+
+
+def log_to_stderr() -> None:
+    """Timestamped log lines, without urllib3's (its retries)."""
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger().handlers[0].addFilter(lambda r: not r.name.startswith("urllib3"))
+
+
+async def run(args: argparse.Namespace) -> None:
+    ingress = Ingress(asyncio.get_running_loop(), f"{args.namespace}/{args.service}", args.port_name)
+    watch_service(args, ingress.on_slices)
     if args.metrics_listen:
         host, port = parse_address(args.metrics_listen)
         prometheus_client.start_http_server(port, host)
@@ -299,19 +323,10 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.localfleet.ingress", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--kubeconfig", required=True)
-    parser.add_argument("--context", required=True)
-    parser.add_argument("--listen", required=True, help="ADDR:PORT (port 0: any; the log says which)")
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--service", required=True)
-    parser.add_argument("--port-name", help="the Service port to use (default: each slice's first port)")
+    parser = service_arguments("python -m harness.localfleet.ingress", __doc__)
     parser.add_argument("--metrics-listen", help="ADDR:PORT to serve Prometheus metrics on (default: none)")
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
-    logging.getLogger().handlers[0].addFilter(lambda r: not r.name.startswith("urllib3"))  # its retries
+    log_to_stderr()
     asyncio.run(run(args))
 
 

@@ -12,13 +12,18 @@ on). Endpoints come from the Service's EndpointSlices through a list+watch, as t
 
 import argparse
 import asyncio
-import functools
 import itertools
 import logging
 
-from kubernetes import client, config
-
-from harness.localfleet.ingress import CONNECT_TIMEOUT_S, Address, parse_address, ready_endpoints
+from harness.localfleet.ingress import (
+    CONNECT_TIMEOUT_S,
+    Address,
+    log_to_stderr,
+    parse_address,
+    ready_endpoints,
+    service_arguments,
+    watch_service,
+)
 from harness.localfleet.kwatch import Reflector
 
 CHUNK = 64 * 1024
@@ -83,14 +88,8 @@ class Relay:
 
 
 async def run(args: argparse.Namespace) -> None:
-    api = config.new_client_from_config(args.kubeconfig, context=args.context)
     relay = Relay(asyncio.get_running_loop(), f"{args.namespace}/{args.service}", args.port_name)
-    lister = functools.partial(
-        client.DiscoveryV1Api(api).list_namespaced_endpoint_slice,
-        args.namespace,
-        label_selector=f"kubernetes.io/service-name={args.service}",
-    )
-    Reflector(f"endpointslices of {relay.service}", lister, relay.on_slices, log.info).start()
+    watch_service(args, relay.on_slices)
     server = await asyncio.start_server(relay.handle, *parse_address(args.listen), backlog=1024)
     host, port = server.sockets[0].getsockname()[:2]
     log.info("relaying %s:%d to %s in %s", host, port, relay.service, args.context)
@@ -98,18 +97,8 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.localfleet.tcpingress", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--kubeconfig", required=True)
-    parser.add_argument("--context", required=True)
-    parser.add_argument("--listen", required=True, help="ADDR:PORT")
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--service", required=True)
-    parser.add_argument("--port-name", help="the Service port to use (default: each slice's first port)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
-    logging.getLogger().handlers[0].addFilter(lambda r: not r.name.startswith("urllib3"))
+    args = service_arguments("python -m harness.localfleet.tcpingress", __doc__).parse_args(argv)
+    log_to_stderr()
     asyncio.run(run(args))
 
 
