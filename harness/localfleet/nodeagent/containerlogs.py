@@ -130,6 +130,7 @@ class LogClock:
 
     def __init__(self) -> None:
         self.samples: dict[tuple[str, str, int], list[tuple[int, float]]] = {}
+        self.paths: dict[tuple[str, str, int], Path] = {}  # each run's log file, worked out once
 
     async def run(self, workers: dict[str, PodWorker]) -> None:
         while True:
@@ -140,13 +141,17 @@ class LogClock:
         """Note each running container's log size and modification time; forget pods that are gone."""
         alive = set()
         for worker in list(workers.values()):
-            alive.add(worker.pod.metadata.uid)
+            uid = worker.pod.metadata.uid
+            alive.add(uid)
             for container in worker.containers:
                 if container.process is None:
                     continue
-                key = (worker.pod.metadata.uid, container.spec.name, container.restarts)
+                key = (uid, container.spec.name, container.restarts)
+                path = self.paths.get(key)
+                if path is None:
+                    path = self.paths[key] = log_path(worker, *key[1:])
                 try:
-                    info = log_path(worker, *key[1:]).stat()
+                    info = path.stat()
                 except FileNotFoundError:
                     continue
                 points = self.samples.setdefault(key, [])
@@ -154,6 +159,8 @@ class LogClock:
                     points.append((info.st_size, info.st_mtime))
                 if len(points) > MAX_SAMPLES:
                     del points[1:-1:2]
+        for key in [key for key in self.paths if key[0] not in alive]:
+            del self.paths[key]
         for key in [key for key in self.samples if key[0] not in alive]:
             del self.samples[key]
 

@@ -68,6 +68,7 @@ class NodeReporter:
         self.memory_pressure = False  # set by the eviction manager
         self.stopping = threading.Event()
         self.uid = ""
+        self.lease_version = ""  # resourceVersion of the Lease as we last wrote it
 
     def capacity(self) -> dict[str, str]:
         """The node's resources; its memory is what the agent was given (all of it allocatable)."""
@@ -143,16 +144,29 @@ class NodeReporter:
                 "renewTime": micro(now()),
             },
         }
-        try:
-            self.leases.replace_namespaced_lease(self.name, "kube-node-lease", self._with_version(lease))
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
-            self.leases.create_namespaced_lease("kube-node-lease", lease)
+        for attempt in range(2):
+            try:
+                written = self.leases.replace_namespaced_lease(
+                    self.name, "kube-node-lease", self._with_version(lease)
+                )
+                break
+            except client.ApiException as error:
+                self.lease_version = ""
+                if error.status == 409 and attempt == 0:  # written by someone else: read it, then again
+                    continue
+                if error.status != 404:
+                    raise
+                written = self.leases.create_namespaced_lease("kube-node-lease", lease)
+                break
+        self.lease_version = written.metadata.resource_version
 
     def _with_version(self, lease: dict) -> dict:
-        current = self.leases.read_namespaced_lease(self.name, "kube-node-lease")
-        lease["metadata"]["resourceVersion"] = current.metadata.resource_version
+        """The lease at the version of our last write, as the kubelet's lease controller updates the
+        lease it last wrote: a read only when that is unknown (first renewal, or after a conflict)."""
+        if not self.lease_version:
+            current = self.leases.read_namespaced_lease(self.name, "kube-node-lease")
+            self.lease_version = current.metadata.resource_version
+        lease["metadata"]["resourceVersion"] = self.lease_version
         return lease
 
     def heartbeat_forever(self) -> None:

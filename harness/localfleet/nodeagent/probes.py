@@ -10,6 +10,15 @@ container started, then every periodSeconds; its result changes only after succe
 consecutive successes or failureThreshold consecutive failures. Readiness starts as failure, liveness
 as success; liveness and readiness do not run until the startup probe has succeeded; a failed
 liveness or startup probe holds (no more attempts) until the container is restarted.
+
+The first attempt of each probe runs as soon as the container has started (after initialDelaySeconds,
+if any). A readiness probe that has not yet passed in this run is then tried again sooner than its
+period: after FIRST_RETRY_S, then RETRY_GROWTH times as long each time, never later than the period.
+The kubelet does the same by other means: its prober manager triggers an immediate readiness run on
+every pod sync while a started container is not ready (prober_manager.go UpdatePodStatus), and a
+container start and each change of a probe result cause a pod sync. So an app that opens its port a
+hundred milliseconds after its process starts is Ready then, not a whole period later. Once it has
+passed, readiness runs every periodSeconds; the thresholds count these attempts like any other.
 """
 
 import socket
@@ -27,6 +36,9 @@ INSECURE = ssl.create_default_context()  # the kubelet does not verify a probe's
 INSECURE.check_hostname, INSECURE.verify_mode = False, ssl.CERT_NONE
 BODY_LIMIT = 10 * 1024
 LIVENESS, READINESS, STARTUP = "liveness", "readiness", "startup"
+FIRST_RETRY_S = 0.025
+RETRY_GROWTH = 1.5
+"""How soon a readiness probe that has not passed yet is tried again, and how much later each next time."""
 
 
 def _port(port: int | str, container: client.V1Container) -> int:
@@ -156,6 +168,8 @@ class ProbeState:
     last: bool | None = None
     run: int = 0
     on_hold: bool = False
+    passed: bool = False
+    retry_s: float = FIRST_RETRY_S
 
     def due(self, now: float) -> bool:
         return not self.on_hold and now >= max(self.next_at, self.started_at + self.initial_delay)
@@ -166,7 +180,12 @@ class ProbeState:
 
     def record(self, ok: bool, now: float) -> None:
         """Count one attempt; the result flips only once a threshold of equal outcomes is reached."""
-        self.next_at = now + (self.probe.period_seconds or 10)
+        period = self.probe.period_seconds or 10
+        self.next_at = now + period
+        self.passed = self.passed or ok
+        if self.kind == READINESS and not self.passed:  # not ready yet: try again soon (module docstring)
+            self.next_at = now + min(self.retry_s, period)
+            self.retry_s *= RETRY_GROWTH
         self.run = self.run + 1 if ok == self.last else 1
         self.last = ok
         threshold = (self.probe.success_threshold or 1) if ok else (self.probe.failure_threshold or 3)
