@@ -46,6 +46,8 @@ REQUESTS = prometheus_client.Counter(
 READY_ENDPOINTS = prometheus_client.Gauge(
     "ingress_ready_endpoints", "Ready endpoints of the ingress's Service", ["upstream"]
 )
+OWN_ERRORS = (502, 503, 504)
+"""The statuses the ingress answers itself (no endpoint, none answered, none in time)."""
 
 
 @dataclass
@@ -252,6 +254,11 @@ class Ingress:
         self._loop = loop
         self._port_name = port_name
         self._turn = itertools.count()
+        # Every series at zero from the start: a rate() or increase() needs the counter's value before the
+        # first error (a series born at 30 errors counts none of them), an alert its gauge before a change.
+        READY_ENDPOINTS.labels(service).set(0)
+        for status in OWN_ERRORS:
+            REQUESTS.labels(service, str(status))
 
     def on_slices(self, reflector: Reflector) -> None:
         """Reflector callback (its thread): hand the new endpoint set to the event loop."""

@@ -1,6 +1,7 @@
 """Prometheus in every cluster (`fleet up --prometheus`), deployed as users deploy it: a Deployment of the
 prom/prometheus image (the node agent's catalogue runs the Prometheus built from its Go module) with a
-ServiceAccount, a ClusterRole and its binding for discovery, the config in a ConfigMap and a Service.
+ServiceAccount, a ClusterRole and its binding for discovery, the config and its alerting rules in a
+ConfigMap and a Service.
 
 It scrapes through Kubernetes service discovery with its in-cluster config (the service account's token
 and CA, KUBERNETES_SERVICE_HOST/PORT): the API server (the `kubernetes` Service's EndpointSlice), every
@@ -36,6 +37,25 @@ SCRAPE_INTERVAL_S = 5
 """Short, so a drill's window holds enough samples; the API server's large /metrics every 15 s."""
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 INGRESS_SERVICE = "ingress-metrics"
+CONFIG_DIR = "/etc/prometheus"
+RULES = {
+    "groups": [
+        {
+            "name": "ingress",
+            "rules": [
+                {
+                    "alert": "IngressNoReadyEndpoints",
+                    "expr": "ingress_ready_endpoints == 0",
+                    "labels": {"severity": "critical"},
+                    "annotations": {
+                        "summary": "The ingress has no ready endpoint for {{ $labels.upstream }}"
+                    },
+                }
+            ],
+        }
+    ]
+}
+"""Alerting rules (rules.yml beside prometheus.yml), for drills to abort on (safety.abort.alerts)."""
 
 
 class PrometheusInstallError(FleetDrillError):
@@ -104,6 +124,7 @@ def scrape_config(cluster: str, api_server: str) -> dict:
             "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
             "external_labels": {"cluster": cluster},
         },
+        "rule_files": [f"{CONFIG_DIR}/rules.yml"],
         "scrape_configs": [
             _in_cluster(
                 "kubernetes-apiservers",
@@ -156,7 +177,7 @@ def manifests(cluster: str, api_server: str, ingress_address: str) -> list[dict]
         "name": NAME,
         "image": IMAGE,
         "args": [
-            "--config.file=/etc/prometheus/prometheus.yml",
+            f"--config.file={CONFIG_DIR}/prometheus.yml",
             "--storage.tsdb.path=/prometheus",
             "--storage.tsdb.retention.time=1d",
         ],
@@ -164,7 +185,7 @@ def manifests(cluster: str, api_server: str, ingress_address: str) -> list[dict]
         "readinessProbe": {"httpGet": {"path": "/-/ready", "port": "web"}, "periodSeconds": 1},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
         "volumeMounts": [
-            {"name": "config", "mountPath": "/etc/prometheus"},
+            {"name": "config", "mountPath": CONFIG_DIR},
             {"name": "storage", "mountPath": "/prometheus"},
         ],
     }
@@ -228,7 +249,10 @@ def manifests(cluster: str, api_server: str, ingress_address: str) -> list[dict]
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": meta,
-            "data": {"prometheus.yml": yaml.safe_dump(scrape_config(cluster, api_server), sort_keys=False)},
+            "data": {
+                "prometheus.yml": yaml.safe_dump(scrape_config(cluster, api_server), sort_keys=False),
+                "rules.yml": yaml.safe_dump(RULES, sort_keys=False),
+            },
         },
         deployment,
         {

@@ -1,0 +1,207 @@
+"""PromQL objectives and metric aborts judged in drills against the real Prometheus of each cluster of a
+local fleet (`fleet up --prometheus`). The drills kill the app's pods in the passive cluster, or scale the
+app there to zero until an alert aborts the drill: the fleet is whole again after each, so one fleet
+serves the module. (That the sample app is scraped through discovery is test_prometheus.py's.)"""
+
+import json
+import re
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from harness import failover
+from harness.config import load_fleet
+from harness.faults import Ledger
+from harness.faults.workload import SCALED_BY
+from harness.localfleet import apps
+from tests.conftest import started_fleet, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+FAULTED = "eu-west"  # the passive cluster of a two-cluster fleet
+WINDOW = "30s"  # six scrapes: a rate() over it bridges the killed pod's last scrape and its successor's first
+APP_ERRORS = (
+    f'(sum(rate(http_requests_total{{namespace="orders",status=~"5.."}}[{WINDOW}])) or vector(0))'
+    f' / sum(rate(http_requests_total{{namespace="orders"}}[{WINDOW}]))'
+)
+APP_P99 = (
+    "histogram_quantile(0.99, sum by (le) "
+    f'(rate(http_request_duration_seconds_bucket{{namespace="orders"}}[{WINDOW}])))'
+)
+UPSTREAM = f'upstream="{apps.APP}/{apps.APP}"'
+INGRESS_ERRORS = (
+    f'sum(rate(ingress_requests_total{{{UPSTREAM},status=~"5.."}}[{WINDOW}]))'
+    f" / sum(rate(ingress_requests_total{{{UPSTREAM}}}[{WINDOW}]))"
+)
+ALERT = "IngressNoReadyEndpoints"  # one of the rules the fleet's Prometheus ships (prometheus_install.RULES)
+
+DRILL = '''"""Drills of test_prometheus_drills.py: faults on the app in the passive cluster."""
+
+import time
+
+import pytest
+
+from harness import failover
+from harness.drill import Drill
+from harness.faults.pods import PodKill
+from harness.faults.workload import SoftClusterLoss
+
+
+@pytest.mark.destructive
+@pytest.mark.drill(app="orders", uses={"pod-kill": "passive"}, roles=["passive"])
+def test_kill_the_apps_pods(drill: Drill, cluster_name: str) -> None:
+    app = drill.app("orders")
+    with drill.observe(app):
+        assert drill.steady(app, None, 2.0, 30.0), drill.why_not_steady(app)
+        kill = PodKill(targets=(cluster_name,), namespace="orders", selector="app=orders", mode="all",
+                       grace_period_s=0)
+        t0 = drill.inject(kill).started
+        failover.wait_until(lambda: failover.app_serves(app, cluster_name), 60, f"{cluster_name} serving")
+        drill.soak()
+    failed = [v.message for v in drill.judge(app, t0) if v.status != "pass"]
+    assert not failed, "; ".join(failed)
+
+
+@pytest.mark.destructive
+@pytest.mark.drill(app="orders", uses={"soft-cluster-loss": "passive"}, roles=["passive"])
+def test_stop_the_app_until_an_alert_aborts(drill: Drill, cluster_name: str) -> None:
+    app = drill.app("orders")
+    with drill.observe(app):
+        assert drill.steady(app, None, 2.0, 30.0), drill.why_not_steady(app)
+        stop = SoftClusterLoss(targets=(cluster_name,), namespace="orders", workload="deployment/orders")
+        drill.inject(stop)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+    pytest.fail("the alert did not abort the drill within 60 s")
+'''
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
+    """A two-cluster fleet with Prometheus, once each Prometheus has the rates the objectives ask for (a
+    drill's window must not start before them: missing data there is an error)."""
+    with started_fleet(tmp_path_factory, "promql-drills", clusters=2, prometheus=True) as folder:
+        (folder / "test_promql_drills.py").write_text(DRILL)
+        for cluster in load_fleet(folder / "fleet.yaml").clusters:
+            assert cluster.prometheus is not None
+            for query in (APP_ERRORS, APP_P99, INGRESS_ERRORS):
+                url = cluster.prometheus.url
+                wait_for(lambda u=url, q=query: _query(u, q), 90, f"{query} on {cluster.name}")
+        yield folder
+
+
+def _query(base: str, promql: str) -> list[dict]:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.load(answer)["data"]["result"]
+
+
+def variant(fleet: Path, name: str, promql: list[dict] | None = None, abort: dict | None = None) -> Path:
+    """The fleet's own fleet file with the app's PromQL objectives, or safety.abort, set."""
+    document = yaml.safe_load((fleet / "fleet.yaml").read_text())
+    if promql is not None:
+        document["apps"][0]["objectives"]["promql"] = promql
+    if abort is not None:
+        document["safety"]["abort"] = abort
+    path = fleet / f"fleet-{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def run_drill(fleet_yaml: Path, reports: Path, select: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """The module's drill file through pytest and the plugin, with a short soak; the run and its record."""
+    argv = [sys.executable, "-m", "pytest", str(fleet_yaml.parent / "test_promql_drills.py"), "-k", select]
+    argv += ["-q", "-p", "no:cacheprovider", "--fleet", str(fleet_yaml), "--soak", "8s"]
+    argv += ["--ledger", str(fleet_yaml.parent / "ledger.json"), "--report-dir", str(reports)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    (record,) = reports.glob("*/*/record.json")
+    return done, json.loads(record.read_text())
+
+
+def promql_verdicts(record: dict) -> dict[str, dict]:
+    return {v["objective"]: v for v in record["verdicts"] if v["objective"].startswith("PromQL")}
+
+
+def test_the_ingress_error_ratio_fails_when_the_pod_kill_makes_errors(fleet: Path, tmp_path: Path) -> None:
+    """While the app has no ready pod the cluster's ingress answers 503 itself: its error ratio rises in the
+    faulted cluster's Prometheus, and the verdict names the query and the value. First in the module: the
+    other pod kills' errors would be in the rate's range at the drill's start."""
+    url = load_fleet(fleet / "fleet.yaml").cluster(FAULTED).prometheus.url
+    wait_for(lambda: float(_query(url, INGRESS_ERRORS)[0]["value"][1]) < 0.01, 60, "no ingress errors")
+    objectives = [
+        {"name": "5xx", "query": INGRESS_ERRORS, "comparison": "<", "bound": 0.01, "scope": "cluster"}
+    ]
+    done, record = run_drill(variant(fleet, "errors", objectives), tmp_path, "kill")
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    verdicts = promql_verdicts(record)
+    assert verdicts["PromQL 5xx on us-east"]["status"] == "pass", verdicts
+    failed = verdicts[f"PromQL 5xx on {FAULTED}"]
+    assert failed["status"] == "fail" and INGRESS_ERRORS in failed["message"], failed
+    assert "expected < 0.01 throughout the drill window" in failed["message"], failed
+    assert re.search(r"the first at t0\+[\d.]+ s$", failed["message"]), "the errors came with the fault"
+    worst = next(f["worst"] for f in record["figures"]["orders"]["promql"] if f["cluster"] == FAULTED)
+    assert worst >= 0.01 and failed["measured"] == f"{worst:g} at worst", failed
+    print("ingress errors:", failed["message"])
+
+
+def test_the_apps_own_error_ratio_and_latency_hold_through_a_pod_kill(fleet: Path, tmp_path: Path) -> None:
+    """The app answers no 5xx (its killed pod answers nothing at all) and its p99 stays under a second, in
+    each cluster's Prometheus; the figures are recorded and the report plots the series."""
+    objectives = [
+        {"name": "app-5xx", "query": APP_ERRORS, "comparison": "<=", "bound": 0.001, "scope": "cluster"},
+        {"name": "app-p99", "query": APP_P99, "comparison": "<", "bound": 1.0, "scope": "cluster"},
+    ]
+    done, record = run_drill(variant(fleet, "healthy", objectives), tmp_path, "kill")
+    assert done.returncode == 0 and record["verdict"] == "pass", done.stdout[-3000:]
+    assert set(promql_verdicts(record)) == {
+        f"PromQL {name} on {cluster}" for name in ("app-5xx", "app-p99") for cluster in ("us-east", FAULTED)
+    }
+    figures = record["figures"]["orders"]["promql"]
+    assert all(f["points"] > 0 and f["worst"] is not None for f in figures), figures
+    print("healthy:", [(f["objective"], f["cluster"], f["worst"], f["points"]) for f in figures])
+    (series,) = tmp_path.glob("*/*/promql.jsonl")
+    assert len(series.read_text().splitlines()) >= 4, "every series is kept"
+
+
+def test_a_query_without_data_is_an_error_not_a_pass(fleet: Path, tmp_path: Path) -> None:
+    typo = 'sum(rate(http_request_totl{namespace="orders"}[30s]))'
+    objectives = [{"name": "typo", "query": typo, "comparison": "<", "bound": 1.0, "scope": "cluster"}]
+    done, record = run_drill(variant(fleet, "typo", objectives), tmp_path, "kill")
+    assert done.returncode != 0 and record["verdict"] == "error", done.stdout[-3000:]
+    for verdict in promql_verdicts(record).values():
+        assert verdict["status"] == "error" and "no data: the query returned no series" in verdict["message"]
+        assert typo in verdict["message"], verdict
+
+
+def test_a_firing_alert_aborts_the_drill_and_its_fault_is_reverted(fleet: Path, tmp_path: Path) -> None:
+    """The app scaled to zero in the passive cluster: its ingress has no ready endpoint, the fleet's own
+    alerting rule fires in that cluster's Prometheus, the drill stops and the fault is reverted."""
+    abort = {"alerts": [{"alert": ALERT, "prometheus": FAULTED}]}
+    done, record = run_drill(variant(fleet, "abort", abort=abort), tmp_path, "alert")
+    assert done.returncode != 0 and record["verdict"] == "error", done.stdout[-3000:]
+    assert record["message"].startswith(f"drill aborted: alert {ALERT} is firing on Prometheus {FAULTED}")
+    events = record["timeline"]["events"]
+    (aborted,) = [e for e in events if e["name"] == "drill.aborted"]
+    assert f"alert {ALERT} is firing on Prometheus {FAULTED}" in json.dumps(aborted), aborted
+    injected = next(e for e in events if e["name"] == "fault.injected")
+    reverted = [e for e in events if e["name"] == "fault.reverted"]
+    assert reverted and reverted[-1]["t_mono"] > aborted["t_mono"], "the fault is reverted after the abort"
+    print(f"abort: {aborted['t_mono'] - injected['t_mono']:.1f} s after the fault")
+    assert not Ledger(fleet / "ledger.json").open_entries(), "no fault left behind in the ledger"
+    api = config.new_client_from_config(str(fleet / "kubeconfig"), context=FAULTED)
+    try:
+        deployment = client.AppsV1Api(api).read_namespaced_deployment("orders", "orders")
+        assert deployment.spec.replicas == 1 and SCALED_BY not in (deployment.metadata.annotations or {})
+        nodes = client.CoreV1Api(api).list_node().items
+        assert not any(n.spec.unschedulable for n in nodes), "the nodes are uncordoned"
+    finally:
+        api.close()
+    app = load_fleet(fleet / "fleet.yaml").app("orders")
+    wait_for(lambda: failover.app_serves(app, FAULTED), 60, f"the app serving in {FAULTED} again")
