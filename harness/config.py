@@ -266,8 +266,10 @@ class PromqlObjective(_Model):
     """drill: from the first probe to the last; recovery: from the measured recovery (t0 + RTO) on."""
     step: PositiveDuration | None = None
     """The range query's resolution (default: the window over 500 points, at least 1 s)."""
-    max_gap: PositiveDuration = 30.0
-    """A longer stretch of the window without any value (at its ends too) is missing data: an error."""
+    max_gap: PositiveDuration = 10.0
+    """A longer stretch of the window without any value (at its ends too) is missing data: an error. A
+    series that appears only once trouble starts (a counter first exported at its first error) shows as
+    such a gap, so keep it short; raise it for scrape intervals past a few seconds."""
     slo_target: Availability | None = None
     """The SLO the query's error ratio (0..1) is measured against: the figures then hold the error budget's
     burn rate over the window and the share of slo_period's budget the drill spent."""

@@ -77,7 +77,7 @@ def test_objectives_and_aborts_on_metrics_load(tmp_path: Path) -> None:
         "cluster",
         "recovery",
         0.999,
-        30.0,
+        10.0,
     )
     assert fleet.cluster("us-east").prometheus is not None and fleet.prometheus is not None
     assert fleet.safety.abort is not None and fleet.safety.abort.promql[0].for_ == 30.0
