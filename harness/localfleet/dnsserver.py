@@ -123,24 +123,27 @@ def start(state: FleetState, coredns: Path, dns: DnsPlan) -> None:
         )
 
 
-def wait_answering(dns: DnsPlan, name: str, deadline_s: float) -> None:
-    """Poll until both servers answer `name` with an address (the GSLB published it)."""
+def wait_answering(dns: DnsPlan, name: str, address: str, deadline_s: float) -> None:
+    """Poll until both servers answer `name` with `address` alone (the GSLB published the active cluster;
+    an answer the resolver cached while the GSLB's health checks still settled has expired)."""
     deadline = time.monotonic() + deadline_s
     waiting = [dns.authoritative, dns.resolver]
     while waiting:
-        waiting = [server for server in waiting if not _answers(server, name)]
+        waiting = [server for server in waiting if _answer(server, name) != [address]]
         if waiting and time.monotonic() > deadline:
             raise FleetDrillError(
-                f"CoreDNS at {', '.join(waiting)} does not answer {name} after {deadline_s:.0f} s; "
-                f"logs in {dns.folder.parent / 'logs' / 'global'}"
+                f"CoreDNS at {', '.join(waiting)} does not answer {name} with {address} after "
+                f"{deadline_s:.0f} s; logs in {dns.folder.parent / 'logs' / 'global'}"
             )
         if waiting:
             time.sleep(0.05)
 
 
-def _answers(server: str, name: str) -> bool:
+def _answer(server: str, name: str) -> list[str]:
+    """The addresses `server` answers for `name` (none when it does not answer)."""
     try:
         query = dns.message.make_query(f"{name}.", dns.rdatatype.A)
-        return bool(dns.query.udp(query, server, timeout=0.5, port=PORT).answer)
+        answer = dns.query.udp(query, server, timeout=0.5, port=PORT).answer
     except (dns.exception.DNSException, OSError):
-        return False
+        return []
+    return sorted(item.address for rrset in answer for item in rrset if hasattr(item, "address"))

@@ -131,7 +131,9 @@ def up(
             state.save()
         services.wait_serving(state, READY_DEADLINE_S)
         if published:
-            dnsserver.wait_answering(published, apps.global_name(), READY_DEADLINE_S)
+            active = next(c for c in state.clusters if c.role == "active")
+            home = str(state.plan.cluster(active.index).ingress)
+            dnsserver.wait_answering(published, apps.global_name(), home, READY_DEADLINE_S)
         if with_postgres:
             postgres.wait_streaming(state, READY_DEADLINE_S)
         velero = None
