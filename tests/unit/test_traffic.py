@@ -231,15 +231,15 @@ def test_response_framings_are_read(servers: Callable, raw: bytes, status: int) 
 
 
 def test_answers_over_the_latency_bound_count_as_failed_in_the_live_figures(servers: Callable) -> None:
-    server = servers()
-    with Prober({"t": server.url}, rate_hz=20, latency_bound_s=0.05) as probes:
+    server = servers()  # the bound is far above a local answer on a loaded runner, and far below the delay
+    with Prober({"t": server.url}, rate_hz=20, timeout_s=5, latency_bound_s=0.5) as probes:
         wait_for(lambda: probes.stats("t").recorded >= 3, 10, "3 probes")
         assert probes.availability("t", last_s=10) == 1.0
-        server.mode, server.delay = "slow", 0.1
-        wait_for(lambda: probes.availability("t", last_s=0.3) == 0.0, 10, "live availability to reach 0")
+        server.mode, server.delay = "slow", 1.0
+        wait_for(lambda: probes.availability("t", last_s=1.5) == 0.0, 15, "live availability to reach 0")
     assert all(s.ok and s.status == 200 for s in probes.samples("t"))
-    assert max(s.latency for s in probes.samples("t")) >= 0.1, "a slow answer keeps its real latency"
-    assert probes.stats("t").failed == sum(s.latency > 0.05 for s in probes.samples("t")) > 0
+    assert max(s.latency for s in probes.samples("t")) >= 1.0, "a slow answer keeps its real latency"
+    assert probes.stats("t").failed == sum(s.latency > 0.5 for s in probes.samples("t")) > 0
 
 
 def test_a_full_in_flight_budget_records_busy_slots(servers: Callable) -> None:
