@@ -244,21 +244,16 @@ def ready_endpoints(slices: list[dict], port_name: str | None) -> tuple[list[Add
     return sorted(ready), len(not_ready - ready)
 
 
-class Ingress:
-    """Round robin over the ready endpoints the reflector last saw."""
+class ServiceEndpoints:
+    """A Service's ready endpoints as the reflector last saw them, kept on the event loop, and the turn of
+    a round robin over them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, service: str, port_name: str | None) -> None:
         self.service = service
         self.endpoints: list[Address] = []
-        self.pool = Pool()
         self._loop = loop
         self._port_name = port_name
         self._turn = itertools.count()
-        # Every series at zero from the start: a rate() or increase() needs the counter's value before the
-        # first error (a series born at 30 errors counts none of them), an alert its gauge before a change.
-        READY_ENDPOINTS.labels(service).set(0)
-        for status in OWN_ERRORS:
-            REQUESTS.labels(service, str(status))
 
     def on_slices(self, reflector: Reflector) -> None:
         """Reflector callback (its thread): hand the new endpoint set to the event loop."""
@@ -270,8 +265,27 @@ class Ingress:
             listed = ", ".join(f"{a}:{p}" for a, p in ready) or "none"
             log.info("endpoints of %s changed: ready %s (%d not ready)", self.service, listed, not_ready)
             self.endpoints = ready
-            self.pool.retain(set(ready))
-            READY_ENDPOINTS.labels(self.service).set(len(ready))
+            self._changed(ready)
+
+    def _changed(self, ready: list[Address]) -> None:
+        """What else follows a new set of ready endpoints (nothing here)."""
+
+
+class Ingress(ServiceEndpoints):
+    """Round robin over the ready endpoints the reflector last saw."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, service: str, port_name: str | None) -> None:
+        super().__init__(loop, service, port_name)
+        self.pool = Pool()
+        # Every series at zero from the start: a rate() or increase() needs the counter's value before the
+        # first error (a series born at 30 errors counts none of them), an alert its gauge before a change.
+        READY_ENDPOINTS.labels(service).set(0)
+        for status in OWN_ERRORS:
+            REQUESTS.labels(service, str(status))
+
+    def _changed(self, ready: list[Address]) -> None:
+        self.pool.retain(set(ready))
+        READY_ENDPOINTS.labels(self.service).set(len(ready))
 
     async def handle(self, request: Request) -> Response:
         response = await self._answer(request)

@@ -12,19 +12,16 @@ on). Endpoints come from the Service's EndpointSlices through a list+watch, as t
 
 import argparse
 import asyncio
-import itertools
 import logging
 
 from harness.localfleet.ingress import (
     CONNECT_TIMEOUT_S,
-    Address,
+    ServiceEndpoints,
     log_to_stderr,
     parse_address,
-    ready_endpoints,
     service_arguments,
     watch_service,
 )
-from harness.localfleet.kwatch import Reflector
 
 CHUNK = 64 * 1024
 log = logging.getLogger("tcpingress")
@@ -42,26 +39,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-class Relay:
+class Relay(ServiceEndpoints):
     """Connections to the listening port, each relayed to a ready endpoint the reflector last saw."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, service: str, port_name: str | None) -> None:
-        self.service = service
-        self.endpoints: list[Address] = []
-        self._loop = loop
-        self._port_name = port_name
-        self._turn = itertools.count()
-
-    def on_slices(self, reflector: Reflector) -> None:
-        """Reflector callback (its thread): hand the new endpoint set to the event loop."""
-        ready, not_ready = ready_endpoints(list(reflector.store.values()), self._port_name)
-        self._loop.call_soon_threadsafe(self._apply, ready, not_ready)
-
-    def _apply(self, ready: list[Address], not_ready: int) -> None:
-        if ready != self.endpoints:
-            listed = ", ".join(f"{a}:{p}" for a, p in ready) or "none"
-            log.info("endpoints of %s changed: ready %s (%d not ready)", self.service, listed, not_ready)
-            self.endpoints = ready
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         endpoints, turn = self.endpoints, next(self._turn)
