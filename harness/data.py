@@ -15,6 +15,7 @@ import math
 import threading
 import time
 
+from harness.background import Background
 from harness.errors import ConfigError, FleetDrillError
 from harness.samples import SentinelWrite
 from harness.sentinels import WriteChannel
@@ -25,7 +26,7 @@ def new_seq_base() -> int:
     return time.time_ns() // 1000
 
 
-class SentinelWriter:
+class SentinelWriter(Background):
     """Writes seqs seq_base, seq_base + 1, ... to its stream at rate_hz from a background thread.
 
     One write at a time through the channel, on a fixed grid: a write that overruns its slot pushes the
@@ -33,6 +34,8 @@ class SentinelWriter:
     errors() says why each was not acknowledged. A context manager; read back with the store's
     present(where, writer.seq_base - 1, writer.stream).
     """
+
+    what = "the sentinel writer"
 
     def __init__(
         self,
@@ -56,17 +59,6 @@ class SentinelWriter:
         self._thread: threading.Thread | None = None
         self._joined = False
         self._failure: BaseException | None = None
-
-    def __enter__(self) -> SentinelWriter:
-        return self.start()
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        try:
-            self.stop()
-        except FleetDrillError as error:
-            if exc is None:
-                raise
-            exc.add_note(f"while stopping the sentinel writer: {error}")
 
     def start(self) -> SentinelWriter:
         """Start writing."""

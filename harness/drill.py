@@ -24,11 +24,12 @@ from harness.faults import Fault, FaultStack
 from harness.faults.evidence import FaultNotEffective, Injection, await_effect
 from harness.fleet import FleetAccess, ServiceProxy
 from harness.gameday import Operators
+from harness.probeprocess import ProbeProcess
 from harness.promabort import abort_checks
 from harness.prometheus import Prometheuses
 from harness.promslo import MetricSeries, Windows, evaluate
 from harness.safety import AbortMonitor, AvailabilityBelow
-from harness.samples import ProbeSample, RtoResult, SentinelWrite, Verdict
+from harness.samples import MissedSlot, ProbeSample, RtoResult, SentinelWrite, Verdict
 from harness.sentinels import GLOBAL, RESTORED, SentinelStore, Where, store_for
 from harness.strategies import failed_over_events
 from harness.timeline import Timeline
@@ -69,6 +70,7 @@ class Observation:
 
     app: App
     samples: dict[str, list[ProbeSample]] = field(default_factory=dict)
+    missed: dict[str, list[MissedSlot]] = field(default_factory=dict)
     writes: list[SentinelWrite] = field(default_factory=list)
     dns: list[DnsAnswer] = field(default_factory=list)
     stream: str = ""
@@ -96,7 +98,7 @@ class Drill:
         self.observations: dict[str, Observation] = {}
         self.verdicts: list[Verdict] = []
         self.figures: dict[str, dict[str, object]] = {}
-        self._live: dict[str, Prober] = {}
+        self._live: dict[str, ProbeProcess] = {}
         self._restored: dict[str, Prober] = {}
         self._writers: dict[str, SentinelWriter] = {}
         self.prometheus = Prometheuses(fleet)
@@ -126,7 +128,7 @@ class Drill:
         bound = app.objectives.latency
         observation = Observation(app)
         self.observations[app.name] = observation
-        prober = Prober(
+        prober = ProbeProcess(  # a process of its own: the drill's threads never make it late
             targets,
             rate_hz=self.settings.probe_rate_hz,
             timeout_s=_probe_timeout(self.settings, app),
@@ -139,8 +141,6 @@ class Drill:
             channel = self._store(app).channel(Where(GLOBAL, app.global_endpoint or ""))
             writer = SentinelWriter(channel, rate_hz=self.settings.sentinel_rate_hz)
             observation.stream, observation.seq_base = writer.stream, writer.seq_base
-        self.timeline.record("probes.started", detail={"app": app.name, "targets": sorted(targets)})
-        observation.start = time.monotonic()
         try:
             with ExitStack() as running:  # the probes stop first: they close the window
                 if writer is not None:
@@ -148,6 +148,8 @@ class Drill:
                 if watcher is not None:
                     running.enter_context(watcher)
                 self._live[app.name] = running.enter_context(prober)
+                self.timeline.record("probes.started", detail={"app": app.name, "targets": sorted(targets)})
+                observation.start = time.monotonic()  # the window opens once the schedule runs
                 rule = self.fleet.safety.abort
                 if rule is not None:
                     interval = self.settings.abort_check_s
@@ -163,6 +165,7 @@ class Drill:
                     self._writers.pop(app.name, None)
         finally:  # a drill that fails inside the block keeps its raw data too
             observation.samples |= {target: prober.samples(target) for target in targets}
+            observation.missed |= {target: prober.missed(target) for target in targets}
             observation.writes = writer.writes() if writer is not None else []
             observation.dns = watcher.answers() if watcher is not None else []
             self.timeline.record("probes.stopped", detail={"app": app.name})
@@ -198,6 +201,7 @@ class Drill:
         finally:
             self._restored.pop(app.name, None)
             self.observations[app.name].samples[RESTORED] = prober.samples(RESTORED)
+            self.observations[app.name].missed[RESTORED] = prober.missed(RESTORED)
 
     def wait_restored_serves(self, app: App, deadline_s: float) -> None:
         """Wait (at most deadline_s) until the restored app's probes show a stable recovery as RTO defines
@@ -432,7 +436,14 @@ class Drill:
         samples = observation.samples[GLOBAL]
         objectives, interval = app.objectives, 1 / self.settings.probe_rate_hz
         gap_factor = max(3.0, self.settings.max_probe_gap_s / interval)
-        coverage = measure.check_coverage(samples, observation.start, observation.end, interval, gap_factor)
+        coverage = measure.check_coverage(
+            samples,
+            observation.start,
+            observation.end,
+            interval,
+            gap_factor,
+            missed=observation.missed.get(GLOBAL, ()),
+        )
         result = measure.rto(
             samples, t0, self.settings.stable_count, self.settings.stable_seconds, objectives.latency
         )
@@ -531,7 +542,8 @@ class Drill:
         interval = 1 / self.settings.probe_rate_hz
         gap_factor = max(3.0, self.settings.max_probe_gap_s / interval)
         end = max((s.sent for s in samples), default=t0)
-        coverage = measure.check_coverage(samples, t0, end, interval, gap_factor)
+        missed = observation.missed.get(RESTORED, ())
+        coverage = measure.check_coverage(samples, t0, end, interval, gap_factor, missed=missed)
         result = measure.rto(samples, t0, self.settings.stable_count, self.settings.stable_seconds)
         verdicts = [self._against(app, "rto", "RTO", lambda goal: measure.judge_rto(result, goal, coverage))]
         figures: dict[str, object] = {

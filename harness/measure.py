@@ -9,6 +9,7 @@ send time (ties by receive time). Every result keeps the moments that decided it
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from itertools import pairwise
@@ -16,6 +17,7 @@ from itertools import pairwise
 from harness.samples import (
     Coverage,
     Interleaving,
+    MissedSlot,
     PhaseBreakdown,
     ProbeSample,
     RpoResult,
@@ -27,6 +29,10 @@ from harness.samples import (
 )
 from harness.timeline import Event, phase_spans
 
+MISSED_WHY = {
+    "late": "the prober woke after them: the runner was starved of CPU",
+    "busy": "max_in_flight requests were outstanding",
+}
 SHOWN_IDS = 5
 """How many lost write ids a verdict's message lists; it gives their count too."""
 
@@ -195,12 +201,14 @@ def check_coverage(
     expected_interval: float,
     max_gap_factor: float = 3.0,
     min_fraction: float = 0.8,
+    missed: Iterable[MissedSlot] = (),
 ) -> Coverage:
     """Check one target's probes sent in [start, end): no data is never a pass.
 
     Problems: no probe at all; a stretch longer than max_gap_factor x expected_interval without a probe sent
     (from start to the first probe and from the last probe to end included); fewer probes than min_fraction
-    of the (end - start) / expected_interval expected. Times in problems are relative to start.
+    of the (end - start) / expected_interval expected, with why the prober missed slots in the window when
+    `missed` holds them. Times in problems are relative to start.
     """
     if end <= start or expected_interval <= 0:
         raise ValueError(
@@ -221,9 +229,16 @@ def check_coverage(
     if len(sends) < min_fraction * expected:
         problems.append(
             f"{len(sends)} probes sent, fewer than {min_fraction:.0%} of the {expected:.0f} expected "
-            f"(one per {expected_interval:g} s)"
+            f"(one per {expected_interval:g} s){_missed_why(missed, start, end)}"
         )
     return Coverage(start, end, expected_interval, len(sends), tuple(problems))
+
+
+def _missed_why(missed: Iterable[MissedSlot], start: float, end: float) -> str:
+    """`; slots missed: 450 late (...), 5 busy (...)` for the slots missed in [start, end), or nothing."""
+    counts = Counter(m.reason for m in missed if start <= m.slot < end)
+    said = [f"{counts[reason]} {reason} ({why})" for reason, why in MISSED_WHY.items() if counts[reason]]
+    return f"; slots missed: {', '.join(said)}" if said else ""
 
 
 def rto_phases(events: Iterable[Event], t0: float, end: float) -> PhaseBreakdown:

@@ -189,6 +189,16 @@ class RpoResult(_Record):
 
 
 @dataclass(frozen=True)
+class MissedSlot(_Record):
+    """A slot no probe went out for: "busy" (max_in_flight outstanding) or "late" (the prober woke after
+    it: starved of CPU)."""
+
+    target: str
+    slot: float
+    reason: Literal["busy", "late"]
+
+
+@dataclass(frozen=True)
 class Coverage(_Record):
     """Whether one target's probes cover [start, end) densely enough to judge anything (ok: no problems)."""
 

@@ -48,14 +48,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from itertools import takewhile
-from typing import Literal, cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
-from harness.auth import RequestAuth
+from harness.background import Background
 from harness.dnswatch import ask
 from harness.errors import ConfigError, FleetDrillError
 from harness.measure import availability, probe_failed
-from harness.samples import ProbeSample
+from harness.samples import MissedSlot, ProbeSample
+
+if TYPE_CHECKING:  # the credential only: a probe process imports no kubernetes client
+    from harness.auth import RequestAuth
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +85,6 @@ def status_codes(spec: object) -> range:
     if isinstance(spec, int) and not isinstance(spec, bool) and 200 <= spec <= 499:
         return range(spec, spec + 1)
     raise ValueError(f"expected {STATUS_SPEC}, got {spec!r}")
-
-
-@dataclass(frozen=True)
-class MissedSlot:
-    """A slot no probe went out for: "busy" (max_in_flight outstanding) or "late" (the prober lagged)."""
-
-    target: str
-    slot: float
-    reason: Literal["busy", "late"]
 
 
 @dataclass(frozen=True)
@@ -351,7 +345,7 @@ class _Target:
         self.sent = self.failed = 0
 
 
-class Prober:
+class Prober(Background):
     """Probes every target (name -> URL) on a fixed schedule from a background thread; a context manager.
 
     The app's contract: accepted_statuses (codes and classes, see status_codes) and at most one identity,
@@ -363,6 +357,8 @@ class Prober:
     request answers or times out before its place is needed again. Enough file descriptors for that many
     connections per target are ensured by raising the soft RLIMIT_NOFILE up to the hard one if needed.
     """
+
+    what = "the probes"
 
     def __init__(
         self,
@@ -422,16 +418,10 @@ class Prober:
         self._drained: asyncio.Event | None = None
         self._scheduled = False  # the schedule ran: a later failure is the run's, not the start's
 
-    def __enter__(self) -> Prober:
-        return self.start()
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        try:
-            self.stop()
-        except FleetDrillError as error:
-            if exc is None:
-                raise
-            exc.add_note(f"while stopping the probes: {error}")
+    @property
+    def timeout_s(self) -> float:
+        """When a probe is given up, and how long stop() awaits the requests in flight by default."""
+        return self._timeout
 
     def start(self) -> Prober:
         """Start probing; returns once the schedule runs."""
@@ -484,6 +474,15 @@ class Prober:
         """The target's missed slots, in time order."""
         with self._lock:
             return list(self._target(target).missed)
+
+    def recorded_after(
+        self, target: str, samples_seen: int, missed_seen: int
+    ) -> tuple[list[ProbeSample], list[MissedSlot]]:
+        """The target's samples and missed slots after the first samples_seen and missed_seen, in the order
+        they were recorded: what a follower of the prober has not seen yet."""
+        with self._lock:
+            t = self._target(target)
+            return t.samples[samples_seen:], t.missed[missed_seen:]
 
     def stats(self, target: str) -> TargetStats:
         """Live counters of one target; raises FleetDrillError once the prober has failed."""

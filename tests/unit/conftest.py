@@ -1,0 +1,3 @@
+"""Fixtures the unit tests share."""
+
+from tests.httpserver import servers  # noqa: F401 (a fixture)
