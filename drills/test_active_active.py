@@ -4,6 +4,7 @@
 import pytest
 
 from harness import failover
+from harness.config import App
 from harness.drill import Drill
 from harness.faults.cluster import ClusterLoss
 
@@ -12,9 +13,8 @@ BASELINE_S = 2.0
 
 @pytest.mark.destructive
 @pytest.mark.quarterly
-@pytest.mark.drill(app="orders", uses={"cluster-loss": "every"})
-def test_lose_one_cluster_and_global_traffic_continues(drill: Drill, cluster_name: str) -> None:
-    app = drill.app("orders")
+@pytest.mark.drill(uses={"cluster-loss": "every"})
+def test_lose_one_cluster_and_global_traffic_continues(drill: Drill, app: App, cluster_name: str) -> None:
     bound = app.objectives.rto or 30.0
     with drill.observe(app):
         assert drill.steady(app, None, BASELINE_S, bound), (

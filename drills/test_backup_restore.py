@@ -38,7 +38,6 @@ def restore_target(fleet: Fleet) -> str:
 @pytest.mark.quarterly
 @pytest.mark.gameday
 @pytest.mark.drill(
-    app="orders",
     uses={
         "velero-backup": "active",
         "cluster-loss": "active",

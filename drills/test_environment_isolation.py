@@ -26,7 +26,7 @@ second (with a 1 s timeout) shows the coupling well within it."""
 
 @pytest.mark.destructive
 @pytest.mark.quarterly
-@pytest.mark.drill(app="orders", uses={"cluster-loss": "non-prod"})
+@pytest.mark.drill(uses={"cluster-loss": "non-prod"})
 def test_lose_every_non_prod_cluster_and_prod_holds(drill: Drill, app: App) -> None:
     try:
         found = isolation.segments(drill.fleet)

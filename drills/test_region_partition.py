@@ -15,7 +15,7 @@ BASELINE_S = 2.0
 @pytest.mark.destructive
 @pytest.mark.quarterly
 @pytest.mark.gameday
-@pytest.mark.drill(app="orders", uses={"wan-partition": "active", "failover": "passive"})
+@pytest.mark.drill(uses={"wan-partition": "active", "failover": "passive"})
 def test_partition_the_primary_region(drill: Drill, app: App, failover: Failover) -> None:
     primary = drill.fleet.primary().name
     passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from harness.config import App
 from harness.drill import Drill
 from harness.faults.resources import NodeStress, QuotaSqueeze
 
@@ -18,9 +19,8 @@ LATENCY_PERCENTILE = 99.0
 
 @pytest.mark.destructive
 @pytest.mark.quarterly
-@pytest.mark.drill(app="orders", uses={"quota-squeeze": "active", "node-stress": "active"})
-def test_exhaust_the_primary_clusters_nodes(drill: Drill) -> None:
-    app = drill.app("orders")
+@pytest.mark.drill(uses={"quota-squeeze": "active", "node-stress": "active"})
+def test_exhaust_the_primary_clusters_nodes(drill: Drill, app: App) -> None:
     primary = drill.fleet.primary().name
     deadline = 2 * (app.objectives.rto or 30.0)
     with drill.observe(app):

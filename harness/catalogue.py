@@ -57,7 +57,7 @@ class SelectedDrill:
     uses."""
 
     name: str
-    app: str | None
+    app: str
     destructive: bool
     uses: tuple[Use, ...]
 
@@ -103,15 +103,20 @@ class _Collector:
         self.items = list(session.items)
 
 
-def collect(drills: Path, fleet_file: Path, suite: str | None, known: Collection[str]) -> list[SelectedDrill]:
-    """The drills `fleetdrill run --drills DRILLS --suite SUITE` would run (those with a drill marker), each
-    once whatever its parameters; ConfigError when they cannot be collected."""
+def collect(
+    drills: Path, fleet_file: Path, suite: str | None, known: Collection[str], app: str | None = None
+) -> list[SelectedDrill]:
+    """The drills `fleetdrill run --drills DRILLS --suite SUITE --app APP` would run (those with a drill
+    marker), each once whatever its parameters; ConfigError when they cannot be collected."""
+    from harness.plugin import drilled_app  # the plugin imports what imports this module
+
     collector = _Collector()
     argv = [str(drills), "--collect-only", "-q", "-p", "no:cacheprovider", "--fleet", str(fleet_file)]
     argv += ["--rootdir", str(drills.resolve().parent)]  # errors name drills/FILE wherever this runs from
     said = io.StringIO()
     with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
-        code = pytest.main([*argv, *(["--suite", suite] if suite else [])], plugins=[collector])
+        chosen = [*(["--suite", suite] if suite else []), *(["--app", app] if app else [])]
+        code = pytest.main([*argv, *chosen], plugins=[collector])
     if collector.errors or code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         why = "; ".join(collector.errors) or " ".join(said.getvalue().split())[-300:] or f"pytest exit {code}"
         raise ConfigError(f"{drills}: the drills cannot be collected: {why}")
@@ -123,7 +128,7 @@ def collect(drills: Path, fleet_file: Path, suite: str | None, known: Collection
             continue
         selected[name] = SelectedDrill(
             name,
-            marker.kwargs.get("app"),
+            drilled_app(item),
             item.get_closest_marker("destructive") is not None,
             uses_of(name, marker.kwargs.get("uses", {}), known),
         )

@@ -146,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = new_run_id()
     argv = [
         *(["--suite", args.suite] if args.suite else []),
+        *(["--app", args.app] if args.app else []),
         *(["--dry-run", "-rs"] if args.dry_run else []),
         str(args.drills),
         "--fleet",
@@ -229,7 +230,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if not names:
         raise FleetDrillError(f"{args.fleet}: apps: expected at least one app to check, got none")
     known = needs.parts()
-    drills = [d for d in catalogue.collect(args.drills, args.fleet, args.suite, known) if d.app in names]
+    drills = [
+        d for d in catalogue.collect(args.drills, args.fleet, args.suite, known, args.app) if d.app in names
+    ]
     access, failed = FleetAccess(fleet), 0
     try:
         for name in names:
@@ -411,6 +414,7 @@ def parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports")
         sub.add_argument("--suite", choices=SUITES, help="only this suite's drills")
+        sub.add_argument("--app", help="the app the drills drill (default: the fleet file's first app)")
         sub.add_argument("--dry-run", action="store_true", help="print each drill's plan; change nothing")
         sub.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
         return sub

@@ -45,6 +45,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ledger", metavar="PATH", help=f"fault ledger (default: {paths.default_ledger()})")
     group.addoption("--allow-prod", action="store_true", help="allow destructive drills on prod clusters")
     group.addoption("--suite", choices=SUITES, help="run only the drills of this suite")
+    group.addoption(
+        "--app", metavar="NAME", help="the app the drills drill (default: the fleet file's first app)"
+    )
     group.addoption("--dry-run", action="store_true", help="print each drill's plan and change nothing")
     group.addoption("--run-id", metavar="ID", help="name of the run's report folder (default: time + random)")
     group.addoption("--progress", action="store_true", help="print each drill's events as they happen")
@@ -136,9 +139,15 @@ def _fleet(config: pytest.Config) -> Fleet:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """A fleet file named on the command line or in the ini file is checked before anything runs."""
-    if _option(session.config, "fleet"):
-        _fleet(session.config)
+    """A fleet file named on the command line or in the ini file, and the app --app names, are checked before
+    anything runs."""
+    config = session.config
+    if _option(config, "fleet") or config.getoption("--app"):
+        fleet = _fleet(config)
+        if (name := config.getoption("--app")) and name not in [a.name for a in fleet.apps]:
+            known = ", ".join(a.name for a in fleet.apps) or "none"
+            why = f"expected an app of {_fleet_file(config)} ({known}), got {name!r}"
+            raise pytest.UsageError(f"--app: {why}")
 
 
 def _report_folder(config: pytest.Config, name: str) -> Path:
@@ -253,13 +262,23 @@ def drill(request: pytest.FixtureRequest, fleet: Fleet, fleet_access: FleetAcces
         pytest.fail(message, pytrace=False)
 
 
+def drilled_app(item: pytest.Item) -> str:
+    """The app a drill drills: the one its drill marker pins (`@pytest.mark.drill(app=NAME)`), else the
+    run's --app, else the fleet file's first app."""
+    marker = item.get_closest_marker("drill")
+    pinned = marker.kwargs.get("app") if marker else None
+    fleet = _fleet(item.config)
+    if pinned or item.config.getoption("--app"):
+        return fleet.app(pinned or item.config.getoption("--app")).name
+    if not fleet.apps:
+        raise pytest.UsageError(f"{_fleet_file(item.config)}: apps: expected at least one app to drill")
+    return fleet.apps[0].name
+
+
 @pytest.fixture
 def app(request: pytest.FixtureRequest, drill: Drill) -> App:
-    """The app the drill marker names (`@pytest.mark.drill(app=...)`)."""
-    marker = request.node.get_closest_marker("drill")
-    if not marker or "app" not in marker.kwargs:
-        pytest.fail(f"{request.node.nodeid}: `app` needs @pytest.mark.drill(app=NAME)", pytrace=False)
-    return drill.app(marker.kwargs["app"])
+    """The app the drill drills (see drilled_app)."""
+    return drill.app(drilled_app(request.node))
 
 
 @pytest.fixture
@@ -334,8 +353,7 @@ def _planned_drill(item: pytest.Item, fleet: Fleet, access: FleetAccess) -> Plan
     """The drill for a dry run (harness.dryrun): its faults guarded and planned, nothing changed. A drill
     that injects nothing reads the fleet; the dry run does not run it."""
     if not item.get_closest_marker("destructive"):
-        marker = item.get_closest_marker("drill")
-        app = marker.kwargs.get("app", "?") if marker else "?"
+        app = drilled_app(item)
         pytest.skip(f"dry run: {item.name}: reads app {app} in fleet {fleet.name}; injects no fault")
     config, timeline = item.config, Timeline()
     guard = Guard(fleet, allow_prod=config.getoption("--allow-prod"))

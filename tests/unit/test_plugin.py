@@ -223,17 +223,44 @@ def test_fixtures(drill, cluster_name, app, cluster, timeline, faults, traffic, 
 def test_the_primary_by_default(cluster):
     assert cluster.name == "east"
 
-
-def test_app_needs_the_marker(app):
-    pass
 """
 
 
 def test_the_fixtures_give_the_drill_s_parts(pytester: pytest.Pytester, fleet_file: Path) -> None:
     pytester.makepyfile(test_fixtures=FIXTURES)
-    result = run(pytester, fleet_file, "test_fixtures.py")
-    result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*test_app_needs_the_marker: `app` needs @pytest.mark.drill(app=NAME)*"])
+    run(pytester, fleet_file, "test_fixtures.py").assert_outcomes(passed=2)
+
+
+UNPINNED = """
+import pytest
+
+
+@pytest.mark.drill
+def test_any_app(drill, app):
+    drill.judge_drift("app", f"drilled {app.name}", [])
+"""
+
+
+def test_a_drill_that_pins_no_app_drills_the_first_or_the_one_app_names(
+    pytester: pytest.Pytester, fleet_file: Path
+) -> None:
+    """The shipped drills name no app: a fleet of apps we did not write drills its first app, or --app's."""
+    two = fleet_file.read_text().replace(
+        "apps:\n", "apps:\n  - {name: blog, namespace: blog, workload: deployment/blog}\n"
+    )
+    fleet_file.write_text(two)
+    pytester.makepyfile(test_unpinned=UNPINNED)
+    run(pytester, fleet_file, "test_unpinned.py", "--run-id", "first").assert_outcomes(passed=1)
+    run(pytester, fleet_file, "test_unpinned.py", "--run-id", "chosen", "--app", "shop").assert_outcomes(
+        passed=1
+    )
+    expected = {"first": "drilled blog", "chosen": "drilled shop"}
+    for run_id, drilled in expected.items():
+        (record,) = (pytester.path / "reports" / run_id).glob("*/record.json")
+        assert json.loads(record.read_text())["verdicts"][0]["expected"] == drilled
+    result = run(pytester, fleet_file, "test_unpinned.py", "--app", "nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--app: expected an app of {fleet_file} (blog, shop), got 'nope'"])
 
 
 def test_soak_sets_how_long_drills_keep_measuring(pytester: pytest.Pytester, fleet_file: Path) -> None:
