@@ -9,10 +9,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from harness import isolation, measure
+from harness import appcontract, isolation, measure
 from harness.config import App, Fleet
 from harness.data import SentinelWriter
 from harness.dnsphases import judge as judge_dns
@@ -33,7 +32,7 @@ from harness.samples import MissedSlot, ProbeSample, RtoResult, SentinelWrite, V
 from harness.sentinels import GLOBAL, RESTORED, SentinelStore, Where, store_for
 from harness.strategies import failed_over_events
 from harness.timeline import Timeline
-from harness.traffic import Prober, status_codes
+from harness.traffic import Prober
 
 GLOBAL_NAME = "global-name"
 """The probes of apps[].dns.name when the global endpoint is another host (an address, a CDN)."""
@@ -134,7 +133,7 @@ class Drill:
             timeout_s=_probe_timeout(self.settings, app),
             latency_bound_s=bound,
             resolvers=resolvers,
-            **_contract(app),
+            **appcontract.probe_options(app),
         )
         writer = None
         if app.sentinels is not None:  # without them no data is written, and RPO is an error verdict
@@ -185,13 +184,13 @@ class Drill:
         """Probe the app restored beside the original through its API server's service proxy, for the
         block; enter it at t0, so the probes that fail until the restore serves make its RTO. The app's
         contract judges the answers as on its endpoints: the proxy's own 404 and 503 (no such service, no
-        endpoint yet) are failed probes, as statuses the app does not accept (see _contract)."""
+        endpoint yet) are failed probes, as statuses the app does not accept (appcontract)."""
         prober = Prober(
             {RESTORED: proxy.url + app.health_path},
             rate_hz=self.settings.probe_rate_hz,
             timeout_s=_probe_timeout(self.settings, app),
             auth=proxy.auth,
-            **_contract(app, proxied=True),
+            **appcontract.probe_options(app, proxied=True),
         )
         self.timeline.record("probes.started", detail={"app": app.name, "targets": [RESTORED]})
         try:
@@ -226,7 +225,7 @@ class Drill:
 
     def _store(self, app: App) -> SentinelStore:
         """The app's sentinel store; ConfigError naming apps[N].sentinels when the fleet file sets none."""
-        return store_for(app, self._field(app, "sentinels"), _identity(app))
+        return store_for(app, self._field(app, "sentinels"), appcontract.identity_header(app))
 
     def _where(self, app: App, cluster: str) -> Where:
         """The app in `cluster`, for its sentinels."""
@@ -643,28 +642,3 @@ def _probe_timeout(settings: DrillSettings, app: App) -> float:
     slower than it and p99 latency could never fail."""
     latency = app.objectives.latency
     return settings.probe_timeout_s if latency is None else max(settings.probe_timeout_s, 2 * latency)
-
-
-def _contract(app: App, proxied: bool = False) -> dict[str, Any]:
-    """The Prober options of the app's contract in the fleet file: the statuses it accepts and its identity.
-
-    proxied (through the API server's service proxy, whose own 404, 403 or 503 say no such service,
-    forbidden, no endpoint yet): an app accepting a 4xx must declare served_by, else the proxy's answer
-    would count as the app's; ConfigError then."""
-    identity = app.served_by
-    accepts_4xx = any(code >= 400 for spec in app.accepted_statuses for code in status_codes(spec))
-    if proxied and accepts_4xx and identity is None:
-        raise ConfigError(
-            f"app {app.name!r} accepts 4xx answers and declares no served_by: through the API server's "
-            "proxy, the proxy's own 404 or 403 could not be told from the app's; set served_by"
-        )
-    return {
-        "accepted_statuses": app.accepted_statuses,
-        "identity_header": identity.header if identity else None,
-        "identity_field": identity.json_field if identity else None,
-    }
-
-
-def _identity(app: App) -> str | None:
-    """The header naming the cluster that answered, when the app declares one."""
-    return app.served_by.header if app.served_by is not None else None

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from harness import drill
+from harness import appcontract, drill
 from harness.config import App, Fleet
 from harness.drill import Drill, DrillSettings
 from harness.errors import ConfigError
@@ -27,13 +27,13 @@ def test_probes_give_up_at_the_timeout_or_twice_the_latency_objective(
 
 
 def test_the_app_contract_goes_to_the_prober() -> None:
-    assert drill._contract(app()) == {
+    assert appcontract.probe_options(app()) == {
         "accepted_statuses": ("2xx",),
         "identity_header": None,
         "identity_field": None,
     }
     declared = app(accepted_statuses=["2xx", 301], served_by={"json_field": "cluster"})
-    assert drill._contract(declared, proxied=True) == {
+    assert appcontract.probe_options(declared, proxied=True) == {
         "accepted_statuses": ("2xx", 301),
         "identity_header": None,
         "identity_field": "cluster",
@@ -42,8 +42,10 @@ def test_the_app_contract_goes_to_the_prober() -> None:
 
 def test_through_the_api_servers_proxy_an_accepted_4xx_needs_an_identity() -> None:
     with pytest.raises(ConfigError, match="accepts 4xx answers and declares no served_by"):
-        drill._contract(app(accepted_statuses=["2xx", 404]), proxied=True)
-    assert drill._contract(app(accepted_statuses=["2xx", 404], served_by={"header": "X-Who"}), proxied=True)
+        appcontract.probe_options(app(accepted_statuses=["2xx", 404]), proxied=True)
+    assert appcontract.probe_options(
+        app(accepted_statuses=["2xx", 404], served_by={"header": "X-Who"}), proxied=True
+    )
 
 
 @pytest.mark.parametrize(("cluster", "besides"), [("east", None), (None, "east")])
