@@ -3,16 +3,19 @@
 A drill under `--dry-run` gets a PlannedDrill and a PlannedFailover instead of the real ones. Its faults go
 through the real FaultStack in dry-run mode, so each is checked by the same safety rules (allowlist, prod,
 blast radius with what is already planned) and kept in order, never applied; its failovers are planned
-the same way. Nothing probes, writes, fails over, backs up or restores. Where the drill would judge, all
-its faults are planned: PlanComplete ends it there, and the plugin prints the plan.
+the same way, and the velero CLI it drives itself is a PlannedVelero. Nothing probes, writes, fails over,
+backs up or restores. Where the drill would judge, all its faults are planned: PlanComplete ends it there,
+and the plugin prints the plan.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from harness.config import App
@@ -23,6 +26,7 @@ from harness.faults.base import Fault
 from harness.faults.evidence import Injection
 from harness.faults.failedover import FailedOver
 from harness.samples import Verdict
+from harness.velero import Velero
 
 
 class PlanComplete(Exception):
@@ -117,3 +121,25 @@ class PlannedFailover(Failover):
 
     def restore_to_standby(self, app: App, backup: str, cluster: str, into: str, deadline_s: float) -> None:
         """Planned with the cluster loss before it."""
+
+
+PLANNED_PHASES = {
+    "backup": "Completed",
+    "restore": "Completed",
+    "schedule": "Enabled",
+    "backup-location": "Available",
+}
+"""What a planned `velero KIND get NAME` says of each object it is asked about."""
+
+
+class PlannedVelero(Velero):
+    """The velero CLI a drill drives itself, in a dry run: nothing runs; a backup, restore or schedule
+    asked about by name is there and done now, so the drill goes on to plan its next fault."""
+
+    def run(self, *args: str, timeout: float | None = None) -> str:
+        if len(args) < 2 or args[1] != "get":
+            return ""
+        names = args[2 : args.index("-o")] if "-o" in args else args[2:]
+        now = datetime.now(UTC).isoformat()
+        status = {"phase": PLANNED_PHASES.get(args[0], ""), "startTimestamp": now, "completionTimestamp": now}
+        return json.dumps({"items": [{"metadata": {"name": name}, "status": status} for name in names]})

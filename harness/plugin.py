@@ -16,7 +16,7 @@ from harness import chaos, paths, units
 from harness.config import App, Cluster, Fleet, load_fleet
 from harness.data import SentinelWriter
 from harness.drill import Drill, DrillSettings, Observation
-from harness.dryrun import PlanComplete, PlannedDrill, PlannedFailover
+from harness.dryrun import PlanComplete, PlannedDrill, PlannedFailover, PlannedVelero
 from harness.errors import FleetDrillError
 from harness.failover import Failover
 from harness.faults import FaultStack, Ledger, new_run_id
@@ -315,10 +315,10 @@ def sentinel(drill: Drill, app: App) -> Callable[[str], AbstractContextManager[S
 
 @pytest.fixture(scope="session")
 def velero(request: pytest.FixtureRequest, fleet: Fleet) -> Callable[[str], Velero]:
-    """`velero(cluster)`: the velero CLI for that cluster's kubeconfig context."""
-    if request.config.getoption("--dry-run"):
-        pytest.skip("dry run: the drill drives the velero CLI itself, which a dry run cannot plan")
-    return functools.partial(Velero.for_cluster, fleet)
+    """`velero(cluster)`: the velero CLI for that cluster's kubeconfig context (in a dry run, one that runs
+    nothing: harness.dryrun.PlannedVelero)."""
+    planned = request.config.getoption("--dry-run")
+    return functools.partial((PlannedVelero if planned else Velero).for_cluster, fleet)
 
 
 @pytest.fixture

@@ -172,6 +172,39 @@ def test_dry_run_runs_each_drill_s_own_faults_through_the_safety_rules_and_chang
     assert not (pytester.path / "reports").exists() and not (pytester.path / "ledger.json").exists()
 
 
+VELERO_DRILL = """
+import pytest
+from harness.faults.cluster import ClusterLoss
+
+@pytest.mark.destructive
+@pytest.mark.drill(app="shop")
+def test_restore(drill, velero):
+    app = drill.app("shop")
+    velero("east").create_backup("before")
+    backup = velero("east").wait_for_backup("before", 60.0)
+    assert backup.phase == "Completed" and velero("west").get_backups() == []
+    t0 = drill.inject(ClusterLoss(targets=("west",))).started
+    velero("west").create_restore("back", backup="before")
+    assert velero("west").wait_for_restore("back", 60.0).phase == "Completed"
+    drill.judge(app, t0)
+    raise AssertionError("a dry run never gets here")
+"""
+
+
+def test_a_drill_driving_the_velero_cli_itself_is_planned_by_the_dry_run(
+    pytester: pytest.Pytester, fleet_file: Path
+) -> None:
+    """The `velero` fixture in a dry run runs nothing (the fleet's velero binary does not even exist here):
+    the drill goes on past its backups and restores, and its faults are planned, not skipped unseen."""
+    pytester.makepyfile(test_velero_drill=VELERO_DRILL)
+    result = run(pytester, fleet_file, "--dry-run", "-rs", "-k", "restore")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*dry run: test_restore would: 1. cluster-loss on west: allowed; faulted at once: west*"]
+    )
+    assert not (pytester.path / "reports").exists() and not (pytester.path / "ledger.json").exists()
+
+
 def test_every_drill_leaves_a_record_even_when_it_fails(pytester: pytest.Pytester, fleet_file: Path) -> None:
     result = run(pytester, fleet_file, "-k", "breaks and west")
     result.assert_outcomes(failed=1, deselected=4)
