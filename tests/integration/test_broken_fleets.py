@@ -29,7 +29,7 @@ FAULTING_DRILLS = [
 ]
 # every drill that injects a fault, each stopping at its steady state when the global endpoint is not the app
 STEADY_FIRST = [d[:2] for d in FAULTING_DRILLS] + [
-    ("test_backup_restore.py", ""),  # its cluster-loss case is in test_velero.py: it needs Velero
+    ("test_backup_restore.py", ""),  # its cluster loss never happening: test_velero_drills.py (Velero)
     ("test_resource_exhaustion.py", ""),  # its fault never happening: test_stress_that_burns_nothing...
 ]
 
