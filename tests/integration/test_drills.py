@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin
 
+import pytest
 import yaml
 from kubernetes import client, config
 
@@ -317,6 +318,38 @@ def test_resource_exhaustion_fails_when_latency_exceeds_its_bound(drill_fleet: P
     assert "below objective 80.00%" in verdicts["availability"]["message"]
     assert verdicts["p99 latency"]["status"] != "pass", verdicts["p99 latency"]
     assert verdicts["availability"]["message"] in done.stdout, done.stdout[-3000:]
+
+
+OBJECTIVE_FIELDS = {"RTO": "rto", "RPO": "rpo", "availability": "availability", "p99 latency": "latency"}
+# every drill that injects a fault and judges the app's objectives (backup-restore needs Velero: its RTO
+# unset is tests/unit/test_drill_verdicts.py's), with pytest -k
+JUDGING_DRILLS = [
+    ("test_active_passive.py", ""),
+    ("test_active_active.py", "us-east"),
+    ("test_region_partition.py", ""),
+    ("test_simultaneous_failures.py", ""),
+    ("test_resource_exhaustion.py", ""),
+]
+
+
+@pytest.mark.parametrize(("drill", "select"), JUDGING_DRILLS, ids=[d[0] for d in JUDGING_DRILLS])
+def test_every_objective_a_drill_judges_but_the_fleet_file_does_not_set_is_an_error_naming_it(
+    drill_fleet: Path, tmp_path: Path, drill: str, select: str
+) -> None:
+    """The fleet file without `objectives`: the drill runs on the healthy fleet and measures, yet each
+    objective it judges is an error naming apps[0].objectives.FIELD, never skipped, never a pass."""
+    document = yaml.safe_load((drill_fleet / "fleet.yaml").read_text())
+    del document["apps"][0]["objectives"]
+    (drill_fleet / "fleet-no-objectives.yaml").write_text(yaml.safe_dump(document))
+    extra = ("-k", select) if select else ()
+    done, record = run_drill(drill_fleet, tmp_path, drill, *extra, fleet_file="fleet-no-objectives.yaml")
+    assert done.returncode != 0 and record["verdict"] == "error", done.stdout[-3000:]
+    judged = {v["objective"]: v for v in record["verdicts"] if v["objective"] in OBJECTIVE_FIELDS}
+    assert "RTO" in judged, record["verdicts"]
+    for objective, verdict in judged.items():
+        field = f"apps[0].objectives.{OBJECTIVE_FIELDS[objective]}"
+        assert verdict["status"] == "error" and field in verdict["message"], verdict
+        assert f"{objective} not judged: the fleet file of fleet" in done.stdout, done.stdout[-3000:]
 
 
 def test_configuration_parity_reports_drift_precisely(drill_fleet: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from kubernetes import client, config
 from harness import failover
 from harness.config import Fleet, load_fleet
 from harness.faults import Ledger
-from tests.conftest import served_from_home, wait_for
+from tests.conftest import run_cli, served_from_home, wait_for
 from tests.integration.test_broken_fleets import STEPS, fleet_file
 from tests.integration.test_drills import run_drill
 from tests.integration.test_exec_auth import LIFETIME_S, exec_fleet_file, issuances
@@ -149,3 +149,36 @@ def test_dr_readiness_fails_when_the_newest_backup_lacks_an_object_of_the_app(
     assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     assert f"restore dry run: expected every object of namespace {APP}" in done.stdout, done.stdout[-3000:]
     assert f"missing ConfigMap/{name}" in done.stdout, done.stdout[-3000:]
+
+
+@contextmanager
+def workload_deleted(folder: Path, context: str) -> Iterator[None]:
+    """The app's Deployment in one cluster deleted, then made again as it was and serving."""
+    api = config.new_client_from_config(str(folder / "kubeconfig"), context=context)
+    apps, app = client.AppsV1Api(api), load_fleet(folder / "fleet.yaml").app(APP)
+    body = api.sanitize_for_serialization(apps.read_namespaced_deployment(APP, APP))
+    body["metadata"] = {k: v for k, v in body["metadata"].items() if k in ("name", "labels", "annotations")}
+    body.pop("status", None)
+    apps.delete_namespaced_deployment(APP, APP)
+    try:
+        yield
+    finally:
+        apps.create_namespaced_deployment(APP, body)
+        wait_for(lambda: failover.app_serves(app, context), 120, f"{APP} in {context} to serve again")
+        wait_for(lambda: served_from_home(folder), 60, "the global endpoint served from the active cluster")
+
+
+def test_dr_readiness_and_doctor_fail_naming_a_passive_cluster_without_the_app_s_workload(
+    velero_dir: Path, velero_fleet: Fleet, tmp_path: Path
+) -> None:
+    """eu-west, the passive cluster (a warm standby), with the app's Deployment deleted: the gate drill
+    and `fleetdrill doctor` both fail and name it, where everything else on the DR path is ready."""
+    passive = next(c.name for c in velero_fleet.clusters if c.role == "passive")
+    expected = f"{passive}: workload deployment/{APP}: expected running with every replica available"
+    with workload_deleted(velero_dir, passive):
+        done, record = run_drill(velero_dir, tmp_path, "test_dr_readiness.py")
+        doctor = run_cli("doctor", "--fleet", velero_dir / "fleet.yaml", "--app", APP, check=False)
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    assert expected in done.stdout and "found missing" in done.stdout, done.stdout[-3000:]
+    assert doctor.returncode == 1 and expected in doctor.stdout, doctor.stdout[-3000:] + doctor.stderr
+    assert "every check passed" not in doctor.stdout, doctor.stdout[-3000:]
