@@ -23,6 +23,24 @@ TIMEOUT_S = 30.0
 DEVICE_CODE = ("devicecode", "device-code", "--use-device-code")
 """Arguments of a plugin that logs in with a device code (kubelogin --login devicecode, `az aks
 get-credentials`' default): it prints a code and waits for a person."""
+BROWSER_LOGIN = ("interactive",)
+"""Login modes (kubelogin --login/-l MODE) that open a browser and wait for a person."""
+CONVERT = (
+    "convert the kubeconfig to a non-interactive login (kubelogin convert-kubeconfig -l azurecli, spn, msi "
+    "or workloadidentity)"
+)
+"""The fix for kubelogin's logins that wait for a person."""
+UNATTENDED = (
+    "give it a login that needs no person (a service account or principal, workload identity; for "
+    "kubelogin: kubelogin convert-kubeconfig -l azurecli, spn, msi or workloadidentity), or log in on this "
+    "machine before the drill so it has a cached token"
+)
+"""The fix for any plugin found waiting for a person."""
+WAITING = {
+    "device code": ("devicelogin", "device code", "enter the code"),
+    "browser": ("browser", "open the url", "visit the url", "localhost:8000"),
+}
+"""What a plugin that waits for a person says on stderr meanwhile (lower case), by what it waits for."""
 
 
 class PluginError(Exception):
@@ -61,12 +79,20 @@ def refusal(spec: dict[str, Any]) -> str | None:
     """Why the plugin cannot run unattended (it needs a person), or None."""
     if spec.get("interactiveMode") == "Always":
         return "needs a terminal (interactiveMode: Always): a scheduled drill cannot log in"
-    if any(str(arg).lower() in DEVICE_CODE for arg in spec.get("args") or []):
-        return (
-            "logs in with a device code, which waits for a person: convert the kubeconfig to a "
-            "non-interactive login (kubelogin convert-kubeconfig -l azurecli, spn, msi or workloadidentity)"
-        )
+    args = [str(arg).lower() for arg in spec.get("args") or []]
+    if any(arg in DEVICE_CODE for arg in args):
+        return f"logs in with a device code, which waits for a person: {CONVERT}"
+    modes = [mode for flag, mode in zip(args, [*args[1:], ""], strict=True) if flag in ("--login", "-l")]
+    modes += [arg.split("=", 1)[1] for arg in args if arg.startswith("--login=")]
+    if any(mode in BROWSER_LOGIN for mode in modes):
+        return f"logs in through a browser, which waits for a person: {CONVERT}"
     return None
+
+
+def _waits_for(stderr: str | bytes | None) -> str | None:
+    """What a plugin that ran out of time was waiting for, by what it printed on stderr meanwhile."""
+    text = (stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr or "").lower()
+    return next((what for what, says in WAITING.items() if any(said in text for said in says)), None)
 
 
 def run(
@@ -100,7 +126,13 @@ def run(
     except FileNotFoundError:
         hint = f" ({spec['installHint'].strip().splitlines()[0]})" if spec.get("installHint") else ""
         raise PluginError(f"{command!r} is not installed on this machine{hint}") from None
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as expired:
+        waits = _waits_for(expired.stderr)
+        if waits is not None:
+            raise PluginError(
+                f"gave no credential within {timeout_s:g} s: it waits for a {waits} login, which needs a "
+                f"person: {UNATTENDED}"
+            ) from None
         raise PluginError(f"gave no credential within {timeout_s:g} s (does it wait for a login?)") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no error output"])[-1]

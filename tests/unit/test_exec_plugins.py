@@ -38,6 +38,16 @@ def test_a_plugin_that_hands_out_a_token_passes_and_the_token_stays_out(tmp_path
         ("sys.exit('error: AccessDenied for Bearer abcdefgh12345678')", "exited 1: error: AccessDenied"),
         ("print('not json')", "printed no ExecCredential with a token or client certificate"),
         ("time.sleep(30)", "gave no credential within 1 s (does it wait for a login?)"),
+        (  # kubelogin --login devicecode, az aks get-credentials' default
+            "print('To sign in, use a web browser to open the page https://microsoft.com/devicelogin and "
+            "enter the code ABC123 to authenticate.', file=sys.stderr); time.sleep(30)",
+            "gave no credential within 1 s: it waits for a device code login, which needs a person: give it",
+        ),
+        (  # int128/kubelogin (kubectl oidc-login) without a cached token
+            "print('Please visit the following URL in your browser: http://localhost:8000', file=sys.stderr)"
+            "; time.sleep(30)",
+            "gave no credential within 1 s: it waits for a browser login, which needs a person: give it",
+        ),
     ],
 )
 def test_a_plugin_that_fails_is_one_line_saying_how(tmp_path: Path, body: str, problem: str) -> None:
@@ -52,6 +62,10 @@ def test_a_plugin_that_needs_a_person_is_refused_without_running(tmp_path: Path)
     assert "needs a terminal" in str(exec_plugin(spec | {"interactiveMode": "Always"}, tmp_path).problem)
     device = spec | {"args": [*spec["args"], "get-token", "--login", "devicecode", "--server-id", "x"]}
     assert "kubelogin convert-kubeconfig" in str(exec_plugin(device, tmp_path).problem)
+    for login in (["--login", "interactive"], ["-l", "interactive"], ["--login=interactive"]):
+        browser = spec | {"args": [*spec["args"], "get-token", *login, "--server-id", "x"]}
+        problem = str(exec_plugin(browser, tmp_path).problem)
+        assert problem.startswith("logs in through a browser") and "convert-kubeconfig" in problem, problem
     assert not ran.exists()
 
 
