@@ -40,6 +40,13 @@ MARGIN_SHARE = 0.25
 EKS token (15 minutes), 5 s for a credential of 20 s."""
 STATIC = ("auth-provider", "token", "tokenFile")
 """What the kubernetes client uses before a user's exec plugin (kube_config._load_authentication)."""
+CREDENTIALS = (
+    (("auth-provider",), "auth provider's token"),
+    (("token", "tokenFile"), "bearer token"),
+    (("client-certificate", "client-certificate-data"), "client certificate"),
+    (("username",), "basic-auth password"),
+)
+"""A kubeconfig user's credential, by its keys, as a message names it (the first the user has)."""
 
 
 class RequestAuth(Protocol):
@@ -82,7 +89,7 @@ class ClusterAuth:
         found = kubeconfig.read(ref)
         context = kubeconfig.named(found, "contexts", ref.context) or {}
         user = kubeconfig.named(found, "users", context.get("user")) or {}
-        self.ref, self._timeout = ref, plugin_timeout_s
+        self.ref, self._timeout, self._user = ref, plugin_timeout_s, user
         self._cluster = kubeconfig.named(found, "clusters", context.get("cluster")) or {}
         exec_spec = user.get("exec")
         self._plugin = (
@@ -179,6 +186,17 @@ class ClusterAuth:
         self.generation = number  # last: whoever sees the new number finds the new files
         for stale in (f"client-{number - 2}.crt", f"client-{number - 2}.key"):
             (self._folder / stale).unlink(missing_ok=True)  # the one before may still be connecting
+
+    def credential(self) -> str:
+        """Which credential the context authenticates with, for a message (never its value)."""
+        if self._plugin is not None:
+            kind = "client certificate" if self.configuration.cert_file else "token" if self.headers() else ""
+            plugin = self._plugin.get("command") or ""
+            return f"the {kind or 'credential'} exec credential plugin {plugin} handed out"
+        for keys, kind in CREDENTIALS:
+            if any(self._user.get(key) for key in keys):
+                return f"the {kind}"
+        return "the anonymous request (the context has no credential)"
 
     def headers(self) -> dict[str, str]:
         """The Authorization header as of now (none for a client certificate); never renews it."""

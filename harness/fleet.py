@@ -29,6 +29,10 @@ RETRIES = 1  # urllib3's default is 3: against a lost cluster, each call would h
 REACH_TIMEOUT_S = 5.0
 REACH = "that the API server runs and this machine reaches it (after a crashed run: fleetdrill recover)"
 NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+REJECTED = (
+    "that the credential is this cluster's and still valid (a client certificate issued by the cluster's "
+    "CA, a token neither expired nor revoked)"
+)
 SERVICE_PROXY_PERMISSIONS = (Permission("get", "services/proxy", namespace=EVERY),)
 """What probes through service_proxy need: its namespace (a restore's) may be made during the drill."""
 
@@ -82,8 +86,10 @@ def cause(error: BaseException) -> tuple[str, str]:
         error = error.reason
     if isinstance(error, client.ApiException):
         said = f"HTTP {error.status} {error.reason or ''}".strip()
-        if error.status in (401, 403):
-            return said, "the context's credentials (expired, revoked, or without RBAC to read the API?)"
+        if error.status == 401:
+            return f"the API server rejected the credentials ({said})", REJECTED
+        if error.status == 403:
+            return said, "the context's credentials and RBAC (a request without any is system:anonymous)"
         return said, "the API server's health (its log, its etcd, any load balancer in front of it)"
     tls = next((e for e in (error, *error.args) if isinstance(e, ssl.SSLError)), None)
     if tls is not None or isinstance(error, urllib3.exceptions.SSLError):
@@ -160,13 +166,13 @@ class FleetAccess:
     def check_reachable(self, cluster: str) -> None:
         """The cluster's API server answers GET /api with the kubeconfig's credentials, else one line:
         KubeconfigError or UnreachableError. Check before drills only: a drill may lose a cluster."""
-        api = self.api_client(cluster)
+        api, rejected = self.api_client(cluster), False
         try:
             client.CoreApi(api).get_api_versions(_request_timeout=REACH_TIMEOUT_S)
         except client.ApiException as error:
             if error.status not in (401, 403) and (error.status or 0) < 500:
                 return  # it answered
-            problem = cause(error)
+            problem, rejected = cause(error), error.status == 401
         except NETWORK_ERRORS as error:
             problem = cause(error)
         except ValueError:  # a 2xx whose body is not an APIVersions: still an answer
@@ -175,6 +181,9 @@ class FleetAccess:
             return
         context, server = self.fleet.context_for(cluster), _server(api.configuration.host)
         where = f"context {context} of {self.fleet.kubeconfig_for(cluster)}, server {server}"
+        if rejected:  # the cause is the credential: name which one
+            said = f"the API server rejected {self.auth(cluster).credential()} (HTTP 401 Unauthorized)"
+            raise UnreachableError(f"cluster {cluster} ({where}): {said}; check {REJECTED}")
         raise UnreachableError(
             f"cluster {cluster} ({where}): API server unreachable: {problem[0]}; check {problem[1]}"
         )

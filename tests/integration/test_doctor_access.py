@@ -1,16 +1,22 @@
 """`fleetdrill doctor`'s permission check and runner placement against the local fleet's real RBAC: its admin
 identity may do all the drill catalogue needs; its read-only identity (bound to `view`) is refused each
 write, one line each naming the user to grant it to; a runner declared in the primary's cluster is warned
-of every drill that cuts it off. Read-only: nothing in the fleet changes."""
+of every drill that cuts it off; a client certificate from another CA is named as the cause. Read-only:
+nothing in the fleet changes."""
 
+import base64
 from pathlib import Path
 
 import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from harness import catalogue, needs, rbac
 from harness.cli import DRILLS
 from harness.config import Fleet, dump_fleet, load_fleet
-from harness.fleet import FleetAccess
+from harness.fleet import REJECTED, FleetAccess
+from harness.localfleet import pki
 from harness.permissions import Permission
 from tests.conftest import run_cli
 
@@ -98,3 +104,31 @@ def test_doctor_warns_a_runner_in_the_primarys_cluster_of_each_drill_that_cuts_i
         "test_partition_the_primary_region",
         "test_restore_the_backup_into_the_standby",
     ], out
+
+
+def test_doctor_names_a_client_certificate_from_another_ca_as_cause(fleet_dir: Path, fleet: Fleet) -> None:
+    """Each user's certificate reissued, same identity and valid dates, by a CA the API servers do not
+    trust: they answer 401 (no TLS error), and doctor's line for each cluster names the certificate."""
+    config = yaml.safe_load((fleet_dir / "kubeconfig").read_text())
+    other = pki.new_ca("not-the-fleet-s-ca")
+    for entry in config["users"]:
+        cert = x509.load_pem_x509_certificate(base64.b64decode(entry["user"]["client-certificate-data"]))
+        user = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        groups = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+        issued = pki.issue(other, str(user), organizations=groups, client=True)
+        entry["user"]["client-certificate-data"] = base64.b64encode(issued.cert).decode()
+        entry["user"]["client-key-data"] = base64.b64encode(issued.key).decode()
+    kubeconfig = fleet_dir / "kubeconfig-other-ca"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    kubeconfig.chmod(0o600)
+    fleet_file = fleet_dir / "fleet-other-ca.yaml"
+    fleet_file.write_text(dump_fleet(fleet.model_copy(update={"kubeconfig": kubeconfig})))
+    done = run_cli("doctor", "--fleet", fleet_file, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    for cluster in fleet.clusters:
+        said = (
+            f"cluster {cluster.name} (context {fleet.context_for(cluster)} of {kubeconfig}, server "
+            f"{{}}): the API server rejected the client certificate (HTTP 401 Unauthorized); check {REJECTED}"
+        )
+        prefix, suffix = said.split("{}")
+        assert any(prefix in line and line.endswith(suffix) for line in done.stdout.splitlines()), done.stdout

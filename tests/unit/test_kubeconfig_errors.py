@@ -2,6 +2,7 @@
 fix: from FleetAccess, `fleetdrill doctor`, `fleetdrill run` and the pytest plugin; never a traceback, a
 retry dump or a credential."""
 
+import base64
 import socket
 import sys
 import threading
@@ -10,12 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from harness import cli
 from harness.config import load_fleet
-from harness.fleet import REACH, ClusterError, FleetAccess, UnreachableError
+from harness.fleet import REACH, REJECTED, ClusterError, FleetAccess, UnreachableError
 from harness.kubeconfig import KubeconfigError
+from harness.localfleet import pki
 
 pytest_plugins = ["pytester"]
 
@@ -166,12 +169,9 @@ def answering() -> Iterator[Callable[[int], str]]:
 @pytest.mark.parametrize(
     ("status", "problem"),
     [
-        (
-            401,
-            "HTTP 401 Unauthorized; check the context's credentials (expired, revoked, or without RBAC to "
-            "read the API?)",
-        ),
-        (503, "HTTP 503 Service Unavailable; check the API server's health"),
+        (401, f"the API server rejected the bearer token (HTTP 401 Unauthorized); check {REJECTED}"),
+        (403, "API server unreachable: HTTP 403 Forbidden; check the context's credentials and RBAC"),
+        (503, "API server unreachable: HTTP 503 Service Unavailable; check the API server's health"),
         (404, None),
         (200, None),
     ],
@@ -185,8 +185,31 @@ def test_an_api_server_that_refuses_the_credentials_or_fails_is_unreachable(
     if problem is None:
         assert found == {}, "an API server that answers is reachable"
         return
-    prefix = f"cluster east (context a of {tmp_path}/kubeconfig, server {url}): API server unreachable: "
+    prefix = f"cluster east (context a of {tmp_path}/kubeconfig, server {url}): "
     assert str(found["east"]).startswith(prefix + problem)
+    assert TOKEN not in str(found["east"])
+
+
+def test_a_client_certificate_from_another_ca_is_named_as_the_cause(
+    tmp_path: Path, answering: Callable[[int], str]
+) -> None:
+    """A certificate with valid dates that the cluster's CA did not issue: the API server answers 401 (it
+    authenticates client certificates after the handshake), and the line names the certificate."""
+    issued = pki.issue(pki.new_ca("another-ca"), "admin", organizations=("system:masters",), client=True)
+    user = {"client-certificate-data": b64(issued.cert), "client-key-data": b64(issued.key)}
+    fleet_file = write_fleet(tmp_path, answering(401))
+    kubeconfig = yaml.safe_load((tmp_path / "kubeconfig").read_text())
+    kubeconfig["users"][0]["user"] = user
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    problem = str(FleetAccess(load_fleet(fleet_file)).unreachable(["east"])["east"])
+    assert problem.endswith(
+        f": the API server rejected the client certificate (HTTP 401 Unauthorized); check {REJECTED}"
+    ), problem
+    assert "unreachable" not in problem and "BEGIN" not in problem
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def test_doctor_says_each_problem_in_one_line_and_exits_1(
