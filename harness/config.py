@@ -721,7 +721,8 @@ class ChaosToolkitSettings(_StepSettings):
     """Chaos Toolkit configuration passed to every activity, with the step's placeholders filled in: e.g.
     `aws_region: "{region}"` is the region of the cluster the step acts on (chaosaws reads aws_region)."""
     secrets: dict[str, Any] = {}
-    """Chaos Toolkit secrets passed to every activity (never logged)."""
+    """Chaos Toolkit secrets by scope (never logged); a python activity gets the scopes its `secrets` list
+    names, placeholders filled: `secrets: ["azure-{cloud[subscription]}"]` gives each cluster its own."""
 
     @classmethod
     def step_doc(cls, step: Step) -> str:

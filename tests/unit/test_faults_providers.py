@@ -386,6 +386,11 @@ REGIONAL = """
 def lose(cluster, log, configuration=None):
     with open(log, "a") as file:
         file.write(f"lose {cluster} in {configuration['aws_region']}\\n")
+
+
+def account(cluster, log, secrets=None):
+    with open(log, "a") as file:
+        file.write(f"lose {cluster} as {secrets['client_id']}\\n")
 """
 
 
@@ -404,6 +409,31 @@ def test_the_chaostoolkit_configuration_follows_the_cluster_a_step_acts_on(
     provider.run(LOSE_CLUSTER, Target(cluster="east"))
     provider.run(LOSE_CLUSTER, Target(cluster="west"))
     assert calls(tmp_path) == ["lose east in us-east", "lose west in eu-west"]
+
+
+def test_a_step_s_secrets_follow_the_cluster_it_acts_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clusters in different accounts or subscriptions need different cloud credentials: the step names its
+    secrets scope with a placeholder, and each cluster's scope is the one its activity gets."""
+    (tmp_path / "regional_actions.py").write_text(textwrap.dedent(REGIONAL))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("FLEETDRILL_TEST_WEST_ID", "west-principal")
+    lose = {"type": "python", "module": "regional_actions", "func": "account"}
+    lose |= {
+        "secrets": ["azure-{region}"],
+        "arguments": {"cluster": "{cluster}", "log": str(tmp_path / "calls")},
+    }
+    secrets = {
+        "azure-us-east": {"client_id": "east-principal"},
+        "azure-eu-west": {"client_id": {"type": "env", "key": "FLEETDRILL_TEST_WEST_ID"}},
+    }
+    provider = provider_for(
+        load_fleet(fleet_file(tmp_path, "chaostoolkit", {"lose_cluster": lose, "secrets": secrets}))
+    )
+    provider.run(LOSE_CLUSTER, Target(cluster="east"))
+    provider.run(LOSE_CLUSTER, Target(cluster="west"))
+    assert calls(tmp_path) == ["lose east as east-principal", "lose west as west-principal"]
 
 
 # --- the hand-over: what a lose step returns, kept for its restore step -----------------------------
