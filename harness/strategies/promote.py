@@ -1,5 +1,6 @@
 """The promote strategy: point the k8gb Gslb at the cluster taking over (harness.k8gb), then make the app's
-data primary there by the fleet file's promote call, at an epoch above every reachable cluster's."""
+data primary there: by the fleet file's promote call, at an epoch above every reachable cluster's, or by its
+promote command (none: the Gslb alone)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,26 @@ import json
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from harness import k8gb
-from harness.config import Failover, Invalid, Model, Text, UrlPath, fill_json
+from harness.config import (
+    Failover,
+    Invalid,
+    Model,
+    PositiveDuration,
+    Text,
+    UrlPath,
+    check_templates,
+    fill_json,
+)
 from harness.errors import FleetDrillError
+from harness.infra.command import render, run_command
+from harness.infra.steps import places
 from harness.strategies import Strategy, register
+from harness.strategies.command import PLACEHOLDERS
 
 if TYPE_CHECKING:
     from harness.config import App
@@ -54,7 +67,22 @@ class PromoteFailover(Failover):
 
     promote: PromoteCall | None = None
     """For strategy promote: the HTTP call that makes the app's data primary in the cluster taking over
-    (none: the Gslb moves traffic, the app's data needs no promotion)."""
+    (none, and no promote_command: the Gslb moves traffic, the app's data needs no promotion)."""
+    promote_command: Annotated[tuple[Text, ...], Field(min_length=1)] | None = None
+    """For strategy promote, instead of the promote call: your script that makes the app's data primary in
+    the cluster taking over (e.g. a database operator's promote), an argv list (no shell) with {app},
+    {namespace}, {cluster} and its {context}, {region}, {zones} and {cloud[KEY]} filled in; exit status 0
+    means promoted."""
+    promote_timeout: PositiveDuration = 300.0
+    """Longest the promote command may run."""
+
+    @model_validator(mode="after")
+    def _one_promote_step(self) -> PromoteFailover:
+        if self.promote is not None and self.promote_command is not None:
+            both = ("promote_command",)
+            raise Invalid("one of promote, promote_command (not both)", self.promote_command, both)
+        check_templates(PLACEHOLDERS, list(self.promote_command or ()), ("promote_command",))
+        return self
 
 
 def newest_epoch(app: App, call: PromoteCall) -> int:
@@ -106,11 +134,19 @@ def promote(access: FleetAccess, app: App, cluster: str, timeline: Timeline) -> 
     with timeline.phase("traffic switch", cluster=cluster):
         updated = k8gb.move_primary(access, app, cluster)
     timeline.record("gslb.updated", cluster=cluster, detail={"clusters": updated})
-    call = getattr(app.failover, "promote", None)
-    if call is None:  # the Gslb moves traffic; the app's data needs no promotion
+    settings = cast(PromoteFailover, app.failover)  # the fleet's Failover model derives from every strategy's
+    if settings.promote_command is not None:
+        values = {"app": app.name, "namespace": app.namespace, "cluster": cluster}
+        values |= {"context": access.fleet.context_for(access.fleet.cluster(cluster))}
+        argv = render(settings.promote_command, values | places(access.fleet)[cluster])
+        with timeline.phase("promote", cluster=cluster):
+            run_command(argv, f"apps.{app.name}.failover.promote_command", settings.promote_timeout)
+        timeline.record("data.promoted", cluster=cluster, detail={"epoch": None, "program": argv[0]})
+        return
+    if settings.promote is None:  # the Gslb moves traffic; the app's data needs no promotion
         return
     with timeline.phase("promote", cluster=cluster):
-        epoch = promote_data(app, call, cluster)
+        epoch = promote_data(app, settings.promote, cluster)
     timeline.record("data.promoted", cluster=cluster, detail={"epoch": epoch})
 
 
@@ -120,7 +156,7 @@ PROMOTE = register(
         promote,
         events=("gslb.updated", "data.promoted"),
         does="point the k8gb Gslb at the cluster, then make the app's data primary there with the `promote`"
-        " call when set",
+        " call or the `promote_command` when set",
         settings=PromoteFailover,
         permissions=(k8gb.PATCH,),  # the Gslb, in every cluster
         prepare=discover_gslbs,

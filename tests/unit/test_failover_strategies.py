@@ -165,3 +165,60 @@ def test_promote_without_a_promote_call_only_moves_the_gslb(
     failover.fail_over(access, access.fleet.app("shop"), "west", timeline)
     names = [e.name for e in timeline.events()]
     assert names == ["traffic switch.start", "traffic switch.end", "gslb.updated"], "no data.promoted"
+
+
+def test_promote_with_a_promote_command_moves_the_gslb_then_runs_the_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app whose data a script promotes (a database operator's promote): the Gslb first, then the
+    script with the placeholders of the cluster taking over, each step timed."""
+    out = tmp_path / "args"
+    command = [sys.executable, "-c", WRITE_ARGS, str(out), "{app}", "{namespace}", "{cluster}", "{context}"]
+    strategy = {"strategy": "promote", "promote_command": [*command, "{region}"], "promote_timeout": "30s"}
+    access, timeline = access_with(tmp_path, strategy), Timeline()
+    moved: list[str] = []
+    monkeypatch.setattr(
+        k8gb, "move_primary", lambda _access, _app, cluster: moved.append(cluster) or [cluster]
+    )
+    failover.fail_over(access, access.fleet.app("shop"), "west", timeline)
+    assert moved == ["west"] and out.read_text() == "shop shop-ns west ctx-west eu-west"
+    names = [e.name for e in timeline.events()]
+    assert names == [
+        *("traffic switch.start", "traffic switch.end", "gslb.updated"),
+        *("promote.start", "promote.end", "data.promoted"),
+    ]
+    assert timeline.events("data.promoted")[0].detail == {"epoch": None, "program": sys.executable}
+
+
+def test_a_failing_promote_command_is_one_line_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = [sys.executable, "-c", "import sys; sys.exit('the replica is 40 s behind')"]
+    access = access_with(tmp_path, {"promote_command": script})
+    monkeypatch.setattr(k8gb, "move_primary", lambda *_args: ["west"])
+    with pytest.raises(CommandError) as caught:
+        failover.fail_over(access, access.fleet.app("shop"), "west", Timeline())
+    message = str(caught.value)
+    assert message.startswith("apps.shop.failover.promote_command: ") and "\n" not in message, message
+    assert message.endswith("exited 1: the replica is 40 s behind"), message
+
+
+@pytest.mark.parametrize(
+    ("failover_settings", "problem"),
+    [
+        (
+            {"promote": {"path": "/promote"}, "promote_command": ["promote.sh"]},
+            "apps[0].failover.promote_command: expected one of promote, promote_command (not both)",
+        ),
+        (
+            {"promote_command": ["promote.sh", "{pod}"]},
+            "apps[0].failover.promote_command",
+        ),
+    ],
+)
+def test_a_bad_promote_command_is_one_line_naming_the_field(
+    tmp_path: Path, failover_settings: dict, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        access_with(tmp_path, failover_settings)
+    assert problem in str(caught.value) and "\n" not in str(caught.value), caught.value
