@@ -191,7 +191,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the local fleet when none runs, then run the drill catalogue against it."""
+    """Start the local fleet when none runs (with Prometheus: the drills judge the app's PromQL objectives
+    too), then run the drill catalogue against it."""
     folder = args.dir
     if not (folder / STATE).exists():
         cmd_fleet_up(
@@ -202,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 bin_dir=None,
                 no_backups=False,
                 dns=False,
-                prometheus=False,
+                prometheus=True,
                 environments=(),
                 postgres=False,
             )

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import yaml
 
-from harness.localfleet import apps, controlplane, dnsserver, pki
+from harness.localfleet import apps, controlplane, dnsserver, pki, prometheus_install
 from harness.localfleet.dnsserver import DnsPlan
 from harness.localfleet.state import FleetState
 
-OWNED = ("clusters", "pki", "logs", "kubeconfig", "fleet.yaml", "backup-store", "dns")
+OWNED = ("clusters", "pki", "logs", "kubeconfig", "fleet.yaml", "backup-store", "dns", "prometheus-global")
 
 
 def reset(folder: Path) -> None:
@@ -77,8 +77,9 @@ def _dns(dns: DnsPlan) -> dict:
     }
 
 
-def _sample_app(state: FleetState, dns: DnsPlan | None) -> dict:
-    """The sample app as the harness sees it: its endpoints and the objectives drills judge it by."""
+def _sample_app(state: FleetState, dns: DnsPlan | None, promql: bool) -> dict:
+    """The sample app as the harness sees it: its endpoints and the objectives drills judge it by (with
+    promql, its PromQL objectives too)."""
     endpoints = {
         c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
     }
@@ -97,7 +98,8 @@ def _sample_app(state: FleetState, dns: DnsPlan | None) -> dict:
         "health_path": "/readyz",
         "accepted_statuses": ["2xx"],
         "served_by": {"header": "X-Served-By"},  # every answer of the sample app names its cluster/pod
-        "objectives": {"rto": "20s", "rpo": "5s", "availability": 0.8, "latency": "1s"},
+        "objectives": {"rto": "20s", "rpo": "5s", "availability": 0.8, "latency": "1s"}
+        | ({"promql": prometheus_install.OBJECTIVES} if promql else {}),
         "failover": {  # promotion at an epoch above every cluster's fences a returning old primary
             "promote": {"path": "/promote", "body": {"epoch": "$epoch"}, "epoch_path": "/status"},
         },
@@ -110,9 +112,11 @@ def write_fleet_file(
     velero: dict | None = None,
     dns: DnsPlan | None = None,
     prometheus: dict[str, str] | None = None,
+    global_prometheus: str | None = None,
 ) -> Path:
     """The fleet file the harness reads for this local fleet (with its `velero` section when Velero runs,
-    the app's `dns` when the fleet runs DNS, and each cluster's `prometheus` URL when Prometheus runs)."""
+    the app's `dns` when the fleet runs DNS, and each cluster's `prometheus` URL when Prometheus runs; with
+    a global Prometheus, its URL and the app's PromQL objectives)."""
     fleet = {
         "name": f"local-{state.index}",
         "kubeconfig": "kubeconfig",
@@ -128,7 +132,8 @@ def write_fleet_file(
             | ({"environment": c.environment} if c.environment else {})
             for c in state.clusters
         ],
-        "apps": [_sample_app(state, dns)],
+        **({"prometheus": {"url": global_prometheus}} if global_prometheus else {}),
+        "apps": [_sample_app(state, dns, global_prometheus is not None)],
         "infrastructure": {"provider": "localfleet", "settings": {"dir": str(state.folder)}},
         "safety": {"allowlist": [c.name for c in state.clusters]},
         # Every node of the fleet, its load balancer and the runner share this machine's cores while each

@@ -14,10 +14,19 @@ cluster IP where users write kubernetes.default.svc.
 
 From the machine, each Prometheus is reached as the sample app is: through the cluster's ingress
 address, on port 9090 (a second ingress process there proxies to the Service).
+
+Beside them, a global Prometheus federates the clusters, as users give a fleet one view (federation, or
+Thanos' querier): the same built server the node agent's catalogue runs for prom/prometheus, outside every
+cluster (its own namespace on the global segment, as the load balancer), scraping each cluster's
+/federate through its ingress. A drill that loses or cuts off a cluster loses that cluster's Prometheus
+with it; the global one keeps the others' series (the lost cluster's go stale), so a fleet-wide objective
+still has data where the fleet still serves.
 """
 
+import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -25,7 +34,7 @@ import yaml
 from kubernetes import client, config, utils
 
 from harness.errors import FleetDrillError
-from harness.localfleet import apps, each, processes
+from harness.localfleet import apps, each, netns, network, processes
 from harness.localfleet.nodes import PROXY_METRICS_PORT
 from harness.localfleet.state import FleetState, start_process
 
@@ -33,6 +42,11 @@ NAMESPACE, NAME = "monitoring", "prometheus"
 IMAGE = "prom/prometheus:v3.16.0"
 """The release gobuild/prometheus pins (module version v0.316.0)."""
 PORT = 9090
+GLOBAL_HOST = 6
+"""The global Prometheus' host on the global segment (the load balancer is 2, CoreDNS 4 and 5)."""
+FEDERATED = '{__name__=~"ingress_.*|http_request.*|orders_.*"}'
+"""What the global Prometheus takes from each cluster's: the app's and the ingress's series, not the
+control plane's (federating everything is what the Prometheus docs warn against)."""
 SCRAPE_INTERVAL_S = 5
 """Short, so a drill's window holds enough samples; the API server's large /metrics every 15 s."""
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -56,6 +70,34 @@ RULES = {
     ]
 }
 """Alerting rules (rules.yml beside prometheus.yml), for drills to abort on (safety.abort.alerts)."""
+
+
+RATE = "30s"
+"""Six scrapes: a rate() over it bridges a restarted pod's last scrape and its successor's first, and still
+has two samples at the end of a drill's window, which the global Prometheus sees up to two scrapes late."""
+UPSTREAM = f'upstream="{apps.APP}/{apps.APP}"'
+OBJECTIVES = [
+    {
+        "name": "ingress-5xx",
+        "query": f'max(sum by (cluster) (rate(ingress_requests_total{{{UPSTREAM},status=~"5.."}}[{RATE}]))'
+        f" / sum by (cluster) (rate(ingress_requests_total{{{UPSTREAM}}}[{RATE}])))",
+        "comparison": "<",
+        "bound": 0.05,
+        "slo_target": "99%",
+    },
+    {
+        "name": "app-p99",
+        "query": "max(histogram_quantile(0.99, sum by (cluster, le) "
+        f'(rate(http_request_duration_seconds_bucket{{namespace="{apps.APP}"}}[{RATE}]))))',
+        "comparison": "<",
+        "bound": 1.0,
+    },
+]
+"""The sample app's PromQL objectives in the fleet file, asked of the global Prometheus (scope: fleet):
+the worst 5xx ratio any cluster's ingress answered (the ingress answers the app's errors and its own
+503s when no pod is ready) and the worst cluster's p99 as the app measures it. A cluster the drill loses
+or cuts off drops out of the max (its series go stale): it serves nothing to judge; every cluster gone
+is no data, an error."""
 
 
 class PrometheusInstallError(FleetDrillError):
@@ -330,6 +372,82 @@ def start(state: FleetState, deadline_s: float) -> dict[str, str]:
         if waiting:
             time.sleep(0.2)
     return urls
+
+
+def federation_config(clusters: dict[str, str]) -> dict:
+    """prometheus.yml of the global Prometheus: each cluster's /federate (HOST:PORT by cluster name); the
+    clusters' series keep their `cluster` label (each cluster's external label)."""
+    return {
+        "global": {
+            "scrape_interval": f"{SCRAPE_INTERVAL_S}s",
+            "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
+        },
+        "scrape_configs": [
+            {
+                "job_name": "federate",
+                "honor_labels": True,
+                "metrics_path": "/federate",
+                "params": {"match[]": [FEDERATED]},
+                "static_configs": [{"targets": [target]} for target in clusters.values()],
+            }
+        ],
+    }
+
+
+def global_url(state: FleetState) -> str:
+    return f"http://{state.plan.global_segment.host(GLOBAL_HOST)}:{PORT}"
+
+
+def start_global(state: FleetState, server: Path, deadline_s: float) -> str:
+    """The global Prometheus federating every cluster's; once it answers ready, its URL."""
+    folder = state.folder / "prometheus-global"
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    targets = {c.name: f"{state.plan.cluster(c.index).ingress}:{PORT}" for c in state.clusters}
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(federation_config(targets), sort_keys=False))
+    namespace = f"{network.prefix(state.plan)}prom"
+    netns.create(namespace)
+    address = str(network.attach(state.plan, state.plan.global_segment, namespace, GLOBAL_HOST))
+    argv = [
+        str(server),
+        f"--config.file={folder / 'prometheus.yml'}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        "--storage.tsdb.retention.time=1d",
+        f"--web.listen-address={address}:{PORT}",
+    ]
+    log = str(state.folder / "logs" / "global" / "prometheus.log")
+    start_process(
+        state, processes.ProcessSpec("global/prometheus", namespace, argv, {"GOGC": "50"}, log, address)
+    )
+    base = global_url(state)
+    deadline = time.monotonic() + deadline_s
+    while not _ready(base):
+        if time.monotonic() > deadline:
+            raise PrometheusInstallError(
+                f"the global Prometheus is not ready at {base} after {deadline_s:.0f} s"
+            )
+        time.sleep(0.2)
+    return base
+
+
+def wait_data(base: str, queries: list[str], deadline_s: float) -> None:
+    """Poll until every query has a series at `base` (a drill's window must not start before its objectives
+    have data: that is an error)."""
+    waiting, deadline = list(queries), time.monotonic() + deadline_s
+    while waiting:
+        waiting = [query for query in waiting if not _has_data(base, query)]
+        if waiting and time.monotonic() > deadline:
+            raise PrometheusInstallError(f"{base} has no data for {waiting[0]} after {deadline_s:.0f} s")
+        if waiting:
+            time.sleep(0.5)
+
+
+def _has_data(base: str, query: str) -> bool:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(json.load(response)["data"]["result"])
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return False
 
 
 def _ready(base: str) -> bool:

@@ -83,7 +83,8 @@ def up(
 ) -> FleetState:
     """Start a fleet in folder and return once every API server is ready and its controllers work (and,
     with backups, once Velero in every cluster reaches the fleet's backup store; with dns, once CoreDNS
-    answers for the apps' global names; with prometheus, once every cluster's Prometheus is ready;
+    answers for the apps' global names; with prometheus, once every cluster's Prometheus is ready and the
+    global one federating them has data for the app's PromQL objectives;
     with_postgres, once every replica streams from the primary). With environments, cluster N is in the
     Nth (its fleet file's clusters[].environment) and the sample app replicates only within an
     environment."""
@@ -141,12 +142,15 @@ def up(
             say("starting the backup store and installing Velero in every cluster")
             velero = velero_install.start(state, binaries, READY_DEADLINE_S)
             state.save()
-        monitors = None
+        monitors, federating = None, None
         if prometheus:
-            say("deploying Prometheus in every cluster")
+            say("deploying Prometheus in every cluster, and a global one federating them")
             monitors = prometheus_install.start(state, READY_DEADLINE_S)
+            federating = prometheus_install.start_global(state, binaries["prometheus"], READY_DEADLINE_S)
             state.save()
-        files.write_fleet_file(state, timings, velero, published, monitors)
+            queries = [objective["query"] for objective in prometheus_install.OBJECTIVES]
+            prometheus_install.wait_data(federating, queries, READY_DEADLINE_S)
+        files.write_fleet_file(state, timings, velero, published, monitors, federating)
         return state
     except BaseException:
         down(folder)

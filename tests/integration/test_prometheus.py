@@ -86,3 +86,22 @@ def test_the_sample_apps_pod_cpu_and_memory_come_from_the_node_agents(fleet: Fle
         assert cpu[0]["metric"]["pod"].startswith("orders-") and float(cpu[0]["value"][1]) > 0
         memory = _query(cluster.prometheus.url, 'container_memory_working_set_bytes{container="orders"}')
         assert memory and float(memory[0]["value"][1]) > 0
+
+
+def test_the_global_prometheus_federates_every_clusters_app_and_ingress(fleet: Fleet) -> None:
+    """fleet.yaml names the global Prometheus and the app's PromQL objectives, asked of it; `fleet up`
+    returned once they had data. Its series keep each cluster's name, and it takes only what it asks for."""
+    assert fleet.prometheus is not None, "fleet.yaml names the fleet-wide Prometheus"
+    objectives = fleet.app("orders").objectives.promql
+    assert {o.name for o in objectives} == {"ingress-5xx", "app-p99"} and all(
+        o.scope == "fleet" for o in objectives
+    )
+    for objective in objectives:
+        assert _query(fleet.prometheus.url, objective.query), f"{objective.query} has data"
+    names = {c.name for c in fleet.clusters}
+    for metric in ("ingress_requests_total", "http_requests_total", "http_request_duration_seconds_bucket"):
+        found = {
+            s["metric"]["cluster"] for s in _query(fleet.prometheus.url, f"count by (cluster) ({metric})")
+        }
+        assert found == names, f"{metric} from every cluster"
+    assert not _query(fleet.prometheus.url, "apiserver_request_total"), "the control plane's series stay home"
