@@ -8,7 +8,8 @@ the standard library with keep-alive pools towards upstreams; bodies are buffere
 (gslb.py) reuses `serve`, `Pool` and `forward`.
 
 With --metrics-listen it serves Prometheus metrics there (GET /metrics, as ingress-nginx does on its
-port 10254): ingress_requests_total{upstream, status} and ingress_ready_endpoints{upstream} (the Service).
+port 10254): ingress_requests_total{upstream, method, status} (ingress-nginx's requests counter has
+method and status too) and ingress_ready_endpoints{upstream} (the Service).
 
     python -m harness.localfleet.ingress --kubeconfig K --context C --listen ADDR:PORT \
         --namespace NS --service SVC [--port-name NAME] [--metrics-listen ADDR:PORT]
@@ -41,13 +42,15 @@ Headers = list[tuple[str, str]]
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 log = logging.getLogger("ingress")
 REQUESTS = prometheus_client.Counter(
-    "ingress_requests_total", "Requests answered by the ingress", ["upstream", "status"]
+    "ingress_requests_total", "Requests answered by the ingress", ["upstream", "method", "status"]
 )
 READY_ENDPOINTS = prometheus_client.Gauge(
     "ingress_ready_endpoints", "Ready endpoints of the ingress's Service", ["upstream"]
 )
 OWN_ERRORS = (502, 503, 504)
 """The statuses the ingress answers itself (no endpoint, none answered, none in time)."""
+METHODS = ("GET", "POST")
+"""The methods whose own errors are exported at zero from the start (reads and writes)."""
 
 
 @dataclass
@@ -280,8 +283,9 @@ class Ingress(ServiceEndpoints):
         # Every series at zero from the start: a rate() or increase() needs the counter's value before the
         # first error (a series born at 30 errors counts none of them), an alert its gauge before a change.
         READY_ENDPOINTS.labels(service).set(0)
-        for status in OWN_ERRORS:
-            REQUESTS.labels(service, str(status))
+        for method in METHODS:
+            for status in OWN_ERRORS:
+                REQUESTS.labels(service, method, str(status))
 
     def _changed(self, ready: list[Address]) -> None:
         self.pool.retain(set(ready))
@@ -289,7 +293,7 @@ class Ingress(ServiceEndpoints):
 
     async def handle(self, request: Request) -> Response:
         response = await self._answer(request)
-        REQUESTS.labels(self.service, str(response.status)).inc()
+        REQUESTS.labels(self.service, request.method, str(response.status)).inc()
         return response
 
     async def _answer(self, request: Request) -> Response:

@@ -75,12 +75,12 @@ RULES = {
 RATE = "30s"
 """Six scrapes: a rate() over it bridges a restarted pod's last scrape and its successor's first, and still
 has two samples at the end of a drill's window, which the global Prometheus sees up to two scrapes late."""
-UPSTREAM = f'upstream="{apps.APP}/{apps.APP}"'
+READS = f'upstream="{apps.APP}/{apps.APP}",method="GET"'
 OBJECTIVES = [
     {
-        "name": "ingress-5xx",
-        "query": f'max(sum by (cluster) (rate(ingress_requests_total{{{UPSTREAM},status=~"5.."}}[{RATE}]))'
-        f" / sum by (cluster) (rate(ingress_requests_total{{{UPSTREAM}}}[{RATE}])))",
+        "name": "read-5xx",
+        "query": f'max(sum by (cluster) (rate(ingress_requests_total{{{READS},status=~"5.."}}[{RATE}]))'
+        f" / sum by (cluster) (rate(ingress_requests_total{{{READS}}}[{RATE}])))",
         "comparison": "<",
         "bound": 0.05,
         "slo_target": "99%",
@@ -94,10 +94,11 @@ OBJECTIVES = [
     },
 ]
 """The sample app's PromQL objectives in the fleet file, asked of the global Prometheus (scope: fleet):
-the worst 5xx ratio any cluster's ingress answered (the ingress answers the app's errors and its own
-503s when no pod is ready) and the worst cluster's p99 as the app measures it. A cluster the drill loses
-or cuts off drops out of the max (its series go stale): it serves nothing to judge; every cluster gone
-is no data, an error."""
+the worst 5xx ratio of reads any cluster's ingress answered (the app's errors and the ingress's own 503s
+when no pod is ready; writes a cluster refuses while it is not the primary are the sentinels' to count,
+and RPO's to judge) and the worst cluster's p99 as the app measures it. A cluster the drill loses or cuts
+off drops out of the max (its series go stale): it serves nothing to judge; every cluster gone is no
+data, an error."""
 
 
 class PrometheusInstallError(FleetDrillError):

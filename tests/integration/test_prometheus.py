@@ -93,7 +93,7 @@ def test_the_global_prometheus_federates_every_clusters_app_and_ingress(fleet: F
     returned once they had data. Its series keep each cluster's name, and it takes only what it asks for."""
     assert fleet.prometheus is not None, "fleet.yaml names the fleet-wide Prometheus"
     objectives = fleet.app("orders").objectives.promql
-    assert {o.name for o in objectives} == {"ingress-5xx", "app-p99"} and all(
+    assert {o.name for o in objectives} == {"read-5xx", "app-p99"} and all(
         o.scope == "fleet" for o in objectives
     )
     for objective in objectives:

@@ -132,12 +132,12 @@ def promql_verdicts(record: dict) -> dict[str, dict]:
 def test_the_ingress_error_ratio_fails_when_the_pod_kill_makes_errors(fleet: Path, tmp_path: Path) -> None:
     """While the app has no ready pod the cluster's ingress answers 503 itself: its error ratio rises in the
     faulted cluster's Prometheus, and in the global one federating it, where the fleet file's own objective
-    (the worst cluster's ratio) fails too; each verdict names the query and the value. First in the module:
-    the other pod kills' errors would be in the rate's range at the drill's start."""
+    (the worst cluster's ratio of reads) fails too; each verdict names the query and the value. First in the
+    module: the other pod kills' errors would be in the rate's range at the drill's start."""
     own = load_fleet(fleet / "fleet.yaml")
     url = own.cluster(FAULTED).prometheus.url
     wait_for(lambda: float(_query(url, INGRESS_ERRORS)[0]["value"][1]) < 0.01, 60, "no ingress errors")
-    (fleet_wide,) = [o for o in own.app("orders").objectives.promql if o.name == "ingress-5xx"]
+    (fleet_wide,) = [o for o in own.app("orders").objectives.promql if o.name == "read-5xx"]
     wait_for(lambda: float(_query(own.prometheus.url, fleet_wide.query)[0]["value"][1]) < 0.01, 60, "none")
     objectives = [
         {"name": "5xx", "query": INGRESS_ERRORS, "comparison": "<", "bound": 0.01, "scope": "cluster"},
@@ -147,7 +147,7 @@ def test_the_ingress_error_ratio_fails_when_the_pod_kill_makes_errors(fleet: Pat
     assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     verdicts = promql_verdicts(record)
     assert verdicts["PromQL 5xx on us-east"]["status"] == "pass", verdicts
-    federated = verdicts["PromQL ingress-5xx"]
+    federated = verdicts["PromQL read-5xx"]
     assert federated["status"] == "fail" and fleet_wide.query in federated["message"], federated
     print("the fleet file's own objective:", federated["message"])
     failed = verdicts[f"PromQL 5xx on {FAULTED}"]
