@@ -72,9 +72,11 @@ RULES = {
 """Alerting rules (rules.yml beside prometheus.yml), for drills to abort on (safety.abort.alerts)."""
 
 
-RATE = "30s"
-"""Six scrapes: a rate() over it bridges a restarted pod's last scrape and its successor's first, and still
-has two samples at the end of a drill's window, which the global Prometheus sees up to two scrapes late."""
+RATE = "15s"
+"""Three scrapes: two samples at the end of a drill's window, which the global Prometheus sees up to two
+scrapes late. No longer: a rate() carries errors for its range, and with 30 s the 503s a cluster back from
+a loss answered the load balancer's health checks, before its app was ready, were in the next drill's
+window (0.076 before its fault)."""
 READS = f'upstream="{apps.APP}/{apps.APP}",method="GET"'
 OBJECTIVES = [
     {
