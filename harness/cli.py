@@ -387,8 +387,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--prometheus",
         action="store_true",
-        help="with a Prometheus in every cluster, scraping it through service discovery"
-        " (fleet.yaml: clusters[].prometheus; built from its Go module the first time)",
+        help="with a Prometheus in every cluster, scraping it through service discovery, and a global one"
+        " federating them (fleet.yaml: clusters[].prometheus, prometheus and the app's PromQL objectives;"
+        " built from its Go module the first time)",
     )
     up.add_argument(
         "--postgres",
