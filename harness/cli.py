@@ -58,7 +58,8 @@ def _progress() -> build.Progress:
 def cmd_fleet_build(args: argparse.Namespace) -> int:
     started = time.monotonic()
     supervisor.check_programs()
-    binaries = build.ensure_binaries(args.bin_dir, _progress(), build.OPTIONAL if args.prometheus else ())
+    extra = (build.PROMETHEUS,) * args.prometheus + (build.METRICS_SERVER,) * args.metrics_server
+    binaries = build.ensure_binaries(args.bin_dir, _progress(), extra)
     folders = ", ".join(sorted({str(path.parent) for path in binaries.values()}))
     print(f"{len(binaries)} binaries ready in {folders} ({time.monotonic() - started:.1f} s)")
     return 0
@@ -75,6 +76,7 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
         backups=not args.no_backups,
         dns=args.dns,
         prometheus=args.prometheus,
+        metrics_server=args.metrics_server,
         environments=args.environments,
         with_postgres=args.postgres,
     )
@@ -204,6 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 no_backups=False,
                 dns=False,
                 prometheus=True,
+                metrics_server=False,
                 environments=(),
                 postgres=False,
             )
@@ -361,9 +364,15 @@ def parser() -> argparse.ArgumentParser:
             )
         return sub
 
-    action(
+    fleet_build = action(
         "build", cmd_fleet_build, "build the Kubernetes binaries into the cache (minutes the first time)"
-    ).add_argument("--prometheus", action="store_true", help="and Prometheus, for `fleet up --prometheus`")
+    )
+    fleet_build.add_argument(
+        "--prometheus", action="store_true", help="and Prometheus, for `fleet up --prometheus`"
+    )
+    fleet_build.add_argument(
+        "--metrics-server", action="store_true", help="and metrics-server, for `fleet up --metrics-server`"
+    )
     up = action("up", cmd_fleet_up, "start a local fleet")
     up.add_argument("--clusters", type=_positive, default=3, help="number of clusters (default 3)")
     up.add_argument("--nodes", type=_positive, default=3, help="nodes per cluster (default 3)")
@@ -390,6 +399,12 @@ def parser() -> argparse.ArgumentParser:
         help="with a Prometheus in every cluster, scraping it through service discovery, and a global one"
         " federating them (fleet.yaml: clusters[].prometheus, prometheus and the app's PromQL objectives;"
         " built from its Go module the first time)",
+    )
+    up.add_argument(
+        "--metrics-server",
+        action="store_true",
+        help="with metrics-server in every cluster: the resource metrics API (`kubectl top`, the"
+        " HorizontalPodAutoscaler's CPU target; built from its Go module the first time)",
     )
     up.add_argument(
         "--postgres",

@@ -103,6 +103,7 @@ def started_fleet(
     prometheus: bool = False,
     environments: str = "",
     postgres: bool = False,
+    metrics_server: bool = False,
 ) -> Iterator[Path]:
     """A local fleet (three clusters unless told; with the backup store and Velero, with CoreDNS, with
     Prometheus, with environments (`--environments`), and with PostgreSQL's replication, when asked) owned
@@ -118,6 +119,7 @@ def started_fleet(
         )
         options += ["--environments", environments] if environments else []
         options += ["--postgres"] if postgres else []
+        options += ["--metrics-server"] if metrics_server else []
         run_cli("fleet", "up", "--dir", folder, "--clusters", clusters, *options)
         yield folder
     finally:

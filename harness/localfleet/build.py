@@ -140,8 +140,14 @@ PROMETHEUS = GoModule(
     ("remove_all_sd", "enable_kubernetes_sd"),
     prometheus_release,
 )
-OPTIONAL = (PROMETHEUS,)
-"""Built only when asked for (`fleet build --prometheus`, `fleet up --prometheus`)."""
+METRICS_SERVER = GoModule(
+    "metrics-server",
+    {"metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"},
+    "sigs.k8s.io/metrics-server",
+    ("k8s.io/client-go/pkg/version.gitVersion",),
+)
+OPTIONAL = (PROMETHEUS, METRICS_SERVER)
+"""Built only when asked for (`fleet build --prometheus`, `fleet up --metrics-server`)."""
 Progress = Callable[[str, int, int], None]
 
 

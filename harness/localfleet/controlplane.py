@@ -23,6 +23,8 @@ SCHEDULER_PORT = 10259
 CONTROLLER_MANAGER_PORT = 10257
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 VIEWER = "fleetdrill-viewer"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The aggregator's identity towards extension API servers (metrics-server), as kubeadm names it."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def write_credentials(files: ClusterFiles, ca: pki.KeyPair, plan: ClusterPlan) -
         "controller-manager": ("system:kube-controller-manager", ()),
         "scheduler": ("system:kube-scheduler", ()),
         "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",)),
+        "front-proxy-client": (FRONT_PROXY_CLIENT, ()),
     }
     for stem, (user, groups) in identities.items():
         pki.issue(ca, user, organizations=groups, client=True).write(files.pki, stem)
@@ -171,6 +174,17 @@ def components(
             f"--kubelet-client-key={files.key('apiserver-kubelet-client')}",
             f"--kubelet-certificate-authority={files.ca_cert}",
             "--kubelet-preferred-address-types=InternalIP",
+            # The aggregation layer, for APIServices such as metrics-server's metrics.k8s.io: the API server
+            # proxies to an endpoint of the APIService's Service (the control plane reaches pod addresses,
+            # not cluster IPs) as front-proxy-client, asserting the user in the request headers.
+            f"--requestheader-client-ca-file={files.ca_cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={files.cert('front-proxy-client')}",
+            f"--proxy-client-key-file={files.key('front-proxy-client')}",
+            "--enable-aggregator-routing=true",
             f"--service-account-issuer={ISSUER}",
             f"--service-account-key-file={files.pki / 'service-account.pub'}",
             f"--service-account-signing-key-file={files.key('service-account')}",

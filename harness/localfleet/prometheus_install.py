@@ -6,11 +6,11 @@ ConfigMap and a Service.
 It scrapes through Kubernetes service discovery with its in-cluster config (the service account's token
 and CA, KUBERNETES_SERVICE_HOST/PORT): the API server (the `kubernetes` Service's EndpointSlice), every
 node's kubelet /metrics and /metrics/resource (through the API server's nodes/proxy, as the API server's
-client: the node agents let in only system:masters), every node's kube-proxy (its metrics port on the
-node's InternalIP), the ingress (a Service without selector whose EndpointSlice names the ingress's
-metrics address: it runs outside the pods) and every pod annotated prometheus.io/scrape (the sample
-app). The fleet has no cluster DNS, so the config names the API server by the `kubernetes` Service's
-cluster IP where users write kubernetes.default.svc.
+client, in system:masters: the node agents admit it without asking the API server), every node's
+kube-proxy (its metrics port on the node's InternalIP), the ingress (a Service without selector whose
+EndpointSlice names the ingress's metrics address: it runs outside the pods) and every pod annotated
+prometheus.io/scrape (the sample app). The fleet has no cluster DNS, so the config names the API server
+by the `kubernetes` Service's cluster IP where users write kubernetes.default.svc.
 
 From the machine, each Prometheus is reached as the sample app is: through the cluster's ingress
 address, on port 9090 (a second ingress process there proxies to the Service).

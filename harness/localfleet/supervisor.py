@@ -23,6 +23,7 @@ from harness.localfleet import (
     files,
     freeze,
     groundtruth,
+    metrics_server_install,
     netns,
     network,
     nodes,
@@ -78,13 +79,15 @@ def up(
     backups: bool = False,
     dns: bool = False,
     prometheus: bool = False,
+    metrics_server: bool = False,
     environments: tuple[str, ...] = (),
     with_postgres: bool = False,
 ) -> FleetState:
     """Start a fleet in folder and return once every API server is ready and its controllers work (and,
     with backups, once Velero in every cluster reaches the fleet's backup store; with dns, once CoreDNS
     answers for the apps' global names; with prometheus, once every cluster's Prometheus is ready and the
-    global one federating them has data for the app's PromQL objectives;
+    global one federating them has data for the app's PromQL objectives; with metrics_server, once every
+    cluster's metrics API has every node's usage;
     with_postgres, once every replica streams from the primary). With environments, cluster N is in the
     Nth (its fleet file's clusters[].environment) and the sample app replicates only within an
     environment."""
@@ -95,7 +98,8 @@ def up(
         raise FleetDrillError(
             f"a local fleet already runs in {folder}: `fleetdrill fleet down --dir {folder}` first"
         )
-    binaries = ensure_binaries(bin_dir, progress, (build.PROMETHEUS,) if prometheus else ())
+    extra = (build.PROMETHEUS,) * prometheus + (build.METRICS_SERVER,) * metrics_server
+    binaries = ensure_binaries(bin_dir, progress, extra)
     down_orphans()
     timings = timings or controlplane.LocalTimings()
     records = cluster_records(clusters, nodes, environments)
@@ -150,6 +154,9 @@ def up(
             state.save()
             queries = [objective["query"] for objective in prometheus_install.OBJECTIVES]
             prometheus_install.wait_data(federating, queries, READY_DEADLINE_S)
+        if metrics_server:
+            say("deploying metrics-server in every cluster")
+            metrics_server_install.start(state, READY_DEADLINE_S)
         files.write_fleet_file(state, timings, velero, published, monitors, federating)
         return state
     except BaseException:
@@ -216,6 +223,8 @@ def _start_nodes(
             env[images.VELERO_BIN_ENV] = str(binaries["velero"].parent)
         if "prometheus" in binaries:  # ... and Prometheus' image from the built server
             env[images.PROMETHEUS_BIN_ENV] = str(binaries["prometheus"].parent)
+        if "metrics-server" in binaries:  # ... and metrics-server's image from the built server
+            env[images.METRICS_SERVER_BIN_ENV] = str(binaries["metrics-server"].parent)
         start_process(
             state,
             processes.ProcessSpec(

@@ -135,3 +135,16 @@ def test_command_and_args_expand_the_containers_environment_as_the_kubelet_does(
     assert expand_all(parts, env) == [
         "-c", "synchronous_commit=on", "-c", "synchronous_standby_names=", "$(MODE)", "$(NONE)"
     ]  # fmt: skip
+
+
+def test_metrics_server_image_runs_the_built_server_with_the_pods_args(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(images.METRICS_SERVER_BIN_ENV, "/cache/metrics-server-v0.9.0")
+    server = "/cache/metrics-server-v0.9.0/metrics-server"
+    image = "registry.k8s.io/metrics-server/metrics-server:v0.9.0"
+    assert resolve(image, [], ["--secure-port=4443"]).argv == [server, "--secure-port=4443"]
+    assert resolve(image, ["/metrics-server"], ["--version"]).argv == [server, "--version"]
+    assert resolve(image, ["/bin/sh"], []).argv == images.IDLE
+    monkeypatch.delenv(images.METRICS_SERVER_BIN_ENV)
+    assert "fleet up --metrics-server" in resolve(image, [], []).note

@@ -9,6 +9,7 @@ from types import FrameType
 
 from kubernetes import client, config, watch
 
+from harness.localfleet.nodeagent.authz import Reviewer
 from harness.localfleet.nodeagent.cgroups import NodeCgroups
 from harness.localfleet.nodeagent.env import EnvBuilder
 from harness.localfleet.nodeagent.eviction import Config, EvictionManager
@@ -69,7 +70,8 @@ class Agent:
         threading.Thread(target=self.reporter.heartbeat_forever, name="heartbeat", daemon=True).start()
         tls = (self.args.tls_cert_file, self.args.tls_private_key_file, self.args.client_ca_file)
         stats = NodeSummary(self.args.node, self.cgroups.dirs, CpuReader())
-        KubeletApi(self.workers, stats, self.args.address, *map(Path, tls)).start()
+        reviewer = Reviewer(config.new_client_from_config(str(self.args.kubeconfig)), self.args.node)
+        KubeletApi(self.workers, stats, self.args.address, *map(Path, tls), reviewer).start()
         root = Path(self.args.root)
         pod_cidr = self.pod_cidr()
         self.runtime = Runtime(root, self.args.netns_prefix, pod_cidr, Path(self.args.cni_bin), self.cgroups)

@@ -13,7 +13,8 @@ postgres image (tags 15 and up) runs the PostgreSQL of its major version that De
 pg_isready and psql) behind our version of its entrypoint (harness.localfleet.pgentrypoint); Prometheus'
 image (prom/prometheus, any tag) runs the Prometheus server built from its Go module (`fleet build
 --prometheus`; Debian's package leaves out Kubernetes service discovery), with the image's default
-arguments when the pod gives none; any
+arguments when the pod gives none; metrics-server's image (registry.k8s.io/metrics-server/metrics-server)
+runs the metrics-server built from its Go module (`fleet up --metrics-server`) with the pod's args; any
 other image runs an idle process that is Running and Ready, so `kubectl create deployment
 --image=nginx` works. The pod's own command wins when the catalogue can run it (a real program on
 this machine); without a command its args are the argv, as for an image with no ENTRYPOINT (the base
@@ -56,6 +57,12 @@ PROMETHEUS_BIN_ENV = "FLEETDRILL_PROMETHEUS_BIN_DIR"
 """Where the node agent finds the built prometheus server (the supervisor sets it with --prometheus)."""
 PROMETHEUS_ARGS = ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
 """The image's CMD (its ENTRYPOINT is /bin/prometheus), as on Docker Hub."""
+METRICS_SERVER_IMAGES = (
+    "registry.k8s.io/metrics-server/metrics-server",
+    "k8s.gcr.io/metrics-server/metrics-server",
+)
+METRICS_SERVER_BIN_ENV = "FLEETDRILL_METRICS_SERVER_BIN_DIR"
+"""Where the node agent finds the built metrics-server (the supervisor sets it with --metrics-server)."""
 IDLE = [sys.executable, "-c", "import signal; signal.pause()"]
 
 
@@ -102,6 +109,8 @@ def resolve(image: str, command: list[str], args: list[str]) -> Resolved:
         return _postgres(image, command, args)
     if _repository(image) in PROMETHEUS_IMAGES:
         return _prometheus(image, command, args)
+    if _repository(image) in METRICS_SERVER_IMAGES:
+        return _metrics_server(image, command, args)
     argv = [*command, *args] if command else args  # an image outside the catalogue: no ENTRYPOINT known
     if argv and shutil.which(argv[0]):
         return Resolved(argv)
@@ -196,3 +205,14 @@ def _prometheus(image: str, command: list[str], args: list[str]) -> Resolved:
         )
     rest = [*command[1:], *args] if command else (args or PROMETHEUS_ARGS)
     return Resolved([str(Path(folder) / "prometheus"), *rest], own_folder=True)
+
+
+def _metrics_server(image: str, command: list[str], args: list[str]) -> Resolved:
+    """metrics-server's image: ENTRYPOINT /metrics-server (distroless, nothing else in it), no CMD."""
+    folder = os.environ.get(METRICS_SERVER_BIN_ENV)
+    program = Path(command[0]).name if command else "metrics-server"
+    if not folder or program != "metrics-server":
+        return Resolved(
+            IDLE, f"image {image}: {program!r} is not a built program here (fleet up --metrics-server)"
+        )
+    return Resolved([str(Path(folder) / "metrics-server"), *command[1:], *args], own_folder=True)

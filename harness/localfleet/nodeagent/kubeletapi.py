@@ -5,13 +5,13 @@ Only the API server calls it: pods/log, pods/exec, pods/attach, pods/portforward
 here (--kubelet-preferred-address-types).
 Authentication: TLS with a client certificate signed by the fleet CA; without one the answer is 401,
 and a certificate from another CA fails the handshake.
-Authorization: the kubelet would send the API server a SubjectAccessReview for nodes/stats (/stats/*),
-nodes/metrics (/metrics/*) or nodes/proxy (the rest; webhook mode, pkg/kubelet/server/auth.go). Here
-the certificate's groups must include system:masters instead. That gives the same answer for every
-identity the fleet issues: the API server's kubelet client is in system:masters, and the node and
-viewer identities have none of those subresources. It also needs no round trip to an API server that a
-drill may have just taken away. Prometheus therefore scrapes /metrics and /metrics/resource through the
-API server (nodes/proxy: /api/v1/nodes/NODE/proxy/metrics/resource), as the API server's client.
+Authorization: a certificate in system:masters may do anything, with no round trip to an API server
+that a drill may have just taken away (the API server's kubelet client is in it). Any other identity
+gets the kubelet's webhook mode (nodeagent/authz.py): a SubjectAccessReview for nodes/stats (/stats/*),
+nodes/metrics (/metrics/*) or nodes/proxy (the rest), as metrics-server's client certificate does for
+/metrics/resource; the node and viewer identities have none of those subresources. Prometheus scrapes
+/metrics and /metrics/resource through the API server (nodes/proxy:
+/api/v1/nodes/NODE/proxy/metrics/resource), as the API server's client.
 Refusals are worded as the kubelet words them (pkg/kubelet/server/server.go).
 """
 
@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
-from harness.localfleet.nodeagent import attach, containerexec, containerlogs, metrics, portforward, streams
+from harness.localfleet.nodeagent import (
+    attach,
+    authz,
+    containerexec,
+    containerlogs,
+    metrics,
+    portforward,
+    streams,
+)
 from harness.localfleet.nodeagent.pods import Container, PodWorker
 from harness.localfleet.nodeagent.summary import NodeSummary
 
@@ -70,8 +78,9 @@ class KubeletApi:
         cert: Path,
         key: Path,
         client_ca: Path,
+        reviewer: authz.Reviewer | None = None,
     ) -> None:
-        self.workers, self.stats, self.address = workers, stats, address
+        self.workers, self.stats, self.address, self.reviewer = workers, stats, address, reviewer
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
         self.context.load_verify_locations(client_ca)
@@ -94,7 +103,7 @@ class KubeletApi:
         """One request per connection (the response says Connection: close)."""
         try:
             request = await asyncio.wait_for(Request.read(reader), HEAD_TIMEOUT_S)
-            self._authorize(writer, request)
+            await self._authorize(writer, request)
             match request.parts:
                 case ["containerLogs", namespace, pod, container] if request.method == "GET":
                     await self._logs(request, reader, writer, namespace, pod, container)
@@ -124,15 +133,20 @@ class KubeletApi:
                 writer.close()
                 await writer.wait_closed()
 
-    def _authorize(self, writer: asyncio.StreamWriter, request: Request) -> None:
+    async def _authorize(self, writer: asyncio.StreamWriter, request: Request) -> None:
         cert = writer.get_extra_info("peercert")
         if not cert:
             raise streams.Refusal(HTTPStatus.UNAUTHORIZED, "Unauthorized")
         subject = [pair for rdn in cert["subject"] for pair in rdn]
-        if ("organizationName", "system:masters") not in subject:
+        groups = tuple(value for name, value in subject if name == "organizationName")
+        if "system:masters" not in groups:
             user = next((value for name, value in subject if name == "commonName"), "")
             verb = VERBS.get(request.method, request.method.lower())
             subresource = request.parts[0] if request.parts[0] in ("stats", "metrics") else "proxy"
+            if self.reviewer and await asyncio.to_thread(
+                self.reviewer.allowed, user, groups, verb, subresource
+            ):
+                return
             raise streams.Refusal(
                 HTTPStatus.FORBIDDEN,
                 f"Forbidden (user={user}, verb={verb}, resource=nodes, subresource(s)=[{subresource}])\n",

@@ -1,0 +1,94 @@
+"""metrics-server in the local fleet (`fleet up --metrics-server`): the real server, built from its Go
+module, registered with the API server's aggregation layer as v1beta1.metrics.k8s.io and scraping each
+node agent's /metrics/resource, so `kubectl top` and the HPA controller read real usage."""
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_fleet
+from harness.localfleet import build
+from tests.conftest import started_fleet, wait_for
+
+Kubectl = Callable[..., subprocess.CompletedProcess]
+NODES = 3
+BUSY_MILLICORES = 300  # a stress-ng worker spinning on one CPU shows far more than this
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
+    with started_fleet(tmp_path_factory, "metrics", clusters=2, metrics_server=True) as folder:
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def contexts(fleet_dir: Path) -> list[str]:
+    return [cluster.name for cluster in load_fleet(fleet_dir / "fleet.yaml").clusters]
+
+
+@pytest.fixture(scope="module")
+def kubectl(fleet_dir: Path) -> Kubectl:
+    binary = build.ensure_binaries()["kubectl"]
+
+    def run(
+        context: str, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
+        argv = [str(binary), "--kubeconfig", str(fleet_dir / "kubeconfig"), "--context", context, *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done
+
+    return run
+
+
+def _millicores(quantity: str) -> float:
+    """A CPU quantity as metrics-server writes it (nanocores `123n`, micro `u`, milli `m` or cores)."""
+    scale = {"n": 1e-6, "u": 1e-3, "m": 1.0}
+    return float(quantity[:-1]) * scale[quantity[-1]] if quantity[-1] in scale else float(quantity) * 1000
+
+
+def test_kubectl_top_nodes_shows_every_node_of_every_cluster(kubectl: Kubectl, contexts: list[str]) -> None:
+    for context in contexts:
+        service = json.loads(
+            kubectl(context, "get", "apiservice", "v1beta1.metrics.k8s.io", "-o", "json").stdout
+        )
+        available = [c for c in service["status"]["conditions"] if c["type"] == "Available"]
+        assert available and available[0]["status"] == "True", available
+        rows = kubectl(context, "top", "nodes", "--no-headers").stdout.splitlines()
+        assert len(rows) == NODES, rows
+        assert all(row.split()[1].endswith("m") and row.split()[3].endswith("Mi") for row in rows), rows
+
+
+def test_the_metrics_api_sees_a_busy_pods_cpu(kubectl: Kubectl, contexts: list[str]) -> None:
+    context = contexts[0]
+    busy = {"name": "busy", "image": "fleetdrill.io/stress", "args": ["--cpu", "1", "--timeout", "180s"]}
+    busy["resources"] = {"requests": {"cpu": "100m"}}
+    overrides = json.dumps({"spec": {"containers": [busy]}})
+    kubectl(
+        context, "run", "busy", "--image=fleetdrill.io/stress", "--restart=Never", "--overrides", overrides
+    )
+    try:
+
+        def usage() -> float:
+            done = kubectl(
+                context,
+                "get",
+                "--raw",
+                "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/busy",
+                check=False,
+            )
+            if done.returncode != 0:
+                return 0.0
+            containers = json.loads(done.stdout)["containers"]
+            return sum(_millicores(c["usage"]["cpu"]) for c in containers)
+
+        busy = wait_for(lambda: usage() > BUSY_MILLICORES, 90, "the busy pod's CPU in the metrics API", 1.0)
+        assert busy
+        rows = kubectl(context, "top", "pods", "--no-headers").stdout.splitlines()
+        assert any(row.split()[0] == "busy" for row in rows), rows
+    finally:
+        kubectl(context, "delete", "pod", "busy", "--wait=false", check=False)
