@@ -16,9 +16,7 @@ BASELINE_S = 2.0
 @pytest.mark.destructive
 @pytest.mark.quarterly
 @pytest.mark.gameday
-@pytest.mark.drill(
-    uses={"wan-partition": "standby", "cluster-loss": "active", "failover": "passive"}
-)
+@pytest.mark.drill(uses={"wan-partition": "standby", "cluster-loss": "active", "failover": "passive"})
 def test_lose_the_primary_while_the_standby_region_is_cut_off(
     drill: Drill, app: App, failover: Failover
 ) -> None:
