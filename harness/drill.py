@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from harness import appcontract, isolation, measure
@@ -28,7 +28,7 @@ from harness.promabort import abort_checks
 from harness.prometheus import Prometheuses
 from harness.promslo import MetricSeries, Windows, evaluate
 from harness.safety import AbortMonitor, AvailabilityBelow
-from harness.samples import MissedSlot, ProbeSample, RtoResult, SentinelWrite, Verdict
+from harness.samples import MissedSlot, ProbeSample, ReplicaLag, RtoResult, SentinelWrite, Verdict
 from harness.sentinels import GLOBAL, RESTORED, SentinelStore, Where, store_for
 from harness.strategies import failed_over_events
 from harness.timeline import Timeline
@@ -76,6 +76,10 @@ class Observation:
     seq_base: int = 0
     start: float = 0.0
     end: float = 0.0
+    replication: list[ReplicaLag] | None = None
+    """Each replica's lag behind the primary just before the drill's first fault, as the sentinel store's
+    database reports it (empty when it cannot tell)."""
+    replication_read_at: float | None = None
 
 
 class Drill:
@@ -243,6 +247,7 @@ class Drill:
         A fault whose effect does not show in time is an error verdict and FaultNotEffective: a fault that
         did not happen proves nothing about recovery."""
         self._pause(f"next: inject {fault.describe()}")
+        self._read_replication()
         completed = self.stack.push(fault)
         started = next(
             e for e in self.timeline.events("fault.injecting") if e.detail["id"] == completed.detail["id"]
@@ -254,6 +259,22 @@ class Drill:
                 Verdict("error", "fault effect", f"{fault.kind} takes effect", "not seen", str(error), {})
             )
             raise
+
+    def _read_replication(self) -> None:
+        """Before the first fault: each observed app's replication lag, as its sentinel store reports it
+        (recorded on the timeline; a failed read is recorded as unknown, it judges nothing)."""
+        for name in list(self._writers):
+            observation = self.observations[name]
+            if observation.replication is not None:
+                continue
+            try:
+                lags = self._store(observation.app).replication_lag()
+            except FleetDrillError as error:
+                lags = [ReplicaLag("?", None, None, None, "unknown", str(error))]
+            observation.replication, observation.replication_read_at = lags, time.monotonic()
+            if lags:
+                replicas = [lag.to_dict() for lag in lags]
+                self.timeline.record("replication.lag", detail={"app": name, "replicas": replicas})
 
     def endpoint_probes(self, cluster: str, since: float) -> list[ProbeSample] | None:
         """The live probes of the app endpoints in `cluster` sent since `since`; None when none is probed."""
@@ -419,6 +440,29 @@ class Drill:
         self.verdicts.append(verdict)
         return verdict
 
+    def judge_return(
+        self,
+        app: App,
+        old: str,
+        returned: list[SentinelWrite],
+        new: str,
+        promoted: list[SentinelWrite],
+        t0: float,
+    ) -> Verdict:
+        """Fencing of an old primary that returned after `new` was promoted: never two writers, from the
+        app's writes during the drill (each credited to the cluster that answered it) and the direct writes
+        to both while the old one returned. The old one's writes before it first answered are left out: it
+        was not running (its loss is the drill's fault), so none of them can have been accepted."""
+        observation = self.observations[app.name]
+        answered = next((i for i, w in enumerate(returned) if w.outcome != "unknown"), len(returned))
+        writes = {
+            old: [w for w in observation.writes if w.served_by == old] + returned[answered:],
+            new: [w for w in observation.writes if w.served_by == new] + promoted,
+        }
+        verdict = measure.judge_split_brain(writes, t0)
+        self.verdicts.append(verdict)
+        return verdict
+
     def judge(
         self,
         app: App,
@@ -480,6 +524,9 @@ class Drill:
         }
         if app.dns is not None:
             verdicts.append(self._judge_dns(app, observation, t0, figures))
+        if observation.replication:
+            figures["replication_at_t0"] = [lag.to_dict() for lag in observation.replication]
+            figures["replication_read_before_t0_s"] = t0 - (observation.replication_read_at or t0)
         if survivor is not None:
             verdicts.append(self._judge_rpo(app, survivor, t0, figures))
         verdicts += self._judge_promql(app, observation.start, observation.end, t0, result, figures)
@@ -604,9 +651,13 @@ class Drill:
         loss = measure.rpo(observation.writes, present, t0)
         figures |= {"rpo_s": loss.rpo, "lost_writes": loss.lost_count, "lost_ids": list(loss.lost)}
         quiet_s = self.settings.max_quiet_s
-        return self._against(
+        verdict = self._against(
             app, "rpo", "RPO", lambda goal: measure.judge_rpo(loss, goal, max_quiet_s=quiet_s)
         )
+        if not observation.replication:
+            return verdict
+        lags = "; ".join(lag.describe() for lag in observation.replication)
+        return replace(verdict, message=f"{verdict.message}; replication lag at t0: {lags}")
 
     def _judge_restored_data(
         self, app: App, restored: Where, t0: float, point: BackupPoint, figures: dict[str, object]

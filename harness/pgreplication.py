@@ -69,3 +69,12 @@ def lag_bytes(primary: psycopg.Connection, standby: psycopg.Connection) -> int:
     if replayed is None:
         raise ValueError("the server read as the standby is not in recovery: it has no replay position")
     return max(0, current_lsn(primary) - replayed)
+
+
+def replay_age_s(standby: psycopg.Connection) -> float | None:
+    """Seconds from the commit time of the newest transaction a standby replayed to now (None when it
+    replayed none yet); the commit time is the primary's clock."""
+    value = standby.execute(
+        "select extract(epoch from now() - pg_last_xact_replay_timestamp())::float8"
+    ).fetchone()[0]
+    return None if value is None else max(0.0, float(value))

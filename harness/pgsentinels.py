@@ -13,6 +13,11 @@ channel's first write. A write is credited to the cluster whose database took it
 the primary, the cluster whose `clusters` entry lists the host and port libpq connected to (the
 split-brain check counts who took writes by it).
 
+The replication lag (`replication_lag`, read by the drill just before its first fault) is each cluster's
+server as it reports itself: the replicas' replay positions and newest replayed commit time read first,
+then the primary's (the one not in recovery) write position and pg_stat_replication, so a write between
+the reads can only make a lag larger.
+
 A read selects a stream's rows above a seq from `clusters[NAME]` (the survivor after failover) or
 `restored` (a restored copy). A restored database is reached by its own conninfo entry: the proxy and TLS
 settings of Where (the API server's service proxy, for HTTP) do not apply to SQL. A failed read (no
@@ -30,6 +35,7 @@ import os
 import socket
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +43,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from harness import pgreplication
 from harness.config import PostgresqlSentinels
 from harness.errors import ConfigError, FleetDrillError
+from harness.samples import ReplicaLag
 from harness.sentinels import GLOBAL, RESTORED, Attempt, SentinelStore, Where, WriteChannel
 
 GRACE_S = 1.0
@@ -247,6 +255,9 @@ class PostgresqlStore(SentinelStore):
         owners = {address: name for address, name in listed if [a for a, _ in listed].count(address) == 1}
         return PostgresqlChannel(self.database(where.target), owners)
 
+    def replication_lag(self) -> list[ReplicaLag]:
+        return replication_lag(self)
+
     def records(self, where: Where, since: int, stream: str) -> dict[int, Any]:
         db = self.database(where.target)
         query = sql.SQL(
@@ -273,3 +284,62 @@ class PostgresqlStore(SentinelStore):
             seq: {"seq": seq, "stream": name, "payload": payload, "written_at": written.isoformat()}
             for seq, name, payload, written in rows
         }
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """One cluster's server as read for the replication lag: a replica's replay position and age, or a
+    primary's write position and its walsenders' states by application name."""
+
+    cluster: str
+    replica: bool = False
+    replayed: int | None = None
+    age_s: float | None = None
+    written: int = 0
+    links: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _read(database: Database) -> _Copy:
+    """The server of `database` as _Copy; its error (in a line, no password) when it cannot be read."""
+    try:
+        conn = database.connect()
+    except psycopg.Error as exc:
+        return _Copy(database.target, error=database.why(exc))
+    with conn, _Deadline(conn, database.spec.statement_timeout + GRACE_S) as deadline:
+        try:
+            if pgreplication.in_recovery(conn):
+                age = pgreplication.replay_age_s(conn)
+                return _Copy(database.target, True, pgreplication.replayed_lsn(conn), age)
+            hidden = "unknown: the user lacks pg_monitor"  # pg_stat_replication hides the state
+            links = {s.application_name: s.state or hidden for s in pgreplication.standbys(conn)}
+            return _Copy(database.target, written=pgreplication.current_lsn(conn), links=links)
+        except psycopg.Error as exc:
+            said = f"no answer within {deadline.seconds:g} s" if deadline.fired else database.why(exc)
+            return _Copy(database.target, error=said)
+
+
+def replication_lag(store: PostgresqlStore) -> list[ReplicaLag]:
+    """Each replica's lag behind the primary, from the servers the fleet file's `clusters` name: every
+    server connected to at once; a replica's walsender state is the primary's row whose application_name
+    is the replica's cluster (as the local fleet names them), else "not streaming"."""
+    databases = [store.database(name) for name in store.spec.clusters]
+    with ThreadPoolExecutor(max_workers=max(1, len(databases))) as pool:
+        replicas = list(pool.map(_read, databases))  # the primary's answer too: read again below, after
+    primaries = [c for c in replicas if c.error is None and not c.replica]
+    primary = _read(store.database(primaries[0].cluster)) if len(primaries) == 1 else None
+    lags = []
+    for copy in replicas:
+        if copy.error is not None:
+            lags.append(ReplicaLag(copy.cluster, None, None, None, "no answer", copy.error))
+        elif not copy.replica:
+            continue
+        elif primary is None or primary.error is not None or copy.replayed is None:
+            why = "no replay position" if copy.replayed is None else "no single primary answered"
+            lags.append(ReplicaLag(copy.cluster, None, None, None, "unknown", why))
+        else:
+            behind = max(0, primary.written - copy.replayed)
+            age = 0.0 if behind == 0 else copy.age_s
+            state = primary.links.get(copy.cluster, "not streaming")
+            lags.append(ReplicaLag(copy.cluster, primary.cluster, age, behind, state))
+    return lags

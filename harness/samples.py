@@ -227,6 +227,33 @@ Status = Literal["pass", "fail", "error"]
 
 
 @dataclass(frozen=True)
+class ReplicaLag(_Record):
+    """How far one cluster's copy of the app's data was behind the primary at a moment, as the data store
+    reports it (a PostgreSQL standby's replay position and the time of its newest replayed commit)."""
+
+    cluster: str
+    primary: str | None
+    """The cluster whose copy was the primary (None when none or several answered as one)."""
+    behind_s: float | None
+    """From the newest commit the copy had replayed to the moment read (0 when it had replayed all the
+    primary had written): the writes acknowledged since are not in it. None when unknown."""
+    behind_bytes: int | None
+    """The primary's write position less the copy's replay position (bytes of WAL)."""
+    state: str
+    """The primary's view of the copy's link (streaming, catchup, ...), "not streaming" without one, or
+    "no answer"."""
+    error: str | None = None
+
+    def describe(self) -> str:
+        """e.g. "eu-west 10.4 s behind us-east (1.3 MB of WAL, not streaming)"."""
+        if self.error is not None:
+            return f"{self.cluster} unknown ({self.error})"
+        behind = "unknown" if self.behind_s is None else f"{self.behind_s:.3g} s behind"
+        wal = "" if self.behind_bytes is None else f"{self.behind_bytes / 1e6:.3g} MB of WAL, "
+        return f"{self.cluster} {behind} {self.primary or 'the primary'} ({wal}{self.state})"
+
+
+@dataclass(frozen=True)
 class Verdict(_Record):
     """An objective judged: what was expected, what was measured, a message saying when, and the moments."""
 

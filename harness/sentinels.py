@@ -30,7 +30,7 @@ from harness.auth import RequestAuth
 from harness.config import App, CommandSentinels, HttpSentinels, PostgresqlSentinels, fill_json
 from harness.errors import ConfigError, FleetDrillError
 from harness.infra.command import render, stderr_tail
-from harness.samples import WriteOutcome
+from harness.samples import ReplicaLag, WriteOutcome
 
 GLOBAL = "global"
 """The target of writes through the app's global endpoint (the postgresql adapter: its primary)."""
@@ -87,6 +87,11 @@ class SentinelStore(ABC):
     def present(self, where: Where, since: int, stream: str) -> set[int]:
         """The seqs of `stream` above `since` kept at `where`."""
         return set(self.records(where, since, stream))
+
+    def replication_lag(self) -> list[ReplicaLag]:
+        """How far each cluster's copy is behind the primary now, as the store's database reports it
+        (the postgresql adapter); [] for a store that cannot tell (the app's API, the user's commands)."""
+        return []
 
 
 def store_for(app: App, where_in_file: str, identity_header: str | None = None) -> SentinelStore:

@@ -10,7 +10,17 @@ from harness.localfleet import apps, controlplane, dnsserver, pki, prometheus_in
 from harness.localfleet.dnsserver import DnsPlan
 from harness.localfleet.state import FleetState
 
-OWNED = ("clusters", "pki", "logs", "kubeconfig", "fleet.yaml", "backup-store", "dns", "prometheus-global")
+OWNED = (
+    "clusters",
+    "pki",
+    "logs",
+    "kubeconfig",
+    "fleet.yaml",
+    "fleet-postgresql.yaml",
+    "backup-store",
+    "dns",
+    "prometheus-global",
+)
 
 
 def reset(folder: Path) -> None:

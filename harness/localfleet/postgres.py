@@ -24,23 +24,32 @@ from harness.localfleet import each, processes
 from harness.localfleet.state import ClusterRecord, FleetState, start_process
 
 MANIFEST = Path(__file__).resolve().parents[2] / "fixtures" / "apps" / "postgres.yaml"
-NAMESPACE = SERVICE = SECRET = "postgres"
+NAMESPACE = SERVICE = SECRET = STATEFULSET = "postgres"
+ROLE_SETTINGS = "postgres-role"
 PORT = 5432
 SUPERUSER, DATABASE, REPLICATION_USER = "postgres", "postgres", "replicator"
 CONNECT_TIMEOUT_S = 3
 
 
-def role_settings(cluster: str, role: str, primary_host: str) -> dict:
-    """The per-cluster ConfigMap postgres-role: primary in the active cluster, replica elsewhere."""
+def role_settings(cluster: str, primary: bool, primary_host: str, peers: list[str]) -> dict:
+    """The per-cluster ConfigMap postgres-role: the primary's cluster, the primary's ingress address, and
+    the other clusters' (the peers a returning server asks whether one was promoted while it was away)."""
     return {
-        "metadata": {"name": "postgres-role", "namespace": NAMESPACE},
+        "metadata": {"name": ROLE_SETTINGS, "namespace": NAMESPACE},
         "data": {
-            "ROLE": "primary" if role == "active" else "replica",
+            "ROLE": "primary" if primary else "replica",
             "CLUSTER": cluster,
             "PRIMARY_HOST": primary_host,
             "PRIMARY_PORT": str(PORT),
+            "PEERS": " ".join(peers),
+            "FENCING": "on",
         },
     }
+
+
+def peers(state: FleetState, cluster: str) -> list[str]:
+    """The ingress addresses of every cluster but `cluster`."""
+    return [endpoint(state, c.name)[0] for c in state.clusters if c.name != cluster]
 
 
 def secret(password: str, replication_password: str) -> dict:
@@ -54,7 +63,7 @@ def secret(password: str, replication_password: str) -> dict:
     }
 
 
-def deploy(kubeconfig: Path, cluster: ClusterRecord, primary_host: str, passwords: dict) -> None:
+def deploy(kubeconfig: Path, cluster: ClusterRecord, settings: dict, passwords: dict) -> None:
     """The namespace, the Secret and the role's ConfigMap, then the rest of the manifest, in one cluster."""
     api = config.new_client_from_config(str(kubeconfig), context=cluster.name)
     try:
@@ -62,7 +71,7 @@ def deploy(kubeconfig: Path, cluster: ClusterRecord, primary_host: str, password
         utils.create_from_dict(api, documents[0])  # the namespace
         core = client.CoreV1Api(api)
         core.create_namespaced_secret(NAMESPACE, passwords)
-        core.create_namespaced_config_map(NAMESPACE, role_settings(cluster.name, cluster.role, primary_host))
+        core.create_namespaced_config_map(NAMESPACE, settings)
         for document in documents[1:]:
             utils.create_from_dict(api, document)
     finally:
@@ -95,7 +104,11 @@ def start(state: FleetState) -> None:
     active = next(c for c in state.clusters if c.role == "active")
     primary_host = endpoint(state, active.name)[0]
     passwords = secret(secrets.token_urlsafe(18), secrets.token_urlsafe(18))
-    each.at_once(lambda c: deploy(kubeconfig, c, primary_host, passwords), state.clusters)
+    settings = {
+        c.name: role_settings(c.name, c.role == "active", primary_host, peers(state, c.name))
+        for c in state.clusters
+    }
+    each.at_once(lambda c: deploy(kubeconfig, c, settings[c.name], passwords), state.clusters)
     for cluster in state.clusters:
         address = endpoint(state, cluster.name)[0]
         start_process(
@@ -170,3 +183,43 @@ def wait_streaming(state: FleetState, deadline_s: float) -> None:
             )
         if silent or waiting:
             time.sleep(0.5)
+
+
+FLEET_FILE = "fleet-postgresql.yaml"
+PASSWORD_ENV = "FLEETDRILL_PG_PASSWORD"
+
+
+def write_fleet_file(state: FleetState) -> Path:
+    """fleet-postgresql.yaml beside the fleet file: the same fleet, its sample app's data path judged in
+    PostgreSQL (postgresql sentinels in the primary's database, read back from each cluster's) and its
+    failover the runbook of harness.localfleet.pgfailover (the Gslb and the app, then pg_promote()). The
+    superuser's password is the variable PASSWORD_ENV names (from the Secret postgres/postgres)."""
+    document = yaml.safe_load((state.folder / "fleet.yaml").read_text())
+    hosts = {c.name: endpoint(state, c.name)[0] for c in state.clusters}
+    database = f"port={PORT} dbname={DATABASE} user={SUPERUSER}"
+    document["apps"][0] |= {
+        "sentinels": {
+            "adapter": "postgresql",
+            "primary": f"host={','.join(hosts.values())} {database} target_session_attrs=read-write",
+            "clusters": {name: f"host={host} {database}" for name, host in hosts.items()},
+            "password_env": PASSWORD_ENV,
+            "connect_timeout": "2s",
+            "statement_timeout": "2s",
+        },
+        "failover": {
+            "strategy": "command",
+            "command": [
+                sys.executable,
+                "-m",
+                "harness.localfleet.pgfailover",
+                f"--dir={state.folder}",
+                "--app={app}",
+                "--to={cluster}",
+            ],
+            "timeout": "180s",
+        },
+    }
+    path = state.folder / FLEET_FILE
+    header = "# Written by `fleetdrill fleet up --postgres`: the fleet with its app's data in PostgreSQL.\n"
+    path.write_text(header + yaml.safe_dump(document, sort_keys=False))
+    return path

@@ -158,6 +158,8 @@ def up(
             say("deploying metrics-server in every cluster")
             metrics_server_install.start(state, READY_DEADLINE_S)
         files.write_fleet_file(state, timings, velero, published, monitors, federating)
+        if with_postgres:
+            postgres.write_fleet_file(state)
         return state
     except BaseException:
         down(folder)

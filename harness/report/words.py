@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness.report.drill_record import DrillRecord
+from harness.samples import ReplicaLag
 
 REASON_CHARS = 160  # the terminal summary's; the HTML report shows more
 ERROR_CHARS = 300  # the error quoted in a failed drill's first sentence
@@ -93,12 +94,17 @@ def figure_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("latency percentiles", text, "answered requests: p99 = 99 % were at least this fast"))
     for found in figures.get("promql") or []:
         rows.append(promql_row(found))
+    if figures.get("replication_at_t0"):
+        lags = "; ".join(ReplicaLag(**lag).describe() for lag in figures["replication_at_t0"])
+        meaning = "each replica's lag just before the fault: writes acknowledged since were not on it yet"
+        rows.append(("replication lag at t0", lags, meaning))
     skip = {
         *FIGURES,
         "latency_s",
         "rto_phases",
         "lost_ids",
         "promql",
+        "replication_at_t0",
     }  # every lost id stays in record.json only
     rows += [(key, str(value), "") for key, value in figures.items() if key not in skip]
     return rows

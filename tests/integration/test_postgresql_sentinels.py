@@ -140,6 +140,41 @@ def test_writes_the_promoted_replica_never_got_are_lost(servers: Servers, primar
     assert write(store, "eu-west", "loss", range(39, 40))[0].served_by == "eu-west"  # promoted: takes writes
 
 
+def test_the_replication_lag_is_how_far_each_replica_is_behind_the_primary(
+    servers: Servers, primary: Server
+) -> None:
+    """In step: nothing behind. Its link cut (restarted without a primary to stream from) while the primary
+    goes on committing: behind by the time since its newest replayed commit, and the bytes of WAL."""
+    follower = servers.replica(primary, "lagging")
+    store = store_of(primary.conninfo(), {"us-east": primary.conninfo(), "eu-west": follower.conninfo()})
+    write(store, GLOBAL, "lag", range(1, 11))
+    lsn = primary.written()
+    wait_for(lambda: follower.replayed(lsn), CATCH_UP_S, f"the replica to replay the WAL up to {lsn}")
+    (lag,) = store.replication_lag()
+    assert (lag.cluster, lag.primary, lag.behind_s, lag.behind_bytes) == ("eu-west", "us-east", 0.0, 0)
+    assert lag.state == "unknown: the user lacks pg_monitor"
+    with primary.admin() as conn:
+        conn.execute(f"GRANT pg_monitor TO {postgres.USER}")
+    wait_for(lambda: store.replication_lag()[0].state == "streaming", CATCH_UP_S, "the walsender's state")
+
+    servers.stop(follower)
+    servers.start(follower, "-c primary_conninfo=''")
+    seq = iter(range(11, 1000))
+    cut = wait_for(
+        lambda: (
+            write(store, GLOBAL, "lag", range(next(seq), next(seq)))
+            and (found := store.replication_lag()[0]).behind_s is not None
+            and found.behind_s >= 1.0
+            and found
+        ),
+        CATCH_UP_S,
+        "the cut replica's lag to reach a second",
+    )
+    assert cut.state == "not streaming" and cut.behind_bytes and cut.behind_bytes > 0, cut
+    assert cut.describe().startswith(f"eu-west {cut.behind_s:.3g} s behind us-east (")
+    servers.stop(follower)
+
+
 def test_a_read_that_fails_is_an_error_naming_the_cluster_never_a_loss(
     primary: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

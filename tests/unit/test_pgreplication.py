@@ -8,6 +8,7 @@ import pytest
 from harness.localfleet.postgres import role_settings
 from harness.localfleet.tcpingress import Relay
 from harness.pgreplication import lsn
+from harness.samples import ReplicaLag
 
 
 def test_a_wal_position_is_its_byte_offset() -> None:
@@ -21,16 +22,24 @@ def test_a_value_that_is_no_wal_position_is_refused() -> None:
         lsn("3000148")
 
 
-def test_the_active_cluster_runs_the_primary_and_every_other_a_replica_of_it() -> None:
-    assert role_settings("us-east", "active", "10.0.0.3")["data"]["ROLE"] == "primary"
-    replica = role_settings("eu-west", "passive", "10.0.0.3")["data"]
+def test_the_primary_cluster_runs_the_primary_and_every_other_a_replica_of_it() -> None:
+    assert role_settings("us-east", True, "10.0.0.3", ["10.0.1.3"])["data"]["ROLE"] == "primary"
+    replica = role_settings("eu-west", False, "10.0.0.3", ["10.0.0.3", "10.0.2.3"])["data"]
     assert replica == {
         "ROLE": "replica",
         "CLUSTER": "eu-west",
         "PRIMARY_HOST": "10.0.0.3",
         "PRIMARY_PORT": "5432",
+        "PEERS": "10.0.0.3 10.0.2.3",
+        "FENCING": "on",
     }
-    assert role_settings("ap-south", "standby", "10.0.0.3")["data"]["ROLE"] == "replica"
+
+
+def test_a_replicas_lag_says_how_far_behind_which_primary_and_its_link() -> None:
+    lag = ReplicaLag("eu-west", "us-east", 10.42, 1_300_000, "not streaming")
+    assert lag.describe() == "eu-west 10.4 s behind us-east (1.3 MB of WAL, not streaming)"
+    unknown = ReplicaLag("eu-west", None, None, None, "no answer", "OperationalError: timeout")
+    assert unknown.describe() == "eu-west unknown (OperationalError: timeout)"
 
 
 async def _relayed(payload: bytes) -> tuple[bytes, bytes]:

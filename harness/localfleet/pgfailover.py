@@ -1,0 +1,197 @@
+"""The local fleet's failover runbook for an app whose data is the fleet's PostgreSQL: the `command` of
+fleet-postgresql.yaml's failover (`python -m harness.localfleet.pgfailover --dir D --app A --to C`), what
+a user's dr/promote.sh does for their own fleet.
+
+It moves the app's traffic as the fleet file's promote strategy does (the Gslb, the sample app's own
+promote call), then makes C's server the primary:
+- C's server a replica, the primary lost: pg_promote() there;
+- the primary reachable (a fail-back): a switchover without loss: C is made a replica of the primary
+  first if it is not one (a stale old primary), the primary is set read-only, C is promoted once it has
+  replayed all the primary wrote;
+then every reachable cluster's ConfigMap postgres-role names C, and each other reachable server not
+streaming from C restarts: its initContainer finds C primary on a newer timeline and copies it (the
+fencing of fixtures/apps/postgres.yaml). A cluster lost meanwhile is fenced the same way when it returns.
+"""
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from kubernetes import client, config
+
+from harness import pgreplication
+from harness.config import load_fleet
+from harness.errors import FleetDrillError
+from harness.fleet import FleetAccess
+from harness.localfleet import postgres
+from harness.localfleet.state import FleetState
+from harness.strategies.promote import promote
+from harness.timeline import Timeline
+
+STREAMING_DEADLINE_S = 120.0
+CAUGHT_UP_DEADLINE_S = 30.0
+PROMOTE_WAIT_S = 30
+
+
+@dataclass(frozen=True)
+class Server:
+    """One cluster's server as it answers now."""
+
+    cluster: str
+    in_recovery: bool
+    timeline: int
+    """Its current timeline (0 for a replica: only a primary's counts here)."""
+
+
+def look(state: FleetState, password: str, cluster: str) -> Server | None:
+    """The cluster's server, None when it does not answer."""
+    try:
+        with postgres.connect(state, cluster, password) as connection:
+            if pgreplication.in_recovery(connection):
+                return Server(cluster, True, 0)
+            (wal,) = connection.execute("select pg_walfile_name(pg_current_wal_lsn())").fetchone() or ("",)
+            return Server(cluster, False, int(wal[:8], 16))
+    except psycopg.Error:
+        return None
+
+
+def streaming_from(state: FleetState, password: str, primary: str) -> set[str]:
+    """The clusters whose replicas stream from `primary`'s server (their application_name)."""
+    try:
+        with postgres.connect(state, primary, password) as connection:
+            return {s.application_name for s in pgreplication.standbys(connection) if s.state == "streaming"}
+    except psycopg.Error:
+        return set()
+
+
+def poll(condition: object, deadline_s: float, what: str) -> None:
+    """Poll `condition` (a callable) until it is true; FleetDrillError naming `what` at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise FleetDrillError(f"PostgreSQL failover: {what} not within {deadline_s:g} s")
+        time.sleep(0.5)
+
+
+class Runbook:
+    """Moves the primary among the clusters of the fleet in `folder`; the password is read from the
+    Secret of `reachable`, a cluster that answers (the same in every cluster)."""
+
+    def __init__(self, folder: Path, reachable: str) -> None:
+        self.state = FleetState.load(folder.resolve())
+        self.password = postgres.password(self.state.folder / "kubeconfig", reachable)
+
+    def _core(self, cluster: str) -> tuple[client.ApiClient, client.CoreV1Api]:
+        api = config.new_client_from_config(str(self.state.folder / "kubeconfig"), context=cluster)
+        return api, client.CoreV1Api(api)
+
+    def point_at(self, cluster: str, primary: str) -> None:
+        """Write `cluster`'s ConfigMap postgres-role: `primary` is the primary."""
+        api, core = self._core(cluster)
+        try:
+            data = {
+                "ROLE": "primary" if cluster == primary else "replica",
+                "PRIMARY_HOST": postgres.endpoint(self.state, primary)[0],
+            }
+            core.patch_namespaced_config_map(postgres.ROLE_SETTINGS, postgres.NAMESPACE, {"data": data})
+        finally:
+            api.close()
+
+    def restart(self, cluster: str) -> None:
+        """Delete the cluster's server pod: its StatefulSet makes a new one, whose initContainer runs."""
+        api, core = self._core(cluster)
+        try:
+            core.delete_namespaced_pod(f"{postgres.STATEFULSET}-0", postgres.NAMESPACE)
+        finally:
+            api.close()
+
+    def follow(self, clusters: list[str], primary: str) -> None:
+        """Make `clusters` replicas of `primary`: their ConfigMap names it, each not streaming from it
+        restarts (fenced: its data moved aside, a fresh copy of the primary); wait until all stream."""
+        for cluster in clusters:
+            self.point_at(cluster, primary)
+        behind = [c for c in clusters if c not in streaming_from(self.state, self.password, primary)]
+        for cluster in behind:
+            self.restart(cluster)
+        poll(
+            lambda: set(behind) <= streaming_from(self.state, self.password, primary),
+            STREAMING_DEADLINE_S,
+            f"{', '.join(behind)} streaming from {primary}",
+        )
+
+    def move_primary(self, to: str) -> str:
+        """Make `to`'s server the primary (once it answers: a returning cluster's may be starting); what
+        was done, in a line."""
+        poll(lambda: look(self.state, self.password, to), STREAMING_DEADLINE_S, f"{to}'s server answering")
+        servers = {c.name: look(self.state, self.password, c.name) for c in self.state.clusters}
+        target = servers[to]
+        if target is None:
+            raise FleetDrillError(f"PostgreSQL failover: {to}'s server does not answer through its ingress")
+        primaries = sorted((s for s in servers.values() if s and not s.in_recovery), key=lambda s: s.timeline)
+        current = primaries[-1] if primaries else None
+        reachable = [name for name, server in servers.items() if server is not None and name != to]
+        if current is not None and current.cluster == to:
+            done = f"{to} is the primary already (timeline {current.timeline})"
+        elif current is None:
+            self._promote(to)
+            done = f"{to} promoted (no primary answers)"
+        else:
+            if not target.in_recovery:  # a stale primary (returned unfenced): a replica of the newest first
+                self.follow([to], current.cluster)
+            self._switch_over(current.cluster, to)
+            done = f"{to} promoted after {current.cluster} was set read-only and {to} replayed all it wrote"
+        self.point_at(to, to)
+        self.follow(reachable, to)
+        return done
+
+    def _switch_over(self, old: str, new: str) -> None:
+        """No write lost: `old` read-only, `new` caught up with it, then `new` promoted."""
+        with postgres.connect(self.state, old, self.password) as connection:
+            connection.execute("alter system set default_transaction_read_only = on")
+            connection.execute("select pg_reload_conf()")
+            poll(
+                lambda: connection.execute("show default_transaction_read_only").fetchone() == ("on",),
+                10,
+                f"{old} read-only",
+            )
+            written = pgreplication.current_lsn(connection)
+        with postgres.connect(self.state, new, self.password) as connection:
+            poll(
+                lambda: (pgreplication.replayed_lsn(connection) or 0) >= written,
+                CAUGHT_UP_DEADLINE_S,
+                f"{new} replaying all {old} wrote",
+            )
+        self._promote(new)
+
+    def _promote(self, cluster: str) -> None:
+        with postgres.connect(self.state, cluster, self.password) as connection:
+            query = "select pg_promote(wait => true, wait_seconds => %s)"
+            if connection.execute(query, [PROMOTE_WAIT_S]).fetchone() != (True,):
+                raise FleetDrillError(f"PostgreSQL failover: {cluster} not promoted in {PROMOTE_WAIT_S} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.localfleet.pgfailover", description=__doc__)
+    parser.add_argument("--dir", type=Path, required=True, help="the local fleet's folder")
+    parser.add_argument("--app", required=True, help="the app failing over")
+    parser.add_argument("--to", required=True, help="the cluster taking over")
+    args = parser.parse_args(argv)
+    fleet = load_fleet(args.dir / "fleet.yaml")  # the app's own promote call (Gslb, its own data)
+    access = FleetAccess(fleet)
+    try:
+        promote(access, fleet.app(args.app), fleet.cluster(args.to).name, Timeline())
+    finally:
+        access.close()
+    try:
+        print(f"{args.app}: {Runbook(args.dir, args.to).move_primary(args.to)}")
+    except FleetDrillError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
