@@ -321,8 +321,9 @@ def _read(database: Database) -> _Copy:
 
 def replication_lag(store: PostgresqlStore) -> list[ReplicaLag]:
     """Each replica's lag behind the primary, from the servers the fleet file's `clusters` name: every
-    server connected to at once; a replica's walsender state is the primary's row whose application_name
-    is the replica's cluster (as the local fleet names them), else "not streaming"."""
+    server connected to at once; a replica's link state is the primary's pg_stat_replication row whose
+    application_name is the replica's cluster (as the local fleet names them), else "no walsender named"
+    it (a replica cut off, or one named otherwise)."""
     databases = [store.database(name) for name in store.spec.clusters]
     with ThreadPoolExecutor(max_workers=max(1, len(databases))) as pool:
         replicas = list(pool.map(_read, databases))  # the primary's answer too: read again below, after
@@ -340,6 +341,6 @@ def replication_lag(store: PostgresqlStore) -> list[ReplicaLag]:
         else:
             behind = max(0, primary.written - copy.replayed)
             age = 0.0 if behind == 0 else copy.age_s
-            state = primary.links.get(copy.cluster, "not streaming")
+            state = primary.links.get(copy.cluster, f"no walsender named {copy.cluster}")
             lags.append(ReplicaLag(copy.cluster, primary.cluster, age, behind, state))
     return lags

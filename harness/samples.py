@@ -240,12 +240,12 @@ class ReplicaLag(_Record):
     behind_bytes: int | None
     """The primary's write position less the copy's replay position (bytes of WAL)."""
     state: str
-    """The primary's view of the copy's link (streaming, catchup, ...), "not streaming" without one, or
-    "no answer"."""
+    """The primary's view of the copy's link (streaming, catchup, ...), "no walsender named CLUSTER"
+    without one, or "no answer"."""
     error: str | None = None
 
     def describe(self) -> str:
-        """e.g. "eu-west 10.4 s behind us-east (1.3 MB of WAL, not streaming)"."""
+        """e.g. "eu-west 10.4 s behind us-east (1.3 MB of WAL, streaming)"."""
         if self.error is not None:
             return f"{self.cluster} unknown ({self.error})"
         behind = "unknown" if self.behind_s is None else f"{self.behind_s:.3g} s behind"

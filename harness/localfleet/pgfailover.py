@@ -148,7 +148,8 @@ class Runbook:
         return done
 
     def _switch_over(self, old: str, new: str) -> None:
-        """No write lost: `old` read-only, `new` caught up with it, then `new` promoted."""
+        """No acknowledged write lost: `old` read-only (its sessions ended), `new` caught up with it, then
+        `new` promoted."""
         with postgres.connect(self.state, old, self.password) as connection:
             connection.execute("alter system set default_transaction_read_only = on")
             connection.execute("select pg_reload_conf()")
@@ -156,6 +157,10 @@ class Runbook:
                 lambda: connection.execute("show default_transaction_read_only").fetchone() == ("on",),
                 10,
                 f"{old} read-only",
+            )
+            connection.execute(  # a transaction begun before: rolled back, never acknowledged
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where backend_type = 'client backend' and pid <> pg_backend_pid()"
             )
             written = pgreplication.current_lsn(connection)
         with postgres.connect(self.state, new, self.password) as connection:

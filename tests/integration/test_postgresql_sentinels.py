@@ -152,10 +152,18 @@ def test_the_replication_lag_is_how_far_each_replica_is_behind_the_primary(
     wait_for(lambda: follower.replayed(lsn), CATCH_UP_S, f"the replica to replay the WAL up to {lsn}")
     (lag,) = store.replication_lag()
     assert (lag.cluster, lag.primary, lag.behind_s, lag.behind_bytes) == ("eu-west", "us-east", 0.0, 0)
-    assert lag.state == "unknown: the user lacks pg_monitor"
+    assert lag.state == "no walsender named eu-west"  # pg_basebackup -R names it walreceiver
+    servers.stop(follower)
+    servers.start(follower, "-c cluster_name=eu-west")  # its application_name when primary_conninfo has none
+    named = wait_for(
+        lambda: (found := store.replication_lag()[0]).state != "no walsender named eu-west" and found,
+        CATCH_UP_S,
+        "the replica streaming under its cluster's name",
+    )
+    assert named.state == "unknown: the user lacks pg_monitor"
     with primary.admin() as conn:
         conn.execute(f"GRANT pg_monitor TO {postgres.USER}")
-    wait_for(lambda: store.replication_lag()[0].state == "streaming", CATCH_UP_S, "the walsender's state")
+    assert store.replication_lag()[0].state == "streaming"
 
     servers.stop(follower)
     servers.start(follower, "-c primary_conninfo=''")
@@ -170,7 +178,7 @@ def test_the_replication_lag_is_how_far_each_replica_is_behind_the_primary(
         CATCH_UP_S,
         "the cut replica's lag to reach a second",
     )
-    assert cut.state == "not streaming" and cut.behind_bytes and cut.behind_bytes > 0, cut
+    assert cut.state == "no walsender named eu-west" and cut.behind_bytes and cut.behind_bytes > 0, cut
     assert cut.describe().startswith(f"eu-west {cut.behind_s:.3g} s behind us-east (")
     servers.stop(follower)
 
