@@ -99,7 +99,7 @@ class PlannedDrill(Drill):
     def judge(self, *args: Any, **kwargs: Any) -> list[Verdict]:
         raise PlanComplete
 
-    judge_restore = judge_split_brain = judge_drift = judge_isolation = judge
+    judge_restore = judge_split_brain = judge_return = judge_drift = judge_isolation = judge
 
 
 class PlannedFailover(Failover):

@@ -15,6 +15,8 @@ AT_ONCE = "allowed; faulted at once:"
 PLANS = {  # drill: its plan (fnmatch patterns: `*` stands for a fault's parameters)
     "test_lose_the_primary_cluster": f"1. cluster-loss on us-east: {AT_ONCE} us-east "
     "2. failover on eu-west (app='orders', primary='us-east'*)",
+    "test_the_old_primary_returns_fenced": f"1. cluster-loss on us-east: {AT_ONCE} us-east "
+    "2. failover on eu-west (app='orders', primary='us-east'*)",
     "test_partition_the_primary_region": f"1. wan-partition on us-east: {AT_ONCE} us-east "
     "2. failover on eu-west (*)",
     "test_lose_the_primary_while_the_standby_region_is_cut_off": f"1. wan-partition on ap-south: {AT_ONCE} "
