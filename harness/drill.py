@@ -270,7 +270,7 @@ class Drill:
             try:
                 lags = self._store(observation.app).replication_lag()
             except FleetDrillError as error:
-                lags = [ReplicaLag("?", None, None, None, "unknown", str(error))]
+                lags = [ReplicaLag("replicas", None, None, None, "unknown", str(error))]
             observation.replication, observation.replication_read_at = lags, time.monotonic()
             if lags:
                 replicas = [lag.to_dict() for lag in lags]
