@@ -93,6 +93,7 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
             for host, port in [postgres.endpoint(state, c.name)]
         )
         print(f"PostgreSQL (user postgres, password in each cluster's Secret postgres/postgres): {servers}")
+        print(f"its fleet file: {state.folder / postgres.FLEET_FILE} (password in ${postgres.PASSWORD_ENV})")
     return 0
 
 
