@@ -14,7 +14,7 @@ BASELINE_S = 2.0
 
 @pytest.mark.destructive
 @pytest.mark.gameday
-@pytest.mark.drill(app="orders", uses={"cluster-loss": "active", "failover": "passive"})
+@pytest.mark.drill(uses={"cluster-loss": "active", "failover": "passive"})
 def test_the_old_primary_returns_fenced(drill: Drill, app: App, failover: Failover) -> None:
     primary = drill.fleet.primary().name
     passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
