@@ -268,6 +268,35 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    """The progressive-rollout gate of one stage: one line per check, a headline per app; non-zero when
+    any check failed or nothing was judged."""
+    from harness import units
+    from harness.fleet import FleetAccess
+    from harness.gate import run_gate
+
+    fleet = load_fleet(args.fleet)
+    fleet.stage(args.stage)  # an unknown stage is one line, before anything runs
+    try:
+        soak = None if args.soak is None else units.parse_duration(args.soak)
+    except ValueError:
+        raise FleetDrillError(f"--soak: expected a duration such as 60s, got {args.soak!r}") from None
+    apps = [fleet.app(args.app)] if args.app else list(fleet.apps)
+    if not apps:
+        raise FleetDrillError(f"{args.fleet}: apps: expected at least one app to gate, got none")
+    access, passed = FleetAccess(fleet), True
+    try:
+        for app in apps:
+            result = run_gate(fleet, access, app, args.stage, soak, args.image)
+            print(f"app {app.name}:")
+            print("\n".join(f"  {line}" for line in result.lines()))
+            print(result.headline())
+            passed = passed and result.passed
+    finally:
+        access.close()
+    return 0 if passed else 1
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     """Fail an app over by hand, as the promote strategy does: the Gslb's primary, then the data primary
     (for game days, and as the script of a `command` failover strategy)."""
@@ -477,6 +506,18 @@ def parser() -> argparse.ArgumentParser:
         "--drills", type=Path, default=DRILLS, help="the drills whose permissions to check (default: drills/)"
     )
     doctor.add_argument("--suite", choices=SUITES, help="only this suite's drills (default: every drill)")
+    gate = commands.add_parser(
+        "gate",
+        help="the progressive-rollout gate: may the version that reached a stage go on?",
+        description="Soak the stage's clusters (probes, SLOs), compare them with the stage before, and check"
+        " that the passive cluster can take the new version over: one line per check; exit 1 on a problem.",
+    )
+    gate.set_defaults(handler=cmd_gate)
+    gate.add_argument("--fleet", type=Path, default=paths.default_fleet_file(), help="fleet file")
+    gate.add_argument("--stage", required=True, help="the stage the new version reached (rollout.stages)")
+    gate.add_argument("--app", help="gate this app only (default: every app)")
+    gate.add_argument("--soak", help="how long to probe the stage (default: the fleet file's rollout.soak)")
+    gate.add_argument("--image", help="the new version's image: every container of the stage must run it")
     promote = commands.add_parser(
         "promote",
         help="fail an app over by hand: point the Gslb at a cluster and promote the app's data there",

@@ -923,6 +923,35 @@ class Runner(_Model):
         return self
 
 
+class StageObjectives(_Model):
+    """A stage's own bounds for the gate's probes, in place of the app's (a dev stage may hold less)."""
+
+    availability: Availability | None = None
+    """Fewest successful probes allowed over the soak, as a fraction."""
+    latency: PositiveDuration | None = None
+    """Bound of the probes' p99 latency over the soak."""
+
+
+class Stage(_Model):
+    """One stage of a progressive rollout: the clusters a new version reaches together."""
+
+    name: Name
+    """The stage's name (`fleetdrill gate --stage NAME`), e.g. dev, staging, canary, prod."""
+    clusters: Annotated[tuple[Name, ...], Field(min_length=1)]
+    """The clusters the new version reaches in this stage (each in one stage only)."""
+    objectives: StageObjectives = StageObjectives()
+    """Bounds for this stage's probes in place of the app's objectives (unset: the app's)."""
+
+
+class Rollout(_Model):
+    """The stages a new version rolls through, in order, and how long the gate soaks it in each."""
+
+    stages: Annotated[tuple[Stage, ...], Field(min_length=1)]
+    """The stages in rollout order; a stage's configuration parity is judged against the one before it."""
+    soak: PositiveDuration = 60.0
+    """How long the gate probes a stage's clusters (and judges the app's PromQL objectives over)."""
+
+
 class Fleet(_Model):
     """A fleet of Kubernetes clusters and the apps drills run against (fleet.yaml)."""
 
@@ -950,6 +979,8 @@ class Fleet(_Model):
     """Where the harness runs (unset: found when it runs in a pod of a fleet cluster, else unknown)."""
     prometheus: Prometheus | None = None
     """A fleet-wide Prometheus (global, federated, Thanos) for objectives of scope fleet and aborts."""
+    rollout: Rollout | None = None
+    """The progressive rollout's stages, for `fleetdrill gate --stage NAME`."""
     local: dict[str, Any] = {}
     """Written by the embedded local fleet only: its settings and timings."""
 
@@ -978,6 +1009,7 @@ class Fleet(_Model):
             what = f"a cluster name ({', '.join(names)})"
             raise _Invalid(what, self.safety.lease_cluster, ("safety", "lease_cluster"))
         self._runner_fits(names)
+        self._stages_fit(names)
         self._prometheus_known()
         contexts = [self.context_for(c) for c in self.clusters]
         for i, context in enumerate(self.safety.allowlist):
@@ -1021,6 +1053,32 @@ class Fleet(_Model):
                 raise _Invalid(
                     f"a cluster with a prometheus ({', '.join(with_one) or 'none has one'})", name, where
                 )
+
+    def _stages_fit(self, names: list[str]) -> None:
+        """Rollout stages have unique names and name clusters of the fleet, each in one stage only."""
+        if self.rollout is None:
+            return
+        _unique("rollout.stages", [s.name for s in self.rollout.stages], "name")
+        staged: dict[str, str] = {}
+        for i, stage in enumerate(self.rollout.stages):
+            for j, name in enumerate(stage.clusters):
+                where = ("rollout", "stages", i, "clusters", j)
+                if name not in names:
+                    raise _Invalid(f"a cluster name ({', '.join(names)})", name, where)
+                if name in staged:
+                    raise _Invalid(f"a cluster in no other stage (stage {staged[name]} has it)", name, where)
+                staged[name] = stage.name
+
+    def stage(self, name: str) -> tuple[Stage, Stage | None]:
+        """The rollout stage called `name` and the one before it (None for the first)."""
+        stages = self.rollout.stages if self.rollout is not None else ()
+        for i, stage in enumerate(stages):
+            if stage.name == name:
+                return stage, stages[i - 1] if i else None
+        known = ", ".join(s.name for s in stages) or "none: the fleet file has no rollout.stages"
+        raise ConfigError(
+            f"fleet {self.name!r}: rollout.stages: expected a stage name ({known}), got {name!r}"
+        )
 
     def _runner_fits(self, names: list[str]) -> None:
         """runner.cluster is a cluster of the fleet; with runner.region, that cluster's region."""

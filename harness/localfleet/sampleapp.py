@@ -20,6 +20,9 @@ Environment:
                           did not answer 2xx in the last round (a readiness check of downstream services:
                           the coupling the environment isolation drill's broken fleet wires across
                           environments)
+  ORDERS_FAIL_SHARE       share of client requests answered 500 (default 0; a bad version for the rollout
+                          gate's drill): every request but the kubelet's probes (User-Agent kube-probe/...),
+                          GET /metrics and the peers' /status and /replicate, spread evenly (every 1/share-th)
 
 API (JSON; every response carries X-Served-By: <cluster>/<pod>; stream defaults to "default"):
   POST /orders {"seq", "payload", "stream"?}  201 committed {"seq", "stream", "epoch", "cluster"}; 200 the
@@ -76,6 +79,8 @@ from harness.localfleet.sampleapp_store import PRIMARY, REPLICA, Order, Primacy,
 DEFAULT_STREAM = "default"
 PEER_TIMEOUT_S = 1.0
 BATCH = 256
+PEER_PATHS = ("/status", "/replicate")
+FAILED = "injected failure (ORDERS_FAIL_SHARE)"
 log = logging.getLogger("orders")
 Reply = tuple[int, Any]
 
@@ -97,6 +102,7 @@ class Config:
     poll_interval: float = 1.0
     fence_timeout: float = 5.0
     depends_on: dict[str, str] = field(default_factory=dict)
+    fail_share: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Config":
@@ -120,6 +126,14 @@ class Config:
         role = env.get("ORDERS_ROLE", REPLICA)
         if role not in (PRIMARY, REPLICA):
             raise ValueError(f"ORDERS_ROLE: expected primary or replica, got {role!r}")
+        try:
+            fail_share = float(env.get("ORDERS_FAIL_SHARE", 0))
+        except ValueError:
+            fail_share = -1.0
+        if not 0 <= fail_share <= 1:
+            raise ValueError(
+                f"ORDERS_FAIL_SHARE: expected a share in [0, 1], got {env['ORDERS_FAIL_SHARE']!r}"
+            )
         peers = _named_urls(env, "ORDERS_PEERS", "cluster=http://host:port")
         peers.pop(env["ORDERS_CLUSTER"], None)
         return cls(
@@ -134,6 +148,7 @@ class Config:
             poll_interval=seconds("ORDERS_POLL_INTERVAL", 1.0),
             fence_timeout=seconds("ORDERS_FENCE_TIMEOUT", 5.0),
             depends_on=_named_urls(env, "ORDERS_DEPENDS_ON", "name=http://host:port/path"),
+            fail_share=fail_share,
         )
 
 
@@ -209,6 +224,7 @@ class App:
         self.threads: list[threading.Thread] = []
         self.metrics = AppMetrics(self.oldest_unshipped)
         self.server = Server(self)
+        self.clients = 0  # client requests counted for ORDERS_FAIL_SHARE
 
     def start(self) -> None:
         self._spawn(self.server.serve_forever, 0.1)  # the period at which shutdown() is noticed
@@ -382,6 +398,15 @@ class App:
                 self.cond.notify_all()
             return 200, {"cluster": self.cfg.cluster, "role": self.node.role, "epoch": self.node.epoch}
 
+    def fails(self, path: str, user_agent: str) -> bool:
+        """ORDERS_FAIL_SHARE: this client request is one of the share answered 500 (evenly spread)."""
+        share = self.cfg.fail_share
+        if not share or user_agent.startswith("kube-probe/") or path in PEER_PATHS:
+            return False
+        with self.cond:
+            n, self.clients = self.clients, self.clients + 1
+        return math.floor((n + 1) * share) > math.floor(n * share)
+
     def oldest_unshipped(self) -> dict[str, float | None]:
         """Per peer, the commit time of the oldest write not yet shipped to it (None: none waits)."""
         with self.cond:
@@ -440,6 +465,10 @@ class Handler(BaseHTTPRequestHandler):
             self._write(200, CONTENT_TYPE, self.server.app.metrics.render())
             return
         query = {name: values[-1] for name, values in parse_qs(url.query).items()}
+        if self.server.app.fails(url.path, self.headers.get("User-Agent") or ""):
+            self._write(500, "application/json", json.dumps({"error": FAILED}).encode())
+            self.server.app.metrics.observe(method, 500, time.monotonic() - started)
+            return
         try:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"null")
             status, reply = self.server.app.route(method, url.path, query, body)

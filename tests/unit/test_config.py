@@ -351,7 +351,7 @@ def test_unknown_field_suggests_the_close_one(tmp_path: Path) -> None:
     assert error_of(write(tmp_path, changed("safety.abort.fro", "1s"))) == (
         "safety.abort.fro: unknown field (did you mean 'for'?)"
     )
-    assert error_of(write(tmp_path, changed("colour", "blue"))) == "colour: unknown field"
+    assert error_of(write(tmp_path, changed("paint", "blue"))) == "paint: unknown field"
     assert error_of(write(tmp_path, changed("apps.0.served_by.headr", "X"))) == (
         "apps[0].served_by.headr: unknown field (did you mean 'header'?)"
     )
@@ -506,3 +506,37 @@ def test_fractions_parse(value: object, share: float) -> None:
 def test_bad_fractions_are_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="not a fraction"):
         units.parse_fraction(bad)
+
+
+STAGES = [{"name": "canary", "clusters": ["us-east"]}, {"name": "prod", "clusters": ["eu-west"]}]
+ROLLOUT_ERRORS = [
+    ([{"name": "canary", "clusters": ["mars"]}], "rollout.stages[0].clusters[0]: expected a cluster name"),
+    ([STAGES[0], STAGES[0] | {"clusters": ["eu-west"]}], "rollout.stages[1].name: expected a name not used"),
+    (
+        [STAGES[0], {"name": "prod", "clusters": ["us-east"]}],
+        "rollout.stages[1].clusters[0]: expected a cluster in no other stage (stage canary has it), got",
+    ),
+    ([{"name": "canary", "clusters": []}], "rollout.stages[0].clusters: expected"),
+    ([{"name": "Canary", "clusters": ["us-east"]}], f"rollout.stages[0].name: {DNS}"),
+    (
+        [STAGES[0] | {"objectives": {"availability": 2}}],
+        "rollout.stages[0].objectives.availability: expected",
+    ),
+    ([], "rollout.stages: expected"),
+]
+
+
+@pytest.mark.parametrize(("stages", "message"), ROLLOUT_ERRORS)
+def test_rollout_stages_are_checked_in_one_line(tmp_path: Path, stages: list, message: str) -> None:
+    assert error_of(write(tmp_path, VALID | {"rollout": {"stages": stages}})).startswith(message)
+
+
+def test_a_stage_and_the_one_before_it(tmp_path: Path) -> None:
+    fleet = load_fleet(write(tmp_path, VALID | {"rollout": {"stages": STAGES, "soak": "30s"}}))
+    assert fleet.rollout is not None and fleet.rollout.soak == 30.0
+    assert [s.name if s else None for s in fleet.stage("prod")] == ["prod", "canary"]
+    assert fleet.stage("canary")[1] is None
+    with pytest.raises(
+        ConfigError, match=r"rollout.stages: expected a stage name \(canary, prod\), got 'dev'"
+    ):
+        fleet.stage("dev")

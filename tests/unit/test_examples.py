@@ -206,3 +206,22 @@ def test_the_grant_check_sees_a_permission_no_rule_grants() -> None:
     assert not granted(rules, Permission("get", "nodes/proxy"))
     assert not granted(rules, Permission("delete", "pods", namespace="shop"))
     assert not granted(rules, Permission("get", "leases", "coordination.k8s.io", "fleetdrill"))
+
+
+def test_the_rollout_tools_run_the_gate_as_the_cli_takes_it() -> None:
+    (template,) = yaml.safe_load_all((EXAMPLES / "argo-rollouts-gate.yaml").read_text())
+    job = template["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]
+    (container,) = job["containers"]
+    assert container["command"] == ["fleetdrill"] and job["restartPolicy"] == "Never"
+    filled = [
+        arg.replace("{{args.stage}}", "canary").replace("{{args.image}}", "x:2") for arg in container["args"]
+    ]
+    args = cli.parser().parse_args(filled)
+    assert (args.handler, args.stage, args.image) == (cli.cmd_gate, "canary", "x:2")
+    assert {a["name"] for a in template["spec"]["args"]} == {"stage", "image"}
+    (canary,) = yaml.safe_load_all((EXAMPLES / "flagger-gate.yaml").read_text())
+    (hook,) = canary["spec"]["analysis"]["webhooks"]
+    argv = shlex.split(hook["metadata"]["cmd"])
+    args = cli.parser().parse_args(argv[1:])
+    assert argv[0] == "fleetdrill" and (args.handler, args.stage) == (cli.cmd_gate, "canary")
+    assert hook["type"] == "rollout" and canary["spec"]["analysis"]["threshold"] == 1

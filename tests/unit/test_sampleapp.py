@@ -175,6 +175,7 @@ def test_config_from_env_parses_defaults_and_names_bad_variables(tmp_path: Path)
         ("ORDERS_REPLICATION_LAG", "-1"),
         ("ORDERS_FENCE_TIMEOUT", "soon"),
         ("ORDERS_DEPENDS_ON", "catalogue=ftp://x"),
+        ("ORDERS_FAIL_SHARE", "1.5"),
     ]:
         with pytest.raises(ValueError, match=name):
             Config.from_env({**base, name: value})
@@ -193,6 +194,21 @@ def test_readiness_follows_the_services_it_depends_on(fleet: Callable[..., Fleet
     assert call(f"{a}/healthz")[0] == 200  # alive: only readiness follows the dependency
     f.start("b")
     wait_for(lambda: call(f"{a}/readyz")[0] == 200, 10, "a to be ready again")
+
+
+def test_a_bad_version_fails_its_share_of_client_requests_but_not_the_kubelets_probes(
+    fleet: Callable[..., Fleet],
+) -> None:
+    f = fleet("ab")
+    f.start("b")
+    f.start("a", ORDERS_FAIL_SHARE="0.25")
+    a = f.url("a")
+    answers = [call(f"{a}/readyz")[:2] for _ in range(40)]
+    failed = [reply for code, reply in answers if code == 500]
+    assert len(failed) == 10 and failed[0] == {"error": "injected failure (ORDERS_FAIL_SHARE)"}
+    kubelet = urllib.request.Request(f"{a}/readyz", headers={"User-Agent": "kube-probe/1.36"})
+    assert all(urllib.request.urlopen(kubelet, timeout=10).status == 200 for _ in range(8))
+    assert all(call(f"{a}/status")[0] == 200 for _ in range(8)), "the peers' protocol is spared"
 
 
 def test_writes_reads_and_pages_per_stream(fleet: Callable[..., Fleet]) -> None:
