@@ -5,12 +5,14 @@ endpoint is an error, the passive clusters that take over for a stage, and a gat
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from harness import parity
 from harness.config import Fleet
-from harness.gate import GateResult, soak_checks, takeover_clusters
+from harness.gate import GateResult, parity_checks, rolled_out, soak_checks, takeover_clusters
 from harness.preflight import Check
 
 
@@ -144,3 +146,60 @@ def test_a_gate_that_judged_nothing_does_not_pass() -> None:
         "stage canary: stopped: 1 of 2 checks failed: eu-west: configmap orders/schema (the new version "
         "reads it): expected present, found missing"
     )
+
+
+def test_parity_with_the_stage_before_names_each_difference_but_the_replica_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fleet = fleet_of("http://x/", {})
+    staging, canary = fleet.stage("staging")[0], fleet.apps[0]
+    drifts = [
+        parity.Drift("us-east", "deployment/orders.replicas", 1, 3),
+        parity.Drift("us-east", "deployment/orders.containers.orders.image", "orders:1", "orders:2"),
+    ]
+    monkeypatch.setattr(parity, "compare", lambda *_: drifts)
+    (check,) = parity_checks(None, canary, staging, "us-east")  # type: ignore[arg-type]
+    assert check.text() == (
+        "us-east: configuration parity with ap-south (stage staging): "
+        "deployment/orders.containers.orders.image: expected 'orders:1', found 'orders:2'"
+    )
+    monkeypatch.setattr(parity, "compare", lambda *_: drifts[:1])
+    assert [c.ok for c in parity_checks(None, canary, staging, "us-east")] == [True]  # type: ignore[arg-type]
+
+    def unanswered(*_: object) -> list:
+        raise parity.ParityError("ap-south: reading deployment/orders: HTTP 503")
+
+    monkeypatch.setattr(parity, "compare", unanswered)
+    (error,) = parity_checks(None, canary, staging, "us-east")  # type: ignore[arg-type]
+    assert error.error and "HTTP 503" in error.found
+
+
+def workload(image: str, updated: int, available: int, generation: int = 2) -> SimpleNamespace:
+    container = SimpleNamespace(image=image)
+    return SimpleNamespace(
+        metadata=SimpleNamespace(generation=2),
+        spec=SimpleNamespace(
+            replicas=1, template=SimpleNamespace(spec=SimpleNamespace(containers=[container]))
+        ),
+        status=SimpleNamespace(
+            observed_generation=generation, updated_replicas=updated, available_replicas=available
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("found", "ok"),
+    [
+        (workload("orders:2", 1, 1), True),
+        (workload("orders:1", 1, 1), False),
+        (workload("orders:2", 0, 1), False),
+        (workload("orders:2", 1, 1, generation=1), False),
+        (None, False),
+    ],
+)
+def test_the_version_must_have_rolled_out_before_it_is_judged(
+    monkeypatch: pytest.MonkeyPatch, found: SimpleNamespace | None, ok: bool
+) -> None:
+    monkeypatch.setattr(parity, "read_workload", lambda *_: found)
+    check = rolled_out(None, fleet_of("http://x/", {}).apps[0], "us-east", "orders:2")  # type: ignore[arg-type]
+    assert check.ok is ok, check
