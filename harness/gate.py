@@ -160,9 +160,9 @@ def soak_checks(fleet: Fleet, app: App, stage: Stage, soak_s: float) -> list[Che
     for cluster in (c for c in stage.clusters if c not in targets):
         where = f"apps[{index}].endpoints.{cluster}"
         checks.append(Check(cluster, "endpoint to probe", f"set ({where})", "not set", False, True))
-    if not targets:
+    if not targets and not app.objectives.promql:
         return checks
-    samples, start, end = probe(app, targets, soak_s, latency)
+    samples, start, end = probe(app, targets, soak_s, latency)  # with no target: the soak, for PromQL
     for cluster in targets:
         mine = [s for s in samples if s.target == cluster]
         coverage = measure.check_coverage(mine, start, end, 1 / RATE_HZ)
@@ -186,6 +186,10 @@ def probe(
     app: App, targets: dict[str, str], soak_s: float, latency: float | None
 ) -> tuple[list[ProbeSample], float, float]:
     """Every probe of the targets sent during soak_s, and the window's start and end (monotonic)."""
+    if not targets:
+        start = time.monotonic()
+        threading.Event().wait(soak_s)
+        return [], start, time.monotonic()
     identity = app.served_by
     prober = Prober(
         targets,

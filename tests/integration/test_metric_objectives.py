@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from harness.config import Fleet, Prometheus
 from harness.faults import FaultStack, KubeContext, Ledger
+from harness.gate import soak_checks
 from harness.promabort import abort_checks
 from harness.prometheus import PrometheusClient, PrometheusError, Prometheuses
 from harness.promready import readiness
@@ -254,3 +255,19 @@ def test_fleetdrill_doctor_prints_the_prometheus_checks_and_fails_on_no_data(
         "found no data on Prometheus fleet: it would be an error in a drill",
         "1 problem(s) on the DR path",
     ]
+
+
+def test_the_rollout_gate_judges_the_apps_promql_objectives_over_its_soak(prometheus: Server) -> None:
+    burning = objective("errors", 'drill_error_ratio{app="burning"}', "<", 0.05, scope="cluster")
+    calm = objective("calm", 'drill_error_ratio{app="calm"}', "<", 0.05, scope="cluster")
+    document = fleet(prometheus, [burning, calm]).model_dump(mode="json", exclude_none=True)
+    staged = Fleet.model_validate(
+        document | {"rollout": {"stages": [{"name": "canary", "clusters": ["local"]}]}}
+    )
+    stage, _ = staged.stage("canary")
+    checks = [c for c in soak_checks(staged, staged.apps[0], stage, 3.0) if c.what.startswith("promql")]
+    assert [(c.what, c.ok, c.error) for c in checks] == [
+        ("promql PromQL errors on local", False, False),
+        ("promql PromQL calm on local", True, False),
+    ], checks
+    assert checks[0].found.startswith("0.5 at worst (PromQL errors: drill_error_ratio"), checks[0].found
