@@ -270,4 +270,6 @@ def test_the_rollout_gate_judges_the_apps_promql_objectives_over_its_soak(promet
         ("promql PromQL errors on local", False, False),
         ("promql PromQL calm on local", True, False),
     ], checks
-    assert checks[0].found.startswith("0.5 at worst (PromQL errors: drill_error_ratio"), checks[0].found
+    assert checks[0].found.startswith(
+        '0.5 at worst (PromQL errors on local: drill_error_ratio{app="burning"} was'
+    ), checks[0].found
