@@ -175,7 +175,8 @@ def soak_checks(fleet: Fleet, app: App, stage: Stage, soak_s: float) -> list[Che
             verdict = measure.judge_latency(mine, PERCENTILE, latency, coverage)
             checks.append(_from_verdict(cluster, "p99 latency over the soak", verdict, ""))
     if app.objectives.promql:
-        staged = app.model_copy(update={"endpoints": {c: app.endpoints[c] for c in targets}})
+        # objectives of scope cluster are judged in the clusters the app has endpoints in: the stage's only
+        staged = app.model_copy(update={"endpoints": dict.fromkeys(stage.clusters, "")})
         # no fault, no recovery: an objective over the recovery window is judged over the whole soak
         judged = evaluate(fleet, staged, Prometheuses(fleet), Windows(start, end, None, start))
         checks += [_from_verdict(stage.name, f"promql {v.objective}", v, v.message) for v in judged.verdicts]
