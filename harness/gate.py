@@ -28,16 +28,18 @@ from urllib.parse import urljoin
 
 from kubernetes import client
 
-from harness import measure, parity
+from harness import appcontract, measure, parity
 from harness.config import App, Fleet, Stage
+from harness.drill import DrillSettings
 from harness.fleet import NETWORK_ERRORS, FleetAccess, cause
 from harness.preflight import Check, Preflight, presence
+from harness.probeprocess import ProbeProcess
 from harness.prometheus import Prometheuses
 from harness.promslo import Windows, evaluate
 from harness.samples import ProbeSample, Verdict
-from harness.traffic import Prober
 
 RATE_HZ = 50.0
+MAX_GAP_S = DrillSettings.max_probe_gap_s  # a longer stretch without probes: not judged, as in a drill
 PERCENTILE = 99.0
 
 
@@ -165,7 +167,7 @@ def soak_checks(fleet: Fleet, app: App, stage: Stage, soak_s: float) -> list[Che
     samples, start, end = probe(app, targets, soak_s, latency)  # with no target: the soak, for PromQL
     for cluster in targets:
         mine = [s for s in samples if s.target == cluster]
-        coverage = measure.check_coverage(mine, start, end, 1 / RATE_HZ)
+        coverage = measure.check_coverage(mine, start, end, 1 / RATE_HZ, MAX_GAP_S * RATE_HZ)
         if bound is not None:
             verdict = measure.judge_availability(mine, bound, coverage, latency)
             checks.append(
@@ -191,15 +193,12 @@ def probe(
         start = time.monotonic()
         threading.Event().wait(soak_s)
         return [], start, time.monotonic()
-    identity = app.served_by
-    prober = Prober(
+    prober = ProbeProcess(  # as a drill's: no thread of the gate makes it late
         targets,
         rate_hz=RATE_HZ,
         timeout_s=max(1.0, 2 * latency) if latency else 1.0,
         latency_bound_s=latency,
-        accepted_statuses=app.accepted_statuses,
-        identity_header=identity.header if identity else None,
-        identity_field=identity.json_field if identity else None,
+        **appcontract.probe_options(app),
     )
     with prober:
         start = time.monotonic()
