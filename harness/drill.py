@@ -134,7 +134,7 @@ class Drill:
         prober = ProbeProcess(  # a process of its own: the drill's threads never make it late
             targets,
             rate_hz=self.settings.probe_rate_hz,
-            timeout_s=_probe_timeout(self.settings, app),
+            timeout_s=probe_timeout(app.objectives.latency, self.settings.probe_timeout_s),
             latency_bound_s=bound,
             resolvers=resolvers,
             **appcontract.probe_options(app),
@@ -192,7 +192,7 @@ class Drill:
         prober = Prober(
             {RESTORED: proxy.url + app.health_path},
             rate_hz=self.settings.probe_rate_hz,
-            timeout_s=_probe_timeout(self.settings, app),
+            timeout_s=probe_timeout(app.objectives.latency, self.settings.probe_timeout_s),
             auth=proxy.auth,
             **appcontract.probe_options(app, proxied=True),
         )
@@ -687,9 +687,8 @@ def _global_name(app: App) -> tuple[str, str]:
     return GLOBAL_NAME, urlunsplit(parts._replace(netloc=netloc))
 
 
-def _probe_timeout(settings: DrillSettings, app: App) -> float:
-    """When the drill's probes give up: settings.probe_timeout_s, or twice the app's latency objective when
-    that is longer. The objective only judges the answers; were probes given up at it, no answer could be
-    slower than it and p99 latency could never fail."""
-    latency = app.objectives.latency
-    return settings.probe_timeout_s if latency is None else max(settings.probe_timeout_s, 2 * latency)
+def probe_timeout(latency: float | None, floor_s: float = DrillSettings.probe_timeout_s) -> float:
+    """When probes give up: floor_s, or twice the latency objective when that is longer. The objective only
+    judges the answers; were probes given up at it, no answer could be slower than it and p99 latency could
+    never fail."""
+    return floor_s if latency is None else max(floor_s, 2 * latency)

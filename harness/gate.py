@@ -30,7 +30,7 @@ from kubernetes import client
 
 from harness import appcontract, measure, parity
 from harness.config import App, Fleet, Stage
-from harness.drill import DrillSettings
+from harness.drill import DrillSettings, probe_timeout
 from harness.fleet import NETWORK_ERRORS, FleetAccess, cause
 from harness.preflight import Check, Preflight, presence
 from harness.probeprocess import ProbeProcess
@@ -196,7 +196,7 @@ def probe(
     prober = ProbeProcess(  # as a drill's: no thread of the gate makes it late
         targets,
         rate_hz=RATE_HZ,
-        timeout_s=max(1.0, 2 * latency) if latency else 1.0,
+        timeout_s=probe_timeout(latency),
         latency_bound_s=latency,
         **appcontract.probe_options(app),
     )

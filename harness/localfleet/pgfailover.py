@@ -15,7 +15,6 @@ fencing of fixtures/apps/postgres.yaml). A cluster lost meanwhile is fenced the 
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from kubernetes import client, config
 from harness import pgreplication
 from harness.config import load_fleet
 from harness.errors import FleetDrillError
+from harness.faults.kube import wait_until
 from harness.fleet import FleetAccess
 from harness.localfleet import postgres
 from harness.localfleet.state import FleetState
@@ -67,15 +67,6 @@ def streaming_from(state: FleetState, password: str, primary: str) -> set[str]:
         return set()
 
 
-def poll(condition: object, deadline_s: float, what: str) -> None:
-    """Poll `condition` (a callable) until it is true; FleetDrillError naming `what` at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise FleetDrillError(f"PostgreSQL failover: {what} not within {deadline_s:g} s")
-        time.sleep(0.5)
-
-
 class Runbook:
     """Moves the primary among the clusters of the fleet in `folder`; the password is read from the
     Secret of `reachable`, a cluster that answers (the same in every cluster)."""
@@ -116,7 +107,7 @@ class Runbook:
         behind = [c for c in clusters if c not in streaming_from(self.state, self.password, primary)]
         for cluster in behind:
             self.restart(cluster)
-        poll(
+        wait_until(
             lambda: set(behind) <= streaming_from(self.state, self.password, primary),
             STREAMING_DEADLINE_S,
             f"{', '.join(behind)} streaming from {primary}",
@@ -125,7 +116,9 @@ class Runbook:
     def move_primary(self, to: str) -> str:
         """Make `to`'s server the primary (once it answers: a returning cluster's may be starting); what
         was done, in a line."""
-        poll(lambda: look(self.state, self.password, to), STREAMING_DEADLINE_S, f"{to}'s server answering")
+        wait_until(
+            lambda: look(self.state, self.password, to), STREAMING_DEADLINE_S, f"{to}'s server answering"
+        )
         servers = {c.name: look(self.state, self.password, c.name) for c in self.state.clusters}
         target = servers[to]
         if target is None:
@@ -153,7 +146,7 @@ class Runbook:
         with postgres.connect(self.state, old, self.password) as connection:
             connection.execute("alter system set default_transaction_read_only = on")
             connection.execute("select pg_reload_conf()")
-            poll(
+            wait_until(
                 lambda: connection.execute("show default_transaction_read_only").fetchone() == ("on",),
                 10,
                 f"{old} read-only",
@@ -164,7 +157,7 @@ class Runbook:
             )
             written = pgreplication.current_lsn(connection)
         with postgres.connect(self.state, new, self.password) as connection:
-            poll(
+            wait_until(
                 lambda: (pgreplication.replayed_lsn(connection) or 0) >= written,
                 CAUGHT_UP_DEADLINE_S,
                 f"{new} replaying all {old} wrote",

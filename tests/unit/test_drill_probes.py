@@ -23,7 +23,8 @@ def test_probes_give_up_at_the_timeout_or_twice_the_latency_objective(
     latency: str | None, timeout: float
 ) -> None:
     objectives = {} if latency is None else {"latency": latency}
-    assert drill._probe_timeout(DrillSettings(probe_timeout_s=1.0), app(objectives=objectives)) == timeout
+    latency_s = app(objectives=objectives).objectives.latency
+    assert drill.probe_timeout(latency_s, DrillSettings(probe_timeout_s=1.0).probe_timeout_s) == timeout
 
 
 def test_the_app_contract_goes_to_the_prober() -> None:
