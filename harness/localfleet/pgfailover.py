@@ -34,6 +34,7 @@ from harness.timeline import Timeline
 STREAMING_DEADLINE_S = 120.0
 CAUGHT_UP_DEADLINE_S = 30.0
 PROMOTE_WAIT_S = 30
+CONNECT_DEADLINE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,18 @@ class Runbook:
     def _core(self, cluster: str) -> tuple[client.ApiClient, client.CoreV1Api]:
         api = config.new_client_from_config(str(self.state.folder / "kubeconfig"), context=cluster)
         return api, client.CoreV1Api(api)
+
+    def connect(self, cluster: str) -> psycopg.Connection:
+        """A connection to the cluster's server through its ingress, tried until it is accepted: just after
+        the server's pod restarts, the ingress may still pass a connection to the old pod, which closes it."""
+
+        def attempt() -> psycopg.Connection | None:
+            try:
+                return postgres.connect(self.state, cluster, self.password)
+            except psycopg.OperationalError:
+                return None
+
+        return wait_until(attempt, CONNECT_DEADLINE_S, f"{cluster}'s server accepting a connection")
 
     def point_at(self, cluster: str, primary: str) -> None:
         """Write `cluster`'s ConfigMap postgres-role: `primary` is the primary."""
@@ -143,7 +156,7 @@ class Runbook:
     def _switch_over(self, old: str, new: str) -> None:
         """No acknowledged write lost: `old` read-only (its sessions ended), `new` caught up with it, then
         `new` promoted."""
-        with postgres.connect(self.state, old, self.password) as connection:
+        with self.connect(old) as connection:
             connection.execute("alter system set default_transaction_read_only = on")
             connection.execute("select pg_reload_conf()")
             wait_until(
@@ -156,7 +169,7 @@ class Runbook:
                 " where backend_type = 'client backend' and pid <> pg_backend_pid()"
             )
             written = pgreplication.current_lsn(connection)
-        with postgres.connect(self.state, new, self.password) as connection:
+        with self.connect(new) as connection:
             wait_until(
                 lambda: (pgreplication.replayed_lsn(connection) or 0) >= written,
                 CAUGHT_UP_DEADLINE_S,
@@ -165,7 +178,7 @@ class Runbook:
         self._promote(new)
 
     def _promote(self, cluster: str) -> None:
-        with postgres.connect(self.state, cluster, self.password) as connection:
+        with self.connect(cluster) as connection:
             query = "select pg_promote(wait => true, wait_seconds => %s)"
             if connection.execute(query, [PROMOTE_WAIT_S]).fetchone() != (True,):
                 raise FleetDrillError(f"PostgreSQL failover: {cluster} not promoted in {PROMOTE_WAIT_S} s")
