@@ -1,5 +1,7 @@
-"""Benchmark PostgreSQL replication on the local fleet: the time `fleet up --postgres` adds, and the
-replication lag at idle and under a write load (pgbench, Debian's, at a fixed rate).
+"""Benchmark PostgreSQL replication on the local fleet: the time `fleet up --postgres` adds, the
+replication lag at idle and under a write load (pgbench, Debian's, at a fixed rate), and the RPO the
+active-passive drill measures for a loss of the primary cluster under that load, beside the replication lag
+the servers reported at t0.
 
 Lag is measured three ways, from the host through each cluster's ingress: a probe row's visibility delay
 (from the primary's commit acknowledgement to the row being readable on the replica, polled as fast as the
@@ -9,9 +11,11 @@ replay is behind. Prints figures; asserts nothing.
 """
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +28,8 @@ from harness.localfleet import postgres, supervisor
 from harness.localfleet.state import FleetState
 
 PROBE_DEADLINE_S = 30.0
+DRILL_DEADLINE_S = 600
+ROOT = Path(__file__).resolve().parents[1]
 WRITE = "insert into bench_writes (payload) values (repeat('x', 100));\n"
 
 
@@ -113,6 +119,41 @@ def measure_lag(folder: Path, rate: int, seconds: int) -> None:
         print(f"under pgbench -R {rate} ({achieved}), replica in {replica_name}:\n{describe(loaded)}")
 
 
+def drill_under_load(folder: Path, rate: int) -> None:
+    """The active-passive drill (drills/test_active_passive.py, the fleet's primary cluster lost) while
+    pgbench writes `rate` rows a second to the primary: its RPO beside the lag reported at t0."""
+    state = FleetState.load(folder)
+    active = next(c.name for c in state.clusters if c.role == "active")
+    secret_password = postgres.password(folder / "kubeconfig", active)
+    reports = folder / "bench-reports"
+    argv = [sys.executable, "-m", "pytest", "drills/test_active_passive.py", "-q", "-p", "no:cacheprovider",
+            "--fleet", str(folder / postgres.FLEET_FILE), "--ledger", str(folder / "ledger.json"),
+            "--report-dir", str(reports)]  # fmt: skip
+    bench = pgbench(state, secret_password, rate, DRILL_DEADLINE_S, folder / "write.sql")
+    try:
+        env = os.environ | {postgres.PASSWORD_ENV: secret_password}
+        drill = subprocess.run(
+            argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=DRILL_DEADLINE_S
+        )
+    finally:
+        bench.terminate()
+        bench.communicate(timeout=30)
+    (record_path,) = sorted(reports.glob("*/*/record.json"))[-1:] or [None]
+    if record_path is None:
+        print(f"active-passive under pgbench -R {rate}: no drill record (exit {drill.returncode}):")
+        print(drill.stdout[-2000:])
+        return
+    record = json.loads(record_path.read_text())
+    figures = record["figures"]["orders"]
+    lags = ", ".join(
+        f"{lag['cluster']} {lag['behind_s']:.3g} s behind" for lag in figures["replication_at_t0"]
+    )
+    print(
+        f"active-passive under pgbench -R {rate}: verdict {record['verdict']}; RPO {figures['rpo_s']} s"
+        f" ({figures['lost_writes']} of {figures['writes']} sentinel writes lost); lag at t0: {lags}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clusters", type=int, default=3)
@@ -132,6 +173,7 @@ def main() -> None:
                 f" (every replica streaming): {with_it:.1f} s, {with_it - without:+.1f} s"
             )
             measure_lag(with_pg, args.rate, args.seconds)
+            drill_under_load(with_pg, args.rate)
         finally:
             supervisor.down(with_pg)
 
