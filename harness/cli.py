@@ -195,7 +195,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the local fleet when none runs (with Prometheus: the drills judge the app's PromQL objectives
-    too), then run the drill catalogue against it."""
+    too), then run the quarterly suite (or --suite) against it."""
     folder = args.dir
     if not (folder / STATE).exists():
         cmd_fleet_up(
@@ -474,9 +474,11 @@ def parser() -> argparse.ArgumentParser:
         default=paths.default_fleet_file(),
         help="fleet file (default: the local fleet's)",
     )
-    drills(
-        "demo", cmd_demo, "start the local fleet if none runs, then run the drills against it"
-    ).add_argument("--dir", type=Path, default=DEFAULT_FLEET_DIR, help="local fleet folder")
+    demo = drills(
+        "demo", cmd_demo, "start the local fleet if none runs, then run the quarterly suite against it"
+    )
+    demo.add_argument("--dir", type=Path, default=DEFAULT_FLEET_DIR, help="local fleet folder")
+    demo.set_defaults(suite="quarterly")
     report = commands.add_parser(
         "report",
         help="rebuild a run's HTML report and evidence pack from its drill records",

@@ -43,6 +43,12 @@ def test_the_cronjob_runs_the_quarterly_suite() -> None:
     assert args.handler is cli.cmd_run and args.suite == "quarterly"
 
 
+def test_the_main_job_runs_the_quarterly_suite_unless_told_another() -> None:
+    demo = cli.parser().parse_args(["demo"])
+    assert demo.handler is cli.cmd_demo and demo.suite == "quarterly"
+    assert cli.parser().parse_args(["demo", "--suite", "gameday"]).suite == "gameday"
+
+
 @pytest.mark.parametrize("name", ["fleet-eks.yaml", "fleet-gke.yaml", "fleet-aks.yaml"])
 def test_a_cloud_fleet_example_is_a_fleet_file_with_cloud_steps(name: str) -> None:
     fleet = load_fleet(EXAMPLES / name)  # a schema error is a ConfigError here
