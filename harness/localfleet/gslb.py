@@ -10,15 +10,22 @@ cluster's last known object still counts, so its API being gone changes nothing 
 Health: the first check of a backend sets its state; then `fall` failures in a row mark it
 unhealthy and `rise` successes healthy. failover serves the first healthy backend whose name or
 geo tag is primaryGeoTag, else the first healthy one in --backends order; roundRobin serves every
-healthy backend in turn. GET /-/gslb reports the state as JSON. With --dns-zone-file, every change of
-the serving clusters or the strategy rewrites that zone file (dnsserver.py: CoreDNS serves it): the Gslb
-host's A records are the serving clusters' ingress addresses, with spec.strategy.dnsTtlSeconds as TTL
-(k8gb's default, 30 s, when unset), as k8gb publishes them.
+healthy backend in turn. overflow (ours: k8gb has no such mode) is failover with a capacity: a request
+goes to the first healthy backend in failover order that is not full, full meaning its requests in
+flight through us reach its ready endpoints (of --service, by list+watch of its EndpointSlices in that
+cluster) times spec.strategy.capacityPerEndpoint; when all are full, to the least loaded for its
+capacity. Pods left Pending never become ready endpoints, so a cluster out of room stops growing its
+capacity and the excess spills to the next cluster. GET /-/gslb reports the state as JSON.
+
+With --dns-zone-file, every change of the serving clusters or the strategy rewrites that zone file
+(dnsserver.py: CoreDNS serves it): the Gslb host's A records are the serving clusters' ingress
+addresses (with overflow, only the primary's: DNS cannot know when it is full), with
+spec.strategy.dnsTtlSeconds as TTL (k8gb's default, 30 s, when unset), as k8gb publishes them.
 
     python -m harness.localfleet.gslb --kubeconfig K --contexts A,B,C --listen ADDR:PORT --namespace NS
         --name GSLB --backends A=http://ADDR:PORT,... [--geo-tags A=TAG,...] [--interval 1.0]
         [--timeout 0.5] [--fall 2] [--rise 2] [--health-path /readyz] [--ground-truth PATH]
-        [--positions-interval 0.25] [--dns-zone-file PATH --dns-server ADDR]
+        [--positions-interval 0.25] [--dns-zone-file PATH --dns-server ADDR] [--service NAME]
 """
 
 import argparse
@@ -45,6 +52,7 @@ from harness.localfleet.ingress import (
     forward,
     header,
     parse_address,
+    ready_endpoints,
     serve,
     text,
 )
@@ -76,6 +84,10 @@ class Backend:
     streak: int = 0
     since: float = 0.0
     error: str = ""
+    ready: int = 0
+    """Ready endpoints of the Service in this cluster, as last seen (overflow's capacity)."""
+    in_flight: int = 0
+    """Requests we sent it that have not been answered yet."""
 
     def record(self, ok: bool, error: str, fall: int, rise: int) -> bool:
         """Count one check; return whether the health state flipped."""
@@ -93,9 +105,28 @@ class Strategy:
     primary: str
     host: str
     ttl: int = DEFAULT_TTL_S
+    capacity: int = 0
+    """overflow: requests in flight per ready endpoint (spec.strategy.capacityPerEndpoint)."""
 
     def __str__(self) -> str:
-        return f"{self.type}, primaryGeoTag {self.primary or '-'}, host {self.host or '-'}, TTL {self.ttl} s"
+        per = f", capacityPerEndpoint {self.capacity}" if self.type == "overflow" else ""
+        primary, host = self.primary or "-", self.host or "-"
+        return f"{self.type}, primaryGeoTag {primary}, host {host}, TTL {self.ttl} s{per}"
+
+
+def failover_order(healthy: list[Backend], primary: str) -> list[Backend]:
+    """The backends whose name or geo tag is `primary` first, then the others in their order."""
+    first = [b for b in healthy if primary in (b.name, b.geo)]
+    return first + [b for b in healthy if b not in first]
+
+
+def overflow_pick(order: list[Backend], per_endpoint: int) -> Backend:
+    """The first backend that is not full (in flight below ready endpoints x per_endpoint); when all are
+    full, the one least loaded for its capacity (the earlier on a tie; no ready endpoint is no capacity)."""
+    for backend in order:
+        if backend.in_flight < backend.ready * per_endpoint:
+            return backend
+    return min(order, key=lambda b: b.in_flight / (b.ready * per_endpoint) if b.ready else float("inf"))
 
 
 class Gslb:
@@ -132,7 +163,11 @@ class Gslb:
             kind = spec.get("strategy") or {}
             ttl = kind.get("dnsTtlSeconds", DEFAULT_TTL_S)
             strategy = Strategy(
-                kind.get("type", ""), kind.get("primaryGeoTag", ""), rules[0].get("host", ""), ttl
+                kind.get("type", ""),
+                kind.get("primaryGeoTag", ""),
+                rules[0].get("host", ""),
+                ttl,
+                kind.get("capacityPerEndpoint", 0),
             )
             self.source = (won[0], changed_at(won[1]).isoformat())
         if strategy != self.strategy:
@@ -175,9 +210,11 @@ class Gslb:
         healthy = [b for b in self.backends if b.healthy]
         strategy = self.strategy
         if strategy and strategy.type == "failover":
-            primary = [b for b in healthy if strategy.primary in (b.name, b.geo)]
-            self.preference = primary + [b for b in healthy if b not in primary]
+            self.preference = failover_order(healthy, strategy.primary)
             serving = self.preference[:1]
+        elif strategy and strategy.type == "overflow" and _valid_capacity(strategy.capacity):
+            self.preference = failover_order(healthy, strategy.primary)
+            serving = self.preference
         else:
             self.preference = healthy if strategy and strategy.type == "roundRobin" else []
             serving = self.preference
@@ -194,7 +231,7 @@ class Gslb:
         if not self.args.dns_zone_file or any(b.healthy is None for b in self.backends):
             return
         host = self.strategy.host if self.strategy else ""
-        records = {host: [b.address[0] for b in self.backends if b.name in self.serving]}
+        records = {host: [b.address[0] for b in self.backends if b.name in self._published()]}
         ttl = self.strategy.ttl if self.strategy else DEFAULT_TTL_S
         self._serial += 1
         text = dnsserver.zone_text(
@@ -208,13 +245,22 @@ class Gslb:
         log.info("DNS: %s -> %s (TTL %d s, serial %d)", host, records.get(host), ttl, self._serial)
         self._truth("dns", host=host, addresses=records.get(host, []), ttl=ttl, serial=self._serial)
 
+    def _published(self) -> list[str]:
+        """The serving clusters DNS and the status name: with overflow only the primary, as DNS cannot
+        know when it is full."""
+        overflow = self.strategy and self.strategy.type == "overflow"
+        return self.serving[:1] if overflow else self.serving
+
     def _why(self) -> str:
         strategy = self.strategy
         if not strategy:
             return f"no Gslb {self.args.namespace}/{self.args.name} in {', '.join(self.args.contexts)}"
-        if strategy.type not in ("failover", "roundRobin"):
+        if strategy.type not in ("failover", "roundRobin", "overflow"):
             return f"unsupported strategy {strategy.type!r}"
-        primary = f", primary {strategy.primary}" if strategy.type == "failover" else ""
+        if strategy.type == "overflow" and not _valid_capacity(strategy.capacity):
+            wrong = strategy.capacity
+            return f"overflow needs spec.strategy.capacityPerEndpoint, a positive integer, not {wrong!r}"
+        primary = f", primary {strategy.primary}" if strategy.type != "roundRobin" else ""
         healthy = [b.name for b in self.backends if b.healthy]
         return f"{strategy.type}{primary}; healthy: {', '.join(healthy) or 'none'}"
 
@@ -241,11 +287,31 @@ class Gslb:
         preference = self.preference
         if not preference:
             return text(503, "Service Unavailable", f"no cluster to serve: {self._why()}")
-        start = next(self._turn) % len(preference) if self.strategy.type == "roundRobin" else 0
+        if self.strategy.type == "overflow":
+            start = preference.index(overflow_pick(preference, self.strategy.capacity))
+        else:
+            start = next(self._turn) % len(preference) if self.strategy.type == "roundRobin" else 0
+        chosen = preference[start]
         candidates = [
             preference[(start + i) % len(preference)].address for i in range(min(2, len(preference)))
         ]
-        return await forward(self.pool, request, candidates)
+        chosen.in_flight += 1
+        try:
+            return await forward(self.pool, request, candidates)
+        finally:
+            chosen.in_flight -= 1
+
+    def on_slices(self, cluster: str, reflector: Reflector) -> None:
+        """Reflector callback (its thread): the count of the Service's ready endpoints in one cluster."""
+        ready = len(ready_endpoints(list(reflector.store.values()), None)[0])
+        self.loop.call_soon_threadsafe(self._ready, cluster, ready)
+
+    def _ready(self, cluster: str, ready: int) -> None:
+        for backend in self.backends:
+            if backend.name == cluster and backend.ready != ready:
+                log.info("ready endpoints of %s in %s: %d", self.args.service, cluster, ready)
+                self._truth("endpoints", backend=cluster, service=self.args.service, ready=ready)
+                backend.ready = ready
 
     async def flush_forever(self) -> None:
         """Append the batched ground truth each FLUSH_INTERVAL_S."""
@@ -269,6 +335,7 @@ class Gslb:
             "backends": {
                 b.name: {"address": _hostport(b.address), "geoTag": b.geo, "healthy": b.healthy}
                 | {"since": _iso(b.since) if b.since else None, "error": b.error}
+                | {"readyEndpoints": b.ready, "inFlight": b.in_flight}
                 for b in self.backends
             },
             "apis": {
@@ -293,7 +360,7 @@ class Gslb:
                 for b in self.backends
             }
             host = self.strategy.host if self.strategy else ""
-            records = [_hostport(b.address) for b in self.backends if b.name in self.serving]
+            records = [_hostport(b.address) for b in self.backends if b.name in self._published()]
             status = {"servingClusters": self.serving, "clusterHealth": health}
             if host:
                 status |= {
@@ -315,6 +382,13 @@ async def run(args: argparse.Namespace, backends: list[Backend]) -> None:
     for ctx, api in apis.items():
         lister, on_change = gslb_lister(api, args.namespace, args.name), functools.partial(gslb.on_gslb, ctx)
         Reflector(f"Gslb in {ctx}", lister, on_change, log.info).start()
+        slices = functools.partial(
+            client.DiscoveryV1Api(api).list_namespaced_endpoint_slice,
+            args.namespace,
+            label_selector=f"kubernetes.io/service-name={args.service}",
+        )
+        on_slices = functools.partial(gslb.on_slices, ctx)
+        Reflector(f"endpointslices of {args.service} in {ctx}", slices, on_slices, log.info).start()
     threading.Thread(target=gslb.write_status, args=(apis,), name="status", daemon=True).start()
     server = await serve(gslb.handle, parse_address(args.listen))
     host, port = server.sockets[0].getsockname()[:2]
@@ -325,6 +399,10 @@ async def run(args: argparse.Namespace, backends: list[Backend]) -> None:
         positions = watch_positions(clusters, args.positions_interval, args.timeout, gslb.on_positions)
         tasks += [gslb.flush_forever(), positions]
     await asyncio.gather(*tasks)
+
+
+def _valid_capacity(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _pairs(value: str) -> dict[str, str]:
@@ -360,7 +438,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dns-zone-file", help="publish the serving clusters in this zone file")
     parser.add_argument("--dns-server", default="", help="the authoritative server's address (its NS record)")
+    parser.add_argument(
+        "--service", help="the Service whose ready endpoints are a cluster's capacity (default: --name)"
+    )
     args = parser.parse_args(argv)
+    args.service = args.service or args.name
     backends = []
     for name, url in args.backends.items():
         parts = urlsplit(url)
