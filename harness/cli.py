@@ -11,7 +11,7 @@ from types import FrameType
 from harness import paths
 from harness.config import ENVIRONMENTS, load_fleet
 from harness.errors import FleetDrillError
-from harness.localfleet import apps, build, freeze, supervisor
+from harness.localfleet import apps, build, burst, freeze, supervisor
 from harness.localfleet.state import STATE, FleetState
 
 DEFAULT_FLEET_DIR = paths.default_fleet_dir()
@@ -76,7 +76,8 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
         backups=not args.no_backups,
         dns=args.dns,
         prometheus=args.prometheus,
-        metrics_server=args.metrics_server,
+        metrics_server=args.metrics_server or args.burst,
+        burst=args.burst,
         environments=args.environments,
         with_postgres=args.postgres,
     )
@@ -84,6 +85,8 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
     print(f"kubeconfig: {state.folder / 'kubeconfig'}")
     print(f"fleet file: {state.folder / 'fleet.yaml'}")
     print(f"global endpoint of the sample app: {apps.global_url(state.plan)}/")
+    if args.burst:
+        print(f"global endpoint of the web tier (overflow): {burst.global_url(state.plan)}/")
     if args.postgres:
         from harness.localfleet import postgres  # psycopg loads only for a fleet with it
 
@@ -435,6 +438,13 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with metrics-server in every cluster: the resource metrics API (`kubectl top`, the"
         " HorizontalPodAutoscaler's CPU target; built from its Go module the first time)",
+    )
+    up.add_argument(
+        "--burst",
+        action="store_true",
+        help="with metrics-server and a stateless web tier (app `web`) in every cluster, scaled by an HPA on"
+        " CPU past what a cluster's nodes hold, behind a global endpoint whose Gslb overflows to the next"
+        " cluster when the primary is full (the burst drill's fleet)",
     )
     up.add_argument(
         "--postgres",

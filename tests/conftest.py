@@ -104,6 +104,7 @@ def started_fleet(
     environments: str = "",
     postgres: bool = False,
     metrics_server: bool = False,
+    burst: bool = False,
 ) -> Iterator[Path]:
     """A local fleet (three clusters unless told; with the backup store and Velero, with CoreDNS, with
     Prometheus, with environments (`--environments`), and with PostgreSQL's replication, when asked) owned
@@ -120,6 +121,7 @@ def started_fleet(
         options += ["--environments", environments] if environments else []
         options += ["--postgres"] if postgres else []
         options += ["--metrics-server"] if metrics_server else []
+        options += ["--burst"] if burst else []
         run_cli("fleet", "up", "--dir", folder, "--clusters", clusters, *options)
         yield folder
     finally:

@@ -117,8 +117,11 @@ def gslb_argv(
     address: str,
     ground_truth: Path,
     dns: tuple[Path, str] | None = None,
+    app: str = APP,
+    port: int = HTTP_PORT,
 ) -> list[str]:
-    """The GSLB's command line; with dns (zone file, authoritative server's address) it publishes DNS."""
+    """The command line of the GSLB of `app` (its Gslb and Service share its name and namespace) on
+    `port`; with dns (zone file, authoritative server's address) it publishes DNS."""
     published = [f"--dns-zone-file={dns[0]}", f"--dns-server={dns[1]}"] if dns else []
     return [
         sys.executable,
@@ -126,9 +129,9 @@ def gslb_argv(
         "harness.localfleet.gslb",
         f"--kubeconfig={kubeconfig}",
         f"--contexts={','.join(backends)}",
-        f"--listen={address}:{HTTP_PORT}",
-        f"--namespace={APP}",
-        f"--name={APP}",
+        f"--listen={address}:{port}",
+        f"--namespace={app}",
+        f"--name={app}",
         f"--backends={','.join(f'{c}={u}' for c, u in backends.items())}",
         f"--interval={HEALTH_INTERVAL_S}",
         f"--fall={HEALTH_FALL}",

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from harness.localfleet import apps, controlplane, dnsserver, pki, prometheus_install
+from harness.localfleet import burst as burst_tier
 from harness.localfleet.dnsserver import DnsPlan
 from harness.localfleet.state import FleetState
 
@@ -123,10 +124,11 @@ def write_fleet_file(
     dns: DnsPlan | None = None,
     prometheus: dict[str, str] | None = None,
     global_prometheus: str | None = None,
+    burst: bool = False,
 ) -> Path:
     """The fleet file the harness reads for this local fleet (with its `velero` section when Velero runs,
     the app's `dns` when the fleet runs DNS, and each cluster's `prometheus` URL when Prometheus runs; with
-    a global Prometheus, its URL and the app's PromQL objectives)."""
+    a global Prometheus, its URL and the app's PromQL objectives; with burst, the web tier as an app)."""
     fleet = {
         "name": f"local-{state.index}",
         "kubeconfig": "kubeconfig",
@@ -143,7 +145,8 @@ def write_fleet_file(
             for c in state.clusters
         ],
         **({"prometheus": {"url": global_prometheus}} if global_prometheus else {}),
-        "apps": [_sample_app(state, dns, global_prometheus is not None)],
+        "apps": [_sample_app(state, dns, global_prometheus is not None)]
+        + ([burst_tier.app_entry(state)] if burst else []),
         "infrastructure": {"provider": "localfleet", "settings": {"dir": str(state.folder)}},
         "safety": {"allowlist": [c.name for c in state.clusters]},
         # Every node of the fleet, its load balancer and the runner share this machine's cores while each

@@ -35,6 +35,7 @@ from harness.localfleet import (
     services,
     velero_install,
 )
+from harness.localfleet import burst as burst_tier
 from harness.localfleet.addresses import FIRST_NODE_HOST, FleetPlan, plan
 from harness.localfleet.build import Progress, ensure_binaries
 from harness.localfleet.nodeagent import cgroups, images
@@ -80,6 +81,7 @@ def up(
     dns: bool = False,
     prometheus: bool = False,
     metrics_server: bool = False,
+    burst: bool = False,
     environments: tuple[str, ...] = (),
     with_postgres: bool = False,
 ) -> FleetState:
@@ -87,7 +89,8 @@ def up(
     with backups, once Velero in every cluster reaches the fleet's backup store; with dns, once CoreDNS
     answers for the apps' global names; with prometheus, once every cluster's Prometheus is ready and the
     global one federating them has data for the app's PromQL objectives; with metrics_server, once every
-    cluster's metrics API has every node's usage;
+    cluster's metrics API has every node's usage; with burst (which needs metrics_server), once the web
+    tier serves through its overflow GSLB;
     with_postgres, once every replica streams from the primary). With environments, cluster N is in the
     Nth (its fleet file's clusters[].environment) and the sample app replicates only within an
     environment."""
@@ -157,7 +160,12 @@ def up(
         if metrics_server:
             say("deploying metrics-server in every cluster")
             metrics_server_install.start(state, READY_DEADLINE_S)
-        files.write_fleet_file(state, timings, velero, published, monitors, federating)
+        if burst:
+            say("deploying the web tier (HPA on CPU) and its overflow global endpoint")
+            burst_tier.start(state)
+            state.save()
+            burst_tier.wait_serving(state, READY_DEADLINE_S)
+        files.write_fleet_file(state, timings, velero, published, monitors, federating, burst)
         if with_postgres:
             postgres.write_fleet_file(state)
         return state
