@@ -19,13 +19,13 @@ from harness.localfleet.state import FleetState, start_process
 APP = "web"
 PORT = 81
 """The web tier's port on each cluster's ingress address and on the global address."""
-CPU_REQUEST_M = 600
-"""Each pod's CPU request in millicores: a node of two cores holds three at most."""
-TARGET_UTILIZATION = 10
-"""The HPA's CPU target, percent of the request (60m: a few requests a second reach it)."""
+CPU_REQUEST_M = 900
+"""Each pod's CPU request in millicores: a node of two cores holds two at most."""
+TARGET_UTILIZATION = 5
+"""The HPA's CPU target, percent of the request (45m: a few requests a second reach it)."""
 MAX_REPLICAS = 12
 """More than a cluster's three nodes hold: the HPA keeps adding pods that stay Pending."""
-CAPACITY_PER_ENDPOINT = 4
+CAPACITY_PER_ENDPOINT = 2
 """The Gslb's spec.strategy.capacityPerEndpoint: requests in flight one ready web pod takes."""
 GROUND_TRUTH = "ground-truth-web.jsonl"
 """The web GSLB's own ground truth (the sample app's drills read the other)."""

@@ -17,8 +17,8 @@ from harness.config import load_fleet
 from harness.localfleet import build
 from tests.conftest import started_fleet, wait_for
 
-WORKERS = 24
-"""Requests in flight at once: above what the primary's nodes hold (9 pods x 4 in flight)."""
+WORKERS = 32
+"""Requests in flight at once: above what the primary's nodes hold (some 5 pods x 2 in flight)."""
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +71,17 @@ def test_a_burst_spills_to_the_next_cluster_once_the_primary_is_full_and_returns
             timeout=30,
             check=True,
         )
+        hpa = subprocess.run(
+            [*kubectl, "--context", primary, "get", "hpa", "web", "-n", "web", "--no-headers"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        print(f"{time.monotonic() - t0:.0f} s: {hpa.stdout.strip()} {hpa.stderr.strip()}", flush=True)
         return sum(p["status"].get("phase") == "Pending" for p in json.loads(done.stdout)["items"])
 
+    t0 = time.monotonic()
     with Load(f"{web.global_endpoint}healthz") as load:
-        t0 = time.monotonic()
         wait_for(
             lambda: any(who == other for _, who, _ in load.served), 60, f"{other} serving the excess", 0.2
         )
