@@ -211,6 +211,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 dns=False,
                 prometheus=True,
                 metrics_server=False,
+                burst=False,
                 environments=(),
                 postgres=False,
             )
