@@ -296,6 +296,10 @@ class Objectives(_Model):
     """Fewest successful probes allowed, as a fraction of all probes in the drill."""
     latency: PositiveDuration | None = None
     """Latency bound: a probe slower than this counts as failed."""
+    spill: Duration | None = None
+    """Burst: longest time from a load above the primary's capacity until another cluster serves it."""
+    spill_return: Duration | None = None
+    """Burst: longest time from the load dropping until the primary alone serves again."""
     promql: tuple[PromqlObjective, ...] = ()
     """Objectives from the app's metrics in Prometheus, judged after every drill that judges the app."""
 

@@ -11,7 +11,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from harness import appcontract, isolation, measure
+from harness import appcontract, burst, isolation, measure
 from harness.config import App, Fleet
 from harness.data import SentinelWriter
 from harness.dnsphases import judge as judge_dns
@@ -23,6 +23,7 @@ from harness.faults import Fault, FaultStack
 from harness.faults.evidence import FaultNotEffective, Injection, await_effect
 from harness.fleet import FleetAccess, ServiceProxy
 from harness.gameday import Operators
+from harness.load import Request
 from harness.probeprocess import ProbeProcess
 from harness.promabort import abort_checks
 from harness.prometheus import Prometheuses
@@ -544,6 +545,85 @@ class Drill:
             self.fleet, app, observation.samples, steps, observation.end, interval, gap_factor
         )
         self.figures[app.name] = figures
+        self.verdicts += verdicts
+        return verdicts
+
+    def judge_burst(
+        self,
+        app: App,
+        primary: str,
+        t0: float,
+        full: burst.Full | burst.Capped,
+        dropped: float,
+        load: Sequence[Request],
+        absent_from: dict[str, str],
+    ) -> list[Verdict]:
+        """A burst from t0 (the load began) to `dropped` (it stopped), `full` the proof that the primary
+        filled: the time until another cluster served the excess (spill), availability and p99 latency of
+        the global endpoint during the burst, and the primary alone again after it (return), each against
+        the app's objective (an error verdict naming the field the fleet file does not set). An autoscaler
+        capped below the load (burst.Capped) fails it: the primary never filled."""
+        self._pause(f"next: the verdicts of {app.name}")
+        if isinstance(full, burst.Capped):
+            verdict = Verdict(
+                "fail", "spill", f"{primary} full (pods Pending)", "autoscaler capped", str(full), {}
+            )
+            self.verdicts.append(verdict)
+            return [verdict]
+        observation = self.observations[app.name]
+        samples, latency = observation.samples[GLOBAL], app.objectives.latency
+        interval = 1 / self.settings.probe_rate_hz
+        gap_factor = max(3.0, self.settings.max_probe_gap_s / interval)
+        missed = observation.missed.get(GLOBAL, ())
+        during = measure.check_coverage(samples, t0, dropped, interval, gap_factor, missed=missed)
+        after = measure.check_coverage(samples, dropped, observation.end, interval, gap_factor, missed=missed)
+        burst_samples = [s for s in samples if t0 <= s.sent < dropped]
+        verdicts = [
+            self._against(
+                app,
+                "spill",
+                "spill",
+                lambda goal: burst.judge_spill(samples, primary, t0, full, goal, during, absent_from),
+            ),
+            self._against(
+                app,
+                "availability",
+                "availability",
+                lambda goal: measure.judge_availability(burst_samples, goal, during, latency),
+            ),
+            self._against(
+                app,
+                "latency",
+                "p99 latency",
+                lambda goal: measure.judge_latency(burst_samples, 99, goal, during),
+            ),
+            self._against(
+                app,
+                "spill_return",
+                "return",
+                lambda goal: burst.judge_return(samples, primary, dropped, goal, after, latency),
+            ),
+        ]
+        failed = [r for r in load if r.status is None or r.status >= 500]
+        self.figures[app.name] = {
+            "spill_s": next((v.moments["spill"] - t0 for v in verdicts if v.moments.get("spill")), None),
+            "full_after_s": full.at - t0,
+            "pending_pods": list(full.pending),
+            "unschedulable": full.why,
+            "autoscaler": full.autoscaler.describe(),
+            "availability": measure.availability(burst_samples, latency_bound=latency),
+            "latency_s": measure.latency_percentiles(burst_samples),
+            "probes": len(burst_samples),
+            "return_s": next(
+                (v.moments["returned"] - dropped for v in verdicts if v.moments.get("returned")), None
+            ),
+            "load": {
+                "requests": len(load),
+                "failed": len(failed),
+                "seconds": dropped - t0,
+                "served_by": burst.by_cluster(load, lambda r: (r.served_by or r.error or "?").split("/")[0]),
+            },
+        }
         self.verdicts += verdicts
         return verdicts
 

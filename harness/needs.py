@@ -10,6 +10,7 @@ harness.lease may hold them) and reads the fleet as it found it (the app's pods 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from harness.burst import BURST_PERMISSIONS
 from harness.catalogue import SelectedDrill
 from harness.config import App, Fleet
 from harness.failover import BACKUP_PERMISSIONS, RESTORE_PERMISSIONS, SYNC_RESTART_PERMISSIONS
@@ -43,6 +44,7 @@ PARTS = {
         ),
     ),
     "service-proxy": Part("service proxy", lambda fleet, app: SERVICE_PROXY_PERMISSIONS),
+    "load": Part("load", lambda fleet, app: BURST_PERMISSIONS),
 }
 """The parts that are not fault kinds, by the name drills use in their marker."""
 LEASE = Part("drill lease", lambda fleet, app: LEASE_PERMISSIONS)

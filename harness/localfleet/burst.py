@@ -177,5 +177,5 @@ def app_entry(state: FleetState) -> dict:
         "health_path": "/readyz",
         "accepted_statuses": ["2xx"],
         "served_by": {"header": "X-Served-By"},
-        "objectives": {"availability": 0.95, "latency": "2s"},
+        "objectives": {"availability": 0.95, "latency": "2s", "spill": "5s", "spill_return": "10s"},
     }

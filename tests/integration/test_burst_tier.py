@@ -1,7 +1,9 @@
 """The burst tier (`fleet up --burst`): a load above what the primary cluster's nodes hold through the web
 tier's global endpoint. The primary serves what its ready pods take (the overflow Gslb's capacity), the HPA
 scales it out until pods stay Pending, the excess is served by the next cluster, and once the load stops
-the primary serves alone again."""
+the primary serves alone again. Then the burst drill (drills/test_burst_overflow.py) on the same fleet: it
+passes, then fails naming the cause when the HPA's maximum is below the load, and when the burst cluster
+lacks the app (last: it breaks the fleet for good)."""
 
 import json
 import subprocess
@@ -16,7 +18,10 @@ import pytest
 from harness.config import load_fleet
 from harness.localfleet import build
 from tests.conftest import started_fleet, wait_for
+from tests.integration.test_drills import run_drill
 
+DRILL = "test_burst_overflow.py"
+DRILL_ARGS = ("--app", "web")
 WORKERS = 32
 """Requests in flight at once: above what the primary's nodes hold (some 5 pods x 2 in flight)."""
 
@@ -71,39 +76,84 @@ def test_a_burst_spills_to_the_next_cluster_once_the_primary_is_full_and_returns
             timeout=30,
             check=True,
         )
-        hpa = subprocess.run(
-            [*kubectl, "--context", primary, "get", "hpa", "web", "-n", "web", "--no-headers"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        print(f"{time.monotonic() - t0:.0f} s: {hpa.stdout.strip()} {hpa.stderr.strip()}", flush=True)
         return sum(p["status"].get("phase") == "Pending" for p in json.loads(done.stdout)["items"])
 
-    t0 = time.monotonic()
     with Load(f"{web.global_endpoint}healthz") as load:
         wait_for(
             lambda: any(who == other for _, who, _ in load.served), 60, f"{other} serving the excess", 0.2
         )
-        spill = min(t for t, who, _ in load.served if who == other) - t0
         wait_for(lambda: pending() > 0, 240, f"pods Pending in {primary} (its nodes full)", 2.0)
-        full_at = time.monotonic() - t0
         mark = len(load.served)
         time.sleep(5)  # measure the steady burst with the primary full
         burst = load.served[mark:]
     errors = [who for _, who, _ in burst if who.startswith("error")]
     by = {name: sum(who == name for _, who, _ in burst) for name in (primary, other)}
-    slowest = max(seconds for _, _, seconds in burst)
-    print(
-        f"spill after {spill:.2f} s, primary full after {full_at:.0f} s; burst: {by}, {len(errors)} errors,"
-    )
-    print(f"slowest {slowest:.2f} s of {len(burst)}")
     assert by[primary] and by[other] and not errors, (by, errors[:3])
-    returned = time.monotonic()
 
     def primary_alone() -> bool:
         with urllib.request.urlopen(f"{web.global_endpoint}healthz", timeout=5) as response:
             return (response.headers.get("X-Served-By") or "").startswith(f"{primary}/")
 
     wait_for(primary_alone, 30, f"{primary} serving alone once the load stops", 0.5)
-    print(f"return after {time.monotonic() - returned:.2f} s")
+
+
+def kubectl(fleet_dir: Path, context: str, *args: str) -> str:
+    """The real kubectl against the burst fleet; its output (AssertionError naming the command on failure)."""
+    argv = [str(build.ensure_binaries()["kubectl"]), "--kubeconfig", str(fleet_dir / "kubeconfig")]
+    done = subprocess.run([*argv, "--context", context, *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr.strip()}"
+    return done.stdout
+
+
+def settled(fleet_dir: Path, context: str, replicas: int | None = None) -> bool:
+    """No web pod Pending in `context` (and `replicas` pods, when given): the last burst has passed."""
+    pods = json.loads(kubectl(fleet_dir, context, "get", "pods", "-n", "web", "-o", "json"))["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    none_pending = all(p["status"].get("phase") != "Pending" for p in live)
+    return none_pending and (replicas is None or len(live) == replicas)
+
+
+def verdicts_of(record: dict) -> dict[str, dict]:
+    return {v["objective"]: v for v in record["verdicts"]}
+
+
+def test_the_burst_drill_passes_on_a_healthy_fleet(fleet_dir: Path, tmp_path: Path) -> None:
+    done, record = run_drill(fleet_dir, tmp_path, DRILL, *DRILL_ARGS)
+    assert done.returncode == 0 and record["verdict"] == "pass", done.stdout[-3000:]
+    figures = record["figures"]["web"]
+    assert figures["pending_pods"], "the primary full, proven by pods Pending"
+    assert figures["spill_s"] is not None and figures["spill_s"] <= 5.0
+    assert figures["return_s"] is not None and figures["return_s"] <= 10.0
+    assert {"us-east", "eu-west"} <= set(figures["load"]["served_by"]), figures["load"]
+    assert set(verdicts_of(record)) == {"spill", "availability", "p99 latency", "return"}
+    events = [e["name"] for e in record["timeline"]["events"]]
+    assert events.index("load.started") < events.index("burst.full") < events.index("load.stopped")
+
+
+def test_the_burst_drill_fails_when_the_hpa_maximum_is_below_the_load(
+    fleet_dir: Path, tmp_path: Path
+) -> None:
+    patch = ["patch", "hpa", "web", "-n", "web", "--type", "merge"]
+    kubectl(fleet_dir, "us-east", *patch, "-p", '{"spec": {"maxReplicas": 2}}')
+    try:
+        wait_for(lambda: settled(fleet_dir, "us-east", 2), 120, "us-east back to the HPA's 2 pods", 1.0)
+        done, record = run_drill(fleet_dir, tmp_path, DRILL, *DRILL_ARGS)
+    finally:
+        kubectl(fleet_dir, "us-east", *patch, "-p", '{"spec": {"maxReplicas": 12}}')
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    [verdict] = record["verdicts"]
+    assert verdict["status"] == "fail" and verdict["measured"] == "autoscaler capped"
+    assert "the HorizontalPodAutoscaler's maximum is below the load" in verdict["message"]
+    assert "HorizontalPodAutoscaler web at 2 of at most 2, wanting more in us-east" in verdict["message"]
+
+
+def test_the_burst_drill_fails_naming_a_burst_cluster_without_the_app(
+    fleet_dir: Path, tmp_path: Path
+) -> None:
+    kubectl(fleet_dir, "eu-west", "delete", "deployment", "web", "-n", "web", "--wait=true")
+    done, record = run_drill(fleet_dir, tmp_path, DRILL, *DRILL_ARGS)
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    spill = verdicts_of(record)["spill"]
+    assert spill["status"] == "fail" and spill["measured"] == "never", spill
+    assert "deployment/web is not in namespace web of eu-west" in spill["message"]
+    assert record["figures"]["web"]["pending_pods"], "judged with the primary full"

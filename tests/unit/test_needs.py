@@ -193,7 +193,12 @@ def test_drills_that_cannot_be_collected_are_one_line(drills_folder: Path) -> No
     )
 
 
-CALLS = {"fail_over": "failover", "back_up": "velero-backup", "restore_to_standby": "velero-restore"}
+CALLS = {
+    "fail_over": "failover",
+    "back_up": "velero-backup",
+    "restore_to_standby": "velero-restore",
+    "Load": "load",
+}
 """What a drill's code calls, by the part it stands for (beside the fault classes it makes)."""
 
 
