@@ -1,7 +1,8 @@
 """Burst/overflow: a load above what the primary cluster holds spills to another cluster without users
 noticing beyond the objectives, and comes back once it drops.
 
-The drill keeps CONCURRENCY requests in flight on the app's global endpoint (a bounded load: it stops when
+The drill starts from a primary with room (pods an earlier burst left Pending gone, within a deadline),
+then keeps CONCURRENCY requests in flight on the app's global endpoint (a bounded load: it stops when
 the drill leaves the block, on every exit path, or at its deadline). The primary's HorizontalPodAutoscaler
 scales the workload out until pods stay Pending for want of room: that, read from the primary's API, is the
 proof that it is full (no proof, no verdict: an error). The load holds HOLD_S more, then drops. Judged from
@@ -25,6 +26,8 @@ CONCURRENCY = 32
 """Requests in flight at once: far above what one pod takes, so the autoscaler wants more than fits."""
 FULL_DEADLINE_S = 240.0
 """Longest the load may take to fill the primary (scale-out is the HPA's sync period and pod starts)."""
+SETTLE_DEADLINE_S = 120.0
+"""Longest wait for the pods an earlier burst left Pending to go (the HPA scaling back in)."""
 HOLD_S = 5.0
 """How long the load holds once the primary is full: the excess must be served elsewhere meanwhile."""
 LOAD_DEADLINE_S = FULL_DEADLINE_S + HOLD_S + 30.0
@@ -49,6 +52,8 @@ def test_a_burst_spills_and_returns(drill: Drill, app: App) -> None:
             f"{app.name} does not burst: no HorizontalPodAutoscaler targets {app.workload} in {primary}"
         )
     safety.check_allowed(drill.fleet, primary)
+    with drill.timeline.phase("settling", cluster=primary):
+        burst.wait_room(api, app, primary, SETTLE_DEADLINE_S)
     deadline = 2 * (app.objectives.spill_return or 30.0)
     full: burst.Full | burst.Capped
     with drill.observe(app):

@@ -132,6 +132,21 @@ def absent(api: ApiClient, app: App, cluster: str) -> str | None:
     return None if ready else f"{app.workload} in {cluster} has no ready replica"
 
 
+def wait_room(api: ApiClient, app: App, cluster: str, deadline_s: float) -> None:
+    """Poll until no pod of the workload is Pending for want of room in `cluster` (an earlier burst has
+    passed), so that pods Pending later prove the drill's own load filled it; FleetDrillError naming them
+    at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while pending := unschedulable(api, app):
+        if time.monotonic() > deadline:
+            names = ", ".join(name for name, _ in pending)
+            raise FleetDrillError(
+                f"{cluster} was full before the load: {len(pending)} pod(s) of {app.workload} still Pending "
+                f"after {deadline_s:g} s ({names}); a burst drill starts from a primary with room"
+            )
+        time.sleep(POLL_S)
+
+
 def wait_full(api: ApiClient, app: App, cluster: str, deadline_s: float) -> Full:
     """Poll `cluster`'s API until the workload has pods Pending for want of room (the cluster is full);
     Capped when its autoscaler stays at its maximum, wanting more, with none Pending; FleetDrillError at

@@ -21,8 +21,10 @@ PORT = 81
 """The web tier's port on each cluster's ingress address and on the global address."""
 CPU_REQUEST_M = 900
 """Each pod's CPU request in millicores: a node of two cores holds two at most."""
-TARGET_UTILIZATION = 5
-"""The HPA's CPU target, percent of the request (45m: a few requests a second reach it)."""
+TARGET_UTILIZATION = 2
+"""The HPA's CPU target, percent of the request (18m): low enough that the load a busy 2-core runner can
+drive wants more pods than fit (at 5%, 6 pods at some 45m each filled a loaded runner's cluster in 143 s,
+or never)."""
 MAX_REPLICAS = 12
 """More than a cluster's three nodes hold: the HPA keeps adding pods that stay Pending."""
 CAPACITY_PER_ENDPOINT = 2

@@ -105,12 +105,12 @@ def kubectl(fleet_dir: Path, context: str, *args: str) -> str:
     return done.stdout
 
 
-def settled(fleet_dir: Path, context: str, replicas: int | None = None) -> bool:
-    """No web pod Pending in `context` (and `replicas` pods, when given): the last burst has passed."""
-    pods = json.loads(kubectl(fleet_dir, context, "get", "pods", "-n", "web", "-o", "json"))["items"]
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    none_pending = all(p["status"].get("phase") != "Pending" for p in live)
-    return none_pending and (replicas is None or len(live) == replicas)
+def scaled_within(fleet_dir: Path, context: str, replicas: int) -> bool:
+    """The web Deployment in `context` asks for at most `replicas` pods (its HPA applied a new bound)."""
+    spec = kubectl(
+        fleet_dir, context, "get", "deployment", "web", "-n", "web", "-o", "jsonpath={.spec.replicas}"
+    )
+    return int(spec.strip()) <= replicas
 
 
 def verdicts_of(record: dict) -> dict[str, dict]:
@@ -122,6 +122,7 @@ def test_the_burst_drill_passes_on_a_healthy_fleet(fleet_dir: Path, tmp_path: Pa
     assert done.returncode == 0 and record["verdict"] == "pass", done.stdout[-3000:]
     figures = record["figures"]["web"]
     assert figures["pending_pods"], "the primary full, proven by pods Pending"
+    assert figures["full_after_s"] > 1.0, "filled by the drill's own load, not by the burst before it"
     assert figures["spill_s"] is not None and figures["spill_s"] <= 5.0
     assert figures["return_s"] is not None and figures["return_s"] <= 10.0
     assert {"us-east", "eu-west"} <= set(figures["load"]["served_by"]), figures["load"]
@@ -136,7 +137,7 @@ def test_the_burst_drill_fails_when_the_hpa_maximum_is_below_the_load(
     patch = ["patch", "hpa", "web", "-n", "web", "--type", "merge"]
     kubectl(fleet_dir, "us-east", *patch, "-p", '{"spec": {"maxReplicas": 2}}')
     try:
-        wait_for(lambda: settled(fleet_dir, "us-east", 2), 120, "us-east back to the HPA's 2 pods", 1.0)
+        wait_for(lambda: scaled_within(fleet_dir, "us-east", 2), 120, "us-east within the HPA's 2 pods", 1.0)
         done, record = run_drill(fleet_dir, tmp_path, DRILL, *DRILL_ARGS)
     finally:
         kubectl(fleet_dir, "us-east", *patch, "-p", '{"spec": {"maxReplicas": 12}}')
