@@ -7,8 +7,6 @@ lacks the app (last: it breaks the fleet for good)."""
 
 import json
 import subprocess
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_fleet
+from harness.load import Load, Request
 from harness.localfleet import build
 from tests.conftest import started_fleet, wait_for
 from tests.integration.test_drills import run_drill
@@ -24,6 +23,8 @@ DRILL = "test_burst_overflow.py"
 DRILL_ARGS = ("--app", "web")
 WORKERS = 32
 """Requests in flight at once: above what the primary's nodes hold (some 5 pods x 2 in flight)."""
+BURST_SAMPLE = 500
+"""Answers judged while the primary is full (about 5 s of the load here)."""
 
 
 @pytest.fixture(scope="module")
@@ -32,33 +33,8 @@ def fleet_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> I
         yield folder
 
 
-class Load:
-    """WORKERS threads asking the global endpoint as fast as answers come, counting who served."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.stop = url, threading.Event()
-        self.served: list[tuple[float, str, float]] = []  # (time, cluster or error, seconds)
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(WORKERS)]
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as response:
-                    who = (response.headers.get("X-Served-By") or "?").split("/")[0]
-            except OSError as error:
-                who = f"error: {error}"
-            self.served.append((started, who, time.monotonic() - started))
-
-    def __enter__(self) -> "Load":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(10)
+def cluster_of(request: Request) -> str:
+    return (request.served_by or "?").split("/")[0]
 
 
 def test_a_burst_spills_to_the_next_cluster_once_the_primary_is_full_and_returns(fleet_dir: Path) -> None:
@@ -78,16 +54,24 @@ def test_a_burst_spills_to_the_next_cluster_once_the_primary_is_full_and_returns
         )
         return sum(p["status"].get("phase") == "Pending" for p in json.loads(done.stdout)["items"])
 
-    with Load(f"{web.global_endpoint}healthz") as load:
+    with Load(f"{web.global_endpoint}healthz", WORKERS, 360, identity_header="X-Served-By") as load:
         wait_for(
-            lambda: any(who == other for _, who, _ in load.served), 60, f"{other} serving the excess", 0.2
+            lambda: any(cluster_of(r) == other for r in load.requests()),
+            60,
+            f"{other} serving the excess",
+            0.2,
         )
         wait_for(lambda: pending() > 0, 240, f"pods Pending in {primary} (its nodes full)", 2.0)
-        mark = len(load.served)
-        time.sleep(5)  # measure the steady burst with the primary full
-        burst = load.served[mark:]
-    errors = [who for _, who, _ in burst if who.startswith("error")]
-    by = {name: sum(who == name for _, who, _ in burst) for name in (primary, other)}
+        mark = len(load.requests())  # the steady burst with the primary full: its next BURST_SAMPLE answers
+        wait_for(
+            lambda: len(load.requests()) >= mark + BURST_SAMPLE,
+            60,
+            f"{BURST_SAMPLE} answers in the burst",
+            0.2,
+        )
+        burst = load.requests()[mark:]
+    errors = [r.error for r in burst if r.error]
+    by = {name: sum(cluster_of(r) == name for r in burst) for name in (primary, other)}
     assert by[primary] and by[other] and not errors, (by, errors[:3])
 
     def primary_alone() -> bool:
