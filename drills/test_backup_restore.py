@@ -4,7 +4,15 @@ ends at the backup point (everything acknowledged before the backup is there, no
 
 On a standby that runs the app's namespace already (a warm one, like the local fleet's), the restore goes
 beside it into a scratch namespace the drill deletes when it ends, and is reached through the API server's
-service proxy; traffic stays where the GSLB sends it.
+service proxy; traffic stays where the GSLB sends it. The app's data services' namespaces
+(apps[].data_namespaces: its database) are backed up and restored with it, each by the same rule; the
+sentinels are read back once the restored copy answers.
+
+Backup hooks (the pods' pre/post backup hook annotations, e.g. a database CHECKPOINT before Velero's
+file-system backup copies its files): how many ran is a figure (backup_hooks); a backup that failed because a
+hook failed fails the drill on the objective "backup hooks", naming the hooks' errors. Without hooks the drill
+still judges what the restored copy holds: a copy that is not consistent shows as missing data or a restored
+database that never answers.
 """
 
 import uuid
@@ -13,7 +21,7 @@ import pytest
 
 from harness.config import App, Fleet
 from harness.drill import Drill
-from harness.failover import Failover, poll, restore_namespace
+from harness.failover import BackupHooksFailed, Failover, poll, restore_namespaces
 from harness.faults.cluster import ClusterLoss
 from harness.faults.scratch import ScratchNamespace
 from harness.fleet import service_port, service_proxy
@@ -52,14 +60,18 @@ def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: F
     primary, target = drill.fleet.primary().name, restore_target(drill.fleet)
     deadline = 2 * (app.objectives.rto or 30.0)
     run = uuid.uuid4().hex[:8]
-    into = restore_namespace(drill.access, app, target, run)
+    namespaces = restore_namespaces(drill.access, app, target, run)
+    into = namespaces[app.namespace]
     port = service_port(drill.access.api_client(primary), app.namespace, app.service)
     proxy = service_proxy(drill.access.auth(target), into, app.service, port)
     with drill.observe(app):
         assert drill.steady(app, primary, BASELINE_S, deadline), (
             f"steady state: {primary} does not serve {app.name}: {drill.why_not_steady(app, primary)}"
         )
-        point = failover.back_up(app, primary, target, f"{app.name}-drill-{run}", deadline)
+        try:
+            point = failover.back_up(app, primary, target, f"{app.name}-drill-{run}", deadline)
+        except BackupHooksFailed as failure:
+            pytest.fail(drill.backup_hooks_failed(app, failure).message, pytrace=False)
         assert poll(lambda: drill.writes_acked_since(app, point.completed) >= MORE_WRITES, deadline), (
             f"{app.name} acknowledged fewer than {MORE_WRITES} writes after the backup"
         )
@@ -67,9 +79,11 @@ def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: F
         with drill.observe_restored(app, proxy):
             t0 = drill.inject(ClusterLoss(targets=(primary,))).started
             # pushed after the loss, so reverted before it: the restored copy is gone when the primary returns
-            drill.inject(ScratchNamespace(targets=(target,), namespace=into))
-            failover.restore_to_standby(app, point.name, target, into, deadline)
+            for namespace in namespaces.values():
+                drill.inject(ScratchNamespace(targets=(target,), namespace=namespace))
+            failover.restore_to_standby(app, point.name, target, namespaces, deadline)
             drill.wait_restored_serves(app, deadline)
+            drill.wait_restored_data(app, proxy, target, deadline)
             drill.soak()
     verdicts = drill.judge_restore(app, t0, point, proxy, target)
     drill.revert_all()

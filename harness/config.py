@@ -604,6 +604,9 @@ class App(_Model):
     """How drills fail the app over."""
     dns: GlobalDns | None = None
     """A DNS-based failover of the global endpoint: the answers and TTLs observed, the RTO split in phases."""
+    data_namespaces: tuple[Name, ...] = ()
+    """Namespaces of the app's own data services (its database in a namespace of its own), backed up with the
+    app's namespace and restored with it: the backup-restore drill reads the sentinels back from them."""
 
 
 class BackupStore(_Model):

@@ -18,7 +18,7 @@ from harness.dnsphases import judge as judge_dns
 from harness.dnsphases import split as split_dns
 from harness.dnswatch import DnsAnswer, DnsWatcher
 from harness.errors import ConfigError, FleetDrillError
-from harness.failover import BackupPoint
+from harness.failover import BackupHooksFailed, BackupPoint
 from harness.faults import Fault, FaultStack
 from harness.faults.evidence import FaultNotEffective, Injection, await_effect
 from harness.fleet import FleetAccess, ServiceProxy
@@ -219,6 +219,39 @@ class Drill:
                 if stable.outcome == "recovered":
                     return
                 time.sleep(0.05)
+
+    def wait_restored_data(self, app: App, proxy: ServiceProxy, cluster: str, deadline_s: float) -> None:
+        """Wait (at most deadline_s) until the restored copy's sentinels can be read (a restored database
+        may still be recovering when the app answers); judge_restore then says what it holds, or why not."""
+        deadline, where = time.monotonic() + deadline_s, self._restored_where(proxy, cluster)
+        observation = self.observations[app.name]
+        with self.timeline.phase("restored data readable", cluster=cluster):
+            while time.monotonic() < deadline:
+                try:
+                    self._store(app).present(where, observation.seq_base - 1, observation.stream)
+                    return
+                except ConfigError:
+                    return  # nothing to wait for: judge_restore's verdict names the missing setting
+                except FleetDrillError:
+                    time.sleep(0.5)
+
+    def backup_hooks_failed(self, app: App, failure: BackupHooksFailed) -> Verdict:
+        """The app's backup ended short of Completed because its backup hooks failed: a failed objective,
+        the hooks' errors in its message."""
+        verdict = Verdict(
+            "fail",
+            "backup hooks",
+            "every backup hook succeeds",
+            f"{failure.failed} of {failure.attempted} failed",
+            str(failure),
+            {},
+        )
+        self.verdicts.append(verdict)
+        return verdict
+
+    def _restored_where(self, proxy: ServiceProxy, cluster: str) -> Where:
+        context = self.fleet.context_for(self.fleet.cluster(cluster))
+        return Where(RESTORED, proxy.url, context, proxy.namespace, proxy.auth)
 
     @contextmanager
     def direct_writes(self, app: App, cluster: str) -> Iterator[SentinelWriter]:
@@ -677,18 +710,14 @@ class Drill:
             "rto_outcome": result.outcome,
             "backup": point.name,
             "backup_window_s": [point.started - t0, point.completed - t0],
+            "backup_hooks": point.hooks_attempted,
             "probes": len(samples),
             "writes": len(observation.writes),
             "rto_phases": measure.rto_phases(self.timeline.events(), t0, t0 + (result.rto or 0)).to_dict(),
         }
-        restored = Where(
-            RESTORED,
-            proxy.url,
-            self.fleet.context_for(self.fleet.cluster(cluster)),
-            proxy.namespace,
-            proxy.auth,
+        verdicts.append(
+            self._judge_restored_data(app, self._restored_where(proxy, cluster), t0, point, figures)
         )
-        verdicts.append(self._judge_restored_data(app, restored, t0, point, figures))
         verdicts += self._judge_promql(app, observation.start, end, t0, result, figures)
         self.figures[app.name] = figures
         self.verdicts += verdicts

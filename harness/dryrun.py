@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -119,7 +119,9 @@ class PlannedFailover(Failover):
         now = time.monotonic()
         return BackupPoint(name, now, now)
 
-    def restore_to_standby(self, app: App, backup: str, cluster: str, into: str, deadline_s: float) -> None:
+    def restore_to_standby(
+        self, app: App, backup: str, cluster: str, into: Mapping[str, str], deadline_s: float
+    ) -> None:
         """Planned with the cluster loss before it."""
 
 

@@ -2,10 +2,11 @@
 in harness.strategies), each step on the timeline; and restore to a standby (a Velero backup of the app's
 namespace, restored into another cluster)."""
 
+import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from kubernetes import client
@@ -18,7 +19,7 @@ from harness.permissions import VELERO, Permission, verbs
 from harness.strategies import strategy
 from harness.strategies.promote import promote
 from harness.timeline import Timeline
-from harness.velero import BackupSpec, Velero, restart_server
+from harness.velero import BackupSpec, Velero, VeleroError, restart_server
 
 BACKUP_PERMISSIONS = verbs("create get", "backups", "velero.io", VELERO)
 """What `back_up` has the velero CLI call in the cluster backed up."""
@@ -36,6 +37,14 @@ SYNC_DEADLINE_S = 150.0  # Velero syncs a storage location's backups into a clus
 
 class FailoverError(FleetDrillError):
     """A failover step could not be taken."""
+
+
+class BackupHooksFailed(FleetDrillError):
+    """A backup ended short of Completed because backup hooks failed (their errors named in the message)."""
+
+    def __init__(self, message: str, attempted: int, failed: int) -> None:
+        super().__init__(message)
+        self.attempted, self.failed = attempted, failed
 
 
 def poll(condition: Callable[[], bool], deadline_s: float) -> bool:
@@ -85,6 +94,71 @@ class BackupPoint:
     name: str
     started: float
     completed: float
+    hooks_attempted: int = 0
+    """Backup hooks Velero ran (the pods' pre/post backup hook annotations, or the spec's), all succeeded."""
+
+
+def backed_up_namespaces(app: App) -> tuple[str, ...]:
+    """What a backup of the app holds: its namespace, then its data services' (apps[].data_namespaces)."""
+    return (app.namespace, *(n for n in app.data_namespaces if n != app.namespace))
+
+
+def hook_errors(velero: Velero, name: str) -> list[str]:
+    """The failed hooks of a backup as Velero's log tells them (`velero backup logs`: the hook's command and
+    container, its error and what it printed on stderr, the pod), else the lines of `velero backup describe
+    --details` that tell of a hook."""
+    try:
+        failed = _failed_hooks(velero.backup_logs(name))
+    except VeleroError:
+        failed = []
+    if failed:
+        return failed
+    try:
+        text = velero.describe_backup(name, details=True)
+    except VeleroError:
+        return []
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if "hook" in line.lower() and not line.startswith("Hooks")]
+
+
+_LOGFMT = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def _fields(line: str) -> dict[str, str]:
+    """The key=value fields of a logrus text line (quoted values unquoted)."""
+    return {k: v[1:-1].replace('\\"', '"') if v.startswith('"') else v for k, v in _LOGFMT.findall(line)}
+
+
+def _failed_hooks(logs: str) -> list[str]:
+    """Velero logs a hook's command and container as it runs it ("running exec hook"), then its output
+    ("stderr: ..."), then "Error executing hook" with the error, then "Error running pre hooks for pod" with
+    the pod's name: each failure in a line."""
+    failures: list[dict[str, str]] = []
+    ran: dict[str, str] = {}
+    for line in logs.splitlines():
+        fields = _fields(line)
+        message = fields.get("msg", "")
+        if message == "running exec hook":
+            ran = fields
+        elif message.startswith("stderr: ") and "hookCommand" in fields:
+            ran = ran | {"stderr": " ".join(message.removeprefix("stderr: ").replace("\\n", " ").split())}
+        elif message == "Error executing hook":
+            failures.append(
+                ran | {"error": fields.get("error", ""), "hookPhase": fields.get("hookPhase", "")}
+            )
+        elif message.startswith("Error running") and failures and "pod" not in failures[-1]:
+            failures[-1]["pod"] = fields.get("name", "?")
+    return list(dict.fromkeys(_hook_failure(f) for f in failures))
+
+
+def _hook_failure(fields: dict[str, str]) -> str:
+    """One failed hook as a line: its phase, name and command, the container and pod, the error."""
+    hook = " ".join(
+        filter(None, (fields.get("hookPhase"), "hook", fields.get("hookName"), fields.get("hookCommand")))
+    )
+    where = f"in container {fields.get('hookContainer', '?')} of pod {fields.get('pod', '?')}"
+    said = f" ({fields['stderr']})" if fields.get("stderr") else ""
+    return f"{hook} {where}: {fields.get('error', '')}{said}"
 
 
 def back_up(
@@ -101,47 +175,75 @@ def back_up(
     until Velero in `target` sees the backup (after a sync of the storage location): a DR cluster cannot
     restore a backup it does not see yet. With `restart_target`, the target's Velero server is restarted
     first: its first pass syncs the location (else the next sync can be a minute away)."""
-    spec = BackupSpec(include_namespaces=(app.namespace,), default_volumes_to_fs_backup=True)
+    spec = BackupSpec(include_namespaces=backed_up_namespaces(app), default_volumes_to_fs_backup=True)
     with timeline.phase("backup", cluster=source):
         started = time.monotonic()
         velero(source).create_backup(name, spec)
-        backup = velero(source).wait_for_backup(name, deadline_s)
+        try:
+            backup = velero(source).wait_for_backup(name, deadline_s)
+        except VeleroError as error:
+            ended = velero(source).get_backup(name)
+            if not ended.hooks_failed:
+                raise
+            timeline.record("backup.hooks-failed", cluster=source, detail={"backup": name})
+            errors = "; ".join(hook_errors(velero(source), name)) or "(see `velero backup logs`)"
+            raise BackupHooksFailed(
+                f"backup {name} in {source}: {ended.hooks_failed} of {ended.hooks_attempted} backup hooks"
+                f" failed: {errors}. {error}",
+                ended.hooks_attempted,
+                ended.hooks_failed,
+            ) from None
         completed = time.monotonic()
-    detail = {"backup": name, "items": backup.items_backed_up}
+    detail = {"backup": name, "items": backup.items_backed_up, "hooks": backup.hooks_attempted}
     timeline.record("backup.completed", cluster=source, detail=detail)
     with timeline.phase("backup sync", cluster=target):
         if restart_target is not None:
             restart_target()
             timeline.record("velero.restarted", cluster=target, detail={"why": "to sync the backup"})
         velero(target).wait_for_backup_visible(name, SYNC_DEADLINE_S)
-    return BackupPoint(name, started, completed)
+    return BackupPoint(name, started, completed, backup.hooks_attempted)
 
 
-def restore_namespace(access: FleetAccess, app: App, cluster: str, suffix: str) -> str:
-    """Where a restore of the app goes in `cluster`: its own namespace on a cold standby; beside it,
-    `NAMESPACE-restore-SUFFIX`, where the app's namespace exists already (a restore never overwrites)."""
+def restore_namespace(access: FleetAccess, namespace: str, cluster: str, suffix: str) -> str:
+    """Where a restore of `namespace` goes in `cluster`: that namespace on a cold standby; beside it,
+    `NAMESPACE-restore-SUFFIX`, where the namespace exists already (a restore never overwrites)."""
     try:
-        client.CoreV1Api(access.api_client(cluster)).read_namespace(app.namespace, _request_timeout=10)
+        client.CoreV1Api(access.api_client(cluster)).read_namespace(namespace, _request_timeout=10)
     except client.ApiException as error:
         if error.status == 404:
-            return app.namespace
+            return namespace
         raise
-    return f"{app.namespace}-restore-{suffix}"
+    return f"{namespace}-restore-{suffix}"
+
+
+def restore_namespaces(access: FleetAccess, app: App, cluster: str, suffix: str) -> dict[str, str]:
+    """Where each namespace a backup of the app holds goes in `cluster` (restore_namespace's rule)."""
+    return {
+        namespace: restore_namespace(access, namespace, cluster, suffix)
+        for namespace in backed_up_namespaces(app)
+    }
 
 
 def restore_to_standby(
-    velero: Velero, app: App, backup: str, cluster: str, into: str, timeline: Timeline, deadline_s: float
+    velero: Velero,
+    app: App,
+    backup: str,
+    cluster: str,
+    into: Mapping[str, str],
+    timeline: Timeline,
+    deadline_s: float,
 ) -> None:
-    """Restore the app's namespace from `backup` into `cluster` (Velero there) as namespace `into`, and wait
-    until the restore Completed; the drill then waits for the restored app's first good answer."""
+    """Restore the namespaces `backup` holds into `cluster` (Velero there), each as the namespace `into` maps
+    it to, and wait until the restore Completed; the drill then waits for the restored app's first good
+    answer."""
     restore = f"{backup}-{cluster}"
-    mappings = {app.namespace: into} if into != app.namespace else None
+    mappings = {old: new for old, new in into.items() if old != new} or None
     with timeline.phase("restore", cluster=cluster):
         velero.create_restore(
-            restore, backup=backup, namespace_mappings=mappings, include_namespaces=(app.namespace,)
+            restore, backup=backup, namespace_mappings=mappings, include_namespaces=tuple(into)
         )
         done = velero.wait_for_restore(restore, deadline_s)
-    detail = {"restore": restore, "namespace": into, "items": done.items_restored}
+    detail = {"restore": restore, "namespace": into[app.namespace], "items": done.items_restored}
     timeline.record("restore.completed", cluster=cluster, detail=detail)
 
 
@@ -200,5 +302,7 @@ class Failover:
         )
         return back_up(self.velero, app, source, target, name, self.timeline, deadline_s, restart)
 
-    def restore_to_standby(self, app: App, backup: str, cluster: str, into: str, deadline_s: float) -> None:
+    def restore_to_standby(
+        self, app: App, backup: str, cluster: str, into: Mapping[str, str], deadline_s: float
+    ) -> None:
         restore_to_standby(self.velero(cluster), app, backup, cluster, into, self.timeline, deadline_s)

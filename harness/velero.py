@@ -106,6 +106,9 @@ class Backup(Operation):
     storage_location: str = field(metadata=_at("spec.storageLocation", ""))
     expiration: datetime | None = field(metadata=_at("status.expiration", None, _time))
     items_backed_up: int = field(metadata=_at("status.progress.itemsBackedUp", 0))
+    hooks_attempted: int = field(metadata=_at("status.hookStatus.hooksAttempted", 0))
+    """Backup hooks Velero ran (pre and post, from pod annotations or the spec)."""
+    hooks_failed: int = field(metadata=_at("status.hookStatus.hooksFailed", 0))
 
 
 @dataclass(frozen=True)

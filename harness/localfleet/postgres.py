@@ -1,6 +1,8 @@
 """PostgreSQL streaming replication across the fleet's clusters (`fleet up --postgres`): the app of
-fixtures/apps/postgres.yaml in every cluster, the primary in the active one, a replica in each other one,
-which copies the primary with `pg_basebackup -R` through the active cluster's ingress.
+fixtures/apps/postgres.yaml in the active and passive clusters, the primary in the active one, a replica in
+each passive one, which copies the primary with `pg_basebackup -R` through the active cluster's ingress. A
+standby cluster is cold for the database: it is restored into from Velero backups (the backup-restore
+drill restores the namespace postgres there, whose server its ingress then serves).
 
 Each cluster's ingress namespace gets a TCP pass-through on port 5432 to the Service postgres/postgres
 (tcpingress.py): the replicas reach the primary there across the fleet network, and the host reaches every
@@ -47,9 +49,17 @@ def role_settings(cluster: str, primary: bool, primary_host: str, peers: list[st
     }
 
 
+DATABASE_ROLES = ("active", "passive")
+"""The clusters that run a server from the start (standby clusters are restored into)."""
+
+
+def database_clusters(state: FleetState) -> list[ClusterRecord]:
+    return [c for c in state.clusters if c.role in DATABASE_ROLES]
+
+
 def peers(state: FleetState, cluster: str) -> list[str]:
-    """The ingress addresses of every cluster but `cluster`."""
-    return [endpoint(state, c.name)[0] for c in state.clusters if c.name != cluster]
+    """The ingress addresses of every other cluster that runs a server."""
+    return [endpoint(state, c.name)[0] for c in database_clusters(state) if c.name != cluster]
 
 
 def secret(password: str, replication_password: str) -> dict:
@@ -98,17 +108,17 @@ def relay_argv(kubeconfig: Path, cluster: str, address: str) -> list[str]:
 
 
 def start(state: FleetState) -> None:
-    """Deploy the app in every cluster at once and open each ingress's TCP port 5432 (after
-    services.start, which made the ingress namespaces)."""
+    """Deploy the app in the active and passive clusters at once and open every cluster's ingress TCP port
+    5432 (after services.start, which made the ingress namespaces)."""
     kubeconfig = state.folder / "kubeconfig"
     active = next(c for c in state.clusters if c.role == "active")
     primary_host = endpoint(state, active.name)[0]
     passwords = secret(secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+    servers = database_clusters(state)
     settings = {
-        c.name: role_settings(c.name, c.role == "active", primary_host, peers(state, c.name))
-        for c in state.clusters
+        c.name: role_settings(c.name, c.role == "active", primary_host, peers(state, c.name)) for c in servers
     }
-    each.at_once(lambda c: deploy(kubeconfig, c, settings[c.name], passwords), state.clusters)
+    each.at_once(lambda c: deploy(kubeconfig, c, settings[c.name], passwords), servers)
     for cluster in state.clusters:
         address = endpoint(state, cluster.name)[0]
         start_process(
@@ -165,12 +175,12 @@ def _streaming(state: FleetState, secret_password: str, active: str) -> set[str]
 
 
 def wait_streaming(state: FleetState, deadline_s: float) -> None:
-    """Poll until every cluster's server answers through its ingress and the primary's pg_stat_replication
-    shows every other cluster's replica streaming."""
+    """Poll until every server answers through its cluster's ingress and the primary's pg_stat_replication
+    shows every passive cluster's replica streaming."""
     active = next(c.name for c in state.clusters if c.role == "active")
     secret_password = password(state.folder / "kubeconfig", active)
-    silent = {c.name for c in state.clusters}
-    waiting = {c.name for c in state.clusters if c.role != "active"}
+    silent = {c.name for c in database_clusters(state)}
+    waiting = {c.name for c in database_clusters(state) if c.role != "active"}
     deadline = time.monotonic() + deadline_s
     while silent or waiting:
         silent = {c for c in silent if not _answers(state, secret_password, c)}
@@ -193,19 +203,25 @@ def write_fleet_file(state: FleetState) -> Path:
     """fleet-postgresql.yaml beside the fleet file: the same fleet, its sample app's data path judged in
     PostgreSQL (postgresql sentinels in the primary's database, read back from each cluster's) and its
     failover the runbook of harness.localfleet.pgfailover (the Gslb and the app, then pg_promote()). The
-    superuser's password is the variable PASSWORD_ENV names (from the Secret postgres/postgres)."""
+    superuser's password is the variable PASSWORD_ENV names (from the Secret postgres/postgres). The
+    namespace postgres is the app's data namespace (backed up and restored with it); a restored copy is read
+    at the first standby cluster's ingress, where a restore into that cold cluster serves it."""
     document = yaml.safe_load((state.folder / "fleet.yaml").read_text())
-    hosts = {c.name: endpoint(state, c.name)[0] for c in state.clusters}
+    hosts = {c.name: endpoint(state, c.name)[0] for c in database_clusters(state)}
+    standbys = [endpoint(state, c.name)[0] for c in state.clusters if c.role not in DATABASE_ROLES]
     database = f"port={PORT} dbname={DATABASE} user={SUPERUSER}"
+    sentinels = {
+        "adapter": "postgresql",
+        "primary": f"host={','.join(hosts.values())} {database} target_session_attrs=read-write",
+        "clusters": {name: f"host={host} {database}" for name, host in hosts.items()},
+        **({"restored": f"host={standbys[0]} {database}"} if standbys else {}),
+        "password_env": PASSWORD_ENV,
+        "connect_timeout": "2s",
+        "statement_timeout": "2s",
+    }
     document["apps"][0] |= {
-        "sentinels": {
-            "adapter": "postgresql",
-            "primary": f"host={','.join(hosts.values())} {database} target_session_attrs=read-write",
-            "clusters": {name: f"host={host} {database}" for name, host in hosts.items()},
-            "password_env": PASSWORD_ENV,
-            "connect_timeout": "2s",
-            "statement_timeout": "2s",
-        },
+        "data_namespaces": [NAMESPACE],
+        "sentinels": sentinels,
         "failover": {
             "strategy": "command",
             "command": [

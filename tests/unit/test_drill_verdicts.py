@@ -10,7 +10,7 @@ from harness.auth import ClusterAuth
 from harness.config import load_fleet
 from harness.drill import GLOBAL, RESTORED, Drill, DrillSettings, Observation
 from harness.errors import FleetDrillError
-from harness.failover import BackupPoint
+from harness.failover import BackupHooksFailed, BackupPoint
 from harness.fleet import service_proxy
 from harness.report import record
 from harness.samples import ProbeSample, Verdict
@@ -112,6 +112,37 @@ def test_an_rto_the_fleet_file_does_not_set_is_an_error_in_a_restore_too(
     point = BackupPoint("unset-drill", T0 - 4, T0 - 3)
     rto = by_objective(drill.judge_restore(drill.app("unset"), T0, point, proxy, "west"))["RTO"]
     assert rto.status == "error" and "apps[1].objectives.rto" in rto.message, rto
+
+
+def test_a_backup_whose_hooks_failed_is_a_failed_objective_naming_them(drill: Drill) -> None:
+    failure = BackupHooksFailed("backup b in east: 1 of 2 backup hooks failed: pre hook [psql] ...", 2, 1)
+    verdict = drill.backup_hooks_failed(drill.app("judged"), failure)
+    assert (verdict.status, verdict.objective, verdict.measured) == ("fail", "backup hooks", "1 of 2 failed")
+    assert "pre hook [psql]" in verdict.message and verdict in drill.verdicts
+
+
+def test_the_restored_data_is_waited_for_until_it_can_be_read_and_no_longer(
+    drill: Drill, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A restored database still recovering refuses reads: the drill waits, within its deadline."""
+    observed(drill, "judged", RESTORED)
+    answers = iter([FleetDrillError("the database system is starting up"), set()])
+
+    def recovering(*_args: object, **_kw: object) -> set[int]:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(HttpStore, "present", recovering)
+    auth = ClusterAuth(write_kubeconfig(tmp_path, "https://192.0.2.1", {"token": "t"}))
+    proxy = service_proxy(auth, "x", "judged", "http")
+    drill.wait_restored_data(drill.app("judged"), proxy, "west", 10)
+    assert next(answers, "read twice") == "read twice"
+    observed(drill, "nodata", RESTORED)
+    started = time.monotonic()
+    drill.wait_restored_data(drill.app("nodata"), proxy, "west", 10)  # no sentinels: nothing to wait for
+    assert time.monotonic() - started < 1
 
 
 def test_survivor_data_that_cannot_be_read_is_an_rpo_error_not_a_crash(
