@@ -93,7 +93,8 @@ def test_failures_are_recorded_with_their_kind(servers: Callable, free_port: int
             samples
         )
         assert probes.stats(target).failed == len(samples)
-    assert all(0.3 <= s.latency < 0.8 for s in probes.samples("hang"))
+    # the hang server never answers: the timeout ended each probe (its bound leaves room for a loaded runner)
+    assert all(0.3 <= s.latency < 2.0 for s in probes.samples("hang"))
 
 
 @pytest.mark.parametrize(
