@@ -9,7 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -27,6 +29,7 @@ from harness.localfleet import (
     netns,
     network,
     nodes,
+    objectstore,
     pki,
     processes,
     prometheus_install,
@@ -108,6 +111,8 @@ def up(
     records = cluster_records(clusters, nodes, environments)
     files.reset(folder)
     state = FleetState(folder, registry.claim(folder), records, {})
+    velero_steps = ThreadPoolExecutor(max_workers=1)  # Velero's steps, in order, beside the others
+    up_ended = threading.Event()
     try:
         state.save()
         say(f"starting {clusters} clusters in {folder} (fleet #{state.index}, {state.plan.infra})")
@@ -123,6 +128,12 @@ def up(
         state.save()
         readiness.wait_ready(state, READY_DEADLINE_S)
         files.write_kubeconfig(state, ca)
+        if backups:  # Velero installs while the app deploys: only its first backup needs the app serving
+            say("starting the backup store and installing Velero in every cluster")
+            store = objectstore.start(state, binaries["minio"], READY_DEADLINE_S)
+            state.save()
+            installs = velero_install.installs_for(state, binaries, store)
+            installed = velero_steps.submit(velero_install.install_all, installs, READY_DEADLINE_S, up_ended)
         published = dnsserver.prepare(state) if dns else None
         say("deploying the sample app, the ingresses and the global load balancer")
         services.start(state, published, metrics=prometheus)
@@ -144,11 +155,13 @@ def up(
             dnsserver.wait_answering(published, apps.global_name(), home, READY_DEADLINE_S)
         if with_postgres:
             postgres.wait_streaming(state, READY_DEADLINE_S)
-        velero = None
-        if backups:
-            say("starting the backup store and installing Velero in every cluster")
-            velero = velero_install.start(state, binaries, READY_DEADLINE_S)
-            state.save()
+        if backups:  # in Velero's thread, after the install, unless it failed
+
+            def back_up() -> None:
+                installed.result()
+                velero_install.back_up(installs, READY_DEADLINE_S)
+
+            backed_up = velero_steps.submit(back_up)
         monitors, federating = None, None
         if prometheus:
             say("deploying Prometheus in every cluster, and a global one federating them")
@@ -157,6 +170,11 @@ def up(
             state.save()
             queries = [objective["query"] for objective in prometheus_install.OBJECTIVES]
             prometheus_install.wait_data(federating, queries, READY_DEADLINE_S)
+        velero = None
+        if backups:
+            installed.result()
+            backed_up.result()
+            velero = velero_install.fleet_section(binaries, store)
         if metrics_server:
             say("deploying metrics-server in every cluster")
             metrics_server_install.start(state, READY_DEADLINE_S)
@@ -172,6 +190,9 @@ def up(
     except BaseException:
         down(folder)
         raise
+    finally:  # interrupted, `down` did not wait for Velero's steps: they end now
+        up_ended.set()
+        velero_steps.shutdown(wait=False, cancel_futures=True)
 
 
 def _start_control_plane(

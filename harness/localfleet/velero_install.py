@@ -9,12 +9,13 @@ drills: how often a location is re-validated, and the backup sync period (see SY
 
 import json
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import FleetDrillError
-from harness.localfleet import each, objectstore
+from harness.localfleet import each
 from harness.localfleet.apps import APP
 from harness.localfleet.objectstore import Store
 from harness.localfleet.state import FleetState
@@ -119,30 +120,31 @@ def apply(install: Install, deadline_s: float) -> None:
     _apply(install, [o for o in objects if o["kind"] != "CustomResourceDefinition"], "Velero")
 
 
-def wait_available(install: Install, deadline_s: float) -> None:
+def wait_available(install: Install, deadline_s: float, stop: threading.Event) -> None:
     """Poll until the cluster's default storage location is Available (the server runs and reaches the
-    store)."""
+    store), or until stop is set (`fleet up` ended without it)."""
     kubectl = [str(install.kubectl), "--kubeconfig", str(install.kubeconfig), "--context", install.context]
     argv = [*kubectl, "-n", NAMESPACE, "get", "backupstoragelocation", "default", "-o", "json"]
     deadline, phase = time.monotonic() + deadline_s, "(none)"
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         if done.returncode == 0:
             phase = json.loads(done.stdout).get("status", {}).get("phase", "(none)")
             if phase == "Available":
                 return
         time.sleep(0.5)
+    if stop.is_set():
+        raise VeleroInstallError(f"Velero in {install.context}: install stopped, storage location {phase}")
     raise VeleroInstallError(
         f"Velero in {install.context}: storage location still {phase} after {deadline_s:g} s; "
         f"see `kubectl -n {NAMESPACE} logs deployment/velero`"
     )
 
 
-def start(state: FleetState, binaries: dict[str, Path], deadline_s: float) -> dict:
-    """The backup store, then Velero in every cluster (active ones ReadWrite, DR targets ReadOnly); return
-    the fleet file's `velero` section once every cluster's storage location is Available."""
-    store = objectstore.start(state, binaries["minio"], deadline_s)
-    installs = [
+def installs_for(state: FleetState, binaries: dict[str, Path], store: Store) -> list[Install]:
+    """How to install Velero in every cluster: active ones ReadWrite, DR targets ReadOnly, the location the
+    fleet's backup store (objectstore.start)."""
+    return [
         Install(
             binaries["velero"],
             binaries["kubectl"],
@@ -154,14 +156,29 @@ def start(state: FleetState, binaries: dict[str, Path], deadline_s: float) -> di
         for cluster in state.clusters
     ]
 
+
+def install_all(installs: list[Install], deadline_s: float, stop: threading.Event) -> None:
+    """Velero in every cluster at once; return once every cluster's storage location is Available. Starts
+    no process of the fleet's (kubectl only): it may run in a thread beside other steps of `fleet up`, which
+    sets stop when it ends (interrupted: its wait must not keep the program alive)."""
+
     def install_and_wait(install: Install) -> None:
         apply(install, deadline_s)
-        wait_available(install, deadline_s)
+        wait_available(install, deadline_s, stop)
 
     each.at_once(install_and_wait, installs)
-    for install in installs:
-        if not install.read_only:
-            schedule_backups(install, deadline_s)
+
+
+def back_up(installs: list[Install], deadline_s: float) -> None:
+    """The scheduled backups and the first backup in every active cluster (after `install_all`, once the app
+    serves: the first backup holds its data)."""
+    each.at_once(
+        lambda install: schedule_backups(install, deadline_s), [i for i in installs if not i.read_only]
+    )
+
+
+def fleet_section(binaries: dict[str, Path], store: Store) -> dict:
+    """The fleet file's `velero` section."""
     return {
         "binary": str(binaries["velero"]),
         "namespace": NAMESPACE,
