@@ -123,17 +123,17 @@ def up(
             _start_control_plane(state, cluster, ca, binaries, timings)
         state.save()
         readiness.wait_ready(state, READY_DEADLINE_S, with_nodes=False)
-        for cluster in state.clusters:  # a kubelet can do nothing before its API server works
-            _start_nodes(state, cluster, ca, binaries)
-        state.save()
-        readiness.wait_ready(state, READY_DEADLINE_S)
         files.write_kubeconfig(state, ca)
-        if backups:  # Velero installs while the app deploys: only its first backup needs the app serving
+        if backups:  # Velero installs while nodes start and the app deploys: only its first backup needs more
             say("starting the backup store and installing Velero in every cluster")
             store = objectstore.start(state, binaries["minio"], READY_DEADLINE_S)
             state.save()
             installs = velero_install.installs_for(state, binaries, store)
             installed = velero_steps.submit(velero_install.install_all, installs, READY_DEADLINE_S, up_ended)
+        for cluster in state.clusters:  # a kubelet can do nothing before its API server works
+            _start_nodes(state, cluster, ca, binaries)
+        state.save()
+        readiness.wait_ready(state, READY_DEADLINE_S)
         published = dnsserver.prepare(state) if dns else None
         say("deploying the sample app, the ingresses and the global load balancer")
         services.start(state, published, metrics=prometheus)
