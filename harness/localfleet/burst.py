@@ -5,7 +5,6 @@ excess spills to the next healthy cluster). Each pod requests so much CPU that t
 than a cluster's three nodes hold, so under enough load pods go Pending and the cluster is full."""
 
 import functools
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -154,16 +153,12 @@ def wait_serving(state: FleetState, deadline_s: float) -> None:
     }
     url = f"{global_url(state.plan)}/readyz"
     checks[f"{url} (from {primary})"] = functools.partial(apps.serves, url, primary)
-    deadline = time.monotonic() + deadline_s
-    while checks:
-        checks = {what: check for what, check in checks.items() if not check()}
-        if checks and time.monotonic() > deadline:
-            raise FleetDrillError(
-                f"the web tier does not serve at {', '.join(checks)} after {deadline_s:.0f} s; "
-                f"logs in {state.folder / 'logs'}"
-            )
-        if checks:
-            time.sleep(0.05)
+    unmet = each.unmet_after(checks, deadline_s)
+    if unmet:
+        raise FleetDrillError(
+            f"the web tier does not serve at {', '.join(unmet)} after {deadline_s:.0f} s; "
+            f"logs in {state.folder / 'logs'}"
+        )
 
 
 def app_entry(state: FleetState) -> dict:

@@ -8,8 +8,8 @@ answer for its TTL (`cache`), so a client behind it keeps a lost cluster's addre
 out, as behind any resolver. Each runs in a network namespace of its own on the global segment.
 """
 
+import functools
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import dns.query
 import dns.rdatatype
 
 from harness.errors import FleetDrillError
-from harness.localfleet import netns, network, processes
+from harness.localfleet import each, netns, network, processes
 from harness.localfleet.state import FleetState, start_process
 
 ZONE = "fleet.local"
@@ -126,17 +126,18 @@ def start(state: FleetState, coredns: Path, dns: DnsPlan) -> None:
 def wait_answering(dns: DnsPlan, name: str, address: str, deadline_s: float) -> None:
     """Poll until both servers answer `name` with `address` alone (the GSLB published the active cluster;
     an answer the resolver cached while the GSLB's health checks still settled has expired)."""
-    deadline = time.monotonic() + deadline_s
-    waiting = [dns.authoritative, dns.resolver]
-    while waiting:
-        waiting = [server for server in waiting if _answer(server, name) != [address]]
-        if waiting and time.monotonic() > deadline:
-            raise FleetDrillError(
-                f"CoreDNS at {', '.join(waiting)} does not answer {name} with {address} after "
-                f"{deadline_s:.0f} s; logs in {dns.folder.parent / 'logs' / 'global'}"
-            )
-        if waiting:
-            time.sleep(0.05)
+    servers = (dns.authoritative, dns.resolver)
+    checks = {server: functools.partial(_answers_alone, server, name, address) for server in servers}
+    unmet = each.unmet_after(checks, deadline_s)
+    if unmet:
+        raise FleetDrillError(
+            f"CoreDNS at {', '.join(unmet)} does not answer {name} with {address} after "
+            f"{deadline_s:.0f} s; logs in {dns.folder.parent / 'logs' / 'global'}"
+        )
+
+
+def _answers_alone(server: str, name: str, address: str) -> bool:
+    return _answer(server, name) == [address]
 
 
 def _answer(server: str, name: str) -> list[str]:

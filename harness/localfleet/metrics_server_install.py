@@ -13,7 +13,7 @@ fleet CA (the manifest's cloud clusters use the service account's token).
 """
 
 import base64
-import time
+import functools
 from pathlib import Path
 
 from kubernetes import client, config, utils
@@ -214,13 +214,10 @@ def start(state: FleetState, deadline_s: float) -> None:
         (state.folder / "pki" / "ca.crt").read_bytes(), (state.folder / "pki" / "ca.key").read_bytes()
     )
     each.at_once(lambda c: install(kubeconfig, c.name, ca), state.clusters)
-    waiting, deadline = [c.name for c in state.clusters], time.monotonic() + deadline_s
-    while waiting:
-        waiting = [name for name in waiting if not _serving_all(kubeconfig, name)]
-        if waiting and time.monotonic() > deadline:
-            raise MetricsServerInstallError(
-                f"the metrics API ({VERSION}.{GROUP}) has no usage for every node of {', '.join(waiting)}"
-                f" after {deadline_s:.0f} s; logs in {state.folder / 'logs'}"
-            )
-        if waiting:
-            time.sleep(0.5)
+    checks = {c.name: functools.partial(_serving_all, kubeconfig, c.name) for c in state.clusters}
+    unmet = each.unmet_after(checks, deadline_s, interval_s=0.5)
+    if unmet:
+        raise MetricsServerInstallError(
+            f"the metrics API ({VERSION}.{GROUP}) has no usage for every node of {', '.join(unmet)}"
+            f" after {deadline_s:.0f} s; logs in {state.folder / 'logs'}"
+        )

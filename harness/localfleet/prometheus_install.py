@@ -23,6 +23,7 @@ with it; the global one keeps the others' series (the lost cluster's go stale), 
 still has data where the fleet still serves.
 """
 
+import functools
 import json
 import time
 import urllib.error
@@ -364,16 +365,14 @@ def start(state: FleetState, deadline_s: float) -> dict[str, str]:
             ),
         )
     urls = {c.name: url(state, c.index) for c in state.clusters}
-    waiting, deadline = dict(urls), time.monotonic() + deadline_s
-    while waiting:
-        waiting = {name: base for name, base in waiting.items() if not _ready(base)}
-        if waiting and time.monotonic() > deadline:
-            raise PrometheusInstallError(
-                f"Prometheus is not ready at {', '.join(waiting.values())} after {deadline_s:.0f} s; "
-                f"logs in {state.folder / 'logs'}"
-            )
-        if waiting:
-            time.sleep(0.2)
+    unmet = each.unmet_after(
+        {base: functools.partial(_ready, base) for base in urls.values()}, deadline_s, 0.2
+    )
+    if unmet:
+        raise PrometheusInstallError(
+            f"Prometheus is not ready at {', '.join(unmet)} after {deadline_s:.0f} s; "
+            f"logs in {state.folder / 'logs'}"
+        )
     return urls
 
 

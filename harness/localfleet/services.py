@@ -3,7 +3,6 @@ app with its Gslb, Chaos Mesh's CRDs and controller, and an ingress in every clu
 load balancer."""
 
 import functools
-import time
 from collections.abc import Callable
 
 from harness.errors import FleetDrillError
@@ -98,13 +97,9 @@ def wait_serving(state: FleetState, deadline_s: float) -> None:
     checks[f"{apps.global_url(state.plan)}/readyz (from {primary.name})"] = functools.partial(
         apps.serves, f"{apps.global_url(state.plan)}/readyz", primary.name
     )
-    deadline = time.monotonic() + deadline_s
-    while checks:
-        checks = {what: check for what, check in checks.items() if not check()}
-        if checks and time.monotonic() > deadline:
-            raise FleetDrillError(
-                f"the sample app does not serve at {', '.join(checks)} after {deadline_s:.0f} s; "
-                f"logs in {state.folder / 'logs'}"
-            )
-        if checks:
-            time.sleep(0.05)
+    unmet = each.unmet_after(checks, deadline_s)
+    if unmet:
+        raise FleetDrillError(
+            f"the sample app does not serve at {', '.join(unmet)} after {deadline_s:.0f} s; "
+            f"logs in {state.folder / 'logs'}"
+        )
