@@ -68,12 +68,14 @@ def deploy(kubeconfig: Path, context: str, role: str, peers: dict[str, str], pri
     """Apply the sample app's manifest and settings, the Gslb CRD and object, in one cluster."""
     api = config.new_client_from_config(str(kubeconfig), context=context)
     try:
+        timeout = kwatch.REQUEST_TIMEOUT
         for document in yaml.safe_load_all(MANIFEST.read_text()):
-            utils.create_from_dict(api, document)
-        client.CoreV1Api(api).create_namespaced_config_map(APP, settings(context, role, peers))
+            utils.create_from_dict(api, document, _request_timeout=timeout)
+        config_map = settings(context, role, peers)
+        client.CoreV1Api(api).create_namespaced_config_map(APP, config_map, _request_timeout=timeout)
         kwatch.install_crd(api)
         client.CustomObjectsApi(api).create_namespaced_custom_object(
-            kwatch.GROUP, kwatch.VERSION, APP, kwatch.PLURAL, gslb(primary)
+            kwatch.GROUP, kwatch.VERSION, APP, kwatch.PLURAL, gslb(primary), _request_timeout=timeout
         )
     finally:
         api.close()

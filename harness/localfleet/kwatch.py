@@ -31,6 +31,9 @@ CHANGED_AT = "fleetdrill.io/changed-at"
 CRD = Path(__file__).parent / "manifests" / "gslb-crd.yaml"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "fleetdrill")
 STATUS_TIMEOUT_S = 3.0
+REQUEST_TIMEOUT = (CONNECT_S, 30.0)
+"""Connect and read timeouts of a set-up request: an API server taken away with its network namespace (an
+interrupted `fleet up`) never closes the connection, and a request without them would wait forever."""
 
 Say = Callable[[str], None]
 
@@ -137,21 +140,23 @@ def _key(obj: dict) -> str:
 def install_crd(api: client.ApiClient, deadline_s: float = 30.0) -> None:
     """Create or update the Gslb CRD, then wait until it is Established; leave alone one we did not make."""
     body = yaml.safe_load(CRD.read_text())
-    crds = client.ApiextensionsV1Api(api)
+    name, crds = body["metadata"]["name"], client.ApiextensionsV1Api(api)
     try:
-        crds.create_custom_resource_definition(body)
+        crds.create_custom_resource_definition(body, _request_timeout=REQUEST_TIMEOUT)
     except client.ApiException as error:
         if error.status != 409:
             raise
-        current = crds.read_custom_resource_definition(body["metadata"]["name"])
+        current = crds.read_custom_resource_definition(name, _request_timeout=REQUEST_TIMEOUT)
         if (current.metadata.labels or {}).get(MANAGED_BY[0]) == MANAGED_BY[1]:
             body["metadata"]["resourceVersion"] = current.metadata.resource_version
-            crds.replace_custom_resource_definition(body["metadata"]["name"], body)
+            crds.replace_custom_resource_definition(name, body, _request_timeout=REQUEST_TIMEOUT)
+
+    def established() -> bool:
+        crd = crds.read_custom_resource_definition(name, _request_timeout=REQUEST_TIMEOUT)
+        return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
     deadline = time.monotonic() + deadline_s
-    while not any(
-        c.type == "Established" and c.status == "True"
-        for c in crds.read_custom_resource_definition(body["metadata"]["name"]).status.conditions or []
-    ):
+    while not established():
         if time.monotonic() > deadline:
             raise TimeoutError(f"the Gslb CRD is not Established after {deadline_s} s")
         time.sleep(0.1)
