@@ -30,10 +30,6 @@ CAPPED_POLLS = 3
 """Polls in a row with the autoscaler at its maximum, wanting more, and no pod Pending: capped, not full."""
 
 
-class NotBursting(FleetDrillError):
-    """The app's workload has no HorizontalPodAutoscaler in the primary: there is no burst to drill."""
-
-
 class Capped(FleetDrillError):
     """The autoscaler's maximum is below the load: it stays at its maximum, wanting more, while the primary's
     nodes still have room (no pod Pending). The cluster never fills, so nothing proves it spills when full."""
