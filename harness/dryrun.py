@@ -90,6 +90,9 @@ class PlannedDrill(Drill):
     def wait_restored_serves(self, app: App, deadline_s: float) -> None:
         """Nothing to wait for."""
 
+    def wait_restored_data(self, app: App, proxy: Any, cluster: str, deadline_s: float) -> None:
+        """Nothing was restored."""
+
     def wait_fenced(self, writer: Any, deadline_s: float) -> bool:
         return True
 
