@@ -37,6 +37,8 @@ from harness.traffic import Prober
 
 GLOBAL_NAME = "global-name"
 """The probes of apps[].dns.name when the global endpoint is another host (an address, a CDN)."""
+RESTORED_RATE_HZ = 10.0
+"""Most probes a second of an app restored beside the original (see Drill._restored_rate_hz)."""
 STEADY_WRITES = 5  # sentinel writes in a row acknowledged: the data path is part of the steady state
 STEADY_REGAIN_S = 5.0
 """After the steady state's hold, how long the app may take to be healthy again (one slow probe)."""
@@ -192,7 +194,7 @@ class Drill:
         endpoint yet) are failed probes, as statuses the app does not accept (appcontract)."""
         prober = Prober(
             {RESTORED: proxy.url + app.health_path},
-            rate_hz=self.settings.probe_rate_hz,
+            rate_hz=self._restored_rate_hz(),
             timeout_s=probe_timeout(app.objectives.latency, self.settings.probe_timeout_s),
             auth=proxy.auth,
             **appcontract.probe_options(app, proxied=True),
@@ -206,6 +208,13 @@ class Drill:
             self._restored.pop(app.name, None)
             self.observations[app.name].samples[RESTORED] = prober.samples(RESTORED)
             self.observations[app.name].missed[RESTORED] = prober.missed(RESTORED)
+
+    def _restored_rate_hz(self) -> float:
+        """The restored app's probe rate: at most RESTORED_RATE_HZ. Each of its probes is relayed by the
+        target's API server (authenticated TLS both ways), whose CPU the restore itself needs; at the drills'
+        rate they starved the prober's thread on a loaded runner (its probes are a thread: they carry the
+        proxy's renewing credentials)."""
+        return min(self.settings.probe_rate_hz, RESTORED_RATE_HZ)
 
     def wait_restored_serves(self, app: App, deadline_s: float) -> None:
         """Wait (at most deadline_s) until the restored app's probes show a stable recovery as RTO defines
@@ -698,7 +707,7 @@ class Drill:
         self._pause(f"next: the verdicts of {app.name}")
         observation = self.observations[app.name]
         samples = observation.samples[RESTORED]
-        interval = 1 / self.settings.probe_rate_hz
+        interval = 1 / self._restored_rate_hz()
         gap_factor = max(3.0, self.settings.max_probe_gap_s / interval)
         end = max((s.sent for s in samples), default=t0)
         missed = observation.missed.get(RESTORED, ())
