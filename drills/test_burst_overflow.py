@@ -22,8 +22,10 @@ from harness.errors import ConfigError
 from harness.load import Load
 
 BASELINE_S = 2.0
-CONCURRENCY = 32
-"""Requests in flight at once: far above what one pod takes, so the autoscaler wants more than fits."""
+CONCURRENCY = 16
+"""Requests in flight at once: above what a full primary takes (the local fleet's: some 5 pods x 2), so the
+autoscaler wants more than fits, and no more: a closed loop's clients send as fast as they are answered, and
+each one more only adds queueing, on a shared runner to every other process's answers too."""
 FULL_DEADLINE_S = 240.0
 """Longest the load may take to fill the primary (scale-out is the HPA's sync period and pod starts)."""
 SETTLE_DEADLINE_S = 120.0

@@ -49,6 +49,15 @@ def probe_failed(sample: ProbeSample, latency_bound: float | None = None) -> boo
     return latency_bound is not None and sample.latency > latency_bound
 
 
+def failure_cause(sample: ProbeSample, latency_bound: float | None = None) -> str:
+    """Why a failed probe (probe_failed) failed: its error, its 5xx status, or its latency above the bound."""
+    if sample.error:
+        return sample.error
+    if sample.status is not None and 500 <= sample.status <= 599:
+        return f"HTTP {sample.status}"
+    return f"latency {sample.latency:.3g} s above {latency_bound:g} s"
+
+
 def _series(samples: Iterable[ProbeSample]) -> list[ProbeSample]:
     ordered = sorted(samples, key=lambda s: (s.sent, s.received))
     targets = sorted({s.target for s in ordered})
@@ -113,7 +122,8 @@ def rto(
         start = stable[0].sent if outcome == "recovered" else None
         span = stable[-1].sent - stable[0].sent if stable else 0.0
         counts = (len(stable), span, stable_count, stable_seconds, len(after), len(failed))
-        return RtoResult(outcome, t0, value, last, start, *counts)
+        cause = failure_cause(after[failed[-1]], latency_bound) if failed else None
+        return RtoResult(outcome, t0, value, last, start, *counts, cause)
 
     if not after:
         return result("no_data", None)
@@ -125,6 +135,16 @@ def rto(
         if j + 1 >= stable_count and sample.sent - tail[0].sent >= stable_seconds:
             return result("recovered", tail[0].sent - t0, last, tail[: j + 1])
     return result("not_recovered", None, last, stable=tail)
+
+
+def ends_stable(samples: Iterable[ProbeSample], stable_count: int, stable_seconds: float) -> bool:
+    """One target's probe series ends in a stable run as RTO defines it: a stable recovery after its last
+    failure, or, when none failed, at least stable_count probes spanning stable_seconds."""
+    series = _series(samples)
+    result = rto(series, -math.inf, stable_count, stable_seconds)
+    if result.outcome == "no_failure":
+        return len(series) >= stable_count and series[-1].sent - series[0].sent >= stable_seconds
+    return result.outcome == "recovered"
 
 
 def rpo(writes: Iterable[SentinelWrite], present: set[int], t0: float) -> RpoResult:
@@ -301,7 +321,11 @@ def judge_rto(result: RtoResult, objective_s: float, coverage: Coverage) -> Verd
     if result.outcome == "no_data":
         return _not_judged("RTO", expected, "no probe sent after t0", moments)
     stable = f"{result.stable_probes} probes over {_secs(result.stable_span)} s"
-    last = "" if result.last_failure is None else f"last failure at {_rel(result.last_failure, t0)}"
+    last = (
+        ""
+        if result.last_failure is None
+        else f"last failure at {_rel(result.last_failure, t0)} ({result.last_cause})"
+    )
     if result.rto is None:
         message = (
             f"RTO objective {objective_s:g} s not met: not recovered; {last}, then {stable} succeeded; "
@@ -418,13 +442,20 @@ def judge_availability(
     value = availability(chosen, latency_bound=latency_bound)
     if value is None:
         return _not_judged("availability", expected, "no probe in the window", moments)
-    good = sum(not probe_failed(s, latency_bound) for s in chosen)
+    failed = [s for s in chosen if probe_failed(s, latency_bound)]
     ok = value >= objective
     message = (
         f"availability {value:.2%} {'meets' if ok else 'below'} objective {objective:.2%}: "
-        f"{good} of {len(chosen)} probes succeeded over {_secs(coverage.end - coverage.start)} s"
+        f"{len(chosen) - len(failed)} of {len(chosen)} probes succeeded over "
+        f"{_secs(coverage.end - coverage.start)} s{_commonest_causes(failed, latency_bound)}"
     )
     return _verdict(ok, "availability", expected, f"{value:.2%}", message, moments)
+
+
+def _commonest_causes(failed: Sequence[ProbeSample], latency_bound: float | None, shown: int = 3) -> str:
+    """'; failed: 60 x timeout..., 21 x HTTP 503' for the commonest causes of failure; '' without any."""
+    causes = Counter(failure_cause(s, latency_bound) for s in failed).most_common(shown)
+    return "; failed: " + ", ".join(f"{n} x {cause}" for cause, n in causes) if causes else ""
 
 
 def judge_latency(

@@ -162,6 +162,8 @@ class RtoResult(_Record):
     stable_seconds: float
     probes: int
     failed: int
+    last_cause: str | None = None
+    """Why the last failed probe failed (its error, 5xx status or latency), None without failures."""
 
 
 @dataclass(frozen=True)

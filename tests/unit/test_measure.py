@@ -252,7 +252,7 @@ def test_rto_recovered_message_quotes_the_deciding_moments() -> None:
     verdict = m.judge_rto(result, 30, coverage)
     assert verdict.status == "fail"
     assert verdict.message == (
-        "RTO 41.2 s exceeds objective 30 s: last failure at +38.9 s, "
+        "RTO 41.2 s exceeds objective 30 s: last failure at +38.9 s (timed out), "
         "stable from +41.2 s (10 probes over 1.0 s)"
     )
     assert verdict.moments == {"t0": T0, "last_failure": result.last_failure, "recovery_start": T0 + 41.2}
@@ -277,6 +277,18 @@ def test_rto_counts_from_the_last_failure_even_after_a_stable_stretch() -> None:
     samples += [probe(T0 + t) for t in range(21, 30)]
     result = m.rto(samples, T0, stable_count=3, stable_seconds=0)
     assert (result.rto, result.last_failure) == (21, T0 + 20)
+
+
+def test_a_series_ends_stable_after_its_last_failure_or_over_enough_probes_without_one() -> None:
+    failing_first = [probe(T0, "5xx"), *(probe(T0 + t) for t in (1, 2, 3))]
+    assert m.ends_stable(failing_first, stable_count=3, stable_seconds=2)
+    assert not m.ends_stable(failing_first, stable_count=3, stable_seconds=3)  # 1..3 spans 2 s
+    assert not m.ends_stable([*failing_first, probe(T0 + 4, "timeout")], stable_count=1, stable_seconds=0)
+    never_failed = [probe(T0 + t) for t in (1, 2, 3)]
+    assert m.ends_stable(never_failed, stable_count=3, stable_seconds=2)
+    assert not m.ends_stable(never_failed, stable_count=4, stable_seconds=0)
+    assert not m.ends_stable(never_failed, stable_count=3, stable_seconds=2.5)
+    assert not m.ends_stable([], stable_count=1, stable_seconds=0)
 
 
 def test_rto_is_zero_without_failures() -> None:
@@ -307,8 +319,8 @@ def test_rto_never_recovered_is_a_failure_without_a_number() -> None:
     verdict = m.judge_rto(result, 1000, m.check_coverage(samples, T0, T0 + 11, 0.5))
     assert (verdict.status, verdict.measured) == ("fail", "not recovered")
     assert verdict.message == (
-        "RTO objective 1000 s not met: not recovered; last failure at +9.5 s, then 2 probes over 0.500 s "
-        "succeeded; stable recovery needs 5 probes over 2 s"
+        "RTO objective 1000 s not met: not recovered; last failure at +9.5 s (HTTP 503), "
+        "then 2 probes over 0.500 s succeeded; stable recovery needs 5 probes over 2 s"
     )
 
 
@@ -524,7 +536,8 @@ def test_judge_availability_and_latency() -> None:
     assert (verdict.status, verdict.measured) == ("fail", "98.00%")
     assert (
         verdict.message
-        == "availability 98.00% below objective 99.00%: 98 of 100 probes succeeded over 100.0 s"
+        == "availability 98.00% below objective 99.00%: 98 of 100 probes succeeded over 100.0 s; "
+        "failed: 1 x HTTP 503, 1 x latency 2 s above 1 s"
     )
     p99 = m.judge_latency(samples, 99, 1.0, coverage)
     assert (p99.status, p99.measured) == ("pass", "0.010 s")  # rank 99 of 100: one slow probe is 1%
