@@ -24,13 +24,16 @@ def test_lose_the_primary_while_the_standby_region_is_cut_off(
     passive = next(c.name for c in drill.fleet.clusters if c.role == "passive")
     standby = [c.name for c in drill.fleet.clusters if c.role == "standby"]
     deadline = 2 * (app.objectives.rto or 30.0)
+    partitions = [WanPartition(targets=tuple(standby))] if standby else []
+    loss = ClusterLoss(targets=(primary,))
+    drill.check_faults(*partitions, loss)  # a refusal of the loss comes before the partition, not after
     with drill.observe(app):
         assert drill.steady(app, primary, drill.sentinel_history_s(app, BASELINE_S), deadline), (
             f"steady state: {primary} does not serve {app.name}: {drill.why_not_steady(app, primary)}"
         )
-        if standby:
-            drill.inject(WanPartition(targets=tuple(standby)))
-        t0 = drill.inject(ClusterLoss(targets=(primary,))).started
+        for partition in partitions:
+            drill.inject(partition)
+        t0 = drill.inject(loss).started
         failover.fail_over(app, passive)
         drill.wait_served_by(app, passive, deadline)
         drill.soak()

@@ -282,6 +282,11 @@ class Drill:
         """Where the app's `name` is in the fleet file: apps[N].NAME."""
         return f"apps[{[a.name for a in self.fleet.apps].index(app.name)}].{name}"
 
+    def check_faults(self, *faults: Fault) -> None:
+        """Refuse now (SafetyError) when the safety rules would refuse any of `faults`, injected in order:
+        a drill that injects several calls this before the first."""
+        self.stack.check(faults)
+
     def inject(self, fault: Fault) -> Injection:
         """Apply a fault until the drill ends (reverted on every exit path) and wait for the evidence that
         it took effect, seen from outside the faulted part; its `started` (injection began) is t0.

@@ -358,7 +358,9 @@ def _planned_drill(item: pytest.Item, fleet: Fleet, access: FleetAccess) -> Plan
     config, timeline = item.config, Timeline()
     guard = Guard(fleet, allow_prod=config.getoption("--allow-prod"))
     ledger = Ledger(config.getoption("--ledger") or paths.default_ledger())  # a dry run never writes it
-    stack = FaultStack(access, ledger, timeline, config.stash[run_key], guard=guard, dry_run=True)
+    stack = FaultStack(
+        access, ledger, timeline, config.stash[run_key], guard=guard, rules=guard, dry_run=True
+    )
     planned = PlannedDrill(item.name, fleet, access, stack, timeline)
     item.stash[planned_key] = planned
     return planned

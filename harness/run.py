@@ -67,7 +67,9 @@ class DrillRun:
         rules = Guard(fleet, allow_prod=settings.allow_prod)
         places = LeasePlaces.of(fleet)
         guard = self.leases.guard(places, self._lease_for, then=rules, on_held=self._lease_held)
-        stack = FaultStack(access, Ledger(settings.ledger), timeline, settings.run_id, guard=guard)
+        stack = FaultStack(
+            access, Ledger(settings.ledger), timeline, settings.run_id, guard=guard, rules=rules
+        )
         operators = None
         if settings.pause_timeout_s is not None:
             operators = Operators(timeline, settings.pause_timeout_s)

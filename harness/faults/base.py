@@ -14,7 +14,7 @@ import json
 import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
@@ -279,7 +279,9 @@ class _InForce:
 class FaultStack:
     """The faults in force, newest last: each is in the ledger before it acts, reverted on every exit.
 
-    A dry run only guards each fault, records it as "fault.planned" and keeps it in `planned`.
+    `guard` is called before each fault acts (the safety rules, then the drill leases); `rules`, the safety
+    rules alone, for `check`. A dry run only guards each fault, records it as "fault.planned" and keeps it
+    in `planned`.
     """
 
     def __init__(
@@ -290,10 +292,11 @@ class FaultStack:
         run_id: str,
         *,
         guard: Guard | None = None,
+        rules: Guard | None = None,
         dry_run: bool = False,
     ) -> None:
         self._ctx, self._ledger, self._timeline, self._run_id = ctx, ledger, timeline, run_id
-        self._guard, self.dry_run = guard, dry_run
+        self._guard, self._rules, self.dry_run = guard, rules, dry_run
         self._in_force: list[_InForce] = []
         self.planned: list[Fault] = []
 
@@ -302,6 +305,19 @@ class FaultStack:
 
     def __exit__(self, *exc_info: object) -> None:
         self.undo_all()
+
+    def check(self, faults: Iterable[Fault]) -> None:
+        """Hold `faults` to the safety rules (allowlist, prod, blast radius) as if pushed in order on top of
+        those in force, pushing none: a drill that injects several checks them first, so a refusal comes
+        before its first fault, not halfway through. The rules only (no lease is taken): without them,
+        nothing to check."""
+        if self._rules is None:
+            return
+        faulted = set(self.faulted_clusters())
+        for fault in faults:
+            if not fault.recovery:
+                self._rules(fault, frozenset(faulted))
+                faulted |= set(fault.targets)
 
     def faulted_clusters(self) -> frozenset[str]:
         """Clusters some fault in force targets (recovery changes are not faults)."""

@@ -120,6 +120,25 @@ def test_the_guard_checks_each_fault_against_what_is_in_force(tmp_path: Path) ->
         Guard(fleet)(prod, frozenset())
 
 
+def test_a_drill_that_injects_several_faults_is_refused_before_the_first(tmp_path: Path) -> None:
+    fleet = make_fleet(blast_radius={"max_clusters": 2})
+    ledger = Ledger(tmp_path / "ledger.json")
+    east, west, prod = (FileFault(str(tmp_path), targets=(c,)) for c in ("east", "west", "prod-eu"))
+    stack = FaultStack(KubeContext(), ledger, Timeline(), "run-1", guard=Guard(fleet), rules=Guard(fleet))
+    with pytest.raises(SafetyError, match=r"prod-eu .* is a prod cluster"):
+        stack.check([east, prod])
+    assert ledger.entries() == [] and not (tmp_path / "east").exists()
+    stack.check([east, west])
+    rules = Guard(fleet, allow_prod=True)
+    stack = FaultStack(KubeContext(), ledger, Timeline(), "run-1", guard=rules, rules=rules)
+    stack.check([west, prod])
+    with stack.applied(east):  # what is in force counts too
+        with pytest.raises(SafetyError, match=r"east, prod-eu, west .* would be 3 clusters"):
+            stack.check([west, prod])
+        assert len(ledger.entries()) == 1
+    FaultStack(KubeContext(), ledger, Timeline(), "run-1").check([prod])  # no rules: nothing to hold them to
+
+
 # --- dry run ----------------------------------------------------------------------------------------
 
 
