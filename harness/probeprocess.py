@@ -30,7 +30,7 @@ from harness.background import Background
 from harness.errors import ConfigError, FleetDrillError
 from harness.measure import availability
 from harness.samples import MissedSlot, ProbeSample
-from harness.traffic import Prober, TargetStats
+from harness.traffic import Prober, TargetStats, raise_priority
 
 BATCH_S = 0.05
 """How often the child sends what its prober recorded: the live figures lag by at most this."""
@@ -200,6 +200,7 @@ def _batch(prober: Prober, seen: dict[str, list[int]], counters: bool = True) ->
 def _serve() -> None:
     """The child: run the Prober the first input line describes, stream its records, stop when asked."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle: it stops us
+    raise_priority()  # every thread of ours: the prober's, and those that stream its records and stop it
     settings = json.loads(sys.stdin.readline())
     targets = settings.pop("targets")
     try:

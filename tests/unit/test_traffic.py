@@ -4,6 +4,7 @@ statuses, identity), reconnects, in-flight probes at stop, clean stop."""
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 from harness import traffic
 from harness.errors import ConfigError, FleetDrillError
 from harness.samples import MissedSlot, ProbeSample
-from harness.traffic import Prober
+from harness.traffic import PROBE_NICE, Prober, raise_priority
 from tests.conftest import wait_for
 
 STOPPED = "stopped: still in flight when probing stopped"
@@ -340,3 +341,19 @@ def test_status_specs_stand_for_their_codes(spec: int | str, codes: range) -> No
 def test_bad_status_specs_are_refused(spec: object) -> None:
     with pytest.raises(ValueError, match=r'expected a status code from 200 to 499 or a class "2xx"'):
         traffic.status_codes(spec)
+
+
+def test_the_probing_thread_alone_gets_the_raised_priority_where_permitted() -> None:
+    seen: dict[str, object] = {}
+
+    def probing() -> None:
+        seen["raised"] = raise_priority()
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=probing)
+    thread.start()
+    thread.join(5)
+    assert seen["raised"] == (os.geteuid() == 0)  # root may; the tests run as root on CI
+    assert seen["nice"] == (PROBE_NICE if seen["raised"] else before)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before, "this thread is unchanged"
