@@ -387,20 +387,22 @@ class Drill:
         probes have a history before the fault, and healthy again at its end (within STEADY_REGAIN_S: one
         slow probe on a busy runner is not a broken fleet; a fleet that stays unhealthy is)."""
 
-        def healthy() -> bool:
-            return self.served_by(app, cluster) and self.writes_acked(app)
+        def healthy_within(seconds: float) -> dict[str, bool]:
+            """What was seen when the app was first healthy within `seconds`, or last seen at its end: one
+            look decides, as a second one a moment later may see otherwise (the probes' live view lags)."""
+            until = time.monotonic() + seconds
+            while True:
+                seen = {"served": self.served_by(app, cluster), "writes acked": self.writes_acked(app)}
+                if all(seen.values()) or time.monotonic() >= until:
+                    return seen
+                time.sleep(0.05)
 
-        deadline = time.monotonic() + deadline_s
-        while not healthy() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if healthy():
+        detail = healthy_within(deadline_s)
+        if all(detail.values()):
             held = time.monotonic() + hold_s
             while time.monotonic() < held:
                 time.sleep(0.05)
-            regain = time.monotonic() + STEADY_REGAIN_S
-            while not healthy() and time.monotonic() < regain:
-                time.sleep(0.05)
-        detail = {"served": self.served_by(app, cluster), "writes acked": self.writes_acked(app)}
+            detail = healthy_within(STEADY_REGAIN_S)
         self.timeline.record("steady.checked", cluster=cluster, detail=detail | {"ok": all(detail.values())})
         return all(detail.values())
 

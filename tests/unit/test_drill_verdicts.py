@@ -212,6 +212,23 @@ class LiveProbes:
         return self.series
 
 
+def test_the_steady_state_is_what_one_look_saw(drill: Drill, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Healthy at the end of the hold is steady, though a second look a moment later would not see it so
+    (the probes' live view lags); unhealthy to the end is not steady, and the timeline says what was not."""
+    app = drill.app("nodata")
+    looks = iter([True, True, False])
+    monkeypatch.setattr(drill, "served_by", lambda *_: next(looks))
+    monkeypatch.setattr(drill, "writes_acked", lambda _: True)
+    assert drill.steady(app, "east", hold_s=0.0, deadline_s=1.0)
+    monkeypatch.setattr(drill, "served_by", lambda *_: False)
+    assert not drill.steady(app, "east", hold_s=0.0, deadline_s=0.1)
+    checked = drill.timeline.events("steady.checked")
+    assert [e.detail for e in checked] == [
+        {"served": True, "writes acked": True, "ok": True},
+        {"served": False, "writes acked": True, "ok": False},
+    ]
+
+
 def test_a_steady_state_that_does_not_hold_says_what_the_probes_answered_instead(drill: Drill) -> None:
     now = time.monotonic()
     not_found = "status: HTTP 404 not an accepted status (accepted: 2xx)"
