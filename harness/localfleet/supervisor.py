@@ -359,15 +359,17 @@ def _stop_namespaces(names: list[str]) -> list[int]:
 
 
 def stop_cluster(folder: Path, name: str) -> list[int]:
-    """Hard loss: SIGKILL everything in the cluster's namespaces; etcd's data stays on disk."""
+    """Hard loss: SIGKILL everything in the cluster's namespaces; etcd's data stays on disk. The ground
+    truth records the loss as it begins (its effect, the GSLB's health checks failing, may come before the
+    kills end on a busy machine)."""
     state = FleetState.load(folder.resolve())
     cluster = state.cluster(name)
+    groundtruth.record(state.folder / groundtruth.FILE, "fault", fault="cluster-lost", cluster=name)
     names = {n.name for n in nodes.node_specs(cluster.name, cluster.region, cluster.nodes, "")}
     for node in set(freeze.frozen(state.folder)) & names:  # frozen processes cannot die
         freeze.thaw(state, node)
     stopped = _stop_namespaces(netns.names(cluster.netns_prefix(state.plan)))
     network.set_segment_links(state.plan, state.plan.cluster(cluster.index).segment, up=False)
-    groundtruth.record(state.folder / groundtruth.FILE, "fault", fault="cluster-lost", cluster=name)
     return stopped
 
 
