@@ -2,9 +2,8 @@
 (JSON parsing, as the kubernetes client does with list responses) against the same prober in a child
 process (harness.probeprocess), each at 50 Hz against one local endpoint. Optionally with a CPU hog
 (`--hog`: a busy loop on every core, `--hog N`: N of them), as when other fleets run on the runner. The
-probes run at traffic.PROBE_NICE where permitted (said in the first line): 48 busy loops on 2 cores kept
-81-93% of the process's schedule before that, 91-99% after. Prints sent and missed slots and the share of
-the schedule kept for each; asserts nothing.
+probes run at traffic.PROBE_NICE where permitted (the first line says which). Prints sent and missed slots
+and the share of the schedule kept for each; asserts nothing.
 
     .venv/bin/python bench/probe_isolation.py [--seconds 10] [--rate 50] [--hog [N]]
 """
