@@ -22,11 +22,15 @@ from kubernetes import client, config, utils
 
 from harness import pgreplication
 from harness.errors import FleetDrillError
-from harness.localfleet import each, processes
+from harness.localfleet import apps, each, processes
+from harness.localfleet.nodeagent import STRATEGIC
 from harness.localfleet.state import ClusterRecord, FleetState, start_process
 
 MANIFEST = Path(__file__).resolve().parents[2] / "fixtures" / "apps" / "postgres.yaml"
+APP_PATCH = MANIFEST.with_name("orders-postgres.yaml")
 NAMESPACE = SERVICE = SECRET = STATEFULSET = "postgres"
+APP_DATABASE = "orders-database"
+"""The sample app's ConfigMap (ORDERS_DATABASE_URL) and Secret (password) in its namespace."""
 ROLE_SETTINGS = "postgres-role"
 PORT = 5432
 SUPERUSER, DATABASE, REPLICATION_USER = "postgres", "postgres", "replicator"
@@ -73,8 +77,18 @@ def secret(password: str, replication_password: str) -> dict:
     }
 
 
-def deploy(kubeconfig: Path, cluster: ClusterRecord, settings: dict, passwords: dict) -> None:
-    """The namespace, the Secret and the role's ConfigMap, then the rest of the manifest, in one cluster."""
+def app_database(host: str, passwords: dict) -> tuple[dict, dict]:
+    """The sample app's ConfigMap and Secret orders-database: its cluster's server at `host` (the
+    cluster's ingress), as the superuser (its promote step runs pg_promote())."""
+    url = f"host={host} port={PORT} dbname={DATABASE} user={SUPERUSER}"
+    meta = {"name": APP_DATABASE, "namespace": apps.APP}
+    settings = {"metadata": meta, "data": {"ORDERS_DATABASE_URL": url}}
+    return settings, {"metadata": meta, "stringData": {"password": passwords["stringData"]["password"]}}
+
+
+def deploy(kubeconfig: Path, cluster: ClusterRecord, settings: dict, passwords: dict, host: str) -> None:
+    """The namespace, the Secret and the role's ConfigMap, then the rest of the manifest, in one cluster;
+    then the sample app on this server (its database settings, its Deployment patched)."""
     api = config.new_client_from_config(str(kubeconfig), context=cluster.name)
     try:
         documents = list(yaml.safe_load_all(MANIFEST.read_text()))
@@ -84,6 +98,12 @@ def deploy(kubeconfig: Path, cluster: ClusterRecord, settings: dict, passwords: 
         core.create_namespaced_config_map(NAMESPACE, settings)
         for document in documents[1:]:
             utils.create_from_dict(api, document)
+        app_settings, app_secret = app_database(host, passwords)
+        core.create_namespaced_secret(apps.APP, app_secret)
+        core.create_namespaced_config_map(apps.APP, app_settings)
+        client.AppsV1Api(api).patch_namespaced_deployment(
+            apps.APP, apps.APP, yaml.safe_load(APP_PATCH.read_text()), _content_type=STRATEGIC
+        )
     finally:
         api.close()
 
@@ -108,8 +128,9 @@ def relay_argv(kubeconfig: Path, cluster: str, address: str) -> list[str]:
 
 
 def start(state: FleetState) -> None:
-    """Deploy the app in the active and passive clusters at once and open every cluster's ingress TCP port
-    5432 (after services.start, which made the ingress namespaces)."""
+    """Deploy the app in the active and passive clusters at once, the sample app there on it, and open
+    every cluster's ingress TCP port 5432 (after services.start, which made the ingress namespaces and the
+    sample app)."""
     kubeconfig = state.folder / "kubeconfig"
     active = next(c for c in state.clusters if c.role == "active")
     primary_host = endpoint(state, active.name)[0]
@@ -118,7 +139,9 @@ def start(state: FleetState) -> None:
     settings = {
         c.name: role_settings(c.name, c.role == "active", primary_host, peers(state, c.name)) for c in servers
     }
-    each.at_once(lambda c: deploy(kubeconfig, c, settings[c.name], passwords), servers)
+    each.at_once(
+        lambda c: deploy(kubeconfig, c, settings[c.name], passwords, endpoint(state, c.name)[0]), servers
+    )
     for cluster in state.clusters:
         address = endpoint(state, cluster.name)[0]
         start_process(

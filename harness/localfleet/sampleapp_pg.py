@@ -173,6 +173,7 @@ class Database:
         return DatabaseState(bool(in_recovery), bool(read_only), int(timeline or 0))
 
     def close(self) -> None:
+        """Close the kept connections (those in use are closed when given back, if broken)."""
         with self.lock:
             idle, self.idle = self.idle, []
         for connection in idle:
@@ -202,6 +203,12 @@ class PgApp(Service):
         return f"its orders in PostgreSQL at {host}"
 
     def route_data(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
+        """Answered on a kept connection; when it failed (its server restarted, or the primary moved), once
+        more on a new one: every request is safe to repeat (a write is idempotent by stream and seq)."""
+        try:
+            return self._route_data(method, path, query, body)
+        except psycopg.OperationalError:
+            self.database.close()  # the kept connections went to the same server
         try:
             return self._route_data(method, path, query, body)
         except psycopg.OperationalError as error:
@@ -299,7 +306,11 @@ class PgApp(Service):
     def status(self) -> dict[str, Any]:
         base = {"cluster": self.cfg.cluster, "pod": self.cfg.pod, "replicated_to": {}, "peers": {}}
         try:
-            state = self.database.state()
+            try:
+                state = self.database.state()
+            except psycopg.OperationalError:  # on a kept connection: once more on a new one
+                self.database.close()
+                state = self.database.state()
         except psycopg.Error as error:
             reason = unavailable(error)[1]["error"]
             return base | {

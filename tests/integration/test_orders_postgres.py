@@ -125,6 +125,20 @@ def test_a_read_only_primary_refuses_writes_as_a_switchover_leaves_it(
     wait_for(lambda: post(east, 10, "p", stream="ro")[0] == 201, 10, "writes taken again")
 
 
+def test_the_first_request_after_the_database_restarted_is_answered(
+    apps: dict[str, str], servers: Servers, primary: Server
+) -> None:
+    """The app's kept connections die with the server: the request that finds one dead is answered on a
+    new connection, not refused."""
+    east = apps["us-east"]
+    assert post(east, 1, "before", stream="restart")[0] == 201
+    assert status(east)["role"] == "primary"  # a second kept connection
+    servers.stop(primary)
+    servers.start(primary)
+    assert post(east, 2, "after", stream="restart")[0] == 201
+    assert status(east)["last_seq"]["restart"] == 2
+
+
 def test_an_app_without_its_database_answers_and_says_why_it_cannot_serve_orders() -> None:
     port = free_port()
     env = {
