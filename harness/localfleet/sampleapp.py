@@ -5,7 +5,12 @@ locally (fsync) and acknowledges it, then ships it to every peer after ORDERS_RE
 primary lost within the lag really loses acknowledged writes. Run: python -m harness.localfleet.sampleapp
 
 Environment:
-  ORDERS_DATA_DIR         the claim's folder: orders.jsonl (the log) and state.json (required)
+  ORDERS_DATA_DIR         the claim's folder: orders.jsonl (the log) and state.json (required, unless
+                          ORDERS_DATABASE_URL)
+  ORDERS_DATABASE_URL     optional: keep the orders in this PostgreSQL database (a libpq conninfo or URL,
+                          the password in libpq's PGPASSWORD) instead: harness.localfleet.sampleapp_pg, where
+                          the database replicates, fences and is promoted (the ORDERS_ROLE, _REPLICATION_LAG
+                          and _FENCE_TIMEOUT below do not apply; ORDERS_PEERS is asked before a promotion)
   ORDERS_CLUSTER          this cluster's name (required)
   POD_NAME                this pod's name (default: the host name)
   ORDERS_LISTEN           host:port (or :port) to serve on (default 0.0.0.0:8080)
