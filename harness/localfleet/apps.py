@@ -64,15 +64,28 @@ def gslb(primary: str) -> dict:
     }
 
 
-def deploy(kubeconfig: Path, context: str, role: str, peers: dict[str, str], primary: str) -> None:
-    """Apply the sample app's manifest and settings, the Gslb CRD and object, in one cluster."""
+def deploy(
+    kubeconfig: Path,
+    context: str,
+    role: str,
+    peers: dict[str, str],
+    primary: str,
+    database: tuple[dict, dict] | None = None,
+) -> None:
+    """Apply the sample app's manifest and settings, the Gslb CRD and object, in one cluster; with a
+    database (the ConfigMap and Secret orders-database), those before its pod starts."""
     api = config.new_client_from_config(str(kubeconfig), context=context)
     try:
         timeout = kwatch.REQUEST_TIMEOUT
-        for document in yaml.safe_load_all(MANIFEST.read_text()):
+        core = client.CoreV1Api(api)
+        namespace, *documents = yaml.safe_load_all(MANIFEST.read_text())
+        utils.create_from_dict(api, namespace, _request_timeout=timeout)
+        if database:
+            core.create_namespaced_config_map(APP, database[0], _request_timeout=timeout)
+            core.create_namespaced_secret(APP, database[1], _request_timeout=timeout)
+        for document in documents:
             utils.create_from_dict(api, document, _request_timeout=timeout)
-        config_map = settings(context, role, peers)
-        client.CoreV1Api(api).create_namespaced_config_map(APP, config_map, _request_timeout=timeout)
+        core.create_namespaced_config_map(APP, settings(context, role, peers), _request_timeout=timeout)
         kwatch.install_crd(api)
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             kwatch.GROUP, kwatch.VERSION, APP, kwatch.PLURAL, gslb(primary), _request_timeout=timeout

@@ -3,7 +3,9 @@ fleet-postgresql.yaml's failover (`python -m harness.localfleet.pgfailover --dir
 a user's dr/promote.sh does for their own fleet.
 
 It moves the app's traffic as the fleet file's promote strategy does (the Gslb, the sample app's own
-promote call), then makes C's server the primary:
+promote call: on the PostgreSQL fleet the app's pg_promote() when no other primary takes writes, refused
+when one does, and then made again once the runbook below switched over), then makes C's server the
+primary:
 - C's server a replica, the primary lost: pg_promote() there;
 - the primary reachable (a fail-back): a switchover without loss: C is made a replica of the primary
   first if it is not one (a stale old primary), the primary is set read-only, C is promoted once it has
@@ -17,6 +19,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import psycopg
 from kubernetes import client, config
@@ -28,7 +31,7 @@ from harness.faults.kube import wait_until
 from harness.fleet import FleetAccess
 from harness.localfleet import postgres
 from harness.localfleet.state import FleetState
-from harness.strategies.promote import promote
+from harness.strategies.promote import PromoteError, PromoteFailover, promote, promote_data
 from harness.timeline import Timeline
 
 STREAMING_DEADLINE_S = 120.0
@@ -191,13 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", required=True, help="the cluster taking over")
     args = parser.parse_args(argv)
     fleet = load_fleet(args.dir / "fleet.yaml")  # the app's own promote call (Gslb, its own data)
+    app, to = fleet.app(args.app), fleet.cluster(args.to).name
     access = FleetAccess(fleet)
+    refused = None
     try:
-        promote(access, fleet.app(args.app), fleet.cluster(args.to).name, Timeline())
+        promote(access, app, to, Timeline())
+    except PromoteError as error:  # the app refuses while another primary takes writes: a switchover
+        refused = error
     finally:
         access.close()
     try:
         print(f"{args.app}: {Runbook(args.dir, args.to).move_primary(args.to)}")
+        call = cast(PromoteFailover, app.failover).promote
+        if refused is not None and call is not None:  # its database is the primary now
+            promote_data(app, call, to)
     except FleetDrillError as error:
         print(error, file=sys.stderr)
         return 1

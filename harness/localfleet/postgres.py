@@ -22,11 +22,13 @@ from kubernetes import client, config, utils
 
 from harness import pgreplication
 from harness.errors import FleetDrillError
-from harness.localfleet import each, processes
+from harness.localfleet import apps, each, processes
 from harness.localfleet.state import ClusterRecord, FleetState, start_process
 
 MANIFEST = Path(__file__).resolve().parents[2] / "fixtures" / "apps" / "postgres.yaml"
 NAMESPACE = SERVICE = SECRET = STATEFULSET = "postgres"
+APP_DATABASE = "orders-database"
+"""The sample app's ConfigMap (ORDERS_DATABASE_URL) and Secret (password) in its namespace."""
 ROLE_SETTINGS = "postgres-role"
 PORT = 5432
 SUPERUSER, DATABASE, REPLICATION_USER = "postgres", "postgres", "replicator"
@@ -73,6 +75,26 @@ def secret(password: str, replication_password: str) -> dict:
     }
 
 
+def new_secret() -> dict:
+    """The Secret postgres with fresh passwords, the same in every cluster."""
+    return secret(secrets.token_urlsafe(18), secrets.token_urlsafe(18))
+
+
+def app_database(host: str, passwords: dict) -> tuple[dict, dict]:
+    """The sample app's ConfigMap and Secret orders-database (optional in fixtures/apps/orders.yaml): its
+    cluster's server at `host` (the cluster's ingress), as the superuser (its promote runs pg_promote())."""
+    url = f"host={host} port={PORT} dbname={DATABASE} user={SUPERUSER}"
+    meta = {"name": APP_DATABASE, "namespace": apps.APP}
+    settings = {"metadata": meta, "data": {"ORDERS_DATABASE_URL": url}}
+    return settings, {"metadata": meta, "stringData": {"password": passwords["stringData"]["password"]}}
+
+
+def app_databases(state: FleetState, passwords: dict) -> dict[str, tuple[dict, dict]]:
+    """The sample app's database objects of each cluster that runs a server (services.start deploys the
+    app with them); a standby's database is cold (restored into): its app keeps its own store."""
+    return {c.name: app_database(endpoint(state, c.name)[0], passwords) for c in database_clusters(state)}
+
+
 def deploy(kubeconfig: Path, cluster: ClusterRecord, settings: dict, passwords: dict) -> None:
     """The namespace, the Secret and the role's ConfigMap, then the rest of the manifest, in one cluster."""
     api = config.new_client_from_config(str(kubeconfig), context=cluster.name)
@@ -107,13 +129,13 @@ def relay_argv(kubeconfig: Path, cluster: str, address: str) -> list[str]:
     ]
 
 
-def start(state: FleetState) -> None:
-    """Deploy the app in the active and passive clusters at once and open every cluster's ingress TCP port
-    5432 (after services.start, which made the ingress namespaces)."""
+def start(state: FleetState, passwords: dict) -> None:
+    """Deploy the app in the active and passive clusters at once with the Secret `passwords` (new_secret:
+    the sample app was given its copy), and open every cluster's ingress TCP port 5432 (after
+    services.start, which made the ingress namespaces)."""
     kubeconfig = state.folder / "kubeconfig"
     active = next(c for c in state.clusters if c.role == "active")
     primary_host = endpoint(state, active.name)[0]
-    passwords = secret(secrets.token_urlsafe(18), secrets.token_urlsafe(18))
     servers = database_clusters(state)
     settings = {
         c.name: role_settings(c.name, c.role == "active", primary_host, peers(state, c.name)) for c in servers

@@ -5,7 +5,12 @@ locally (fsync) and acknowledges it, then ships it to every peer after ORDERS_RE
 primary lost within the lag really loses acknowledged writes. Run: python -m harness.localfleet.sampleapp
 
 Environment:
-  ORDERS_DATA_DIR         the claim's folder: orders.jsonl (the log) and state.json (required)
+  ORDERS_DATA_DIR         the claim's folder: orders.jsonl (the log) and state.json (required, unless
+                          ORDERS_DATABASE_URL)
+  ORDERS_DATABASE_URL     optional: keep the orders in this PostgreSQL database (a libpq conninfo or URL,
+                          the password in libpq's PGPASSWORD) instead: harness.localfleet.sampleapp_pg, where
+                          the database replicates, fences and is promoted (the ORDERS_ROLE, _REPLICATION_LAG
+                          and _FENCE_TIMEOUT below do not apply; ORDERS_PEERS is asked before a promotion)
   ORDERS_CLUSTER          this cluster's name (required)
   POD_NAME                this pod's name (default: the host name)
   ORDERS_LISTEN           host:port (or :port) to serve on (default 0.0.0.0:8080)
@@ -91,7 +96,7 @@ class BadRequest(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    data_dir: Path
+    data_dir: Path | None
     cluster: str
     pod: str = "orders"
     listen: tuple[str, int] = ("0.0.0.0", 8080)
@@ -103,6 +108,8 @@ class Config:
     fence_timeout: float = 5.0
     depends_on: dict[str, str] = field(default_factory=dict)
     fail_share: float = 0.0
+    database: str | None = None
+    """ORDERS_DATABASE_URL: the orders are kept in this PostgreSQL database (sampleapp_pg), not the log."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Config":
@@ -117,7 +124,9 @@ class Config:
                 raise ValueError(f"{name}: expected seconds >= 0, got {env[name]!r}")
             return value
 
-        missing = [name for name in ("ORDERS_DATA_DIR", "ORDERS_CLUSTER") if not env.get(name)]
+        database = env.get("ORDERS_DATABASE_URL") or None
+        needed = ("ORDERS_CLUSTER",) if database else ("ORDERS_DATA_DIR", "ORDERS_CLUSTER")
+        missing = [name for name in needed if not env.get(name)]
         if missing:
             raise ValueError(f"{' and '.join(missing)} must be set")
         host, _, port = env.get("ORDERS_LISTEN", "0.0.0.0:8080").rpartition(":")
@@ -137,7 +146,7 @@ class Config:
         peers = _named_urls(env, "ORDERS_PEERS", "cluster=http://host:port")
         peers.pop(env["ORDERS_CLUSTER"], None)
         return cls(
-            data_dir=Path(env["ORDERS_DATA_DIR"]),
+            data_dir=Path(env["ORDERS_DATA_DIR"]) if env.get("ORDERS_DATA_DIR") else None,
             cluster=env["ORDERS_CLUSTER"],
             pod=env.get("POD_NAME") or socket.gethostname(),
             listen=(host, int(port)),
@@ -149,6 +158,7 @@ class Config:
             fence_timeout=seconds("ORDERS_FENCE_TIMEOUT", 5.0),
             depends_on=_named_urls(env, "ORDERS_DEPENDS_ON", "name=http://host:port/path"),
             fail_share=fail_share,
+            database=database,
         )
 
 
@@ -208,18 +218,15 @@ def _answers(url: str) -> bool:
         return False
 
 
-class App:
-    """One orders instance: its store, role and epoch, HTTP server, status poller and one shipper per peer."""
+class Service:
+    """What every orders instance has, whatever keeps its orders: the HTTP server, the dependency poller,
+    /healthz, /readyz, /config, /metrics and the injected failures of ORDERS_FAIL_SHARE."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.served_by = f"{cfg.cluster}/{cfg.pod}"
-        self.store = Store(cfg.data_dir)
-        self.node = Primacy(self.store, cfg.role, bool(cfg.peers), cfg.fence_timeout)
-        self.peers: dict[str, dict[str, Any]] = {name: {"reachable": False} for name in cfg.peers}
-        self.positions = dict.fromkeys(cfg.peers, 0)
         self.unready: str | None = "dependencies not asked yet" if cfg.depends_on else None
-        self.cond = threading.Condition()  # guards all of the above; notified on every change
+        self.cond = threading.Condition()  # guards the instance's state; notified on every change
         self.stopping = False
         self.threads: list[threading.Thread] = []
         self.metrics = AppMetrics(self.oldest_unshipped)
@@ -228,15 +235,11 @@ class App:
 
     def start(self) -> None:
         self._spawn(self.server.serve_forever, 0.1)  # the period at which shutdown() is noticed
-        if self.cfg.peers:
-            self._spawn(self._poll_loop)
         if self.cfg.depends_on:
             self._spawn(self._dependency_loop)
-        for name, url in self.cfg.peers.items():
-            self._spawn(self._ship_loop, name, url)
 
     def close(self) -> None:
-        """Stop serving, end every thread, close the log; unshipped writes stay unshipped (as in a crash)."""
+        """Stop serving and end every thread."""
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
@@ -245,12 +248,95 @@ class App:
         self.server.server_close()
         for thread in self.threads:
             thread.join()
-        self.store.close()
 
     def _spawn(self, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=f"orders-{target.__name__}", daemon=True)
         thread.start()
         self.threads.append(thread)
+
+    def _dependency_loop(self) -> None:
+        """Rounds of GET to every service of ORDERS_DEPENDS_ON: the app is ready only while all answered."""
+        while True:
+            down = [name for name, url in self.cfg.depends_on.items() if not _answers(url)]
+            with self.cond:
+                self.unready = (
+                    f"dependency {down[0]} ({self.cfg.depends_on[down[0]]}) unreachable" if down else None
+                )
+                if self.cond.wait_for(lambda: self.stopping, self.cfg.poll_interval):
+                    return
+
+    def route(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
+        if method == "GET" and path == "/healthz":
+            return 200, {"ok": True}
+        if method == "GET" and path == "/readyz":  # lock-free, as probes want: one reference read
+            unready = self.unready
+            return (503, {"error": unready}) if unready else (200, {"ok": True})
+        if method == "GET" and path == "/config":
+            return 200, self.config_files()
+        return self.route_data(method, path, query, body)
+
+    def route_data(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
+        """The orders, /status and /promote: the store's part of the API."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Where the orders are kept and this instance's role, for the log's first line."""
+        raise NotImplementedError
+
+    def fails(self, path: str, user_agent: str) -> bool:
+        """ORDERS_FAIL_SHARE: this client request is one of the share answered 500 (evenly spread)."""
+        share = self.cfg.fail_share
+        if not share or user_agent.startswith("kube-probe/") or path in PEER_PATHS:
+            return False
+        with self.cond:
+            n, self.clients = self.clients, self.clients + 1
+        return math.floor((n + 1) * share) > math.floor(n * share)
+
+    def oldest_unshipped(self) -> dict[str, float | None]:
+        """Per peer, the commit time of the oldest write not yet shipped to it (None: none waits)."""
+        return {}
+
+    def config_files(self) -> dict[str, Any]:
+        """Mounted files by path relative to ORDERS_CONFIG_DIR, skipping the kubelet's ..data machinery."""
+        folder = self.cfg.config_dir
+        if folder is None:
+            return {"dir": None, "files": {}}
+        files = {}
+        for root, dirs, names in os.walk(folder, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".."))
+            for name in sorted(n for n in names if not n.startswith("..")):
+                path = Path(root, name)
+                files[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return {"dir": str(folder), "files": files}
+
+
+class App(Service):
+    """One orders instance on its own store: its log, role and epoch, status poller and one shipper per
+    peer."""
+
+    def __init__(self, cfg: Config) -> None:
+        if cfg.data_dir is None:
+            raise ValueError("ORDERS_DATA_DIR must be set")
+        self.store = Store(cfg.data_dir)
+        self.node = Primacy(self.store, cfg.role, bool(cfg.peers), cfg.fence_timeout)
+        self.peers: dict[str, dict[str, Any]] = {name: {"reachable": False} for name in cfg.peers}
+        self.positions = dict.fromkeys(cfg.peers, 0)
+        super().__init__(cfg)
+
+    def start(self) -> None:
+        super().start()
+        if self.cfg.peers:
+            self._spawn(self._poll_loop)
+        for name, url in self.cfg.peers.items():
+            self._spawn(self._ship_loop, name, url)
+
+    def close(self) -> None:
+        """Stop serving, end every thread, close the log; unshipped writes stay unshipped (as in a crash)."""
+        super().close()
+        self.store.close()
+
+    def describe(self) -> str:
+        return f"its log in {self.cfg.data_dir}, {self.node.role} at epoch {self.node.epoch}"
 
     def _poll_loop(self) -> None:
         """Rounds of GET /status to every peer: learn epochs, confirm primacy."""
@@ -269,17 +355,6 @@ class App:
                 if answered:
                     self.node.confirm()
                 self.cond.notify_all()
-                if self.cond.wait_for(lambda: self.stopping, self.cfg.poll_interval):
-                    return
-
-    def _dependency_loop(self) -> None:
-        """Rounds of GET to every service of ORDERS_DEPENDS_ON: the app is ready only while all answered."""
-        while True:
-            down = [name for name, url in self.cfg.depends_on.items() if not _answers(url)]
-            with self.cond:
-                self.unready = (
-                    f"dependency {down[0]} ({self.cfg.depends_on[down[0]]}) unreachable" if down else None
-                )
                 if self.cond.wait_for(lambda: self.stopping, self.cfg.poll_interval):
                     return
 
@@ -322,16 +397,9 @@ class App:
                     self.cond.notify_all()
                     retry_at = time.monotonic() + self.cfg.poll_interval
 
-    def route(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
-        if method == "GET" and path == "/healthz":
-            return 200, {"ok": True}
-        if method == "GET" and path == "/readyz":  # lock-free, as probes want: one reference read
-            unready = self.unready
-            return (503, {"error": unready}) if unready else (200, {"ok": True})
+    def route_data(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
         if method == "GET" and path == "/status":
             return 200, self.status()
-        if method == "GET" and path == "/config":
-            return 200, self.config_files()
         if method == "GET" and path == "/orders":
             since, limit = _query_int(query, "since", -1), _query_int(query, "limit", 100)
             if not 1 <= limit <= 1000:
@@ -398,15 +466,6 @@ class App:
                 self.cond.notify_all()
             return 200, {"cluster": self.cfg.cluster, "role": self.node.role, "epoch": self.node.epoch}
 
-    def fails(self, path: str, user_agent: str) -> bool:
-        """ORDERS_FAIL_SHARE: this client request is one of the share answered 500 (evenly spread)."""
-        share = self.cfg.fail_share
-        if not share or user_agent.startswith("kube-probe/") or path in PEER_PATHS:
-            return False
-        with self.cond:
-            n, self.clients = self.clients, self.clients + 1
-        return math.floor((n + 1) * share) > math.floor(n * share)
-
     def oldest_unshipped(self) -> dict[str, float | None]:
         """Per peer, the commit time of the oldest write not yet shipped to it (None: none waits)."""
         with self.cond:
@@ -431,19 +490,6 @@ class App:
                 "replicated_to": dict(self.positions) if self.node.role == PRIMARY else {},
                 "peers": {name: dict(view) for name, view in self.peers.items()},
             }
-
-    def config_files(self) -> dict[str, Any]:
-        """Mounted files by path relative to ORDERS_CONFIG_DIR, skipping the kubelet's ..data machinery."""
-        folder = self.cfg.config_dir
-        if folder is None:
-            return {"dir": None, "files": {}}
-        files = {}
-        for root, dirs, names in os.walk(folder, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".."))
-            for name in sorted(n for n in names if not n.startswith("..")):
-                path = Path(root, name)
-                files[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-        return {"dir": str(folder), "files": files}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -505,7 +551,7 @@ class Server(ThreadingHTTPServer):
     # kernel's maximum (Go, nginx: 511 and up).
     request_queue_size = 1024
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Service) -> None:
         self.app = app
         super().__init__(app.cfg.listen, Handler)
 
@@ -517,12 +563,17 @@ def main() -> int:
     except ValueError as error:
         print(f"sampleapp: {error}", file=sys.stderr)
         return 2
-    app = App(cfg)
+    if cfg.database:  # psycopg loads only for an app given a database
+        from harness.localfleet.sampleapp_pg import PgApp
+
+        app: Service = PgApp(cfg)
+    else:
+        app = App(cfg)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     app.start()
-    log.info("serving %s at %s as %s, epoch %d", app.served_by, cfg.listen, app.node.role, app.node.epoch)
+    log.info("serving %s at %s: %s", app.served_by, cfg.listen, app.describe())
     stop.wait()
     app.close()
     return 0

@@ -14,10 +14,16 @@ from harness.localfleet.state import ClusterRecord, FleetState, start_process
 GLOBAL_KEY = "global/gslb"
 
 
-def start(state: FleetState, dns: DnsPlan | None = None, metrics: bool = False) -> None:
-    """A volume provisioner, the sample app and its Gslb in every cluster, an ingress per cluster (serving
-    its Prometheus metrics, with metrics), and the global endpoint (publishing the serving clusters in the
-    fleet's DNS, with dns)."""
+def start(
+    state: FleetState,
+    dns: DnsPlan | None = None,
+    metrics: bool = False,
+    databases: dict[str, tuple[dict, dict]] | None = None,
+) -> None:
+    """A volume provisioner, the sample app and its Gslb in every cluster (on the database `databases`
+    gives a cluster: its ConfigMap and Secret), an ingress per cluster (serving its Prometheus metrics,
+    with metrics), and the global endpoint (publishing the serving clusters in the fleet's DNS, with
+    dns)."""
     kubeconfig = state.folder / "kubeconfig"
     backends = {
         c.name: f"http://{state.plan.cluster(c.index).ingress}:{apps.HTTP_PORT}" for c in state.clusters
@@ -41,7 +47,8 @@ def start(state: FleetState, dns: DnsPlan | None = None, metrics: bool = False) 
         peers = {  # a fleet of environments keeps each one's data in it: no replication across them
             c.name: backends[c.name] for c in state.clusters if c.environment == cluster.environment
         }
-        apps.deploy(kubeconfig, cluster.name, cluster.role, peers, primary)
+        database = (databases or {}).get(cluster.name)
+        apps.deploy(kubeconfig, cluster.name, cluster.role, peers, primary, database)
         chaos_mesh.install(kubeconfig, cluster.name)  # Chaos Mesh's CRDs and our controller for them
 
     each.at_once(deploy, state.clusters)

@@ -135,14 +135,18 @@ def up(
         state.save()
         readiness.wait_ready(state, READY_DEADLINE_S)
         published = dnsserver.prepare(state) if dns else None
-        say("deploying the sample app, the ingresses and the global load balancer")
-        services.start(state, published, metrics=prometheus)
-        state.save()
-        if with_postgres:
+        databases, passwords = None, {}
+        if with_postgres:  # the sample app on PostgreSQL where a server runs
             from harness.localfleet import postgres  # psycopg loads only for a fleet with it
 
+            passwords = postgres.new_secret()
+            databases = postgres.app_databases(state, passwords)
+        say("deploying the sample app, the ingresses and the global load balancer")
+        services.start(state, published, metrics=prometheus, databases=databases)
+        state.save()
+        if with_postgres:
             say("deploying PostgreSQL: the primary in the active cluster, a streaming replica in the others")
-            postgres.start(state)
+            postgres.start(state, passwords)
             state.save()
         if published:
             say("starting CoreDNS: the global names' authoritative server and the runner's resolver")

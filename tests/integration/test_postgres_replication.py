@@ -1,9 +1,16 @@
 """PostgreSQL streaming replication across the local fleet's clusters (`fleet up --postgres`): the replica
 in eu-west streams from the primary in us-east through us-east's ingress, its lag is what the network
 makes it (a cut replication path or a bandwidth limit makes it grow, and it catches up after), and
-pg_promote() makes it writable. Everything is read from the host through each cluster's exposed endpoint."""
+pg_promote() makes it writable. The sample app keeps its orders there: written through the primary's
+cluster's app, read through the replica's, refused there. Everything is read from the host through each
+cluster's exposed endpoint."""
 
+import json
+import statistics
 import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +23,7 @@ from kubernetes import client, config
 from harness import pgreplication
 from harness.faults.base import KubeContext
 from harness.faults.chaosmesh import NetworkChaosFault
-from harness.localfleet import postgres
+from harness.localfleet import apps, postgres
 from harness.localfleet.state import FleetState
 from tests.conftest import started_fleet, wait_for
 
@@ -235,6 +242,55 @@ def test_synchronous_replication_is_the_apps_setting(
         marker = uuid.uuid4().hex
         connection.execute("insert into ticks (payload) values (%s)", (marker,))
     assert holds(replica, marker), "a commit acknowledged before the synchronous replica applied it"
+
+
+def app_call(url: str, method: str = "GET", body: object = None) -> tuple[int, dict, str]:
+    """(status, JSON body, X-Served-By) of one request to the sample app."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read()), response.headers["X-Served-By"]
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read()), error.headers["X-Served-By"]
+
+
+def test_the_sample_app_keeps_its_orders_in_the_clusters_postgresql(
+    state: FleetState, secret_password: str, replica: psycopg.Connection
+) -> None:
+    """Orders written through us-east's app (its ingress) are rows of the primary's table orders, read
+    through eu-west's app from its replica; eu-west's app refuses writes while its database is in
+    recovery, with the app's usual 503 not primary. (The primary restarted in the test before: a
+    connection of its own.)"""
+    east, west = (f"http://{postgres.endpoint(state, c)[0]}:{apps.HTTP_PORT}" for c in (PRIMARY, REPLICA))
+    stream, took = f"pg-{uuid.uuid4().hex[:8]}", []
+    for seq in range(1, 51):
+        started = time.monotonic()
+        body = {"seq": seq, "payload": f"o{seq}", "stream": stream}
+        done, order, served_by = app_call(f"{east}/orders", "POST", body)
+        took.append(time.monotonic() - started)
+        assert done == 201 and order["cluster"] == PRIMARY and served_by.startswith(f"{PRIMARY}/"), order
+    query = "select seq, payload, cluster from orders where stream = %s order by seq"
+    with postgres.connect(state, PRIMARY, secret_password) as primary:
+        rows = primary.execute(query, [stream]).fetchall()
+    assert rows == [(seq, f"o{seq}", PRIMARY) for seq in range(1, 51)]
+    wait_for(
+        lambda: app_call(f"{west}/orders/50?stream={stream}")[0] == 200, 10, "the last order on eu-west's app"
+    )
+    done, page, served_by = app_call(f"{west}/orders?since=0&limit=1000&stream={stream}")
+    assert done == 200 and [o["seq"] for o in page["orders"]] == list(range(1, 51))
+    assert served_by.startswith(f"{REPLICA}/")
+    done, refused, _ = app_call(f"{west}/orders", "POST", {"seq": 51, "payload": "o51", "stream": stream})
+    assert done == 503 and (refused["error"], refused["role"]) == ("not primary", "replica"), refused
+    assert not replica.execute("select 1 from orders where stream = %s and seq = 51", [stream]).fetchone()
+    statuses = {c: app_call(f"{url}/status")[1] for c, url in ((PRIMARY, east), (REPLICA, west))}
+    assert statuses[PRIMARY]["role"] == "primary" and statuses[PRIMARY]["fenced"] is False
+    assert statuses[REPLICA]["database"]["in_recovery"] is True
+    print(
+        f"\norders through the app on PostgreSQL (fleet, {len(took)} writes): median"
+        f" {statistics.median(took) * 1000:.1f} ms, max {max(took) * 1000:.1f} ms"
+    )
 
 
 def test_pg_promote_makes_the_replica_writable(replica: psycopg.Connection) -> None:
