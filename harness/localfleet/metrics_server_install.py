@@ -19,7 +19,7 @@ from pathlib import Path
 from kubernetes import client, config, utils
 
 from harness.errors import FleetDrillError
-from harness.localfleet import each, pki
+from harness.localfleet import each, kwatch, pki
 from harness.localfleet.state import FleetState
 
 NAMESPACE, NAME = "kube-system", "metrics-server"
@@ -181,7 +181,7 @@ def install(kubeconfig: Path, context: str, ca: pki.KeyPair) -> None:
     api = config.new_client_from_config(str(kubeconfig), context=context)
     try:
         for document in manifests(ca):
-            utils.create_from_dict(api, document)
+            utils.create_from_dict(api, document, _request_timeout=kwatch.REQUEST_TIMEOUT)
     finally:
         api.close()
 

@@ -35,7 +35,7 @@ import yaml
 from kubernetes import client, config, utils
 
 from harness.errors import FleetDrillError
-from harness.localfleet import apps, each, netns, network, processes
+from harness.localfleet import apps, each, kwatch, netns, network, processes
 from harness.localfleet.nodes import PROXY_METRICS_PORT
 from harness.localfleet.state import FleetState, start_process
 
@@ -330,10 +330,12 @@ def install(kubeconfig: Path, context: str, ingress_address: str) -> None:
     """Apply Prometheus' objects in one cluster."""
     api = config.new_client_from_config(str(kubeconfig), context=context)
     try:
-        kubernetes = client.CoreV1Api(api).read_namespaced_service("kubernetes", "default")
+        kubernetes = client.CoreV1Api(api).read_namespaced_service(
+            "kubernetes", "default", _request_timeout=kwatch.REQUEST_TIMEOUT
+        )
         api_server = f"{kubernetes.spec.cluster_ip}:{kubernetes.spec.ports[0].port}"
         for document in manifests(context, api_server, ingress_address):
-            utils.create_from_dict(api, document)
+            utils.create_from_dict(api, document, _request_timeout=kwatch.REQUEST_TIMEOUT)
     finally:
         api.close()
 
