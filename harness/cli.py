@@ -1,6 +1,7 @@
 """`fleetdrill`: the command line. A user's mistake is one line on stderr, never a traceback."""
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -198,7 +199,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the local fleet when none runs (with Prometheus: the drills judge the app's PromQL objectives
-    too), then run the quarterly suite (or --suite) against it."""
+    too; with PostgreSQL: the sample app keeps its orders there, replicated across the clusters), then run
+    the quarterly suite (or --suite) against it: its fleet-postgresql.yaml when it has PostgreSQL."""
     folder = args.dir
     if not (folder / STATE).exists():
         cmd_fleet_up(
@@ -213,10 +215,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 metrics_server=False,
                 burst=False,
                 environments=(),
-                postgres=False,
+                postgres=True,
             )
         )
     args.fleet = folder / "fleet.yaml"
+    from harness.localfleet import postgres
+
+    if (folder / postgres.FLEET_FILE).exists():  # its sentinels read the password from the environment
+        state = FleetState.load(folder.resolve())
+        active = next(c.name for c in state.clusters if c.role == "active")
+        os.environ.setdefault(postgres.PASSWORD_ENV, postgres.password(folder / "kubeconfig", active))
+        args.fleet = folder / postgres.FLEET_FILE
     return cmd_run(args)
 
 

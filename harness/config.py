@@ -608,6 +608,11 @@ class App(_Model):
     """Namespaces of the app's own data services (its database in a namespace of its own), backed up with the
     app's namespace and restored with it: the backup-restore drill reads the sentinels back from them."""
 
+    @property
+    def backed_up_namespaces(self) -> tuple[str, ...]:
+        """What a backup of the app holds, and its readiness checks: its namespace, then data_namespaces."""
+        return (self.namespace, *(n for n in self.data_namespaces if n != self.namespace))
+
 
 class BackupStore(_Model):
     """An S3-compatible object store Velero's storage location points at."""

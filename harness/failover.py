@@ -98,11 +98,6 @@ class BackupPoint:
     """Backup hooks Velero ran (the pods' pre/post backup hook annotations, or the spec's), all succeeded."""
 
 
-def backed_up_namespaces(app: App) -> tuple[str, ...]:
-    """What a backup of the app holds: its namespace, then its data services' (apps[].data_namespaces)."""
-    return (app.namespace, *(n for n in app.data_namespaces if n != app.namespace))
-
-
 def hook_errors(velero: Velero, name: str) -> list[str]:
     """The failed hooks of a backup as Velero's log tells them (`velero backup logs`: the hook's command and
     container, its error and what it printed on stderr, the pod), else the lines of `velero backup describe
@@ -175,7 +170,7 @@ def back_up(
     until Velero in `target` sees the backup (after a sync of the storage location): a DR cluster cannot
     restore a backup it does not see yet. With `restart_target`, the target's Velero server is restarted
     first: its first pass syncs the location (else the next sync can be a minute away)."""
-    spec = BackupSpec(include_namespaces=backed_up_namespaces(app), default_volumes_to_fs_backup=True)
+    spec = BackupSpec(include_namespaces=app.backed_up_namespaces, default_volumes_to_fs_backup=True)
     with timeline.phase("backup", cluster=source):
         started = time.monotonic()
         velero(source).create_backup(name, spec)
@@ -220,7 +215,7 @@ def restore_namespaces(access: FleetAccess, app: App, cluster: str, suffix: str)
     """Where each namespace a backup of the app holds goes in `cluster` (restore_namespace's rule)."""
     return {
         namespace: restore_namespace(access, namespace, cluster, suffix)
-        for namespace in backed_up_namespaces(app)
+        for namespace in app.backed_up_namespaces
     }
 
 

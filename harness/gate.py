@@ -266,9 +266,12 @@ def config_maps(access: FleetAccess, app: App, source: str, taker: str) -> list[
         return []  # Preflight.takeover says the workload is missing
     core = client.CoreV1Api(access.api_client(taker))
     checks = []
+    required = parity.referenced(workload, required_only=True)[0]
     for name in sorted(parity.referenced(workload)[0]):
         what = f"configmap {app.namespace}/{name} (the new version reads it)"
         want = _keys(client.CoreV1Api(access.api_client(source)), name, app.namespace)
+        if want is None and name not in required:
+            continue  # optional, and the new version runs without it where it runs now
         have = _keys(core, name, app.namespace)
         if have is None:
             checks.append(presence(taker, what, False))

@@ -101,17 +101,20 @@ def _diff(expected: Any, got: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
         yield path, expected, got
 
 
-def referenced(workload: Any) -> tuple[set[str], set[str]]:
-    """Names of the ConfigMaps and Secrets the pod template mounts, reads from or pulls images with."""
+def referenced(workload: Any, required_only: bool = False) -> tuple[set[str], set[str]]:
+    """Names of the ConfigMaps and Secrets the pod template mounts, reads from or pulls images with; with
+    required_only, those without `optional: true` (a pod starts without an optional one: it is needed
+    where the app has it, which parity compares)."""
     spec = _plain(workload.spec.template.spec)
     config_maps, secrets = set(), {s.get("name") for s in spec.get("imagePullSecrets") or []}
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if key in ("configMap", "configMapRef", "configMapKeyRef") and isinstance(value, dict):
+                counted = isinstance(value, dict) and not (required_only and value.get("optional") is True)
+                if key in ("configMap", "configMapRef", "configMapKeyRef") and counted:
                     config_maps.add(value.get("name"))
-                elif key in ("secret", "secretRef", "secretKeyRef") and isinstance(value, dict):
+                elif key in ("secret", "secretRef", "secretKeyRef") and counted:
                     secrets.add(value.get("secretName") or value.get("name"))
                 walk(value)
         elif isinstance(node, list):

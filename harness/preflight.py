@@ -227,20 +227,21 @@ def velero_checks(
     other_region: bool,
     max_backup_age: float | None = None,
 ) -> tuple[list[Check], BackupStorageLocation | None]:
-    """The storage location (and, on the active cluster, the newest backup, younger than max_backup_age
-    or else the RPO objective) as velero reports them, and the location found; a velero failure is one
-    finding."""
+    """The storage location (and, on the active cluster, the newest backup of each namespace the app's
+    backups hold, younger than max_backup_age or else the RPO objective) as velero reports them, and the
+    location found; a velero failure is one finding."""
     try:
         locations = velero.get_backup_locations()
         checks = check_location(cluster, locations, location, other_region)
-        if cluster.role == "active":
+        if cluster.role == "active":  # each namespace a restore needs: the app's and its data's
             backups = velero.get_backups()
-            if max_backup_age is None:
-                check = check_backups(cluster.name, backups, app.namespace, app.objectives.rpo, now)
-            else:
-                limit = "velero.max_backup_age"
-                check = check_backups(cluster.name, backups, app.namespace, max_backup_age, now, limit)
-            checks.append(check)
+            for namespace in app.backed_up_namespaces:
+                if max_backup_age is None:
+                    check = check_backups(cluster.name, backups, namespace, app.objectives.rpo, now)
+                else:
+                    limit = "velero.max_backup_age"
+                    check = check_backups(cluster.name, backups, namespace, max_backup_age, now, limit)
+                checks.append(check)
     except VeleroError as error:
         return [Check(cluster.name, "velero CLI", "answers", " ".join(str(error).split()), False)], None
     return checks, next((loc for loc in locations if loc.name == location), None)
@@ -404,13 +405,15 @@ class Preflight:
         if location is not None:
             checks.append(self.location_secret(cluster, location))
         if cluster.role == "active":
-            checks.append(self.restore_dry_run(cluster, self.velero_for(cluster)))
+            velero = self.velero_for(cluster)
+            checks += [self.restore_dry_run(cluster, velero, n) for n in self.app.backed_up_namespaces]
         return checks
 
-    def restore_dry_run(self, cluster: Cluster, velero: VeleroLike) -> Check:
-        """What restoring the newest backup would bring back, against what runs now: every object of the
-        app's namespace must be in it (those changed since the backup are named, not failed)."""
-        namespace, what = self.app.namespace, "restore dry run"
+    def restore_dry_run(self, cluster: Cluster, velero: VeleroLike, namespace: str) -> Check:
+        """What restoring the newest backup of `namespace` (the app's, or its data's) would bring back,
+        against what runs now: every object of the namespace must be in it (those changed since the backup
+        are named, not failed)."""
+        what = "restore dry run"
         try:
             newest = newest_backup(velero.get_backups(), namespace)
             if newest is None:
@@ -474,7 +477,12 @@ class Preflight:
                 *checks,
                 Check(primary.name, self.app.workload, "present (the load to fail over)", "missing", False),
             ]
+        required, source_core = referenced(workload, required_only=True)[1], client.CoreV1Api(source)
         for secret in sorted(referenced(workload)[1]):
+            if secret not in required and not _exists(  # optional, and the app runs without it now
+                lambda s=secret: source_core.read_namespaced_secret(s, namespace, _request_timeout=TIMEOUT_S)
+            ):
+                continue
             there = present and _exists(
                 lambda s=secret: core.read_namespaced_secret(s, namespace, _request_timeout=TIMEOUT_S)
             )

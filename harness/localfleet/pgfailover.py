@@ -10,9 +10,12 @@ primary:
 - the primary reachable (a fail-back): a switchover without loss: C is made a replica of the primary
   first if it is not one (a stale old primary), the primary is set read-only, C is promoted once it has
   replayed all the primary wrote;
-then every reachable cluster's ConfigMap postgres-role names C, and each other reachable server not
-streaming from C restarts: its initContainer finds C primary on a newer timeline and copies it (the
-fencing of fixtures/apps/postgres.yaml). A cluster lost meanwhile is fenced the same way when it returns.
+then C's ConfigMap postgres-role names C, and each replica and the primary switched over from follow C:
+their ConfigMap names it, and each not streaming from C restarts: its initContainer finds C primary on a
+newer timeline and copies it (the fencing of fixtures/apps/postgres.yaml). A cluster lost meanwhile is
+fenced the same way when it returns. An older primary that answers is left as it is: its fencer made it
+read-only when it lost the rest of the fleet (a partition of its region, which may still cut it off from
+C) and keeps it so once it meets C; it copies C when it is moved to, or at its next start.
 """
 
 import argparse
@@ -141,7 +144,7 @@ class Runbook:
             raise FleetDrillError(f"PostgreSQL failover: {to}'s server does not answer through its ingress")
         primaries = sorted((s for s in servers.values() if s and not s.in_recovery), key=lambda s: s.timeline)
         current = primaries[-1] if primaries else None
-        reachable = [name for name, server in servers.items() if server is not None and name != to]
+        followers = [name for name, server in servers.items() if server and server.in_recovery and name != to]
         if current is not None and current.cluster == to:
             done = f"{to} is the primary already (timeline {current.timeline})"
         elif current is None:
@@ -151,9 +154,13 @@ class Runbook:
             if not target.in_recovery:  # a stale primary (returned unfenced): a replica of the newest first
                 self.follow([to], current.cluster)
             self._switch_over(current.cluster, to)
+            followers.append(current.cluster)
             done = f"{to} promoted after {current.cluster} was set read-only and {to} replayed all it wrote"
         self.point_at(to, to)
-        self.follow(reachable, to)
+        self.follow(followers, to)
+        stale = [s.cluster for s in primaries if s.cluster not in (to, *followers)]
+        if stale:
+            done += f"; an older primary left fenced (it copies {to} when moved to): {', '.join(stale)}"
         return done
 
     def _switch_over(self, old: str, new: str) -> None:

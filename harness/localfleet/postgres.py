@@ -22,7 +22,7 @@ from kubernetes import client, config, utils
 
 from harness import pgreplication
 from harness.errors import FleetDrillError
-from harness.localfleet import apps, each, processes
+from harness.localfleet import apps, each, kwatch, processes
 from harness.localfleet.state import ClusterRecord, FleetState, start_process
 
 MANIFEST = Path(__file__).resolve().parents[2] / "fixtures" / "apps" / "postgres.yaml"
@@ -35,9 +35,13 @@ SUPERUSER, DATABASE, REPLICATION_USER = "postgres", "postgres", "replicator"
 CONNECT_TIMEOUT_S = 3
 
 
-def role_settings(cluster: str, primary: bool, primary_host: str, peers: list[str]) -> dict:
-    """The per-cluster ConfigMap postgres-role: the primary's cluster, the primary's ingress address, and
-    the other clusters' (the peers a returning server asks whether one was promoted while it was away)."""
+def role_settings(
+    cluster: str, primary: bool, primary_host: str, peers: list[str], witnesses: list[str]
+) -> dict:
+    """The per-cluster ConfigMap postgres-role: the primary's cluster, the primary's ingress address, the
+    other servers' (the peers a returning server asks whether one was promoted while it was away, and a
+    running primary whether it is still the primary), and host:port of the clusters without a server (the
+    witnesses whose answer also confirms a running primary: the fencer of fixtures/apps/postgres.yaml)."""
     return {
         "metadata": {"name": ROLE_SETTINGS, "namespace": NAMESPACE},
         "data": {
@@ -46,6 +50,7 @@ def role_settings(cluster: str, primary: bool, primary_host: str, peers: list[st
             "PRIMARY_HOST": primary_host,
             "PRIMARY_PORT": str(PORT),
             "PEERS": " ".join(peers),
+            "WITNESSES": " ".join(witnesses),
             "FENCING": "on",
         },
     }
@@ -62,6 +67,12 @@ def database_clusters(state: FleetState) -> list[ClusterRecord]:
 def peers(state: FleetState, cluster: str) -> list[str]:
     """The ingress addresses of every other cluster that runs a server."""
     return [endpoint(state, c.name)[0] for c in database_clusters(state) if c.name != cluster]
+
+
+def witnesses(state: FleetState) -> list[str]:
+    """host:port of the HTTP ingress of every cluster that runs no server."""
+    servers = database_clusters(state)
+    return [f"{endpoint(state, c.name)[0]}:{apps.HTTP_PORT}" for c in state.clusters if c not in servers]
 
 
 def secret(password: str, replication_password: str) -> dict:
@@ -90,22 +101,26 @@ def app_database(host: str, passwords: dict) -> tuple[dict, dict]:
 
 
 def app_databases(state: FleetState, passwords: dict) -> dict[str, tuple[dict, dict]]:
-    """The sample app's database objects of each cluster that runs a server (services.start deploys the
-    app with them); a standby's database is cold (restored into): its app keeps its own store."""
-    return {c.name: app_database(endpoint(state, c.name)[0], passwords) for c in database_clusters(state)}
+    """The sample app's database objects of each cluster (services.start deploys the app with them): its
+    own cluster's server. A standby's is cold, restored into: until then its app answers its health checks
+    and 503 for orders, and configuration parity finds the objects a failed-over app needs there too."""
+    return {c.name: app_database(endpoint(state, c.name)[0], passwords) for c in state.clusters}
 
 
 def deploy(kubeconfig: Path, cluster: ClusterRecord, settings: dict, passwords: dict) -> None:
     """The namespace, the Secret and the role's ConfigMap, then the rest of the manifest, in one cluster."""
-    api = config.new_client_from_config(str(kubeconfig), context=cluster.name)
+    api, timeout = (
+        config.new_client_from_config(str(kubeconfig), context=cluster.name),
+        kwatch.REQUEST_TIMEOUT,
+    )
     try:
         documents = list(yaml.safe_load_all(MANIFEST.read_text()))
-        utils.create_from_dict(api, documents[0])  # the namespace
+        utils.create_from_dict(api, documents[0], _request_timeout=timeout)  # the namespace
         core = client.CoreV1Api(api)
-        core.create_namespaced_secret(NAMESPACE, passwords)
-        core.create_namespaced_config_map(NAMESPACE, settings)
+        core.create_namespaced_secret(NAMESPACE, passwords, _request_timeout=timeout)
+        core.create_namespaced_config_map(NAMESPACE, settings, _request_timeout=timeout)
         for document in documents[1:]:
-            utils.create_from_dict(api, document)
+            utils.create_from_dict(api, document, _request_timeout=timeout)
     finally:
         api.close()
 
@@ -138,7 +153,10 @@ def start(state: FleetState, passwords: dict) -> None:
     primary_host = endpoint(state, active.name)[0]
     servers = database_clusters(state)
     settings = {
-        c.name: role_settings(c.name, c.role == "active", primary_host, peers(state, c.name)) for c in servers
+        c.name: role_settings(
+            c.name, c.role == "active", primary_host, peers(state, c.name), witnesses(state)
+        )
+        for c in servers
     }
     each.at_once(lambda c: deploy(kubeconfig, c, settings[c.name], passwords), servers)
     for cluster in state.clusters:
@@ -160,7 +178,10 @@ def password(kubeconfig: Path, cluster: str) -> str:
     """The superuser's password, read from the cluster's Secret postgres (as a user reads it)."""
     api = config.new_client_from_config(str(kubeconfig), context=cluster)
     try:
-        data = client.CoreV1Api(api).read_namespaced_secret(SECRET, NAMESPACE).data or {}
+        secret = client.CoreV1Api(api).read_namespaced_secret(
+            SECRET, NAMESPACE, _request_timeout=kwatch.REQUEST_TIMEOUT
+        )
+        data = secret.data or {}
     finally:
         api.close()
     return base64.b64decode(data["password"]).decode()
@@ -196,25 +217,37 @@ def _streaming(state: FleetState, secret_password: str, active: str) -> set[str]
         return set()
 
 
+def _takes_writes(state: FleetState, secret_password: str, active: str) -> bool:
+    """The primary is not read-only: its fencer confirmed it (a replica answered)."""
+    try:
+        with connect(state, active, secret_password) as connection:
+            return connection.execute("show default_transaction_read_only").fetchone() == ("off",)
+    except psycopg.Error:
+        return False
+
+
 def wait_streaming(state: FleetState, deadline_s: float) -> None:
-    """Poll until every server answers through its cluster's ingress and the primary's pg_stat_replication
-    shows every passive cluster's replica streaming."""
+    """Poll until every server answers through its cluster's ingress, the primary's pg_stat_replication
+    shows every passive cluster's replica streaming, and the primary takes writes."""
     active = next(c.name for c in state.clusters if c.role == "active")
     secret_password = password(state.folder / "kubeconfig", active)
     silent = {c.name for c in database_clusters(state)}
     waiting = {c.name for c in database_clusters(state) if c.role != "active"}
     deadline = time.monotonic() + deadline_s
-    while silent or waiting:
+    while True:
         silent = {c for c in silent if not _answers(state, secret_password, c)}
         waiting -= _streaming(state, secret_password, active) if not silent else set()
-        if (silent or waiting) and time.monotonic() > deadline:
+        fenced = not (silent or waiting) and not _takes_writes(state, secret_password, active)
+        if not (silent or waiting or fenced):
+            return
+        if time.monotonic() > deadline:
             raise FleetDrillError(
                 f"PostgreSQL after {deadline_s:.0f} s: not answering through the ingress in"
                 f" {', '.join(sorted(silent)) or 'none'}; not streaming from {active}:"
-                f" {', '.join(sorted(waiting)) or 'none'}; logs in {state.folder / 'logs'}"
+                f" {', '.join(sorted(waiting)) or 'none'}{f'; {active} read-only (fenced)' * fenced};"
+                f" logs in {state.folder / 'logs'}"
             )
-        if silent or waiting:
-            time.sleep(0.5)
+        time.sleep(0.5)
 
 
 FLEET_FILE = "fleet-postgresql.yaml"

@@ -135,12 +135,13 @@ def up(
         state.save()
         readiness.wait_ready(state, READY_DEADLINE_S)
         published = dnsserver.prepare(state) if dns else None
-        databases, passwords = None, {}
-        if with_postgres:  # the sample app on PostgreSQL where a server runs
+        databases, passwords, data_namespaces = None, {}, ()
+        if with_postgres:  # the sample app on PostgreSQL, its database backed up with it
             from harness.localfleet import postgres  # psycopg loads only for a fleet with it
 
             passwords = postgres.new_secret()
             databases = postgres.app_databases(state, passwords)
+            data_namespaces = (postgres.NAMESPACE,)
         say("deploying the sample app, the ingresses and the global load balancer")
         services.start(state, published, metrics=prometheus, databases=databases)
         state.save()
@@ -163,7 +164,7 @@ def up(
 
             def back_up() -> None:
                 installed.result()
-                velero_install.back_up(installs, READY_DEADLINE_S)
+                velero_install.back_up(installs, READY_DEADLINE_S, data_namespaces)
 
             backed_up = velero_steps.submit(back_up)
         monitors, federating = None, None

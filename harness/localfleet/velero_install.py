@@ -169,11 +169,13 @@ def install_all(installs: list[Install], deadline_s: float, stop: threading.Even
     each.at_once(install_and_wait, installs)
 
 
-def back_up(installs: list[Install], deadline_s: float) -> None:
+def back_up(installs: list[Install], deadline_s: float, data_namespaces: tuple[str, ...] = ()) -> None:
     """The scheduled backups and the first backup in every active cluster (after `install_all`, once the app
-    serves: the first backup holds its data)."""
+    serves: the first backup holds its data), of the app's namespace and `data_namespaces` (its database)."""
+    namespaces = (APP, *data_namespaces)
     each.at_once(
-        lambda install: schedule_backups(install, deadline_s), [i for i in installs if not i.read_only]
+        lambda install: schedule_backups(install, deadline_s, namespaces),
+        [i for i in installs if not i.read_only],
     )
 
 
@@ -189,12 +191,12 @@ def fleet_section(binaries: dict[str, Path], store: Store) -> dict:
     }
 
 
-def schedule_backups(install: Install, deadline_s: float) -> None:
-    """Hourly backups of the sample app's namespace (its volume by file-system backup), as a platform team
-    schedules them, and the first one now from the schedule (`@every` waits a whole period first), waited
-    for: backup hygiene holds from the start."""
+def schedule_backups(install: Install, deadline_s: float, namespaces: tuple[str, ...]) -> None:
+    """Hourly backups of the namespaces (their volumes by file-system backup), as a platform team schedules
+    them, and the first one now from the schedule (`@every` waits a whole period first), waited for: backup
+    hygiene holds from the start."""
     cli = Velero(install.velero, install.kubeconfig, install.context, NAMESPACE)
-    spec = BackupSpec(include_namespaces=(APP,), default_volumes_to_fs_backup=True)
+    spec = BackupSpec(include_namespaces=namespaces, default_volumes_to_fs_backup=True)
     cli.create_schedule(SCHEDULE, SCHEDULE_CRON, spec)
     first = f"{SCHEDULE}-first"
     cli.create_backup_from_schedule(first, SCHEDULE)

@@ -1,7 +1,8 @@
 """PostgreSQL streaming replication across the local fleet's clusters (`fleet up --postgres`): the replica
 in eu-west streams from the primary in us-east through us-east's ingress, its lag is what the network
 makes it (a cut replication path or a bandwidth limit makes it grow, and it catches up after), and
-pg_promote() makes it writable. The sample app keeps its orders there: written through the primary's
+pg_promote() makes it writable. A primary cut off from the rest of the fleet fences itself (read-only)
+until it is confirmed again. The sample app keeps its orders there: written through the primary's
 cluster's app, read through the replica's, refused there. Everything is read from the host through each
 cluster's exposed endpoint."""
 
@@ -23,7 +24,7 @@ from kubernetes import client, config
 from harness import pgreplication
 from harness.faults.base import KubeContext
 from harness.faults.chaosmesh import NetworkChaosFault
-from harness.localfleet import apps, postgres
+from harness.localfleet import apps, postgres, supervisor
 from harness.localfleet.state import FleetState
 from tests.conftest import started_fleet, wait_for
 
@@ -290,6 +291,43 @@ def test_the_sample_app_keeps_its_orders_in_the_clusters_postgresql(
     print(
         f"\norders through the app on PostgreSQL (fleet, {len(took)} writes): median"
         f" {statistics.median(took) * 1000:.1f} ms, max {max(took) * 1000:.1f} ms"
+    )
+
+
+def read_only(state: FleetState, secret_password: str, cluster: str) -> bool | None:
+    """Whether a new session on the cluster's server is read-only; None when the server does not answer."""
+    try:
+        with postgres.connect(state, cluster, secret_password) as connection:
+            return connection.execute("show default_transaction_read_only").fetchone() == ("on",)
+    except psycopg.Error:
+        return None
+
+
+def test_a_primary_cut_off_from_the_fleet_fences_itself_and_takes_writes_again_once_it_answers(
+    pg_dir: Path, state: FleetState, secret_password: str, primary: psycopg.Connection
+) -> None:
+    """The fencer of fixtures/apps/postgres.yaml: while us-east is partitioned from the rest of the fleet
+    (the host still reaches both sides), its primary sets itself read-only within its fence timeout (5 s,
+    plus a round of asking its peer) and refuses a write; once the partition heals and its replica answers,
+    it takes writes again. (It ends the sessions it had: the module's connection to the primary is gone.)"""
+    assert read_only(state, secret_password, PRIMARY) is False
+    supervisor.partition(pg_dir, [PRIMARY], "pgfence")
+    try:
+        started = time.monotonic()
+        wait_for(lambda: read_only(state, secret_password, PRIMARY), 30, "us-east's primary read-only")
+        fenced_after = time.monotonic() - started
+        refused = pytest.raises(psycopg.errors.ReadOnlySqlTransaction)
+        with postgres.connect(state, PRIMARY, secret_password) as connection, refused:
+            connection.execute("insert into ticks (payload) values ('while cut off')")
+    finally:
+        supervisor.heal(pg_dir, "pgfence")
+    healed = time.monotonic()
+    wait_for(lambda: read_only(state, secret_password, PRIMARY) is False, 30, "us-east's primary writable")
+    with postgres.connect(state, PRIMARY, secret_password) as connection:
+        connection.execute("insert into ticks (payload) values ('after the heal')")
+    print(
+        f"\nfenced {fenced_after:.1f} s after the partition;"
+        f" writable {time.monotonic() - healed:.1f} s after the heal"
     )
 
 

@@ -138,4 +138,4 @@ def test_the_backup_point_holds_how_many_hooks_ran() -> None:
 
 def test_a_backup_holds_the_app_s_data_namespaces_after_its_own() -> None:
     app = APP.model_copy(update={"data_namespaces": ("db", "shop")})
-    assert failover.backed_up_namespaces(app) == ("shop", "db")
+    assert app.backed_up_namespaces == ("shop", "db")

@@ -6,6 +6,7 @@ import json
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -367,3 +368,31 @@ def test_a_role_absent_by_design_passes_saying_there_is_nothing_to_compare(pytes
         "found none, absent by design (absent_roles): nothing to check"
         for role in ("passive", "standby")
     ]
+
+
+def test_an_optional_reference_is_needed_only_where_the_app_has_it() -> None:
+    """`optional: true` (a pod starts without the object): referenced lists it, required_only leaves it out,
+    unless the same name is also referenced without it."""
+    template = {
+        "containers": [
+            {
+                "name": "app",
+                "envFrom": [
+                    {"configMapRef": {"name": "db", "optional": True}},
+                    {"configMapRef": {"name": "s"}},
+                ],
+                "env": [
+                    {
+                        "name": "P",
+                        "valueFrom": {"secretKeyRef": {"name": "db", "key": "p", "optional": True}},
+                    },
+                    {"name": "T", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k", "optional": True}}},
+                ],
+                "volumeMounts": [{"name": "t", "mountPath": "/t"}],
+            }
+        ],
+        "volumes": [{"name": "t", "secret": {"secretName": "t"}}],
+    }
+    deployment = SimpleNamespace(spec=SimpleNamespace(template=SimpleNamespace(spec=template)))
+    assert parity.referenced(deployment) == ({"db", "s"}, {"db", "t"})
+    assert parity.referenced(deployment, required_only=True) == ({"s"}, {"t"})

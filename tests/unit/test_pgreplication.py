@@ -23,14 +23,15 @@ def test_a_value_that_is_no_wal_position_is_refused() -> None:
 
 
 def test_the_primary_cluster_runs_the_primary_and_every_other_a_replica_of_it() -> None:
-    assert role_settings("us-east", True, "10.0.0.3", ["10.0.1.3"])["data"]["ROLE"] == "primary"
-    replica = role_settings("eu-west", False, "10.0.0.3", ["10.0.0.3", "10.0.2.3"])["data"]
+    assert role_settings("us-east", True, "10.0.0.3", ["10.0.1.3"], [])["data"]["ROLE"] == "primary"
+    replica = role_settings("eu-west", False, "10.0.0.3", ["10.0.0.3"], ["10.0.2.3:80"])["data"]
     assert replica == {
         "ROLE": "replica",
         "CLUSTER": "eu-west",
         "PRIMARY_HOST": "10.0.0.3",
         "PRIMARY_PORT": "5432",
-        "PEERS": "10.0.0.3 10.0.2.3",
+        "PEERS": "10.0.0.3",
+        "WITNESSES": "10.0.2.3:80",
         "FENCING": "on",
     }
 

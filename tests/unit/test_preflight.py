@@ -135,6 +135,20 @@ def test_max_backup_age_replaces_the_rpo_as_the_limit() -> None:
     assert checks[-1].ok and checks[-1].expected.endswith("younger than velero.max_backup_age 3d")
 
 
+def test_a_backup_without_the_apps_data_namespace_fails_naming_it() -> None:
+    """A database in a namespace of its own (data_namespaces) must be in the backups too: a schedule of the
+    app's namespace alone would restore an app without its data."""
+    with_database = SHOP.model_copy(update={"data_namespaces": ("db",)})
+    checks, _ = preflight.velero_checks(
+        EAST, FakeVelero(), "default", with_database, NOW, other_region=True, max_backup_age=3 * 86400
+    )
+    assert [(c.what, c.ok) for c in checks[-2:]] == [("latest backup", True), ("latest backup", False)]
+    assert checks[-1].line() == (
+        "FAIL east: latest backup: expected a Completed backup of namespace db younger than"
+        " velero.max_backup_age 3d, found none Completed (no backups)"
+    )
+
+
 def certificate(not_after: datetime, name: str = "unit") -> tuple[bytes, bytes]:
     """A small self-signed certificate (PEM) valid until not_after, and its key (PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
