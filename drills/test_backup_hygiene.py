@@ -11,7 +11,7 @@ from harness.preflight import Preflight
 
 @pytest.mark.gate
 @pytest.mark.quarterly
-@pytest.mark.drill(roles=("active",))
+@pytest.mark.drill(roles=("active",), uses={"backup-hygiene-read": "active"})
 def test_backups_are_recent_and_kept_in_another_region(drill: Drill, app: App, cluster_name: str) -> None:
     readiness = Preflight(drill.fleet, drill.access, app).backups(drill.fleet.cluster(cluster_name))
     verdict = readiness.verdict("backup hygiene")

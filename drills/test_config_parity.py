@@ -17,7 +17,7 @@ OBJECTIVE = "configuration parity"
 
 @pytest.mark.gate
 @pytest.mark.quarterly
-@pytest.mark.drill
+@pytest.mark.drill(uses={"parity-read": "every"})
 @pytest.mark.parametrize("role", ["passive", "standby"])
 def test_standby_runs_what_the_active_cluster_runs(drill: Drill, app: App, role: str) -> None:
     absent = role_check(drill.fleet, role)

@@ -15,7 +15,7 @@ from harness.promready import readiness
 
 @pytest.mark.gate
 @pytest.mark.quarterly
-@pytest.mark.drill
+@pytest.mark.drill(uses={"readiness-read": "every"})
 def test_the_dr_path_is_ready(drill: Drill, app: App) -> None:
     found = Preflight(drill.fleet, drill.access, app).run()
     metrics = readiness(drill.fleet, [app], drill.prometheus)

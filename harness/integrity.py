@@ -126,6 +126,21 @@ def _resource_lists(api: client.ApiClient) -> Iterator[tuple[str, dict[str, Any]
         yield version, _get(api, f"/apis/{version}")
 
 
+def listed_resources(api: client.ApiClient) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(group/version, APIResource) of every namespaced resource object_inventory lists: those the API
+    discovery of the core API and every group's preferred version offers to list (Events, Leases and
+    Endpoints left out); IntegrityError when discovery does not answer."""
+    for version, listing in _resource_lists(api):
+        for resource in listing.get("resources", []):
+            if (
+                "/" not in resource["name"]
+                and resource.get("namespaced")
+                and "list" in resource.get("verbs", [])
+                and resource["kind"] not in SKIPPED_KINDS
+            ):
+                yield version, resource
+
+
 def _generated(kind: str, item: dict[str, Any]) -> bool:
     """Objects the cluster makes in every namespace by itself."""
     token = item.get("type") == "kubernetes.io/service-account-token"
@@ -135,26 +150,18 @@ def _generated(kind: str, item: dict[str, Any]) -> bool:
 def object_inventory(api: client.ApiClient, namespace: str) -> dict[str, ObjectRecord]:
     """Every object of `namespace` that is the app's own (not owned by another, not generated)."""
     records: dict[str, ObjectRecord] = {}
-    for version, listing in _resource_lists(api):
+    for version, resource in listed_resources(api):
         group = version.rpartition("/")[0]
-        for resource in listing.get("resources", []):
-            if (
-                "/" in resource["name"]
-                or not resource.get("namespaced")
-                or "list" not in resource.get("verbs", [])
-                or resource["kind"] in SKIPPED_KINDS
-            ):
+        prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
+        items = _get(api, f"{prefix}/namespaces/{namespace}/{resource['name']}").get("items", [])
+        for item in items:
+            kind, name = resource["kind"], item["metadata"]["name"]
+            if item["metadata"].get("ownerReferences") or _generated(kind, item):
                 continue
-            prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
-            items = _get(api, f"{prefix}/namespaces/{namespace}/{resource['name']}").get("items", [])
-            for item in items:
-                kind, name = resource["kind"], item["metadata"]["name"]
-                if item["metadata"].get("ownerReferences") or _generated(kind, item):
-                    continue
-                item["kind"] = kind
-                key = f"{kind}{'.' + group if group else ''}/{name}"
-                content = fingerprint(item)
-                records[key] = ObjectRecord(key, _digest(content), content)
+            item["kind"] = kind
+            key = f"{kind}{'.' + group if group else ''}/{name}"
+            content = fingerprint(item)
+            records[key] = ObjectRecord(key, _digest(content), content)
     return records
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 from kubernetes import client
 
+from harness.permissions import APP, CUSTOM, Permission
+
 TIMEOUT_S = 10
 Material = Callable[[dict[str, Any]], Any]
 
@@ -41,6 +43,11 @@ class Kind:
     material: Material
     shown: bool = True
     crd: str | None = None
+
+    @property
+    def group(self) -> str:
+        """Its API group ("" the core group)."""
+        return "" if self.path.startswith("/api/") else self.path.split("/")[2]
 
 
 def _pick(item: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -111,6 +118,12 @@ BUILT_IN = (
     Kind("role", RBAC, "roles", lambda o: _pick(o, "rules")),
     Kind("rolebinding", RBAC, "rolebindings", lambda o: _pick(o, "roleRef", "subjects")),
 )
+
+READ_PERMISSIONS = (
+    *(Permission("list", kind.plural, kind.group, APP) for kind in BUILT_IN),
+    Permission("list", CUSTOM, namespace=APP),
+)
+"""What `read` lists in the app's namespace: every built-in kind, and the custom kinds."""
 
 
 def custom_kinds(api: client.ApiClient) -> list[Kind]:

@@ -26,6 +26,7 @@ from harness import namespace_objects
 from harness.config import App
 from harness.errors import FleetDrillError
 from harness.fleet import FleetAccess
+from harness.permissions import APP, Permission
 
 T = TypeVar("T")
 KINDS = {"deployment": "deployment", "statefulset": "stateful_set", "daemonset": "daemon_set"}
@@ -67,6 +68,24 @@ class Drift:
         return (
             f"{self.cluster}: {self.path}: expected {self.expected!r} (as in {reference}), got {self.got!r}"
         )
+
+
+def workload_permission(app: App) -> Permission:
+    """What read_workload calls: get on the app's workload kind in its namespace."""
+    return Permission("get", f"{app.workload.split('/', 1)[0]}s", "apps", APP)
+
+
+def permissions(app: App, role: str) -> tuple[Permission, ...]:
+    """What `compare` reads in a cluster of `role`: the workload, the ConfigMaps and Secrets it references,
+    every object of namespace_objects' kinds; in the reference (active) cluster the CRDs too."""
+    crds = (Permission("list", "customresourcedefinitions", "apiextensions.k8s.io"),)
+    return (
+        workload_permission(app),
+        Permission("get", "configmaps", namespace=APP),  # _keys
+        Permission("get", "secrets", namespace=APP),
+        *namespace_objects.READ_PERMISSIONS,
+        *(crds if role == "active" else ()),  # namespace_objects.custom_kinds
+    )
 
 
 def read_workload(access: FleetAccess, app: App, cluster: str) -> Any | None:

@@ -4,8 +4,10 @@ API group) in a namespace scope.
 Each part that calls the Kubernetes API declares what it calls next to its code: a fault kind's
 `permissions` (harness.faults), each failover strategy's (harness.strategies), failover.BACKUP_PERMISSIONS
 and RESTORE_PERMISSIONS, lease.LEASE_PERMISSIONS, fleet.SERVICE_PROXY_PERMISSIONS,
-steadystate.AS_FOUND_PERMISSIONS. harness.needs gathers those the selected drills use; harness.rbac asks
-each cluster for them (a resource that moved between API groups in the group the cluster serves it in).
+steadystate.AS_FOUND_PERMISSIONS, and the gate drills' reads (preflight.readiness_permissions and
+HYGIENE_PERMISSIONS, parity.permissions). harness.needs gathers those the selected drills use; harness.rbac
+asks each cluster for them (a resource that moved between API groups in the group the cluster serves it in;
+LISTED and CUSTOM as the cluster's API discovery and CRDs spell them out).
 """
 
 from dataclasses import dataclass, replace
@@ -18,6 +20,12 @@ EVERY = "*"
 """Every namespace: one the drill makes, or any; only a ClusterRole (bound cluster-wide) grants it."""
 CLUSTER = ""
 """No namespace: a cluster-scoped resource (nodes, namespaces)."""
+LISTED = "<every namespaced resource>"
+"""A resource (of no group) standing for every namespaced resource the cluster lists, of every API group
+(integrity.listed_resources, by API discovery): asked one by one."""
+CUSTOM = "<every namespaced custom resource>"
+"""A resource (of no group) standing for the resource of every namespaced CRD the active cluster has
+(namespace_objects.custom_kinds: parity lists those in each cluster it compares): asked one by one."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,9 @@ class Permission:
 
     def text(self) -> str:
         """In words: "delete pods in namespace orders", "patch nodes", "get services/proxy in every
-        namespace", "patch gslbs.k8gb.io in namespace orders"."""
-        resource, _, sub = self.resource.partition("/")
+        namespace", "patch gslbs.k8gb.io in namespace orders", "list every namespaced resource in namespace
+        orders"."""
+        resource, _, sub = self.resource.strip("<>").partition("/")
         what = f"{resource}.{self.group}" if self.group else resource
         what += f"/{sub}" if sub else ""
         where = {CLUSTER: "", EVERY: " in every namespace"}.get(self.namespace)

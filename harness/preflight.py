@@ -27,13 +27,54 @@ from harness.config import App, Cluster, Fleet
 from harness.credentials import Expiry, kubeconfig_entry, serving_certificate
 from harness.fleet import NETWORK_ERRORS, FleetAccess, UnreachableError, cause
 from harness.kubeconfig import KubeconfigError
-from harness.parity import read_workload, referenced
+from harness.parity import read_workload, referenced, workload_permission
+from harness.permissions import APP, CUSTOM, EVERY, LISTED, VELERO, Permission, verbs
 from harness.samples import Verdict
 from harness.velero import Backup, BackupStorageLocation, Velero, VeleroError
 
 VELERO_CRD = "backups.velero.io"
 DEFAULT_CREDENTIAL = ("cloud-credentials", "cloud")  # what `velero install --secret-file` creates
 TIMEOUT_S = 10
+
+CRDS = "customresourcedefinitions"
+EXTENSIONS = "apiextensions.k8s.io"
+VELERO_PERMISSIONS = (
+    Permission("get", CRDS, EXTENSIONS),  # velero: is it installed
+    Permission("list", "backupstoragelocations", "velero.io", VELERO),  # velero backup-location get
+    Permission("get", "secrets", namespace=VELERO),  # location_secret
+)
+"""What `Preflight.velero` reads in a cluster that backs up or is restored into."""
+BACKUPS_PERMISSIONS = (
+    *verbs("list get", "backups", "velero.io", VELERO),  # velero backup get; velero backup download
+    *verbs("create get", "downloadrequests", "velero.io", VELERO),  # velero backup download
+    Permission("list", LISTED, namespace=APP),  # restore_dry_run: integrity.object_inventory
+)
+"""What `Preflight.velero` reads besides in the cluster backing up: its backups, and the restore dry run."""
+SOURCE_PERMISSIONS = (
+    Permission("list", CRDS, EXTENSIONS),  # used_crds
+    Permission("list", CUSTOM, namespace=APP),
+)
+"""What `Preflight.takeover` reads in the active cluster besides the workload."""
+TARGET_PERMISSIONS = (
+    Permission("get", CRDS, EXTENSIONS),  # _crd_check
+    Permission("get", "namespaces"),
+    Permission("get", "secrets", namespace=APP),
+    Permission("list", "nodes"),  # capacity.free_capacity
+    Permission("list", "pods", namespace=EVERY),
+)
+"""What `Preflight.takeover` reads in the cluster taking over besides the workload."""
+
+
+def readiness_permissions(app: App, role: str) -> tuple[Permission, ...]:
+    """What `Preflight.run` reads in a cluster of `role` (Prometheus aside: it is not the clusters' API)."""
+    if role == "active":
+        return VELERO_PERMISSIONS + BACKUPS_PERMISSIONS + SOURCE_PERMISSIONS + (workload_permission(app),)
+    velero = VELERO_PERMISSIONS if role == "standby" else ()
+    return velero + TARGET_PERMISSIONS + (workload_permission(app),)
+
+
+HYGIENE_PERMISSIONS = VELERO_PERMISSIONS + BACKUPS_PERMISSIONS
+"""What `Preflight.backups` reads in the (active) cluster backing up."""
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,40 @@
 """Whether each cluster lets the kubeconfig's identity do what the selected drills need (harness.needs): one
 SelfSubjectAccessReview (authorization.k8s.io/v1) per permission; one line per permission denied, naming
 who needs it and whom to grant it to, one per cluster that could not be asked, one summary when all are
-allowed. Clusters already reported as unreachable are not asked again."""
+allowed. Clusters already reported as unreachable are not asked again. A resource standing for many
+(permissions.LISTED, CUSTOM) is asked as each the cluster has, found as the drill's code finds them."""
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from kubernetes import client
 
+from harness import integrity, namespace_objects
 from harness.config import Fleet
+from harness.errors import ConfigError
 from harness.fleet import NETWORK_ERRORS, ClusterError, FleetAccess, cause
 from harness.needs import Need
-from harness.permissions import CLUSTER, EVERY, Permission
+from harness.permissions import CLUSTER, CUSTOM, EVERY, LISTED, Permission
 
 TIMEOUT_S = 10
+
+
+def _listed(access: FleetAccess, cluster: str) -> list[tuple[str, str]]:
+    listed = integrity.listed_resources(access.api_client(cluster))
+    return [(version.rpartition("/")[0], found["name"]) for version, found in listed]
+
+
+def _custom(access: FleetAccess, cluster: str) -> list[tuple[str, str]]:
+    primary = access.api_client(access.fleet.primary().name)
+    return [(kind.group, kind.plural) for kind in namespace_objects.custom_kinds(primary)]
+
+
+SPELLED: dict[str, tuple[str, Callable[[FleetAccess, str], list[tuple[str, str]]]]] = {
+    LISTED: ("API discovery", _listed),
+    CUSTOM: ("listing the active cluster's customresourcedefinitions.apiextensions.k8s.io", _custom),
+}
+"""How a resource standing for many is spelled out for a cluster, as the drills' code finds them: what
+it is found by, and how ((group, resource) pairs)."""
 
 
 @dataclass(frozen=True)
@@ -94,11 +115,32 @@ def denied(need: Need, answer: Answer, who: str) -> Finding:
     return Finding(need.cluster, f"cannot {need.permission.text()} (needed by: {need.why()}): {fix}")
 
 
-def as_asked(access: FleetAccess, need: Need) -> tuple[Need, ...] | tuple[Finding]:
-    """The need as its cluster is asked: a permission whose resource moved between API groups in the group
-    the cluster serves it in (the first of `served_in` it serves), in each of them when API discovery cannot
-    say; a Finding when the cluster serves it in none."""
+def spelled(access: FleetAccess, need: Need) -> tuple[Need, ...] | tuple[Finding]:
+    """A need of a resource standing for many (LISTED, CUSTOM) as one need per resource the cluster has; a
+    Finding when it cannot be told which they are."""
     permission = need.permission
+    how, spell = SPELLED[permission.resource]
+    try:
+        found = spell(access, need.cluster)
+    except (client.ApiException, *NETWORK_ERRORS) as error:
+        problem = cause(error)[0]
+    except (integrity.IntegrityError, ConfigError) as error:
+        problem = str(error)
+    else:
+        each = dict.fromkeys(replace(permission, group=group, resource=name) for group, name in found)
+        return tuple(replace(need, permission=p) for p in each)
+    text = f"cannot ask for {permission.text()}: {how} failed: {problem} (needed by: {need.why()})"
+    return (Finding(need.cluster, text),)
+
+
+def as_asked(access: FleetAccess, need: Need) -> tuple[Need, ...] | tuple[Finding]:
+    """The need as its cluster is asked: a resource standing for many as each the cluster has (`spelled`);
+    a permission whose resource moved between API groups in the group the cluster serves it in (the first
+    of `served_in` it serves), in each of them when API discovery cannot say; a Finding when the cluster
+    serves it in none."""
+    permission = need.permission
+    if permission.resource in SPELLED:
+        return spelled(access, need)
     if not permission.served_in:
         return (need,)
     resource = permission.resource.partition("/")[0]
@@ -111,6 +153,25 @@ def as_asked(access: FleetAccess, need: Need) -> tuple[Need, ...] | tuple[Findin
         text = f"cannot {permission.verb} {resource}: served in neither {where} (needed by: {need.why()})"
         return (Finding(need.cluster, text),)
     return tuple(replace(need, permission=p) for p in permission.in_groups(served))
+
+
+def merged(asked: Iterable[Need | Finding]) -> list[Need | Finding]:
+    """The needs as asked, each permission once (where it first came) with all who need it (a resource
+    standing for many may spell out one needed on its own too)."""
+    found: list[Need | Finding] = []
+    at: dict[Permission, int] = {}
+    for item in asked:
+        if isinstance(item, Finding):
+            found.append(item)
+        elif item.permission in at:
+            first = found[at[item.permission]]
+            assert isinstance(first, Need)
+            users = tuple(dict.fromkeys(first.needed_by + item.needed_by))
+            found[at[item.permission]] = replace(first, needed_by=users)
+        else:
+            at[item.permission] = len(found)
+            found.append(item)
+    return found
 
 
 @dataclass(frozen=True)
@@ -148,7 +209,7 @@ def review(fleet: Fleet, access: FleetAccess, needs: Sequence[Need], skip: Colle
 
     def check(cluster: str) -> list[Finding]:
         api, found, who = access.api_client(cluster), [], ""
-        for need in (asked for wanted in by_cluster[cluster] for asked in as_asked(access, wanted)):
+        for need in merged(asked for wanted in by_cluster[cluster] for asked in as_asked(access, wanted)):
             if isinstance(need, Finding):
                 found.append(need)
                 continue

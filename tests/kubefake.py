@@ -1,6 +1,6 @@
 """A read-only fake Kubernetes API server for unit tests: an ApiClient whose GETs a dict of objects answers,
 so the typed clients (CoreV1Api, AppsV1Api, ...) and raw calls run unchanged against it; and a FleetAccess
-whose clusters are such fakes."""
+whose clusters are such fakes; Recording keeps the permissions its GETs take."""
 
 import json
 from typing import Any
@@ -10,6 +10,7 @@ from kubernetes import client
 
 from harness.config import Fleet
 from harness.fleet import FleetAccess
+from harness.permissions import Permission
 
 
 class Response:
@@ -79,6 +80,23 @@ class FakeKube(client.ApiClient):
             if own[:-1] == rest or across:
                 items.append(obj)
         return items
+
+
+class Recording(FakeKube):
+    """FakeKube keeping, of each GET, the permission it takes: get of an object, list of a collection (in
+    no namespace when across all of them)."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        super().__init__(objects)
+        self.taken: set[Permission] = set()
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        parts = urlsplit(url).path.strip("/").split("/")
+        group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+        namespace = rest[1] if rest[0] == "namespaces" and len(rest) >= 3 else ""
+        rest = rest[2:] if namespace else rest
+        self.taken.add(Permission("list" if len(rest) == 1 else "get", rest[0], group, namespace))
+        return super().request(method, url, *args, **kwargs)
 
 
 class FakeAccess(FleetAccess):

@@ -1,8 +1,8 @@
 """`fleetdrill doctor`'s permission check and runner placement against the local fleet's real RBAC: its admin
 identity may do all the drill catalogue needs; its read-only identity (bound to `view`) is refused each
-write, one line each naming the user to grant it to; a runner declared in the primary's cluster is warned
-of every drill that cuts it off; a client certificate from another CA is named as the cause. Read-only:
-nothing in the fleet changes."""
+write and each gate read view does not grant, one line each naming the user to grant it to; a runner
+declared in the primary's cluster is warned of every drill that cuts it off; a client certificate from
+another CA is named as the cause. Read-only: nothing in the fleet changes."""
 
 import base64
 from pathlib import Path
@@ -86,6 +86,33 @@ def test_the_read_only_identity_is_refused_each_write_in_one_line(
         "a ClusterRole, and a binding)"
     ) in lines
     assert not any("not asked" in line for line in lines), lines
+
+
+def test_the_read_only_identity_is_refused_the_gate_reads_view_does_not_grant(
+    as_viewer: Fleet, drill_needs: list[needs.Need]
+) -> None:
+    """`view` reads neither Velero's objects, nor Secrets, nor CRDs: each gate drill that does is named, the
+    restore dry run's lists as API discovery spells them out."""
+    lines = reviewed(as_viewer, drill_needs).lines(9)
+    primary, velero = as_viewer.primary().name, as_viewer.velero.namespace
+    hygiene, readiness = (
+        "backup hygiene in test_backups_are_recent_and_kept_in_another_region",
+        "dr readiness in test_the_dr_path_is_ready",
+    )
+    grant = "grant it to user fleetdrill-viewer (a Role in {}, or a ClusterRole, and a binding)"
+    expected = [
+        f"FAIL {primary}: cannot list backups.velero.io in namespace {velero} (needed by: {hygiene}; "
+        f"{readiness}): {grant.format(velero)}",
+        f"FAIL {primary}: cannot list secrets in namespace orders (needed by: {hygiene}; {readiness}): "
+        f"{grant.format('orders')}",
+        f"FAIL {primary}: cannot get secrets in namespace orders (needed by: configuration parity in "
+        f"test_standby_runs_what_the_active_cluster_runs): {grant.format('orders')}",
+        f"FAIL {primary}: cannot ask for list every namespaced custom resource in namespace orders: listing "
+        "the active cluster's customresourcedefinitions.apiextensions.k8s.io failed: HTTP 403 Forbidden "
+        f"(needed by: configuration parity in test_standby_runs_what_the_active_cluster_runs; {readiness})",
+    ]
+    assert [line for line in expected if line not in lines] == [], "\n".join(lines)
+    assert not any("cannot list configmaps in namespace orders" in line for line in lines), "view lists them"
 
 
 def test_doctor_warns_a_runner_in_the_primarys_cluster_of_each_drill_that_cuts_it_off(

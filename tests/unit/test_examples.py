@@ -181,13 +181,22 @@ def granted(rules: list[dict], permission: Permission) -> bool:
 
 
 def every_permission() -> set[Permission]:
-    """Every permission any part of the harness declares, whatever strategy an app has, in every API group
-    a moved resource may be served in."""
+    """Every permission any part of the harness declares, whatever strategy and workload an app has, in a
+    cluster of every role, in every API group a moved resource may be served in."""
     failovers = [{"strategy": strategy, "command": ["failover.sh"]} for strategy in all_strategies()]
     apps = [App(name="a", namespace="a", workload="deployment/a", failover=f) for f in failovers]
-    fleet = Fleet(name="f", clusters=[{"name": "c", "region": "r"}], velero={"restart_to_sync": True})
+    apps += [App(name="a", namespace="a", workload=f"{kind}/a") for kind in ("statefulset", "daemonset")]
+    roles = ("active", "passive", "standby")
+    clusters = [{"name": role, "region": "r", "role": role} for role in roles]
+    fleet = Fleet(name="f", clusters=clusters, velero={"restart_to_sync": True})
     declared = [*needs.parts().values(), needs.LEASE, needs.AS_FOUND]
-    found = {permission for part in declared for app in apps for permission in part.permissions(fleet, app)}
+    found = {
+        permission
+        for part in declared
+        for app in apps
+        for cluster in fleet.clusters
+        for permission in part.permissions(fleet, app, cluster)
+    }
     return {asked for p in found for asked in (p.in_groups(p.served_in) if p.served_in else (p,))}
 
 

@@ -113,7 +113,7 @@ def test_a_permission_many_drills_need_is_asked_once_naming_the_first_and_how_ma
     ("declared", "problem"),
     [
         (["cluster-loss"], "expected a mapping of part to roles, got [cluster-loss]"),
-        ({"cluster-lost": "active"}, "expected a part (chaos-mesh-network, chaos-mesh-pod, "),
+        ({"cluster-lost": "active"}, "expected a part (backup-hygiene-read, chaos-mesh-network, "),
         ({"cluster-loss": "primary"}, "[cluster-loss]: expected a role (active, passive, standby), a list"),
         ({"cluster-loss": []}, "[cluster-loss]: expected a role"),
         ({"failover": ("passive", 3)}, "[failover]: expected a role"),
@@ -198,8 +198,12 @@ CALLS = {
     "back_up": "velero-backup",
     "restore_to_standby": "velero-restore",
     "Load": "load",
+    "Preflight().run": "readiness-read",
+    "Preflight().backups": "backup-hygiene-read",
+    "compare": "parity-read",
 }
-"""What a drill's code calls, by the part it stands for (beside the fault classes it makes)."""
+"""What a drill's code calls, by the part it stands for (beside the fault classes it makes); a method of an
+object made in the call, by its class: "Preflight().run"."""
 
 
 def done_and_declared(source: str) -> dict[str, tuple[set[str], set[str]]]:
@@ -224,6 +228,8 @@ def done_and_declared(source: str) -> dict[str, tuple[set[str], set[str]]]:
         done = set()
         for call in (node for node in ast.walk(function) if isinstance(node, ast.Call)):
             name = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
+            if isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Call):
+                name = f"{ast.unparse(call.func.value.func)}().{name}"
             part = (
                 kinds.get(name) or CALLS.get(name) or ("service-proxy" if name == "service_proxy" else None)
             )
@@ -252,3 +258,59 @@ def test_the_declaration_check_sees_a_drill_that_does_more_than_it_declares() ->
     assert done_and_declared(source) == {
         "test_x": ({"cluster-loss", "pod-kill", "failover"}, {"cluster-loss"})
     }
+
+
+def test_the_gate_drills_need_what_they_read_in_each_role(tmp_path: Path) -> None:
+    """The catalogue's gate drills, as doctor collects them: parity's namespace kinds in every cluster, the
+    backups and the restore dry run where the app is backed up, the takeover's reads where it fails over to,
+    the storage location where it is restored into."""
+    (tmp_path / "fleet.yaml").write_text(dump_fleet(fleet()))
+    gate = catalogue.collect(ROOT / "drills", tmp_path / "fleet.yaml", "gate", needs.parts())
+    assert {d.short for d in gate} >= {
+        "test_the_dr_path_is_ready",
+        "test_standby_runs_what_the_active_cluster_runs",
+        "test_backups_are_recent_and_kept_in_another_region",
+    }
+    found = table(needs.needs(fleet(), gate))
+    kinds = {
+        "services",
+        "serviceaccounts",
+        "persistentvolumeclaims",
+        "ingresses.networking.k8s.io",
+        "networkpolicies.networking.k8s.io",
+        "horizontalpodautoscalers.autoscaling",
+        "poddisruptionbudgets.policy",
+        "roles.rbac.authorization.k8s.io",
+        "rolebindings.rbac.authorization.k8s.io",
+        "every namespaced custom resource",
+    }
+    for cluster in ("east", "west", "south"):
+        assert {(cluster, f"list {kind} in namespace shop") for kind in kinds} <= found, cluster
+        assert {(cluster, f"get {kind} in namespace shop") for kind in ("configmaps", "secrets")} <= found
+        assert (cluster, "get deployments.apps in namespace shop") in found
+    backups = {
+        ("east", "list backups.velero.io in namespace velero"),
+        ("east", "get backups.velero.io in namespace velero"),
+        ("east", "create downloadrequests.velero.io in namespace velero"),
+        ("east", "list every namespaced resource in namespace shop"),
+        ("east", "list customresourcedefinitions.apiextensions.k8s.io"),
+    }
+    location = {
+        (cluster, text)
+        for cluster in ("east", "south")
+        for text in (
+            "list backupstoragelocations.velero.io in namespace velero",
+            "get secrets in namespace velero",
+            "get customresourcedefinitions.apiextensions.k8s.io",
+        )
+    }
+    takeover = {(c, p) for c in ("west", "south") for p in ("list nodes", "list pods in every namespace")}
+    assert backups | location | takeover <= found
+    assert not {(c, p) for c, p in found if c != "east" and "backups.velero.io" in p}, "only east backs up"
+    assert not {(c, p) for c, p in found if c == "west" and "velero" in p}, "nothing of velero's in passive"
+    assert not {(c, p) for c, p in found if c == "east" and p.startswith("list nodes")}
+    [hygiene] = [n for n in needs.needs(fleet(), gate) if n.permission.text().startswith("create download")]
+    assert hygiene.why() == (
+        "backup hygiene in test_backups_are_recent_and_kept_in_another_region; dr readiness in "
+        "test_the_dr_path_is_ready"
+    )

@@ -13,7 +13,8 @@ import pytest
 
 from harness import parity
 from harness.config import App, Fleet
-from tests.kubefake import FakeAccess, FakeKube
+from harness.permissions import CUSTOM, Permission
+from tests.kubefake import FakeAccess, FakeKube, Recording
 
 pytest_plugins = ["pytester"]
 
@@ -210,6 +211,19 @@ def lines(
 
 def test_a_healthy_fleet_shows_no_drift_whatever_each_cluster_writes() -> None:
     assert lines(shop("west", "10.96.7.7")) == []
+
+
+def test_parity_declares_every_permission_it_takes_in_each_role() -> None:
+    """What doctor asks for the parity drill (parity.permissions) covers every read it makes, in the
+    reference (active) and the compared cluster: a read added without its permission fails here."""
+    east, west = Recording(shop("east", "10.0.0.1")), Recording(shop("west", "10.96.7.7"))
+    parity.compare(FakeAccess(FLEET, {"east": east, "west": west}), APP, "east", "west")
+    widgets = Permission("list", "widgets", "example.com", "shop")
+    for api, role in ((east, "active"), (west, "passive")):
+        declared = {p.resolved("shop", "velero") for p in parity.permissions(APP, role)}
+        spelled = {widgets if p.resource == CUSTOM else p for p in declared}
+        assert api.taken and api.taken <= spelled, (role, sorted(api.taken - spelled, key=Permission.text))
+        assert widgets in api.taken
 
 
 def patched(path: str, change: Callable[[dict[str, Any]], Any]) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,8 +24,9 @@ from harness.capacity import Resources, pod_requests
 from harness.config import App, Cluster, Fleet, Objectives, load_fleet
 from harness.credentials import Expiry, jwt_expiry, kubeconfig_entry, serving_certificate
 from harness.errors import ConfigError
+from harness.permissions import CUSTOM, EVERY, Permission
 from harness.velero import Backup, BackupStorageLocation, VeleroError
-from tests.kubefake import FakeAccess, FakeKube
+from tests.kubefake import FakeAccess, FakeKube, Recording
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 EAST = Cluster(name="east", region="us-east", role="active")
@@ -418,6 +420,40 @@ def test_a_standby_needs_what_a_restore_needs_not_a_running_workload() -> None:
         "spare memory bytes",
     ]
     assert all(c.ok for c in checks)
+
+
+CRD = {
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {
+        "group": "example.com",
+        "names": {"kind": "Widget", "plural": "widgets"},
+        "scope": "Namespaced",
+        "versions": [{"name": "v1", "served": True, "storage": True}],
+    },
+}
+
+
+def test_the_takeover_declares_every_permission_it_takes_in_each_role() -> None:
+    """What doctor asks for DR readiness (preflight.readiness_permissions) covers every read the takeover
+    check makes, in the active cluster and in the one taking over: a read added without its permission
+    fails here."""
+    crds = {"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com": CRD}
+    widget = {"/apis/example.com/v1/namespaces/shop/widgets/main": {"metadata": {"name": "main"}}}
+    east = Recording(cluster_with(deployment(2, 2)).objects | crds | widget)
+    for name, role in (("west", "passive"), ("south", "standby")):
+        other = Recording(cluster_with(deployment(2, 2)).objects | crds)
+        check = preflight.Preflight(FLEET, FakeAccess(FLEET, {"east": east, name: other}), SHOP)
+        assert all(c.ok for c in check.takeover(FLEET.cluster("east"), FLEET.cluster(name)))
+        widgets = Permission("list", "widgets", "example.com", "shop")
+        for api, read in ((east, "active"), (other, role)):
+            declared = {p.resolved("shop", "velero") for p in preflight.readiness_permissions(SHOP, read)}
+            spelled = {
+                widgets if p.resource == CUSTOM else replace(p, namespace="") if p.namespace == EVERY else p
+                for p in declared
+            }
+            assert api.taken <= spelled, (read, sorted(api.taken - spelled, key=Permission.text))
+        assert {Permission("get", "customresourcedefinitions", "apiextensions.k8s.io")} < other.taken
+    assert widgets in east.taken
 
 
 def only_active(absent_roles: list[str]) -> Fleet:

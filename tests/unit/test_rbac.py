@@ -13,7 +13,7 @@ from harness import cli, preflight, rbac
 from harness.config import Fleet, dump_fleet
 from harness.fleet import FleetAccess, UnreachableError
 from harness.needs import Need
-from harness.permissions import APP, EVERY, Permission
+from harness.permissions import APP, CUSTOM, EVERY, LISTED, Permission
 from harness.preflight import Readiness
 from tests.kubefake import FakeAccess, Response
 
@@ -190,6 +190,99 @@ def test_drills_that_need_no_permission_ask_none_and_say_so() -> None:
     assert lines(review) == [
         "SKIP no permission asked: the selected drills declare no part that needs one (their drill "
         "marker's uses)"
+    ]
+
+
+def crd(group: str, plural: str, scope: str = "Namespaced") -> dict[str, Any]:
+    names = {"plural": plural, "kind": plural.title().rstrip("s")}
+    versions = [{"name": "v1", "served": True, "storage": True}]
+    spec = {"group": group, "names": names, "scope": scope, "versions": versions}
+    return {"metadata": {"name": f"{plural}.{group}"}, "spec": spec}
+
+
+DISCOVERY = {
+    "/api/v1": {
+        "resources": [
+            {"name": "configmaps", "namespaced": True, "kind": "ConfigMap", "verbs": ["get", "list"]},
+            {"name": "pods/log", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
+            {"name": "nodes", "namespaced": False, "kind": "Node", "verbs": ["get", "list"]},
+            {"name": "events", "namespaced": True, "kind": "Event", "verbs": ["get", "list"]},
+            {"name": "bindings", "namespaced": True, "kind": "Binding", "verbs": ["create"]},
+        ]
+    },
+    "/apis": {"groups": [{"preferredVersion": {"groupVersion": "example.com/v1"}}]},
+    "/apis/example.com/v1": {
+        "resources": [{"name": "widgets", "namespaced": True, "kind": "Widget", "verbs": ["list"]}]
+    },
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions": {
+        "items": [crd("example.com", "widgets"), crd("example.com", "globes", scope="Cluster")]
+    },
+}
+
+
+class Discovering(FakeAuthz):
+    """FakeAuthz that also answers API discovery and lists CRDs (`discovery`; `forbidden`: paths answered
+    403)."""
+
+    def __init__(
+        self, refused: dict[tuple[str, str, str], tuple[bool, str]], forbidden: tuple[str, ...] = ()
+    ):
+        super().__init__(refused)
+        self.forbidden = forbidden
+
+    def request(self, method: str, url: str, *args: Any, body: Any = None, **kwargs: Any) -> Response:
+        path = urlsplit(url).path
+        if path in self.forbidden:
+            raise client.ApiException(http_resp=Response(403, {"kind": "Status"}))
+        if method == "GET" and path in DISCOVERY:
+            return Response(200, DISCOVERY[path])
+        return super().request(method, url, body=body)
+
+
+def test_a_resource_standing_for_many_is_asked_as_each_the_cluster_has_each_permission_once() -> None:
+    """The restore dry run lists every namespaced resource discovery offers to list (Events and
+    subresources left out), parity every namespaced CRD's; a resource in both is asked once, naming both."""
+    listed, custom = (
+        Permission("list", r, namespace=APP).resolved("shop", "velero") for r in (LISTED, CUSTOM)
+    )
+    api = Discovering({("list", "widgets", "shop"): (False, ""), ("list", "configmaps", "shop"): (False, "")})
+    wanted = [
+        need("east", listed, ("dr readiness", "test_ready")),
+        need("east", custom, ("configuration parity", "test_parity")),
+    ]
+    review = rbac.review(FLEET, FakeAccess(FLEET, {"east": api}), wanted)
+    assert [(a["resource"], a["group"], a["namespace"]) for a in api.asked] == [
+        ("configmaps", "", "shop"),
+        ("widgets", "example.com", "shop"),
+    ]
+    assert lines(review) == [
+        "FAIL east: cannot list configmaps in namespace shop (needed by: dr readiness in test_ready): grant "
+        "it to user alice (a Role in shop, or a ClusterRole, and a binding)",
+        "FAIL east: cannot list widgets.example.com in namespace shop (needed by: dr readiness in "
+        "test_ready; configuration parity in test_parity): grant it to user alice (a Role in shop, or a "
+        "ClusterRole, and a binding)",
+    ]
+
+
+def test_custom_resources_are_the_active_clusters_and_never_a_pass_when_they_cannot_be_told() -> None:
+    """Parity lists the active cluster's custom kinds in every cluster it compares: a passive cluster is
+    asked for those, whatever it lists itself; when the active cluster's CRDs cannot be listed, one line."""
+    custom = Permission("list", CUSTOM, namespace=APP).resolved("shop", "velero")
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    west = Discovering({}, forbidden=(crds,))
+    wanted = [need("west", custom, ("parity", "test_p"))]
+    assert lines(rbac.review(FLEET, FakeAccess(FLEET, {"east": Discovering({}), "west": west}), wanted)) == [
+        "ok   every permission the 2 selected drill(s) need is allowed (1 asked in 1 cluster(s))"
+    ]
+    assert [(a["resource"], a["group"], a["namespace"]) for a in west.asked] == [
+        ("widgets", "example.com", "shop")
+    ]
+    east = Discovering({}, forbidden=(crds,))
+    review = rbac.review(FLEET, FakeAccess(FLEET, {"east": east, "west": west}), wanted)
+    assert lines(review) == [
+        "FAIL west: cannot ask for list every namespaced custom resource in namespace shop: listing the "
+        "active cluster's customresourcedefinitions.apiextensions.k8s.io failed: HTTP 403 Forbidden (needed "
+        "by: parity in test_p)"
     ]
 
 
