@@ -54,7 +54,9 @@ PARTS = {
     "parity-read": Part(
         "configuration parity", lambda fleet, app, cluster: parity.permissions(app, cluster.role)
     ),
-    "backup-hygiene-read": Part("backup hygiene", lambda fleet, app, cluster: preflight.HYGIENE_PERMISSIONS),
+    "backup-hygiene-read": Part(
+        "backup hygiene", lambda fleet, app, cluster: preflight.hygiene_permissions(app)
+    ),
 }
 """The parts that are not fault kinds, by the name drills use in their marker."""
 LEASE = Part("drill lease", lambda fleet, app, cluster: LEASE_PERMISSIONS)

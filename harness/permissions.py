@@ -5,7 +5,7 @@ Each part that calls the Kubernetes API declares what it calls next to its code:
 `permissions` (harness.faults), each failover strategy's (harness.strategies), failover.BACKUP_PERMISSIONS
 and RESTORE_PERMISSIONS, lease.LEASE_PERMISSIONS, fleet.SERVICE_PROXY_PERMISSIONS,
 steadystate.AS_FOUND_PERMISSIONS, and the gate drills' reads (preflight.readiness_permissions and
-HYGIENE_PERMISSIONS, parity.permissions). harness.needs gathers those the selected drills use; harness.rbac
+hygiene_permissions, parity.permissions). harness.needs gathers those the selected drills use; harness.rbac
 asks each cluster for them (a resource that moved between API groups in the group the cluster serves it in;
 LISTED and CUSTOM as the cluster's API discovery and CRDs spell them out).
 """

@@ -47,14 +47,23 @@ VELERO_PERMISSIONS = (
 BACKUPS_PERMISSIONS = (
     *verbs("list get", "backups", "velero.io", VELERO),  # velero backup get; velero backup download
     *verbs("create get", "downloadrequests", "velero.io", VELERO),  # velero backup download
-    Permission("list", LISTED, namespace=APP),  # restore_dry_run: integrity.object_inventory
 )
-"""What `Preflight.velero` reads besides in the cluster backing up: its backups, and the restore dry run."""
+"""What `Preflight.velero` reads besides in the cluster backing up: its backups."""
 SOURCE_PERMISSIONS = (
     Permission("list", CRDS, EXTENSIONS),  # used_crds
     Permission("list", CUSTOM, namespace=APP),
+    Permission("get", "secrets", namespace=APP),  # an optional reference: does the app have it here
 )
 """What `Preflight.takeover` reads in the active cluster besides the workload."""
+
+
+def backups_permissions(app: App) -> tuple[Permission, ...]:
+    """What `Preflight.velero` reads besides in the cluster backing up: its backups, and the restore dry
+    run's listing (integrity.object_inventory) of each namespace the app's backups hold."""
+    dry_run = tuple(Permission("list", LISTED, namespace=n) for n in app.backed_up_namespaces)
+    return BACKUPS_PERMISSIONS + dry_run
+
+
 TARGET_PERMISSIONS = (
     Permission("get", CRDS, EXTENSIONS),  # _crd_check
     Permission("get", "namespaces"),
@@ -68,13 +77,16 @@ TARGET_PERMISSIONS = (
 def readiness_permissions(app: App, role: str) -> tuple[Permission, ...]:
     """What `Preflight.run` reads in a cluster of `role` (Prometheus aside: it is not the clusters' API)."""
     if role == "active":
-        return VELERO_PERMISSIONS + BACKUPS_PERMISSIONS + SOURCE_PERMISSIONS + (workload_permission(app),)
+        return (
+            VELERO_PERMISSIONS + backups_permissions(app) + SOURCE_PERMISSIONS + (workload_permission(app),)
+        )
     velero = VELERO_PERMISSIONS if role == "standby" else ()
     return velero + TARGET_PERMISSIONS + (workload_permission(app),)
 
 
-HYGIENE_PERMISSIONS = VELERO_PERMISSIONS + BACKUPS_PERMISSIONS
-"""What `Preflight.backups` reads in the (active) cluster backing up."""
+def hygiene_permissions(app: App) -> tuple[Permission, ...]:
+    """What `Preflight.backups` reads in the (active) cluster backing up."""
+    return VELERO_PERMISSIONS + backups_permissions(app)
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,8 @@ def test_logs_and_exec_reach_the_sample_app(api, us_east, namespace: str, kubect
     apps.create_namespaced_deployment(namespace, deployment(1, app_container(namespace)))
     pod = wait_for(ready_pods(us_east, namespace, 1), 60, "the app's pod")[0].metadata.name
     logs = kubectl("us-east", "-n", namespace, "logs", pod).stdout
-    assert f"serving {namespace}/{pod} at ('0.0.0.0', 8080): its log in /var/lib/orders, primary" in logs, logs
+    first_line = f"serving {namespace}/{pod} at ('0.0.0.0', 8080): its log in /var/lib/orders, primary"
+    assert first_line in logs, logs
     ask = (
         "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/status').read().decode())"
     )
