@@ -3,11 +3,12 @@ app's data path judged in real PostgreSQL, the failover promoting the survivor's
 through the fleet file's failover command), the RPO measured from postgresql sentinels beside the
 replication lag the servers reported just before the fault.
 
-On a healthy fleet the replica streams and the drill passes; on a broken one, whose replication link
-was cut about 10 s before the primary is lost, the drill fails on RPO and names the lag. The old primary's
-return: fenced (its initContainer finds a newer primary and copies it), it never takes a write; with its
-fencing off it returns writable and the split-brain check fails the drill. The fleet is the module's own:
-the drills lose its primary cluster for real (and fail back, a switchover without loss).
+On a healthy fleet the replica streams and the drill passes, its RPO measured from postgresql sentinels
+and, in a second run, from the app's own orders (its http sentinels); on a broken one, whose replication
+link was cut about 10 s before the primary is lost, the drill fails on RPO and names the lag. The old
+primary's return: fenced (its initContainer finds a newer primary and copies it), it never takes a write;
+with its fencing off it returns writable and the split-brain check fails the drill. The fleet is the
+module's own: the drills lose its primary cluster for real (and fail back, a switchover without loss).
 """
 
 import json
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from kubernetes import client, config
 
 from harness import pgreplication
@@ -87,6 +89,30 @@ def test_a_replica_in_step_passes_active_passive_with_its_lag_beside_the_loss(
     print(f"\nhealthy: lag at t0 {lag}; RPO {figures['rpo_s']} s, {figures['lost_writes']} writes lost")
     state = FleetState.load(pg_fleet)
     assert streams_from(state, secret_password, PRIMARY) == {REPLICA}, "failed back: us-east primary again"
+
+
+def test_the_apps_own_orders_measure_the_rpo_of_the_loss_too(
+    pg_fleet: Path, secret_password: str, tmp_path: Path
+) -> None:
+    """The same drill judging RPO from the sample app's own orders (fleet.yaml's http sentinels: orders
+    written through the app, rows of the primary's table orders, read back through the survivor's app)
+    instead of postgresql sentinels, with the same runbook."""
+    document = yaml.safe_load((pg_fleet / postgres.FLEET_FILE).read_text())
+    through_the_app = yaml.safe_load((pg_fleet / "fleet.yaml").read_text())["apps"][0]["sentinels"]
+    document["apps"][0]["sentinels"] = through_the_app
+    (pg_fleet / "fleet-orders.yaml").write_text(yaml.safe_dump(document))
+    done, record = run_drill(pg_fleet, tmp_path, DRILL, fleet_file="fleet-orders.yaml")
+    assert done.returncode == 0 and record["verdict"] == "pass", done.stdout[-3000:]
+    figures = record["figures"]["orders"]
+    assert figures["rpo_s"] < 5.0 and figures["writes"] > 100, figures
+    state = FleetState.load(pg_fleet)
+    with postgres.connect(state, PRIMARY, secret_password) as connection:
+        query = "select count(*) from orders where stream like 'fleetdrill-%'"
+        (rows,) = connection.execute(query).fetchone() or (0,)
+    assert rows > 100, f"the drill's orders are rows of the primary's table: {rows}"
+    print(
+        f"\nthrough the app: RPO {figures['rpo_s']} s, {figures['lost_writes']} of {figures['writes']} lost"
+    )
 
 
 def test_a_replication_link_cut_before_the_loss_fails_active_passive_on_rpo_naming_the_lag(
