@@ -91,8 +91,9 @@ def cmd_fleet_up(args: argparse.Namespace) -> int:
     if args.postgres:
         from harness.localfleet import postgres  # psycopg loads only for a fleet with it
 
+        roles = {"active": "primary", "passive": "replica"}
         servers = ", ".join(
-            f"{c.name} ({'primary' if c.role == 'active' else 'replica'}) {host}:{port}"
+            f"{c.name} ({roles.get(c.role, 'cold: restored into')}) {host}:{port}"
             for c in state.clusters
             for host, port in [postgres.endpoint(state, c.name)]
         )
