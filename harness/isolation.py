@@ -13,6 +13,8 @@ from harness.samples import Coverage, ProbeSample, Verdict, Window
 from harness.sentinels import GLOBAL
 
 PROD = "prod"
+FAULTED = {"cluster-loss": "lost", "wan-partition": "cut off"}
+"""What a non-prod cluster's fault did to it, in a miss's message."""
 LATENCY_PERCENTILE = 99.0
 
 
@@ -36,6 +38,8 @@ class Step:
     environment: str
     started: float
     effective: float
+    fault: str = "cluster-loss"
+    """The fault's kind (harness.faults): how the cluster was faulted."""
 
 
 def segments(fleet: Fleet) -> Segments:
@@ -143,7 +147,7 @@ def _coupling(target: str, worst: Window | None, steps: Sequence[Step]) -> str:
     last = under[-1]
     return (
         f"{longest} began {worst.start - last.started:.1f} s after non-prod cluster {last.cluster} "
-        f"({last.environment}) was lost (faulted then: {_listed(under)})"
+        f"({last.environment}) was {FAULTED.get(last.fault, 'faulted')} (faulted then: {_listed(under)})"
     )
 
 
@@ -179,6 +183,7 @@ def _step_figures(step: Step, start: float) -> dict[str, object]:
     return {
         "cluster": step.cluster,
         "environment": step.environment,
+        "fault": step.fault,
         "injected_s": step.started - start,
         "effective_s": step.effective - start,
     }

@@ -1,8 +1,9 @@
 """The environment isolation drill on a local fleet of environments (`fleet up --environments
-prod,staging,dev`): it passes while prod holds, and fails naming the coupling when prod's app depends on a
-service in staging; a fleet without environments skips it, one without prod is an error, and a non-prod
-cluster the safety rules refuse stops it before any fault. One fleet serves every case: the broken
-fleet's dependency is set and undone through the sample app's settings."""
+prod,staging,dev`): it passes while prod holds, its non-prod clusters lost or cut off, and fails naming
+the coupling when prod's app depends on a service in staging; a fleet without environments skips it, one
+without prod is an error, and a non-prod cluster the safety rules refuse stops it before any fault. One
+fleet serves every case: the broken fleet's dependency is set and undone through the sample app's
+settings."""
 
 import subprocess
 from collections.abc import Iterator
@@ -50,16 +51,20 @@ def figures_of(record: dict) -> dict:
     return record["figures"]["orders"]["prod"]
 
 
-def test_prod_holds_while_staging_and_dev_are_lost(env_fleet: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("by", ["loss", "partition"])
+def test_prod_holds_while_staging_and_dev_are_faulted(env_fleet: Path, tmp_path: Path, by: str) -> None:
+    """Lost, or cut off from the rest of the fleet (they run on, unreachable): prod holds either way."""
     fleet = load_fleet(env_fleet / "fleet.yaml")
     assert [(c.name, c.environment) for c in fleet.clusters] == [
         ("us-east", "prod"),
         ("eu-west", "staging"),
         ("ap-south", "dev"),
     ]
-    done, record = run_drill(env_fleet, tmp_path, DRILL, *SOAK)
+    done, record = run_drill(env_fleet, tmp_path, DRILL, *SOAK, "-k", by)
     assert done.returncode == 0 and record["verdict"] == "pass", done.stdout[-3000:]
-    assert [f["cluster"] for f in record["figures"]["orders"]["faulted"]] == ["eu-west", "ap-south"]
+    kind = {"loss": "cluster-loss", "partition": "wan-partition"}[by]
+    faulted = [(f["cluster"], f["fault"]) for f in record["figures"]["orders"]["faulted"]]
+    assert faulted == [("eu-west", kind), ("ap-south", kind)]
     assert set(figures_of(record)) == {"us-east", "global"}
     assert (
         figures_of(record)["us-east"]["availability"] >= 0.8 and figures_of(record)["us-east"]["probes"] > 300
@@ -69,24 +74,25 @@ def test_prod_holds_while_staging_and_dev_are_lost(env_fleet: Path, tmp_path: Pa
     )
     assert "us-east" not in faults_injected(record), "prod is never faulted"
     effective = [e["cluster"] for e in record["timeline"]["events"] if e["name"] == "fault.effective"]
-    assert effective == ["eu-west", "ap-south"], "each loss proven before it counts"
+    assert effective == ["eu-west", "ap-south"], "each fault proven before it counts"
     assert not Ledger(env_fleet / "ledger.json").open_entries()
 
 
+@pytest.mark.parametrize(("by", "done_to"), [("loss", "lost"), ("partition", "cut off")])
 def test_a_prod_app_that_depends_on_staging_fails_naming_the_coupling(
-    env_fleet: Path, tmp_path: Path
+    env_fleet: Path, tmp_path: Path, by: str, done_to: str
 ) -> None:
     staging = load_fleet(env_fleet / "fleet.yaml").app("orders").endpoints["eu-west"]
     with app_settings(
         env_fleet, "us-east", {"ORDERS_DEPENDS_ON": f"catalogue={staging.rstrip('/')}/healthz"}
     ):
-        done, record = run_drill(env_fleet, tmp_path, DRILL, *SOAK)
+        done, record = run_drill(env_fleet, tmp_path, DRILL, *SOAK, "-k", by)
     assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     [miss, *_] = [v for v in record["verdicts"] if v["status"] == "fail"]
     assert miss["objective"] == "us-east availability"
     assert "coupling: prod endpoint us-east degraded: its longest outage" in miss["message"]
     assert (
-        "after non-prod cluster eu-west (staging) was lost (faulted then: eu-west (staging))"
+        f"after non-prod cluster eu-west (staging) was {done_to} (faulted then: eu-west (staging))"
         in (miss["message"])
     ), miss["message"]
     assert figures_of(record)["us-east"]["availability"] < 0.8
@@ -97,13 +103,13 @@ def test_a_fleet_without_environments_skips_and_one_without_prod_is_an_error(
     env_fleet: Path, tmp_path: Path
 ) -> None:
     flat = variant(env_fleet, "flat", {"environments": dict.fromkeys(("us-east", "eu-west", "ap-south"))})
-    done, record = run_drill(env_fleet, tmp_path / "flat", DRILL, fleet_file=flat)
+    done, record = run_drill(env_fleet, tmp_path / "flat", DRILL, "-k", "loss", fleet_file=flat)
     assert done.returncode == 0 and (record["verdict"], record["outcome"]) == ("skip", "skipped")
     assert (
         record["message"].startswith("fleet local-") and "does not segment environments" in record["message"]
     )
     no_prod = variant(env_fleet, "no-prod", {"environments": {"us-east": "dev"}})
-    done, record = run_drill(env_fleet, tmp_path / "no-prod", DRILL, fleet_file=no_prod)
+    done, record = run_drill(env_fleet, tmp_path / "no-prod", DRILL, "-k", "loss", fleet_file=no_prod)
     assert done.returncode != 0 and record["verdict"] == "error", done.stdout[-3000:]
     assert "has no prod cluster (us-east=dev, eu-west=staging, ap-south=dev)" in record["message"]
     assert not faults_injected(record)
@@ -111,11 +117,11 @@ def test_a_fleet_without_environments_skips_and_one_without_prod_is_an_error(
 
 def test_a_refused_non_prod_cluster_stops_the_drill_before_any_fault(env_fleet: Path, tmp_path: Path) -> None:
     refused = variant(env_fleet, "refused", {"safety": {"allowlist": ["us-east", "eu-west"]}})
-    done, record = run_drill(env_fleet, tmp_path, DRILL, "--allow-prod", fleet_file=refused)
+    done, record = run_drill(env_fleet, tmp_path, DRILL, "--allow-prod", "-k", "loss", fleet_file=refused)
     assert done.returncode != 0, done.stdout[-3000:]
     assert "refused: cluster ap-south (context ap-south) is not in safety.allowlist" in record["message"]
     assert not faults_injected(record), "refused before acting: not even eu-west was lost"
-    argv = drill_argv(env_fleet, tmp_path / "dry", DRILL, "--dry-run", "--allow-prod", "-rs")
+    argv = drill_argv(env_fleet, tmp_path / "dry", DRILL, "--dry-run", "--allow-prod", "-rs", "-k", "loss")
     planned = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
     assert (
         "would: 1. cluster-loss on eu-west: allowed; faulted at once: eu-west "

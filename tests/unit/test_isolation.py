@@ -1,6 +1,7 @@
 """harness.isolation: the environment isolation drill's segments (prod measured, the others faulted), the
 safety check before its first fault, and its verdicts from probes, a miss naming the coupling seen."""
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -102,6 +103,7 @@ def test_prod_that_holds_passes_with_its_figures() -> None:
     assert figures["faulted"][0] == {
         "cluster": "west",
         "environment": "staging",
+        "fault": "cluster-loss",
         "injected_s": 0.0,
         "effective_s": 0.5,
     }
@@ -122,6 +124,15 @@ def test_a_prod_endpoint_that_degrades_names_the_non_prod_loss_it_followed() -> 
     assert figures["prod"]["east"]["outage_began_s"] == pytest.approx(1.2)
     assert figures["prod"]["east"]["served_by_non_prod"] == {}
     assert {v.status for v in verdicts if v.objective.startswith("global")} == {"pass"}
+
+
+def test_a_coupling_under_a_partition_says_the_cluster_was_cut_off() -> None:
+    samples = {"east": series("east", 0.0, 30.0, failing=(11.15, 30.0)), GLOBAL: series(GLOBAL, 0.0, 30.0)}
+    cut = tuple(replace(step, fault="wan-partition") for step in STEPS)
+    fleet = make_fleet()
+    verdicts, _ = isolation.judge(fleet, fleet.app("shop"), samples, cut, 30.0, INTERVAL, 3.0)
+    [miss] = [v for v in verdicts if v.status == "fail" and v.objective == "east availability"]
+    assert "after non-prod cluster west (staging) was cut off (faulted then: west (staging))" in miss.message
 
 
 def test_an_outage_after_the_second_loss_names_it_and_both() -> None:
