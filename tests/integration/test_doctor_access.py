@@ -106,7 +106,7 @@ def test_the_read_only_identity_is_refused_the_gate_reads_view_does_not_grant(
         f"FAIL {primary}: cannot list secrets in namespace orders (needed by: {hygiene}; {readiness}): "
         f"{grant.format('orders')}",
         f"FAIL {primary}: cannot get secrets in namespace orders (needed by: configuration parity in "
-        f"test_standby_runs_what_the_active_cluster_runs): {grant.format('orders')}",
+        f"test_standby_runs_what_the_active_cluster_runs; {readiness}): {grant.format('orders')}",
         f"FAIL {primary}: cannot ask for list every namespaced custom resource in namespace orders: listing "
         "the active cluster's customresourcedefinitions.apiextensions.k8s.io failed: HTTP 403 Forbidden "
         f"(needed by: configuration parity in test_standby_runs_what_the_active_cluster_runs; {readiness})",
