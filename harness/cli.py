@@ -200,8 +200,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the local fleet when none runs (with Prometheus: the drills judge the app's PromQL objectives
-    too; with PostgreSQL: the sample app keeps its orders there, replicated across the clusters), then run
-    the quarterly suite (or --suite) against it: its fleet-postgresql.yaml when it has PostgreSQL."""
+    too; with --postgres also PostgreSQL, where the sample app keeps its orders, replicated across the
+    clusters), then run the quarterly suite (or --suite) against it: its fleet-postgresql.yaml when it has
+    PostgreSQL."""
     folder = args.dir
     if not (folder / STATE).exists():
         cmd_fleet_up(
@@ -216,7 +217,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 metrics_server=False,
                 burst=False,
                 environments=(),
-                postgres=True,
+                postgres=args.postgres,
             )
         )
     args.fleet = folder / "fleet.yaml"
@@ -499,6 +500,12 @@ def parser() -> argparse.ArgumentParser:
         "demo", cmd_demo, "start the local fleet if none runs, then run the quarterly suite against it"
     )
     demo.add_argument("--dir", type=Path, default=DEFAULT_FLEET_DIR, help="local fleet folder")
+    demo.add_argument(
+        "--postgres",
+        action="store_true",
+        help="start the fleet with PostgreSQL holding the sample app's orders, and run the suite with its"
+        " fleet-postgresql.yaml",
+    )
     demo.set_defaults(suite="quarterly")
     report = commands.add_parser(
         "report",
