@@ -276,7 +276,37 @@ class Service:
         return self.route_data(method, path, query, body)
 
     def route_data(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
-        """The orders, /status and /promote: the store's part of the API."""
+        """The orders, /status and the store's POST handlers (`posts`), each answered by the store."""
+        if method == "GET" and path == "/status":
+            return 200, self.status()
+        if method == "GET" and path == "/orders":
+            since, limit = _query_int(query, "since", -1), _query_int(query, "limit", 100)
+            if not 1 <= limit <= 1000:
+                raise BadRequest(f"limit must be between 1 and 1000, got {limit}")
+            return 200, self.page(query.get("stream", DEFAULT_STREAM), since, limit)
+        if method == "GET" and path.startswith("/orders/"):
+            seq = _query_int({"seq": path.removeprefix("/orders/")}, "seq", 0)
+            order = self.get(query.get("stream", DEFAULT_STREAM), seq)
+            return (200, order) if order else (404, {"error": "no such order"})
+        handlers = self.posts()
+        if method == "POST" and path in handlers:
+            if not isinstance(body, dict):
+                raise BadRequest("the body must be a JSON object")
+            return handlers[path](body)
+        return 404, {"error": f"no route for {method} {path}"}
+
+    def status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def page(self, stream: str, since: int, limit: int) -> dict[str, Any]:
+        """GET /orders: {"orders": up to `limit` orders after seq `since`, "next": the next page's since}."""
+        raise NotImplementedError
+
+    def get(self, stream: str, seq: int) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def posts(self) -> dict[str, Callable[[dict[str, Any]], Reply]]:
+        """The store's POST handlers, by path."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -397,27 +427,17 @@ class App(Service):
                     self.cond.notify_all()
                     retry_at = time.monotonic() + self.cfg.poll_interval
 
-    def route_data(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
-        if method == "GET" and path == "/status":
-            return 200, self.status()
-        if method == "GET" and path == "/orders":
-            since, limit = _query_int(query, "since", -1), _query_int(query, "limit", 100)
-            if not 1 <= limit <= 1000:
-                raise BadRequest(f"limit must be between 1 and 1000, got {limit}")
-            with self.cond:
-                orders, after = self.store.page(query.get("stream", DEFAULT_STREAM), since, limit)
-            return 200, {"orders": orders, "next": after}
-        if method == "GET" and path.startswith("/orders/"):
-            seq = _query_int({"seq": path.removeprefix("/orders/")}, "seq", 0)
-            with self.cond:
-                order = self.store.get(query.get("stream", DEFAULT_STREAM), seq)
-            return (200, order) if order else (404, {"error": "no such order"})
-        handlers = {"/orders": self.post_order, "/replicate": self.replicate, "/promote": self.promote}
-        if method == "POST" and path in handlers:
-            if not isinstance(body, dict):
-                raise BadRequest("the body must be a JSON object")
-            return handlers[path](body)
-        return 404, {"error": f"no route for {method} {path}"}
+    def page(self, stream: str, since: int, limit: int) -> dict[str, Any]:
+        with self.cond:
+            orders, after = self.store.page(stream, since, limit)
+        return {"orders": orders, "next": after}
+
+    def get(self, stream: str, seq: int) -> dict[str, Any] | None:
+        with self.cond:
+            return self.store.get(stream, seq)
+
+    def posts(self) -> dict[str, Callable[[dict[str, Any]], Reply]]:
+        return {"/orders": self.post_order, "/replicate": self.replicate, "/promote": self.promote}
 
     def post_order(self, body: dict[str, Any]) -> Reply:
         seq, payload = _int(body.get("seq"), "seq"), body.get("payload")

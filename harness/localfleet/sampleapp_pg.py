@@ -25,7 +25,7 @@ Differences from the app on its own store (harness.localfleet.sampleapp):
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +41,6 @@ from harness.localfleet.sampleapp import (
     Service,
     _call,
     _int,
-    _query_int,
 )
 from harness.localfleet.sampleapp_store import PRIMARY, REPLICA
 
@@ -206,32 +205,16 @@ class PgApp(Service):
         """Answered on a kept connection; when it failed (its server restarted, or the primary moved), once
         more on a new one: every request is safe to repeat (a write is idempotent by stream and seq)."""
         try:
-            return self._route_data(method, path, query, body)
+            return super().route_data(method, path, query, body)
         except psycopg.OperationalError:
             self.database.close()  # the kept connections went to the same server
         try:
-            return self._route_data(method, path, query, body)
+            return super().route_data(method, path, query, body)
         except psycopg.OperationalError as error:
             return unavailable(error)
 
-    def _route_data(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Reply:
-        if method == "GET" and path == "/status":
-            return 200, self.status()
-        if method == "GET" and path == "/orders":
-            since, limit = _query_int(query, "since", -1), _query_int(query, "limit", 100)
-            if not 1 <= limit <= 1000:
-                raise BadRequest(f"limit must be between 1 and 1000, got {limit}")
-            return 200, self.page(query.get("stream", DEFAULT_STREAM), since, limit)
-        if method == "GET" and path.startswith("/orders/"):
-            seq = _query_int({"seq": path.removeprefix("/orders/")}, "seq", 0)
-            order = self.get(query.get("stream", DEFAULT_STREAM), seq)
-            return (200, order) if order else (404, {"error": "no such order"})
-        handlers = {"/orders": self.post_order, "/promote": self.promote}
-        if method == "POST" and path in handlers:
-            if not isinstance(body, dict):
-                raise BadRequest("the body must be a JSON object")
-            return handlers[path](body)
-        return 404, {"error": f"no route for {method} {path}"}
+    def posts(self) -> dict[str, Callable[[dict[str, Any]], Reply]]:
+        return {"/orders": self.post_order, "/promote": self.promote}
 
     def _select(self, query: str, params: list[Any]) -> list[tuple]:
         """Rows of a query on the orders; none while the table has not reached this database yet."""
