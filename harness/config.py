@@ -915,7 +915,7 @@ class Stress(_Model):
     memory: Share = 0.8
     """Share of each node's free allocatable memory a stress pod requests and holds (filled to 90%)."""
     image: Text = STRESS_IMAGE
-    """An image whose entrypoint is stress-ng (or stress): it gets --cpu, --cpu-load, --vm, --vm-bytes and
+    """An image whose entrypoint is stress-ng: it gets --cpu, --cpu-load, --vm, --vm-bytes, --vm-populate and
     --vm-hang."""
 
 
