@@ -80,7 +80,8 @@ def split(
 ) -> DnsSplit:
     """The phases of [t0, recovery_start] as observed until `end` (when observing stopped). A phase whose
     end was not seen is unfinished when its series went on until `end` (the lost address still answered);
-    when its series is missing, error names it (no phase is ever guessed)."""
+    when its series is missing, or the authoritative answer already moved between the first observation
+    and t0, error names it (no phase is ever guessed)."""
     answers = list(answers)
     detection_bound = health_interval_s * failure_threshold
     authoritative = [a for a in answers if a.server == "authoritative"]
@@ -90,6 +91,14 @@ def split(
         why = "no answer from the authoritative server before t0: what moved cannot be told"
         return DnsSplit((), None, detection_bound, None, error=why)
     before, ttl = earlier[-1].addresses, earlier[-1].ttl
+    moved = next((a for a in earlier if set(a.addresses) != set(earlier[0].addresses)), None)
+    if moved is not None:
+        why = (
+            f"the authoritative server's answer moved {t0 - moved.sent:.1f} s before t0, from "
+            f"{', '.join(earlier[0].addresses)} to {', '.join(moved.addresses)}: the load balancer failed "
+            "over before the fault, so what the fault moved cannot be told"
+        )
+        return DnsSplit((), None, detection_bound, None, error=why)
     bound = detection_bound + ttl if ttl is not None else None
     after = [p for p in probes if p.sent >= t0]
     series = (

@@ -197,6 +197,20 @@ def test_a_resolver_still_caching_the_lost_address_past_the_objective_fails_nami
     assert early.status == "error" and "before the objective, with cache expiry on" in early.message
 
 
+def test_an_answer_that_moved_before_t0_is_an_error_naming_when() -> None:
+    """The load balancer failed over before the fault (its health check failed on a busy machine): the
+    phases would be measured from the new answer, the resolver's cached old one taken for the move."""
+    series, probes = failover(ttl=60, resolver_moves=163.0)
+    series = [a for a in series if a.server != "authoritative" or a.sent >= 100]
+    series += answers("authoritative", [(90, OLD, 60), (91.5, NEW, 60), (99, NEW, 60)])
+    result = split(series, probes, 100.0, None, health_interval_s=1.0, failure_threshold=2, end=130.0)
+    assert result.error == (
+        "the authoritative server's answer moved 8.5 s before t0, from 10.0.0.1 to 10.0.0.2: the load "
+        "balancer failed over before the fault, so what the fault moved cannot be told"
+    )
+    assert not result.phases and judge(result, None, 20.0).status == "error"
+
+
 @pytest.mark.parametrize(
     ("drop", "error"),
     [
