@@ -15,7 +15,7 @@ in the primary does not burst: skipped (drill it with --app NAME of one that doe
 
 import pytest
 
-from harness import appcontract, burst, safety
+from harness import appcontract, burst
 from harness.config import App
 from harness.drill import Drill
 from harness.errors import ConfigError
@@ -53,7 +53,7 @@ def test_a_burst_spills_and_returns(drill: Drill, app: App) -> None:
         pytest.skip(
             f"{app.name} does not burst: no HorizontalPodAutoscaler targets {app.workload} in {primary}"
         )
-    safety.check_allowed(drill.fleet, primary)
+    drill.stack.check_cluster(primary)
     with drill.timeline.phase("settling", cluster=primary):
         burst.wait_room(api, app, primary, SETTLE_DEADLINE_S)
     deadline = 2 * (app.objectives.spill_return or 30.0)

@@ -74,8 +74,12 @@ class Guard:
 
     def __call__(self, fault: Fault, faulted: frozenset[str]) -> None:
         for cluster in fault.targets:
-            check_allowed(self.fleet, cluster, allow_prod=self.allow_prod)
+            self.check_cluster(cluster)
         check_blast_radius(self.fleet, faulted | set(fault.targets))
+
+    def check_cluster(self, cluster: str) -> None:
+        """The allowlist and the prod guard for `cluster`."""
+        check_allowed(self.fleet, cluster, allow_prod=self.allow_prod)
 
 
 @dataclass(frozen=True)

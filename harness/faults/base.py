@@ -319,6 +319,12 @@ class FaultStack:
                 self._rules(fault, frozenset(faulted))
                 faulted |= set(fault.targets)
 
+    def check_cluster(self, cluster: str) -> None:
+        """Hold what a drill does to `cluster` that is no fault (the load a burst drill makes) to the
+        allowlist and the prod guard (--allow-prod included); without rules, nothing to check."""
+        if self._rules is not None:
+            self._rules.check_cluster(cluster)
+
     def faulted_clusters(self) -> frozenset[str]:
         """Clusters some fault in force targets (recovery changes are not faults)."""
         faults = (item.fault for item in self._in_force if not item.fault.recovery)

@@ -139,6 +139,21 @@ def test_a_drill_that_injects_several_faults_is_refused_before_the_first(tmp_pat
     FaultStack(KubeContext(), ledger, Timeline(), "run-1").check([prod])  # no rules: nothing to hold them to
 
 
+def test_what_a_drill_does_that_is_no_fault_is_held_to_the_allowlist_and_allow_prod(tmp_path: Path) -> None:
+    """The load a burst drill makes on a cluster: refused outside the allowlist, on prod unless allowed."""
+    fleet, ledger = make_fleet(), Ledger(tmp_path / "ledger.json")
+    stack = FaultStack(KubeContext(), ledger, Timeline(), "run-1", rules=Guard(fleet))
+    with pytest.raises(SafetyError, match=r"prod-eu .* is a prod cluster; pass --allow-prod"):
+        stack.check_cluster("prod-eu")
+    with pytest.raises(SafetyError, match=r"not in safety\.allowlist"):
+        stack.check_cluster("lab")
+    stack.check_cluster("east")
+    FaultStack(KubeContext(), ledger, Timeline(), "run-1", rules=Guard(fleet, allow_prod=True)).check_cluster(
+        "prod-eu"
+    )
+    assert ledger.entries() == []
+
+
 # --- dry run ----------------------------------------------------------------------------------------
 
 
