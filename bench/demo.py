@@ -1,17 +1,19 @@
 """The main job, again and again: `fleetdrill demo` on a fresh fleet N times, optionally beside a CPU hog.
 
 Prints each run's outcome (passed, or the first line of what failed) and wall time, then passes of N;
-asserts nothing. The hog (`--load`) keeps every core of the machine busy, as other jobs on a shared CI
-runner do, so a verdict that depends on how busy the machine is shows here. `--shuffle SEED` runs the drills
-of run N in the order seed SEED+N shuffles them into (the plugin's --shuffle), so a drill that leaves the
-fleet degraded for the next one shows too.
-    python bench/demo.py [--runs 5] [--load] [--shuffle SEED]
+asserts nothing. A failed run's reports (records, probes, timelines) are kept under --keep. The hog
+(`--load`) keeps every core of the machine busy, as other jobs on a shared CI runner do, so a verdict that
+depends on how busy the machine is shows here. `--shuffle SEED` runs the drills of run N in the order seed
+SEED+N shuffles them into (the plugin's --shuffle), so a drill that leaves the fleet degraded for the next
+one shows too.
+    python bench/demo.py [--runs 5] [--load] [--shuffle SEED] [--keep DIR]
 """
 
 import argparse
 import json
 import multiprocessing
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,6 +97,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="how many demos (default 5)")
     parser.add_argument("--load", action="store_true", help="a CPU hog on every core beside them")
     parser.add_argument("--shuffle", type=int, metavar="SEED", help="run N's drills shuffled by SEED+N")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / f"fleetdrill-demo-failures-{time.strftime('%Y%m%dT%H%M%S')}",
+        help="where a failed run's reports are kept (run-N)",
+    )
     args = parser.parse_args()
     passes = 0
     with hog(args.load):
@@ -102,6 +110,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="fleetdrill-demo-") as tmp:
                 seed = None if args.shuffle is None else args.shuffle + run
                 passed, seconds, why = one_demo(Path(tmp), seed)
+                if not passed and (Path(tmp) / "reports").is_dir():
+                    shutil.copytree(Path(tmp) / "reports", args.keep / f"run-{run}")
+                    why += f" (reports kept in {args.keep / f'run-{run}'})"
             passes += passed
             print(
                 f"demo {run}{'' if seed is None else f' (--shuffle {seed})'}: "
