@@ -11,6 +11,7 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,10 @@ VALIDATION_FREQUENCY_S = 5
 SYNC_TICK_S = 60
 SCHEDULE, SCHEDULE_CRON = f"{APP}-hourly", "@every 1h"
 MAX_BACKUP_AGE = "2h"
+REQUEST_TIMEOUT_S = 10
+POLL_S = 0.2
+"""Of each kubectl call that polls the install: a call against a stopped API server ends within it."""
+LOGS_HINT = f"; see `kubectl -n {NAMESPACE} logs deployment/velero`"
 """Velero's backup sync controller wakes every minute whatever --backup-sync-period says
 (backupSyncReconcilePeriod in pkg/controller/backup_sync_controller.go); the period only skips ticks.
 The first tick runs as the server starts, before the storage location is validated, so it is skipped:
@@ -105,40 +110,67 @@ def _apply(install: Install, objects: list[dict], what: str) -> None:
     _run([*kubectl, "apply", "--server-side", "-f", "-"], f"applying {what} in {install.context}", document)
 
 
-def apply(install: Install, deadline_s: float) -> None:
+def apply(install: Install, deadline_s: float, stop: threading.Event) -> None:
     """Apply Velero's CRDs, wait until they serve, then everything else."""
     objects = manifests(install)
     crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
     _apply(install, crds, "Velero's CRDs")
-    kubectl = [str(install.kubectl), "--kubeconfig", str(install.kubeconfig), "--context", install.context]
     names = [f"crd/{o['metadata']['name']}" for o in crds]
-    _run(
-        [*kubectl, "wait", "--for=condition=Established", f"--timeout={int(deadline_s)}s", *names],
-        f"waiting for Velero's CRDs in {install.context}",
-        timeout=deadline_s + 10,
-    )
+    _wait_for(install, ["get", *names], _established, "Established", deadline_s, stop, "Velero's CRDs")
     _apply(install, [o for o in objects if o["kind"] != "CustomResourceDefinition"], "Velero")
+
+
+def _established(found: dict) -> str:
+    """The state of the CRDs listed: Established when all are, else how many are not."""
+    crds = found.get("items", [found])
+    waiting = [
+        crd
+        for crd in crds
+        if not any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in crd.get("status", {}).get("conditions", [])
+        )
+    ]
+    return f"{len(waiting)} of {len(crds)} not established" if waiting else "Established"
+
+
+def _phase(found: dict) -> str:
+    return found.get("status", {}).get("phase", "(none)")
 
 
 def wait_available(install: Install, deadline_s: float, stop: threading.Event) -> None:
     """Poll until the cluster's default storage location is Available (the server runs and reaches the
     store), or until stop is set (`fleet up` ended without it)."""
+    get = ["-n", NAMESPACE, "get", "backupstoragelocation", "default"]
+    _wait_for(install, get, _phase, "Available", deadline_s, stop, "storage location", LOGS_HINT)
+
+
+def _wait_for(
+    install: Install,
+    get: list[str],
+    state: Callable[[dict], str],
+    wanted: str,
+    deadline_s: float,
+    stop: threading.Event,
+    what: str,
+    hint: str = "",
+) -> None:
+    """Poll `kubectl GET -o json` until `state` of what it prints is `wanted`: VeleroInstallError naming the
+    last state at the deadline, or at once when stop is set (`fleet up` ended: an interrupted up does not
+    wait out a kubectl call)."""
     kubectl = [str(install.kubectl), "--kubeconfig", str(install.kubeconfig), "--context", install.context]
-    argv = [*kubectl, "-n", NAMESPACE, "get", "backupstoragelocation", "default", "-o", "json"]
-    deadline, phase = time.monotonic() + deadline_s, "(none)"
+    argv = [*kubectl, f"--request-timeout={REQUEST_TIMEOUT_S}s", *get, "-o", "json"]
+    deadline, seen = time.monotonic() + deadline_s, "(none)"
     while time.monotonic() < deadline and not stop.is_set():
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=REQUEST_TIMEOUT_S + 5)
         if done.returncode == 0:
-            phase = json.loads(done.stdout).get("status", {}).get("phase", "(none)")
-            if phase == "Available":
+            seen = state(json.loads(done.stdout))
+            if seen == wanted:
                 return
-        time.sleep(0.5)
+        stop.wait(POLL_S)
     if stop.is_set():
-        raise VeleroInstallError(f"Velero in {install.context}: install stopped, storage location {phase}")
-    raise VeleroInstallError(
-        f"Velero in {install.context}: storage location still {phase} after {deadline_s:g} s; "
-        f"see `kubectl -n {NAMESPACE} logs deployment/velero`"
-    )
+        raise VeleroInstallError(f"Velero in {install.context}: install stopped, {what} {seen}")
+    raise VeleroInstallError(f"Velero in {install.context}: {what} still {seen} after {deadline_s:g} s{hint}")
 
 
 def installs_for(state: FleetState, binaries: dict[str, Path], store: Store) -> list[Install]:
@@ -163,7 +195,7 @@ def install_all(installs: list[Install], deadline_s: float, stop: threading.Even
     sets stop when it ends (interrupted: its wait must not keep the program alive)."""
 
     def install_and_wait(install: Install) -> None:
-        apply(install, deadline_s)
+        apply(install, deadline_s, stop)
         wait_available(install, deadline_s, stop)
 
     each.at_once(install_and_wait, installs)
