@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,16 @@ def screenshot(page: Path, folder: Path, size: str = "1280,3000") -> Image.Image
     ]
     subprocess.run(command, capture_output=True, timeout=BROWSER_TIMEOUT_S, check=True)
     return Image.open(png).convert("RGB")
+
+
+def rendered(page: Path, folder: Path, size: str, deadline_s: float = BROWSER_TIMEOUT_S) -> Image.Image:
+    """A scripted page (Allure's) once it shows content, shot again until the deadline: on a busy runner
+    the first shot can come before its scripts drew anything. The last shot when it never does."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        image = screenshot(page, folder, size)
+        if blank_or_broken(image) is None or time.monotonic() > deadline:
+            return image
 
 
 def _colours(image: Image.Image) -> list[tuple[int, tuple[int, int, int]]]:

@@ -12,7 +12,7 @@ import pytest
 from harness.report import allure_html, history
 from tests.conftest import run_cli
 from tests.report_runs import write_run
-from tests.screenshots import blank_or_broken, needs_chromium, screenshot
+from tests.screenshots import blank_or_broken, needs_chromium, rendered
 
 FLEET = """
 name: unit
@@ -101,7 +101,7 @@ def test_run_writes_allure_results_with_steps_labels_and_attachments(ran: tuple[
 def test_run_writes_allure_s_own_report_and_it_renders(ran: tuple[Path, str], tmp_path: Path) -> None:
     index = ran[0] / "latest" / "allure-report" / "index.html"
     assert f"allure report: {index.resolve()}" in ran[1].replace("\n", "")
-    assert blank_or_broken(screenshot(index, tmp_path, "1280,900")) is None
+    assert blank_or_broken(rendered(index, tmp_path, "1280,900")) is None
 
 
 def test_report_rebuilds_the_html_report_from_the_records(
