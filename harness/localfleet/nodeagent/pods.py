@@ -263,10 +263,11 @@ class PodWorker(threading.Thread):
         try:
             image_env = images.resolve(spec.image, spec.command or [], spec.args or []).env
             home = str(self._own_folder(container, "home"))  # HOME: a runtime's, from the image's user
-            tmp = str(self._own_folder(container, "tmp"))
+            tmp = self._own_folder(container, "tmp")
+            tmp.chmod(0o1777)  # as /tmp: a program that drops to another user (postgres) writes there too
             pod_ip = self.sandbox.ip if self.sandbox else ""
             term = {"TERM": "xterm"} if spec.tty else {}  # oci.WithTTY's
-            defaults = {"HOME": home, "TMPDIR": tmp} | term
+            defaults = {"HOME": home, "TMPDIR": str(tmp)} | term
             env = defaults | self.env_for(self.pod, spec, pod_ip, image_env)
             command, args = (expand_all(spec.command or [], env), expand_all(spec.args or [], env))
             resolved = images.resolve(spec.image, command, args)
