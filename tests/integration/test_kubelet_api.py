@@ -313,18 +313,6 @@ def test_exec_runs_the_command_in_the_container(
     assert (code, out, err) == (3, "out\n", "err\ncommand terminated with exit code 3\n")
 
 
-def test_a_container_s_temporary_files_go_to_a_folder_of_its_own(
-    kubectl_argv: Kubectl, talker: client.V1Pod, fleet_dir: Path
-) -> None:
-    """TMPDIR is a folder of the container's, removed with its pod, not this machine's /tmp (Velero's
-    server left a file there per pod volume backup)."""
-    code, out, err = _run(kubectl_argv("exec", talker.metadata.name, "--", "sh", "-c", "mktemp"))
-    assert code == 0, err
-    made = Path(out.strip())
-    pods = fleet_dir.glob(f"**/pods/{talker.metadata.uid}/containers/*/tmp")
-    assert made.exists() and made.parent in set(pods), f"{made} is not in a folder of the pod's"
-
-
 def test_exec_with_a_terminal(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:
     """`kubectl exec -it`, kubectl given a terminal by `script`: the command runs on a terminal."""
     command = shlex.join(kubectl_argv("exec", "-it", talker.metadata.name, "--", "tty"))

@@ -225,14 +225,13 @@ class PodWorker(threading.Thread):
             mounts.append(Mount(self.folders[mount.name], mount.mount_path, read_only))
         return mounts
 
-    def _own_folder(self, container: Container, name: str) -> Path:
-        """A folder of the container's own in the pod's, removed with it: our containers share the machine's
-        filesystem, so what each has in its image (a home; a /tmp, given as TMPDIR) is one of these. Velero's
-        server left a file per pod volume backup in the machine's /tmp that outlived the fleet. TMPDIR, not
-        a bind over /tmp: the fleet's files, the container's HOME and its program may be under /tmp."""
-        folder = self.volumes.pod_dir(self.pod.metadata.uid) / "containers" / container.spec.name / name
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+    def _home(self, container: Container) -> Path:
+        """The container's own home folder, HOME unless its env sets one (a runtime sets HOME from the
+        image's user; our containers share the machine's filesystem, so each gets a folder of the pod's,
+        removed with it)."""
+        home = self.volumes.pod_dir(self.pod.metadata.uid) / "containers" / container.spec.name / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        return home
 
     def _termination_log(self, container: Container) -> list[Mount]:
         """A fresh file of this run bound at the container's terminationMessagePath, read when it exits."""
@@ -262,12 +261,9 @@ class PodWorker(threading.Thread):
         spec, uid = container.spec, self.pod.metadata.uid
         try:
             image_env = images.resolve(spec.image, spec.command or [], spec.args or []).env
-            home = str(self._own_folder(container, "home"))  # HOME: a runtime's, from the image's user
-            tmp = self._own_folder(container, "tmp")
-            tmp.chmod(0o1777)  # as /tmp: a program that drops to another user (postgres) writes there too
+            home = str(self._home(container))
             pod_ip = self.sandbox.ip if self.sandbox else ""
-            term = {"TERM": "xterm"} if spec.tty else {}  # oci.WithTTY's
-            defaults = {"HOME": home, "TMPDIR": str(tmp)} | term
+            defaults = {"HOME": home} | ({"TERM": "xterm"} if spec.tty else {})  # TERM: oci.WithTTY's
             env = defaults | self.env_for(self.pod, spec, pod_ip, image_env)
             command, args = (expand_all(spec.command or [], env), expand_all(spec.args or [], env))
             resolved = images.resolve(spec.image, command, args)
