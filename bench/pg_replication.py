@@ -49,6 +49,15 @@ def visibility_delay(primary: psycopg.Connection, replica: psycopg.Connection, p
     return time.monotonic() - acked
 
 
+def wait_replayed(replica: psycopg.Connection, table: str) -> None:
+    """Until the replica has replayed the creation of `table` (a query of a table it lacks fails)."""
+    ends = time.monotonic() + PROBE_DEADLINE_S
+    while replica.execute("select to_regclass(%s)", (table,)).fetchone() == (None,):
+        if time.monotonic() > ends:
+            raise TimeoutError(f"table {table} not on the replica after {PROBE_DEADLINE_S:.0f} s")
+        time.sleep(0.05)
+
+
 def sample(primary: psycopg.Connection, replica: psycopg.Connection, seconds: float, first: int) -> dict:
     """Probes, the primary's replay_lag and the byte lag, about four times a second for `seconds`."""
     delays, replay_lags, byte_lags = [], [], []
@@ -104,7 +113,8 @@ def measure_lag(folder: Path, rate: int, seconds: int) -> None:
     ):
         primary.execute("create table lag_probe (id int primary key)")
         primary.execute("create table bench_writes (id bigserial primary key, payload text)")
-        visibility_delay(primary, replica, 0)  # the tables have reached the replica
+        for table in ("lag_probe", "bench_writes"):
+            wait_replayed(replica, table)
         idle = sample(primary, replica, seconds, 1)
         print(f"idle, replica in {replica_name}:\n{describe(idle)}")
         script = folder / "write.sql"
