@@ -30,16 +30,16 @@ AWS_PLUGIN_IMAGE = f"velero/velero-plugin-for-aws:{AWS_PLUGIN_VERSION}"
 SYNC_PERIOD_S = 5
 VALIDATION_FREQUENCY_S = 5
 SYNC_TICK_S = 60
-SCHEDULE, SCHEDULE_CRON = f"{APP}-hourly", "@every 1h"
-MAX_BACKUP_AGE = "2h"
-REQUEST_TIMEOUT_S = 10
-POLL_S = 0.2
-"""Of each kubectl call that polls the install: a call against a stopped API server ends within it."""
-LOGS_HINT = f"; see `kubectl -n {NAMESPACE} logs deployment/velero`"
 """Velero's backup sync controller wakes every minute whatever --backup-sync-period says
 (backupSyncReconcilePeriod in pkg/controller/backup_sync_controller.go); the period only skips ticks.
 The first tick runs as the server starts, before the storage location is validated, so it is skipped:
 a fresh server's first sync is a minute after it starts, unless its location was already Available."""
+SCHEDULE, SCHEDULE_CRON = f"{APP}-hourly", "@every 1h"
+MAX_BACKUP_AGE = "2h"
+REQUEST_TIMEOUT_S = 10
+"""Of each kubectl call that polls the install: a call against a stopped API server ends within it."""
+POLL_S = 0.2
+LOGS_HINT = f"; see `kubectl -n {NAMESPACE} logs deployment/velero`"
 
 
 class VeleroInstallError(FleetDrillError):
