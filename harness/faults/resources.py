@@ -47,20 +47,13 @@ def stress_pod(name: str, node: str, owner: str, cpu_m: int, memory: int, image:
     holds most of `memory` bytes. Its memory worker has the kernel fill every page as it maps them
     (`--vm-populate`), then sleeps holding them (`--vm-hang 0`; without it the worker unmaps and maps again,
     and the working set comes and goes). Filled by the worker's own writes instead, the memory grows only as
-    fast as the pod's CPU limit lets it: 180 MiB/s at 0.2 CPU on an idle machine, and on a busy one 221 MiB
-    in 30 s, so the stress showed after its deadline."""
+    fast as the pod's CPU limit lets it (180 MiB/s at 0.2 CPU on an idle machine): too slow for the fault's
+    effect deadline on a busy one."""
     workers = max(1, math.ceil(cpu_m / 1000))
     args = ["--cpu", str(workers), "--cpu-load", str(min(100, max(1, cpu_m // (workers * 10))))]
     if memory >= MIB:
-        args += [
-            "--vm",
-            "1",
-            "--vm-bytes",
-            f"{int(memory * VM_SHARE) // MIB}M",
-            "--vm-populate",
-            "--vm-hang",
-            "0",
-        ]
+        vm_bytes = f"{int(memory * VM_SHARE) // MIB}M"
+        args += ["--vm", "1", "--vm-bytes", vm_bytes, "--vm-populate", "--vm-hang", "0"]
     amounts = {"cpu": f"{max(cpu_m, 1)}m", "memory": f"{max(memory, MIB) // MIB}Mi"}
     return {
         "apiVersion": "v1",
