@@ -5,8 +5,8 @@ asserts nothing. A failed run's reports (records, probes, timelines) are kept un
 (`--load`) keeps every core of the machine busy, as other jobs on a shared CI runner do, so a verdict that
 depends on how busy the machine is shows here. `--shuffle SEED` runs the drills of run N in the order seed
 SEED+N shuffles them into (the plugin's --shuffle), so a drill that leaves the fleet degraded for the next
-one shows too.
-    python bench/demo.py [--runs 5] [--load] [--shuffle SEED] [--keep DIR]
+one shows too. `--postgres` runs `fleetdrill demo --postgres` (the sample app's orders in PostgreSQL).
+    python bench/demo.py [--runs 5] [--load] [--postgres] [--shuffle SEED] [--keep DIR]
 """
 
 import argparse
@@ -52,13 +52,14 @@ def hog(on: bool) -> Iterator[None]:
             worker.join()
 
 
-def one_demo(folder: Path, seed: int | None) -> tuple[bool, float, str]:
-    """A demo on a fresh fleet in folder, its drills shuffled by seed when set: passed, wall seconds (fleet up
-    included), first failure."""
+def one_demo(folder: Path, seed: int | None, postgres: bool) -> tuple[bool, float, str]:
+    """A demo on a fresh fleet in folder (with postgres, the PostgreSQL one), its drills shuffled by seed when
+    set: passed, wall seconds (fleet up included), first failure."""
     started = time.monotonic()
     try:
         demo = fleetdrill(
             "demo",
+            *(("--postgres",) if postgres else ()),
             "--dir",
             str(folder / "fleet"),
             "--report-dir",
@@ -96,6 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="how many demos (default 5)")
     parser.add_argument("--load", action="store_true", help="a CPU hog on every core beside them")
+    parser.add_argument("--postgres", action="store_true", help="the demo's PostgreSQL fleet (--postgres)")
     parser.add_argument("--shuffle", type=int, metavar="SEED", help="run N's drills shuffled by SEED+N")
     parser.add_argument(
         "--keep",
@@ -109,7 +111,7 @@ def main() -> None:
         for run in range(1, args.runs + 1):
             with tempfile.TemporaryDirectory(prefix="fleetdrill-demo-") as tmp:
                 seed = None if args.shuffle is None else args.shuffle + run
-                passed, seconds, why = one_demo(Path(tmp), seed)
+                passed, seconds, why = one_demo(Path(tmp), seed, args.postgres)
                 if not passed and (Path(tmp) / "reports").is_dir():
                     shutil.copytree(Path(tmp) / "reports", args.keep / f"run-{run}")
                     why += f" (reports kept in {args.keep / f'run-{run}'})"
@@ -118,7 +120,8 @@ def main() -> None:
                 f"demo {run}{'' if seed is None else f' (--shuffle {seed})'}: "
                 f"{'passed' if passed else 'FAILED'} in {seconds:.0f} s" + (f": {why}" if why else "")
             )
-    print(f"{passes} of {args.runs} demos passed{' under load' if args.load else ''}")
+    kind = " with PostgreSQL" * args.postgres + " under load" * args.load
+    print(f"{passes} of {args.runs} demos{kind} passed")
 
 
 if __name__ == "__main__":
