@@ -21,7 +21,10 @@ INGRESS_METRICS_PORT = 10254
 REPLICATION_LAG_S = 0.5
 HEALTH_INTERVAL_S = 1.0
 HEALTH_FALL = 2
-HEALTH_TIMEOUT_S = 0.5
+HEALTH_TIMEOUT_S = 1.0
+"""How long the GSLB's health check of a cluster may take: the whole interval, as a cloud load balancer's
+checks get seconds. At 0.5 s, a cluster alive but slow on a busy runner failed two checks in a row and the
+GSLB failed over before any fault (seen in CI: the DNS drill's answer moved 8.8 s before t0)."""
 DNS_TTL_S = 5
 """The TTL the sample app's Gslb asks for its global name (k8gb's spec.strategy.dnsTtlSeconds)."""
 

@@ -24,7 +24,7 @@ spec.strategy.dnsTtlSeconds as TTL (k8gb's default, 30 s, when unset), as k8gb p
 
     python -m harness.localfleet.gslb --kubeconfig K --contexts A,B,C --listen ADDR:PORT --namespace NS
         --name GSLB --backends A=http://ADDR:PORT,... [--geo-tags A=TAG,...] [--interval 1.0]
-        [--timeout 0.5] [--fall 2] [--rise 2] [--health-path /readyz] [--ground-truth PATH]
+        [--timeout 1.0] [--fall 2] [--rise 2] [--health-path /readyz] [--ground-truth PATH]
         [--positions-interval 0.25] [--dns-zone-file PATH --dns-server ADDR] [--service NAME]
 """
 
@@ -63,6 +63,9 @@ log = logging.getLogger("gslb")
 FLUSH_INTERVAL_S = 0.2
 DEFAULT_TTL_S = 30
 """k8gb's dnsTtlSeconds when the Gslb sets none."""
+POSITIONS_TIMEOUT_S = 0.5
+"""How long one read of a cluster's replication position may take (a lost cluster's must not hold up the
+next round of the others' by more)."""
 
 
 def _hostport(address: Address) -> str:
@@ -396,7 +399,7 @@ async def run(args: argparse.Namespace, backends: list[Backend]) -> None:
     tasks = [server.serve_forever(), gslb.check_forever()]
     if gslb.batch is not None:
         clusters = {b.name: b.address for b in backends}
-        positions = watch_positions(clusters, args.positions_interval, args.timeout, gslb.on_positions)
+        positions = watch_positions(clusters, args.positions_interval, POSITIONS_TIMEOUT_S, gslb.on_positions)
         tasks += [gslb.flush_forever(), positions]
     await asyncio.gather(*tasks)
 
@@ -428,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         "--geo-tags", type=_pairs, default={}, help="cluster=tag,... (default: the cluster's name)"
     )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between health checks")
-    parser.add_argument("--timeout", type=float, default=0.5, help="seconds a health check may take")
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds a health check may take")
     parser.add_argument("--fall", type=int, default=2, help="failures in a row that make a backend unhealthy")
     parser.add_argument("--rise", type=int, default=2, help="successes in a row that make it healthy again")
     parser.add_argument("--health-path", default="/readyz")
