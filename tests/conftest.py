@@ -77,12 +77,23 @@ def served_from_home(folder: Path) -> bool:
 OWNER = "owner.pid"
 
 
+def own(folder: Path) -> Path:
+    """The folder (made if missing) marked as this test session's: remove_stale_test_fleets leaves a fleet
+    in it alone while the session lives."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / OWNER).write_text(str(os.getpid()))
+    return folder
+
+
 def remove_stale_test_fleets() -> None:
-    """Take down fleets that killed test sessions left behind: their owner file names a dead pid."""
+    """Take down fleets that killed test sessions left behind: their folder is gone, or its owner file
+    names a dead pid. A folder without an owner file is left alone: another worker may be starting a fleet
+    in it."""
     for claim in registry.claims().values():
         owner = claim.folder / OWNER
         if "/pytest-of-" in str(claim.folder) and (
-            not owner.exists() or not Path(f"/proc/{owner.read_text().strip()}").exists()
+            not claim.folder.exists()
+            or (owner.exists() and not Path(f"/proc/{owner.read_text().strip()}").exists())
         ):
             supervisor.down(claim.folder)
 
@@ -110,8 +121,7 @@ def started_fleet(
     Prometheus, with environments (`--environments`), and with PostgreSQL's replication, when asked) owned
     by this test session, taken down at the end whatever happens."""
     remove_stale_test_fleets()
-    folder = tmp_path_factory.mktemp(name)
-    (folder / OWNER).write_text(str(os.getpid()))
+    folder = own(tmp_path_factory.mktemp(name))
     try:
         options = (
             ([] if backups else ["--no-backups"])

@@ -17,7 +17,7 @@ from kubernetes.config import kube_config
 from harness.config import load_fleet
 from harness.localfleet import netns, registry, supervisor
 from harness.localfleet.state import FleetState
-from tests.conftest import run_cli, wait_for
+from tests.conftest import own, run_cli, wait_for
 
 DEPLOYMENT = """
 apiVersion: apps/v1
@@ -188,7 +188,7 @@ def test_two_fleets_side_by_side_and_down_leaves_nothing(fleet_dir: Path, tmp_pa
     configuration)."""
     holders = _token_holders(fleet_dir)
     assert holders, "the shared fleet's pods have their tokens mounted"
-    second = tmp_path / "second"
+    second = own(tmp_path / "second")
     run_cli("fleet", "up", "--dir", second, "--clusters", 1, "--no-backups")
     first_state, second_state = FleetState.load(fleet_dir), FleetState.load(second)
     assert first_state.index != second_state.index
@@ -208,7 +208,7 @@ def test_two_fleets_side_by_side_and_down_leaves_nothing(fleet_dir: Path, tmp_pa
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_up_leaves_nothing_running(tmp_path: Path, sig: signal.Signals) -> None:
     """Ctrl-C or SIGTERM during `up` cleans up at once; after SIGKILL, `fleet down` does."""
-    folder = tmp_path / "interrupted"
+    folder = own(tmp_path / "interrupted")
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "fleet", "up", "--dir", str(folder)],
         stdout=subprocess.DEVNULL,
