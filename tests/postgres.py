@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psycopg
 
+from tests.conftest import OWNER, own
+
 START_TIMEOUT_S = 30
 USER, PASSWORD, DATABASE = "fleetdrill", "s3cret-only-in-the-environment", "shop"
 
@@ -144,7 +146,7 @@ class Servers:
         self.run("pg_ctl", "-D", str(server.data), "-w", "-t", str(START_TIMEOUT_S), "promote")
 
 
-PREFIX, OWNER = "fleetdrill-pg-", "owner.pid"
+PREFIX = "fleetdrill-pg-"
 
 
 def remove_stale() -> None:
@@ -166,8 +168,7 @@ def servers() -> Iterator[Servers]:
     """A folder for servers, readable by the user they run as; every started server stopped at the end
     (and by the next session when this one is killed)."""
     remove_stale()
-    folder = Path(tempfile.mkdtemp(prefix=PREFIX))
-    (folder / OWNER).write_text(str(os.getpid()))
+    folder = own(Path(tempfile.mkdtemp(prefix=PREFIX)))
     with ExitStack() as cleanup:  # last in, first out: each server stopped, then the folder removed
         cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
         if os.geteuid() == 0:
