@@ -108,8 +108,10 @@ def test_orders_land_in_the_primarys_table_are_read_on_the_replica_and_refused_t
 def test_a_read_only_primary_refuses_writes_as_a_switchover_leaves_it(
     apps: dict[str, str], primary: Server
 ) -> None:
-    """pgfailover's switchover sets the old primary read-only before it promotes the new one."""
+    """pgfailover's switchover sets the old primary read-only before it promotes the new one (which had
+    taken writes: its table exists, whatever ran before this test)."""
     east = apps["us-east"]
+    assert post(east, 1, "before", stream="ro-before")[0] == 201
     with connect(primary) as connection:
         connection.execute("alter system set default_transaction_read_only = on")
         connection.execute("select pg_reload_conf()")
