@@ -5,8 +5,9 @@ asserts nothing. A failed run's reports (records, probes, timelines) are kept un
 (`--load`) keeps every core of the machine busy, as other jobs on a shared CI runner do, so a verdict that
 depends on how busy the machine is shows here. `--shuffle SEED` runs the drills of run N in the order seed
 SEED+N shuffles them into (the plugin's --shuffle), so a drill that leaves the fleet degraded for the next
-one shows too. `--postgres` runs `fleetdrill demo --postgres` (the sample app's orders in PostgreSQL).
-    python bench/demo.py [--runs 5] [--load] [--postgres] [--shuffle SEED] [--keep DIR]
+one shows too. `--no-postgres` runs `fleetdrill demo --no-postgres` (the orders in the sample app's own
+store, not in PostgreSQL).
+    python bench/demo.py [--runs 5] [--load] [--no-postgres] [--shuffle SEED] [--keep DIR]
 """
 
 import argparse
@@ -53,13 +54,13 @@ def hog(on: bool) -> Iterator[None]:
 
 
 def one_demo(folder: Path, seed: int | None, postgres: bool) -> tuple[bool, float, str]:
-    """A demo on a fresh fleet in folder (with postgres, the PostgreSQL one), its drills shuffled by seed when
-    set: passed, wall seconds (fleet up included), first failure."""
+    """A demo on a fresh fleet in folder (with postgres, the PostgreSQL one; else the app's own store), its
+    drills shuffled by seed when set: passed, wall seconds (fleet up included), first failure."""
     started = time.monotonic()
     try:
         demo = fleetdrill(
             "demo",
-            *(("--postgres",) if postgres else ()),
+            "--postgres" if postgres else "--no-postgres",
             "--dir",
             str(folder / "fleet"),
             "--report-dir",
@@ -97,7 +98,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="how many demos (default 5)")
     parser.add_argument("--load", action="store_true", help="a CPU hog on every core beside them")
-    parser.add_argument("--postgres", action="store_true", help="the demo's PostgreSQL fleet (--postgres)")
+    parser.add_argument(
+        "--postgres",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the demo's PostgreSQL fleet (default; --no-postgres: the app's own store)",
+    )
     parser.add_argument("--shuffle", type=int, metavar="SEED", help="run N's drills shuffled by SEED+N")
     parser.add_argument(
         "--keep",
@@ -120,7 +126,7 @@ def main() -> None:
                 f"demo {run}{'' if seed is None else f' (--shuffle {seed})'}: "
                 f"{'passed' if passed else 'FAILED'} in {seconds:.0f} s" + (f": {why}" if why else "")
             )
-    kind = " with PostgreSQL" * args.postgres + " under load" * args.load
+    kind = (" with PostgreSQL" if args.postgres else " without PostgreSQL") + " under load" * args.load
     print(f"{passes} of {args.runs} demos{kind} passed")
 
 

@@ -200,9 +200,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the local fleet when none runs (with Prometheus: the drills judge the app's PromQL objectives
-    too; with --postgres also PostgreSQL, where the sample app keeps its orders, replicated across the
-    clusters), then run the quarterly suite (or --suite) against it: its fleet-postgresql.yaml when it has
-    PostgreSQL."""
+    too; and PostgreSQL, where the sample app keeps its orders, replicated across the clusters, unless
+    --no-postgres), then run the quarterly suite (or --suite) against it: its fleet-postgresql.yaml when it
+    has PostgreSQL."""
     folder = args.dir
     if not (folder / STATE).exists():
         cmd_fleet_up(
@@ -502,9 +502,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=DEFAULT_FLEET_DIR, help="local fleet folder")
     demo.add_argument(
         "--postgres",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="start the fleet with PostgreSQL holding the sample app's orders, and run the suite with its"
-        " fleet-postgresql.yaml",
+        " fleet-postgresql.yaml (default; --no-postgres: the orders in the sample app's own store)",
     )
     demo.set_defaults(suite="quarterly")
     report = commands.add_parser(
