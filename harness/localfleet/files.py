@@ -1,6 +1,5 @@
 """The fleet folder: its layout, the kubeconfig users drive it with, and the fleet file the harness reads."""
 
-import base64
 import shutil
 from pathlib import Path
 
@@ -39,34 +38,25 @@ def cluster_files(folder: Path, cluster: str) -> controlplane.ClusterFiles:
     return controlplane.ClusterFiles(folder / "clusters" / cluster, folder / "pki" / "ca.crt")
 
 
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def write_kubeconfig(state: FleetState, ca: pki.KeyPair) -> Path:
-    """One admin context per cluster, named after it, and a read-only `<name>-readonly` context each."""
+def write_kubeconfig(state: FleetState) -> Path:
+    """One admin context per cluster, named after it, and a read-only `<name>-readonly` context each. Its
+    credentials are the fleet's own files, by path (as minikube's kubeconfig): a kubeconfig with the keys
+    inline makes the kubernetes client copy them into temporary files, which a process that is killed (the
+    fleet's ingresses, GSLB and provisioners, at `down` or a cluster loss) leaves in /tmp.
+    `kubectl config view --flatten --minify` makes a self-contained copy of a context."""
     config: dict = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}
     for cluster in state.clusters:
         files = cluster_files(state.folder, cluster.name)
         server = f"https://{state.plan.cluster(cluster.index).control_plane}:{controlplane.APISERVER_PORT}"
         config["clusters"].append(
-            {
-                "name": cluster.name,
-                "cluster": {
-                    "server": server,
-                    "certificate-authority-data": base64.b64encode(ca.cert).decode(),
-                },
-            }
+            {"name": cluster.name, "cluster": {"server": server, "certificate-authority": str(files.ca_cert)}}
         )
         for stem, context in (("admin", cluster.name), ("viewer", f"{cluster.name}-readonly")):
             user = f"{cluster.name}-{stem}"
             config["users"].append(
                 {
                     "name": user,
-                    "user": {
-                        "client-certificate-data": _b64(files.cert(stem)),
-                        "client-key-data": _b64(files.key(stem)),
-                    },
+                    "user": {"client-certificate": str(files.cert(stem)), "client-key": str(files.key(stem))},
                 }
             )
             config["contexts"].append({"name": context, "context": {"cluster": cluster.name, "user": user}})

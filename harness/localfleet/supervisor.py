@@ -123,7 +123,7 @@ def up(
             _start_control_plane(state, cluster, ca, binaries, timings)
         state.save()
         readiness.wait_ready(state, READY_DEADLINE_S, with_nodes=False)
-        files.write_kubeconfig(state, ca)
+        files.write_kubeconfig(state)
         if backups:  # Velero installs while nodes start and the app deploys: only its first backup needs more
             say("starting the backup store and installing Velero in every cluster")
             store = objectstore.start(state, binaries["minio"], READY_DEADLINE_S)

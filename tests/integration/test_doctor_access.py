@@ -139,12 +139,14 @@ def test_doctor_names_a_client_certificate_from_another_ca_as_cause(fleet_dir: P
     config = yaml.safe_load((fleet_dir / "kubeconfig").read_text())
     other = pki.new_ca("not-the-fleet-s-ca")
     for entry in config["users"]:
-        cert = x509.load_pem_x509_certificate(base64.b64decode(entry["user"]["client-certificate-data"]))
+        cert = x509.load_pem_x509_certificate(Path(entry["user"]["client-certificate"]).read_bytes())
         user = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         groups = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
         issued = pki.issue(other, str(user), organizations=groups, client=True)
-        entry["user"]["client-certificate-data"] = base64.b64encode(issued.cert).decode()
-        entry["user"]["client-key-data"] = base64.b64encode(issued.key).decode()
+        entry["user"] = {
+            "client-certificate-data": base64.b64encode(issued.cert).decode(),
+            "client-key-data": base64.b64encode(issued.key).decode(),
+        }
     kubeconfig = fleet_dir / "kubeconfig-other-ca"
     kubeconfig.write_text(yaml.safe_dump(config))
     kubeconfig.chmod(0o600)

@@ -3,7 +3,6 @@ that hands out a client certificate from the fleet's CA, for the same identity, 
 (cloud credentials live 15 minutes to an hour; the drill about 50 s). The active-passive drill passes, and
 the plugin was run again mid-drill, after its first credentials had expired."""
 
-import base64
 import sys
 import time
 from collections import defaultdict
@@ -24,7 +23,7 @@ def exec_kubeconfig(fleet: Path, log: Path) -> Path:
     the certificate's user and groups; written beside it (owner-only)."""
     config = yaml.safe_load((fleet / "kubeconfig").read_text())
     for entry in config["users"]:
-        cert = x509.load_pem_x509_certificate(base64.b64decode(entry["user"]["client-certificate-data"]))
+        cert = x509.load_pem_x509_certificate(Path(entry["user"]["client-certificate"]).read_bytes())
         user = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         groups = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
         more = ["--user", str(user), "--name", entry["name"], *(f"--group={group}" for group in groups)]

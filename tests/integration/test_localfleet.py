@@ -48,7 +48,10 @@ def test_fleet_file_and_kubeconfig_describe_every_cluster(fleet_dir: Path) -> No
         "eu-west-readonly",
         "ap-south-readonly",
     }
-    assert (fleet_dir / "kubeconfig").stat().st_mode & 0o077 == 0, "the kubeconfig holds keys: owner only"
+    assert (fleet_dir / "kubeconfig").stat().st_mode & 0o077 == 0, "the kubeconfig names keys: owner only"
+    for entry in kubeconfig["users"]:  # inline keys: the kubernetes client copies them to /tmp files
+        assert set(entry["user"]) == {"client-certificate", "client-key"}, entry["name"]
+        assert all(Path(path).is_file() for path in entry["user"].values()), entry["name"]
 
 
 def test_kubectl_crud_of_a_deployment(kubectl) -> None:
