@@ -344,8 +344,10 @@ class Drill:
         self.stack.undo_all(recoveries=False)
 
     def served_by(self, app: App, cluster: str | None = None, besides: str | None = None) -> bool:
-        """The global endpoint's probes have all succeeded (as the app's contract says) for the last
-        stable_seconds (live probes), from `cluster` when given, and never from `besides` when given.
+        """The global endpoint's probes that completed in the last stable_seconds (live probes, at least
+        stable_count) all succeeded (as the app's contract says), from `cluster` when given, and never from
+        `besides` when given. Completed, not sent: on a busy runner an answer may take longer than
+        stable_seconds, and a window of sends would then hold no completed probe at all.
 
         Which cluster served is the app's served_by identity up to its first "/"; asking for a cluster
         when the fleet file declares none is a ConfigError, never a guess."""
@@ -354,8 +356,7 @@ class Drill:
                 f"fleet {self.fleet.name!r}: app {app.name!r} declares no served_by, so which cluster serves "
                 "it cannot be told; set served_by: {header: NAME} or {json_field: NAME}"
             )
-        since = time.monotonic() - self.settings.stable_seconds
-        recent = [s for s in self._live[app.name].samples(GLOBAL) if s.sent >= since]
+        recent = self._recent_global(app)
 
         def good(sample: ProbeSample) -> bool:
             origin = (sample.served_by or "").split("/")[0]
@@ -406,12 +407,16 @@ class Drill:
         self.timeline.record("steady.checked", cluster=cluster, detail=detail | {"ok": all(detail.values())})
         return all(detail.values())
 
+    def _recent_global(self, app: App) -> list[ProbeSample]:
+        """The app's global probes that completed in the last stable_seconds (live)."""
+        since = time.monotonic() - self.settings.stable_seconds
+        return [s for s in self._live[app.name].samples(GLOBAL) if s.received >= since]
+
     def why_not_steady(self, app: App, cluster: str | None = None) -> str:
         """Why the app is not in its steady state now (live), for a drill's message: what its global probes
         of the last stable_seconds answered instead (the two commonest), and its last sentinel write not
         acknowledged."""
-        window = self.settings.stable_seconds
-        recent = [s for s in self._live[app.name].samples(GLOBAL) if s.sent >= time.monotonic() - window]
+        window, recent = self.settings.stable_seconds, self._recent_global(app)
         answers: Counter[str] = Counter()
         for sample in recent:
             origin = (sample.served_by or "").split("/")[0]

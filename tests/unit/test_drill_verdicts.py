@@ -229,6 +229,24 @@ def test_the_steady_state_is_what_one_look_saw(drill: Drill, monkeypatch: pytest
     ]
 
 
+def test_answers_slower_than_the_window_still_show_the_app_served(drill: Drill) -> None:
+    """On a busy runner every answer may take longer than stable_seconds (1 s, within the probe's
+    timeout): the probes that completed in the last second count, though none of them was sent in it."""
+    now, app = time.monotonic(), drill.app("nodata")
+    slow = [ProbeSample.of(GLOBAL, now - 2.0 + i / 40, now - 0.8 + i / 40, status=200) for i in range(30)]
+    drill._live["nodata"] = LiveProbes(slow)  # type: ignore[assignment]
+    assert drill.served_by(app)
+    assert drill.why_not_steady(app) == "it is healthy now"
+    failed = "timeout: no response within 2 s"
+    hanging = [
+        ProbeSample.of(GLOBAL, now - 2.5 + i / 40, now - 0.5 + i / 40, ok=False, error=failed)
+        for i in range(20)
+    ]
+    drill._live["nodata"] = LiveProbes(slow[:10] + hanging)  # type: ignore[assignment]
+    assert not drill.served_by(app)
+    assert drill.why_not_steady(app) == f"20 of 30 global probes in the last 1 s: {failed}"
+
+
 def test_a_steady_state_that_does_not_hold_says_what_the_probes_answered_instead(drill: Drill) -> None:
     now = time.monotonic()
     not_found = "status: HTTP 404 not an accepted status (accepted: 2xx)"
