@@ -29,7 +29,7 @@ FRONT_PROXY_CLIENT = "front-proxy-client"
 
 @dataclass(frozen=True)
 class LocalTimings:
-    """Node-lifecycle timings set deliberately for drills (upstream defaults in comments)."""
+    """Node-lifecycle and autoscaler timings set deliberately for drills (upstream defaults in comments)."""
 
     node_monitor_period_s: int = 2  # 5 s: how often the node controller checks heartbeats
     node_monitor_grace_period_s: int = 20  # 50 s: silence before a node goes Ready=Unknown
@@ -38,6 +38,7 @@ class LocalTimings:
     unreachable_toleration_s: int = 30  # 300 s: pods stay on an unreachable node this long
     node_eviction_rate: float = 1.0  # 0.1 nodes/s tainted NoExecute in a healthy zone
     secondary_node_eviction_rate: float = 0.1  # 0.01 in a partially disrupted zone
+    hpa_sync_period_s: int = 5  # 15 s: how often autoscalers recompute replicas from the metrics API
 
     def as_local_section(self) -> dict[str, float]:
         return asdict(self)
@@ -225,6 +226,7 @@ def components(
             f"--node-startup-grace-period={timings.node_startup_grace_period_s}s",
             f"--node-eviction-rate={timings.node_eviction_rate}",
             f"--secondary-node-eviction-rate={timings.secondary_node_eviction_rate}",
+            f"--horizontal-pod-autoscaler-sync-period={timings.hpa_sync_period_s}s",
             "--profiling=false",
             "--v=1",
         ],
