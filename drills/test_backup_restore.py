@@ -68,8 +68,8 @@ def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: F
     port = service_port(drill.access.api_client(primary), app.namespace, app.service)
     proxy = service_proxy(drill.access.auth(target), into, app.service, port)
     loss = ClusterLoss(targets=(primary,))
-    scratch = [ScratchNamespace(targets=(target,), namespace=namespace) for namespace in namespaces.values()]
-    drill.check_faults(loss, *scratch)  # before the backup: a refusal comes before any change
+    scratch = ScratchNamespace(targets=(target,), namespaces=tuple(namespaces.values()))
+    drill.check_faults(loss, scratch)  # before the backup: a refusal comes before any change
     with drill.observe(app):
         assert drill.steady(app, primary, BASELINE_S, deadline), (
             f"steady state: {primary} does not serve {app.name}: {drill.why_not_steady(app, primary)}"
@@ -85,8 +85,7 @@ def test_restore_the_backup_into_the_standby(drill: Drill, app: App, failover: F
         with drill.observe_restored(app, proxy):
             t0 = drill.inject(loss).started
             # pushed after the loss, so reverted before it: the restored copy is gone when the primary returns
-            for namespace in scratch:
-                drill.inject(namespace)
+            drill.inject(scratch)
             failover.restore_to_standby(app, point.name, target, namespaces, deadline)
             drill.wait_restored_serves(app, deadline)
             drill.wait_restored_data(app, proxy, target, deadline)

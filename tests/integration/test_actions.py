@@ -26,7 +26,7 @@ def activity(func: str, fleet: Path, tmp_path: Path, namespace: str) -> dict:
         "kind": "scratch-namespace",
         "targets": [CLUSTER],
         "fleet": str(fleet),
-        "params": {"namespace": namespace},
+        "params": {"namespaces": [namespace]},
         "ledger": str(tmp_path / "ledger.json"),
         "reports": str(tmp_path / "reports"),
     }

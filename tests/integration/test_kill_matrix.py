@@ -74,7 +74,9 @@ BUILDERS: dict[str, Callable[[client.CoreV1Api], Fault]] = {
     "deny-all-policy": lambda core: DenyAllPolicy(targets=(CLUSTER,), namespace=NS),
     "cluster-loss": lambda core: ClusterLoss(targets=(CLUSTER,)),
     "wan-partition": lambda core: WanPartition(targets=(CLUSTER,)),
-    "scratch-namespace": lambda core: ScratchNamespace(targets=(CLUSTER,), namespace="fleetdrill-scratch"),
+    "scratch-namespace": lambda core: ScratchNamespace(
+        targets=(CLUSTER,), namespaces=("fleetdrill-scratch",)
+    ),
 }
 PASSED: list[str] = []
 

@@ -32,7 +32,7 @@ EVERY_KIND: list[Fault] = [
     DenyAllPolicy(targets=("west",), namespace="shop", pod_labels={"app": "shop"}, direction="egress"),
     ClusterLoss(targets=("east",)),
     WanPartition(targets=("east",)),
-    ScratchNamespace(targets=("south",), namespace="shop-restore-1a2b"),
+    ScratchNamespace(targets=("south",), namespaces=("shop-restore-1a2b", "shop-db-restore-1a2b")),
 ]
 
 
@@ -67,6 +67,10 @@ def test_the_key_names_the_fault_and_changes_with_any_parameter() -> None:
         ),
         (lambda: NodeStress(targets=("e",), cpu_fraction=1.5), "expected cpu_fraction in [0, 1], got 1.5"),
         (lambda: DenyAllPolicy(targets=("e",), namespace="s", direction="up"), "expected direction one of"),
+        (
+            lambda: ScratchNamespace(targets=("e",), namespaces="shop-restore"),  # type: ignore[arg-type]
+            "expected namespaces as a list of namespace names, got 'shop-restore'",
+        ),
     ],
 )
 def test_bad_parameters_are_refused_naming_them(build: object, message: str) -> None:
