@@ -8,13 +8,6 @@ import datetime as dt
 import io
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
-
 from harness import units
 from harness.measure import probe_failed
 from harness.report.history import Point
@@ -27,10 +20,21 @@ PHASE_COLOURS = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#bcbd22
 GLOBAL = "global"
 
 
+def _pyplot() -> Any:
+    """pyplot on the Agg backend, imported at the first picture: every pytest run loads the plugin and with it
+    this module, and most never draw (matplotlib's import is a third of a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
+    _pyplot().close(figure)
     return buffer.getvalue()
 
 
@@ -60,7 +64,7 @@ def timeline_png(
         return None
     zero = drill.t0 if drill.t0 is not None else min(s.sent for s in samples)
     end = max(s.received for s in samples)
-    figure, (success, latency) = plt.subplots(
+    figure, (success, latency) = _pyplot().subplots(
         2, 1, figsize=(10, 5.2), sharex=True, gridspec_kw={"height_ratios": [1, 1.4]}
     )
     targets = sorted({s.target for s in samples}, key=lambda t: (t != GLOBAL, t))
@@ -127,7 +131,7 @@ def promql_png(drill: DrillResult, app: str) -> bytes | None:
     probes = _samples(drill, app)  # the probe timeline's span too, so the two plots line up
     times += [s.sent for s in probes] + [s.received for s in probes]
     zero = drill.t0 if drill.t0 is not None else min(s.sent for s in probes) if probes else min(times)
-    figure, axes = plt.subplots(
+    figure, axes = _pyplot().subplots(
         len(panels), 1, figsize=(10, 1.9 * len(panels) + 0.6), sharex=True, squeeze=False
     )
     column = [ax for (ax,) in axes]
@@ -180,7 +184,7 @@ def trend_png(series: dict[str, list[Point]], what: str) -> bytes | None:
     """`what` (e.g. "RTO") of each drill / app over past runs, objective dashed; None without points."""
     if not series:
         return None
-    figure, ax = plt.subplots(figsize=(10, 3.6))
+    figure, ax = _pyplot().subplots(figsize=(10, 3.6))
     for index, (name, points) in enumerate(sorted(series.items())):
         colour = PHASE_COLOURS[index % len(PHASE_COLOURS)]
         times = [dt.datetime.fromtimestamp(p.time, dt.UTC) for p in points]
@@ -192,6 +196,8 @@ def trend_png(series: dict[str, list[Point]], what: str) -> bytes | None:
     ax.set_xlabel("run start (UTC)")
     ax.set_ylim(bottom=0)
     if len({p.time for points in series.values() for p in points}) > 1:  # one run: matplotlib's own ticks
+        import matplotlib.dates as mdates
+
         locator = mdates.AutoDateLocator(maxticks=6)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
