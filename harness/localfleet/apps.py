@@ -75,8 +75,8 @@ def deploy(
     primary: str,
     database: tuple[dict, dict] | None = None,
 ) -> None:
-    """Apply the sample app's manifest and settings, the Gslb CRD and object, in one cluster; with a
-    database (the ConfigMap and Secret orders-database), those before its pod starts."""
+    """Apply the sample app's manifest and settings and its Gslb (whose CRD services.install_crds made) in one
+    cluster; with a database (the ConfigMap and Secret orders-database), those before its pod starts."""
     api = config.new_client_from_config(str(kubeconfig), context=context)
     try:
         timeout = kwatch.REQUEST_TIMEOUT
@@ -89,7 +89,6 @@ def deploy(
         for document in documents:
             utils.create_from_dict(api, document, _request_timeout=timeout)
         core.create_namespaced_config_map(APP, settings(context, role, peers), _request_timeout=timeout)
-        kwatch.install_crd(api)
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             kwatch.GROUP, kwatch.VERSION, APP, kwatch.PLURAL, gslb(primary), _request_timeout=timeout
         )

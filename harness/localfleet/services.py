@@ -1,17 +1,37 @@
-"""The fleet's services above the clusters, started by the supervisor: a volume provisioner, the sample
-app with its Gslb, Chaos Mesh's CRDs and controller, and an ingress in every cluster, and the global
-load balancer."""
+"""The fleet's services above the clusters, started by the supervisor: the CRDs of the Gslb and of Chaos
+Mesh, then a volume provisioner, the sample app with its Gslb, Chaos Mesh's controller, and an ingress in
+every cluster, and the global load balancer."""
 
 import functools
 from collections.abc import Callable
 
+from kubernetes import config
+
 from harness.errors import FleetDrillError
-from harness.localfleet import apps, each, files, groundtruth, netns, network, processes, provisioner
+from harness.localfleet import apps, each, files, groundtruth, kwatch, netns, network, processes, provisioner
 from harness.localfleet.chaos import install as chaos_mesh
 from harness.localfleet.dnsserver import DnsPlan
 from harness.localfleet.state import ClusterRecord, FleetState, start_process
 
 GLOBAL_KEY = "global/gslb"
+
+
+def install_crds(state: FleetState) -> None:
+    """The fleet's own CRDs (k8gb's Gslb, Chaos Mesh's) in every cluster, Established, before Velero starts:
+    its server reads the API's discovery once as it starts, and a CRD made meanwhile can be listed there
+    without being in its REST mapper; every backup then ends PartiallyFailed ("no matches for
+    chaos-mesh.org/, Resource=podchaos")."""
+    kubeconfig = state.folder / "kubeconfig"
+
+    def install(cluster: ClusterRecord) -> None:
+        api = config.new_client_from_config(str(kubeconfig), context=cluster.name)
+        try:
+            kwatch.install_crd(api)
+            chaos_mesh.install_crds(api)
+        finally:
+            api.close()
+
+    each.at_once(install, state.clusters)
 
 
 def start(
@@ -49,7 +69,7 @@ def start(
         }
         database = (databases or {}).get(cluster.name)
         apps.deploy(kubeconfig, cluster.name, cluster.role, peers, primary, database)
-        chaos_mesh.install(kubeconfig, cluster.name)  # Chaos Mesh's CRDs and our controller for them
+        chaos_mesh.install(kubeconfig, cluster.name)  # our controller for Chaos Mesh's CRDs
 
     each.at_once(deploy, state.clusters)
     for cluster in state.clusters:

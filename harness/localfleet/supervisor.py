@@ -124,6 +124,7 @@ def up(
         state.save()
         readiness.wait_ready(state, READY_DEADLINE_S, with_nodes=False)
         files.write_kubeconfig(state)
+        services.install_crds(state)
         if backups:  # Velero installs while nodes start and the app deploys: only its first backup needs more
             say("starting the backup store and installing Velero in every cluster")
             store = objectstore.start(state, binaries["minio"], READY_DEADLINE_S)

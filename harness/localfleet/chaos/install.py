@@ -121,10 +121,10 @@ def install_crds(api: client.ApiClient) -> None:
 
 
 def install(kubeconfig: Path, context: str) -> None:
-    """Chaos Mesh's CRDs and controller in one cluster (already installed parts are left as they are)."""
+    """Our controller for Chaos Mesh's CRDs (install_crds first) in one cluster (already installed parts are
+    left as they are)."""
     api = config.new_client_from_config(str(kubeconfig), context=context)
     try:
-        install_crds(api)
         for document in manifests():
             try:
                 utils.create_from_dict(api, document)
