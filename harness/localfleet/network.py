@@ -100,15 +100,20 @@ def _nft(plan: FleetPlan, script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, input=script, capture_output=True, text=True, timeout=30)
 
 
-def partition(plan: FleetPlan, name: str, side_a: list[IPv4Network], side_b: list[IPv4Network]) -> None:
+def partition(
+    plan: FleetPlan, name: str, side_a: list[IPv4Network], side_b: list[IPv4Network], refuse: bool = False
+) -> None:
     """Drop every packet the router forwards between the two sides, both ways (a real WAN partition:
-    connections across it time out). Traffic within a side, and to and from the host, still flows."""
+    connections across it time out); with refuse, answer each with ICMP administratively prohibited
+    instead (a firewall that rejects: connections across it fail at once). Traffic within a side, and to and
+    from the host, still flows."""
     a, b = ", ".join(map(str, side_a)), ", ".join(map(str, side_b))
+    verdict = "reject with icmpx admin-prohibited" if refuse else "drop"
     script = (
         f"table inet {PARTITION_PREFIX}{name} {{\n chain forward {{\n"
         f"  type filter hook forward priority -10; policy accept;\n"
-        f"  ip saddr {{ {a} }} ip daddr {{ {b} }} drop\n"
-        f"  ip saddr {{ {b} }} ip daddr {{ {a} }} drop\n }}\n}}\n"
+        f"  ip saddr {{ {a} }} ip daddr {{ {b} }} {verdict}\n"
+        f"  ip saddr {{ {b} }} ip daddr {{ {a} }} {verdict}\n }}\n}}\n"
     )
     done = _nft(plan, script)
     if done.returncode != 0:

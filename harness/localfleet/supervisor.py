@@ -411,15 +411,21 @@ def traffic_crosses(folder: Path, clusters: list[str], timeout_s: float = 1.0) -
     return False
 
 
-def cut_off_store(folder: Path, clusters: list[str], name: str) -> None:
+def cut_off_store(folder: Path, clusters: list[str], name: str, refuse: bool = False) -> None:
     """Cut the named clusters off from the backup store only: their backups and restores cannot reach it,
-    everything else still flows. `heal(folder, name)` ends it."""
+    everything else still flows; their packets dropped, or with refuse rejected (network.partition).
+    `heal(folder, name)` ends it."""
     state = FleetState.load(folder.resolve())
     inside = [state.plan.cluster(state.cluster(c).index) for c in clusters]
     side = [r for c in inside for r in (c.segment.network, c.pod_cidr)]
-    network.partition(state.plan, name, side, [state.plan.backup_segment.network])
+    network.partition(state.plan, name, side, [state.plan.backup_segment.network], refuse)
     groundtruth.record(
-        state.folder / groundtruth.FILE, "fault", fault="store-partition", name=name, clusters=clusters
+        state.folder / groundtruth.FILE,
+        "fault",
+        fault="store-partition",
+        name=name,
+        clusters=clusters,
+        refused=refuse,
     )
 
 
