@@ -128,9 +128,10 @@ class Fault(ABC):
     def __post_init__(self) -> None:
         if not self.kind:
             raise TypeError(f'{_name(type(self))} has no fault kind: subclass Fault with kind="..."')
-        targets = self.targets
-        if not (isinstance(targets, tuple) and targets and all(t and isinstance(t, str) for t in targets)):
-            raise TypeError(f"{self.kind}: expected targets as a tuple of cluster names, got {targets!r}")
+        if not are_names(self.targets):
+            raise TypeError(
+                f"{self.kind}: expected targets as a tuple of cluster names, got {self.targets!r}"
+            )
 
     @property
     def params(self) -> dict[str, Any]:
@@ -185,6 +186,11 @@ class Fault(ABC):
         """Seconds after injection began that the effect may take to show: effect_deadline_s; for a fault
         the infrastructure provider injects, the fleet file's infrastructure.effect_timeout when set."""
         return (ctx.infra_effect_timeout_s if self.by_provider else None) or self.effect_deadline_s
+
+
+def are_names(value: object) -> bool:
+    """A fault's list of names (clusters, nodes, namespaces): a non-empty tuple of non-empty strings."""
+    return isinstance(value, tuple) and bool(value) and all(n and isinstance(n, str) for n in value)
 
 
 def _name(cls: type) -> str:

@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from harness.errors import FleetDrillError
 from harness.faults import kube
-from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.faults.base import Evidence, Fault, FaultContext, Observed, are_names
 from harness.faults.evidence import all_of
 from harness.faults.handover import Handover
 from harness.faults.provided import HandsOver, provider
@@ -157,7 +157,7 @@ class NodeLoss(HandsOver, kind="node-loss"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (isinstance(self.nodes, tuple) and self.nodes and all(isinstance(n, str) for n in self.nodes)):
+        if not are_names(self.nodes):
             raise ValueError(f"node-loss: expected node names, got {self.nodes!r}")
         if len(self.targets) != 1:
             raise ValueError(f"node-loss: expected the one cluster the nodes are in, got {self.targets!r}")

@@ -10,7 +10,7 @@ from kubernetes.client.exceptions import ApiException
 
 from harness.errors import FleetDrillError
 from harness.faults import kube
-from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.faults.base import Evidence, Fault, FaultContext, Observed, are_names
 from harness.permissions import Permission, verbs
 from harness.timeline import Event
 
@@ -29,9 +29,10 @@ class ScratchNamespace(Fault, kind="scratch-namespace"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        names = self.namespaces
-        if not (isinstance(names, tuple) and names and all(n and isinstance(n, str) for n in names)):
-            raise ValueError(f"{self.kind}: expected namespaces as a list of namespace names, got {names!r}")
+        if not are_names(self.namespaces):
+            raise ValueError(
+                f"{self.kind}: expected namespaces as a list of namespace names, got {self.namespaces!r}"
+            )
 
     def inject(self, ctx: FaultContext) -> None:
         for cluster in self.targets:

@@ -92,14 +92,14 @@ def test_losing_the_primary_fails_over_loses_acked_writes_and_fences_the_old_pri
 
     wait_for(served_by_eu_west, 10, "the global endpoint to fail over to eu-west")
 
+    truth = groundtruth.read(own_fleet / groundtruth.FILE)  # stop_cluster logged the loss before it began
+    lost_at = next(e for e in truth if e["event"] == "fault" and e["fault"] == "cluster-lost")
+
     def first_move_after_the_loss() -> dict | None:
         truth = groundtruth.read(own_fleet / groundtruth.FILE)
-        lost = next(e for e in truth if e["event"] == "fault" and e["fault"] == "cluster-lost")
-        return next((e for e in truth if e["event"] == "serving" and e["mono"] > lost["mono"]), None)
+        return next((e for e in truth if e["event"] == "serving" and e["mono"] > lost_at["mono"]), None)
 
     moved = wait_for(first_move_after_the_loss, 10, "the ground truth to record a serving change (2 x 1 s)")
-    truth = groundtruth.read(own_fleet / groundtruth.FILE)
-    lost_at = next(e for e in truth if e["event"] == "fault" and e["fault"] == "cluster-lost")
     assert lost_at["cluster"] == "us-east" and moved["serving"] == ["eu-west"], (
         f"the first serving change logged after losing us-east is to eu-west alone, got {moved}"
     )
