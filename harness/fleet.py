@@ -27,6 +27,10 @@ from harness.permissions import EVERY, Permission
 T = TypeVar("T")
 RETRIES = 1  # urllib3's default is 3: against a lost cluster, each call would hide four timeouts
 REACH_TIMEOUT_S = 5.0
+MID_DRILL_TIMEOUT = (1.0, REACH_TIMEOUT_S)
+"""(connect, read) seconds of a call a drill makes while a cluster may be lost: a lost API server drops the
+connection's first packet and never answers it, while one that runs accepts within a round trip (busy or
+not); so the lost one costs (1 + RETRIES) s, not (1 + RETRIES) x 5 s."""
 REACH = "that the API server runs and this machine reaches it (after a crashed run: fleetdrill recover)"
 NETWORK_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 REJECTED = (
@@ -51,14 +55,14 @@ def served_group_versions(
     """Which of `group_versions` ("group/version") serve `resource`, by API discovery: the group versions the
     API server lists (/apis), then the resources of each listed one; ApiException or a network error when
     the API cannot be asked."""
-    listed = client.ApisApi(api).get_api_versions(_request_timeout=REACH_TIMEOUT_S)
+    listed = client.ApisApi(api).get_api_versions(_request_timeout=MID_DRILL_TIMEOUT)
     offered = {version.group_version for group in listed.groups or () for version in group.versions or ()}
     found = []
     for group_version in group_versions:
         if group_version in offered:
             group, version = group_version.split("/")
             answer = client.CustomObjectsApi(api).get_api_resources(
-                group, version, _request_timeout=REACH_TIMEOUT_S
+                group, version, _request_timeout=MID_DRILL_TIMEOUT
             )
             if any(r.name == resource for r in answer.resources or ()):
                 found.append(group_version)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from kubernetes import client
 
-from harness.fleet import ClusterError, FleetAccess
+from harness.fleet import MID_DRILL_TIMEOUT, ClusterError, FleetAccess
 from harness.permissions import APP, Permission
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def patch_gslb(access: FleetAccess, cluster: str, app: App, patch: dict) -> str:
     api = client.CustomObjectsApi(access.api_client(cluster))
     try:
         api.patch_namespaced_custom_object(
-            group, VERSION, app.namespace, PLURAL, app.name, patch, _request_timeout=(1, 3)
+            group, VERSION, app.namespace, PLURAL, app.name, patch, _request_timeout=MID_DRILL_TIMEOUT
         )
     except client.ApiException as error:
         if error.status == 404:
