@@ -52,6 +52,8 @@ class DnsSplit:
     bound_s: float | None
     phases: tuple[DnsPhase, ...] = ()
     error: str | None = None
+    note: str | None = None
+    """What happened before t0 that the phases do not show (an answer that moved and came back)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,8 +82,9 @@ def split(
 ) -> DnsSplit:
     """The phases of [t0, recovery_start] as observed until `end` (when observing stopped). A phase whose
     end was not seen is unfinished when its series went on until `end` (the lost address still answered);
-    when its series is missing, or the authoritative answer already moved between the first observation
-    and t0, error names it (no phase is ever guessed)."""
+    when its series is missing, or the authoritative answer moved between the first observation and t0
+    and both servers did not give out the first answer again at t0, error names it (no phase is ever
+    guessed; a move and back is noted)."""
     answers = list(answers)
     detection_bound = health_interval_s * failure_threshold
     authoritative = [a for a in answers if a.server == "authoritative"]
@@ -92,13 +95,17 @@ def split(
         return DnsSplit((), None, detection_bound, None, error=why)
     before, ttl = earlier[-1].addresses, earlier[-1].ttl
     moved = next((a for a in earlier if set(a.addresses) != set(earlier[0].addresses)), None)
+    note = None
     if moved is not None:
-        why = (
+        flap = (
             f"the authoritative server's answer moved {t0 - moved.sent:.1f} s before t0, from "
-            f"{', '.join(earlier[0].addresses)} to {', '.join(moved.addresses)}: the load balancer failed "
-            "over before the fault, so what the fault moved cannot be told"
+            f"{', '.join(earlier[0].addresses)} to {', '.join(moved.addresses)}"
         )
-        return DnsSplit((), None, detection_bound, None, error=why)
+        if not _back_at_t0(earlier, resolver, t0):
+            why = "the load balancer failed over before the fault, so what the fault moved cannot be told"
+            return DnsSplit((), None, detection_bound, None, error=f"{flap}: {why}")
+        again = f"gave out {', '.join(earlier[0].addresses)} again at t0 (the load balancer flapped)"
+        note = f"{flap}, and it and the runner's resolver {again}"
     bound = detection_bound + ttl if ttl is not None else None
     after = [p for p in probes if p.sent >= t0]
     series = (
@@ -126,7 +133,18 @@ def split(
         if not finished:
             break
         start = stop
-    return DnsSplit(before, ttl, detection_bound, bound, tuple(phases))
+    return DnsSplit(before, ttl, detection_bound, bound, tuple(phases), note=note)
+
+
+def _back_at_t0(earlier: list[DnsAnswer], resolver: list[DnsAnswer], t0: float) -> bool:
+    """Both servers gave out the first observed answer at t0 again after it moved: the runner's resolver
+    last answered it before t0, and every authoritative answer since then did too (a cache that expired
+    meanwhile fetched it again)."""
+    first = set(earlier[0].addresses)
+    last = next((a for a in reversed(resolver) if a.sent <= t0 and a.error is None and a.addresses), None)
+    if last is None or set(last.addresses) != first:
+        return False
+    return all(set(a.addresses) == first for a in earlier if a.sent >= last.sent or a is earlier[-1])
 
 
 def judge(split_: DnsSplit, rto_s: float | None, objective_s: float | None) -> Verdict:
@@ -148,6 +166,8 @@ def judge(split_: DnsSplit, rto_s: float | None, objective_s: float | None) -> V
         if p.bound_s is not None and p.seconds > p.bound_s
     )
     summary = f"{parts}; bound interval x threshold + TTL {bound}{over}"
+    if split_.note:
+        summary += f"; {split_.note}"
     moments = {p.name: p.end for p in split_.phases}
     expected = f"RTO <= {objective_s:g} s"
     last = split_.phases[-1]

@@ -19,7 +19,7 @@ import dns.zone
 import pytest
 
 from harness.config import GlobalDns, load_fleet
-from harness.dnsphases import judge, split
+from harness.dnsphases import PHASES, judge, split
 from harness.dnswatch import DnsAnswer, DnsWatcher, address_of, ask
 from harness.localfleet import dnsserver
 from harness.samples import ProbeSample
@@ -209,6 +209,46 @@ def test_an_answer_that_moved_before_t0_is_an_error_naming_when() -> None:
         "balancer failed over before the fault, so what the fault moved cannot be told"
     )
     assert not result.phases and judge(result, None, 20.0).status == "error"
+
+
+def test_an_answer_that_moved_and_came_back_in_both_servers_before_t0_is_measured_and_noted() -> None:
+    """A health check failed twice on a busy machine and passed again 1.5 s later: at t0 the authoritative
+    server and the resolver (whose cache outlived the flap) give out the first answer again, so the phases
+    are measured from it, and the verdict says the load balancer flapped."""
+    series, probes = failover(ttl=60, resolver_moves=163.0)
+    series = [a for a in series if a.server != "authoritative" or a.sent >= 100]
+    series += answers("authoritative", [(90, OLD, 60), (91.5, NEW, 60), (93, OLD, 60), (99, OLD, 60)])
+    series += answers("resolver", [(99.2, OLD, 51)])
+    result = split(series, probes, 100.0, None, health_interval_s=1.0, failure_threshold=2, end=170.0)
+    assert result.error is None and result.before == (OLD,)
+    assert tuple(p.name for p in result.phases) == PHASES
+    assert result.note == (
+        "the authoritative server's answer moved 8.5 s before t0, from 10.0.0.1 to 10.0.0.2, and it and the "
+        "runner's resolver gave out 10.0.0.1 again at t0 (the load balancer flapped)"
+    )
+    assert result.note in judge(result, None, 20.0).message
+
+
+@pytest.mark.parametrize(
+    ("resolver", "last"),
+    [
+        ([(99.2, NEW, 58)], (99, OLD, 60)),
+        ([(98.0, OLD, 50)], (99, OLD, 60)),
+        ([(99.2, OLD, 50)], (99.5, NEW, 60)),
+    ],
+    ids=["resolver-still-new", "authoritative-new-after-resolver", "authoritative-new-at-t0"],
+)
+def test_an_answer_back_in_one_server_only_is_still_an_error(
+    resolver: list[tuple[float, str, int]], last: tuple[float, str, int]
+) -> None:
+    """Back in the authoritative server while the resolver gives out the flapped answer it fetched meanwhile,
+    or moved again after the resolver's last answer: what either gives out at t0 is not known."""
+    series, probes = failover(ttl=60, resolver_moves=163.0)
+    series = [a for a in series if a.sent >= 100]
+    series += answers("authoritative", [(90, OLD, 60), (91.5, NEW, 60), (93, OLD, 60), (98.5, NEW, 60), last])
+    series += answers("resolver", resolver)
+    result = split(series, probes, 100.0, None, health_interval_s=1.0, failure_threshold=2, end=170.0)
+    assert result.error is not None and "failed over before the fault" in result.error and not result.phases
 
 
 @pytest.mark.parametrize(
