@@ -20,6 +20,7 @@ from harness.errors import ConfigError
 from harness.promabort import AlertFiring, PromqlCondition
 from harness.prometheus import Alert, PrometheusClient, PrometheusError, Series
 from harness.promql import Window, burn, judge
+from harness.promsettle import OLDEST_SCRAPE
 from harness.promslo import Windows, evaluate
 from tests.unit.test_config import VALID
 
@@ -212,6 +213,8 @@ class FakeClients:
         return self.answers[query]
 
     def query(self, query: str) -> list[Series]:
+        if query == OLDEST_SCRAPE:  # every target scraped just now: the window's data is whole
+            return [Series({"job": "app"}, ((time.time(), time.time()),))]
         return self.query_range(query, 0, 0, 1)
 
     def alerts(self) -> list[Alert]:
@@ -457,6 +460,10 @@ class SpikingClients:
         count = int((end - start) / step) + 1
         times = [start + i * step for i in range(count)]
         return [Series({"app": "shop"}, tuple((t, 0.3 if 2 <= t - start < 5 else 0.01) for t in times))]
+
+    def query(self, query: str) -> list[Series]:
+        assert query == OLDEST_SCRAPE
+        return [Series({"job": "app"}, ((time.time(), time.time()),))]
 
 
 def test_a_drill_judges_promql_objectives_and_its_record_and_report_agree(tmp_path: Path) -> None:
