@@ -43,6 +43,8 @@ class Evaluated:
     verdicts: list[Verdict] = field(default_factory=list)
     figures: list[dict[str, object]] = field(default_factory=list)
     series: list[MetricSeries] = field(default_factory=list)
+    settled_s: float = 0.0
+    """How long the Prometheuses took to hold the window's data after the call (promsettle)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ def evaluate(
     done = Evaluated()
     asked = {where for objective in app.objectives.promql for _, where, _ in places(fleet, app, objective)}
     with_own = [c.name for c in fleet.clusters if c.prometheus is not None]
+    asked_at = time.monotonic()
     unsettled = settle(clients, asked, with_own, windows.end + offset, settle_s)
+    done.settled_s = time.monotonic() - asked_at
     for objective in app.objectives.promql:
         start = windows.start if objective.window == "drill" else windows.recovery
         t0 = None if windows.t0 is None else windows.t0 + offset
