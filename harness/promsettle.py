@@ -48,7 +48,8 @@ def settle(
     did not within deadline_s (or did not answer)."""
     wheres, until = set(wheres), time.monotonic() + deadline_s
     own = [c for c in clusters if c in wheres or FLEET in wheres]
-    problems, since = {}, end
+    problems: dict[str, str] = {}
+    since = end
     for cluster in own:
         settled = _scraped_after(clients.get(cluster), end, until, deadline_s)
         if isinstance(settled, str) and cluster in wheres:
