@@ -142,9 +142,9 @@ def _back_at_t0(earlier: list[DnsAnswer], resolver: list[DnsAnswer], t0: float) 
     meanwhile fetched it again)."""
     first = set(earlier[0].addresses)
     last = next((a for a in reversed(resolver) if a.sent <= t0 and a.error is None and a.addresses), None)
-    if last is None or set(last.addresses) != first:
+    if last is None or set(last.addresses) != first or set(earlier[-1].addresses) != first:
         return False
-    return all(set(a.addresses) == first for a in earlier if a.sent >= last.sent or a is earlier[-1])
+    return all(set(a.addresses) == first for a in earlier if a.sent >= last.sent)
 
 
 def judge(split_: DnsSplit, rto_s: float | None, objective_s: float | None) -> Verdict:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Protocol
 
-from harness.prometheus import FLEET, PrometheusError, Series
+from harness.prometheus import FLEET, PrometheusClient, PrometheusError, Prometheuses
 
 SETTLE_DEADLINE_S = 120.0
 """How long after the window a Prometheus may take to scrape every target once more (the longest scrape
@@ -26,18 +25,8 @@ OLDEST_SCRAPE = "bottomk(1, timestamp(up))"
 """The target scraped longest ago, with its last scrape time (unix seconds)."""
 
 
-class Client(Protocol):
-    where: str
-
-    def query(self, promql: str) -> list[Series]: ...
-
-
-class Clients(Protocol):
-    def get(self, where: str | None) -> Client: ...
-
-
 def settle(
-    clients: Clients,
+    clients: Prometheuses,
     wheres: Iterable[str],
     clusters: Iterable[str],
     end: float,
@@ -63,7 +52,7 @@ def settle(
     return problems
 
 
-def _scraped_after(client: Client, moment: float, until: float, allowed_s: float) -> float | str:
+def _scraped_after(client: PrometheusClient, moment: float, until: float, allowed_s: float) -> float | str:
     """The wall time once every target of the client's Prometheus was scraped after `moment`, or why not by
     `until` (monotonic, allowed_s from the start)."""
     while True:

@@ -195,6 +195,11 @@ def test_the_error_budget_burn_of_a_window() -> None:
     assert burn(PromqlObjective.model_validate(objective()), [series([0.5])], WINDOW) == {}
 
 
+def scraped_now() -> list[Series]:
+    """promsettle's question answered: every target scraped just now, so the window's data is whole."""
+    return [Series({"job": "app"}, ((time.time(), time.time()),))]
+
+
 class FakeClients:
     """Prometheuses answering from canned series, recording the queries asked."""
 
@@ -213,9 +218,7 @@ class FakeClients:
         return self.answers[query]
 
     def query(self, query: str) -> list[Series]:
-        if query == OLDEST_SCRAPE:  # every target scraped just now: the window's data is whole
-            return [Series({"job": "app"}, ((time.time(), time.time()),))]
-        return self.query_range(query, 0, 0, 1)
+        return scraped_now() if query == OLDEST_SCRAPE else self.query_range(query, 0, 0, 1)
 
     def alerts(self) -> list[Alert]:
         return self._alerts
@@ -463,7 +466,7 @@ class SpikingClients:
 
     def query(self, query: str) -> list[Series]:
         assert query == OLDEST_SCRAPE
-        return [Series({"job": "app"}, ((time.time(), time.time()),))]
+        return scraped_now()
 
 
 def test_a_drill_judges_promql_objectives_and_its_record_and_report_agree(tmp_path: Path) -> None:

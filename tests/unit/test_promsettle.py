@@ -46,22 +46,22 @@ def test_the_fleetwide_prometheus_settles_after_the_clusters_it_may_federate() -
     end = time.time()
     cluster = Scraping("us-east", fresh_at=end + 0.6)
     fleet = Scraping(FLEET, fresh_at=end + 1.5, stale=end + 0.1)
-    assert settle(Fleetwide(cluster, fleet), {FLEET}, ["us-east"], end, deadline_s=10) == {}
+    assert settle(Fleetwide(cluster, fleet), {FLEET}, ["us-east"], end, deadline_s=10) == {}  # type: ignore[arg-type]
     assert cluster.asked[-1] >= end + 0.6 and fleet.asked[-1] >= end + 1.5
 
 
 def test_a_lost_clusters_prometheus_is_passed_over_for_the_fleetwide_one() -> None:
     now = time.time()
     servers = Fleetwide(Scraping("us-east", now, down=True), Scraping(FLEET, fresh_at=now))
-    assert settle(servers, {FLEET}, ["us-east"], now - 1, deadline_s=5) == {}
-    problems = settle(servers, {FLEET, "us-east"}, ["us-east"], now - 1, deadline_s=5)
+    assert settle(servers, {FLEET}, ["us-east"], now - 1, deadline_s=5) == {}  # type: ignore[arg-type]
+    problems = settle(servers, {FLEET, "us-east"}, ["us-east"], now - 1, deadline_s=5)  # type: ignore[arg-type]
     assert list(problems) == ["us-east"] and "timed out" in problems["us-east"]
 
 
 def test_data_not_whole_by_the_deadline_is_an_error_verdict_naming_the_target(tmp_path: Path) -> None:
     fleet = load(tmp_path, with_objectives(objective(), prometheus={"url": "http://thanos:9090"}))
     stale = Fleetwide(Scraping(FLEET, fresh_at=float("inf")))
-    problems = settle(stale, {FLEET}, [], time.time(), deadline_s=0.2)
+    problems = settle(stale, {FLEET}, [], time.time(), deadline_s=0.2)  # type: ignore[arg-type]
     assert problems[FLEET].startswith("Prometheus fleet had not scraped every target since the window's end")
     found = re.search(
         r'\{instance="10.0.0.1:6443", job="apiserver"\} last at ([\d.]+) s before it$', problems[FLEET]
