@@ -1,13 +1,13 @@
 """Before a drill's PromQL objectives are judged: wait until each Prometheus asked holds what its targets
 exposed up to the window's end.
 
-A range query ending at the window's end answers at once, but a value at a step after the last sample ingested
-is the lookback's last value from before it (the killed pod's errors a scrape, or a federation hop, away), so
-judging then would pass a window whose last seconds were never seen. A Prometheus holds its data up to a
-moment once every target it scrapes that is up was scraped after it: the oldest `timestamp(up)` of those (one
-instant query, as Thanos or Mimir answer it too). The fleet-wide Prometheus may federate the clusters', so it
-waits for theirs first, then for its own scrapes after they had it. A cluster's Prometheus that does not
-answer (a lost cluster's) is passed over: its data cannot reach the fleet-wide one any more.
+A range query ending at the window's end answers at once, but a value at a step after the last sample
+ingested is the lookback's last value from before it (the killed pod's errors a scrape, or a federation
+hop, away), so judging then would pass a window whose last seconds were never seen. A Prometheus holds its
+data up to a moment once every target it scrapes was scraped after it: the oldest `timestamp(up)` (one
+instant query, as Thanos or Mimir answer it too). The fleet-wide Prometheus may federate the clusters', so
+it waits for theirs first, then for its own scrapes after they had it. A cluster's Prometheus that does
+not answer (a lost cluster's) is passed over: its data cannot reach the fleet-wide one any more.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ SETTLE_DEADLINE_S = 120.0
 """How long after the window a Prometheus may take to scrape every target once more (the longest scrape
 interval users set is a minute or two)."""
 POLL_S = 0.5
-OLDEST_SCRAPE = "bottomk(1, timestamp(up) and up == 1)"
-"""Of the targets up, the one scraped longest ago, with its last scrape time (unix seconds). A target down
-(a lost cluster's) has nothing more to give, and its failing scrapes need not come in order: in the demo
-the global Prometheus's `up` of a lost cluster's /federate stayed 3 s behind for 2 minutes."""
+OLDEST_SCRAPE = "bottomk(1, timestamp(up))"
+"""The target scraped longest ago, with its last scrape time (unix seconds)."""
 
 
 def settle(
@@ -67,7 +65,7 @@ def _scraped_after(client: PrometheusClient, moment: float, until: float, allowe
             return time.time()
         if time.monotonic() >= until:
             if not points:
-                return f"Prometheus {client.where} has no target up (`up` at 1): nothing shows its data"
+                return f"Prometheus {client.where} scrapes no target (no `up` series): nothing shows its data"
             labels, last = points[0]
             target = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
             return (
