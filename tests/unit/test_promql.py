@@ -20,7 +20,6 @@ from harness.errors import ConfigError
 from harness.promabort import AlertFiring, PromqlCondition
 from harness.prometheus import Alert, PrometheusClient, PrometheusError, Series
 from harness.promql import Window, burn, judge
-from harness.promsettle import OLDEST_SCRAPE
 from harness.promslo import Windows, evaluate
 from tests.unit.test_config import VALID
 
@@ -195,11 +194,6 @@ def test_the_error_budget_burn_of_a_window() -> None:
     assert burn(PromqlObjective.model_validate(objective()), [series([0.5])], WINDOW) == {}
 
 
-def scraped_now() -> list[Series]:
-    """promsettle's question answered: every target scraped just now, so the window's data is whole."""
-    return [Series({"job": "app"}, ((time.time(), time.time()),))]
-
-
 class FakeClients:
     """Prometheuses answering from canned series, recording the queries asked."""
 
@@ -218,7 +212,7 @@ class FakeClients:
         return self.answers[query]
 
     def query(self, query: str) -> list[Series]:
-        return scraped_now() if query == OLDEST_SCRAPE else self.query_range(query, 0, 0, 1)
+        return self.query_range(query, 0, 0, 1)
 
     def alerts(self) -> list[Alert]:
         return self._alerts
@@ -463,10 +457,6 @@ class SpikingClients:
         count = int((end - start) / step) + 1
         times = [start + i * step for i in range(count)]
         return [Series({"app": "shop"}, tuple((t, 0.3 if 2 <= t - start < 5 else 0.01) for t in times))]
-
-    def query(self, query: str) -> list[Series]:
-        assert query == OLDEST_SCRAPE
-        return scraped_now()
 
 
 def test_a_drill_judges_promql_objectives_and_its_record_and_report_agree(tmp_path: Path) -> None:
