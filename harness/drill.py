@@ -753,6 +753,7 @@ class Drill:
         recovery = None if result.rto is None else t0 + result.rto
         why = f"the recovery was not measured (RTO outcome {result.outcome})"
         done = evaluate(self.fleet, app, self.prometheus, Windows(start, end, t0, recovery, why))
+        self.timeline.record("promql.settled", detail={"app": app.name, "waited_s": round(done.settled_s, 2)})
         self.metric_series += done.series
         figures["promql"] = done.figures
         return done.verdicts

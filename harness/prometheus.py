@@ -19,11 +19,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from harness.config import Fleet, Prometheus
 from harness.errors import FleetDrillError
 from harness.report.redact import redact
+from harness.units import parse_duration
 
 FLEET = "fleet"
 """The fleet-wide Prometheus (the fleet file's top-level `prometheus`), where a cluster name would go."""
@@ -54,6 +56,23 @@ class Alert:
     name: str
     state: str
     labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Target:
+    """An active scrape target as /api/v1/targets lists it: its labels, health ("up", "down" or "unknown"
+    before its first scrape), when its last scrape began (unix time; its samples are in by then), the URL
+    it scrapes and how often (seconds; None when not given in s, m, h or ms)."""
+
+    labels: dict[str, str]
+    health: str
+    last_scrape: float
+    scrape_url: str = ""
+    interval: float | None = None
+
+    def describe(self) -> str:
+        """`{instance="b", job="a"}`."""
+        return Series(self.labels, ()).describe()
 
 
 class _Token:
@@ -144,6 +163,20 @@ class PrometheusClient:
         form = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
         form["timeout"] = f"{self.settings.timeout:g}s"  # the server gives up too
         return _series(self._call("/api/v1/query_range", form), self.where)
+
+    def targets(self) -> list[Target]:
+        """Every target the server scrapes now (not the ones service discovery dropped)."""
+        data = self._call("/api/v1/targets", {"state": "active"}, method="GET")
+        return [
+            Target(
+                dict(t.get("labels") or {}),
+                str(t.get("health")),
+                _unix(str(t.get("lastScrape"))),
+                str(t.get("scrapeUrl") or ""),
+                _seconds(t.get("scrapeInterval")),
+            )
+            for t in data.get("activeTargets", [])
+        ]
 
     def alerts(self) -> list[Alert]:
         """Every alert the server's rules hold now (pending or firing)."""
@@ -269,6 +302,21 @@ def _error_text(error: urllib.error.HTTPError) -> str:
         return redact(str(json.loads(raw).get("error") or error.reason))
     except (ValueError, AttributeError):
         return redact(" ".join(raw.split())[:ERROR_BODY_CHARS]) or str(error.reason)
+
+
+def _unix(rfc3339: str) -> float:
+    """A lastScrape as unix time; 0 for never (Go's zero time) or anything unparsable."""
+    try:
+        return max(datetime.fromisoformat(rfc3339).timestamp(), 0.0)
+    except ValueError:
+        return 0.0
+
+
+def _seconds(duration: object) -> float | None:
+    try:
+        return parse_duration(duration) or None
+    except ValueError:
+        return None
 
 
 def _series(data: Any, where: str) -> list[Series]:

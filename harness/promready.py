@@ -1,5 +1,6 @@
-"""`fleetdrill doctor`'s Prometheus checks: each configured Prometheus answers, every query a PromQL
-objective or abort condition uses returns data now, and every alert an abort names is a rule there.
+"""`fleetdrill doctor`'s Prometheus checks: each configured Prometheus answers, each one a PromQL objective
+asks lists its targets (a drill waits on them before judging), every query an objective or abort
+condition uses returns data now, and every alert an abort names is a rule there.
 
 A query without data now would be an error verdict (or an abort) in the drill: found here, before it.
 """
@@ -34,6 +35,8 @@ def readiness(fleet: Fleet, apps: Sequence[App], clients: Prometheuses | None = 
         for o in app.objectives.promql
         for cluster, where, query in places(fleet, app, o)
     ]
+    asked = {where for _, where, _, _ in asks}
+    checks += [_lists_targets(clients, w) for w in clients.configured() if w in asked and w not in down]
     abort = fleet.safety.abort
     for condition in abort.promql if abort else ():
         asks.append(
@@ -52,6 +55,19 @@ def readiness(fleet: Fleet, apps: Sequence[App], clients: Prometheuses | None = 
         if where not in down:
             checks.append(_has_rule(clients, where, alert.alert))
     return checks
+
+
+def _lists_targets(clients: Prometheuses, where: str) -> Check:
+    """The targets API a drill reads before judging PromQL objectives (promsettle)."""
+    client = clients.get(where)
+    what, expected = f"Prometheus {client.url}", "lists its scrape targets (/api/v1/targets)"
+    try:
+        targets = client.targets()
+    except PrometheusError as error:
+        found = f"{error}: a drill could not tell when a window's data is whole (its objectives: errors)"
+        return Check(where, what, expected, found, False)
+    up = sum(t.health == "up" for t in targets)
+    return Check(where, what, expected, f"{len(targets)} targets, {up} up", True)
 
 
 def _returns_data(clients: Prometheuses, name: str, where: str, what: str, query: str) -> Check:

@@ -12,6 +12,7 @@ from typing import Any
 from harness.config import CLUSTER_PLACEHOLDER, App, Fleet, PromqlObjective, promql_clusters
 from harness.prometheus import FLEET, PrometheusError, Prometheuses, Series
 from harness.promql import Window, failed, judge, step_for
+from harness.promsettle import SETTLE_DEADLINE_S, settle
 from harness.samples import Verdict
 
 
@@ -42,6 +43,8 @@ class Evaluated:
     verdicts: list[Verdict] = field(default_factory=list)
     figures: list[dict[str, object]] = field(default_factory=list)
     series: list[MetricSeries] = field(default_factory=list)
+    settled_s: float = 0.0
+    """How long the Prometheuses took to hold the window's data after the call (promsettle)."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,19 @@ class Windows:
     no_recovery: str = "the drill measured no recovery"
 
 
-def evaluate(fleet: Fleet, app: App, clients: Prometheuses, windows: Windows) -> Evaluated:
-    """Every PromQL objective of `app`, judged; a query that fails or returns no data is an error verdict."""
+def evaluate(
+    fleet: Fleet, app: App, clients: Prometheuses, windows: Windows, settle_s: float = SETTLE_DEADLINE_S
+) -> Evaluated:
+    """Every PromQL objective of `app`, judged once each Prometheus asked holds the window's data
+    (promsettle); a query that fails or returns no data, or data not whole by the deadline, is an error
+    verdict."""
     offset = time.time() - time.monotonic()  # monotonic + offset = unix time, in this process
     done = Evaluated()
+    asked = {where for objective in app.objectives.promql for _, where, _ in places(fleet, app, objective)}
+    with_own = [c.name for c in fleet.clusters if c.prometheus is not None]
+    asked_at = time.monotonic()
+    unsettled = settle(clients, asked, with_own, windows.end + offset, settle_s)
+    done.settled_s = time.monotonic() - asked_at
     for objective in app.objectives.promql:
         start = windows.start if objective.window == "drill" else windows.recovery
         t0 = None if windows.t0 is None else windows.t0 + offset
@@ -67,6 +79,9 @@ def evaluate(fleet: Fleet, app: App, clients: Prometheuses, windows: Windows) ->
                 done.verdicts.append(
                     failed(objective, cluster, query, f"no recovery window: {windows.no_recovery}")
                 )
+                continue
+            if where in unsettled:
+                done.verdicts.append(failed(objective, cluster, query, f"data not whole: {unsettled[where]}"))
                 continue
             window = Window(start + offset, windows.end + offset, t0)
             try:

@@ -43,9 +43,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_prometheus(folder: Path, targets: list[str], rules: dict[str, object]) -> Iterator[Server]:
-    """Prometheus scraping `targets` every second and evaluating `rules` every second, until the block
-    ends; it is killed then, whatever happened."""
+def running_prometheus(
+    folder: Path, targets: list[str], rules: dict[str, object], federating: Server | None = None
+) -> Iterator[Server]:
+    """Prometheus scraping `targets` (or `federating`'s /federate, for every series of job "app")
+    every second and evaluating `rules` every second, until the block ends; it is killed then, whatever
+    happened."""
     binary = str(build.ensure_binaries(extra=(build.PROMETHEUS,))["prometheus"])
     folder.mkdir(parents=True, exist_ok=True)
     ca = pki.new_ca("fleetdrill-test-prometheus")
@@ -63,7 +66,19 @@ def running_prometheus(folder: Path, targets: list[str], rules: dict[str, object
         )
     )
     (folder / "rules.yml").write_text(yaml.safe_dump(rules))
-    scrape = {"job_name": "app", "scrape_interval": "1s", "static_configs": [{"targets": targets}]}
+    scrape: dict[str, object] = {"job_name": "app", "scrape_interval": "1s"}
+    if federating is not None:
+        targets = [federating.url.removeprefix("https://")]
+        scrape |= {
+            "job_name": "federate",
+            "metrics_path": "/federate",
+            "params": {"match[]": ['{job="app"}']},
+            "honor_labels": True,
+            "scheme": "https",
+            "tls_config": {"ca_file": str(federating.ca_file)},
+            "basic_auth": {"username": federating.username, "password": federating.password},
+        }
+    scrape["static_configs"] = [{"targets": targets}]
     settings = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(folder / "rules.yml")],

@@ -40,10 +40,19 @@ RULES = {
 
 
 @pytest.fixture(scope="module")
-def exporter() -> Iterator[str]:
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture(scope="module")
+def ratio(registry: CollectorRegistry) -> Gauge:
+    """The apps' error ratios, for a test to change."""
+    return Gauge("drill_error_ratio", "errors over requests", ["app"], registry=registry)
+
+
+@pytest.fixture(scope="module")
+def exporter(registry: CollectorRegistry, ratio: Gauge) -> Iterator[str]:
     """An app's metrics: a calm app's error ratio 0.01, a burning app's 0.5, and request counts."""
-    registry = CollectorRegistry()
-    ratio = Gauge("drill_error_ratio", "errors over requests", ["app"], registry=registry)
     ratio.labels("calm").set(0.01)
     ratio.labels("burning").set(0.5)
     Counter("drill_requests", "requests served", ["code"], registry=registry).labels("200").inc(10)
@@ -65,6 +74,17 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, exporter: str) -> Itera
             yield server
 
 
+@pytest.fixture(scope="module")
+def federating(tmp_path_factory: pytest.TempPathFactory, prometheus: Server) -> Iterator[Server]:
+    """A fleet-wide Prometheus federating `prometheus` (the cluster's) every second."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(PASSWORD_ENV, PASSWORD)
+        with running_prometheus(
+            tmp_path_factory.mktemp("fleetwide"), [], {}, federating=prometheus
+        ) as server:
+            yield server
+
+
 def _scraped(client: PrometheusClient, times: int) -> bool:
     try:
         found = client.query('count_over_time(up{job="app"}[1m])')
@@ -78,12 +98,18 @@ def settings(server: Server, **changes: Any) -> Prometheus:
     return Prometheus.model_validate(fields | changes)
 
 
-def fleet(server: Server, objectives: list[dict[str, Any]], abort: dict[str, Any] | None = None) -> Fleet:
+def fleet(
+    server: Server,
+    objectives: list[dict[str, Any]],
+    abort: dict[str, Any] | None = None,
+    fleetwide: Server | None = None,
+) -> Fleet:
+    """A fleet of one cluster whose Prometheus is `server`, the fleet-wide one too unless `fleetwide`."""
     prom = settings(server).model_dump(mode="json", exclude_none=True)
     document: dict[str, Any] = {
         "name": "metrics",
         "clusters": [{"name": "local", "region": "here", "role": "active", "prometheus": prom}],
-        "prometheus": prom,
+        "prometheus": settings(fleetwide).model_dump(mode="json", exclude_none=True) if fleetwide else prom,
         "apps": [
             {
                 "name": "shop",
@@ -128,6 +154,35 @@ def test_an_objective_the_metrics_break_fails_naming_the_query_and_value(prometh
         verdict.message
     )
     assert "expected < 0.05 throughout the recovery window" in verdict.message
+
+
+def test_a_federated_window_is_judged_once_its_last_samples_crossed_the_hop(
+    prometheus: Server, federating: Server, ratio: Gauge
+) -> None:
+    """The app breaks as the window ends: the cluster's Prometheus has scraped it, the fleet-wide one that
+    federates it not yet. The verdict waits for that hop (the steps at the window's end would otherwise
+    read the lookback's value from before), and fails."""
+    late = 'drill_error_ratio{app="late"}'
+    ratio.labels("late").set(0.01)
+    cluster, fleetwide = (PrometheusClient(settings(s), "fleet") for s in (prometheus, federating))
+    wait_for(
+        lambda: _value(fleetwide, late) == 0.01, 30, "the late app's ratio to reach the fleet-wide one", 0.1
+    )
+    ratio.labels("late").set(0.5)
+    wait_for(lambda: _value(cluster, late) == 0.5, 30, "the cluster's Prometheus to scrape the change", 0.05)
+    done = judged(fleet(prometheus, [objective("errors", late, "<", 0.05)], fleetwide=federating))
+    (verdict,) = done.verdicts
+    assert verdict.status == "fail" and f"{late} was 0.5 at t0+" in verdict.message, verdict.message
+    assert 0 < done.settled_s <= 30
+
+
+def _value(client: PrometheusClient, query: str) -> float | None:
+    """The query's value now; None before the server answers or has it."""
+    try:
+        found = client.query(query)
+    except PrometheusError:
+        return None
+    return found[0].points[-1][1] if found else None
 
 
 def test_a_query_without_data_is_an_error_never_a_pass(prometheus: Server) -> None:
@@ -200,6 +255,8 @@ def test_doctor_checks_each_prometheus_query_and_alert(prometheus: Server) -> No
     assert lines == [
         f"ok   fleet: {auth}: expected answers an instant query, found answers",
         f"ok   local: {auth}: expected answers an instant query, found answers",
+        f"ok   fleet: Prometheus {prometheus.url}: expected lists its scrape targets (/api/v1/targets), "
+        "found 1 targets, 1 up",
         'ok   fleet: app shop PromQL objective errors: expected drill_error_ratio{app="calm"} returns data, '
         "found 1 series",
         "FAIL fleet: app shop PromQL objective gone: expected drill_metric_nobody_exports returns data, "

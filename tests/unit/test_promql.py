@@ -18,7 +18,7 @@ import yaml
 from harness.config import Fleet, Prometheus, PromqlObjective, load_fleet
 from harness.errors import ConfigError
 from harness.promabort import AlertFiring, PromqlCondition
-from harness.prometheus import Alert, PrometheusClient, PrometheusError, Series
+from harness.prometheus import Alert, PrometheusClient, PrometheusError, Series, Target
 from harness.promql import Window, burn, judge
 from harness.promslo import Windows, evaluate
 from tests.unit.test_config import VALID
@@ -194,6 +194,11 @@ def test_the_error_budget_burn_of_a_window() -> None:
     assert burn(PromqlObjective.model_validate(objective()), [series([0.5])], WINDOW) == {}
 
 
+def just_scraped() -> list[Target]:
+    """One target, scraped just now: the window's data is whole."""
+    return [Target({"job": "app"}, "up", time.time())]
+
+
 class FakeClients:
     """Prometheuses answering from canned series, recording the queries asked."""
 
@@ -213,6 +218,9 @@ class FakeClients:
 
     def query(self, query: str) -> list[Series]:
         return self.query_range(query, 0, 0, 1)
+
+    def targets(self) -> list[Target]:
+        return just_scraped()
 
     def alerts(self) -> list[Alert]:
         return self._alerts
@@ -457,6 +465,9 @@ class SpikingClients:
         count = int((end - start) / step) + 1
         times = [start + i * step for i in range(count)]
         return [Series({"app": "shop"}, tuple((t, 0.3 if 2 <= t - start < 5 else 0.01) for t in times))]
+
+    def targets(self) -> list[Target]:
+        return just_scraped()
 
 
 def test_a_drill_judges_promql_objectives_and_its_record_and_report_agree(tmp_path: Path) -> None:
