@@ -190,6 +190,11 @@ class Prometheus(_Model):
     unset: the system's CAs."""
     timeout: PositiveDuration = 10.0
     """Longest one request may take (a query that runs longer is an error, never a pass)."""
+    ingest_delay: PositiveDuration | None = None
+    """For a server without /api/v1/targets (a remote-write store: Mimir, Amazon Managed Prometheus):
+    how long after a sample's timestamp it may take to answer with it. A drill then waits that long after
+    its window before judging; unset, it reads the server's targets to know when the window's data is
+    whole."""
 
     @model_validator(mode="after")
     def _one_credential(self) -> "Prometheus":

@@ -33,7 +33,12 @@ ERROR_BODY_CHARS = 200
 
 
 class PrometheusError(FleetDrillError):
-    """A Prometheus request failed; the message names the server and why, never a credential."""
+    """A Prometheus request failed; the message names the server and why, never a credential. `status`:
+    the HTTP status the server answered with, if it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -225,7 +230,7 @@ class PrometheusClient:
             text = _error_text(error)
             if error.code in (401, 403):
                 raise _Refused(f"{said}: HTTP {error.code} ({text}): check {self.auth_kind()}") from None
-            raise PrometheusError(f"{said}: HTTP {error.code}: {text}") from None
+            raise PrometheusError(f"{said}: HTTP {error.code}: {text}", error.code) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             if isinstance(reason, TimeoutError) or "timed out" in str(reason):

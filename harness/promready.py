@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from harness.config import App, Fleet
 from harness.preflight import Check
 from harness.prometheus import FLEET, PrometheusError, Prometheuses
+from harness.promsettle import NO_TARGETS
 from harness.promslo import places
 
 
@@ -36,7 +37,11 @@ def readiness(fleet: Fleet, apps: Sequence[App], clients: Prometheuses | None = 
         for cluster, where, query in places(fleet, app, o)
     ]
     asked = {where for _, where, _, _ in asks}
-    checks += [_lists_targets(clients, w) for w in clients.configured() if w in asked and w not in down]
+    checks += [
+        _lists_targets(clients, where)
+        for where in clients.configured()
+        if where in asked and where not in down and clients.get(where).settings.ingest_delay is None
+    ]
     abort = fleet.safety.abort
     for condition in abort.promql if abort else ():
         asks.append(
@@ -64,7 +69,8 @@ def _lists_targets(clients: Prometheuses, where: str) -> Check:
     try:
         targets = client.targets()
     except PrometheusError as error:
-        found = f"{error}: a drill could not tell when a window's data is whole (its objectives: errors)"
+        hint = NO_TARGETS if error.status == 404 else ": a drill could not tell when a window's data is whole"
+        found = f"{error}{hint}"
         return Check(where, what, expected, found, False)
     up = sum(t.health == "up" for t in targets)
     return Check(where, what, expected, f"{len(targets)} targets, {up} up", True)

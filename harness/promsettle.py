@@ -30,6 +30,7 @@ SETTLE_DEADLINE_S = 120.0
 """How long after the window a Prometheus may take to scrape every target once more (the longest scrape
 interval users set is a minute or two)."""
 POLL_S = 0.5
+NO_TARGETS = ": a store without the targets API (Mimir, Amazon Managed Prometheus) needs its ingest_delay set"
 DRIFT_S = 1.0
 """How late after its due time a scrape may begin (the scheduler's drift); at most half the interval."""
 
@@ -68,11 +69,15 @@ def _scraped_after(
     """The wall time once the client's Prometheus holds every sample its targets stamped up to `end`, and
     each /federate target began a scrape after `federated`; or why not by `until` (monotonic, allowed_s
     from the start)."""
+    delay = client.settings.ingest_delay
+    if delay is not None:  # the store's own bound: no targets to read
+        time.sleep(max(0.0, federated + delay - time.time()))
+        return time.time()
     while True:
         try:
             targets = client.targets()
         except PrometheusError as error:
-            return str(error)
+            return f"{error}{NO_TARGETS if error.status == 404 else ''}"
         behind = [t for t in targets if _behind(t, end, federated)]
         if not behind:
             return time.time()

@@ -199,8 +199,13 @@ def just_scraped() -> list[Target]:
     return [Target({"job": "app"}, "up", time.time())]
 
 
+SERVER = Prometheus(url="http://thanos:9090")
+
+
 class FakeClients:
     """Prometheuses answering from canned series, recording the queries asked."""
+
+    settings = SERVER
 
     def __init__(self, answers: dict[str, list[Series]], alerts: list[Alert] | None = None) -> None:
         self.answers, self.asked = answers, []
@@ -457,6 +462,8 @@ apps:
 
 class SpikingClients:
     """A fleet-wide Prometheus whose error ratio is 0.01, and 0.3 from 2 s after the window starts for 3 s."""
+
+    settings = SERVER
 
     def get(self, where: str | None) -> "SpikingClients":
         return self

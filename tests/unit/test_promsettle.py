@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+from harness.config import Prometheus
 from harness.prometheus import FLEET, PrometheusError, Target
 from harness.promsettle import settle
 from harness.promslo import Windows, evaluate
@@ -31,9 +32,12 @@ class Scraping:
         url: str = "https://10.0.0.1:6443/metrics",
         interval: float | None = None,
         also: tuple[Target, ...] = (),
+        no_targets_api: bool = False,
+        ingest_delay: float | None = None,
     ) -> None:
         self.where, self.fresh_at, self.stale, self.down = where, fresh_at, stale, down
-        self.url, self.interval, self.also = url, interval, also
+        self.url, self.interval, self.also, self.no_targets_api = url, interval, also, no_targets_api
+        self.settings = Prometheus(url="http://prometheus:9090", ingest_delay=ingest_delay)
         self.asked: list[float] = []
 
     def targets(self) -> list[Target]:
@@ -41,6 +45,10 @@ class Scraping:
         self.asked.append(now)
         if self.down:
             raise PrometheusError(f"Prometheus {self.where} (http://lost:9090) /api/v1/targets: timed out")
+        if self.no_targets_api:
+            raise PrometheusError(
+                f"Prometheus {self.where} (http://mimir) /api/v1/targets: HTTP 404: 404 page not found", 404
+            )
         last = now if now >= self.fresh_at else (now - 30 if self.stale is None else self.stale)
         return [Target(APISERVER, "up", last, self.url, self.interval), *self.also]
 
@@ -108,3 +116,18 @@ def test_data_not_whole_by_the_deadline_is_an_error_verdict_naming_the_target(tm
     done = evaluate(fleet, fleet.apps[0], Fleetwide(Scraping(FLEET, float("inf"))), windows, settle_s=0.2)  # type: ignore[arg-type]
     (verdict,) = done.verdicts
     assert verdict.status == "error" and "data not whole: Prometheus fleet did not hold" in verdict.message
+
+
+def test_a_store_without_targets_waits_its_ingest_delay_or_names_it() -> None:
+    """A remote-write store (Mimir) has no targets API: with ingest_delay, the drill waits that long past
+    the window and reads no targets; without it, the error says to set it."""
+    end = time.time()
+    declared = Scraping(FLEET, fresh_at=float("inf"), no_targets_api=True, ingest_delay=0.4)
+    assert settle(Fleetwide(declared), {FLEET}, [], end, deadline_s=10) == {}  # type: ignore[arg-type]
+    assert time.time() >= end + 0.4 and declared.asked == []
+    silent = Scraping(FLEET, fresh_at=float("inf"), no_targets_api=True)
+    problems = settle(Fleetwide(silent), {FLEET}, [], end, deadline_s=10)  # type: ignore[arg-type]
+    assert problems[FLEET].endswith(
+        "HTTP 404: 404 page not found: a store without the targets API (Mimir, Amazon Managed"
+        " Prometheus) needs its ingest_delay set"
+    )
