@@ -634,9 +634,18 @@ def test_attach_to_a_container_with_a_terminal(kubectl_argv: Kubectl, console: s
         kubectl.terminate()
         kubectl.wait(timeout=10)
         os.close(terminal)
-    code, out, err = _run(kubectl_argv("logs", console))
-    assert code == 0 and f"{PROMPT}echo marker-$((6*7))\nmarker-42\n" in out, (out, err)
-    assert "\r" not in out and "24 132\n" in out, out
+    logs: list[str] = []
+
+    def session_logged() -> bool:  # the runtime writes the log beside the attach stream: it may lag
+        code, out, err = _run(kubectl_argv("logs", console))
+        assert code == 0, err
+        logs[:] = [out]
+        return "24 132\n" in out
+
+    wait_for(session_logged, 30, "kubectl logs to show the whole session", 0.2)
+    (out,) = logs
+    assert f"{PROMPT}echo marker-$((6*7))\nmarker-42\n" in out, out
+    assert "\r" not in out, repr(out)
 
 
 def test_logs_previous_after_a_restart(kubectl_argv: Kubectl, talker: client.V1Pod) -> None:

@@ -308,6 +308,8 @@ def test_fleetdrill_doctor_prints_the_prometheus_checks_and_fails_on_no_data(
     out = capsys.readouterr().out.splitlines()
     assert code == 1
     assert out[out.index("prometheus:") + 3 :] == [
+        f"  ok   fleet: Prometheus {prometheus.url}: expected lists its scrape targets (/api/v1/targets), "
+        "found 1 targets, 1 up",
         "  FAIL fleet: app shop PromQL objective gone: expected drill_metric_nobody_exports returns data, "
         "found no data on Prometheus fleet: it would be an error in a drill",
         "1 problem(s) on the DR path",
