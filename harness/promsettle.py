@@ -14,7 +14,8 @@ Only the targets that answer count (/api/v1/targets, the active ones): a target 
 cluster's) has nothing more to give, and an instant query of `timestamp(up)` would also hold, for five
 minutes, the `up` of a target gone without a staleness marker (a pod replaced while its cluster's
 Prometheus was down), never scraped again. A cluster's Prometheus that does not answer (a lost cluster's)
-is passed over: its data cannot reach the fleet-wide one any more.
+is passed over: its data cannot reach the fleet-wide one any more. A remote-write store without the
+targets API declares its ingest_delay instead: the wait is that long past the window.
 """
 
 from __future__ import annotations
