@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from harness.config import App, Fleet
 from harness.preflight import Check
 from harness.prometheus import FLEET, PrometheusError, Prometheuses
-from harness.promsettle import NO_TARGETS
+from harness.promsettle import unreadable
 from harness.promslo import places
 
 
@@ -69,9 +69,7 @@ def _lists_targets(clients: Prometheuses, where: str) -> Check:
     try:
         targets = client.targets()
     except PrometheusError as error:
-        hint = NO_TARGETS if error.status == 404 else ": a drill could not tell when a window's data is whole"
-        found = f"{error}{hint}"
-        return Check(where, what, expected, found, False)
+        return Check(where, what, expected, unreadable(error), False)
     up = sum(t.health == "up" for t in targets)
     return Check(where, what, expected, f"{len(targets)} targets, {up} up", True)
 

@@ -31,7 +31,6 @@ SETTLE_DEADLINE_S = 120.0
 """How long after the window a Prometheus may take to scrape every target once more (the longest scrape
 interval users set is a minute or two)."""
 POLL_S = 0.5
-NO_TARGETS = ": a store without the targets API (Mimir, Amazon Managed Prometheus) needs its ingest_delay set"
 DRIFT_S = 1.0
 """How late after its due time a scrape may begin (the scheduler's drift); at most half the interval."""
 
@@ -78,7 +77,7 @@ def _scraped_after(
         try:
             targets = client.targets()
         except PrometheusError as error:
-            return f"{error}{NO_TARGETS if error.status == 404 else ''}"
+            return unreadable(error)
         behind = [t for t in targets if _behind(t, end, federated)]
         if not behind:
             return time.time()
@@ -91,6 +90,14 @@ def _scraped_after(
                 f" {oldest.describe()} last scraped {when} the window's end"
             )
         time.sleep(POLL_S)
+
+
+def unreadable(error: PrometheusError) -> str:
+    """Why a server's targets could not be read; a server without the targets API is told what to set."""
+    if error.status != 404:
+        return str(error)
+    store = "a store without the targets API (Mimir, Amazon Managed Prometheus)"
+    return f"{error}: {store} needs its ingest_delay set"
 
 
 def _behind(target: Target, end: float, federated: float) -> bool:
