@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import uvloop
 from kubernetes import client, config
 
 from harness.localfleet import dnsserver, groundtruth
@@ -454,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         backends.append(Backend(name, args.geo_tags.get(name, name), (parts.hostname, parts.port)))
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger().handlers[0].addFilter(lambda r: not r.name.startswith("urllib3"))  # its retries
-    asyncio.run(run(args, backends))
+    uvloop.run(run(args, backends))
 
 
 if __name__ == "__main__":

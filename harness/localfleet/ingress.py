@@ -3,8 +3,8 @@
 Endpoints come from the Service's EndpointSlices through a list+watch (kwatch.Reflector), never by
 polling. Requests go round robin to the endpoints whose `ready` condition is true (or unset, which
 the API says to read as ready); a connection error moves the request to the next endpoint once,
-then 502. While the API is unreachable it keeps the endpoints it last saw. The proxy is asyncio on
-the standard library with keep-alive pools towards upstreams; bodies are buffered whole. The GSLB
+then 502. While the API is unreachable it keeps the endpoints it last saw. The proxy is asyncio (on
+uvloop's event loop) with keep-alive pools towards upstreams; bodies are buffered whole. The GSLB
 (gslb.py) reuses `serve`, `Pool` and `forward`.
 
 With --metrics-listen it serves Prometheus metrics there (GET /metrics, as ingress-nginx does on its
@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import prometheus_client
+import uvloop
 from kubernetes import client, config
 
 from harness.localfleet.kwatch import Reflector
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics-listen", help="ADDR:PORT to serve Prometheus metrics on (default: none)")
     args = parser.parse_args(argv)
     log_to_stderr()
-    asyncio.run(run(args))
+    uvloop.run(run(args))
 
 
 if __name__ == "__main__":
