@@ -1,10 +1,12 @@
 """Losing a whole cluster through the infrastructure provider (the hard loss of a region's cluster)."""
 
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from harness.faults.base import Evidence, FaultContext, Observed
-from harness.faults.evidence import all_of, api_unreachable, endpoint_down
+from harness.faults.evidence import API_TIMEOUT_S, POLL_S, all_of, api_unreachable, endpoint_down
 from harness.faults.handover import Handover
 from harness.faults.provided import HandsOver, provider
 from harness.infra.registry import LOSE_CLUSTER, RESTORE_CLUSTER, Target
@@ -37,11 +39,29 @@ class ClusterLoss(HandsOver, kind="cluster-loss"):
 
 def lost(ctx: FaultContext, observed: Observed, cluster: str, since: float) -> Evidence:
     """The cluster is lost as seen from outside: its endpoint is down (or, unprobed, its API server). The
-    API server is asked first: against a lost one the question takes its whole timeout, during which the
-    endpoint's probes fail too, so the answer and the probes are read at the same moment."""
-    api_error = api_unreachable(ctx, cluster)
-    down = endpoint_down(observed, cluster, since)
+    API server is asked while the endpoint's probes are read: against a lost one the question takes its
+    whole timeout, and so do the probes sent since injection, so both show the loss at about the same
+    moment instead of one timeout after the other."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        asking = pool.submit(api_unreachable, ctx, cluster)
+        down = _endpoint_down_while(asking, observed, cluster, since)
+        api_error = asking.result()
     api = f"its API server is unreachable ({api_error})" if api_error else "its API server still answers"
     if down is None:
         return Evidence(api_error is not None, f"{cluster}'s endpoints are not probed; {api}")
     return Evidence(down.effective, f"{down.detail}; {api}")
+
+
+def _endpoint_down_while(asking: Future, observed: Observed, cluster: str, since: float) -> Evidence | None:
+    """The endpoint's evidence, read again until it shows the endpoint down once the API has answered, or
+    until API_TIMEOUT_S after that answer (the probes in flight when it came end by their own timeout)."""
+    answered_at = None
+    while True:
+        down = endpoint_down(observed, cluster, since)
+        if down is None or (down.effective and asking.done()):
+            return down
+        if asking.done():
+            answered_at = answered_at or time.monotonic()
+            if time.monotonic() - answered_at >= API_TIMEOUT_S:
+                return down
+        time.sleep(POLL_S)

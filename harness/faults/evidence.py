@@ -16,6 +16,7 @@ from kubernetes.client import VersionApi
 
 from harness.errors import FleetDrillError
 from harness.faults.base import Evidence, Fault, FaultContext, Observed
+from harness.fleet import MID_DRILL_TIMEOUT
 from harness.timeline import Event, Timeline
 
 if TYPE_CHECKING:
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 DOWN_PROBES = 5
 """Consecutive failed probes of a cluster's endpoints, all sent after injection began, that show it down."""
 API_TIMEOUT_S = 2.0
+API_TIMEOUT = (MID_DRILL_TIMEOUT[0], API_TIMEOUT_S)
+"""(connect, read) seconds of the question whether an API server answers: a lost one drops the connection's
+first packet, so each of the client's attempts costs the connect timeout (see harness.fleet)."""
 POLL_S = 0.2
 
 
@@ -119,7 +123,7 @@ def _last_error(probes: list[ProbeSample]) -> str:
 def api_unreachable(ctx: FaultContext, cluster: str) -> str | None:
     """Why the cluster's API server did not answer GET /version, or None when it answered."""
     try:
-        VersionApi(ctx.api_client(cluster)).get_code(_request_timeout=API_TIMEOUT_S)
+        VersionApi(ctx.api_client(cluster)).get_code(_request_timeout=API_TIMEOUT)
     except Exception as exc:  # any failure to answer is the evidence: connection, timeout, TLS, HTTP
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}".rstrip(": ")
     return None

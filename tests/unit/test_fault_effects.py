@@ -90,6 +90,28 @@ def test_a_cluster_loss_is_shown_by_its_endpoint_and_says_what_the_api_did(ctx: 
     assert unprobed.effective and unprobed.detail.startswith("east's endpoints are not probed")
 
 
+@dataclass
+class GoingDown:
+    """Observed: the endpoint answers until the probes have been read `reads` times, then fails."""
+
+    reads: int
+
+    def endpoint_probes(self, cluster: str, since: float) -> list[ProbeSample]:
+        self.reads -= 1
+        return probes(True, *[False] * DOWN_PROBES) if self.reads < 0 else probes(True)
+
+
+def test_a_cluster_loss_reads_its_probes_until_they_show_it_after_the_api_answered(ctx: KubeContext) -> None:
+    """The probes sent since injection end by their own timeout, after the API's answer: they are read
+    again meanwhile, so one poll shows the loss instead of a second API timeout later."""
+    started = Event("fault.injecting", 10.0, 1_700_000_000.0)
+    evidence = ClusterLoss(targets=("east",)).effect(ctx, GoingDown(reads=3), started)
+    assert evidence.effective, evidence
+    assert f"failed its last {DOWN_PROBES} probes" in evidence.detail and "API server is unreachable" in (
+        evidence.detail
+    )
+
+
 def test_failures_before_injection_began_are_no_evidence(ctx: KubeContext) -> None:
     series = probes(*[False] * 20, *[True] * 20, start=0.0)
     started = Event("fault.injecting", series[20].sent, 1_700_000_000.0)
