@@ -16,7 +16,9 @@ A probe succeeds only when the app answered as its contract says: a status among
 (default 2xx; 5xx never) and, when an identity is declared (a response header, or a top-level field of a
 JSON body), that identity; its value is kept as the sample's served_by. Any other answer is a failed sample
 that keeps its status. When probing stops, the probes in flight are awaited up to their timeout; any still
-unanswered are recorded as failed, never dropped.
+unanswered are recorded as failed, never dropped. A target whose last DOWN_AT_STOP probes all went
+unanswered (a lost endpoint, whose probes in flight could only time out) is not awaited: its probes in
+flight are recorded as failed at once.
 
 A failed sample's error reads "<kind>: <detail>", kind one of: timeout, refused, reset, closed (the
 connection ended before a complete response), dns, tls, protocol (a malformed response), network, status
@@ -72,6 +74,8 @@ the harness's priority, and the coverage check still tells slots sent late."""
 _MAX_RESPONSE = 1 << 20
 _CLOSED = "closed: the connection ended before a complete response"
 _STOPPED = "stopped: still in flight when probing stopped"
+DOWN_AT_STOP = 5
+"""A target whose last this many probes went unanswered is not awaited at stop (module docstring)."""
 STATUS_SPEC = 'a status code from 200 to 499 or a class "2xx", "3xx" or "4xx"'
 _KINDS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
     (ConnectionRefusedError, "refused"),
@@ -445,8 +449,9 @@ class Prober(Background):
         return self
 
     def stop(self, deadline_s: float = 5.0, drain_s: float | None = None) -> None:
-        """Stop sending, await the requests in flight for at most drain_s (default: the timeout, by which
-        each has answered or timed out), record any still unanswered as failed ("stopped: ..."), close
+        """Stop sending, await the requests in flight (a down target's excepted: module docstring) for at
+        most drain_s (default: the timeout, by which each has answered or timed out), record any still
+        unanswered as failed ("stopped: ..."), close
         every connection and join the thread, allowing deadline_s beyond the drain.
 
         Idempotent. Raises FleetDrillError when the thread outlives the deadline or the loop failed.
@@ -549,10 +554,13 @@ class Prober(Background):
 
     async def _drain(self) -> None:
         """Stop every schedule, await the requests in flight (at most the drain bound, none once the loop
-        failed) and record those still unanswered as failed."""
+        failed, none of a down target) and record those still unanswered as failed."""
         for target in self._targets.values():
             if target.timer is not None:
                 target.timer.cancel()
+            if _down(target):
+                for ex in list(target.exchanges):
+                    self._finish(ex, _STOPPED)
         self._drained = asyncio.Event()
         if self._error is None and any(t.exchanges for t in self._targets.values()):
             with contextlib.suppress(TimeoutError):
@@ -693,6 +701,12 @@ class Prober(Background):
             target.failed += failed
         if self._drained is not None and not any(t.exchanges for t in self._targets.values()):
             self._drained.set()
+
+
+def _down(target: _Target) -> bool:
+    """The target's last DOWN_AT_STOP probes all failed without an answer (timeout, refused, reset...)."""
+    last = target.samples[-DOWN_AT_STOP:]
+    return len(last) == DOWN_AT_STOP and all(sample.status is None for sample in last)
 
 
 def _ensure_descriptors(needed: int) -> None:

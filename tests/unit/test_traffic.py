@@ -15,7 +15,7 @@ import pytest
 from harness import traffic
 from harness.errors import ConfigError, FleetDrillError
 from harness.samples import MissedSlot, ProbeSample
-from harness.traffic import PROBE_NICE, Prober, raise_priority
+from harness.traffic import DOWN_AT_STOP, PROBE_NICE, Prober, raise_priority
 from tests.conftest import wait_for
 
 STOPPED = "stopped: still in flight when probing stopped"
@@ -311,6 +311,23 @@ def test_probes_in_flight_at_stop_are_awaited_not_dropped(servers: Callable) -> 
     assert stats.sent == stats.recorded == len(samples) and stats.in_flight == 0
     assert all(s.ok and s.latency >= 0.3 for s in samples)
     assert samples[-1].received > stopping, "the last probes were answered after stop began"
+
+
+def test_a_down_target_s_probes_in_flight_at_stop_are_not_awaited(servers: Callable) -> None:
+    """Its last DOWN_AT_STOP probes went unanswered: the ones in flight are recorded as stopped at once, not
+    after their 5 s timeout (a target that answers, even 503, is awaited)."""
+    server = servers("drop")
+    probes = Prober({"t": server.url}, rate_hz=50, timeout_s=5).start()
+    wait_for(lambda: probes.stats("t").failed >= DOWN_AT_STOP, 10, f"{DOWN_AT_STOP} failed probes")
+    server.mode = "hang"
+    wait_for(lambda: probes.stats("t").in_flight >= 3, 10, "3 probes in flight")
+    probes.stop()
+    samples = probes.samples("t")
+    assert {s.error.split(":")[0] for s in samples} == {"closed", "stopped"}, (
+        "none awaited until it timed out"
+    )
+    assert samples[-1].error == STOPPED
+    assert probes.stats("t").in_flight == 0 and len(samples) == probes.stats("t").sent
 
 
 @pytest.mark.parametrize(
