@@ -21,9 +21,13 @@ class ScratchNamespace(Fault, kind="scratch-namespace"):
     one of those names exists there already. Revert deletes every one of them, and everything in them, then
     waits until all are gone: Kubernetes' namespace controller takes some seconds for each (a fixed 5 s
     before it starts, then the pods' grace), so deleting them all first waits that out once, not once per
-    namespace. A namespace without the label is never deleted."""
+    namespace. The pods in them, the drill's scratch copies, are deleted at once (grace 0) once their
+    namespace is terminating (no controller can make new ones there): the controller then finds none to
+    wait for. A namespace without the label is never deleted."""
 
-    permissions: ClassVar[tuple[Permission, ...]] = verbs("create get delete", "namespaces")
+    permissions: ClassVar[tuple[Permission, ...]] = verbs("create get delete", "namespaces") + verbs(
+        "deletecollection", "pods"
+    )
     namespaces: tuple[str, ...]
     delete_timeout_s: float = 120.0
 
@@ -56,6 +60,10 @@ class ScratchNamespace(Fault, kind="scratch-namespace"):
         for _, api, namespace in ours:
             with kube.absent_is_fine():
                 api.delete_namespace(namespace, _request_timeout=kube.REQUEST_TIMEOUT_S)
+            with kube.absent_is_fine():
+                api.delete_collection_namespaced_pod(
+                    namespace, grace_period_seconds=0, _request_timeout=kube.REQUEST_TIMEOUT_S
+                )
         named = ", ".join(f"{namespace} in {cluster}" for cluster, _, namespace in ours)
         kube.wait_until(
             lambda: not any(self._ours(api, namespace) for _, api, namespace in ours),
