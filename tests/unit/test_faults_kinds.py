@@ -8,8 +8,9 @@ import random
 from types import SimpleNamespace
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
-from harness.faults import KINDS, Fault, fault_from_record
+from harness.faults import KINDS, Fault, fault_from_record, kube
 from harness.faults.cluster import ClusterLoss
 from harness.faults.kube import label_selector_text, parse_selector, selector_matches
 from harness.faults.network import DenyAllPolicy
@@ -164,3 +165,31 @@ def test_stress_pods_are_sized_to_what_the_node_has_left() -> None:
     ]
     assert "command" not in stress, "the image's entrypoint (stress-ng) gets the options"
     assert body["metadata"]["labels"] == {"fleetdrill.io/fault": "node-stress-abc"}
+
+
+class Namespaces:
+    """CoreV1Api: namespaces that go when deleted; deleting their pods is forbidden (a role without it)."""
+
+    def __init__(self, labels: dict[str, dict[str, str]]) -> None:
+        self.labels = labels
+
+    def read_namespace(self, name: str, **_: object) -> SimpleNamespace:
+        if name not in self.labels:
+            raise ApiException(status=404)
+        return SimpleNamespace(metadata=SimpleNamespace(labels=self.labels[name]))
+
+    def delete_namespace(self, name: str, **_: object) -> None:
+        self.labels.pop(name, None)
+
+    def delete_collection_namespaced_pod(self, namespace: str, **_: object) -> None:
+        raise ApiException(status=403)
+
+
+def test_a_scratch_namespace_is_reverted_where_deleting_its_pods_at_once_is_forbidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scratch = ScratchNamespace(targets=("south",), namespaces=("shop-restore-1a2b",))
+    api = Namespaces({"shop-restore-1a2b": {kube.FAULT_LABEL: scratch.key}, "shop": {}})
+    monkeypatch.setattr(kube, "core", lambda _client: api)
+    scratch.revert(SimpleNamespace(api_client=lambda _cluster: None))  # type: ignore[arg-type]
+    assert api.labels == {"shop": {}}, "the scratch namespace went, nothing else"
