@@ -188,7 +188,11 @@ class Runbook:
         self._promote(new)
 
     def _promote(self, cluster: str) -> None:
+        """pg_promote() the cluster's replica, writable: a switchover's read-only setting its base backup
+        copied from an old primary (postgresql.auto.conf) is dropped first, as the fencer drops its own."""
         with self.connect(cluster) as connection:
+            connection.execute("alter system reset default_transaction_read_only")
+            connection.execute("select pg_reload_conf()")
             query = "select pg_promote(wait => true, wait_seconds => %s)"
             if connection.execute(query, [PROMOTE_WAIT_S]).fetchone() != (True,):
                 raise FleetDrillError(f"PostgreSQL failover: {cluster} not promoted in {PROMOTE_WAIT_S} s")

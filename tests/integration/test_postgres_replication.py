@@ -331,6 +331,34 @@ def test_a_primary_cut_off_from_the_fleet_fences_itself_and_takes_writes_again_o
     )
 
 
+def read_only_in_file(state: FleetState, secret_password: str, cluster: str) -> bool:
+    """Whether the server's postgresql.auto.conf sets default_transaction_read_only on."""
+    query = (
+        "select count(*) from pg_file_settings"
+        " where name = 'default_transaction_read_only' and setting = 'on'"
+    )
+    with postgres.connect(state, cluster, secret_password) as connection:
+        return connection.execute(query).fetchone() != (0,)
+
+
+def test_a_replica_drops_a_read_only_setting_its_base_backup_copied(
+    state: FleetState, secret_password: str, replica: psycopg.Connection
+) -> None:
+    """A replica copied from a primary the runbook had set read-only for a switchover holds that setting,
+    unmarked (not the fencer's own): its fencer drops it, or once promoted the replica refuses every write
+    (the demo's partition drill failed over to such a replica, and the next drills found no primary taking
+    writes). Set here as the copy would carry it."""
+    with postgres.connect(state, REPLICA, secret_password) as connection:
+        connection.execute("alter system set default_transaction_read_only = on")
+        connection.execute("select pg_reload_conf()")
+    assert pgreplication.in_recovery(replica)
+    wait_for(
+        lambda: not read_only_in_file(state, secret_password, REPLICA),
+        30,
+        "eu-west's replica dropping the copied read-only setting",
+    )
+
+
 def test_pg_promote_makes_the_replica_writable(replica: psycopg.Connection) -> None:
     """Last: the fleet's replica is a primary afterwards."""
     assert replica.execute("select pg_promote(wait => true, wait_seconds => 30)").fetchone() == (True,)
