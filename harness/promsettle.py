@@ -30,7 +30,8 @@ from harness.prometheus import FLEET, PrometheusClient, PrometheusError, Prometh
 SETTLE_DEADLINE_S = 120.0
 """How long after the window a Prometheus may take to scrape every target once more (the longest scrape
 interval users set is a minute or two)."""
-POLL_S = 0.5
+POLL_S = 0.2
+"""How often the targets are read: the fleet-wide Prometheus's wait starts when the clusters' ends."""
 DRIFT_S = 1.0
 """How late after its due time a scrape may begin (the scheduler's drift); at most half the interval."""
 
