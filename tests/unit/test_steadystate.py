@@ -1,13 +1,6 @@
 """The fleet as a drill found it: what did not come back is named."""
 
-from typing import Any
-
-from harness import steadystate
-from harness.config import App, Fleet
-from harness.sentinels import Attempt
 from harness.steadystate import Answer, Snapshot, differences
-
-SENTINELS = {"adapter": "http", "write": {"path": "/orders"}, "read": {"path": "/orders", "items": "orders"}}
 
 
 def snapshot(answers: dict, unsettled: dict | None = None) -> Snapshot:
@@ -53,66 +46,4 @@ def test_global_traffic_back_on_an_active_cluster_has_recovered() -> None:
     assert differences(before, snapshot({("orders", "global"): Answer(True, "us-east")})) == []
     assert differences(before, snapshot({("orders", "global"): Answer(True, "ap-south")})) == [
         "orders: the global endpoint is served by ap-south, not eu-west"
-    ]
-
-
-def test_a_data_path_that_took_writes_and_takes_none_after_is_named() -> None:
-    """Found taking sentinel writes, left refusing them (a primary failed back read-only): damage, named with
-    the store's answer; one that took none when found need not take any after."""
-    acked, refused = Attempt("acked"), Attempt("refused", "session is read-only")
-    before = Snapshot({}, {}, writes={"orders": acked, "carts": refused})
-    assert differences(before, Snapshot({}, {}, writes={"orders": acked, "carts": refused})) == []
-    assert differences(before, Snapshot({}, {}, writes={"orders": refused, "carts": refused})) == [
-        "orders: its data path takes no sentinel write as before (refused: session is read-only)"
-    ]
-    gone = ["orders: its data path takes no sentinel write as before"]
-    assert differences(before, Snapshot({}, {})) == gone
-
-
-def two_apps() -> Fleet:
-    """orders declares sentinels, carts none; neither has a cluster endpoint (no pods to list)."""
-
-    def app(name: str, **more: Any) -> dict:
-        base = {
-            "name": name,
-            "namespace": name,
-            "workload": f"deployment/{name}",
-            "global_endpoint": "http://g/",
-        }
-        return base | {"objectives": {"availability": 0.9}} | more
-
-    document = {
-        "name": "unit",
-        "clusters": [{"name": "us-east", "region": "us-east", "role": "active"}],
-        "apps": [app("orders", sentinels=SENTINELS), app("carts")],
-        "safety": {"allowlist": ["us-east"]},
-    }
-    return Fleet.model_validate(document)
-
-
-def answering(app: App, url: str) -> Answer:
-    return Answer(True, None)
-
-
-def test_the_wait_writes_again_until_the_data_path_takes_a_write() -> None:
-    """Found taking writes: the wait writes (only where the app declares sentinels) until one is acknowledged,
-    or names the data path at its deadline."""
-    writes: list[str] = []
-    answers = iter([Attempt("acked"), Attempt("refused", "read-only"), Attempt("acked")])
-
-    def write_to(app: App, where_in_file: str) -> Attempt:
-        writes.append(f"{app.name} {where_in_file}")
-        return next(answers)
-
-    fleet, no_api = two_apps(), None
-    found = steadystate.take(fleet, no_api, answering, write_to)
-    assert found.writes == {"orders": Attempt("acked")} and writes == ["orders apps[0].sentinels"]
-    assert steadystate.wait_as_found(fleet, no_api, found, 5.0, answering, write_to) == []
-    assert len(writes) == 3
-
-    def refusing(app: App, where_in_file: str) -> Attempt:
-        return Attempt("refused", "read-only")
-
-    assert steadystate.wait_as_found(fleet, no_api, found, 0.0, answering, refusing) == [
-        "orders: its data path takes no sentinel write as before (refused: read-only)"
     ]
