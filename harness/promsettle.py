@@ -31,7 +31,8 @@ SETTLE_DEADLINE_S = 120.0
 """How long after the window a Prometheus may take to scrape every target once more (the longest scrape
 interval users set is a minute or two)."""
 POLL_S = 0.2
-"""How often the targets are read: the fleet-wide Prometheus's wait starts when the clusters' ends."""
+"""How often the targets are read; a late read of a cluster's also delays the fleet-wide wait, which needs a
+federation begun after the clusters held the window's data."""
 DRIFT_S = 1.0
 """How late after its due time a scrape may begin (the scheduler's drift); at most half the interval."""
 

@@ -53,7 +53,7 @@ SCRAPE_INTERVAL_S = 5
 FEDERATE_INTERVAL_S = 1
 """How often the global Prometheus federates: a drill's PromQL objectives wait for one federation after
 the clusters' Prometheuses hold the window's data (harness.promsettle), so up to this long; the series it
-takes are few (every 2 s, the demo's drills waited 2.2-7.1 s each)."""
+takes are few."""
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 INGRESS_SERVICE = "ingress-metrics"
 CONFIG_DIR = "/etc/prometheus"
