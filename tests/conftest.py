@@ -24,13 +24,34 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without FLEETDRILL_FULL_MATRIX=1, leave out the kill -9 matrix cases beyond one point per kind."""
-    if os.environ.get("FLEETDRILL_FULL_MATRIX") == "1":
-        return
-    left_out = [item for item in items if item.get_closest_marker("full_matrix")]
-    if left_out:
-        config.hook.pytest_deselected(items=left_out)
-        items[:] = [item for item in items if not item.get_closest_marker("full_matrix")]
+    """Without FLEETDRILL_FULL_MATRIX=1, leave out the kill -9 matrix cases beyond one point per kind; then
+    put the modules in fleet order."""
+    if os.environ.get("FLEETDRILL_FULL_MATRIX") != "1":
+        left_out = [item for item in items if item.get_closest_marker("full_matrix")]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if not item.get_closest_marker("full_matrix")]
+    in_fleet_order(items)
+
+
+def in_fleet_order(items: list[pytest.Item]) -> None:
+    """Modules without a fleet first, then those with fleets of their own, then those on the shared fleet,
+    each group in its collection order. A worker (pytest-xdist, `--no-loadscope-reorder`) takes modules in
+    this order, so it runs one fleet at a time: the shared fleet, a session fixture, comes up only once
+    every module fleet is down. Fleets idling beside each other starve a 2-core runner (load 9-13)."""
+    phase: dict[Path, int] = {}
+    for item in items:
+        phase[item.path] = max(phase.get(item.path, 0), _fleet_phase(item))
+    items.sort(key=lambda item: phase[item.path])
+
+
+def _fleet_phase(item: pytest.Item) -> int:
+    """0: no fleet; 1: a fleet of the module's own (or of its tests'); 2: the session's shared fleet."""
+    definitions = getattr(item, "_fixtureinfo", None)
+    shared = definitions.name2fixturedefs.get("fleet_dir", ()) if definitions else ()
+    if shared and shared[-1].scope == "session":
+        return 2
+    return 0 if "unit" in item.path.parts else 1
 
 
 def run_cli(

@@ -125,10 +125,13 @@ class Fleet:
         return proc.wait(timeout=20)
 
     def close(self) -> None:
-        for name in list(self.apps):
-            self.stop(name)
-        for name in list(self.procs):
-            self.signal(name, signal.SIGKILL)
+        """Kill the processes first: an in-process app that fails to stop must not leave one running."""
+        try:
+            for name in list(self.procs):
+                self.signal(name, signal.SIGKILL)
+        finally:
+            for name in list(self.apps):
+                self.stop(name)
 
 
 @pytest.fixture(autouse=True)
