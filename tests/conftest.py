@@ -36,9 +36,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def in_fleet_order(items: list[pytest.Item]) -> None:
     """Modules without a fleet first, then those with fleets of their own, then those on the shared fleet,
-    each group in its collection order. A worker (pytest-xdist, `--no-loadscope-reorder`) takes modules in
-    this order, so it runs one fleet at a time: the shared fleet, a session fixture, comes up only once
-    every module fleet is down. Fleets idling beside each other starve a 2-core runner (load 9-13)."""
+    each group in its collection order: one fleet runs at a time, as the shared fleet (a session fixture)
+    comes up only once every module fleet is down. Fleets idling beside each other starve a 2-core
+    runner (load 9-24 with two test workers, and drills whose probes could not keep pace)."""
     phase: dict[Path, int] = {}
     for item in items:
         phase[item.path] = max(phase.get(item.path, 0), _fleet_phase(item))

@@ -22,8 +22,7 @@ def drill_fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) ->
 @pytest.fixture(scope="module")
 def velero_dir(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
     """A two-cluster fleet of the module's own with the backup store and Velero: us-east active (its
-    storage location ReadWrite), eu-west a DR target (ReadOnly). The Velero modules each get one, so they
-    run on separate workers side by side."""
+    storage location ReadWrite), eu-west a DR target (ReadOnly). The Velero modules each get one."""
     with started_fleet(tmp_path_factory, "velero", clusters=2, backups=True) as started:
         yield started
 
