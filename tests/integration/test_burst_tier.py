@@ -115,13 +115,21 @@ def test_the_burst_drill_passes_on_a_healthy_fleet(fleet_dir: Path, tmp_path: Pa
     assert events.index("load.started") < events.index("burst.full") < events.index("load.stopped")
 
 
+CAPPED = 4
+"""The HPA's maximum in the capped case: below the drill's load (16 in flight, 2 a pod), within what the
+nodes hold (two 900m pods a node), and above what the steady state's probes need (about 50 a second: at
+most 2 pods took them only while each answer came within 80 ms, so a slow runner's steady state spilled)."""
+
+
 def test_the_burst_drill_fails_when_the_hpa_maximum_is_below_the_load(
     fleet_dir: Path, tmp_path: Path
 ) -> None:
     patch = ["patch", "hpa", "web", "-n", "web", "--type", "merge"]
-    kubectl(fleet_dir, "us-east", *patch, "-p", '{"spec": {"maxReplicas": 2}}')
+    kubectl(fleet_dir, "us-east", *patch, "-p", json.dumps({"spec": {"maxReplicas": CAPPED}}))
     try:
-        wait_for(lambda: scaled_within(fleet_dir, "us-east", 2), 120, "us-east within the HPA's 2 pods", 1.0)
+        wait_for(
+            lambda: scaled_within(fleet_dir, "us-east", CAPPED), 120, f"us-east within {CAPPED} pods", 1.0
+        )
         done, record = run_drill(fleet_dir, tmp_path, DRILL, *DRILL_ARGS)
     finally:
         kubectl(fleet_dir, "us-east", *patch, "-p", '{"spec": {"maxReplicas": 12}}')
@@ -129,7 +137,8 @@ def test_the_burst_drill_fails_when_the_hpa_maximum_is_below_the_load(
     [verdict] = record["verdicts"]
     assert verdict["status"] == "fail" and verdict["measured"] == "autoscaler capped"
     assert "the HorizontalPodAutoscaler's maximum is below the load" in verdict["message"]
-    assert "HorizontalPodAutoscaler web at 2 of at most 2, wanting more in us-east" in verdict["message"]
+    capped = f"HorizontalPodAutoscaler web at {CAPPED} of at most {CAPPED}, wanting more in us-east"
+    assert capped in verdict["message"]
 
 
 def test_the_burst_drill_fails_naming_a_burst_cluster_without_the_app(
