@@ -16,6 +16,7 @@ import pytest
 from harness.config import load_fleet
 from harness.load import Load, Request
 from harness.localfleet import build
+from harness.localfleet.burst import MAX_REPLICAS
 from tests.conftest import started_fleet, wait_for
 from tests.integration.test_drills import run_drill
 
@@ -132,7 +133,7 @@ def test_the_burst_drill_fails_when_the_hpa_maximum_is_below_the_load(
         )
         done, record = run_drill(fleet_dir, tmp_path, DRILL, *DRILL_ARGS)
     finally:
-        kubectl(fleet_dir, "us-east", *patch, "-p", '{"spec": {"maxReplicas": 12}}')
+        kubectl(fleet_dir, "us-east", *patch, "-p", json.dumps({"spec": {"maxReplicas": MAX_REPLICAS}}))
     assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     [verdict] = record["verdicts"]
     assert verdict["status"] == "fail" and verdict["measured"] == "autoscaler capped"
