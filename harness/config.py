@@ -902,6 +902,9 @@ class Safety(_Model):
     """When to stop a drill early."""
     lease_duration: PositiveDuration = 300.0
     """Expiry of the drill lease (a Lease per faulted cluster) that stops two drills colliding."""
+    as_found_timeout: PositiveDuration = 120.0
+    """Longest a destructive drill waits, after reverting its faults and failing back, for the fleet to be as
+    it found it (harness.steadystate); what has not come back by then fails the drill, named."""
     lease_cluster: Name | None = None
     """The cluster that holds every drill lease. Unset, the lease of a faulted cluster is held in each cluster
     the drill does not fault; set it (e.g. to a management cluster) for drills that fault every cluster."""

@@ -17,7 +17,6 @@ from pathlib import Path
 from harness import machine, steadystate
 from harness.config import Fleet
 from harness.drill import Drill, DrillSettings
-from harness.errors import FleetDrillError
 from harness.faults import FaultStack, Ledger, signals_as_interrupts
 from harness.faults.ledger import holder_identity
 from harness.fleet import FleetAccess
@@ -25,10 +24,11 @@ from harness.gameday import Operators
 from harness.lease import ClusterLease, DrillLease, FleetLease, LeasePlaces
 from harness.report import record
 from harness.safety import Guard
+from harness.samples import Verdict
 from harness.timeline import Event, Timeline
 
-AS_FOUND_DEADLINE_S = 120.0
-"""Longest a drill waits, after reverting its faults, for the fleet to be as it found it."""
+AS_FOUND = "as found"
+"""The objective of the verdict a drill gets when it leaves the fleet other than it found it."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ class DrillRun:
     def running(self, catch_signals: bool = True) -> Iterator[Drill]:
         """The drill for the block. On every exit path its faults are reverted and its leases freed (each
         faulted cluster's lease is held until its faults revert); a destructive run then waits until the
-        fleet is as it found it, or raises FleetDrillError naming what did not come back. catch_signals:
+        fleet is as it found it, or the drill gets a failed "as found" verdict naming what did not come
+        back. catch_signals:
         SIGINT, SIGTERM and SIGHUP interrupt the block (False where the caller, such as chaoslib running
         an action, handles them and ends the block itself)."""
         found = steadystate.take(self.fleet, self.access) if self.settings.destructive else None
@@ -105,18 +106,25 @@ class DrillRun:
                 self._wait_as_found(found)
 
     def _wait_as_found(self, found: steadystate.Snapshot) -> None:
-        """The next drill's steady state must never inherit this one's damage."""
+        """The next drill's steady state must never inherit this one's damage: what did not come back is a
+        failed verdict of its own."""
+        timeout = self.fleet.safety.as_found_timeout
         with self.drill.timeline.phase("as found"):
-            left = steadystate.wait_as_found(self.fleet, self.access, found, AS_FOUND_DEADLINE_S)
+            left = steadystate.wait_as_found(self.fleet, self.access, found, timeout)
         if left:
-            raise FleetDrillError(
-                f"the fleet is not as the drill found it {AS_FOUND_DEADLINE_S:g} s after its faults were "
-                f"reverted: {'; '.join(left)}"
+            message = (
+                f"the fleet is not as the drill found it {timeout:g} s after its faults were reverted "
+                f"(safety.as_found_timeout): {'; '.join(left)}"
             )
+            expected = f"as found within {timeout:g} s"
+            self.drill.verdicts.append(Verdict("fail", AS_FOUND, expected, "; ".join(left), message, {}))
 
     def finish(self, outcome: str, message: str, teardown: str = "") -> tuple[str, str]:
         """Write the record; its outcome combines the drill's (passed, failed, error, skipped), its verdicts
         and a teardown's error (record.conclude). Returns the recorded outcome and message."""
+        if outcome in ("failed", "error"):  # a drill that failed anyway still names the damage it left
+            damage = [v.message for v in self.drill.verdicts if v.objective == AS_FOUND]
+            message = "; ".join(filter(None, (message, *damage)))
         outcome, message = record.conclude(self.drill, outcome, message, teardown)
         settings = self.settings
         runner = machine.MachineLoad.since(self._cpu_before)

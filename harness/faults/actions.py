@@ -154,7 +154,8 @@ def revert_fault(
 
 def _end(opened: _OpenRun, error: BaseException | None) -> None:
     """End an action's run: revert what it applied, wait for the fleet as found, write the record (its
-    outcome the truth: a failed revert or a fleet not as found is an error, raised when nothing else was)."""
+    outcome the truth: a failed revert is an error, a fleet not as found a failure; either is raised when
+    nothing else was)."""
     outcome, message = ("error", f"{type(error).__name__}: {error}") if error else ("passed", "")
     teardown = ""
     try:
@@ -168,6 +169,8 @@ def _end(opened: _OpenRun, error: BaseException | None) -> None:
             if error is None:
                 raise
         finally:
-            opened.run.finish(outcome, message, teardown)
+            recorded, why = opened.run.finish(outcome, message, teardown)
     finally:
         opened.access.close()
+    if error is None and recorded != "passed":
+        raise FleetDrillError(why)

@@ -60,10 +60,12 @@ def run_drill(
     return done, json.loads(records[-1].read_text())
 
 
-def with_objectives(fleet: Path, name: str, **objectives: str) -> str:
-    """A fleet file beside the fleet's own (fleet-NAME.yaml) with the app's objectives changed; its name."""
+def with_objectives(fleet: Path, name: str, safety: dict[str, str] | None = None, **objectives: str) -> str:
+    """A fleet file beside the fleet's own (fleet-NAME.yaml) with the app's objectives (and safety settings)
+    changed; its name."""
     document = yaml.safe_load((fleet / "fleet.yaml").read_text())
     document["apps"][0]["objectives"] |= objectives
+    document["safety"] |= safety or {}
     (fleet / f"fleet-{name}.yaml").write_text(yaml.safe_dump(document))
     return f"fleet-{name}.yaml"
 
@@ -378,17 +380,21 @@ def test_losing_a_cluster_fails_when_the_fleet_only_looks_active_active(
 ) -> None:
     """Only us-east runs the app: losing it leaves nothing to serve, and the drill says so. us-east never
     fences itself here (ORDERS_FENCE_TIMEOUT=0): with no replica to ship to it would refuse writes some
-    seconds later, and the drill would then stop at its steady state instead, depending on timing."""
+    seconds later, and the drill would then stop at its steady state instead, depending on timing. Its app,
+    restarted with its cluster, finds no peer to confirm its primacy and refuses every write: the fleet is
+    not as the drill found it, and the drill names that too, once its 20 s to come back have passed."""
     with app_settings(drill_fleet, "us-east", {"ORDERS_FENCE_TIMEOUT": "0"}):
         for context in ("eu-west", "ap-south"):
             api = config.new_client_from_config(str(drill_fleet / "kubeconfig"), context=context)
             client.AppsV1Api(api).delete_namespaced_deployment("orders", "orders")
-        fleet_file = with_objectives(drill_fleet, "rto-5s", rto="5s")  # the drill waits 2 x RTO: 10 s
+        safety = {"as_found_timeout": "20s"}
+        fleet_file = with_objectives(drill_fleet, "no-writes", safety, rto="5s")  # waits 2 x RTO: 10 s
         done, record = run_drill(
             drill_fleet, tmp_path, "test_active_active.py", "-k", "us-east", fleet_file=fleet_file
         )
     assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
     assert "not recovered" in done.stdout, done.stdout[-3000:]
+    assert "orders: its data path takes no sentinel write as before" in record["message"], record["message"]
 
 
 def test_losing_the_primary_fails_when_the_passive_cluster_lacks_the_app(

@@ -184,6 +184,33 @@ def test_a_replication_link_cut_before_the_loss_fails_active_passive_on_rpo_nami
     assert os.environ[postgres.PASSWORD_ENV] not in out
 
 
+def test_a_fail_back_that_leaves_the_primary_refusing_writes_fails_the_drill_naming_it(
+    pg_fleet: Path, secret_password: str, tmp_path: Path
+) -> None:
+    """A broken runbook (tests/readonly_failback.py): its fail-back puts the primary back in us-east, but
+    read-only. Traffic is back and no acknowledged write is lost, but the data path takes no write: the
+    fleet is not as the drill found it, and the drill fails naming that (after its 20 s to come back)."""
+    document = yaml.safe_load((pg_fleet / postgres.FLEET_FILE).read_text())
+    document["safety"]["as_found_timeout"] = "20s"
+    command = document["apps"][0]["failover"]["command"]
+    assert command[1:3] == ["-m", "harness.localfleet.pgfailover"], command
+    command[2] = "tests.readonly_failback"
+    broken = "fleet-readonly-failback.yaml"
+    (pg_fleet / broken).write_text(yaml.safe_dump(document))
+    state = FleetState.load(pg_fleet)
+    try:
+        done, record = run_drill(pg_fleet, tmp_path, DRILL, fleet_file=broken)
+    finally:
+        with postgres.connect(state, PRIMARY, secret_password) as connection:
+            connection.execute("alter system reset default_transaction_read_only")
+            connection.execute("select pg_reload_conf()")
+    assert done.returncode != 0 and record["verdict"] == "fail", done.stdout[-3000:]
+    assert "the fleet is not as the drill found it" in record["message"], record["message"]
+    assert "orders: its data path takes no sentinel write as before" in record["message"], record["message"]
+    assert "read-only" in record["message"], record["message"]
+    print(f"\nread-only fail-back: {record['message'][:300]}")
+
+
 def last_record(reports: Path) -> dict:
     """The last drill record written in `reports`."""
     records = sorted(reports.glob("*/*/record.json"))
