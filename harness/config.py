@@ -1022,8 +1022,8 @@ class Fleet(_Model):
                     raise _Invalid(f"a cluster name ({', '.join(names)})", key, where)
             write = app.sentinels.write if isinstance(app.sentinels, HttpSentinels) else None
             relative = write is not None and write.path.startswith("/")
-            if write is not None and relative and not (app.endpoints or app.global_endpoint):
-                what = "an absolute URL (the app has no endpoints for a path)"
+            if relative and not app.global_endpoint:  # sentinel writes go through it
+                what = "an absolute URL (the app has no global_endpoint for a path)"
                 raise _Invalid(what, write.path, ("apps", i, "sentinels", "write", "path"))
         if self.safety.lease_cluster not in (None, *names):
             what = f"a cluster name ({', '.join(names)})"

@@ -332,11 +332,11 @@ def test_same_context_in_another_kubeconfig_is_another_cluster(tmp_path: Path) -
     assert len(load_fleet(write(tmp_path, document)).clusters) == 2
 
 
-def test_a_write_path_needs_endpoints_to_be_relative_to(tmp_path: Path) -> None:
-    document = changed("apps.0.endpoints", {})
+def test_a_write_path_needs_the_global_endpoint_to_be_relative_to(tmp_path: Path) -> None:
+    document = changed("apps.0.endpoints", {"us-east": "http://192.0.2.11/"})  # writes never go to a cluster
     del document["apps"][0]["global_endpoint"]
     assert error_of(write(tmp_path, document)) == (
-        "apps[0].sentinels.write.path: expected an absolute URL (the app has no endpoints for a path),"
+        "apps[0].sentinels.write.path: expected an absolute URL (the app has no global_endpoint for a path),"
         " got '/orders'"
     )
 

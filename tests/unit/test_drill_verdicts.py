@@ -28,12 +28,14 @@ apps:
   - name: judged
     namespace: judged
     workload: deployment/judged
+    global_endpoint: http://192.0.2.10/
     endpoints: {east: "http://192.0.2.11/", west: "http://192.0.2.12/"}
     sentinels: &orders {adapter: http, write: {path: /orders}, read: {path: /orders, items: orders}}
     objectives: {rto: 20s, rpo: 5s, availability: 0.8, latency: 1s}
   - name: unset
     namespace: unset
     workload: deployment/unset
+    global_endpoint: http://192.0.2.20/
     endpoints: {east: "http://192.0.2.21/", west: "http://192.0.2.22/"}
     sentinels: *orders
   - name: nodata
