@@ -41,7 +41,7 @@ from harness.localfleet import (
 from harness.localfleet import burst as burst_tier
 from harness.localfleet.addresses import FIRST_NODE_HOST, FleetPlan, plan
 from harness.localfleet.build import Progress, ensure_binaries
-from harness.localfleet.nodeagent import cgroups, images
+from harness.localfleet.nodeagent import cgroups, images, tmpdirs
 from harness.localfleet.state import (
     STATE,
     ClusterRecord,
@@ -351,6 +351,7 @@ def down_orphans() -> list[int]:
 def _remove(fleet: FleetPlan) -> list[int]:
     stopped = cgroups.remove_fleet(network.prefix(fleet))  # thaws, kills and removes the nodes' cgroups
     stopped += _stop_namespaces(netns.names(network.prefix(fleet)))
+    tmpdirs.remove_fleet(network.prefix(fleet))
     network.teardown(fleet)
     registry.release(fleet.index)
     return stopped

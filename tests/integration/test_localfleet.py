@@ -16,6 +16,7 @@ from kubernetes.config import kube_config
 
 from harness.config import load_fleet
 from harness.localfleet import netns, registry, supervisor
+from harness.localfleet.nodeagent import tmpdirs
 from harness.localfleet.state import FleetState
 from tests.conftest import own, run_cli, wait_for
 
@@ -197,8 +198,11 @@ def test_two_fleets_side_by_side_and_down_leaves_nothing(fleet_dir: Path, tmp_pa
     assert first_state.index != second_state.index
     assert not first_state.plan.infra.overlaps(second_state.plan.infra)
     assert _fleet_processes(second)
+    scratch = f"fd{second_state.index}-*"
+    assert list(tmpdirs.ROOT.glob(scratch)), "the second fleet's containers have temporary folders"
     run_cli("fleet", "down", "--dir", second)
     assert not netns.names(f"fd{second_state.index}-"), "namespaces left behind"
+    assert not list(tmpdirs.ROOT.glob(scratch)), "containers' temporary folders left behind"
     assert not _fleet_processes(second), "processes left behind"
     assert second_state.index not in registry.claims()
     assert all(row.up for row in supervisor.status(fleet_dir)), "taking one fleet down touched the other"

@@ -1,15 +1,17 @@
 """Pod lifecycle on the node agent, seen through the real API server and kubectl: init containers in
 order sharing the pod's volumes, a native sidecar, failing init containers (Init:Error,
 Init:CrashLoopBackOff and the back-off), startup probes holding readiness back and restarting a
-container that never starts."""
+container that never starts; a temporary folder (TMPDIR) of each container's own that goes with its pod."""
 
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from harness.localfleet.nodeagent import tmpdirs
 from tests.conftest import wait_for
 
 CONTEXT = "us-east"
@@ -236,3 +238,26 @@ def test_a_container_whose_startup_probe_never_passes_is_restarted(
     status = wait_for(restarted, 60, "the container to be restarted after its startup probe failed")
     assert status.last_state.terminated is not None and status.started is False and not status.ready
     assert status.last_state.terminated.exit_code in (137, 143)
+
+
+def test_each_container_has_a_temporary_folder_of_its_own_that_goes_with_the_pod(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    script = 'echo "$TMPDIR"; touch "$TMPDIR/written"; exec sleep 3600'
+    core.create_namespaced_pod(namespace, _pod("scratch", [_shell("one", script), _shell("two", script)]))
+
+    def tmpdir_of(container: str) -> Path | None:
+        try:
+            answer = core.read_namespaced_pod_log(
+                "scratch", namespace, container=container, _preload_content=False
+            )
+            said = answer.data.decode().strip()
+        except client.ApiException:  # not started yet
+            return None
+        return Path(said) if said and (Path(said) / "written").exists() else None
+
+    folders = [wait_for(lambda c=c: tmpdir_of(c), 60, f"{c} to write to its TMPDIR") for c in ("one", "two")]
+    assert folders[0] != folders[1], "each container has a TMPDIR of its own"
+    assert all(f.is_relative_to(tmpdirs.ROOT) for f in folders), folders  # short: sockets live there
+    core.delete_namespaced_pod("scratch", namespace, grace_period_seconds=1)
+    wait_for(lambda: not any(f.exists() for f in folders), 60, "the pod's TMPDIRs to go with it")

@@ -138,7 +138,7 @@ class Agent:
         if worker.is_alive():
             worker.vanish()
         else:
-            self.volumes.remove(worker.pod.metadata.uid)
+            worker.remove_files()
 
     def stop(self) -> None:
         """Stop every pod (their processes die with the node, as with a lost machine)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from harness.localfleet.nodeagent import STRATEGIC, images, podstatus
+from harness.localfleet.nodeagent import STRATEGIC, images, podstatus, tmpdirs
 from harness.localfleet.nodeagent.containers import (
     APP,
     INIT,
@@ -263,7 +263,9 @@ class PodWorker(threading.Thread):
             image_env = images.resolve(spec.image, spec.command or [], spec.args or []).env
             home = str(self._home(container))
             pod_ip = self.sandbox.ip if self.sandbox else ""
-            defaults = {"HOME": home} | ({"TERM": "xterm"} if spec.tty else {})  # TERM: oci.WithTTY's
+            scratch = tmpdirs.fresh(self.runtime.sandbox_name(uid), self.containers.index(container))
+            tty = {"TERM": "xterm"} if spec.tty else {}  # oci.WithTTY's
+            defaults = {"HOME": home, "TMPDIR": str(scratch)} | tty
             env = defaults | self.env_for(self.pod, spec, pod_ip, image_env)
             command, args = (expand_all(spec.command or [], env), expand_all(spec.args or [], env))
             resolved = images.resolve(spec.image, command, args)
@@ -460,7 +462,12 @@ class PodWorker(threading.Thread):
         self._attempt(lambda: self.runtime.remove_sandbox(self.pod.metadata.uid))
         self._attempt(lambda: self.runtime.cgroups.remove(self.pod.metadata.uid))
         if not keep_data:
-            self.volumes.remove(self.pod.metadata.uid)
+            self.remove_files()
+
+    def remove_files(self) -> None:
+        """The pod's folder (volumes, logs, homes) and its containers' temporary folders."""
+        self.volumes.remove(self.pod.metadata.uid)
+        tmpdirs.remove(self.runtime.sandbox_name(self.pod.metadata.uid))
 
 
 def _head(path: Path, limit: int) -> str:
