@@ -1,12 +1,15 @@
-"""PromQL objectives and metric aborts judged in drills against the real Prometheus of each cluster of a
-local fleet (`fleet up --prometheus`). The drills kill the app's pods in the passive cluster, or scale the
-app there to zero until an alert aborts the drill: the fleet is whole again after each, so one fleet
-serves the module. (That the sample app is scraped through discovery is test_prometheus.py's.)"""
+"""Prometheus in the local fleet (`fleet up --prometheus`), as users run it: one per cluster, a pod of the
+prom/prometheus image deployed with a ServiceAccount and a ClusterRole, scraping through Kubernetes
+service discovery, fleet.yaml naming each cluster's Prometheus, reached at the cluster's ingress address;
+then PromQL objectives and metric aborts judged in drills against it. The drills kill the app's pods in
+the passive cluster, or scale the app there to zero until an alert aborts the drill: the fleet is whole
+again after each, so one fleet serves the module, the scraping tests first."""
 
 import json
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ import yaml
 from kubernetes import client, config
 
 from harness import failover
-from harness.config import load_fleet
+from harness.config import Fleet, load_fleet
 from harness.faults import Ledger
 from harness.faults.workload import SCALED_BY
 from harness.localfleet import apps
@@ -40,6 +43,15 @@ INGRESS_ERRORS = (
     f" / sum(rate(ingress_requests_total{{{UPSTREAM}}}[{WINDOW}]))"
 )
 ALERT = "IngressNoReadyEndpoints"  # one of the rules the fleet's Prometheus ships (prometheus_install.RULES)
+JOBS = {  # job -> how many targets each cluster has (3 nodes)
+    "kubernetes-apiservers": 1,
+    "kubernetes-nodes": 3,
+    "kubernetes-nodes-resource": 3,
+    "kube-proxy": 3,
+    "kubernetes-service-endpoints": 1,  # the ingress
+    "kubernetes-pods": 1,  # the sample app
+}
+SCRAPES_S = 60  # the API server is scraped every 15 s, the rest every 5 s; the first scrape of each waits
 
 DRILL = '''"""Drills of test_prometheus_drills.py: faults on the app in the passive cluster."""
 
@@ -87,7 +99,7 @@ def test_stop_the_app_until_an_alert_aborts(drill: Drill, cluster_name: str) -> 
 def fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Iterator[Path]:
     """A two-cluster fleet with Prometheus, once each Prometheus has the rates the objectives ask for (a
     drill's window must not start before them: missing data there is an error)."""
-    with started_fleet(tmp_path_factory, "promql-drills", clusters=2, prometheus=True) as folder:
+    with started_fleet(tmp_path_factory, "prometheus", clusters=2, prometheus=True) as folder:
         (folder / "test_promql_drills.py").write_text(DRILL)
         for cluster in load_fleet(folder / "fleet.yaml").clusters:
             assert cluster.prometheus is not None
@@ -97,10 +109,89 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, require_root: None) -> Itera
         yield folder
 
 
+@pytest.fixture(scope="module")
+def loaded(fleet: Path) -> Fleet:
+    return load_fleet(fleet / "fleet.yaml")
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
 def _query(base: str, promql: str) -> list[dict]:
-    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        return json.load(answer)["data"]["result"]
+    answer = _get(f"{base}/api/v1/query?{urllib.parse.urlencode({'query': promql})}")
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+def _targets_up(base: str) -> dict[str, list[str]] | None:
+    """Up targets by job, once every job has all its targets up (None before)."""
+    up: dict[str, list[str]] = {}
+    for target in _get(f"{base}/api/v1/targets?state=active")["data"]["activeTargets"]:
+        if target["health"] == "up":
+            up.setdefault(target["labels"]["job"], []).append(target["scrapeUrl"])
+    return up if all(len(up.get(job, [])) == count for job, count in JOBS.items()) else None
+
+
+def test_every_cluster_scrapes_its_api_server_nodes_ingress_and_app_through_discovery(
+    loaded: Fleet,
+) -> None:
+    assert all(c.prometheus for c in loaded.clusters), "fleet.yaml names each cluster's Prometheus"
+    for cluster in loaded.clusters:
+        up = wait_for(lambda c=cluster: _targets_up(c.prometheus.url), SCRAPES_S, f"{cluster.name}'s targets")
+        assert all("/proxy/metrics/resource" in url for url in up["kubernetes-nodes-resource"])
+        assert up["kubernetes-pods"][0].endswith(":8080/metrics")
+        assert up["kubernetes-service-endpoints"][0].endswith(":10254/metrics")
+
+
+def test_the_sample_apps_request_count_rises_after_requests(loaded: Fleet) -> None:
+    cluster = loaded.clusters[0]
+    app = loaded.apps[0]
+    count = 'sum(http_requests_total{namespace="orders",status="404"}) or vector(0)'
+    before = float(_query(cluster.prometheus.url, count)[0]["value"][1])
+    for seq in range(5):  # 404s: no probe, poll or health check asks for a missing order
+        request = urllib.request.Request(f"{app.endpoints[cluster.name]}/orders/{10**9 + seq}")
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(request, timeout=10)
+    wait_for(
+        lambda: float(_query(cluster.prometheus.url, count)[0]["value"][1]) >= before + 5,
+        SCRAPES_S,
+        "Prometheus to see the 5 requests",
+    )
+
+
+def test_the_sample_apps_pod_cpu_and_memory_come_from_the_node_agents(loaded: Fleet) -> None:
+    for cluster in loaded.clusters:
+        cpu = wait_for(
+            lambda c=cluster: _query(c.prometheus.url, 'pod_cpu_usage_seconds_total{namespace="orders"}'),
+            SCRAPES_S,
+            f"the sample app's pod CPU in {cluster.name}",
+        )
+        assert cpu[0]["metric"]["pod"].startswith("orders-") and float(cpu[0]["value"][1]) > 0
+        memory = _query(cluster.prometheus.url, 'container_memory_working_set_bytes{container="orders"}')
+        assert memory and float(memory[0]["value"][1]) > 0
+
+
+def test_the_global_prometheus_federates_every_clusters_app_and_ingress(loaded: Fleet) -> None:
+    """fleet.yaml names the global Prometheus and the app's PromQL objectives, asked of it; `fleet up`
+    returned once they had data. Its series keep each cluster's name, and it takes only what it asks for."""
+    assert loaded.prometheus is not None, "fleet.yaml names the fleet-wide Prometheus"
+    objectives = loaded.app("orders").objectives.promql
+    assert {o.name for o in objectives} == {"read-5xx", "app-p99"} and all(
+        o.scope == "fleet" for o in objectives
+    )
+    for objective in objectives:
+        assert _query(loaded.prometheus.url, objective.query), f"{objective.query} has data"
+    names = {c.name for c in loaded.clusters}
+    for metric in ("ingress_requests_total", "http_requests_total", "http_request_duration_seconds_bucket"):
+        found = {
+            s["metric"]["cluster"] for s in _query(loaded.prometheus.url, f"count by (cluster) ({metric})")
+        }
+        assert found == names, f"{metric} from every cluster"
+    assert not _query(loaded.prometheus.url, "apiserver_request_total"), (
+        "the control plane's series stay home"
+    )
 
 
 def variant(fleet: Path, name: str, promql: list[dict] | None = None, abort: dict | None = None) -> Path:
