@@ -6,10 +6,12 @@ certificate it writes the certificate to a file once and never runs the plugin a
 keeps connecting with that file; a token it renews only from five minutes before its expiry, on every call
 from then on; and any copy of a credential taken outside its Configuration (the service proxy's headers)
 goes stale (kubernetes-client/python#741). So a ClusterAuth runs the plugin itself (harness.execplugin:
-unattended, with a deadline) and again before each credential expires, with a margin; its ApiClients ask
-it before every call and reconnect when the client certificate changes; the service proxy reads the
-credential it holds per request (RequestAuth). Everything else a kubeconfig can say (certificates, tokens,
-token files, auth providers) the kubernetes client loads as it always does.
+unattended, with a deadline) and again before each credential expires, with a margin, or once the API
+server has answered 401 Unauthorized to it (revoked before its stated expiry: renewed for the next call, as
+client-go does); its ApiClients ask it before every call and reconnect when the client certificate
+changes; the service proxy reads the credential it holds per request (RequestAuth). Everything else a
+kubeconfig can say (certificates, tokens, token files, auth providers) the kubernetes client loads as it
+always does.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ MARGIN_S = 60.0
 MARGIN_SHARE = 0.25
 """A credential is renewed min(MARGIN_S, MARGIN_SHARE x its lifetime) before it expires: a minute for an
 EKS token (15 minutes), 5 s for a credential of 20 s."""
+REJECTED_GAP_S = 10.0
+"""A 401 Unauthorized renews the credential at most this often: a server that keeps refusing it (or an app
+behind the service proxy that answers 401 itself) does not run the plugin on every request."""
 STATIC = ("auth-provider", "token", "tokenFile")
 """What the kubernetes client uses before a user's exec plugin (kube_config._load_authentication)."""
 CREDENTIALS = (
@@ -62,6 +67,13 @@ class RequestAuth(Protocol):
 
     def headers(self) -> dict[str, str]:
         """The credential's headers (Authorization), as of now."""
+
+    def issued(self) -> int:
+        """The number of the credential handed out now (each renewal adds one), for `rejected`."""
+
+    def rejected(self, issued: int) -> None:
+        """The server answered 401 Unauthorized to the credential numbered `issued`: renew it when next asked
+        (due, fresh) unless it has been renewed since. Never blocks."""
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """TLS for a new connection (the kubeconfig's CA, the client certificate as of now); None for an
@@ -114,6 +126,8 @@ class ClusterAuth:
         self.generation = 0
         """How many client certificates the plugin has handed out: a connection made with an older one is
         dropped."""
+        self._issued = 0  # how many credentials the plugin has handed out
+        self._rejected_at = float("-inf")
         if self._plugin is not None:  # whoever reads the Configuration's token renews it first
             self.configuration.refresh_api_key_hook = lambda _settings: self.fresh()
 
@@ -171,8 +185,22 @@ class ClusterAuth:
                 raise execplugin.PluginError("handed out a client certificate that is not PEM") from None
         return ends
 
+    def issued(self) -> int:
+        """The number of the credential handed out now (each renewal adds one; 0 without a plugin)."""
+        return self._issued
+
+    def rejected(self, issued: int) -> None:
+        """The API server answered 401 Unauthorized to the credential numbered `issued`, which may have been
+        revoked before its stated expiry: the next call renews it, unless it was renewed since or a 401
+        renewed it less than REJECTED_GAP_S ago. No lock: a renewal under way may hold it for seconds."""
+        now = time.time()
+        if self._plugin is None or issued != self._issued or now < self._rejected_at + REJECTED_GAP_S:
+            return
+        self._rejected_at, self._renew_at = now, None
+
     def _use(self, issued: execplugin.Issued) -> None:
         """Put the credential into the Configuration (a certificate into files of its own, owner-only)."""
+        self._issued += 1
         if issued.token is not None:
             self.configuration.api_key["BearerToken"] = f"Bearer {issued.token}"
             return
@@ -254,7 +282,13 @@ class FreshApiClient(client.ApiClient):
                     old, self.rest_client = self.rest_client, rest.RESTClientObject(self.configuration)
                     self._generation = generation
                     old.pool_manager.clear()  # idle connections close now, busy ones when they are done
-        return super().call_api(*args, **kwargs)
+        issued = self.auth.issued()
+        try:
+            return super().call_api(*args, **kwargs)
+        except client.ApiException as error:
+            if error.status == 401:
+                self.auth.rejected(issued)
+            raise
 
 
 def in_cluster() -> client.ApiClient | None:

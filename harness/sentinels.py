@@ -149,7 +149,7 @@ class HttpChannel:
     def send(self, seq: int, stream: str) -> Attempt:
         body = json.dumps(fill_json(self._spec.write.body, {"seq": seq, "stream": stream})).encode()
         try:
-            auth, tls = _credentials(self._auth)
+            auth, tls, issued = _credentials(self._auth)
         except FleetDrillError as exc:  # its message names the context, never the credential
             return Attempt("unknown", f"credentials: {exc}")
         if tls is not self._tls:  # a new client certificate: a new connection
@@ -164,6 +164,7 @@ class HttpChannel:
         except (OSError, http.client.HTTPException) as exc:
             self._conn.close()  # the next request opens a new connection
             return Attempt("unknown", f"{type(exc).__name__}: {exc}")
+        _rejected(self._auth, issued, response.status)
         identity = response.getheader(self._identity) if self._identity else None
         served_by = (identity or "").split("/")[0] or None
         if 200 <= response.status < 300:
@@ -210,16 +211,23 @@ def _seq_of(record: object) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-def _credentials(auth: RequestAuth | None) -> tuple[dict[str, str], ssl.SSLContext | None]:
-    """The headers and TLS of a request as of now, renewed first when due (none without auth)."""
+def _credentials(auth: RequestAuth | None) -> tuple[dict[str, str], ssl.SSLContext | None, int]:
+    """The headers, TLS and number (RequestAuth.issued) of a request's credential as of now, renewed first
+    when due (none without auth)."""
     if auth is None:
-        return {}, None
+        return {}, None, 0
     auth.fresh()
-    return auth.headers(), auth.ssl_context()
+    return auth.headers(), auth.ssl_context(), auth.issued()
+
+
+def _rejected(auth: RequestAuth | None, issued: int, status: int) -> None:
+    """A 401 Unauthorized to the credential numbered `issued` renews it for the next request."""
+    if auth is not None and status == 401:
+        auth.rejected(issued)
 
 
 def _get_json(url: str, where: Where) -> Any:
-    headers, tls = _credentials(where.auth)
+    headers, tls, issued = _credentials(where.auth)
     conn, path = _connection(url, READ_TIMEOUT_S, tls)
     try:
         conn.request("GET", path, headers={"Accept": "application/json", **headers})
@@ -229,6 +237,7 @@ def _get_json(url: str, where: Where) -> Any:
         raise FleetDrillError(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         conn.close()
+    _rejected(where.auth, issued, response.status)
     if not 200 <= response.status < 300:
         raise FleetDrillError(f"GET {url} answered HTTP {response.status} {response.reason}: {body[:200]!r}")
     try:

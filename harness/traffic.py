@@ -332,10 +332,11 @@ class _Conn(asyncio.Protocol):
 class _Exchange:
     """One probe request, from its slot to its sample."""
 
-    __slots__ = ("address", "conn", "connecting", "done", "sent", "target", "timer")
+    __slots__ = ("address", "conn", "connecting", "done", "issued", "sent", "target", "timer")
 
     def __init__(self, target: _Target, sent: float) -> None:
         self.target, self.sent, self.done = target, sent, False
+        self.issued = 0  # the number of the credential it carries (RequestAuth.issued)
         self.address: str | None = None  # where it connects to, once known (before it is connected)
         self.conn: _Conn | None = None
         self.connecting: asyncio.Task[None] | None = None
@@ -610,7 +611,7 @@ class Prober(Background):
             return
         loop = asyncio.get_running_loop()
         ex = _Exchange(target, time.monotonic())
-        request, tls = self._credentials(target.endpoint)
+        request, tls, ex.issued = self._credentials(target.endpoint)
         ex.timer = loop.call_at(ex.sent + self._timeout, self._finish, ex, self._timed_out)
         with self._lock:
             target.exchanges.add(ex)
@@ -626,17 +627,19 @@ class Prober(Background):
         else:
             ex.conn.send(request, partial(self._finish, ex))
 
-    def _credentials(self, endpoint: _Endpoint) -> tuple[bytes, ssl.SSLContext | None]:
-        """The next request to the endpoint and the TLS of a new connection: the auth's credential as of
-        now. When it is due for renewal, the renewal (which may run a plugin) runs off the loop meanwhile."""
+    def _credentials(self, endpoint: _Endpoint) -> tuple[bytes, ssl.SSLContext | None, int]:
+        """The next request to the endpoint, the TLS of a new connection and the credential's number
+        (RequestAuth.issued): the auth's credential as of now. When it is due for renewal, the renewal
+        (which may run a plugin) runs off the loop meanwhile."""
         if self._auth is None:
-            return endpoint.head + b"\r\n", self._ssl if endpoint.tls else None
+            return endpoint.head + b"\r\n", self._ssl if endpoint.tls else None, 0
         if self._renewing is None and self._auth.due():
             self._renewing = asyncio.get_running_loop().run_in_executor(None, self._auth.fresh)
             self._renewing.add_done_callback(self._renewed)
+        issued = self._auth.issued()  # before the headers: a renewal in between makes a 401 renew nothing
         extra = "".join(f"{key}: {value}\r\n" for key, value in self._auth.headers().items())
         tls = self._auth.ssl_context() if endpoint.tls else None
-        return endpoint.head + extra.encode("latin-1") + b"\r\n", tls
+        return endpoint.head + extra.encode("latin-1") + b"\r\n", tls, issued
 
     def _renewed(self, renewal: asyncio.Future[None]) -> None:
         """A renewal ended: a failed one is logged (its message holds no credential) and tried again once due;
@@ -688,6 +691,8 @@ class Prober(Background):
         if isinstance(result, str):
             sample = ProbeSample.of(target.name, ex.sent, received, ok=False, error=result, address=address)
         else:
+            if result.status == 401 and self._auth is not None:
+                self._auth.rejected(ex.issued)  # renewed for the next probes, off the loop
             sample = replace(self._contract.judge(target.name, ex.sent, received, result), address=address)
         if ex.conn is not None:
             if isinstance(result, _Response) and result.keep_alive and not ex.conn.closed:

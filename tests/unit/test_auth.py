@@ -1,6 +1,7 @@
-"""Clients built from a kubeconfig renew an exec plugin's credential before it expires: a token reaches the
-next request, a new client certificate the next connection (the urllib3 pool is rebuilt), and a plugin that
-hands out an expired credential is one line naming the cluster."""
+"""Clients built from a kubeconfig renew an exec plugin's credential before it expires, and after the API
+server answers 401 Unauthorized to it: a token reaches the next request, a new client certificate the next
+connection (the urllib3 pool is rebuilt), and a plugin that hands out an expired credential is one line
+naming the cluster."""
 
 import base64
 import json
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from harness import auth as auth_module
 from harness.auth import ClusterAuth
 from harness.kubeconfig import ContextRef, KubeconfigError
 from harness.localfleet import pki
@@ -67,19 +69,27 @@ def runs(log: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
+UNAUTHORIZED = {"kind": "Status", "status": "Failure", "reason": "Unauthorized", "code": 401}
+
+
 class Recorder(BaseHTTPRequestHandler):
-    """Answers GET /version (and any path) with a version; records each request's Authorization header and
-    client certificate serial."""
+    """Answers GET /version (and any path) with a version, or, as the API server does, 401 Unauthorized to an
+    Authorization header in `revoked`; records each request's Authorization header and client certificate
+    serial."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as the API server: a pooled connection is reused
     seen: list[tuple[str | None, int | None]]
+    revoked: set[str]
 
     def do_GET(self) -> None:
         peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
         serial = int(peer["serialNumber"], 16) if peer else None
-        self.seen.append((self.headers.get("Authorization"), serial))
-        body = json.dumps(VERSION | {"items": []}).encode()  # a version, and an empty page of sentinels
-        self.send_response(200)
+        token = self.headers.get("Authorization")
+        self.seen.append((token, serial))
+        refused = token in self.revoked
+        page = UNAUTHORIZED if refused else VERSION | {"items": []}  # a version, an empty page of sentinels
+        body = json.dumps(page).encode()
+        self.send_response(401 if refused else 200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -89,10 +99,13 @@ class Recorder(BaseHTTPRequestHandler):
         pass
 
 
-def serve(tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, list[tuple[str | None, int | None]]]]:
-    """A recording server on an ephemeral port of 127.0.0.1: its URL and what it saw."""
+def serve(
+    tls: ssl.SSLContext | None = None, revoked: frozenset[str] | set[str] = frozenset()
+) -> Iterator[tuple[str, list[tuple[str | None, int | None]]]]:
+    """A recording server on an ephemeral port of 127.0.0.1 refusing the `revoked` Authorization headers
+    (the caller may add to the set): its URL and what it saw."""
     seen: list[tuple[str | None, int | None]] = []
-    handler = type("Handler", (Recorder,), {"seen": seen})
+    handler = type("Handler", (Recorder,), {"seen": seen, "revoked": revoked})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
@@ -108,6 +121,15 @@ def serve(tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, list[tuple[s
 @pytest.fixture
 def plain() -> Iterator[tuple[str, list[tuple[str | None, int | None]]]]:
     yield from serve()
+
+
+@pytest.fixture
+def revoking() -> Iterator[tuple[str, list[tuple[str | None, int | None]], set[str]]]:
+    """A recording server, and the Authorization headers it answers 401 Unauthorized (empty at first)."""
+    revoked: set[str] = set()
+    server = serve(revoked=revoked)
+    yield (*next(server), revoked)
+    server.close()
 
 
 @pytest.fixture
@@ -148,6 +170,33 @@ def test_a_token_is_renewed_before_it_expires_and_the_next_call_carries_it(
     version.get_code(_request_timeout=5)
     assert runs(log) == 2 and seen[-1][0] == "Bearer token-2"
     assert auth.headers() == {"Authorization": "Bearer token-2"}, "what the service proxy reads"
+
+
+def test_a_token_the_api_server_revokes_before_it_expires_is_renewed_for_the_next_call(
+    tmp_path: Path, revoking: tuple[str, list, set[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, seen, revoked = revoking
+    log = tmp_path / "plugin.log"
+    auth = ClusterAuth(write_kubeconfig(tmp_path, url, exec_user(log, 600)))
+    version = client.VersionApi(auth.api_client())
+    version.get_code(_request_timeout=5)
+    revoked.add("Bearer token-1")
+    with pytest.raises(client.ApiException) as refused:
+        version.get_code(_request_timeout=5)
+    assert refused.value.status == 401 and runs(log) == 1, "the refused call is answered, not retried"
+    assert version.get_code(_request_timeout=5).git_version == "v1.36.0"
+    assert runs(log) == 2 and seen[-1][0] == "Bearer token-2", "the next call renewed it"
+    auth.rejected(1)
+    assert not auth.due(), "a 401 to a credential renewed since renews nothing"
+    revoked.add("Bearer token-2")
+    for _ in range(2):
+        with pytest.raises(client.ApiException):
+            version.get_code(_request_timeout=5)
+    assert runs(log) == 2, "a server that keeps refusing runs the plugin once per REJECTED_GAP_S"
+    monkeypatch.setattr(auth_module, "REJECTED_GAP_S", 0.0)
+    with pytest.raises(client.ApiException):
+        version.get_code(_request_timeout=5)
+    assert version.get_code(_request_timeout=5).git_version == "v1.36.0" and seen[-1][0] == "Bearer token-3"
 
 
 def test_a_client_certificate_is_renewed_and_the_next_call_connects_with_it(
