@@ -35,6 +35,7 @@ from pydantic import (
 from harness import units
 from harness.errors import ConfigError
 from harness.infra.registry import STEPS, Step, handing_over, restoring
+from harness.promlookback import LookbackError, lookback
 from harness.traffic import STATUS_SPEC, status_codes
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -287,7 +288,15 @@ class PromqlObjective(_Model):
             raise _Invalid("a query without {cluster} (scope is fleet; set scope: cluster)", self.query)
         if self.scope == "fleet" and self.cluster_label is not None:
             raise _Invalid("no cluster_label with scope fleet", self.cluster_label, ("cluster_label",))
+        try:
+            self.reads_back()
+        except LookbackError as error:
+            raise _Invalid(f"a PromQL query ({error})", self.query, ("query",)) from None
         return self
+
+    def reads_back(self) -> float:
+        """How far back the query's value at a moment reads, in seconds (harness.promlookback)."""
+        return lookback(self.query.replace(CLUSTER_PLACEHOLDER, "cluster"))
 
 
 class Objectives(_Model):

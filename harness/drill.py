@@ -27,7 +27,7 @@ from harness.load import Request
 from harness.probeprocess import ProbeProcess
 from harness.promabort import abort_checks
 from harness.prometheus import Prometheuses
-from harness.promslo import MetricSeries, Windows, evaluate
+from harness.promslo import MetricSeries, Windows, evaluate, reads_back
 from harness.safety import AbortMonitor, AvailabilityBelow
 from harness.samples import MissedSlot, ProbeSample, ReplicaLag, RtoResult, SentinelWrite, Verdict
 from harness.sentinels import GLOBAL, RESTORED, SentinelStore, Where, store_for
@@ -384,9 +384,11 @@ class Drill:
 
     def steady(self, app: App, cluster: str | None, hold_s: float, deadline_s: float) -> bool:
         """Steady state: the app served (from `cluster` when given) and acknowledged its sentinel writes,
-        within deadline_s (else no steady state, at once); then held for hold_s so the sentinel and the
-        probes have a history before the fault, and healthy again at its end (within STEADY_REGAIN_S: one
-        slow probe on a busy runner is not a broken fleet; a fleet that stays unhealthy is)."""
+        within deadline_s (else no steady state, at once); then held for hold_s, and until the window is as
+        old as the app's PromQL objectives over it read back (the scrape before the fault's first effect is
+        then in the window, so they are judged), so the sentinel, the probes and the metrics have a history
+        before the fault; and healthy again at its end (within STEADY_REGAIN_S: one slow probe on a busy
+        runner is not a broken fleet; a fleet that stays unhealthy is)."""
 
         def healthy_within(seconds: float) -> dict[str, bool]:
             """What was seen when the app was first healthy within `seconds`, or last seen at its end: one
@@ -401,6 +403,8 @@ class Drill:
         detail = healthy_within(deadline_s)
         if all(detail.values()):
             held = time.monotonic() + hold_s
+            if app.name in self.observations:  # the fault comes once the PromQL objectives read a baseline
+                held = max(held, self.observations[app.name].start + reads_back(app, "drill"))
             while time.monotonic() < held:
                 time.sleep(0.05)
             detail = healthy_within(STEADY_REGAIN_S)
@@ -441,10 +445,15 @@ class Drill:
         return max(baseline_s, reach)
 
     def soak(self, seconds: float | None = None) -> None:
-        """Keep measuring for `seconds` (soak_s unless given), as after recovery: the drill window
-        availability is judged over, and proof that recovery holds."""
+        """Keep measuring for `seconds`, as after recovery: the drill window availability is judged over,
+        and proof that recovery holds. Unless given: soak_s, plus as far back as the observed apps' PromQL
+        objectives over the recovery read (their values measure the recovery alone only from then on)."""
+        if seconds is None:
+            observed = [o.app for o in self.observations.values() if not o.end]
+            recovery = max((reads_back(app, "recovery") for app in observed), default=0.0)
+            seconds = self.settings.soak_s + recovery
         with self.timeline.phase("soak"):
-            time.sleep(self.settings.soak_s if seconds is None else seconds)
+            time.sleep(seconds)
 
     def wait_served_by(
         self, app: App, cluster: str | None, deadline_s: float, besides: str | None = None

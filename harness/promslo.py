@@ -1,6 +1,9 @@
 """An app's PromQL objectives evaluated after a drill: a range query per objective and place (the fleet, or
 each cluster the app runs in) over the drill window or the recovery only, judged by harness.promql; every
-series kept as raw data for the record and the report's plot.
+series kept as raw data for the record and the report's plot. A query's values are judged only from as far
+into the window as they read back (harness.promlookback): `rate(x[15s])` at the window's first second
+measures the 14 s before it, the previous drill's tail; the values from 15 s on still cover every sample
+in the window.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ def evaluate(
     for objective in app.objectives.promql:
         start = windows.start if objective.window == "drill" else windows.recovery
         t0 = None if windows.t0 is None else windows.t0 + offset
+        back = objective.reads_back()
         for cluster, where, query in places(fleet, app, objective):
             if start is None:
                 done.verdicts.append(
@@ -83,7 +87,14 @@ def evaluate(
             if where in unsettled:
                 done.verdicts.append(failed(objective, cluster, query, f"data not whole: {unsettled[where]}"))
                 continue
-            window = Window(start + offset, windows.end + offset, t0)
+            if start + back > windows.end:
+                why = (
+                    f"the {objective.window} window ({windows.end - start:.1f} s) is shorter than the query "
+                    f"reads back ({back:g} s): no value of it measures the window alone"
+                )
+                done.verdicts.append(failed(objective, cluster, query, why))
+                continue
+            window = Window(start + back + offset, windows.end + offset, t0)
             try:
                 series = clients.get(where).query_range(
                     query, window.start, window.end, step_for(objective, window)
@@ -98,6 +109,12 @@ def evaluate(
             done.figures.append(figures | {"prometheus": where, "window": objective.window})
             done.series += [_recorded(app, objective, cluster, where, query, s, offset) for s in series]
     return done
+
+
+def reads_back(app: App, window: str) -> float:
+    """How far back the values of the app's PromQL objectives over `window` (drill, recovery) read: a drill
+    measures that long into the window before they can be judged (0 without such objectives)."""
+    return max((o.reads_back() for o in app.objectives.promql if o.window == window), default=0.0)
 
 
 def places(fleet: Fleet, app: App, objective: PromqlObjective) -> list[tuple[str | None, str, str]]:

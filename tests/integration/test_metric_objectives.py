@@ -193,10 +193,10 @@ def test_a_query_without_data_is_an_error_never_a_pass(prometheus: Server) -> No
         "PromQL errors not judged: drill_error_ratio_that_nobody_exports gave no data: the query returned "
         "no series in the window"
     )
-    bad = objective("errors", "sum(", "<", 0.05)
-    (verdict,) = judged(fleet(prometheus, [bad])).verdicts
-    assert verdict.status == "error" and "/api/v1/query_range: HTTP 400: " in verdict.message
-    assert "parse error" in verdict.message, "Prometheus' own reason is quoted"
+    bad_regex = 'label_replace(drill_error_ratio, "to", "$1", "app", "(")'  # parses; Prometheus refuses it
+    (verdict,) = judged(fleet(prometheus, [objective("errors", bad_regex, "<", 0.05)])).verdicts
+    assert verdict.status == "error" and "/api/v1/query_range: HTTP 4" in verdict.message, verdict.message
+    assert "invalid regular expression" in verdict.message, "Prometheus' own reason is quoted"
 
 
 def test_a_firing_alert_aborts_the_drill_and_its_fault_is_reverted(

@@ -225,13 +225,11 @@ def test_the_ingress_error_ratio_fails_when_the_pod_kill_makes_errors(fleet: Pat
     faulted cluster's Prometheus, and in the global one federating it, where the fleet file's own query
     (the worst cluster's ratio of reads) fails too; each verdict names the query and the value. That query
     is judged at 1%, not the fleet file's 5%: the pods are back in about a second, which puts the peak of a
-    15 s ratio near 5% (4.0-4.7% on a quiet machine), so at 5% the outcome would be the fleet's speed. First
-    in the module: the other pod kills' errors would be in the rate's range at the drill's start."""
+    15 s ratio near 5% (4.0-4.7% on a quiet machine), so at 5% the outcome would be the fleet's speed. The
+    errors the other pod kills made before the window are not judged: the values are judged from as far
+    into the window as the queries read back, and the drill holds its steady state that long first."""
     own = load_fleet(fleet / "fleet.yaml")
-    url = own.cluster(FAULTED).prometheus.url
-    wait_for(lambda: float(_query(url, INGRESS_ERRORS)[0]["value"][1]) < 0.01, 60, "no ingress errors")
     (fleet_wide,) = [o for o in own.app("orders").objectives.promql if o.name == "read-5xx"]
-    wait_for(lambda: float(_query(own.prometheus.url, fleet_wide.query)[0]["value"][1]) < 0.01, 60, "none")
     objectives = [
         {"name": "5xx", "query": INGRESS_ERRORS, "comparison": "<", "bound": 0.01, "scope": "cluster"},
         fleet_wide.model_copy(update={"bound": 0.01}).model_dump(mode="json", exclude_defaults=True),

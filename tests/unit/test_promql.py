@@ -105,6 +105,16 @@ def test_objectives_and_aborts_on_metrics_load(tmp_path: Path) -> None:
             with_objectives(objective(comparison="==")),
             "apps[0].objectives.promql[0].comparison: expected one of <, <=, >, >=, got '=='",
         ),
+        (
+            with_objectives(objective(query="rate(errors[15q])")),
+            "apps[0].objectives.promql[0].query: expected a PromQL query (bad number or duration syntax: "
+            "15q), got 'rate(errors[15q])'",
+        ),
+        (
+            with_objectives(objective(query="rate(errors)")),
+            "apps[0].objectives.promql[0].query: expected a PromQL query (expected type matrix in call to "
+            "function 'rate', got vector), got 'rate(errors)'",
+        ),
     ],
 )
 def test_a_promql_objective_without_a_prometheus_or_with_a_bad_field_is_one_line(
@@ -263,6 +273,93 @@ def test_each_place_is_judged_and_the_recovery_window_needs_a_recovery(tmp_path:
         done.verdicts[4].message == "PromQL after not judged: error_ratio: no recovery window: not recovered"
     )
     assert len(done.series) == 3 and done.series[0].points[0][0] == pytest.approx(now - 60, abs=0.5)
+
+
+class RateOfErrors:
+    """A Prometheus answering `rate(errors[15s])` as it would: at t, the errors stamped in (t - 15 s, t]
+    per second, for unix times `errors`; recording the range each query asked for."""
+
+    settings = SERVER
+    QUERY = "rate(errors[15s])"
+
+    def __init__(self, errors: list[float]) -> None:
+        self.errors, self.asked = errors, []
+
+    def get(self, where: str | None) -> "RateOfErrors":
+        return self
+
+    def query_range(self, query: str, start: float, end: float, step: float) -> list[Series]:
+        self.asked.append((start, end))
+        times = [start + i * step for i in range(int((end - start) / step) + 1)]
+        return [Series({}, tuple((t, sum(t - 15 < e <= t for e in self.errors) / 15) for t in times))]
+
+    def targets(self) -> list[Target]:
+        return just_scraped()
+
+
+@pytest.mark.parametrize(
+    ("errors_at", "status"),
+    [
+        ([-8.0, -5.0, -1.0], "pass"),  # the previous drill's tail, before the window opened
+        ([-5.0, 3.0, 4.0], "fail"),  # the drill's own errors, a few seconds into the window
+        ([38.0], "fail"),  # and at its very end
+    ],
+)
+def test_a_rate_is_judged_only_where_it_reads_the_window_alone(
+    tmp_path: Path, errors_at: list[float], status: str
+) -> None:
+    """`rate(x[15s])` at the window's first second counts 14 s before it: its values are judged from
+    15 s into the window on, which still count every error in the window, none from before it."""
+    goal = objective(query=RateOfErrors.QUERY, bound=0.01)
+    fleet = load(tmp_path, with_objectives(goal, prometheus={"url": "http://thanos:9090"}))
+    now, wall = time.monotonic(), time.time()
+    clients = RateOfErrors([wall - 40 + e for e in errors_at])
+    done = evaluate(fleet, fleet.apps[0], clients, Windows(now - 40, now, now - 35, None))  # type: ignore[arg-type]
+    (verdict,) = done.verdicts
+    assert verdict.status == status, verdict.message
+    ((start, end),) = clients.asked
+    assert start == pytest.approx(wall - 25, abs=0.5) and end == pytest.approx(wall, abs=0.5)
+
+
+def test_a_window_shorter_than_the_query_reads_back_is_an_error_naming_both(tmp_path: Path) -> None:
+    fleet = load(
+        tmp_path,
+        with_objectives(objective(query=RateOfErrors.QUERY), prometheus={"url": "http://thanos:9090"}),
+    )
+    now = time.monotonic()
+    clients = RateOfErrors([])
+    done = evaluate(fleet, fleet.apps[0], clients, Windows(now - 9, now, now - 5, None))  # type: ignore[arg-type]
+    (verdict,) = done.verdicts
+    assert verdict.status == "error" and clients.asked == []
+    assert verdict.message == (
+        "PromQL errors not judged: rate(errors[15s]): the drill window (9.0 s) is shorter than the query "
+        "reads back (15 s): no value of it measures the window alone"
+    )
+
+
+def test_a_drill_holds_and_soaks_as_long_as_its_promql_objectives_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the fault the window grows as old as the drill window's objectives read back; the soak lasts
+    soak_s plus what the recovery window's objectives read back."""
+    from harness.drill import Drill, DrillSettings, Observation
+    from harness.timeline import Timeline
+
+    during = objective(query="rate(errors[3s])")
+    after = objective(name="after", query="max_over_time(rate(errors[1s])[2s:1s])", window="recovery")
+    fleet = load(tmp_path, with_objectives(during, after, prometheus={"url": "http://thanos:9090"}))
+    drill = Drill("test_hold", fleet, None, None, Timeline(), DrillSettings(soak_s=0.5))  # type: ignore[arg-type]
+    app = fleet.apps[0]
+    monkeypatch.setattr(Drill, "served_by", lambda *_: True)
+    monkeypatch.setattr(Drill, "writes_acked", lambda *_: True)
+    drill.observations[app.name] = Observation(app, start=time.monotonic())
+    assert drill.steady(app, None, 0.1, 5.0)
+    assert time.monotonic() >= drill.observations[app.name].start + 3.0
+    slept: list[float] = []
+    monkeypatch.setattr("harness.drill.time.sleep", slept.append)
+    drill.soak()
+    drill.soak(1.0)
+    assert slept == [pytest.approx(3.5), 1.0]
 
 
 # --- aborts ------------------------------------------------------------------------------------------
