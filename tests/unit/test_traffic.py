@@ -89,13 +89,17 @@ def test_failures_are_recorded_with_their_kind(servers: Callable, free_port: int
         ("garbage", "protocol"),
     ]:
         samples = probes.samples(target)
-        assert samples
-        assert all(not s.ok and s.status is None and s.error.startswith(f"{kind}: ") for s in samples), (
-            samples
-        )
         assert probes.stats(target).failed == len(samples)
+        # a target whose last probes went unanswered has those still in flight at stop recorded as stopped
+        # (harness.traffic), which the drop and hang targets' can be
+        answered = [s for s in samples if not s.error.startswith("stopped: ")]
+        assert len(answered) >= 3, samples
+        wrong = [s for s in answered if s.ok or s.status is not None or not s.error.startswith(f"{kind}: ")]
+        errors = sorted({s.error for s in wrong})
+        assert not wrong, f"{target}: {len(wrong)} of {len(samples)} not {kind}: {errors}"
     # the hang server never answers: the timeout ended each probe (its bound leaves room for a loaded runner)
-    assert all(0.3 <= s.latency < 2.0 for s in probes.samples("hang"))
+    timed_out = [s for s in probes.samples("hang") if s.error.startswith("timeout: ")]
+    assert timed_out and all(0.3 <= s.latency < 2.0 for s in timed_out)
 
 
 @pytest.mark.parametrize(
