@@ -248,6 +248,15 @@ braces never hold a bare word)."""
 Comparison = Literal["<", "<=", ">", ">="]
 
 
+def _check_promql(query: str) -> None:
+    """Refuse a query that does not parse as PromQL (Prometheus' grammar and types), with the parser's
+    reason: found when the fleet file loads, not when a drill asks Prometheus."""
+    try:
+        lookback(query.replace(CLUSTER_PLACEHOLDER, "cluster"))
+    except LookbackError as error:
+        raise _Invalid(f"a PromQL query ({error})", query, ("query",)) from None
+
+
 class PromqlObjective(_Model):
     """An objective from the app's own metrics: every value of a PromQL query over a window of the drill
     compared with a bound. A query that returns no data is an error, never a pass."""
@@ -288,10 +297,7 @@ class PromqlObjective(_Model):
             raise _Invalid("a query without {cluster} (scope is fleet; set scope: cluster)", self.query)
         if self.scope == "fleet" and self.cluster_label is not None:
             raise _Invalid("no cluster_label with scope fleet", self.cluster_label, ("cluster_label",))
-        try:
-            self.reads_back()
-        except LookbackError as error:
-            raise _Invalid(f"a PromQL query ({error})", self.query, ("query",)) from None
+        _check_promql(self.query)
         return self
 
     def reads_back(self) -> float:
@@ -865,6 +871,7 @@ class AbortQuery(_Model):
     def _one_bound(self) -> "AbortQuery":
         if (self.above is None) == (self.below is None):
             raise _Invalid("exactly one of above, below", {"above": self.above, "below": self.below})
+        _check_promql(self.query)
         return self
 
 

@@ -133,6 +133,10 @@ def test_abort_conditions_need_a_bound_and_a_prometheus(tmp_path: Path) -> None:
     assert problem(tmp_path, document).startswith(
         "safety.abort.promql[0].prometheus: expected a cluster name, or a top-level prometheus"
     )
+    document["safety"]["abort"] = {"promql": [{"name": "e", "query": "sum(x", "above": 1}]}
+    assert problem(tmp_path, document).startswith(
+        "safety.abort.promql[0].query: expected a PromQL query (unclosed left parenthesis), got 'sum(x'"
+    )
     document["safety"]["abort"] = {"alerts": [{"alert": "Down", "prometheus": "eu-west"}]}
     assert problem(tmp_path, document).startswith(
         "safety.abort.alerts[0].prometheus: expected a cluster with a prometheus (none has one), "
@@ -275,26 +279,20 @@ def test_each_place_is_judged_and_the_recovery_window_needs_a_recovery(tmp_path:
     assert len(done.series) == 3 and done.series[0].points[0][0] == pytest.approx(now - 60, abs=0.5)
 
 
-class RateOfErrors:
+class RateOfErrors(FakeClients):
     """A Prometheus answering `rate(errors[15s])` as it would: at t, the errors stamped in (t - 15 s, t]
     per second, for unix times `errors`; recording the range each query asked for."""
 
-    settings = SERVER
     QUERY = "rate(errors[15s])"
 
     def __init__(self, errors: list[float]) -> None:
-        self.errors, self.asked = errors, []
-
-    def get(self, where: str | None) -> "RateOfErrors":
-        return self
+        super().__init__({})
+        self.errors, self.ranges = errors, []
 
     def query_range(self, query: str, start: float, end: float, step: float) -> list[Series]:
-        self.asked.append((start, end))
+        self.ranges.append((start, end))
         times = [start + i * step for i in range(int((end - start) / step) + 1)]
         return [Series({}, tuple((t, sum(t - 15 < e <= t for e in self.errors) / 15) for t in times))]
-
-    def targets(self) -> list[Target]:
-        return just_scraped()
 
 
 @pytest.mark.parametrize(
@@ -317,7 +315,7 @@ def test_a_rate_is_judged_only_where_it_reads_the_window_alone(
     done = evaluate(fleet, fleet.apps[0], clients, Windows(now - 40, now, now - 35, None))  # type: ignore[arg-type]
     (verdict,) = done.verdicts
     assert verdict.status == status, verdict.message
-    ((start, end),) = clients.asked
+    ((start, end),) = clients.ranges
     assert start == pytest.approx(wall - 25, abs=0.5) and end == pytest.approx(wall, abs=0.5)
 
 
@@ -330,7 +328,7 @@ def test_a_window_shorter_than_the_query_reads_back_is_an_error_naming_both(tmp_
     clients = RateOfErrors([])
     done = evaluate(fleet, fleet.apps[0], clients, Windows(now - 9, now, now - 5, None))  # type: ignore[arg-type]
     (verdict,) = done.verdicts
-    assert verdict.status == "error" and clients.asked == []
+    assert verdict.status == "error" and clients.ranges == []
     assert verdict.message == (
         "PromQL errors not judged: rate(errors[15s]): the drill window (9.0 s) is shorter than the query "
         "reads back (15 s): no value of it measures the window alone"
