@@ -19,6 +19,8 @@ from harness.localfleet.nodeagent.cgroups import NodeCgroups
 from harness.localfleet.nodeagent.terminal import Terminal
 
 EXEC_DEADLINE_S = 30.0
+KILL_AGAIN_S = 30.0
+"""How long a killed container is awaited before it is killed again and said to be slow to end."""
 
 
 class SandboxError(FleetDrillError):
@@ -201,8 +203,7 @@ def _wait_for_exec(ready: int, process: subprocess.Popen) -> None:
     writer closes at exec, or when the shim fails), so a running container is really in its sandbox."""
     readable, _, _ = select.select([ready], [], [], EXEC_DEADLINE_S)
     if not readable:
-        kill(process)
-        process.wait(timeout=30)
+        killed_and_reaped(process)
         raise SandboxError(f"the container did not start within {EXEC_DEADLINE_S:.0f} s")
     os.read(ready, 1)
 
@@ -225,7 +226,7 @@ def kill(process: subprocess.Popen) -> None:
 
 def stop_all(stops: list[tuple[subprocess.Popen, int]], deadline: float) -> list[int]:
     """Each process's stop signal to it, SIGKILL to those still running at the (monotonic) deadline;
-    return their exit codes."""
+    return their exit codes once every one has ended (killed_and_reaped)."""
     for process, signum in stops:
         terminate(process, signum)
     codes = []
@@ -233,6 +234,18 @@ def stop_all(stops: list[tuple[subprocess.Popen, int]], deadline: float) -> list
         try:
             codes.append(process.wait(timeout=max(deadline - time.monotonic(), 0)))
         except subprocess.TimeoutExpired:
-            kill(process)
-            codes.append(process.wait(timeout=30))
+            codes.append(killed_and_reaped(process))
     return codes
+
+
+def killed_and_reaped(process: subprocess.Popen) -> int:
+    """SIGKILL the container, again every KILL_AGAIN_S (saying so) until it has ended; its exit code.
+    A killed process can take minutes to end: one held to a small CPU quota frees its memory at that
+    quota's pace. The kubelet keeps such a pod Terminating until the runtime reports its containers gone;
+    so does the node, instead of giving the pod up while its container still runs."""
+    while True:
+        kill(process)
+        try:
+            return process.wait(timeout=KILL_AGAIN_S)
+        except subprocess.TimeoutExpired:
+            print(f"container process {process.pid} runs on {KILL_AGAIN_S:g} s after SIGKILL", flush=True)
