@@ -491,7 +491,22 @@ def judge_latency(
         f"{name} {_secs(value)} s {'within' if ok else 'exceeds'} objective {_secs(objective_s)} s "
         f"over {len(ranked)} probes{counted}"
     )
+    if not ok:
+        slow = [s.sent for s in ranked if s.latency > objective_s]
+        message += _when_slow(slow, objective_s, coverage.start)
     return _verdict(ok, name, expected, f"{_secs(value)} s", message, moments)
+
+
+def _when_slow(sent: Sequence[float], objective_s: float, start: float) -> str:
+    """'; the 19 slower than 1.0 s were sent from +3.1 s to +3.5 s after the drill began' (one stall, or
+    slowness all along)."""
+    slower = f"slower than {_secs(objective_s)} s"
+    if len(sent) == 1:
+        return f"; the one {slower} was sent {_rel(sent[0], start)} after the drill began"
+    return (
+        f"; the {len(sent)} {slower} were sent from {_rel(min(sent), start)} to {_rel(max(sent), start)} "
+        "after the drill began"
+    )
 
 
 def judge_longest_outage(
