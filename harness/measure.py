@@ -498,14 +498,14 @@ def judge_latency(
 
 
 def _when_slow(sent: Sequence[float], objective_s: float, start: float) -> str:
-    """'; the 19 slower than 1.0 s were sent from +3.1 s to +3.5 s after the drill began' (one stall, or
+    """'; the 19 slower than 1.0 s were sent from +3.1 s to +3.5 s into the window judged' (one stall, or
     slowness all along)."""
     slower = f"slower than {_secs(objective_s)} s"
     if len(sent) == 1:
-        return f"; the one {slower} was sent {_rel(sent[0], start)} after the drill began"
+        return f"; the one {slower} was sent {_rel(sent[0], start)} into the window judged"
     return (
         f"; the {len(sent)} {slower} were sent from {_rel(min(sent), start)} to {_rel(max(sent), start)} "
-        "after the drill began"
+        "into the window judged"
     )
 
 
@@ -526,7 +526,7 @@ def judge_longest_outage(
     moments |= {"outage_start": worst.start, "outage_end": worst.end}
     message = (
         f"longest outage {_secs(worst.duration)} s {'within' if ok else 'exceeds'} {bound_s:g} s: "
-        f"{worst.failed_count} failed probes from {_rel(worst.start, coverage.start)} after the drill began"
+        f"{worst.failed_count} failed probes from {_rel(worst.start, coverage.start)} into the window judged"
     )
     return _verdict(ok, "longest outage", expected, f"{_secs(worst.duration)} s", message, moments)
 

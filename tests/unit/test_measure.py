@@ -543,7 +543,7 @@ def test_judge_availability_and_latency() -> None:
     assert (p99.status, p99.measured) == ("pass", "0.010 s")  # rank 99 of 100: one slow probe is 1%
     p100 = m.judge_latency(samples, 100, 1.0, coverage)
     assert (p100.status, p100.measured, p100.moments["percentile_probe_sent"]) == ("fail", "2.0 s", T0 + 11)
-    assert p100.message.endswith("; the one slower than 1.0 s was sent +11.0 s after the drill began")
+    assert p100.message.endswith("; the one slower than 1.0 s was sent +11.0 s into the window judged")
     p95 = m.judge_latency(samples, 95, 0.5, coverage)
     assert p95.status == "pass"
     assert p95.message == "p95 latency 0.010 s within objective 0.500 s over 100 probes"
@@ -567,7 +567,7 @@ def test_timed_out_probes_count_at_their_timeout() -> None:
     assert p99.message == (
         "p99 latency 1.0 s exceeds objective 0.500 s over 100 probes "
         "(5 without an answer, counted at the time they gave up); the 5 slower than 0.500 s were sent from "
-        "+10.0 s to +14.0 s after the drill began"
+        "+10.0 s to +14.0 s into the window judged"
     )
     assert m.judge_latency(samples, 95, 0.5, coverage).status == "pass"  # 95 answered in 10 ms
     assert m.judge_latency(with_timeouts(1, 1.0), 99, 0.5, coverage).status == "pass"  # 1% is allowed
