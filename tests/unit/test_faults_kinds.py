@@ -161,7 +161,7 @@ def test_stress_pods_are_sized_to_what_the_node_has_left() -> None:
     )
     assert stress["args"] == [
         *("--cpu", "2", "--cpu-load", "75"),
-        *("--vm", "1", "--vm-bytes", "460M", "--vm-populate", "--vm-hang", "0"),  # filled at once, held
+        *("--vm", "15", "--vm-bytes", "460M", "--vm-populate", "--vm-hang", "0"),  # 32 MiB a worker, held
     ]
     assert "command" not in stress, "the image's entrypoint (stress-ng) gets the options"
     assert body["metadata"]["labels"] == {"fleetdrill.io/fault": "node-stress-abc"}
