@@ -177,7 +177,7 @@ def test_stress_options_from_chaos_mesh_stressors() -> None:
     args = stressing.stress_args(
         {"cpu": {"workers": 2, "load": 50}, "memory": {"workers": 2, "size": "100MB"}}
     )
-    assert args == ["--cpu", "2", "--cpu-load", "50", "--vm", "2", "--vm-keep", "--vm-bytes", str(50 << 20)]
+    assert args == ["--cpu", "2", "--cpu-load", "50", "--vm", "2", "--vm-keep", "--vm-bytes", str(100 << 20)]
     with pytest.raises(ValueError, match="give cpu or memory"):
         stressing.stress_args({})
 

@@ -39,17 +39,17 @@ def total_memory() -> int:
 
 
 def stress_args(stressors: dict) -> list[str]:
-    """stress-ng's options: --cpu N --cpu-load L for cpu, --vm N --vm-keep --vm-bytes SIZE/N for memory
-    (Chaos Mesh's size is what all memory workers take together; --vm-keep, as Chaos Mesh passes it, keeps
-    the memory mapped and rewrites it instead of unmapping and mapping it again)."""
+    """stress-ng's options: --cpu N --cpu-load L for cpu, --vm N --vm-keep --vm-bytes SIZE for memory, as
+    Chaos Mesh passes them (SIZE is what all memory workers take together: stress-ng divides --vm-bytes
+    among them; --vm-keep keeps the memory mapped and rewrites it instead of unmapping and mapping it
+    again)."""
     args: list[str] = []
     cpu, memory = stressors.get("cpu"), stressors.get("memory")
     if cpu:
         args += ["--cpu", str(cpu["workers"]), "--cpu-load", str(cpu.get("load") or 100)]
     if memory:
-        workers = memory["workers"]
         size = size_bytes(memory.get("size") or "256MB", total_memory())
-        args += ["--vm", str(workers), "--vm-keep", "--vm-bytes", str(max(size // workers, 1))]
+        args += ["--vm", str(memory["workers"]), "--vm-keep", "--vm-bytes", str(max(size, 1))]
     if not args:
         raise ValueError("stressors: give cpu or memory (stressngStressors is not supported here)")
     return args
