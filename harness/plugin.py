@@ -127,6 +127,11 @@ def _fleet_file(config: pytest.Config) -> Path:
     return Path(_option(config, "fleet") or paths.default_fleet_file())
 
 
+def _ledger(config: pytest.Config) -> Ledger:
+    """The fault ledger: --ledger, else the default one."""
+    return Ledger(config.getoption("--ledger") or paths.default_ledger())
+
+
 def _fleet(config: pytest.Config) -> Fleet:
     """The fleet file of the fleet under drill, loaded once (a mistake in it is one clear line)."""
     if fleet_key not in config.stash:
@@ -169,7 +174,7 @@ def _run_settings(item: pytest.Item) -> RunSettings:
     gameday = config.getoption("--suite") == "gameday"
     return RunSettings(
         run_id=config.stash[run_key],
-        ledger=Path(config.getoption("--ledger") or paths.default_ledger()),
+        ledger=_ledger(config).path,
         folder=_report_folder(config, item.name),
         allow_prod=config.getoption("--allow-prod"),
         destructive=item.get_closest_marker("destructive") is not None,
@@ -199,13 +204,15 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Before a run with destructive drills, every cluster of the fleet answers with its kubeconfig's
-    credentials (only now: a drill may lose one on purpose); else one line per cluster and nothing runs."""
+    """Before a run with destructive drills, no fault a run that is gone left in force (its drill would
+    judge a fleet still faulted), and every cluster of the fleet answers with its kubeconfig's credentials
+    (only now: a drill may lose one on purpose); else one line per problem and nothing runs."""
     config = session.config
     if config.option.collectonly or config.getoption("--dry-run"):
         return
     if not any(item.get_closest_marker("destructive") for item in session.items):
         return
+    _refuse_faults_left_behind(config)
     access = FleetAccess(_fleet(config))
     try:
         problems = access.unreachable()
@@ -213,6 +220,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         access.close()
     if problems:
         raise pytest.UsageError(*map(str, problems.values()))
+
+
+def _refuse_faults_left_behind(config: pytest.Config) -> None:
+    """One line naming the faults the ledger holds that no running drill will revert, and how to revert
+    them."""
+    ledger = _ledger(config)
+    try:
+        left = ledger.left_behind()
+    except FleetDrillError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if left:
+        faults = "; ".join(entry.describe() for entry in left)
+        recover = f"fleetdrill recover --fleet {_fleet_file(config)} --ledger {ledger.path}"
+        raise pytest.UsageError(
+            f"{ledger.path}: {len(left)} fault(s) left in force by a run that is gone ({faults}): "
+            f"revert them with `{recover}`, then drill again"
+        )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -357,9 +381,8 @@ def _planned_drill(item: pytest.Item, fleet: Fleet, access: FleetAccess) -> Plan
         pytest.skip(f"dry run: {item.name}: reads app {app} in fleet {fleet.name}; injects no fault")
     config, timeline = item.config, Timeline()
     guard = Guard(fleet, allow_prod=config.getoption("--allow-prod"))
-    ledger = Ledger(config.getoption("--ledger") or paths.default_ledger())  # a dry run never writes it
-    stack = FaultStack(
-        access, ledger, timeline, config.stash[run_key], guard=guard, rules=guard, dry_run=True
+    stack = FaultStack(  # a dry run never writes its ledger
+        access, _ledger(config), timeline, config.stash[run_key], guard=guard, rules=guard, dry_run=True
     )
     planned = PlannedDrill(item.name, fleet, access, stack, timeline)
     item.stash[planned_key] = planned

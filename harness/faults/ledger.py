@@ -156,6 +156,11 @@ class Ledger:
         """Entries whose fault may be in force (any state but reverted), oldest first."""
         return [entry for entry in self.entries() if entry.state != "reverted"]
 
+    def left_behind(self) -> list[LedgerEntry]:
+        """Open entries that no running drill will revert: their process is gone (or ran on another host,
+        which this host cannot ask). `fleetdrill recover` reverts them."""
+        return [entry for entry in self.open_entries() if not (_still_running(entry) or _ours(entry))]
+
     def add(self, fault: Fault, run_id: str) -> LedgerEntry:
         """Write `fault` as "intended" (call before it acts); TypeError if its record would not rebuild it."""
         record, now = _as_kept(fault), time.time()
@@ -295,6 +300,11 @@ def _recover_one(ledger: Ledger, entry: LedgerEntry, ctx: FaultContext, force: b
 def _texts(value: object) -> bool:
     """`value` is a mapping of texts to texts (an entry's handles)."""
     return isinstance(value, dict) and all(isinstance(x, str) for item in value.items() for x in item)
+
+
+def _ours(entry: LedgerEntry) -> bool:
+    """Whether this process wrote `entry`."""
+    return entry.host == socket.gethostname() and entry.pid == os.getpid()
 
 
 def _still_running(entry: LedgerEntry) -> bool:

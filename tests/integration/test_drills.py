@@ -149,7 +149,8 @@ def test_losing_the_primary_passes_with_a_failover_command(drill_fleet: Path, tm
 
 
 def test_a_drill_killed_mid_fault_is_reverted_by_recover(drill_fleet: Path, tmp_path: Path) -> None:
-    """kill -9 of the runner while the primary is lost: `fleetdrill recover` brings the cluster back."""
+    """kill -9 of the runner while the primary is lost: the next run refuses to drill the still faulted
+    fleet, naming the fault and `fleetdrill recover`, which brings the cluster back."""
     ledger = drill_fleet / "ledger.json"
     runner = subprocess.Popen(
         drill_argv(drill_fleet, tmp_path, "test_active_passive.py"),
@@ -167,6 +168,12 @@ def test_a_drill_killed_mid_fault_is_reverted_by_recover(drill_fleet: Path, tmp_
         runner.kill()
         runner.wait(timeout=30)
     assert not supervisor.cluster_running(drill_fleet, "us-east"), "the killed run left the cluster lost"
+    again = drill_argv(drill_fleet, tmp_path / "again", "test_active_passive.py")
+    refused = subprocess.run(again, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "1 fault(s) left in force by a run that is gone (cluster-loss" in refused.stderr, refused.stderr
+    assert f"`fleetdrill recover --fleet {drill_fleet / 'fleet.yaml'} --ledger {ledger}`" in refused.stderr
+    assert not list((tmp_path / "again").glob("*/*/record.json")), "no drill ran"
     recovered = run_cli("recover", "--fleet", drill_fleet / "fleet.yaml", "--ledger", ledger)
     assert "cluster-loss" in recovered.stdout
     assert supervisor.cluster_running(drill_fleet, "us-east") and not Ledger(ledger).open_entries()

@@ -594,6 +594,7 @@ def test_recover_after_a_kill(
     ledger = Ledger(tmp_path / "ledger.json")
     assert in_force(tmp_path) == left
     assert states(ledger) == ledger_states
+    assert ledger.left_behind() == ledger.open_entries(), "the killed run reverts none of them"
 
     reports = recover(ledger.path, KubeContext())
     assert [(r.entry.fault["targets"], r.outcome) for r in reports] == [
@@ -631,6 +632,27 @@ def test_recover_skips_a_live_run_unless_forced(ledger: Ledger, tmp_path: Path) 
     assert [e.id for e in ledger.entries()] == [entry.id]
     assert [r.outcome for r in recover(ledger.path, KubeContext(), force=True)] == ["reverted"]
     assert ledger.entries() == []
+
+
+def test_left_behind_are_the_open_entries_no_running_process_will_revert(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    owners = {
+        "ours": {},
+        "live": {"pid": 1},  # init: alive on every host
+        "gone": {"pid": gone.pid},
+        "elsewhere": {"host": "another-host", "pid": 1},
+        "reverted": {"pid": gone.pid, "state": "reverted"},
+    }
+    for target in owners:
+        ledger.add(marker(tmp_path, target), "run-1")
+    data = json.loads(ledger.path.read_text())
+    for entry, changes in zip(data["entries"], owners.values(), strict=True):
+        entry.update(changes)
+    ledger.path.write_text(json.dumps(data))
+    assert [entry.fault["targets"] for entry in ledger.left_behind()] == [["gone"], ["elsewhere"]]
 
 
 def test_recover_drops_reverted_entries_without_reverting_again(ledger: Ledger, tmp_path: Path) -> None:

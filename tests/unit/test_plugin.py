@@ -2,11 +2,15 @@
 
 import json
 import random
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from harness.faults import Ledger
+from harness.faults.network import DenyAllPolicy
 from harness.report.record import NO_VERDICT
 
 pytest_plugins = ["pytester"]
@@ -214,6 +218,30 @@ def test_every_drill_leaves_a_record_even_when_it_fails(pytester: pytest.Pyteste
     assert "the drill failed for real" in record["message"] and NO_VERDICT in record["message"]
     assert [c["name"] for c in record["clusters"]] == ["east", "west", "south"]
     assert "BEGIN" not in record_path.read_text(), "no credentials in records"
+
+
+def test_a_fault_a_run_that_is_gone_left_in_force_stops_the_drills_naming_it_and_recover(
+    pytester: pytest.Pytester, fleet_file: Path
+) -> None:
+    """A killed run's fault stays in the ledger: drilling again would judge a fleet still faulted."""
+    ledger = Ledger(pytester.path / "ledger.json")
+    ledger.mark(ledger.add(DenyAllPolicy(targets=("east",), namespace="shop"), "killed-run").id, "applied")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    data = json.loads(ledger.path.read_text())
+    data["entries"][0]["pid"] = gone.pid
+    ledger.path.write_text(json.dumps(data))
+    result = run(pytester, fleet_file, "-k", "breaks")
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: {ledger.path}: 1 fault(s) left in force by a run that is gone (*deny-all* on east*"
+            f"run killed-run, pid {gone.pid}*): revert them with `fleetdrill recover --fleet {fleet_file} "
+            f"--ledger {ledger.path}`, then drill again"
+        ]
+    )
+    assert result.ret != 0 and not list((pytester.path / "reports").glob("*/*/record.json")), "no drill ran"
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    run(pytester, fleet_file, "-k", "reads").assert_outcomes(passed=2, deselected=3)  # they inject nothing
 
 
 REFUSED = """
