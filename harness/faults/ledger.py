@@ -309,7 +309,7 @@ def _ours(entry: LedgerEntry) -> bool:
 
 def _still_running(entry: LedgerEntry) -> bool:
     """Whether the process that wrote `entry` runs, as far as this host can tell (not this process)."""
-    if entry.host != socket.gethostname() or entry.pid == os.getpid():
+    if entry.host != socket.gethostname() or _ours(entry):
         return False
     try:
         os.kill(entry.pid, 0)
